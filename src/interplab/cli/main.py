@@ -1,0 +1,68 @@
+"""Entry point of the `interplab` command.
+
+Each sub-module registers its commands on the shared Typer app; heavy imports happen inside the
+commands so that `interplab --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from interplab.errors import InterplabError
+
+app = typer.Typer(
+    name="interplab",
+    help="Empirical science of language-model internals, with controls built in.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """interplab: harvest activations, fit probes, train SAEs, and run studies with controls."""
+
+
+def _register_commands() -> None:
+    from interplab.cli import harvest
+
+    harvest.register(app)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors print a one-line message and exit with status 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except InterplabError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except OSError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted; re-run the same command to resume where supported")
+        return 130
+    except SystemExit as exc:  # typer/click exit paths
+        return int(exc.code or 0)
+    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

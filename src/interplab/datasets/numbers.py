@@ -1,0 +1,67 @@
+"""``larger_than`` / ``smaller_than``: "Seventy-one is larger than fifty-two." over 51–99.
+
+Numbers are written as words by ``inflect``. A seeded sample of unordered pairs of distinct
+numbers is used in both orders, so every number is as often on the left of a true statement as of
+a false one and the labels are exactly balanced. ``smaller_than`` states the same ordered pairs
+with "smaller", so row ``i`` of the two datasets has opposite labels and a shared pair id.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from itertools import combinations
+
+import inflect
+import numpy as np
+
+from interplab.datasets._build import Claim, render
+from interplab.datasets.statements import StatementDataset, package_versions
+
+LOW, HIGH = 51, 99
+N_PAIRS = 600  # unordered pairs; each gives two statements
+
+TEMPLATE_LARGER = "{left_cap} is larger than {right}."
+TEMPLATE_SMALLER = "{left_cap} is smaller than {right}."
+
+
+@lru_cache(maxsize=1)
+def number_words() -> dict[int, str]:
+    """``{n: "seventy-one"}`` for n in 51..99, from inflect."""
+    engine = inflect.engine()
+    return {n: str(engine.number_to_words(n)) for n in range(LOW, HIGH + 1)}
+
+
+@lru_cache(maxsize=8)
+def comparison_claims(seed: int = 0) -> tuple[Claim, ...]:
+    """Claims "left > right" for a seeded sample of ordered pairs, both orders of each pair."""
+    rng = np.random.default_rng(seed)
+    pairs = list(combinations(range(LOW, HIGH + 1), 2))
+    chosen = [pairs[k] for k in np.sort(rng.choice(len(pairs), size=N_PAIRS, replace=False))]
+    words = number_words()
+    claims = []
+    for a, b in chosen:
+        for left, right in ((a, b), (b, a)):
+            fields = {
+                "left_cap": words[left].capitalize(),
+                "right": words[right],
+                "left_value": str(left),
+                "right_value": str(right),
+            }
+            claims.append(Claim(f"numbers/{left}-{right}", fields, left > right))
+    order = rng.permutation(len(claims))
+    return tuple(claims[k] for k in order)
+
+
+def provenance() -> dict[str, str]:
+    return package_versions("inflect", "interplab")
+
+
+def larger_than(seed: int = 0) -> StatementDataset:
+    """E.g. "Seventy-one is larger than fifty-two." (true iff left > right); balanced."""
+    return render("larger_than", comparison_claims(seed), TEMPLATE_LARGER, provenance(), seed)
+
+
+def smaller_than(seed: int = 0) -> StatementDataset:
+    """E.g. "Seventy-one is smaller than fifty-two."; row ``i`` has the opposite label of larger_than."""
+    claims = comparison_claims(seed)
+    return render("smaller_than", claims, TEMPLATE_SMALLER, provenance(), seed, negated=True)

@@ -26,8 +26,8 @@ MIN_POPULATION = 100_000
 # Capitals whose truth is disputed between states.
 CONTESTED = frozenset({"EH", "IL", "PS"})
 
-# Capitals renamed after both tables were compiled, or written differently in English text.
-_CORRECTIONS = {"KZ": "Astana", "US": "Washington, D.C."}
+# Capitals renamed after both tables were compiled, or written differently in running text.
+_CORRECTIONS = {"KZ": "Astana", "US": "Washington"}
 
 
 def _same_capital(a: str, b: str) -> bool:

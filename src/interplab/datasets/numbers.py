@@ -11,7 +11,6 @@ from __future__ import annotations
 from functools import lru_cache
 from itertools import combinations
 
-import inflect
 import numpy as np
 
 from interplab.datasets._build import Claim, render
@@ -27,6 +26,8 @@ TEMPLATE_SMALLER = "{left_cap} is smaller than {right}."
 @lru_cache(maxsize=1)
 def number_words() -> dict[int, str]:
     """``{n: "seventy-one"}`` for n in 51..99, from inflect."""
+    import inflect  # imported here: it takes seconds to import
+
     engine = inflect.engine()
     return {n: str(engine.number_to_words(n)) for n in range(LOW, HIGH + 1)}
 

@@ -1,6 +1,6 @@
 """``chem_symbols`` / ``neg_chem_symbols``: "The chemical symbol for gold is Au." and negation.
 
-Facts: the element table of ``periodictable`` (BSD license), elements 1–118. A false statement
+Facts: the element table of ``periodictable`` (public domain), elements 1–118. A false statement
 gives an element another element's symbol, so every symbol appears once in a true and once in a
 false statement.
 """

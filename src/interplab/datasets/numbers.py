@@ -1,6 +1,7 @@
 """``larger_than`` / ``smaller_than``: "Seventy-one is larger than fifty-two." over 51–99.
 
-Numbers are written as words by ``inflect``. A seeded sample of unordered pairs of distinct
+Numbers are written as words by :func:`number_words` (a ten-line rule for 51–99; the tests check
+it against ``inflect``, which takes seconds to import and so is not used here). A seeded sample of unordered pairs of distinct
 numbers is used in both orders, so every number is as often on the left of a true statement as of
 a false one and the labels are exactly balanced. ``smaller_than`` states the same ordered pairs
 with "smaller", so row ``i`` of the two datasets has opposite labels and a shared pair id.
@@ -23,13 +24,18 @@ TEMPLATE_LARGER = "{left_cap} is larger than {right}."
 TEMPLATE_SMALLER = "{left_cap} is smaller than {right}."
 
 
+_UNITS = ["", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+_TENS = {5: "fifty", 6: "sixty", 7: "seventy", 8: "eighty", 9: "ninety"}
+
+
 @lru_cache(maxsize=1)
 def number_words() -> dict[int, str]:
-    """``{n: "seventy-one"}`` for n in 51..99, from inflect."""
-    import inflect  # imported here: it takes seconds to import
-
-    engine = inflect.engine()
-    return {n: str(engine.number_to_words(n)) for n in range(LOW, HIGH + 1)}
+    """``{n: "seventy-one"}`` for n in 51..99 (hyphenated, as in written English)."""
+    out = {}
+    for n in range(LOW, HIGH + 1):
+        tens, units = divmod(n, 10)
+        out[n] = _TENS[tens] + (f"-{_UNITS[units]}" if units else "")
+    return out
 
 
 @lru_cache(maxsize=8)
@@ -54,7 +60,7 @@ def comparison_claims(seed: int = 0) -> tuple[Claim, ...]:
 
 
 def provenance() -> dict[str, str]:
-    return package_versions("inflect", "interplab")
+    return package_versions("interplab")
 
 
 def larger_than(seed: int = 0) -> StatementDataset:

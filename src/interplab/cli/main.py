@@ -40,7 +40,9 @@ _register_commands()
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print a one-line message and exit with status 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int):  # click returns an Exit's code in non-standalone mode
+            return rv
     except InterplabError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2

@@ -1,0 +1,255 @@
+"""Harvesting: run texts through a model and keep activations at chosen hooks and positions.
+
+One forward pass serves every requested hook; the pass is cut short right after the last block
+needed (no later blocks, no final norm, no vocabulary projection). Texts are batched by length to
+reduce padding and every row comes back in input order with its (text, position, token) address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from interplab.activations.positions import Positions
+from interplab.errors import InterplabError
+from interplab.models import LanguageModel, attach
+
+
+class _StopForward(Exception):
+    """Raised inside a hook to end the forward pass once every needed activation is captured."""
+
+
+@dataclass
+class Activations:
+    """Activations for several hooks plus the address of every row.
+
+    ``acts[hook]`` is ``[n_rows, d_model]``; ``text_index``, ``position`` (index within the text's
+    own tokens) and ``token_id`` are ``[n_rows]`` int64 tensors. Rows are sorted by text, then
+    position.
+    """
+
+    acts: dict[str, torch.Tensor]
+    text_index: torch.Tensor
+    position: torch.Tensor
+    token_id: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, hook: str) -> torch.Tensor:
+        if hook not in self.acts:
+            raise InterplabError(f"no activations for hook {hook!r}; harvested: {list(self.acts)}")
+        return self.acts[hook]
+
+    @property
+    def hooks(self) -> list[str]:
+        return list(self.acts)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.text_index.numel())
+
+    def rows_for_text(self, i: int) -> torch.Tensor:
+        return torch.nonzero(self.text_index == i).flatten()
+
+
+@dataclass
+class _Batch:
+    text_index: np.ndarray  # [rows]
+    position: np.ndarray  # [rows]
+    token_id: np.ndarray  # [rows]
+    acts: dict[str, torch.Tensor]  # hook -> [rows, d] on CPU
+
+
+def validate_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise InterplabError("texts must be a list of strings, not a single string")
+    texts = list(texts)
+    if not texts:
+        raise InterplabError("the text list is empty; give at least one text to harvest")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise InterplabError(f"text {bad[0]} is a {type(texts[bad[0]]).__name__}, not a string")
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise InterplabError(
+            f"text {empty[0]} is empty ({len(empty)} empty texts in all); remove empty texts"
+        )
+    return texts
+
+
+def _stop_block(lm: LanguageModel, hooks: Sequence[str]) -> tuple[int, bool]:
+    """(block index, is_pre): the last hook event of the pass; the pass stops right after it.
+
+    ``resid_pre`` of block L fires when block L is entered; every other kind of block L fires
+    when block L has run. Events are ordered by (layer, entered-before-run).
+    """
+    parsed = [lm.parse_hook(h) for h in hooks]
+    events = [(p.layer, 0 if p.kind == "hook_resid_pre" else 1) for p in parsed]
+    layer, phase = max(events)
+    return layer, phase == 0
+
+
+def _batches_by_length(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def iter_harvest_ids(
+    lm: LanguageModel,
+    token_ids: Sequence[Sequence[int]],
+    text_offset: int,
+    hooks: Sequence[str],
+    positions: Positions,
+    *,
+    batch_size: int,
+    dtype: torch.dtype,
+    padding_side: str = "right",
+    compute_dtype: torch.dtype | None = None,
+    progress: tqdm | None = None,
+) -> Iterator[_Batch]:
+    """Yield batches of harvested rows for already tokenised texts (batched by length).
+
+    ``text_offset`` is added to local indices so rows carry global text indices. Rows within a
+    batch are in (text, position) order; batches are in length order, not input order.
+    """
+    if padding_side not in ("left", "right"):
+        raise InterplabError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
+    if batch_size < 1:
+        raise InterplabError(f"batch_size must be at least 1, not {batch_size}")
+    hooks = list(dict.fromkeys(hooks))
+    stop_at, stop_pre = _stop_block(lm, hooks)
+    device = lm.device
+    pad_id = lm.tokenizer.pad_token_id
+    has_bos = lm.bos_token_id is not None
+    captured: dict[str, torch.Tensor] = {}
+    gather: dict[str, torch.Tensor] = {}
+
+    def capture(name: str):
+        def fn(act: torch.Tensor) -> None:
+            captured[name] = act[gather["b"], gather["s"]].to(dtype)
+
+        return fn
+
+    def stop(_act: torch.Tensor) -> None:
+        raise _StopForward
+
+    handles = [attach(lm, h, capture(h)) for h in hooks]
+    stop_hook = f"blocks.{stop_at}.hook_resid_pre" if stop_pre else f"blocks.{stop_at}.hook_resid_post"
+    handles.append(attach(lm, stop_hook, stop))  # registered last: fires after the captures
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=compute_dtype)
+        if compute_dtype is not None and compute_dtype != lm.dtype
+        else contextlib.nullcontext()
+    )
+    try:
+        lengths = [len(t) for t in token_ids]
+        for local in _batches_by_length(lengths, batch_size):
+            n = len(local)
+            width = max(lengths[i] for i in local)
+            ids = torch.full((n, width), pad_id, dtype=torch.long)
+            mask = torch.zeros((n, width), dtype=torch.long)
+            rows_b, rows_s, t_idx, t_pos, t_tok = [], [], [], [], []
+            for b, i in enumerate(local):
+                seq = token_ids[i]
+                start = 0 if padding_side == "right" else width - len(seq)
+                ids[b, start : start + len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+                mask[b, start : start + len(seq)] = 1
+                sel = positions.select(int(i) + text_offset, len(seq), has_bos)
+                rows_b.extend([b] * len(sel))
+                rows_s.extend(start + p for p in sel)
+                t_idx.extend([int(i) + text_offset] * len(sel))
+                t_pos.extend(sel)
+                t_tok.extend(seq[p] for p in sel)
+            position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+            gather["b"] = torch.as_tensor(rows_b, dtype=torch.long, device=device)
+            gather["s"] = torch.as_tensor(rows_s, dtype=torch.long, device=device)
+            captured.clear()
+            with torch.inference_mode(), autocast, contextlib.suppress(_StopForward):
+                lm.base(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=position_ids.to(device),
+                    use_cache=False,
+                )
+            missing = [h for h in hooks if h not in captured]
+            if missing:  # pragma: no cover - would mean a hook never fired
+                raise RuntimeError(f"hooks {missing} did not fire during the forward pass")
+            yield _Batch(
+                text_index=np.asarray(t_idx, dtype=np.int64),
+                position=np.asarray(t_pos, dtype=np.int64),
+                token_id=np.asarray(t_tok, dtype=np.int64),
+                acts={h: captured[h].cpu() for h in hooks},
+            )
+            if progress is not None:
+                progress.update(int(sum(lengths[i] for i in local)))
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def assemble(batches: Sequence[_Batch], hooks: Sequence[str], d_model: int,
+             dtype: torch.dtype) -> Activations:
+    """Concatenate batches and sort rows by (text, position)."""
+    if not batches:
+        empty = torch.empty(0, dtype=torch.long)
+        return Activations({h: torch.empty(0, d_model, dtype=dtype) for h in hooks},
+                           empty, empty.clone(), empty.clone())
+    t_idx = np.concatenate([b.text_index for b in batches])
+    pos = np.concatenate([b.position for b in batches])
+    tok = np.concatenate([b.token_id for b in batches])
+    order = np.lexsort((pos, t_idx))
+    order_t = torch.from_numpy(order)
+    acts = {h: torch.cat([b.acts[h] for b in batches])[order_t] for h in hooks}
+    return Activations(
+        acts=acts,
+        text_index=torch.from_numpy(t_idx[order]),
+        position=torch.from_numpy(pos[order]),
+        token_id=torch.from_numpy(tok[order]),
+    )
+
+
+def harvest(
+    lm: LanguageModel,
+    texts: Sequence[str],
+    hooks: Sequence[str] | str,
+    positions: str | Positions = "last",
+    *,
+    batch_size: int = 32,
+    dtype: torch.dtype = torch.float32,
+    padding_side: str = "right",
+    max_length: int | None = None,
+    truncation: str = "warn",
+    compute_dtype: torch.dtype | None = None,
+    progress: bool = True,
+) -> Activations:
+    """Harvest activations of ``texts`` at ``hooks`` and ``positions`` into memory.
+
+    ``dtype`` is the dtype activations are returned in; ``compute_dtype`` (e.g. ``torch.bfloat16``)
+    runs the model's matrix products under autocast in that dtype. Texts longer than the model's
+    context (or ``max_length``) are truncated with a warning, or raise with
+    ``truncation="error"``. Returns rows in input order (text, then position).
+    """
+    texts = validate_texts(texts)
+    hooks = [hooks] if isinstance(hooks, str) else list(hooks)
+    if not hooks:
+        raise InterplabError("no hooks given; name at least one, e.g. 'blocks.0.hook_resid_post'")
+    for h in hooks:
+        lm.parse_hook(h)
+    pos = Positions.parse(positions)
+    pos.validate_count(len(texts))
+    ids = lm.tokenize(texts, max_length=max_length, truncation=truncation)
+    total = sum(len(t) for t in ids)
+    with tqdm(total=total, unit="tok", desc="harvest", disable=not progress, leave=False) as bar:
+        batches = list(
+            iter_harvest_ids(lm, ids, 0, hooks, pos, batch_size=batch_size, dtype=dtype,
+                             padding_side=padding_side, compute_dtype=compute_dtype, progress=bar)
+        )
+    out = assemble(batches, hooks, lm.d_model, dtype)
+    out.info = {"model": lm.identity(), "positions": pos.spec, "n_texts": len(texts),
+                "n_tokens": total}
+    return out

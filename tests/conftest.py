@@ -1,0 +1,33 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    from interplab.models import load
+
+    return {name: load(name, seed=0) for name in ("tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-neox")}
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    from interplab.errors import InterplabError
+    from interplab.models import load
+
+    try:
+        return load("smollm2-135m")
+    except InterplabError as exc:  # pragma: no cover - CI installs it
+        pytest.skip(f"embedded model unavailable: {exc}")
+
+
+TEXTS = [
+    "The city of Lisbon sits on seven hills.",
+    "Bees dance.",
+    "A probe is a small classifier trained on activations; its accuracy means little alone.",
+    "Seventy-one is larger than fifty-two.",
+    "Gold is a soft yellow metal.",
+]

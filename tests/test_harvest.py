@@ -1,0 +1,110 @@
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from interplab.activations import Positions, harvest
+from interplab.errors import InterplabError
+from tests.conftest import TEXTS
+
+HOOKS = ["blocks.1.hook_resid_post", "blocks.3.hook_mlp_out", "blocks.0.hook_attn_out"]
+
+
+@pytest.mark.parametrize("arch", ["tiny-llama", "tiny-gpt2", "tiny-neox", "tiny-qwen2"])
+def test_activation_independent_of_batch_and_padding_side(tiny_models, arch):
+    lm = tiny_models[arch]
+    alone = [harvest(lm, [t], HOOKS, "all", progress=False) for t in TEXTS]
+    for side in ("right", "left"):
+        for bs in (2, 5):
+            batched = harvest(lm, TEXTS, HOOKS, "all", batch_size=bs, padding_side=side,
+                              progress=False)
+            for i, single in enumerate(alone):
+                rows = batched.rows_for_text(i)
+                for h in HOOKS:
+                    assert torch.allclose(batched[h][rows], single[h], atol=1e-5, rtol=0), (side, bs, h)
+                assert torch.equal(batched.token_id[rows], single.token_id)
+
+
+def test_rows_come_back_in_input_order_with_addresses(tiny_models):
+    lm = tiny_models["tiny-llama"]
+    acts = harvest(lm, TEXTS, HOOKS[:1], "all", batch_size=2, progress=False)
+    ids = lm.tokenize(TEXTS)
+    assert acts.n_rows == sum(map(len, ids))
+    expected_text = np.concatenate([[i] * len(t) for i, t in enumerate(ids)])
+    assert np.array_equal(acts.text_index.numpy(), expected_text)
+    assert np.array_equal(acts.position.numpy(), np.concatenate([np.arange(len(t)) for t in ids]))
+    assert np.array_equal(acts.token_id.numpy(), np.concatenate(ids))
+
+
+def test_position_selectors_agree_with_all(tiny_models):
+    lm = tiny_models["tiny-llama"]  # adds BOS
+    h = HOOKS[0]
+    full = harvest(lm, TEXTS, h, "all", progress=False)
+    ids = lm.tokenize(TEXTS)
+    last = harvest(lm, TEXTS, h, "last", progress=False)
+    minus2 = harvest(lm, TEXTS, h, "index:-2", progress=False)
+    no_bos = harvest(lm, TEXTS, h, "all-but-bos", progress=False)
+    explicit = harvest(lm, TEXTS, h, Positions.explicit([[0, -1]] * len(TEXTS)), progress=False)
+    masks = [[j % 2 == 0 for j in range(len(t))] for t in ids]
+    masked = harvest(lm, TEXTS, h, Positions.masks(masks), progress=False)
+    for i, t in enumerate(ids):
+        rows = full.rows_for_text(i)
+        assert torch.allclose(last[h][i], full[h][rows[-1]], atol=1e-5)
+        assert torch.allclose(minus2[h][i], full[h][rows[-2]], atol=1e-5)
+        nb = no_bos.rows_for_text(i)
+        assert len(nb) == len(t) - 1 and (no_bos.position[nb] >= 1).all()
+        ex = explicit.rows_for_text(i)
+        assert explicit.position[ex].tolist() == [0, len(t) - 1]
+        mk = masked.rows_for_text(i)
+        assert masked.position[mk].tolist() == list(range(0, len(t), 2))
+    assert (last.token_id == torch.tensor([t[-1] for t in ids])).all()
+
+
+def test_all_but_bos_keeps_first_token_without_bos(tiny_models):
+    lm = tiny_models["tiny-gpt2"]  # adds no BOS
+    a = harvest(lm, TEXTS[:2], HOOKS[0], "all-but-bos", progress=False)
+    b = harvest(lm, TEXTS[:2], HOOKS[0], "all", progress=False)
+    assert a.n_rows == b.n_rows
+
+
+def test_bad_input_gives_clear_errors(tiny_models):
+    lm = tiny_models["tiny-llama"]
+    with pytest.raises(InterplabError, match="empty"):
+        harvest(lm, [], HOOKS[0], progress=False)
+    with pytest.raises(InterplabError, match="text 1 is empty"):
+        harvest(lm, ["fine", "  "], HOOKS[0], progress=False)
+    with pytest.raises(InterplabError, match="Valid hook points"):
+        harvest(lm, TEXTS, "blocks.0.hook_nothing", progress=False)
+    with pytest.raises(InterplabError, match="out of range"):
+        harvest(lm, TEXTS, "blocks.17.hook_resid_post", progress=False)
+    with pytest.raises(InterplabError, match="position selector"):
+        harvest(lm, TEXTS, HOOKS[0], "middle", progress=False)
+    with pytest.raises(InterplabError, match="outside text"):
+        harvest(lm, ["Bees."], HOOKS[0], "index:-40", progress=False)
+    with pytest.raises(InterplabError, match="one entry per text"):
+        harvest(lm, TEXTS, HOOKS[0], Positions.explicit([[0]]), progress=False)
+    with pytest.raises(InterplabError, match="mask for text 0"):
+        harvest(lm, TEXTS[:1], HOOKS[0], Positions.masks([[True]]), progress=False)
+
+
+def test_long_texts_truncate_with_warning_or_error(tiny_models):
+    lm = tiny_models["tiny-gpt2"]
+    long_text = " ".join(["word"] * 400)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        acts = harvest(lm, [long_text, "short"], HOOKS[0], "all", progress=False)
+    assert any("exceed" in str(w.message) for w in caught)
+    assert int((acts.text_index == 0).sum()) == lm.n_ctx
+    with pytest.raises(InterplabError, match="exceed"):
+        harvest(lm, [long_text], HOOKS[0], truncation="error", progress=False)
+
+
+def test_bf16_compute_is_close_to_fp32(tiny_models):
+    lm = tiny_models["tiny-llama"]
+    a = harvest(lm, TEXTS, HOOKS[0], "all", progress=False)[HOOKS[0]]
+    b = harvest(lm, TEXTS, HOOKS[0], "all", compute_dtype=torch.bfloat16, progress=False)[HOOKS[0]]
+    assert b.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+    assert cos.min() > 0.98
+    assert not torch.equal(a, b)  # bf16 really ran

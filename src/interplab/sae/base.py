@@ -1,0 +1,223 @@
+"""The narrow seam every SAE architecture implements, its config, and the architecture registry.
+
+An architecture is a small ``nn.Module`` subclass of :class:`SparseAutoencoder` that overrides
+``encode`` (features from inputs) and ``training_loss`` (reconstruction + sparsity + auxiliary
+terms). The shared trainer only calls ``training_loss``, ``before_optimizer_step`` and
+``after_optimizer_step``; it never branches on the architecture name.
+
+Parameter layout (the SAELens convention, so exports are plain copies):
+``W_enc [d_in, d_sae]``, ``b_enc [d_sae]``, ``W_dec [d_sae, d_in]``, ``b_dec [d_in]``; a decoder
+*column* in the issue's language is a row ``W_dec[i]`` here (the direction of feature ``i``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from interplab.errors import InterplabError
+
+__all__ = [
+    "SAEConfig",
+    "SparseAutoencoder",
+    "TrainingLoss",
+    "REGISTRY",
+    "register",
+    "create_sae",
+    "architectures",
+]
+
+
+@dataclass
+class SAEConfig:
+    """Hyper-parameters and provenance of one SAE (saved as JSON beside the weights).
+
+    ``sparsity_coefficient`` is λ of the L1 (ReLU, Gated) or L0 (JumpReLU) penalty; ``k`` is the
+    number of active features for TopK/BatchTopK. ``normalisation_scale`` is the factor the
+    trainer multiplied inputs by; saved weights have it folded back in, so a loaded SAE takes raw
+    activations (``normalisation_folded=True``).
+    """
+
+    architecture: str
+    d_in: int
+    d_sae: int
+    k: int | None = None
+    sparsity_coefficient: float = 0.0
+    aux_k: int | None = None  # top-k family: number of dead latents used by the aux-k loss
+    aux_k_coefficient: float = 1 / 32
+    jumprelu_bandwidth: float = 0.001
+    jumprelu_init_threshold: float = 0.001
+    batchtopk_threshold_momentum: float = 0.01
+    hook: str | None = None
+    model: str | None = None
+    context_length: int | None = None
+    normalisation_scale: float = 1.0
+    normalisation_folded: bool = True
+    training_tokens: int = 0
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SAEConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise InterplabError(
+                f"SAE config has unknown fields {sorted(unknown)}; expected a subset of "
+                f"{sorted(known)} (is this an interplab SAE folder?)"
+            )
+        return cls(**d)
+
+
+@dataclass
+class TrainingLoss:
+    """What ``training_loss`` returns: the total to minimise and its parts (for the log)."""
+
+    loss: torch.Tensor
+    x_hat: torch.Tensor  # [batch, d_in]
+    feats: torch.Tensor  # [batch, d_sae]
+    parts: dict[str, torch.Tensor]
+
+
+REGISTRY: dict[str, type[SparseAutoencoder]] = {}
+
+
+def register(name: str):
+    """Class decorator adding an architecture to :data:`REGISTRY` under ``name``."""
+
+    def deco(cls):
+        cls.architecture = name
+        REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def architectures() -> list[str]:
+    """Names of the registered architectures."""
+    _import_all()
+    return sorted(REGISTRY)
+
+
+def _import_all() -> None:
+    from interplab.sae import gated, jumprelu, relu, topk  # noqa: F401  (registration side effect)
+
+
+def create_sae(config: SAEConfig, device: str | torch.device | None = None) -> SparseAutoencoder:
+    """Instantiate the architecture named by ``config.architecture`` (validated)."""
+    _import_all()
+    if config.architecture not in REGISTRY:
+        raise InterplabError(
+            f"unknown SAE architecture {config.architecture!r}; choose one of {sorted(REGISTRY)}"
+        )
+    if config.d_in <= 0 or config.d_sae <= 0:
+        raise InterplabError(f"SAE dims must be positive, got d_in={config.d_in}, d_sae={config.d_sae}")
+    torch.manual_seed(config.seed)
+    sae = REGISTRY[config.architecture](config)
+    if device is not None:
+        sae.to(device)
+    return sae
+
+
+class SparseAutoencoder(nn.Module):
+    """Base class: parameters, decode, and the seam (``encode``, ``training_loss``)."""
+
+    architecture: ClassVar[str] = "base"
+    unit_norm_decoder: ClassVar[bool] = True  # keep ‖W_dec[i]‖ = 1 during training
+
+    def __init__(self, config: SAEConfig):
+        super().__init__()
+        self.config = config
+        d_in, d_sae = config.d_in, config.d_sae
+        # Decoder rows random unit vectors; encoder initialised as the transpose (common practice).
+        w_dec = torch.randn(d_sae, d_in)
+        w_dec = w_dec / w_dec.norm(dim=-1, keepdim=True)
+        self.W_dec = nn.Parameter(w_dec)
+        self.W_enc = nn.Parameter(w_dec.t().clone())
+        self.b_enc = nn.Parameter(torch.zeros(d_sae))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+        # bf16 autocast for the matrix products (fp32 master weights stay in the parameters).
+        self.matmul_dtype: torch.dtype | None = None
+
+    # -- the seam ---------------------------------------------------------------------------
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x − b_dec) W_enc + b_enc``: ``[batch, d_in] → [batch, d_sae]``."""
+        return self._mm(x - self.b_dec, self.W_enc) + self.b_enc
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """Features ``[batch, d_sae]`` (non-negative) for inputs ``[batch, d_in]``."""
+        raise NotImplementedError
+
+    def training_loss(
+        self, x: torch.Tensor, sparsity_scale: float, dead_mask: torch.Tensor | None
+    ) -> TrainingLoss:  # pragma: no cover - abstract
+        """Loss on one batch. ``sparsity_scale`` ∈ [0, 1] is the warm-up factor on λ;
+        ``dead_mask [d_sae]`` flags features that have not fired recently (for aux losses)."""
+        raise NotImplementedError
+
+    # -- shared pieces ----------------------------------------------------------------------
+    def _mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.matmul_dtype is None:
+            return a @ b
+        return (a.to(self.matmul_dtype) @ b.to(self.matmul_dtype)).to(a.dtype)
+
+    def decode(self, feats: torch.Tensor) -> torch.Tensor:
+        """``feats W_dec + b_dec``: ``[batch, d_sae] → [batch, d_in]``."""
+        return self._mm(feats, self.W_dec) + self.b_dec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ``x̂`` of ``x`` (any leading shape, last dim ``d_in``)."""
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        return self.decode(self.encode(flat)).reshape(shape)
+
+    def reconstruction_error(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """Σ_d (x − x̂)² averaged over the batch (the training MSE, same definition as metrics)."""
+        return (x_hat - x).pow(2).sum(-1).mean()
+
+    @torch.no_grad()
+    def before_optimizer_step(self) -> None:
+        """Remove the gradient component parallel to each decoder row (unit-norm variants)."""
+        if self.unit_norm_decoder and self.W_dec.grad is not None:
+            w = self.W_dec / self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            parallel = (self.W_dec.grad * w).sum(-1, keepdim=True)
+            self.W_dec.grad -= parallel * w
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """Project decoder rows back to unit norm (unit-norm variants)."""
+        if self.unit_norm_decoder:
+            self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    @torch.no_grad()
+    def fold_input_scale(self, scale: float) -> None:
+        """Make an SAE trained on ``x·scale`` act on raw ``x``: same features, raw-scale output.
+
+        With ``x' = scale·x`` the trained map is ``x̂' = D(E(x'))``. We rescale so that
+        ``encode(x)`` equals the old ``encode(scale·x)`` and ``decode`` returns ``x̂'/scale``.
+        """
+        self.W_enc *= scale
+        self.b_dec /= scale
+        self.W_dec /= scale
+        self._fold_extra(scale)
+
+    def _fold_extra(self, scale: float) -> None:
+        """Architecture-specific parameters touched by :meth:`fold_input_scale`."""
+
+    def extra_state_tensors(self) -> dict[str, torch.Tensor]:
+        """Buffers beyond the parameters that define the SAE (e.g. a learned threshold)."""
+        return {}
+
+    @property
+    def d_in(self) -> int:
+        return self.config.d_in
+
+    @property
+    def d_sae(self) -> int:
+        return self.config.d_sae

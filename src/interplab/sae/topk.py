@@ -1,0 +1,124 @@
+"""TopK (Gao et al., 2024) and BatchTopK (Bussmann et al., 2024) SAEs with the aux-k loss.
+
+- ``topk``: ``f = TopK_k(ReLU((x − b_dec) W_enc + b_enc))`` per token.
+- ``batchtopk``: during training keeps the ``k × batch`` largest activations over the whole batch;
+  a global threshold θ (exponential moving average of the smallest kept activation) is learned and
+  used at inference: ``f = z ⊙ 1[z > θ]`` — so inference does not depend on the batch.
+
+Dead latents (no activation over the trainer's dead-feature window) get an auxiliary loss: the
+residual ``e = x − x̂`` is reconstructed from the top ``aux_k`` dead pre-activations,
+``aux = α ‖e − ê‖²`` with α = ``aux_k_coefficient`` (1/32 in the paper). Decoder rows are kept at
+unit norm. ``decode_sparse`` uses only the k active rows (the fast path for small k).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from interplab.errors import InterplabError
+from interplab.sae.base import SparseAutoencoder, TrainingLoss, register
+
+__all__ = ["TopKSAE", "BatchTopKSAE"]
+
+
+class _TopKFamily(SparseAutoencoder):
+    sparse_decode = False  # use the k-active-rows decoder path in training_loss
+
+    def __init__(self, config):
+        super().__init__(config)
+        if config.k is None or config.k <= 0:
+            raise InterplabError(f"{self.architecture} needs k ≥ 1 active features (got k={config.k})")
+        if config.k > config.d_sae:
+            raise InterplabError(
+                f"k={config.k} is larger than the SAE width d_sae={config.d_sae}; use k ≤ width"
+            )
+
+    def _aux_loss(self, x, x_hat, pre, dead_mask):
+        if dead_mask is None or not bool(dead_mask.any()):
+            return x.new_zeros(())
+        aux_k = self.config.aux_k or max(1, self.config.d_in // 2)
+        aux_k = min(aux_k, int(dead_mask.sum()))
+        dead_pre = torch.where(dead_mask, torch.relu(pre), torch.zeros_like(pre))
+        vals, idx = dead_pre.topk(aux_k, dim=-1, sorted=False)
+        e_hat = self._decode_topk(vals, idx, bias=False)
+        e = (x - x_hat).detach()
+        return self.config.aux_k_coefficient * (e_hat - e).pow(2).sum(-1).mean()
+
+    def _decode_topk(self, vals: torch.Tensor, idx: torch.Tensor, bias: bool = True):
+        """Σ_j vals[:, j] W_dec[idx[:, j]] (+ b_dec): only the active rows are touched."""
+        rows = self.W_dec[idx]  # [batch, k, d_in]
+        out = torch.bmm(vals.unsqueeze(1).to(rows.dtype), rows).squeeze(1)
+        return out + self.b_dec if bias else out
+
+    def decode_sparse(self, vals: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Decode from ``k`` (value, index) pairs per row: ``[batch, k] → [batch, d_in]``."""
+        return self._decode_topk(vals, idx)
+
+
+@register("topk")
+class TopKSAE(_TopKFamily):
+    """Per-token TopK activation."""
+
+    def _topk(self, pre: torch.Tensor):
+        vals, idx = torch.relu(pre).topk(self.config.k, dim=-1, sorted=False)
+        return vals, idx
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.pre_activations(x)
+        vals, idx = self._topk(pre)
+        return torch.zeros_like(pre).scatter_(-1, idx, vals)
+
+    def training_loss(self, x, sparsity_scale, dead_mask):
+        pre = self.pre_activations(x)
+        vals, idx = self._topk(pre)
+        feats = torch.zeros_like(pre).scatter(-1, idx, vals)
+        x_hat = self._decode_topk(vals, idx) if self.sparse_decode else self.decode(feats)
+        mse = self.reconstruction_error(x, x_hat)
+        aux = self._aux_loss(x, x_hat, pre, dead_mask)
+        return TrainingLoss(mse + aux, x_hat, feats, {"mse": mse, "aux": aux})
+
+
+@register("batchtopk")
+class BatchTopKSAE(_TopKFamily):
+    """BatchTopK in training; a learned global threshold θ at inference."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.register_buffer("threshold", torch.tensor(-1.0))  # < 0: not yet estimated
+
+    def _batch_topk(self, pre: torch.Tensor) -> torch.Tensor:
+        acts = torch.relu(pre)
+        n_keep = min(self.config.k * acts.shape[0], acts.numel())
+        flat = acts.flatten()
+        vals, idx = flat.topk(n_keep, sorted=False)
+        return torch.zeros_like(flat).scatter(0, idx, vals).reshape(acts.shape)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.pre_activations(x)
+        if self.training or float(self.threshold) < 0:
+            return self._batch_topk(pre)
+        return pre * (pre > self.threshold).to(pre.dtype)
+
+    @torch.no_grad()
+    def _update_threshold(self, feats: torch.Tensor) -> None:
+        positive = feats[feats > 0]
+        if positive.numel() == 0:
+            return
+        smallest = positive.min().to(self.threshold.dtype)
+        if float(self.threshold) < 0:
+            self.threshold.copy_(smallest)
+        else:
+            m = self.config.batchtopk_threshold_momentum
+            self.threshold.mul_(1 - m).add_(m * smallest)
+
+    def training_loss(self, x, sparsity_scale, dead_mask):
+        pre = self.pre_activations(x)
+        feats = self._batch_topk(pre)
+        self._update_threshold(feats)
+        x_hat = self.decode(feats)
+        mse = self.reconstruction_error(x, x_hat)
+        aux = self._aux_loss(x, x_hat, pre, dead_mask)
+        return TrainingLoss(mse + aux, x_hat, feats, {"mse": mse, "aux": aux})
+
+    def extra_state_tensors(self) -> dict[str, torch.Tensor]:
+        return {"threshold": self.threshold}

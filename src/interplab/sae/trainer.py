@@ -1,0 +1,369 @@
+"""One trainer for every architecture, and for sweeps of several SAEs from one pass over the data.
+
+The trainer reads any iterable of ``[batch, d_in]`` float tensors (``ActivationStore.iter_batches``,
+a :class:`~interplab.sae.buffer.MixingBuffer`, or a plain list); every batch is one step for every
+SAE in the sweep. Per SAE it runs: sparsity-coefficient warm-up, LR warm-up and linear decay, Adam,
+dead-feature tracking (aux-k for the top-k family, resampling for ReLU), the architecture's decoder
+constraint. Optional activation normalisation (inputs scaled so that E‖x‖² = d_in) is folded back
+into the weights by :meth:`SAETrainer.finalized_saes`.
+
+Checkpoints are one safetensors file (weights, Adam moments, counters, RNG state; the JSON
+bookkeeping in its metadata) replaced atomically, so a run killed at any instant resumes from the
+last checkpoint and ends with the same weights as an uninterrupted run: on resume the trainer
+skips the batches it already consumed, so the iterable must be deterministic (a seeded store read).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from interplab.errors import InterplabError
+from interplab.sae.base import SAEConfig, SparseAutoencoder, create_sae
+from interplab.sae.geometric_median import geometric_median
+from interplab.sae.metrics import ReconstructionAccumulator
+from interplab.sae.relu import resample_dead_features
+
+__all__ = ["TrainerConfig", "SAETrainer", "train_saes"]
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
+
+@dataclass
+class TrainerConfig:
+    """Optimisation settings shared by every SAE of a sweep.
+
+    ``total_steps`` fixes the LR schedule (one step = one batch). LR: linear warm-up over
+    ``lr_warmup_steps``, constant, then linear decay to 0 over the last ``lr_decay_fraction`` of
+    the steps. λ: linear warm-up from 0 over ``sparsity_warmup_steps``. A feature is *dead* when it
+    has not fired in the last ``dead_window_tokens`` tokens.
+    """
+
+    total_steps: int
+    lr: float = 3e-4
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    lr_warmup_steps: int = 0
+    lr_decay_fraction: float = 0.2
+    sparsity_warmup_steps: int = 0
+    dead_window_tokens: int = 1_000_000
+    resample_every_steps: int | None = None  # ReLU family: resample dead features this often
+    normalise_activations: bool = True
+    geometric_median_init: bool = True
+    init_sample_size: int = 8192
+    mixed_precision: str = "fp32"  # or "bf16": bf16 matrix products, fp32 weights/optimizer
+    sparse_topk_decoder: bool = False  # TopK: decode with only the k active rows
+    log_path: str | None = None
+    log_every_steps: int = 100
+    checkpoint_dir: str | None = None
+    checkpoint_every_steps: int = 0
+    wandb_project: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = False
+
+    def validate(self) -> None:
+        if self.total_steps <= 0:
+            raise InterplabError(f"total_steps must be ≥ 1 (got {self.total_steps})")
+        if self.mixed_precision not in ("fp32", "bf16"):
+            raise InterplabError(
+                f"mixed_precision must be 'fp32' or 'bf16' (got {self.mixed_precision!r})"
+            )
+        if not 0 <= self.lr_decay_fraction <= 1:
+            raise InterplabError("lr_decay_fraction must lie in [0, 1]")
+
+
+class SAETrainer:
+    """Train one or several SAEs (a sweep) from a single pass over a stream of activations.
+
+    >>> trainer = SAETrainer([SAEConfig("topk", 64, 512, k=4)], TrainerConfig(total_steps=1000))
+    >>> trainer.fit(batches)           # doctest: +SKIP
+    >>> sae = trainer.finalized_saes()[0]   # normalisation folded in, eval mode
+    """
+
+    def __init__(self, sae_configs: list[SAEConfig], config: TrainerConfig):
+        if not sae_configs:
+            raise InterplabError("give at least one SAEConfig to train")
+        config.validate()
+        d_ins = {c.d_in for c in sae_configs}
+        if len(d_ins) != 1:
+            raise InterplabError(f"all SAEs of one sweep must share d_in (got {sorted(d_ins)})")
+        self.config = config
+        self.d_in = d_ins.pop()
+        self.device = torch.device(config.device)
+        self.saes: list[SparseAutoencoder] = []
+        self.optimizers: list[torch.optim.Adam] = []
+        for c in sae_configs:
+            sae = create_sae(copy.deepcopy(c), device=self.device)
+            if config.mixed_precision == "bf16":
+                sae.matmul_dtype = torch.bfloat16
+            if hasattr(sae, "sparse_decode"):
+                sae.sparse_decode = config.sparse_topk_decoder
+            self.saes.append(sae)
+            self.optimizers.append(
+                torch.optim.Adam(sae.parameters(), lr=config.lr, betas=config.adam_betas)
+            )
+        self.tokens_since_fired = [
+            torch.zeros(s.d_sae, dtype=torch.int64, device=self.device) for s in self.saes
+        ]
+        self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        self.step = 0
+        self.tokens_seen = 0
+        self.scale = 1.0
+        self.initialised = False
+        self.log_history: list[dict] = []
+        self._wandb = None
+
+    # -- schedules --------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        c = self.config
+        warm = min(1.0, (step + 1) / c.lr_warmup_steps) if c.lr_warmup_steps > 0 else 1.0
+        decay_steps = int(c.total_steps * c.lr_decay_fraction)
+        decay_start = c.total_steps - decay_steps
+        decay = 1.0 if step < decay_start or decay_steps == 0 else (
+            max(0.0, (c.total_steps - step) / decay_steps))
+        return c.lr * warm * decay
+
+    def sparsity_scale_at(self, step: int) -> float:
+        w = self.config.sparsity_warmup_steps
+        return min(1.0, (step + 1) / w) if w > 0 else 1.0
+
+    # -- initialisation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def _initialise(self, x: torch.Tensor) -> None:
+        sample = x[: self.config.init_sample_size].float()
+        if self.config.normalise_activations:
+            mean_sq = float(sample.pow(2).sum(-1).mean())
+            self.scale = math.sqrt(self.d_in / mean_sq) if mean_sq > 0 else 1.0
+        if self.config.geometric_median_init:
+            median = geometric_median(sample * self.scale)
+            for sae in self.saes:
+                sae.b_dec.copy_(median.to(sae.b_dec.dtype))
+        self.initialised = True
+
+    # -- one step ---------------------------------------------------------------------------
+    def _train_step(self, x: torch.Tensor, log_now: bool) -> dict:
+        lr = self.lr_at(self.step)
+        sp = self.sparsity_scale_at(self.step)
+        record: dict = {"step": self.step + 1, "tokens": self.tokens_seen + x.shape[0], "lr": lr,
+                        "sparsity_scale": sp, "saes": []}
+        for i, (sae, opt) in enumerate(zip(self.saes, self.optimizers, strict=True)):
+            dead = self.tokens_since_fired[i] >= self.config.dead_window_tokens
+            out = sae.training_loss(x, sp, dead)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            sae.before_optimizer_step()
+            for g in opt.param_groups:
+                g["lr"] = lr
+            opt.step()
+            sae.after_optimizer_step()
+            with torch.no_grad():
+                fired = (out.feats != 0).any(0)
+                self.tokens_since_fired[i] += x.shape[0]
+                self.tokens_since_fired[i][fired] = 0
+            n_resampled = 0
+            every = self.config.resample_every_steps
+            if every and getattr(sae, "resample_dead", False) and (self.step + 1) % every == 0:
+                dead = self.tokens_since_fired[i] >= self.config.dead_window_tokens
+                n_resampled = resample_dead_features(sae, x, dead, opt, generator=self.generator)
+                self.tokens_since_fired[i][dead] = 0
+            if log_now:
+                # Same metrics module as evaluation, in the raw (un-normalised) units.
+                acc = ReconstructionAccumulator(sae.d_in, sae.d_sae)
+                acc.update(x / self.scale, out.x_hat.detach() / self.scale, out.feats.detach())
+                m = acc.compute().to_dict()
+                m.pop("density_histogram")
+                m["loss"] = float(out.loss)
+                m.update({k: float(v) for k, v in out.parts.items()})
+                m["n_dead_window"] = int(
+                    (self.tokens_since_fired[i] >= self.config.dead_window_tokens).sum())
+                m["n_resampled"] = n_resampled
+                m["architecture"] = sae.config.architecture
+                record["saes"].append(m)
+        return record
+
+    # -- the loop ---------------------------------------------------------------------------
+    def fit(
+        self,
+        batches: Iterable[torch.Tensor],
+        callback: Callable[[SAETrainer], None] | None = None,
+    ) -> SAETrainer:
+        """Train until ``total_steps`` or the end of ``batches``; resumes from a checkpoint.
+
+        If ``checkpoint_dir`` holds a checkpoint, its state is loaded and the first ``step``
+        batches of ``batches`` are skipped (they were consumed before the interruption).
+        ``callback(trainer)`` runs after every step.
+        """
+        c = self.config
+        if c.checkpoint_dir and (Path(c.checkpoint_dir) / CHECKPOINT_FILE).exists():
+            self.load_checkpoint(c.checkpoint_dir)
+        it = iter(batches)
+        for _ in range(self.step):  # deterministic stream: skip what was already trained on
+            if next(it, None) is None:
+                raise InterplabError(
+                    f"the data stream ended before the checkpoint's step {self.step}; resume with "
+                    "the same data (same store and seed) as the interrupted run"
+                )
+        self._maybe_init_wandb()
+        bar = None
+        if c.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=c.total_steps, initial=self.step, desc="sae train", unit="step")
+        t0 = time.perf_counter()
+        while self.step < c.total_steps:
+            x = next(it, None)
+            if x is None:
+                break
+            if x.ndim != 2 or x.shape[-1] != self.d_in:
+                raise InterplabError(
+                    f"batch of shape {tuple(x.shape)} does not match the SAE input d_in="
+                    f"{self.d_in}; check that the store/hook matches the SAE config"
+                )
+            x = x.to(self.device, torch.float32, non_blocking=True)
+            if not self.initialised:
+                self._initialise(x)
+            if self.scale != 1.0:
+                x = x * self.scale
+            log_now = bool(c.log_every_steps) and (
+                (self.step + 1) % c.log_every_steps == 0 or self.step + 1 == c.total_steps)
+            record = self._train_step(x, log_now)
+            self.step += 1
+            self.tokens_seen += x.shape[0]
+            if log_now:
+                record["elapsed_s"] = time.perf_counter() - t0
+                self._log(record)
+            if c.checkpoint_dir and c.checkpoint_every_steps and (
+                    self.step % c.checkpoint_every_steps == 0):
+                self.save_checkpoint(c.checkpoint_dir)
+            if bar is not None:
+                bar.update(1)
+            if callback is not None:
+                callback(self)
+        if bar is not None:
+            bar.close()
+        if c.checkpoint_dir:
+            self.save_checkpoint(c.checkpoint_dir)
+        return self
+
+    def _log(self, record: dict) -> None:
+        self.log_history.append(record)
+        if self.config.log_path:
+            Path(self.config.log_path).parent.mkdir(parents=True, exist_ok=True)
+            with open(self.config.log_path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        if self._wandb is not None:
+            flat = {f"sae{i}/{k}": v for i, m in enumerate(record["saes"]) for k, v in m.items()
+                    if isinstance(v, int | float)}
+            self._wandb.log({"lr": record["lr"], **flat}, step=record["step"])
+
+    def _maybe_init_wandb(self) -> None:
+        if self.config.wandb_project and self._wandb is None:
+            if importlib.util.find_spec("wandb") is None:
+                raise InterplabError("wandb_project was set but wandb is not installed; "
+                                     "pip install wandb or leave wandb_project unset")
+            import wandb
+
+            wandb.init(project=self.config.wandb_project, config=asdict(self.config))
+            self._wandb = wandb
+
+    # -- results ----------------------------------------------------------------------------
+    def finalized_saes(self) -> list[SparseAutoencoder]:
+        """Copies of the trained SAEs in eval mode, normalisation folded in (take raw inputs)."""
+        out = []
+        for sae in self.saes:
+            s = copy.deepcopy(sae).eval()
+            s.matmul_dtype = None
+            if self.scale != 1.0:
+                s.fold_input_scale(self.scale)
+            s.config.normalisation_scale = self.scale
+            s.config.normalisation_folded = True
+            s.config.training_tokens = self.tokens_seen
+            out.append(s)
+        return out
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        t: dict[str, torch.Tensor] = {}
+        for i, (sae, opt) in enumerate(zip(self.saes, self.optimizers, strict=True)):
+            for name, p in sae.named_parameters():
+                t[f"sae{i}.param.{name}"] = p.detach()
+                st = opt.state.get(p, {})
+                for key in ("exp_avg", "exp_avg_sq", "step"):
+                    if key in st:
+                        t[f"sae{i}.adam.{name}.{key}"] = st[key].detach().reshape(-1) if (
+                            key == "step") else st[key].detach()
+            for name, b in sae.named_buffers():
+                t[f"sae{i}.buffer.{name}"] = b.detach()
+            t[f"sae{i}.tokens_since_fired"] = self.tokens_since_fired[i]
+        t["generator_state"] = self.generator.get_state()
+        return {k: v.contiguous().cpu().clone() for k, v in t.items()}
+
+    def save_checkpoint(self, directory: str | os.PathLike) -> Path:
+        """Write the full training state atomically to ``directory/checkpoint.safetensors``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "step": self.step, "tokens_seen": self.tokens_seen, "scale": self.scale,
+            "initialised": self.initialised, "trainer_config": asdict(self.config),
+            "sae_configs": [s.config.to_dict() for s in self.saes],
+        }
+        tmp = d / (CHECKPOINT_FILE + ".tmp")
+        save_file(self._state_tensors(), str(tmp), metadata={"state": json.dumps(meta)})
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, d / CHECKPOINT_FILE)
+        return d / CHECKPOINT_FILE
+
+    @torch.no_grad()
+    def load_checkpoint(self, directory: str | os.PathLike) -> None:
+        """Restore the state written by :meth:`save_checkpoint` (same sweep, same configs)."""
+        from safetensors import safe_open
+
+        path = Path(directory) / CHECKPOINT_FILE
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads(fh.metadata()["state"])
+        saved_cfgs = meta["sae_configs"]
+        if [c["architecture"] for c in saved_cfgs] != [s.config.architecture for s in self.saes] \
+                or [c["d_sae"] for c in saved_cfgs] != [s.d_sae for s in self.saes]:
+            raise InterplabError(
+                f"checkpoint {path} was written for a different sweep "
+                f"({[(c['architecture'], c['d_sae']) for c in saved_cfgs]}); use a fresh "
+                "checkpoint_dir or the same SAE configs"
+            )
+        t = load_file(str(path))
+        for i, (sae, opt) in enumerate(zip(self.saes, self.optimizers, strict=True)):
+            for name, p in sae.named_parameters():
+                p.copy_(t[f"sae{i}.param.{name}"])
+                if f"sae{i}.adam.{name}.exp_avg" in t:
+                    opt.state[p] = {
+                        "step": t[f"sae{i}.adam.{name}.step"].reshape(()).clone(),
+                        "exp_avg": t[f"sae{i}.adam.{name}.exp_avg"].to(self.device).clone(),
+                        "exp_avg_sq": t[f"sae{i}.adam.{name}.exp_avg_sq"].to(self.device).clone(),
+                    }
+            for name, b in sae.named_buffers():
+                b.copy_(t[f"sae{i}.buffer.{name}"])
+            self.tokens_since_fired[i].copy_(t[f"sae{i}.tokens_since_fired"])
+        self.generator.set_state(t["generator_state"])
+        self.step = int(meta["step"])
+        self.tokens_seen = int(meta["tokens_seen"])
+        self.scale = float(meta["scale"])
+        self.initialised = bool(meta["initialised"])
+
+
+def train_saes(
+    batches: Iterable[torch.Tensor],
+    sae_configs: list[SAEConfig],
+    config: TrainerConfig,
+) -> list[SparseAutoencoder]:
+    """Convenience: train a sweep and return the finalised SAEs (normalisation folded in)."""
+    return SAETrainer(sae_configs, config).fit(batches).finalized_saes()

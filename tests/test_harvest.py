@@ -108,3 +108,18 @@ def test_bf16_compute_is_close_to_fp32(tiny_models):
     cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
     assert cos.min() > 0.98
     assert not torch.equal(a, b)  # bf16 really ran
+
+
+def test_logprobs_match_a_plain_forward_pass(tiny_models):
+    lm = tiny_models["tiny-llama"]
+    acts = harvest(lm, TEXTS, HOOKS[0], "last", batch_size=3, with_logprobs=True,
+                   padding_side="left", progress=False)
+    plain = harvest(lm, TEXTS, HOOKS[0], "last", progress=False)
+    assert torch.allclose(acts[HOOKS[0]], plain[HOOKS[0]], atol=1e-5)
+    for i, text in enumerate(TEXTS):
+        ids = torch.tensor([lm.tokenize([text])[0]])
+        with torch.inference_mode():
+            logp = torch.log_softmax(lm.hf(input_ids=ids).logits[0, :-1].double(), -1)
+        expected = logp.gather(-1, ids[0, 1:, None]).sum().item()
+        assert abs(acts.text_logprob[i].item() - expected) < 1e-3
+        assert int(acts.text_n_scored[i]) == ids.shape[1] - 1

@@ -39,6 +39,10 @@ class Activations:
     position: torch.Tensor
     token_id: torch.Tensor
     info: dict[str, Any] = field(default_factory=dict)
+    # With ``with_logprobs=True``: per text, the summed log-probability (nats) the model assigns to
+    # its tokens after the first, ``[n_texts]`` float64, and how many tokens were scored.
+    text_logprob: torch.Tensor | None = None
+    text_n_scored: torch.Tensor | None = None
 
     def __getitem__(self, hook: str) -> torch.Tensor:
         if hook not in self.acts:
@@ -63,6 +67,9 @@ class _Batch:
     position: np.ndarray  # [rows]
     token_id: np.ndarray  # [rows]
     acts: dict[str, torch.Tensor]  # hook -> [rows, d] on CPU
+    texts: np.ndarray | None = None  # [texts in batch] global indices (with_logprobs only)
+    logprob: np.ndarray | None = None  # [texts in batch]
+    n_scored: np.ndarray | None = None
 
 
 def validate_texts(texts: Sequence[str]) -> list[str]:
@@ -111,11 +118,14 @@ def iter_harvest_ids(
     padding_side: str = "right",
     compute_dtype: torch.dtype | None = None,
     progress: tqdm | None = None,
+    with_logprobs: bool = False,
 ) -> Iterator[_Batch]:
     """Yield batches of harvested rows for already tokenised texts (batched by length).
 
     ``text_offset`` is added to local indices so rows carry global text indices. Rows within a
-    batch are in (text, position) order; batches are in length order, not input order.
+    batch are in (text, position) order; batches are in length order, not input order. With
+    ``with_logprobs`` the full model runs (no early stop) and each text's log-probability is
+    returned too.
     """
     if padding_side not in ("left", "right"):
         raise InterplabError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
@@ -139,8 +149,10 @@ def iter_harvest_ids(
         raise _StopForward
 
     handles = [attach(lm, h, capture(h)) for h in hooks]
-    stop_hook = f"blocks.{stop_at}.hook_resid_pre" if stop_pre else f"blocks.{stop_at}.hook_resid_post"
-    handles.append(attach(lm, stop_hook, stop))  # registered last: fires after the captures
+    if not with_logprobs:
+        stop_hook = (f"blocks.{stop_at}.hook_resid_pre" if stop_pre
+                     else f"blocks.{stop_at}.hook_resid_post")
+        handles.append(attach(lm, stop_hook, stop))  # registered last: fires after the captures
     autocast = (
         torch.autocast(device_type=device.type, dtype=compute_dtype)
         if compute_dtype is not None and compute_dtype != lm.dtype
@@ -169,13 +181,16 @@ def iter_harvest_ids(
             gather["b"] = torch.as_tensor(rows_b, dtype=torch.long, device=device)
             gather["s"] = torch.as_tensor(rows_s, dtype=torch.long, device=device)
             captured.clear()
-            with torch.inference_mode(), autocast, contextlib.suppress(_StopForward):
-                lm.base(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    position_ids=position_ids.to(device),
-                    use_cache=False,
-                )
+            lp = ns = None
+            with torch.inference_mode(), autocast:
+                inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device),
+                          "position_ids": position_ids.to(device), "use_cache": False}
+                if with_logprobs:
+                    logits = lm.hf(**inputs).logits.float()
+                    lp, ns = _text_logprobs(logits, ids.to(device), mask.to(device))
+                else:
+                    with contextlib.suppress(_StopForward):
+                        lm.base(**inputs)
             missing = [h for h in hooks if h not in captured]
             if missing:  # pragma: no cover - would mean a hook never fired
                 raise RuntimeError(f"hooks {missing} did not fire during the forward pass")
@@ -184,12 +199,26 @@ def iter_harvest_ids(
                 position=np.asarray(t_pos, dtype=np.int64),
                 token_id=np.asarray(t_tok, dtype=np.int64),
                 acts={h: captured[h].cpu() for h in hooks},
+                texts=np.asarray(local, dtype=np.int64) + text_offset if with_logprobs else None,
+                logprob=lp,
+                n_scored=ns,
             )
             if progress is not None:
                 progress.update(int(sum(lengths[i] for i in local)))
     finally:
         for h in handles:
             h.remove()
+
+
+def _text_logprobs(logits: torch.Tensor, ids: torch.Tensor,
+                   mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Summed log-probability of each row's tokens after its first (padding ignored)."""
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    target = ids[:, 1:]
+    token_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # [b, s-1]
+    scored = (mask[:, 1:] * mask[:, :-1]).to(token_lp.dtype)  # both positions real tokens
+    return ((token_lp * scored).sum(-1).double().cpu().numpy(),
+            scored.sum(-1).long().cpu().numpy())
 
 
 def assemble(batches: Sequence[_Batch], hooks: Sequence[str], d_model: int,
@@ -205,12 +234,18 @@ def assemble(batches: Sequence[_Batch], hooks: Sequence[str], d_model: int,
     order = np.lexsort((pos, t_idx))
     order_t = torch.from_numpy(order)
     acts = {h: torch.cat([b.acts[h] for b in batches])[order_t] for h in hooks}
-    return Activations(
+    out = Activations(
         acts=acts,
         text_index=torch.from_numpy(t_idx[order]),
         position=torch.from_numpy(pos[order]),
         token_id=torch.from_numpy(tok[order]),
     )
+    if batches[0].logprob is not None:
+        texts = np.concatenate([b.texts for b in batches])
+        t_order = np.argsort(texts, kind="stable")
+        out.text_logprob = torch.from_numpy(np.concatenate([b.logprob for b in batches])[t_order])
+        out.text_n_scored = torch.from_numpy(np.concatenate([b.n_scored for b in batches])[t_order])
+    return out
 
 
 def harvest(
@@ -225,6 +260,7 @@ def harvest(
     max_length: int | None = None,
     truncation: str = "warn",
     compute_dtype: torch.dtype | None = None,
+    with_logprobs: bool = False,
     progress: bool = True,
 ) -> Activations:
     """Harvest activations of ``texts`` at ``hooks`` and ``positions`` into memory.
@@ -232,7 +268,8 @@ def harvest(
     ``dtype`` is the dtype activations are returned in; ``compute_dtype`` (e.g. ``torch.bfloat16``)
     runs the model's matrix products under autocast in that dtype. Texts longer than the model's
     context (or ``max_length``) are truncated with a warning, or raise with
-    ``truncation="error"``. Returns rows in input order (text, then position).
+    ``truncation="error"``. Returns rows in input order (text, then position). With
+    ``with_logprobs`` the whole model runs and ``text_logprob`` holds each text's log-probability.
     """
     texts = validate_texts(texts)
     hooks = [hooks] if isinstance(hooks, str) else list(hooks)
@@ -247,7 +284,8 @@ def harvest(
     with tqdm(total=total, unit="tok", desc="harvest", disable=not progress, leave=False) as bar:
         batches = list(
             iter_harvest_ids(lm, ids, 0, hooks, pos, batch_size=batch_size, dtype=dtype,
-                             padding_side=padding_side, compute_dtype=compute_dtype, progress=bar)
+                             padding_side=padding_side, compute_dtype=compute_dtype, progress=bar,
+                             with_logprobs=with_logprobs)
         )
     out = assemble(batches, hooks, lm.d_model, dtype)
     out.info = {"model": lm.identity(), "positions": pos.spec, "n_texts": len(texts),

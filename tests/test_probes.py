@@ -1,0 +1,139 @@
+import numpy as np
+import pytest
+
+from interplab.controls import accuracy_with_ci, random_direction_like, shuffled_labels
+from interplab.errors import InterplabError
+from interplab.probes import (
+    PROBES,
+    CCSProbe,
+    DiffMeanProbe,
+    LDAProbe,
+    LogisticProbe,
+    make_probe,
+    pca_basis,
+)
+
+D = 150
+
+
+def _data(n=1000, seed=0, sep=2.5, aniso=False, offset=0.0):
+    rng = np.random.default_rng(seed)
+    u = np.zeros(D)
+    u[0] = 1.0
+    y = rng.integers(0, 2, n)
+    noise = rng.standard_normal((n, D))
+    if aniso:  # strong correlated nuisance: variance 9 along (e0 + e1)/√2
+        v = np.zeros(D)
+        v[:2] = 1 / np.sqrt(2)
+        noise += 2.8 * rng.standard_normal((n, 1)) * v
+    X = noise + np.outer((2 * y - 1) * sep / 2, u) + offset
+    return X, y
+
+
+def _cos(a, b):
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("name", ["diffmean", "lda", "logistic"])
+def test_supervised_probes_learn_the_concept_and_fail_on_shuffled_labels(name):
+    X, y = _data()
+    Xt, yt = _data(seed=1)
+    probe = make_probe(name)
+    assert probe.fit(X, y) is probe
+    assert probe.score(Xt, yt) > 0.83  # Bayes accuracy here is Φ(1.25) ≈ 0.89
+    assert abs(_cos(probe.direction_, np.eye(D)[0])) > (0.78 if name == "logistic" else 0.85)
+    proba = probe.predict_proba(Xt)
+    assert proba.shape == (len(Xt), 2) and np.allclose(proba.sum(1), 1)
+    control = make_probe(name).fit(X, shuffled_labels(y, seed=0))
+    assert abs(control.score(Xt, yt) - 0.5) < 0.08
+    rand = probe.with_direction(random_direction_like(probe.direction_, seed=0), X, y)
+    assert abs(rand.score(Xt, yt) - 0.5) < 0.1
+    assert np.isclose(np.linalg.norm(rand.direction_), np.linalg.norm(probe.direction_))
+
+
+def test_diffmean_matches_closed_form():
+    X, y = _data()
+    p = DiffMeanProbe().fit(X, y)
+    assert np.allclose(p.direction_, X[y == 1].mean(0) - X[y == 0].mean(0))
+    proj = (X - X.mean(0)) @ p.direction_
+    assert np.isclose(p.threshold_, 0.5 * (proj[y == 1].mean() + proj[y == 0].mean()))
+
+
+def test_lda_whitens_correlated_noise_better_than_diffmean():
+    X, y = _data(n=3000, aniso=True)
+    Xt, yt = _data(n=3000, seed=5, aniso=True)
+    # the Bayes-optimal direction is Σ⁻¹Δμ with Σ = I + 7.84 vvᵀ
+    v = np.zeros(D)
+    v[:2] = 1 / np.sqrt(2)
+    optimal = np.linalg.solve(np.eye(D) + 2.8**2 * np.outer(v, v), np.eye(D)[0])
+    lda, dm = LDAProbe().fit(X, y), DiffMeanProbe().fit(X, y)
+    assert _cos(lda.direction_, optimal) > 0.9
+    assert _cos(lda.direction_, optimal) > _cos(dm.direction_, optimal) + 0.05
+    assert lda.score(Xt, yt) > dm.score(Xt, yt)
+
+
+def test_centering_modes_differ_on_shifted_test_sets():
+    X, y = _data()
+    shifted, ys = _data(seed=2, offset=3.0)  # same concept, different mean
+    train_c = DiffMeanProbe(centering="train").fit(X, y)
+    per_ds = DiffMeanProbe(centering="per-dataset").fit(X, y)
+    assert train_c.score(shifted, ys) < 0.6  # the shift pushes everything to one side
+    assert per_ds.score(shifted, ys) > 0.7  # per-dataset centring uses the test set's own mean
+    with pytest.raises(InterplabError, match="centering"):
+        DiffMeanProbe(centering="test")
+
+
+def test_ccs_finds_truth_from_pairs_and_fails_when_pairs_are_broken():
+    rng = np.random.default_rng(0)
+    n = 500
+    y = rng.integers(0, 2, n)
+    topic = rng.standard_normal((n, D))  # shared content of a statement and its negation
+    truth = np.zeros(D)
+    truth[3] = 2.0
+    neg_marker = np.zeros(D)
+    neg_marker[7] = 5.0
+    Xp = topic + np.outer(2 * y - 1, truth) + 0.3 * rng.standard_normal((n, D))
+    Xn = topic - np.outer(2 * y - 1, truth) + neg_marker + 0.3 * rng.standard_normal((n, D))
+    ccs = CCSProbe(seed=0).fit(Xp, y, X_neg=Xn)
+    assert ccs.sign_fixed_
+    assert (ccs.predict_pairs(Xp, Xn) == y).mean() > 0.95
+    assert abs(_cos(ccs.direction_, truth)) > 0.7
+    broken = CCSProbe(seed=0).fit(Xp, y, X_neg=Xn[rng.permutation(n)])
+    assert (broken.predict_pairs(Xp, Xn) == y).mean() < 0.75
+    with pytest.raises(InterplabError, match="X_neg"):
+        CCSProbe().fit(Xp, y)
+
+
+def test_bad_inputs_are_clear_errors():
+    X, y = _data(n=50)
+    with pytest.raises(InterplabError, match="single class"):
+        LogisticProbe().fit(X, np.ones(50))
+    with pytest.raises(InterplabError, match="labels"):
+        LogisticProbe().fit(X, y[:10])
+    with pytest.raises(InterplabError, match="NaN"):
+        DiffMeanProbe().fit(np.full((4, 3), np.nan), [0, 1, 0, 1])
+    with pytest.raises(InterplabError, match="not fitted"):
+        DiffMeanProbe().predict(X)
+    with pytest.raises(InterplabError, match="unknown probe"):
+        make_probe("svm")
+    assert set(PROBES) == {"diffmean", "lda", "logistic", "ccs"}
+
+
+def test_accuracy_ci_covers_and_shrinks():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    pred = np.where(rng.random(400) < 0.8, y, 1 - y)
+    est = accuracy_with_ci(pred, y, seed=0)
+    assert est.lo < est.value < est.hi and est.n == 400
+    assert 0.04 < est.hi - est.lo < 0.1  # ≈ 2 × 1.96 × √(0.16/400) = 0.078
+    small = accuracy_with_ci(pred[:50], y[:50], seed=0)
+    assert small.hi - small.lo > est.hi - est.lo
+
+
+def test_pca_basis_recovers_dominant_axis():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 5)) * np.array([5.0, 2.0, 1.0, 0.5, 0.1])
+    basis = pca_basis(X, k=2)
+    assert abs(basis.components[0, 0]) > 0.99 and abs(basis.components[1, 1]) > 0.99
+    assert basis.project(X).shape == (500, 2)
+    assert basis.explained_variance_ratio[0] > 0.8

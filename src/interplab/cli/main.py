@@ -32,6 +32,9 @@ def _register_commands() -> None:
     from interplab.cli import harvest
 
     harvest.register(app)
+    from interplab.cli import belief
+
+    belief.register(app)
 
 
 _register_commands()

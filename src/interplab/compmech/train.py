@@ -1,0 +1,177 @@
+"""Training loop for the toy transformer on freshly sampled sequences of a process.
+
+Every step draws a new batch from the process (there is no finite training set to overfit), so
+the training loss is an unbiased estimate of the expected cross-entropy and can be compared
+directly with :func:`interplab.compmech.beliefs.optimal_cross_entropy`. AdamW, linear warm-up,
+cosine decay to ``min_lr_fraction``, gradient clipping.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from interplab.compmech.process import HiddenMarkovProcess
+from interplab.compmech.transformer import GPT, save_model
+from interplab.errors import InterplabError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. Units: steps and sequences; ``lr`` is AdamW's peak learning rate."""
+
+    n_steps: int = 3000
+    batch_size: int = 256
+    lr: float = 3e-3
+    min_lr_fraction: float = 0.05
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_every: int = 250
+    eval_sequences: int = 8192
+    checkpoint_every: int = 0  # 0: only the final checkpoint (when a folder is given)
+
+    def __post_init__(self) -> None:
+        if self.n_steps < 1 or self.batch_size < 1:
+            raise InterplabError("TrainConfig: n_steps and batch_size must be positive")
+        if not (self.lr > 0 and 0 <= self.min_lr_fraction <= 1):
+            raise InterplabError("TrainConfig: lr must be > 0 and min_lr_fraction in [0, 1]")
+        if self.eval_every < 1 or self.eval_sequences < 1:
+            raise InterplabError("TrainConfig: eval_every and eval_sequences must be positive")
+
+
+@dataclass
+class TrainHistory:
+    """What training measured. Losses in nats per predicted symbol.
+
+    ``train_loss[k]`` is the mean training loss over the ``log_every`` steps ending at
+    ``train_steps[k]``; ``eval_loss_per_position[k]`` is the held-out loss at each context
+    position after ``eval_steps[k]`` steps (same fixed held-out batch every time).
+    """
+
+    train_steps: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    eval_loss: list[float] = field(default_factory=list)
+    eval_loss_per_position: list[list[float]] = field(default_factory=list)
+    eval_loss_stderr: float = 0.0
+    tokens_seen: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, cfg.n_steps - cfg.warmup_steps)
+    cos = 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+    return cfg.lr * (cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * cos)
+
+
+@torch.no_grad()
+def evaluate(model: GPT, tokens: torch.Tensor, batch_size: int = 4096) -> tuple[np.ndarray, float]:
+    """Per-position mean cross-entropy ``[T - 1]`` (nats) of ``model`` on ``tokens [n, T]``, and the
+    standard error of the overall mean (over sequences)."""
+    was_training = model.training
+    model.eval()
+    per_seq = []
+    for s in range(0, tokens.shape[0], batch_size):
+        batch = tokens[s : s + batch_size].to(model.device)
+        logits = model(batch[:, :-1])
+        ce = F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")  # [b, T-1]
+        per_seq.append(ce.double().cpu())
+    model.train(was_training)
+    ce_all = torch.cat(per_seq)
+    stderr = float(ce_all.mean(dim=1).std() / math.sqrt(ce_all.shape[0]))
+    return ce_all.mean(dim=0).numpy(), stderr
+
+
+def train_model(
+    model: GPT,
+    process: HiddenMarkovProcess,
+    cfg: TrainConfig,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    log_every: int = 10,
+) -> TrainHistory:
+    """Train ``model`` in place on sequences of length ``context_length + 1`` sampled from
+    ``process`` (inputs are the first ``context_length`` symbols, targets the next ones).
+
+    Checkpoints (safetensors + JSON) go to ``checkpoint_dir/step-XXXXXX`` every
+    ``cfg.checkpoint_every`` steps and to ``checkpoint_dir/final`` at the end.
+    """
+    if model.cfg.vocab_size != process.n_symbols:
+        raise InterplabError(
+            f"model vocab_size {model.cfg.vocab_size} != process {process.name!r} symbols "
+            f"{process.n_symbols}"
+        )
+    length = model.cfg.context_length + 1
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    eval_rng = np.random.default_rng([cfg.seed, 1])  # disjoint stream for the held-out batch
+    eval_tokens = torch.from_numpy(process.sample(cfg.eval_sequences, length, seed=eval_rng))
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "emb" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        betas=(0.9, 0.99),
+    )
+    hist = TrainHistory()
+    start = time.perf_counter()
+    model.train()
+    # Sampling is vectorised; drawing many batches at once amortises the per-position loop.
+    chunk_steps = 50
+    buffer: torch.Tensor | None = None
+    running: list[float] = []
+    bar = tqdm(range(cfg.n_steps), desc="training", disable=not progress, unit="step")
+    for step in bar:
+        if step % chunk_steps == 0:
+            buffer = torch.from_numpy(process.sample(cfg.batch_size * chunk_steps, length, seed=rng))
+        assert buffer is not None
+        k = step % chunk_steps
+        batch = buffer[k * cfg.batch_size : (k + 1) * cfg.batch_size].to(model.device)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        logits = model(batch[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        running.append(loss.item())
+        hist.tokens_seen += batch[:, 1:].numel()
+        if (step + 1) % log_every == 0 or step + 1 == cfg.n_steps:
+            hist.train_steps.append(step + 1)
+            hist.train_loss.append(float(np.mean(running)))
+            running = []
+            bar.set_postfix(loss=f"{hist.train_loss[-1]:.4f}")
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.n_steps:
+            per_pos, stderr = evaluate(model, eval_tokens)
+            hist.eval_steps.append(step + 1)
+            hist.eval_loss.append(float(per_pos.mean()))
+            hist.eval_loss_per_position.append([float(v) for v in per_pos])
+            hist.eval_loss_stderr = stderr
+        if checkpoint_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+            save_model(model, Path(checkpoint_dir) / f"step-{step + 1:06d}", {"step": step + 1})
+    bar.close()
+    hist.seconds = time.perf_counter() - start
+    if checkpoint_dir is not None:
+        save_model(
+            model, Path(checkpoint_dir) / "final", {"step": cfg.n_steps, "train": asdict(cfg)}
+        )
+    return hist

@@ -48,8 +48,9 @@ class SAEConfig:
     sparsity_coefficient: float = 0.0
     aux_k: int | None = None  # top-k family: number of dead latents used by the aux-k loss
     aux_k_coefficient: float = 1 / 32
-    jumprelu_bandwidth: float = 0.001
-    jumprelu_init_threshold: float = 0.001
+    # JumpReLU: STE kernel width ε and initial θ, in units of the (normalised, E‖x‖² = d_in) input.
+    jumprelu_bandwidth: float = 0.05
+    jumprelu_init_threshold: float = 0.1
     batchtopk_threshold_momentum: float = 0.01
     hook: str | None = None
     model: str | None = None

@@ -85,7 +85,7 @@ class JumpReLUSAE(SparseAutoencoder):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         z = self.pre_activations(x)
-        return z * (z > self.threshold).to(z.dtype)
+        return torch.where(z > self.threshold, z, torch.zeros_like(z))
 
     def training_loss(self, x, sparsity_scale, dead_mask):
         z = self.pre_activations(x)

@@ -97,7 +97,7 @@ class BatchTopKSAE(_TopKFamily):
         pre = self.pre_activations(x)
         if self.training or float(self.threshold) < 0:
             return self._batch_topk(pre)
-        return pre * (pre > self.threshold).to(pre.dtype)
+        return torch.where(pre > self.threshold, pre, torch.zeros_like(pre))
 
     @torch.no_grad()
     def _update_threshold(self, feats: torch.Tensor) -> None:

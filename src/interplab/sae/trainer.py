@@ -182,8 +182,8 @@ class SAETrainer:
                 acc.update(x / self.scale, out.x_hat.detach() / self.scale, out.feats.detach())
                 m = acc.compute().to_dict()
                 m.pop("density_histogram")
-                m["loss"] = float(out.loss)
-                m.update({k: float(v) for k, v in out.parts.items()})
+                m["loss"] = float(out.loss.detach())
+                m.update({k: float(v.detach()) for k, v in out.parts.items()})
                 m["n_dead_window"] = int(
                     (self.tokens_since_fired[i] >= self.config.dead_window_tokens).sum())
                 m["n_resampled"] = n_resampled

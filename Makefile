@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.interplab-installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup browser demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,13 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/interplab demo
 
-test: setup
+# Debian's Chromium renders the HTML reports in the report tests; installed when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "warning: could not install chromium; the browser rendering test will be skipped"; }
+
+test: setup browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 	$(BIN)/ruff check src tests bench
 

@@ -29,9 +29,10 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
-    from interplab.cli import harvest
+    from interplab.cli import harvest, truth
 
     harvest.register(app)
+    truth.register(app)
     from interplab.cli import belief
 
     belief.register(app)

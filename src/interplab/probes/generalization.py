@@ -1,0 +1,117 @@
+"""Generalization matrices: fit probes on one set of statements, test them on every other set.
+
+The engine works on activations already harvested, ``[n_layers, n_statements, d_model]`` per
+dataset, and returns per-row correctness so confidence intervals can be computed in one place.
+Every probe is accompanied by its controls: the same probe fitted on shuffled labels (for CCS,
+whose training uses no labels, on *broken pairs* instead), and a norm-matched random direction
+given the same threshold fitting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from interplab.controls import random_direction_like, shuffled_labels
+from interplab.probes import make_probe
+from interplab.probes.base import LinearProbe
+
+VARIANTS = ("probe", "shuffled", "random")
+
+
+@dataclass
+class LabelledActs:
+    """Activations of one split: ``X`` is ``[n_layers, n, d_model]``, ``y`` is ``[n]``."""
+
+    X: np.ndarray
+    y: np.ndarray
+
+
+@dataclass
+class PairedActs:
+    """Statement/negation pairs for CCS: row i of ``X_pos`` and ``X_neg`` make opposite claims."""
+
+    X_pos: np.ndarray  # [n_layers, n, d]
+    X_neg: np.ndarray  # [n_layers, n, d]
+    y: np.ndarray  # [n] labels of the X_pos statements (used only to fix CCS's sign)
+
+
+@dataclass
+class ProbeOutcome:
+    """Per (variant, test set): correctness ``[n_layers, n_test]`` and decision values."""
+
+    correct: dict[str, dict[str, np.ndarray]]
+    decision: dict[str, dict[str, np.ndarray]]
+
+
+def fit_and_test(
+    probe_name: str,
+    train: LabelledActs,
+    tests: dict[str, LabelledActs],
+    *,
+    pairs: PairedActs | None = None,
+    centering: str = "train",
+    variants: Sequence[str] = VARIANTS,
+    seed: int = 0,
+    on_layer: Callable[[], None] | None = None,
+) -> ProbeOutcome:
+    """Fit ``probe_name`` at every layer of ``train`` and score it on each test set.
+
+    CCS needs ``pairs`` (returns nothing if None). Variants: ``probe`` (the real fit),
+    ``shuffled`` (labels permuted; for CCS the pairs are broken instead) and ``random`` (a random
+    direction with the probe's norm and a refit threshold).
+    """
+    n_layers = train.X.shape[0]
+    correct = {v: {t: np.zeros((n_layers, len(s.y)), dtype=bool) for t, s in tests.items()}
+               for v in variants}
+    decision = {v: {t: np.zeros((n_layers, len(s.y))) for t, s in tests.items()}
+                for v in variants}
+    rng = np.random.default_rng(seed)
+    shuffled_y = shuffled_labels(train.y, seed=seed)
+    broken = rng.permutation(len(pairs.y)) if pairs is not None else None
+    for layer in range(n_layers):
+        fitted: dict[str, LinearProbe] = {}
+        if probe_name == "ccs":
+            assert pairs is not None
+            fitted["probe"] = make_probe("ccs", centering=centering, seed=seed).fit(
+                pairs.X_pos[layer], pairs.y, X_neg=pairs.X_neg[layer])
+            if "shuffled" in variants:
+                fitted["shuffled"] = make_probe("ccs", centering=centering, seed=seed).fit(
+                    pairs.X_pos[layer], pairs.y, X_neg=pairs.X_neg[layer][broken])
+        else:
+            fitted["probe"] = make_probe(probe_name, centering=centering).fit(train.X[layer], train.y)
+            if "shuffled" in variants:
+                fitted["shuffled"] = make_probe(probe_name, centering=centering).fit(
+                    train.X[layer], shuffled_y)
+        if "random" in variants:
+            direction = random_direction_like(fitted["probe"].direction_, seed=seed + 7919 * layer)
+            threshold_X = pairs.X_pos[layer] if probe_name == "ccs" else train.X[layer]
+            threshold_y = pairs.y if probe_name == "ccs" else train.y
+            fitted["random"] = fitted["probe"].with_direction(direction, threshold_X, threshold_y)
+        for v in variants:
+            for t, s in tests.items():
+                dec = fitted[v].decision_function(s.X[layer])
+                decision[v][t][layer] = dec
+                correct[v][t][layer] = (dec > 0).astype(np.int64) == s.y
+        if on_layer is not None:
+            on_layer()
+    return ProbeOutcome(correct, decision)
+
+
+def bootstrap_accuracy(correct: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> dict[str, list]:
+    """Accuracy and percentile-bootstrap interval for each row of ``correct`` ``[k, n]``.
+
+    The same resampled row sets are used for every row of ``correct`` (common random numbers),
+    so differences between probes at one test set are not blurred by resampling noise.
+    """
+    correct = np.asarray(correct, dtype=np.float64)
+    k, n = correct.shape
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)  # [B, n]
+    boots = counts @ correct.T / n  # [B, k]
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(boots, [alpha, 1 - alpha], axis=0)
+    return {"value": correct.mean(axis=1).tolist(), "lo": lo.tolist(), "hi": hi.tolist(), "n": n}

@@ -1,0 +1,56 @@
+"""Shared pieces of interplab's HTML reports: inline PNG figures and an escaping renderer.
+
+Every report is one self-contained file: figures are base64 PNGs inside ``<img>`` tags, styles
+are inline, nothing is fetched from a network. Templates are rendered by jinja2 with autoescape
+on, so any text that came from data (statements, corpus text, file names) is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def figure_png(fig: Any, dpi: int = 110) -> str:
+    """Encode a matplotlib figure as a ``data:image/png;base64,...`` URI and close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,  # every template, whatever its extension
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["pct"] = lambda v: "–" if v is None or v != v else f"{100 * v:.0f}%"
+    env.filters["f2"] = lambda v: "–" if v is None or v != v else f"{v:.2f}"
+    return env
+
+
+def render(template: str, path: str | Path, **context: Any) -> Path:
+    """Render ``template`` with ``context`` to ``path`` (written atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    html = environment().get_template(template).render(**context)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def use_agg() -> None:
+    """Select matplotlib's file-only backend (reports never open windows)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)

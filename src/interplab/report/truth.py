@@ -1,0 +1,211 @@
+"""The truth study's report: one self-contained HTML file with its figures inline.
+
+Figures: accuracy by layer per probe with every control and 95 % intervals; generalization
+heatmaps at the best layer (cells below chance stand out in blue); PCA scatter of each dataset and
+of one dataset in another's basis; plus the likelihood table. It draws what the result holds and
+computes nothing new.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interplab.report.html import figure_png, render, use_agg
+
+PROBE_LABELS = {"diffmean": "mass-mean", "lda": "LDA", "logistic": "logistic", "ccs": "CCS"}
+VARIANT_STYLE = {
+    "probe": {"color": "#1f4e9c", "ls": "-", "label": "probe"},
+    "shuffled": {"color": "#888888", "ls": "--", "label": "shuffled labels (CCS: broken pairs)"},
+    "random": {"color": "#c98a00", "ls": ":", "label": "random direction (norm-matched)"},
+    "reset": {"color": "#c0392b", "ls": "-.", "label": "reset (weight-permuted) network"},
+}
+
+
+def _accuracy_by_layer(r: Any, train: str) -> str:
+    import matplotlib.pyplot as plt
+
+    probes = [p for p in r.probes if p in r.heldout.get(train, {})]
+    fig, axes = plt.subplots(1, max(len(probes), 1), figsize=(3.6 * max(len(probes), 1), 3.2),
+                             sharey=True, squeeze=False)
+    base = r.likelihood["baseline"].get(train, {}).get("test", {})
+    own = [t for t in train.split("+") if t in base]
+    lp_acc = float(np.mean([base[t]["value"] for t in own])) if own else None
+    for ax, probe in zip(axes[0], probes, strict=False):
+        for variant, entry in r.heldout[train][probe].items():
+            st = VARIANT_STYLE[variant]
+            ax.plot(r.layers, entry["value"], color=st["color"], ls=st["ls"], lw=1.6,
+                    label=st["label"])
+            ax.fill_between(r.layers, entry["lo"], entry["hi"], color=st["color"], alpha=0.15,
+                            lw=0)
+        ax.axhline(0.5, color="black", lw=0.6)
+        if lp_acc is not None:
+            ax.axhline(lp_acc, color="#2e8b57", lw=1, ls=(0, (5, 2, 1, 2)),
+                       label="log-probability threshold")
+        best = r.best_layer[train][probe]
+        ax.axvline(best, color="#1f4e9c", lw=0.6, alpha=0.5)
+        ax.set_title(f"{PROBE_LABELS.get(probe, probe)} (best layer {best})", fontsize=10)
+        ax.set_xlabel("layer")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.25)
+    axes[0][0].set_ylabel(f"held-out accuracy\n(trained on {train})")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, -0.12))
+    return figure_png(fig)
+
+
+def _heatmap(r: Any, probe: str) -> str:
+    import matplotlib.pyplot as plt
+
+    trains = [t for t in r.train_sets if probe in r.accuracy.get(t, {})]
+    tests = r.test_sets
+    vals = np.full((len(trains), len(tests)), np.nan)
+    ctrl = np.full_like(vals, np.nan)
+    reset = np.full_like(vals, np.nan)
+    for i, t in enumerate(trains):
+        layer = r.best_layer[t][probe]
+        for j, s in enumerate(tests):
+            vals[i, j] = r.acc(t, probe, "probe", layer, s)["value"]
+            if "shuffled" in r.accuracy[t][probe]:
+                ctrl[i, j] = r.acc(t, probe, "shuffled", layer, s)["value"]
+            if "reset" in r.accuracy[t][probe]:
+                reset[i, j] = r.acc(t, probe, "reset", layer, s)["value"]
+    fig, ax = plt.subplots(figsize=(1.05 * len(tests) + 2.2, 0.75 * len(trains) + 1.6))
+    im = ax.imshow(vals, cmap="RdBu_r", vmin=0, vmax=1, aspect="auto")
+    for i in range(len(trains)):
+        for j in range(len(tests)):
+            text = f"{vals[i, j]:.2f}"
+            if not np.isnan(ctrl[i, j]):
+                text += f"\nsh {ctrl[i, j]:.2f}"
+            if not np.isnan(reset[i, j]):
+                text += f"\nrs {reset[i, j]:.2f}"
+            dark = abs(vals[i, j] - 0.5) > 0.3
+            ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                    color="white" if dark else "black")
+    ax.set_xticks(range(len(tests)), tests, rotation=35, ha="right", fontsize=8)
+    ax.set_yticks(range(len(trains)),
+                  [f"{t} (L{r.best_layer[t][probe]})" for t in trains], fontsize=8)
+    ax.set_xlabel("test set (held-out split)")
+    ax.set_ylabel("trained on")
+    ax.set_title(f"{PROBE_LABELS.get(probe, probe)}: accuracy at each row's best layer "
+                 "(sh = shuffled control, rs = reset network)", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
+    return figure_png(fig)
+
+
+def _pca_grid(r: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    names = list(r.pca["own"])
+    cols = min(4, len(names))
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 2.9 * rows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names, strict=False):
+        d = r.pca["own"][name]
+        lab = np.asarray(d["label"])
+        x, y = np.asarray(d["x"]), np.asarray(d["y"])
+        ax.scatter(x[lab == 0], y[lab == 0], s=6, c="#c0392b", alpha=0.6, label="false")
+        ax.scatter(x[lab == 1], y[lab == 1], s=6, c="#1f4e9c", alpha=0.6, label="true")
+        ev = d["explained"]
+        ax.set_title(f"{name}\nPC1 {ev[0]:.0%}, PC2 {ev[1]:.0%}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes.flat[0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"Top two principal components of each dataset, layer {r.pca['layer']}",
+                 fontsize=10)
+    return figure_png(fig)
+
+
+def _pca_cross(r: Any, view: dict[str, Any]) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(7.4, 3.2), sharex=True, sharey=True)
+    for ax, (xs, ys, lab, title) in zip(axes, [
+        (view["x_basis"], view["y_basis"], view["label_basis"], f"{view['basis']} (own basis)"),
+        (view["x"], view["y"], view["label"], f"{view['data']} in {view['basis']}'s basis"),
+    ], strict=True):
+        lab = np.asarray(lab)
+        x, y = np.asarray(xs), np.asarray(ys)
+        ax.scatter(x[lab == 0], y[lab == 0], s=6, c="#c0392b", alpha=0.6, label="false")
+        ax.scatter(x[lab == 1], y[lab == 1], s=6, c="#1f4e9c", alpha=0.6, label="true")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("PC1")
+    axes[0].set_ylabel("PC2")
+    axes[0].legend(fontsize=7)
+    return figure_png(fig)
+
+
+def _summary_rows(r: Any) -> list[dict[str, Any]]:
+    rows = []
+    for train in r.train_sets:
+        for probe in r.probes:
+            if probe not in r.heldout.get(train, {}):
+                continue
+            layer = r.best_layer[train][probe]
+            li = r.layers.index(layer)
+            row = {"train": train, "probe": PROBE_LABELS.get(probe, probe), "layer": layer}
+            for variant in ("probe", "shuffled", "random", "reset"):
+                e = r.heldout[train][probe].get(variant)
+                row[variant] = None if e is None else {
+                    "value": e["value"][li], "lo": e["lo"][li], "hi": e["hi"][li], "n": e["n"]}
+            rows.append(row)
+    return rows
+
+
+def _transfer_rows(r: Any) -> list[dict[str, Any]]:
+    """The headline transfers, each with its controls."""
+    wanted = [("cities", "neg_cities"), ("cities", "sp_en_trans"), ("larger_than", "smaller_than"),
+              ("cities", "cities_conj"), ("cities", "cities_disj")]
+    rows = []
+    for train, test in wanted:
+        if train not in r.accuracy or test not in r.test_sets:
+            continue
+        for probe in r.probes:
+            if probe not in r.accuracy[train]:
+                continue
+            layer = r.best_layer[train][probe]
+            row = {"train": train, "test": test, "probe": PROBE_LABELS.get(probe, probe),
+                   "layer": layer}
+            for variant in ("probe", "shuffled", "random", "reset"):
+                row[variant] = (r.acc(train, probe, variant, layer, test)
+                                if variant in r.accuracy[train][probe] else None)
+            v = row["probe"]
+            row["verdict"] = ("inverted" if v["hi"] < 0.5 else
+                              "transfers" if v["lo"] > 0.5 else "chance")
+            rows.append(row)
+    return rows
+
+
+def write_truth_report(result: Any, path: str | Path) -> Path:
+    """Write the HTML report of a :class:`~interplab.studies.truth.TruthResult` to ``path``."""
+    use_agg()
+    r = result
+    figures = {
+        "by_layer": [(t, _accuracy_by_layer(r, t)) for t in r.train_sets if t in r.heldout],
+        "heatmaps": [(PROBE_LABELS.get(p, p), _heatmap(r, p)) for p in r.probes
+                     if any(p in r.accuracy.get(t, {}) for t in r.train_sets)],
+        "pca": _pca_grid(r),
+        "pca_cross": [(v["data"], v["basis"], _pca_cross(r, v)) for v in r.pca["cross"]],
+    }
+    lik = r.likelihood
+    likelihood_rows = []
+    for name in r.test_sets:
+        d = lik["per_dataset"][name]
+        first = r.train_sets[0] if r.train_sets else None
+        likelihood_rows.append({
+            "name": name, **d,
+            "baseline": lik["baseline"][first]["test"][name] if first else None,
+            "probe_r": {PROBE_LABELS.get(p, p): v.get(name)
+                        for p, v in lik["probe_logprob_r"].get(first, {}).items()},
+        })
+    return render(
+        "truth.html", path, r=r, figures=figures, summary=_summary_rows(r),
+        transfers=_transfer_rows(r), likelihood_rows=likelihood_rows,
+        first_train=r.train_sets[0] if r.train_sets else "",
+        per_dataset_centering=r.config.get("centering") == "per-dataset",
+    )

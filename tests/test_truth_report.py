@@ -1,0 +1,90 @@
+import base64
+import csv
+import io
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from interplab.report.truth import write_truth_report
+from interplab.studies.truth import TruthConfig, run_truth
+
+EVIL = "<script>alert('x')</script> & \"quotes\""
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("truth")
+    path_csv = tmp / "evil.csv"
+    with path_csv.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["statement", "label"])
+        for i in range(40):
+            writer.writerow([f"{EVIL} claim number {i} is {'right' if i % 2 else 'wrong'}.", i % 2])
+    config = TruthConfig(model="tiny-gpt2", datasets=["cities", "neg_cities", str(path_csv)],
+                         train_sets=[["cities"], ["evil"]], layers=[1, 2],
+                         probes=["diffmean", "ccs"], max_per_dataset=40, n_boot=50)
+    result = run_truth(config, progress=False)
+    path = write_truth_report(result, tmp / "report.html")
+    return path, result
+
+
+def test_report_escapes_all_text(report):
+    path, _ = report
+    html = path.read_text(encoding="utf-8")
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;alert(" in html
+    assert "data:image/png;base64," in html
+    assert "http://" not in html and "https://" not in html  # self-contained
+
+
+def test_every_figure_is_a_non_blank_png(report):
+    import matplotlib.image as mpimg
+
+    path, result = report
+    html = path.read_text(encoding="utf-8")
+    uris = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    # by-layer per train set + heatmap per probe + PCA grid + one cross view
+    assert len(uris) == len(result.train_sets) + len(result.probes) + 1 + len(result.pca["cross"])
+    for uri in uris:
+        img = mpimg.imread(io.BytesIO(base64.b64decode(uri)), format="png")
+        assert img.shape[0] > 100 and img.shape[1] > 100
+        assert np.asarray(img)[..., :3].std() > 0.02  # not a blank canvas
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        exe = shutil.which(name)
+        if exe:
+            return exe
+    return None
+
+
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("Chromium is not installed and the test set-up could not install it "
+                    "(apt-get install chromium); the rendering check needs a real browser")
+    path, _ = report
+    probe = tmp_path / "probe.html"
+    # Test-only instrumentation: after load, write each image's rendered size into the title.
+    probe.write_text(path.read_text(encoding="utf-8").replace(
+        "</body>",
+        "<script>window.addEventListener('load',()=>{document.title=JSON.stringify("
+        "[...document.images].map(i=>[i.naturalWidth,i.naturalHeight,i.getBoundingClientRect().width]))});"
+        "</script></body>"), encoding="utf-8")
+    out = subprocess.run(
+        [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+         probe.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    m = re.search(r"<title>(.*?)</title>", out.stdout, re.S)
+    assert m, out.stderr[-2000:]
+    sizes = json.loads(m.group(1))
+    assert len(sizes) >= 4
+    assert all(w > 100 and h > 100 and shown > 100 for w, h, shown in sizes)

@@ -109,11 +109,14 @@ def ce_loss_recovered(
     context_lengths: Sequence[int] | None = None,
     batch_size: int = 8,
     progress: bool = False,
+    bos_token_id: int | None = None,
 ) -> CEEvaluation:
     """CE loss recovered and KL with ``sae`` spliced in at ``hook`` of ``lm``.
 
     ``tokens``: ``[n, T]`` ids (with ``attention_mask [n, T]``, 1 = real token) or ragged lists.
     ``context_lengths``: lengths to report; default the SAE's training context length, else T.
+    ``bos_token_id``: the token treated as BOS (never patched, no prediction counted from it);
+    default ``lm.bos_token_id`` (None: the tokenizer adds none and no token is excluded as BOS).
     """
     from interplab.models import edit_hooks
 
@@ -142,7 +145,7 @@ def ce_loss_recovered(
         )
     was_training = sae.training
     sae.eval()
-    bos = lm.bos_token_id
+    bos = bos_token_id if bos_token_id is not None else lm.bos_token_id
     device = lm.device
     results = []
     try:

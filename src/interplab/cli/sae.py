@@ -1,0 +1,244 @@
+"""`interplab sae train | eval | dashboard`: a thin shell over :mod:`interplab.sae`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from interplab.errors import InterplabError
+
+console = Console(stderr=True)
+sae_app = typer.Typer(help="Train, evaluate and inspect sparse autoencoders.",
+                      no_args_is_help=True)
+
+
+def _floats(s: str, name: str) -> list[float]:
+    try:
+        return [float(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise InterplabError(f"{name} must be comma-separated numbers, got {s!r}") from None
+
+
+def _ints(s: str, name: str) -> list[int]:
+    try:
+        return [int(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise InterplabError(f"{name} must be comma-separated integers, got {s!r}") from None
+
+
+def _corpus_tokens(lm, corpus: str, context_length: int, max_sequences: int | None):
+    from interplab.datasets.corpus import load_corpus, pack_tokens
+
+    bos_id = lm.bos_token_id if lm.bos_token_id is not None else lm.tokenizer.eos_token_id
+    toks = pack_tokens(load_corpus(corpus), lm.tokenizer, context_length, bos="each",
+                       bos_token_id=bos_id, max_sequences=max_sequences)
+    return toks, bos_id
+
+
+@sae_app.command("train")
+def train_cmd(
+    out: Path = typer.Option(..., "--out", help="folder; one sub-folder per trained SAE"),
+    store: Path = typer.Option(None, "--store", help="activation store to train from"),
+    model: str = typer.Option("", "--model", help="stream activations from this model instead"),
+    hook: str = typer.Option("", "--hook", help="hook point, e.g. blocks.15.hook_resid_post"),
+    arch: str = typer.Option("topk", "--arch", help="architecture(s), comma-separated: "
+                             "relu, relu_decnorm, gated, topk, batchtopk, jumprelu"),
+    width: int = typer.Option(0, "--width", help="dictionary size (default 8 × d_in)"),
+    k: str = typer.Option("32", "--k", help="active features for topk/batchtopk (list ok)"),
+    sparsity: str = typer.Option("1.0", "--sparsity", help="λ for relu/gated/jumprelu (list ok)"),
+    steps: int = typer.Option(0, "--steps", help="optimizer steps (default: one pass)"),
+    batch_size: int = typer.Option(4096, "--batch-size"),
+    lr: float = typer.Option(3e-4, "--lr"),
+    lr_warmup: int = typer.Option(100, "--lr-warmup"),
+    sparsity_warmup: int = typer.Option(500, "--sparsity-warmup"),
+    corpus: str = typer.Option("kjv", "--corpus", help="with --model: kjv | python-docs"),
+    context_length: int = typer.Option(128, "--context-length", help="with --model"),
+    max_sequences: int = typer.Option(0, "--max-sequences", help="with --model: limit"),
+    mixed_precision: str = typer.Option("fp32", "--mixed-precision", help="fp32 | bf16"),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every"),
+    log_every: int = typer.Option(100, "--log-every"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+    wandb_project: str = typer.Option("", "--wandb-project", help="log to wandb too"),
+) -> None:
+    """Train one SAE or a sweep (every combination of --arch, --k, --sparsity) in one pass."""
+    from interplab.sae import SAEConfig, SAETrainer, TrainerConfig, architectures, save_sae
+
+    archs = [a.strip() for a in arch.split(",") if a.strip()]
+    unknown = [a for a in archs if a not in architectures()]
+    if unknown:
+        raise InterplabError(f"unknown architecture(s) {unknown}; choose from {architectures()}")
+    if (store is None) == (not model):
+        raise InterplabError("give exactly one data source: --store PATH or --model NAME")
+    lm = None
+    n_ctx = None
+    if store is not None:
+        from interplab.activations import ActivationStore
+
+        st = ActivationStore(store)
+        hook = hook or (st.hooks[0] if len(st.hooks) == 1 else "")
+        if hook not in st.hooks:
+            raise InterplabError(f"hook {hook!r} is not in the store {store} (it holds "
+                                 f"{st.hooks}); pass --hook with one of them")
+        d_in = st.d_model
+        n_rows = st.n_rows
+        model_name = (st.manifest.get("model") or {}).get("name") if isinstance(
+            st.manifest.get("model"), dict) else st.manifest.get("model")
+    else:
+        from interplab.models import load
+
+        lm = load(model, device=device)
+        if not hook:
+            raise InterplabError("--hook is required with --model")
+        lm.parse_hook(hook)
+        d_in = lm.d_model
+        toks, bos_id = _corpus_tokens(lm, corpus, context_length, max_sequences or None)
+        n_rows = int((toks != bos_id).sum())
+        model_name = lm.name
+        n_ctx = context_length
+    width = width or 8 * d_in
+    ks = _ints(k, "--k")
+    lams = _floats(sparsity, "--sparsity")
+    configs = []
+    for a in archs:
+        if a in ("topk", "batchtopk"):
+            for kk in ks:
+                if kk > width:
+                    raise InterplabError(f"k={kk} is larger than the width {width}; lower --k")
+                configs.append(SAEConfig(a, d_in, width, k=kk, hook=hook, model=model_name,
+                                         context_length=n_ctx, seed=seed))
+        else:
+            for lam in lams:
+                configs.append(SAEConfig(a, d_in, width, sparsity_coefficient=lam, hook=hook,
+                                         model=model_name, context_length=n_ctx, seed=seed))
+    total = steps or max(1, n_rows // batch_size)
+    out.mkdir(parents=True, exist_ok=True)
+    tcfg = TrainerConfig(
+        total_steps=total, lr=lr, lr_warmup_steps=lr_warmup, sparsity_warmup_steps=sparsity_warmup,
+        mixed_precision=mixed_precision, log_path=str(out / "train_log.jsonl"),
+        log_every_steps=log_every, checkpoint_dir=str(out / "checkpoint"),
+        checkpoint_every_steps=checkpoint_every, seed=seed, device=device, progress=True,
+        wandb_project=wandb_project or None,
+        dead_window_tokens=min(10_000_000, max(batch_size, n_rows // 4)),
+        resample_every_steps=max(1, total // 8),
+    )
+    epochs = max(1, -(-total * batch_size // max(n_rows, 1)))
+    if lm is None:
+        batches = st.iter_batches(batch_size, hook, seed=seed, epochs=epochs, drop_last=True)
+    else:
+        from interplab.sae.buffer import MixingBuffer
+
+        batches = MixingBuffer(lm, hook, toks, batch_size, buffer_tokens=max(
+            2 * batch_size, 16 * batch_size), seed=seed, bos_token_id=bos_id, epochs=epochs)
+    trainer = SAETrainer(configs, tcfg).fit(batches)
+    names = []
+    for sae in trainer.finalized_saes():
+        c = sae.config
+        name = f"{c.architecture}_w{c.d_sae}_" + (f"k{c.k}" if c.k else f"l{c.sparsity_coefficient:g}")
+        save_sae(sae, out / name)
+        names.append(name)
+    last = trainer.log_history[-1] if trainer.log_history else {}
+    console.print(f"trained {len(names)} SAE(s) for {trainer.step} steps "
+                  f"({trainer.tokens_seen} tokens) → {out}")
+    for name, m in zip(names, last.get("saes", []), strict=False):
+        console.print(f"  {name}: FVE {m['fraction_of_variance_explained']:.3f}, "
+                      f"L0 {m['l0']:.1f}, alive {m['fraction_alive']:.2f}")
+
+
+@sae_app.command("eval")
+def eval_cmd(
+    sae_path: Path = typer.Option(..., "--sae", help="SAE folder (ours, SAELens, "
+                                  "dictionary_learning)"),
+    store: Path = typer.Option(None, "--store", help="activation store for reconstruction"),
+    model: str = typer.Option("", "--model", help="model for CE loss recovered"),
+    hook: str = typer.Option("", "--hook", help="default: the SAE's own hook"),
+    context_lengths: str = typer.Option("", "--context-lengths",
+                                        help="e.g. 128,512 (default: the SAE's)"),
+    corpus: str = typer.Option("kjv", "--corpus"),
+    n_sequences: int = typer.Option(32, "--n-sequences"),
+    max_tokens: int = typer.Option(0, "--max-tokens", help="limit for the store evaluation"),
+    out: Path = typer.Option(None, "--out", help="write the metrics as JSON here"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Reconstruction metrics on a store and/or CE loss recovered with the SAE spliced in."""
+    from interplab.sae import evaluate_reconstruction, load_sae
+
+    sae = load_sae(sae_path, device=device)
+    hook = hook or sae.config.hook or ""
+    result: dict = {"sae": str(sae_path), "config": sae.config.to_dict()}
+    if store is None and not model:
+        raise InterplabError("nothing to evaluate: give --store and/or --model")
+    if store is not None:
+        from interplab.activations import ActivationStore
+
+        st = ActivationStore(store)
+        h = hook if hook in st.hooks else (st.hooks[0] if len(st.hooks) == 1 else hook)
+        if st.d_model != sae.d_in:
+            raise InterplabError(f"store {store} has d={st.d_model} but the SAE takes "
+                                 f"d_in={sae.d_in}; use the store of the SAE's hook")
+        m = evaluate_reconstruction(sae, st.iter_batches(4096, h, shuffle=False),
+                                    max_tokens=max_tokens or None)
+        result["reconstruction"] = m.to_dict()
+        console.print(f"reconstruction on {m.n_tokens} tokens: FVE "
+                      f"{m.fraction_of_variance_explained:.4f}, MSE {m.mse:.4g}, L0 {m.l0:.1f}")
+    if model:
+        from interplab.models import load
+        from interplab.sae.ce_eval import ce_loss_recovered
+
+        lm = load(model, device=device)
+        if not hook:
+            raise InterplabError("the SAE names no hook; pass --hook")
+        lengths = _ints(context_lengths, "--context-lengths") or [sae.config.context_length or 128]
+        toks, bos_id = _corpus_tokens(lm, corpus, max(lengths), n_sequences)
+        ev = ce_loss_recovered(lm, sae, hook, toks, context_lengths=lengths, progress=True,
+                               bos_token_id=bos_id)
+        result["ce"] = ev.to_dict()
+        for r in ev.results:
+            console.print(f"L={r.context_length} ({r.n_tokens} tokens): CE clean "
+                          f"{r.clean_loss:.4f}, SAE {r.sae_loss:.4f}, zero {r.zero_ablation_loss:.4f}"
+                          f"; recovered {r.loss_recovered_vs_zero:.4f} (vs mean "
+                          f"{r.loss_recovered_vs_mean:.4f}); KL {r.kl_sae:.4f}")
+    text = json.dumps(result, indent=2)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    else:
+        typer.echo(text)
+
+
+@sae_app.command("dashboard")
+def dashboard_cmd(
+    sae_path: Path = typer.Option(..., "--sae"),
+    model: str = typer.Option(..., "--model"),
+    out: Path = typer.Option(..., "--out", help="HTML file to write"),
+    features: str = typer.Option("", "--features", help="feature ids; default: most active"),
+    n_features: int = typer.Option(12, "--n-features"),
+    hook: str = typer.Option("", "--hook"),
+    corpus: str = typer.Option("kjv", "--corpus"),
+    n_sequences: int = typer.Option(64, "--n-sequences"),
+    context_length: int = typer.Option(128, "--context-length"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Write a self-contained HTML dashboard for chosen features."""
+    from interplab.models import load
+    from interplab.report.sae_dashboard import render_dashboard
+    from interplab.sae import load_sae
+    from interplab.sae.dashboard import feature_dashboards
+
+    sae = load_sae(sae_path, device=device)
+    lm = load(model, device=device)
+    hook = hook or sae.config.hook or ""
+    toks, bos_id = _corpus_tokens(lm, corpus, context_length, n_sequences)
+    data = feature_dashboards(lm, sae, hook, toks, features=_ints(features, "--features") or None,
+                              n_features=n_features, bos_token_id=bos_id)
+    render_dashboard(data, out)
+    console.print(f"dashboard for {len(data.features)} features → {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(sae_app, name="sae")
+
+

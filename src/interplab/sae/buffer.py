@@ -1,0 +1,77 @@
+"""A streaming mixing buffer: activations harvested from the model on the fly, shuffled.
+
+Sequences of tokens are run through the model a few at a time; the activations at one hook
+(positions selected by a mask: attended, not BOS) fill a buffer of ``buffer_tokens`` rows; once
+full, the buffer is shuffled and its first half handed out as training batches, then refilled.
+This decorrelates consecutive batches (tokens of one text are otherwise adjacent) without writing
+an activation store. Deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from interplab.errors import InterplabError
+
+__all__ = ["MixingBuffer"]
+
+
+class MixingBuffer:
+    """Iterable of shuffled ``[batch_size, d_model]`` activation batches fed by ``lm``.
+
+    ``tokens [n, T]`` (int64, from :func:`interplab.datasets.corpus.pack_tokens`); rows at
+    ``bos_token_id`` positions are skipped. Stops when the tokens run out (after ``epochs``).
+    """
+
+    def __init__(self, lm, hook: str, tokens: torch.Tensor, batch_size: int,
+                 buffer_tokens: int = 65536, model_batch_size: int = 8, seed: int = 0,
+                 bos_token_id: int | None = None, epochs: int = 1):
+        lm.parse_hook(hook)
+        if tokens.ndim != 2:
+            raise InterplabError("tokens must be [n_sequences, seq_len] ids")
+        if buffer_tokens < 2 * batch_size:
+            raise InterplabError(f"buffer_tokens ({buffer_tokens}) must be ≥ 2 × batch_size")
+        self.lm, self.hook, self.tokens = lm, hook, tokens
+        self.batch_size, self.buffer_tokens = batch_size, buffer_tokens
+        self.model_batch_size, self.seed, self.epochs = model_batch_size, seed, epochs
+        self.bos = bos_token_id if bos_token_id is not None else lm.bos_token_id
+
+    @torch.no_grad()
+    def _harvest(self) -> Iterator[torch.Tensor]:
+        from interplab.models import edit_hooks
+
+        captured: list[torch.Tensor] = []
+
+        class _Stop(Exception):  # stop the forward pass once the hook is read (early exit)
+            pass
+
+        def grab(act):
+            captured.append(act.detach().float().cpu())
+            raise _Stop
+
+        for _ in range(self.epochs):
+            for i in range(0, self.tokens.shape[0], self.model_batch_size):
+                t = self.tokens[i: i + self.model_batch_size]
+                keep = torch.ones_like(t, dtype=torch.bool) if self.bos is None else t != self.bos
+                try:
+                    with edit_hooks(self.lm, {self.hook: grab}):
+                        self.lm.hf(input_ids=t.to(self.lm.device))
+                except _Stop:
+                    pass
+                yield captured.pop()[keep]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed)
+        buf = torch.empty(0, self.lm.d_model)
+        for rows in self._harvest():
+            buf = torch.cat([buf, rows])
+            if buf.shape[0] >= self.buffer_tokens:
+                buf = buf[torch.randperm(buf.shape[0], generator=g)]
+                half = (buf.shape[0] // 2 // self.batch_size) * self.batch_size
+                yield from buf[:half].split(self.batch_size)
+                buf = buf[half:]
+        buf = buf[torch.randperm(buf.shape[0], generator=g)]
+        n = (buf.shape[0] // self.batch_size) * self.batch_size
+        yield from buf[:n].split(self.batch_size)

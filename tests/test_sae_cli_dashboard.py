@@ -1,0 +1,121 @@
+"""`interplab sae train|eval|dashboard` end to end on a tiny model; dashboards escape all text."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from interplab.cli.main import main  # noqa: E402
+from interplab.datasets.corpus import load_corpus, pack_tokens  # noqa: E402
+
+HOOK = "blocks.1.hook_resid_post"
+
+
+@pytest.fixture(scope="module")
+def lm():
+    from interplab.models import load
+
+    return load("tiny-llama", seed=0)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, lm):
+    from interplab.activations import harvest_to_store
+
+    texts = [d[:200] for d in load_corpus("python-docs").documents[:40]]
+    out = tmp_path_factory.mktemp("store") / "acts"
+    harvest_to_store(lm, texts, [HOOK], out, "all", batch_size=8)
+    return out
+
+
+def test_train_eval_dashboard_round_trip(tmp_path, store):
+    out = tmp_path / "saes"
+    rc = main(["sae", "train", "--store", str(store), "--hook", HOOK, "--arch", "topk,relu",
+               "--k", "4", "--sparsity", "0.5", "--width", "128", "--steps", "30",
+               "--batch-size", "64", "--lr-warmup", "5", "--sparsity-warmup", "5",
+               "--log-every", "10", "--out", str(out)])
+    assert rc == 0
+    assert (out / "topk_w128_k4" / "config.json").exists()
+    assert (out / "relu_w128_l0.5" / "weights.safetensors").exists()
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 30 and len(log[-1]["saes"]) == 2
+
+    metrics = tmp_path / "m.json"
+    rc = main(["sae", "eval", "--sae", str(out / "topk_w128_k4"), "--store", str(store),
+               "--model", "tiny-llama", "--context-lengths", "8,16", "--n-sequences", "4",
+               "--corpus", "python-docs", "--out", str(metrics)])
+    assert rc == 0
+    res = json.loads(metrics.read_text())
+    assert res["reconstruction"]["n_tokens"] > 0
+    assert 0 < res["reconstruction"]["fraction_of_variance_explained"] <= 1
+    assert [r["context_length"] for r in res["ce"]["results"]] == [8, 16]
+
+    html = tmp_path / "dash.html"
+    rc = main(["sae", "dashboard", "--sae", str(out / "topk_w128_k4"), "--model", "tiny-llama",
+               "--out", str(html), "--n-features", "3", "--n-sequences", "6",
+               "--context-length", "32", "--corpus", "python-docs"])
+    assert rc == 0
+    text = html.read_text()
+    assert text.count('class="feature"') == 3 and "data:image/png;base64," in text
+    assert "http://" not in text and "https://" not in text  # self-contained
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arch", "relux"], "unknown architecture"),
+    (["--arch", "topk", "--k", "999", "--width", "128"], "larger than the width"),
+    (["--hook", "blocks.0.hook_mlp_out"], "not in the store"),
+])
+def test_train_errors_are_clear(tmp_path, store, capsys, args, message):
+    rc = main(["sae", "train", "--store", str(store), "--out", str(tmp_path / "x"), *args])
+    assert rc == 2
+    assert message in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_dashboard_escapes_corpus_text(tmp_path, lm):
+    from interplab.report.sae_dashboard import render_dashboard
+    from interplab.sae import SAEConfig, create_sae
+    from interplab.sae.dashboard import feature_dashboards
+
+    evil = "<script>alert('x')</script> & <b>bold</b> " * 6
+    ids = lm.tokenizer(evil, add_special_tokens=False)["input_ids"]
+    toks = torch.tensor([ids[:40], ids[5:45]])
+    sae = create_sae(SAEConfig("relu", lm.d_model, 32, seed=1)).eval()
+    data = feature_dashboards(lm, sae, HOOK, toks, n_features=4)
+    assert len(data.features) == 4
+    f = data.features[0]
+    assert f.top_contexts and 0 < f.density <= 1 and len(f.promoted) == 8
+    assert f.top_contexts[0]["activation"] == pytest.approx(f.max_activation)
+    path = render_dashboard(data, tmp_path / "d.html")
+    html = path.read_text()
+    assert "<script" not in html.lower() and "<b>bold" not in html
+    assert "&lt;" in html  # the text is there, escaped
+    # Control: the corpus text really contained markup that an unescaped page would execute.
+    assert any("<" in t for c in f.top_contexts for t in c["tokens"]) or "&lt;" in html
+
+
+def test_pack_tokens_bos_handling(lm):
+    docs = ["one two three four five six seven", "eight nine ten eleven twelve"]
+    each = pack_tokens(docs, lm.tokenizer, 5, bos="each", bos_token_id=1)
+    assert (each[:, 0] == 1).all() and each.shape[1] == 5
+    assert (each[:, 1:] != 1).all()
+    none = pack_tokens(docs, lm.tokenizer, 5, bos="none")
+    assert none.shape[1] == 5 and none.shape[0] <= each.shape[0]  # 5 vs 4 stream tokens each
+    per_doc = pack_tokens(docs, lm.tokenizer, 4, bos="document", bos_token_id=1)
+    assert int((per_doc == 1).sum()) == 2  # one BOS per document in the stream
+    with pytest.raises(Exception, match="bos must be"):
+        pack_tokens(docs, lm.tokenizer, 5, bos="sometimes")
+
+
+def test_packaged_corpora_are_real_english():
+    kjv = load_corpus("kjv")
+    assert len(kjv.documents) == 1189  # chapters of the King James Bible
+    assert kjv.documents[0].startswith("In the beginning God created the heaven and the earth.")
+    assert "{" not in kjv.documents[0]  # editorial notes dropped
+    assert kjv.identity()["license"].startswith("text: public domain")
+    docs = load_corpus("python-docs")
+    assert docs.n_characters > 100_000

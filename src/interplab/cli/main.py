@@ -36,6 +36,7 @@ def _register_commands() -> None:
     from interplab.cli import belief
 
     belief.register(app)
+    __import__("interplab.cli.sae", fromlist=["register"]).register(app)
 
 
 _register_commands()

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from interplab.compmech.presets import PRESETS, even_process, get_process, golden_mean, mess3, rrxor, z1r
+from interplab.compmech.presets import (
+    PRESETS,
+    even_process,
+    get_process,
+    golden_mean,
+    mess3,
+    rrxor,
+    z1r,
+)
 from interplab.compmech.process import HiddenMarkovProcess
 from interplab.errors import InterplabError
 

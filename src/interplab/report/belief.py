@@ -159,7 +159,7 @@ def _figure_r2(r: dict[str, Any]) -> str:
     labels = [s["layer"].replace(".hook_", "\n") for s in regs]
     x = np.arange(len(regs))
     w = 0.27
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(regs)), 3.8))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(max(11.0, 2.4 * len(regs)), 4.0))
     ax.bar(x - w, [s["r2"] for s in regs], w, label="trained")
     ax.bar(x, [s["untrained_r2"] for s in regs], w, label="control: untrained model")
     ax.bar(x + w, [s["shuffled_r2"] for s in regs], w, label="control: shuffled beliefs")
@@ -168,9 +168,18 @@ def _figure_r2(r: dict[str, Any]) -> str:
     ax.set_xticks(x, labels, fontsize=7)
     ax.set_ylabel("held-out R² (probability-weighted)")
     ax.set_ylim(min(-0.1, min(s["shuffled_r2"] for s in regs) - 0.05), 1.05)
-    ax.set_title("Linear decodability of beliefs from the residual stream")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    ax.set_title("Linear decodability of beliefs (R²)")
+    # RMSE on a log scale separates sites whose R² are all close to 1.
+    ax2.bar(x - w, [s["rmse"] for s in regs], w, label="trained")
+    ax2.bar(x, [s["untrained_rmse"] for s in regs], w, label="control: untrained model")
+    ax2.bar(x + w, [s["shuffled_rmse"] for s in regs], w, label="control: shuffled beliefs")
+    ax2.set_yscale("log")
+    ax2.set_xticks(x, labels, fontsize=7)
+    ax2.set_ylabel("held-out RMSE (probability units, log scale)")
+    ax2.set_title("Error of the decoded beliefs (RMSE)")
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return _png(fig)
 
 

@@ -43,7 +43,8 @@ def register(app: typer.Typer) -> None:
         d_mlp: int = typer.Option(256, help="MLP hidden width."),
         seed: int = typer.Option(0, help="Seed for initialisation, data, split and controls."),
         device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
-        threads: int = typer.Option(1, help="Torch CPU threads (0 = torch default)."),
+        threads: int = typer.Option(1, help="Torch and BLAS CPU threads (0 = library defaults)."),
+        checkpoint_every: int = typer.Option(0, help="Extra checkpoints every N steps (0 = none)."),
         quiet: bool = typer.Option(False, help="No progress output."),
     ) -> None:
         """Belief-state geometry: process -> toy transformer -> regression onto beliefs -> report."""
@@ -64,6 +65,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             device=device,
             num_threads=threads,
+            checkpoint_every=checkpoint_every,
         )
         result = run_belief_study(cfg, out_dir=out, progress=not quiet)
         json_path = result.save(out / "result.json")

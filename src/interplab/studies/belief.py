@@ -60,6 +60,7 @@ class BeliefStudyConfig:
     warmup_steps: int = 100
     eval_every: int = 100
     eval_sequences: int = 8192
+    checkpoint_every: int = 0  # extra checkpoints every N steps (init and final: whenever out_dir)
     max_regression_sequences: int = 65536  # enumerate all sequences (exact weights) up to this
     n_folds: int = 5  # cross-validation folds of whole sequences
     ridge: float = 0.0
@@ -268,6 +269,7 @@ def run_belief_study(
             seed=cfg.seed,
             eval_every=cfg.eval_every,
             eval_sequences=cfg.eval_sequences,
+            checkpoint_every=cfg.checkpoint_every,
         )
         torch.manual_seed(cfg.seed)
         model = GPT(gcfg).to(device)

@@ -191,15 +191,17 @@ def _say(progress: bool, msg: str) -> None:
 
 def _regress_all(
     resid: np.ndarray, names: list[str], data: Any, folds: np.ndarray, cfg: BeliefStudyConfig,
-    shuffled_pairs: int = 0,
+    shuffled_pairs: int = 0, desc: str = "regression", progress: bool = False,
 ) -> dict[str, Any]:
     """Cross-validated fits at every site and at all sites concatenated: name -> fit.
 
     ``shuffled_pairs > 0`` turns this into the shuffled-belief control."""
+    from tqdm.auto import tqdm
+
     from interplab.compmech.regression import cross_validated_fit
 
     out = {}
-    for li in [*range(len(names)), None]:
+    for li in tqdm([*range(len(names)), None], desc=desc, disable=not progress, unit="site"):
         x = resid.transpose(1, 0, 2).reshape(resid.shape[1], -1) if li is None else resid[li]
         out["concat" if li is None else names[li]] = cross_validated_fit(
             x, data, folds, ridge=cfg.ridge, shuffled_pairs_per_fold=shuffled_pairs,
@@ -305,9 +307,12 @@ def run_belief_study(
              f"({cfg.n_folds}-fold; {'exact' if data.exact else 'sampled'} weights)")
         res_trained = residual_rows(model, data)
         res_untrained = residual_rows(untrained, data)
-        fits = _regress_all(res_trained, names, data, folds, cfg)
-        shuf = _regress_all(res_trained, names, data, folds, cfg, shuffled_pairs=n_pairs)
-        unt = _regress_all(res_untrained, names, data, folds, cfg)
+        fits = _regress_all(res_trained, names, data, folds, cfg, desc="regression (trained)",
+                            progress=progress)
+        shuf = _regress_all(res_trained, names, data, folds, cfg, shuffled_pairs=n_pairs,
+                            desc="control (shuffled)", progress=progress)
+        unt = _regress_all(res_untrained, names, data, folds, cfg, desc="control (untrained)",
+                           progress=progress)
         timings["regression"] = time.perf_counter() - t0
         scores = [
             LayerScore(

@@ -172,3 +172,21 @@ def test_bf16_store_round_trip(tiny_models, tmp_path):
 def test_not_a_store_is_a_clear_error(tmp_path):
     with pytest.raises(InterplabError, match="not an activation store"):
         ActivationStore(tmp_path)
+
+
+def test_pretokenized_sequences_harvest_and_store(tiny_models, tmp_path):
+    from interplab.activations import harvest_tokens
+
+    lm = tiny_models["tiny-gpt2"]
+    ids = [lm.tokenize([t])[0] for t in MANY[:20]]
+    mem = harvest_tokens(lm, ids, HOOKS[0], "all", progress=False)
+    text_mem = harvest(lm, MANY[:20], HOOKS[0], "all", progress=False)
+    assert torch.equal(mem[HOOKS[0]], text_mem[HOOKS[0]])
+    s = harvest_to_store(lm, None, HOOKS[0], tmp_path / "s", "all", token_ids=ids,
+                         rows_per_shard=50, texts_per_chunk=4, progress=False)
+    assert s.manifest["dataset"]["pretokenized"]
+    assert torch.allclose(s.load(), mem[HOOKS[0]], atol=1e-5)
+    with pytest.raises(InterplabError, match="outside"):
+        harvest_tokens(lm, [[10**6]], HOOKS[0], progress=False)
+    with pytest.raises(InterplabError, match="either texts or token_ids"):
+        harvest_to_store(lm, MANY, HOOKS[0], tmp_path / "t", token_ids=ids, progress=False)

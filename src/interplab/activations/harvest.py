@@ -272,14 +272,50 @@ def harvest(
     ``with_logprobs`` the whole model runs and ``text_logprob`` holds each text's log-probability.
     """
     texts = validate_texts(texts)
+    ids = lm.tokenize(texts, max_length=max_length, truncation=truncation)
+    return harvest_tokens(lm, ids, hooks, positions, batch_size=batch_size, dtype=dtype,
+                          padding_side=padding_side, compute_dtype=compute_dtype,
+                          with_logprobs=with_logprobs, progress=progress)
+
+
+def validate_token_ids(lm: LanguageModel, token_ids: Sequence[Sequence[int]]) -> list[list[int]]:
+    ids = [list(map(int, t)) for t in token_ids]
+    if not ids:
+        raise InterplabError("the token sequence list is empty; give at least one sequence")
+    vocab = lm.embed.num_embeddings
+    for i, t in enumerate(ids):
+        if not t:
+            raise InterplabError(f"token sequence {i} is empty")
+        if len(t) > lm.n_ctx:
+            raise InterplabError(f"token sequence {i} has {len(t)} tokens, more than the model's "
+                                 f"context of {lm.n_ctx}; split it")
+        if min(t) < 0 or max(t) >= vocab:
+            raise InterplabError(f"token sequence {i} holds ids outside 0..{vocab - 1}")
+    return ids
+
+
+def harvest_tokens(
+    lm: LanguageModel,
+    token_ids: Sequence[Sequence[int]],
+    hooks: Sequence[str] | str,
+    positions: str | Positions = "last",
+    *,
+    batch_size: int = 32,
+    dtype: torch.dtype = torch.float32,
+    padding_side: str = "right",
+    compute_dtype: torch.dtype | None = None,
+    with_logprobs: bool = False,
+    progress: bool = True,
+) -> Activations:
+    """:func:`harvest` for sequences that are already token ids (e.g. packed corpus windows)."""
+    ids = validate_token_ids(lm, token_ids)
     hooks = [hooks] if isinstance(hooks, str) else list(hooks)
     if not hooks:
         raise InterplabError("no hooks given; name at least one, e.g. 'blocks.0.hook_resid_post'")
     for h in hooks:
         lm.parse_hook(h)
     pos = Positions.parse(positions)
-    pos.validate_count(len(texts))
-    ids = lm.tokenize(texts, max_length=max_length, truncation=truncation)
+    pos.validate_count(len(ids))
     total = sum(len(t) for t in ids)
     with tqdm(total=total, unit="tok", desc="harvest", disable=not progress, leave=False) as bar:
         batches = list(
@@ -288,6 +324,6 @@ def harvest(
                              with_logprobs=with_logprobs)
         )
     out = assemble(batches, hooks, lm.d_model, dtype)
-    out.info = {"model": lm.identity(), "positions": pos.spec, "n_texts": len(texts),
+    out.info = {"model": lm.identity(), "positions": pos.spec, "n_texts": len(ids),
                 "n_tokens": total}
     return out

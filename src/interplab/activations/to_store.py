@@ -6,11 +6,17 @@ import hashlib
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 import interplab
-from interplab.activations.harvest import assemble, iter_harvest_ids, validate_texts
+from interplab.activations.harvest import (
+    assemble,
+    iter_harvest_ids,
+    validate_texts,
+    validate_token_ids,
+)
 from interplab.activations.positions import Positions
 from interplab.activations.store import ActivationStore, StoreWriter, dtype_name
 from interplab.errors import InterplabError
@@ -26,9 +32,19 @@ def dataset_identity(texts: Sequence[str], name: str | None = None) -> dict:
     return {"name": name or "texts", "n_texts": len(texts), "sha256": h.hexdigest()}
 
 
+def tokens_identity(token_ids: Sequence[Sequence[int]], name: str | None = None) -> dict:
+    """Name, count and content hash of pre-tokenised sequences."""
+    h = hashlib.sha256()
+    for t in token_ids:
+        h.update(np.asarray(t, dtype=np.int64).tobytes())
+        h.update(b"\xff" * 8)
+    return {"name": name or "token-sequences", "n_texts": len(token_ids), "sha256": h.hexdigest(),
+            "pretokenized": True}
+
+
 def harvest_to_store(
     lm: LanguageModel,
-    texts: Sequence[str],
+    texts: Sequence[str] | None,
     hooks: Sequence[str] | str,
     out: str | os.PathLike,
     positions: str | Positions = "all",
@@ -42,6 +58,7 @@ def harvest_to_store(
     max_length: int | None = None,
     truncation: str = "warn",
     compute_dtype: torch.dtype | None = None,
+    token_ids: Sequence[Sequence[int]] | None = None,
     progress: bool = True,
 ) -> ActivationStore:
     """Harvest ``texts`` into the store folder ``out``; re-running the same call resumes.
@@ -50,9 +67,19 @@ def harvest_to_store(
     shard is written whenever at least ``rows_per_shard`` rows are buffered at a chunk boundary,
     so a shard holds ``rows_per_shard`` rows plus at most one chunk's worth. Memory holds one shard,
     never the corpus. After a crash the store lists only complete shards, and the same call
-    continues from the first text not yet in a shard.
+    continues from the first text not yet in a shard. Pass ``texts=None`` and ``token_ids`` for
+    sequences that are already tokenised (e.g. packed corpus windows).
     """
-    texts = validate_texts(texts)
+    if (texts is None) == (token_ids is None):
+        raise InterplabError("give either texts or token_ids, not both (and not neither)")
+    if texts is not None:
+        texts = validate_texts(texts)
+        n_texts = len(texts)
+        identity = dataset_identity(texts, dataset_name)
+    else:
+        token_ids = validate_token_ids(lm, token_ids)
+        n_texts = len(token_ids)
+        identity = tokens_identity(token_ids, dataset_name)
     hooks = [hooks] if isinstance(hooks, str) else list(dict.fromkeys(hooks))
     if not hooks:
         raise InterplabError("no hooks given; name at least one, e.g. 'blocks.0.hook_resid_post'")
@@ -61,14 +88,14 @@ def harvest_to_store(
     if rows_per_shard < 1:
         raise InterplabError(f"rows_per_shard must be at least 1, not {rows_per_shard}")
     pos = Positions.parse(positions)
-    pos.validate_count(len(texts))
+    pos.validate_count(n_texts)
     chunk = texts_per_chunk or 8 * batch_size
     header = {
         "interplab_version": interplab.__version__,
         "model": lm.identity(),
         "hooks": hooks,
         "positions": pos.spec,
-        "dataset": dataset_identity(texts, dataset_name),
+        "dataset": identity,
         "dtype": dtype_name(dtype),
         "d_model": lm.d_model,
         "rows_per_shard": rows_per_shard,
@@ -79,14 +106,17 @@ def harvest_to_store(
         start = writer.texts_done
         if writer.manifest["complete"]:
             return ActivationStore(out)
-        ids = lm.tokenize(texts[start:], max_length=max_length, truncation=truncation)
+        if texts is not None:
+            ids = lm.tokenize(texts[start:], max_length=max_length, truncation=truncation)
+        else:
+            ids = token_ids[start:]
         remaining = sum(len(t) for t in ids)
         buffer = []
         buffered_rows = 0
         with tqdm(total=remaining, unit="tok", desc=f"harvest → {out}", disable=not progress,
                   leave=False) as bar:
-            for c0 in range(start, len(texts), chunk):
-                c1 = min(c0 + chunk, len(texts))
+            for c0 in range(start, n_texts, chunk):
+                c1 = min(c0 + chunk, n_texts)
                 batches = list(iter_harvest_ids(
                     lm, ids[c0 - start : c1 - start], c0, hooks, pos, batch_size=batch_size,
                     dtype=dtype, padding_side=padding_side, compute_dtype=compute_dtype,
@@ -95,7 +125,7 @@ def harvest_to_store(
                 part = assemble(batches, hooks, lm.d_model, dtype)
                 buffer.append(part)
                 buffered_rows += part.n_rows
-                if buffered_rows >= rows_per_shard or c1 == len(texts):
+                if buffered_rows >= rows_per_shard or c1 == n_texts:
                     tensors = {h: torch.cat([p.acts[h] for p in buffer]) for h in hooks}
                     tensors["text_index"] = torch.cat([p.text_index for p in buffer])
                     tensors["position"] = torch.cat([p.position for p in buffer])

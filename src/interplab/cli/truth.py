@@ -64,7 +64,7 @@ def truth_cmd(
     test_fraction: float = typer.Option(0.3, "--test-fraction"),
     centering: str = typer.Option("train", "--centering", help="train | per-dataset | none"),
     seed: int = typer.Option(0, "--seed"),
-    batch_size: int = typer.Option(32, "--batch-size"),
+    batch_size: int = typer.Option(64, "--batch-size"),
     device: str = typer.Option("", "--device"),
     out: Path = typer.Option(Path("runs/truth"), "--out", help="folder for truth.json + report.html"),
 ) -> None:

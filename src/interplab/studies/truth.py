@@ -48,7 +48,7 @@ class TruthConfig:
     centering: str = "train"
     seed: int = 0
     n_boot: int = 1000
-    batch_size: int = 32
+    batch_size: int = 64
     device: str | None = None
     pca_pairs: list[list[str]] = field(default_factory=lambda: [list(p) for p in DEFAULT_PCA_PAIRS])
 
@@ -139,7 +139,8 @@ def _versions() -> dict[str, str]:
 
 
 def _harvest_all(lm: Any, datasets: dict, layers: list[int], batch_size: int,
-                 progress: Progress, label: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                 progress: Progress, label: str,
+                 with_logprobs: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """Per dataset: last-token resid_post at ``layers`` ``[L, n, d]`` and log-probabilities."""
     from interplab.activations import harvest
 
@@ -148,9 +149,9 @@ def _harvest_all(lm: Any, datasets: dict, layers: list[int], batch_size: int,
     out = {}
     for name, ds in datasets.items():
         acts = harvest(lm, ds.statements, hooks, "last", batch_size=batch_size,
-                       with_logprobs=True, progress=False)
+                       with_logprobs=with_logprobs, progress=False)
         X = torch.stack([acts[h] for h in hooks]).float().numpy()  # [L, n, d]
-        out[name] = (X, acts.text_logprob.numpy())
+        out[name] = (X, acts.text_logprob.numpy() if with_logprobs else None)
         progress.advance(task)
     return out
 
@@ -193,16 +194,21 @@ def run_truth(config: TruthConfig, *, progress: bool = True,
         for layer in layers:
             lm.parse_hook(f"blocks.{layer}.hook_resid_post")
         timings["load_s"] = time.perf_counter() - t
+        n_statements = sum(len(ds) for ds in datasets.values())
+        console.print(f"loaded {lm.name} in {timings['load_s']:.0f} s; {len(datasets)} datasets, "
+                      f"{n_statements} statements, {len(layers)} layers")
         t = time.perf_counter()
         acts = {"model": _harvest_all(lm, datasets, layers, config.batch_size, bar, "model")}
+        console.print(f"harvested the model in {time.perf_counter() - t:.0f} s")
         reset_identity = None
         if "reset" in config.controls:
             reset = reset_copy(lm, seed=config.seed)
             reset_identity = reset.identity()
             acts["reset"] = _harvest_all(reset, datasets, layers, config.batch_size, bar,
-                                         "reset network")
+                                         "reset network", with_logprobs=False)
             del reset
         timings["harvest_s"] = time.perf_counter() - t
+        console.print(f"harvesting done in {timings['harvest_s']:.0f} s")
         model_identity = lm.identity()
         del lm
 
@@ -247,6 +253,7 @@ def run_truth(config: TruthConfig, *, progress: bool = True,
                         correct[(key, probe, name_v)] = outcome.correct[v]
                         decisions[(key, probe, name_v)] = outcome.decision[v]
         timings["probes_s"] = time.perf_counter() - t
+        console.print(f"fitted probes and controls in {timings['probes_s']:.0f} s")
 
     t = time.perf_counter()
     accuracy: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}

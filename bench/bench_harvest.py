@@ -141,7 +141,6 @@ def main() -> None:
         res[name] = {"speedup_over_fp32": t_harv / t, "cos_min": float(cos.min()),
                      "cos_mean": float(cos.mean()), "cos_p01": float(cos.quantile(0.01)),
                      "rel_l2_mean": float(rel.mean()), "rel_l2_p99": float(rel.quantile(0.99))}
-    del lm16
 
     rss = []
     for n in [int(x) for x in args.rss_tokens.split(",") if x]:

@@ -148,10 +148,10 @@ def _summary_rows(r: Any) -> list[dict[str, Any]]:
                 continue
             layer = r.best_layer[train][probe]
             li = r.layers.index(layer)
-            row = {"train": train, "probe": PROBE_LABELS.get(probe, probe), "layer": layer}
+            row = {"train": train, "probe_name": PROBE_LABELS.get(probe, probe), "layer": layer}
             for variant in ("probe", "shuffled", "random", "reset"):
                 e = r.heldout[train][probe].get(variant)
-                row[variant] = None if e is None else {
+                row["acc" if variant == "probe" else variant] = None if e is None else {
                     "value": e["value"][li], "lo": e["lo"][li], "hi": e["hi"][li], "n": e["n"]}
             rows.append(row)
     return rows
@@ -169,12 +169,13 @@ def _transfer_rows(r: Any) -> list[dict[str, Any]]:
             if probe not in r.accuracy[train]:
                 continue
             layer = r.best_layer[train][probe]
-            row = {"train": train, "test": test, "probe": PROBE_LABELS.get(probe, probe),
+            row = {"train": train, "test": test, "probe_name": PROBE_LABELS.get(probe, probe),
                    "layer": layer}
             for variant in ("probe", "shuffled", "random", "reset"):
-                row[variant] = (r.acc(train, probe, variant, layer, test)
-                                if variant in r.accuracy[train][probe] else None)
-            v = row["probe"]
+                row["acc" if variant == "probe" else variant] = (
+                    r.acc(train, probe, variant, layer, test)
+                    if variant in r.accuracy[train][probe] else None)
+            v = row["acc"]
             row["verdict"] = ("inverted" if v["hi"] < 0.5 else
                               "transfers" if v["lo"] > 0.5 else "chance")
             rows.append(row)

@@ -27,7 +27,7 @@ def lm():
 def store(tmp_path_factory, lm):
     from interplab.activations import harvest_to_store
 
-    texts = [d[:200] for d in load_corpus("python-docs").documents[:40]]
+    texts = [d[:150] for d in load_corpus("python-docs").documents[:40]]
     out = tmp_path_factory.mktemp("store") / "acts"
     harvest_to_store(lm, texts, [HOOK], out, "all", batch_size=8)
     return out

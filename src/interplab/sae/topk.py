@@ -14,6 +14,7 @@ unit norm. ``decode_sparse`` uses only the k active rows (the fast path for smal
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from interplab.errors import InterplabError
 from interplab.sae.base import SparseAutoencoder, TrainingLoss, register
@@ -45,9 +46,10 @@ class _TopKFamily(SparseAutoencoder):
         return self.config.aux_k_coefficient * (e_hat - e).pow(2).sum(-1).mean()
 
     def _decode_topk(self, vals: torch.Tensor, idx: torch.Tensor, bias: bool = True):
-        """Σ_j vals[:, j] W_dec[idx[:, j]] (+ b_dec): only the active rows are touched."""
-        rows = self.W_dec[idx]  # [batch, k, d_in]
-        out = torch.bmm(vals.unsqueeze(1).to(rows.dtype), rows).squeeze(1)
+        """Σ_j vals[:, j] W_dec[idx[:, j]] (+ b_dec): only the active rows are read, and only
+        they receive gradient (``embedding_bag`` with per-sample weights; O(batch·k·d_in))."""
+        out = F.embedding_bag(idx, self.W_dec, per_sample_weights=vals.to(self.W_dec.dtype),
+                              mode="sum")
         return out + self.b_dec if bias else out
 
     def decode_sparse(self, vals: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -89,7 +89,7 @@ def saelens_relu(data: list[torch.Tensor], lam: float = 1e-3) -> float | None:
     sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=D, d_sae=WIDTH, l1_coefficient=lam,
                                                         dtype="float32", device="cpu"))
     cfg = SAETrainerConfig(total_training_samples=len(data) * BATCH,
-                           train_batch_size_samples=BATCH, lr=3e-4, device="cpu",
+                           train_batch_size_samples=BATCH, lr=3e-4, lr_end=3e-4, device="cpu",
                            dead_feature_window=1000, feature_sampling_window=2000)
     trainer = LensTrainer(cfg, sae, iter(data))
     return _timed(trainer.fit)

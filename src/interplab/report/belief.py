@@ -13,15 +13,13 @@ It computes nothing beyond projecting points for display.
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-_TEMPLATE_DIR = Path(__file__).parent / "templates"
+from interplab.report.html import figure_png, render, use_agg
 
 
 def _as_dict(result: Any) -> dict[str, Any]:
@@ -29,12 +27,7 @@ def _as_dict(result: Any) -> dict[str, Any]:
 
 
 def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return figure_png(fig)
 
 
 def _figure_loss(r: dict[str, Any]) -> str:
@@ -185,22 +178,7 @@ def _figure_r2(r: dict[str, Any]) -> str:
 
 def render_belief_report(result: Any, path: str | Path) -> Path:
     """Write the study's self-contained HTML report to ``path`` and return it."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
-
+    use_agg()
     r = _as_dict(result)
-    env = Environment(
-        loader=FileSystemLoader(str(_TEMPLATE_DIR)),
-        autoescape=select_autoescape(default=True, default_for_string=True),
-    )
-    env.filters["f"] = lambda v, nd=4: "n/a" if v is None or v != v else f"{v:.{nd}f}"
-    html = env.get_template("belief.html").render(
-        r=r,
-        figures={"loss": _figure_loss(r), "simplex": _figure_simplex(r), "r2": _figure_r2(r)},
-    )
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(html, encoding="utf-8")
-    return p
+    figures = {"loss": _figure_loss(r), "simplex": _figure_simplex(r), "r2": _figure_r2(r)}
+    return render("belief.html", path, r=r, figures=figures)

@@ -35,6 +35,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["pct"] = lambda v: "–" if v is None or v != v else f"{100 * v:.0f}%"
     env.filters["f2"] = lambda v: "–" if v is None or v != v else f"{v:.2f}"
+    env.filters["f"] = lambda v, nd=4: "n/a" if v is None or v != v else f"{v:.{nd}f}"
     return env
 
 

@@ -40,10 +40,15 @@ class PairedActs:
 
 @dataclass
 class ProbeOutcome:
-    """Per (variant, test set): correctness ``[n_layers, n_test]`` and decision values."""
+    """Per (variant, test set): correctness ``[n_layers, n_test]`` and decision values.
+
+    For ``shuffled``, correctness is the fraction of the ``n_shuffles`` shuffled fits that got
+    each row right, and ``shuffle_acc[test]`` holds each shuffle's accuracy ``[n_layers, K]``.
+    """
 
     correct: dict[str, dict[str, np.ndarray]]
     decision: dict[str, dict[str, np.ndarray]]
+    shuffle_acc: dict[str, np.ndarray]
 
 
 def fit_and_test(
@@ -55,36 +60,45 @@ def fit_and_test(
     centering: str = "train",
     variants: Sequence[str] = VARIANTS,
     seed: int = 0,
+    n_shuffles: int = 5,
     on_layer: Callable[[], None] | None = None,
 ) -> ProbeOutcome:
     """Fit ``probe_name`` at every layer of ``train`` and score it on each test set.
 
-    CCS needs ``pairs`` (returns nothing if None). Variants: ``probe`` (the real fit),
-    ``shuffled`` (labels permuted; for CCS the pairs are broken instead) and ``random`` (a random
-    direction with the probe's norm and a refit threshold).
+    CCS needs ``pairs``. Variants: ``probe`` (the real fit), ``shuffled`` (labels permuted; for
+    CCS the pairs are broken instead; ``n_shuffles`` independent shuffles, averaged: a single
+    shuffled mass-mean direction leans on whatever high-variance axis it happens to catch, so one
+    draw can land far from 0.5 either way) and ``random`` (a random direction with the probe's
+    norm and a refit threshold).
     """
+    if n_shuffles < 1:
+        raise ValueError("n_shuffles must be at least 1")
     n_layers = train.X.shape[0]
-    correct = {v: {t: np.zeros((n_layers, len(s.y)), dtype=bool) for t, s in tests.items()}
-               for v in variants}
+    correct = {v: {t: np.zeros((n_layers, len(s.y))) for t, s in tests.items()} for v in variants}
     decision = {v: {t: np.zeros((n_layers, len(s.y))) for t, s in tests.items()}
                 for v in variants}
+    shuffle_acc = {t: np.zeros((n_layers, n_shuffles)) for t in tests}
     rng = np.random.default_rng(seed)
-    shuffled_y = shuffled_labels(train.y, seed=seed)
-    broken = rng.permutation(len(pairs.y)) if pairs is not None else None
+    shuffled_ys = [shuffled_labels(train.y, seed=seed + k) for k in range(n_shuffles)]
+    broken = ([rng.permutation(len(pairs.y)) for _ in range(n_shuffles)]
+              if pairs is not None else None)
     for layer in range(n_layers):
         fitted: dict[str, LinearProbe] = {}
+        shuffled_fits: list[LinearProbe] = []
         if probe_name == "ccs":
-            assert pairs is not None
+            assert pairs is not None and broken is not None
             fitted["probe"] = make_probe("ccs", centering=centering, seed=seed).fit(
                 pairs.X_pos[layer], pairs.y, X_neg=pairs.X_neg[layer])
             if "shuffled" in variants:
-                fitted["shuffled"] = make_probe("ccs", centering=centering, seed=seed).fit(
-                    pairs.X_pos[layer], pairs.y, X_neg=pairs.X_neg[layer][broken])
+                shuffled_fits = [make_probe("ccs", centering=centering, seed=seed).fit(
+                    pairs.X_pos[layer], pairs.y, X_neg=pairs.X_neg[layer][b]) for b in broken]
         else:
             fitted["probe"] = make_probe(probe_name, centering=centering).fit(train.X[layer], train.y)
             if "shuffled" in variants:
-                fitted["shuffled"] = make_probe(probe_name, centering=centering).fit(
-                    train.X[layer], shuffled_y)
+                shuffled_fits = [make_probe(probe_name, centering=centering).fit(train.X[layer], ys)
+                                 for ys in shuffled_ys]
+        if shuffled_fits:
+            fitted["shuffled"] = shuffled_fits[0]
         if "random" in variants:
             direction = random_direction_like(fitted["probe"].direction_, seed=seed + 7919 * layer)
             threshold_X = pairs.X_pos[layer] if probe_name == "ccs" else train.X[layer]
@@ -92,17 +106,26 @@ def fit_and_test(
             fitted["random"] = fitted["probe"].with_direction(direction, threshold_X, threshold_y)
         for v in variants:
             for t, s in tests.items():
+                if v == "shuffled":
+                    hits = np.stack([(f.decision_function(s.X[layer]) > 0) == s.y
+                                     for f in shuffled_fits])  # [K, n]
+                    shuffle_acc[t][layer] = hits.mean(axis=1)
+                    correct[v][t][layer] = hits.mean(axis=0)
+                    decision[v][t][layer] = fitted[v].decision_function(s.X[layer])
+                    continue
                 dec = fitted[v].decision_function(s.X[layer])
                 decision[v][t][layer] = dec
                 correct[v][t][layer] = (dec > 0).astype(np.int64) == s.y
         if on_layer is not None:
             on_layer()
-    return ProbeOutcome(correct, decision)
+    return ProbeOutcome(correct, decision, shuffle_acc)
 
 
 def bootstrap_accuracy(correct: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
                        level: float = 0.95) -> dict[str, list]:
     """Accuracy and percentile-bootstrap interval for each row of ``correct`` ``[k, n]``.
+
+    Entries may be fractions (the share of several shuffled fits that got a row right).
 
     The same resampled row sets are used for every row of ``correct`` (common random numbers),
     so differences between probes at one test set are not blurred by resampling noise.

@@ -48,6 +48,7 @@ class TruthConfig:
     centering: str = "train"
     seed: int = 0
     n_boot: int = 1000
+    n_shuffles: int = 5
     batch_size: int = 64
     device: str | None = None
     pca_pairs: list[list[str]] = field(default_factory=lambda: [list(p) for p in DEFAULT_PCA_PAIRS])
@@ -219,6 +220,7 @@ def run_truth(config: TruthConfig, *, progress: bool = True,
         n_fits = len(train_keys) * len(config.probes) * (1 + ("reset" in acts))
         fit_task = bar.add_task("fit probes", total=n_fits * len(layers))
         correct: dict[tuple, np.ndarray] = {}  # (train, probe, variant) -> per test [L, n]
+        shuffle_sd: dict[tuple, dict[str, np.ndarray]] = {}  # spread over shuffles, per test [L]
         decisions: dict[tuple, dict[str, np.ndarray]] = {}
         for ts, key in zip(config.train_sets, train_keys, strict=True):
             names = [_short_name(n) for n in ts]
@@ -246,8 +248,12 @@ def run_truth(config: TruthConfig, *, progress: bool = True,
                     outcome = fit_and_test(
                         probe, train, tests, pairs=pairs, centering=config.centering,
                         variants=variants if source == "model" else ["probe"],
-                        seed=config.seed, on_layer=lambda: bar.advance(fit_task),
+                        seed=config.seed, n_shuffles=config.n_shuffles,
+                        on_layer=lambda: bar.advance(fit_task),
                     )
+                    if source == "model" and "shuffled" in outcome.correct:
+                        shuffle_sd[(key, probe)] = {t: a.std(axis=1)
+                                                    for t, a in outcome.shuffle_acc.items()}
                     for v in outcome.correct:
                         name_v = v if source == "model" else "reset"
                         correct[(key, probe, name_v)] = outcome.correct[v]
@@ -267,6 +273,9 @@ def run_truth(config: TruthConfig, *, progress: bool = True,
             ns.append(est["n"])
         accuracy.setdefault(key, {}).setdefault(probe, {})[variant] = {
             "value": value.tolist(), "lo": lo.tolist(), "hi": hi.tolist(), "n": ns}
+        if variant == "shuffled":  # how much single shuffles disagree with each other
+            accuracy[key][probe][variant]["sd_over_shuffles"] = np.stack(
+                [shuffle_sd[(key, probe)][t] for t in test_names], axis=1).tolist()
 
     # In-distribution accuracy: the training datasets' own test splits pooled. The best layer per
     # (train set, probe) maximises it; cross-dataset numbers are not used to choose it.

@@ -29,14 +29,10 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
-    from interplab.cli import harvest, truth
+    from interplab.cli import belief, harvest, sae, truth
 
-    harvest.register(app)
-    truth.register(app)
-    from interplab.cli import belief
-
-    belief.register(app)
-    __import__("interplab.cli.sae", fromlist=["register"]).register(app)
+    for module in (truth, harvest, sae, belief):
+        module.register(app)
 
 
 _register_commands()

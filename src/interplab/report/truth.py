@@ -177,8 +177,12 @@ def _transfer_rows(r: Any) -> list[dict[str, Any]]:
                     r.acc(train, probe, variant, layer, test)
                     if variant in r.accuracy[train][probe] else None)
             v = row["acc"]
+            rates = r.accuracy[train][probe]["probe"].get("positive_rate")
+            rate = (rates[r.layers.index(layer)][r.test_sets.index(test)]
+                    if rates is not None else 0.5)
             row["verdict"] = ("inverted" if v["hi"] < 0.5 else
-                              "transfers" if v["lo"] > 0.5 else "chance")
+                              "transfers" if v["lo"] > 0.5 else
+                              "one class" if rate >= 0.97 or rate <= 0.03 else "chance")
             rows.append(row)
     return rows
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from threadpoolctl import threadpool_limits
 
 import interplab
 from interplab.errors import InterplabError
@@ -214,6 +215,11 @@ def run_truth(config: TruthConfig, *, progress: bool = True,
         del lm
 
         t = time.perf_counter()
+        # Probe fits are many small problems: one BLAS/torch thread each is several times faster
+        # than two threads contending (and than torch's idle workers spinning next to BLAS's).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        blas_limit = threadpool_limits(limits=1)
         test_names = list(datasets)
         train_keys = [_train_key(ts) for ts in config.train_sets]
         variants = ["probe", *[c for c in ("shuffled", "random") if c in config.controls]]
@@ -245,12 +251,15 @@ def run_truth(config: TruthConfig, *, progress: bool = True,
                             )
                         bar.advance(fit_task, len(layers))
                         continue
+                    t_fit = time.perf_counter()
                     outcome = fit_and_test(
                         probe, train, tests, pairs=pairs, centering=config.centering,
                         variants=variants if source == "model" else ["probe"],
                         seed=config.seed, n_shuffles=config.n_shuffles,
                         on_layer=lambda: bar.advance(fit_task),
                     )
+                    fit_key = f"fit_{probe}_{source}_s"
+                    timings[fit_key] = timings.get(fit_key, 0.0) + time.perf_counter() - t_fit
                     if source == "model" and "shuffled" in outcome.correct:
                         shuffle_sd[(key, probe)] = {t: a.std(axis=1)
                                                     for t, a in outcome.shuffle_acc.items()}
@@ -258,6 +267,8 @@ def run_truth(config: TruthConfig, *, progress: bool = True,
                         name_v = v if source == "model" else "reset"
                         correct[(key, probe, name_v)] = outcome.correct[v]
                         decisions[(key, probe, name_v)] = outcome.decision[v]
+        blas_limit.restore_original_limits()
+        torch.set_num_threads(threads)
         timings["probes_s"] = time.perf_counter() - t
         console.print(f"fitted probes and controls in {timings['probes_s']:.0f} s")
 
@@ -273,6 +284,10 @@ def run_truth(config: TruthConfig, *, progress: bool = True,
             ns.append(est["n"])
         accuracy.setdefault(key, {}).setdefault(probe, {})[variant] = {
             "value": value.tolist(), "lo": lo.tolist(), "hi": hi.tolist(), "n": ns}
+        if variant in ("probe", "reset") and (key, probe, variant) in decisions:
+            dec = decisions[(key, probe, variant)]
+            accuracy[key][probe][variant]["positive_rate"] = np.stack(
+                [(dec[t] > 0).mean(axis=1) for t in test_names], axis=1).tolist()
         if variant == "shuffled":  # how much single shuffles disagree with each other
             accuracy[key][probe][variant]["sd_over_shuffles"] = np.stack(
                 [shuffle_sd[(key, probe)][t] for t in test_names], axis=1).tolist()
@@ -434,7 +449,7 @@ def _pca_views(config: TruthConfig, datasets: dict, data: dict, best_layer: dict
 
 def _findings(config: TruthConfig, accuracy: dict, best_layer: dict, train_keys: list[str],
               test_names: list[str], layers: list[int]) -> list[str]:
-    """Plain-language notes on inversions (a direction that flips on another dataset)."""
+    """Plain-language notes: inversions, one-class predictions, and a reset network that matches."""
     notes = []
     for key in train_keys:
         for probe, layer in best_layer.get(key, {}).items():
@@ -451,4 +466,29 @@ def _findings(config: TruthConfig, accuracy: dict, best_layer: dict, train_keys:
                         "with truth on the training data (e.g. the association between the "
                         "words) rather than truth itself."
                     )
+            rates = entry.get("positive_rate")
+            one_class = [name for ti, name in enumerate(test_names)
+                         if rates and (rates[li][ti] >= 0.97 or rates[li][ti] <= 0.03)]
+            if one_class:
+                notes.append(
+                    f"One-class predictions: at layer {layer} the {probe} probe trained on {key} "
+                    f"calls (nearly) every statement of {', '.join(one_class)} the same class, so "
+                    "its ~0.50 there says nothing about truth: those statements' mean lies on one "
+                    "side of the training threshold (a shift in activation space, e.g. from "
+                    "longer sentences). Per-dataset centring (--centering per-dataset) removes "
+                    "such shifts at the price of using test-set statistics."
+                )
+            reset = accuracy[key][probe].get("reset")
+            if reset is not None:
+                own = [test_names.index(n) for n in key.split("+") if n in test_names]
+                for ti in own:
+                    if reset["hi"][li][ti] >= entry["lo"][li][ti] and entry["value"][li][ti] > 0.6:
+                        notes.append(
+                            f"Reset network matches: on {test_names[ti]}, the {probe} probe "
+                            f"reaches {entry['value'][li][ti]:.2f} at layer {layer} and the same "
+                            f"pipeline on the weight-permuted network {reset['value'][li][ti]:.2f} "
+                            "(overlapping intervals). What the probe reads there is available "
+                            "without learned weights — token identity or position — so it is "
+                            "not evidence of a learned truth representation."
+                        )
     return notes

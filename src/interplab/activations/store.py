@@ -331,6 +331,20 @@ class ActivationStore:
         return torch.cat(parts) if parts else torch.empty(0, self.d_model, dtype=self.dtype)
 
     # ------------------------------------------------------------------ shuffled batches
+    def _read_into(self, shard: int, key: str, out: np.ndarray) -> None:
+        """Read a shard's tensor straight into ``out`` (plain reads: no mapped pages stay
+        resident, so memory is what the caller allocated)."""
+        if shard not in self._headers:
+            self._headers[shard] = _read_header(self.path / self.shards[shard]["file"])
+        loc = self._headers[shard][key]
+        view = memoryview(out).cast("B")
+        with open(self.path / self.shards[shard]["file"], "rb") as f:
+            f.seek(loc.offset)
+            got = f.readinto(view)
+        if got != view.nbytes:
+            raise InterplabError(f"shard {self.shards[shard]['file']} is truncated; run "
+                                 "`interplab store verify`")
+
     def iter_batches(
         self,
         batch_size: int,
@@ -346,30 +360,39 @@ class ActivationStore:
     ) -> Iterator[torch.Tensor]:
         """Yield ``[batch_size, d_model]`` batches.
 
-        With ``shuffle``, each epoch visits shards in a seeded random order, loads
-        ``shards_in_buffer`` of them at a time, and shuffles rows across the loaded shards, so
-        memory stays at a few shards whatever the store's size. Same seed, same batches.
+        With ``shuffle``, each epoch visits shards in a seeded random order, reads
+        ``shards_in_buffer`` of them at a time into one buffer, and draws batches from a random
+        permutation of its rows, so rows are shuffled across shards while memory stays at one
+        buffer (plus a batch) whatever the store's size. Same seed, same batches.
         """
         if batch_size < 1:
             raise InterplabError(f"batch_size must be at least 1, not {batch_size}")
         key = self._hook(hook)
+        np_dtype = _ST_DTYPES[self._st_dtype()]
+        k = max(1, shards_in_buffer)
         rng = np.random.default_rng(seed)
-        carry: torch.Tensor | None = None
+        carry = np.empty((0, self.d_model), dtype=np_dtype)
         for _ in range(epochs):
             order = rng.permutation(len(self.shards)) if shuffle else np.arange(len(self.shards))
-            for g in range(0, len(order), max(1, shards_in_buffer)):
-                group = order[g : g + max(1, shards_in_buffer)]
-                buf = torch.cat([self.shard_tensor(int(s), key) for s in group])
-                if shuffle:
-                    buf = buf[torch.from_numpy(rng.permutation(buf.shape[0]))]
-                if carry is not None and carry.shape[0]:
-                    buf = torch.cat([carry, buf])
+            for g in range(0, len(order), k):
+                group = [int(x) for x in order[g : g + k]]
+                rows = sum(int(self.shards[x]["n_rows"]) for x in group)
+                buf = np.empty((carry.shape[0] + rows, self.d_model), dtype=np_dtype)
+                buf[: carry.shape[0]] = carry
+                offset = carry.shape[0]
+                for x in group:
+                    n = int(self.shards[x]["n_rows"])
+                    self._read_into(x, key, buf[offset : offset + n])
+                    offset += n
+                perm = rng.permutation(buf.shape[0]) if shuffle else np.arange(buf.shape[0])
                 n_full = buf.shape[0] // batch_size
                 for b in range(n_full):
-                    yield buf[b * batch_size : (b + 1) * batch_size].to(device=device, dtype=dtype)
-                carry = buf[n_full * batch_size :]
-        if carry is not None and carry.shape[0] and not drop_last:
-            yield carry.to(device=device, dtype=dtype)
+                    rows_b = buf[perm[b * batch_size : (b + 1) * batch_size]]
+                    yield self._to_torch(rows_b, key).to(device=device, dtype=dtype)
+                carry = buf[perm[n_full * batch_size :]]
+                del buf
+        if carry.shape[0] and not drop_last:
+            yield self._to_torch(carry, key).to(device=device, dtype=dtype)
 
     # ------------------------------------------------------------------ integrity
     def verify(self) -> VerifyReport:

@@ -1,4 +1,4 @@
-"""SAE training benchmarks (results in docs/benchmarks_sae.md).
+"""SAE training benchmarks (results in docs/benchmarks.md).
 
 All on identical activations and hyper-parameters, d_in 576, batch 4096, in one run:
 

@@ -1,4 +1,4 @@
-"""The real run recorded in docs/benchmarks_sae.md: an SAE on ~1M tokens of the embedded model.
+"""The real run recorded in docs/benchmarks.md: an SAE on ~1M tokens of the embedded model.
 
 SmolLM2-135M (embedded GGUF), residual stream after block 15, King James Bible corpus packed into
 128-token sequences (BOS = <|endoftext|> at the start of each, never trained on or patched).

@@ -31,3 +31,19 @@ TEXTS = [
     "Seventy-one is larger than fifty-two.",
     "Gold is a soft yellow metal.",
 ]
+
+
+def identity_sae(d: int):
+    """A genuine ReLU SAE that reconstructs exactly: features relu(x), relu(−x); x̂ = f₊ − f₋."""
+    import torch
+
+    from interplab.sae import SAEConfig, create_sae
+
+    sae = create_sae(SAEConfig("relu", d, 2 * d))
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye], 1))
+        sae.W_dec.copy_(torch.cat([eye, -eye], 0))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    return sae.eval()

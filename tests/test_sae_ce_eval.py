@@ -10,6 +10,7 @@ import torch
 from interplab.errors import InterplabError
 from interplab.sae import SAEConfig, create_sae
 from interplab.sae.ce_eval import ce_loss_recovered, pad_sequences
+from tests.conftest import identity_sae
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -26,17 +27,6 @@ def lm(request):
     from interplab.models import load
 
     return load(request.param, seed=0)
-
-
-def identity_sae(d: int):
-    sae = create_sae(SAEConfig("relu", d, 2 * d))
-    eye = torch.eye(d)
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.cat([eye, -eye], 1))
-        sae.W_dec.copy_(torch.cat([eye, -eye], 0))
-        sae.b_enc.zero_()
-        sae.b_dec.zero_()
-    return sae.eval()
 
 
 def test_identity_sae_recovers_all_the_loss(lm):

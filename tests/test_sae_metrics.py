@@ -10,18 +10,7 @@ import torch
 from interplab.errors import InterplabError
 from interplab.sae import SAEConfig, create_sae, evaluate_reconstruction
 from interplab.sae.metrics import ReconstructionAccumulator, reconstruction_metrics
-
-
-def identity_sae(d: int):
-    """A genuine ReLU SAE that reconstructs exactly: features relu(x), relu(−x); x̂ = f₊ − f₋."""
-    sae = create_sae(SAEConfig("relu", d, 2 * d))
-    eye = torch.eye(d)
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.cat([eye, -eye], 1))
-        sae.W_dec.copy_(torch.cat([eye, -eye], 0))
-        sae.b_enc.zero_()
-        sae.b_dec.zero_()
-    return sae.eval()
+from tests.conftest import identity_sae
 
 
 @pytest.fixture

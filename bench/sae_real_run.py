@@ -18,40 +18,24 @@ from pathlib import Path
 import torch
 
 from interplab.datasets.corpus import load_corpus, pack_tokens
-from interplab.models import edit_hooks, load
+from interplab.models import load
 from interplab.report.sae_dashboard import render_dashboard
 from interplab.sae import SAEConfig, SAETrainer, TrainerConfig, evaluate_reconstruction, save_sae
 from interplab.sae.ce_eval import ce_loss_recovered
 from interplab.sae.dashboard import feature_dashboards
 
 
-class _Stop(Exception):
-    pass
-
-
-@torch.no_grad()
 def harvest_tokens(lm, hook, tokens, bos_id, batch_size=16):
-    """Activations at ``hook`` for every non-BOS position, early exit after the hook."""
-    out = []
+    """Activations at ``hook`` for every non-BOS position (bf16 matrix products, bf16 rows)."""
+    from interplab.activations import Positions
+    from interplab.activations import harvest_tokens as harvest
+
+    keep = (tokens != bos_id).tolist()
     t0 = time.time()
-    for i in range(0, tokens.shape[0], batch_size):
-        got = []
-
-        def grab(act, got=got):
-            got.append(act.float())
-            raise _Stop
-
-        t = tokens[i: i + batch_size]
-        try:
-            with edit_hooks(lm, {hook: grab}), torch.autocast("cpu", dtype=torch.bfloat16):
-                lm.hf(input_ids=t)
-        except _Stop:
-            pass
-        out.append(got[0][t != bos_id].to(torch.bfloat16))
-        if (i // batch_size) % 50 == 0:
-            done = i + t.shape[0]
-            print(f"harvest {done}/{tokens.shape[0]} seqs, {time.time() - t0:.0f}s", flush=True)
-    return torch.cat(out)
+    acts = harvest(lm, tokens.tolist(), hook, Positions.masks(keep), batch_size=batch_size,
+                   dtype=torch.bfloat16, compute_dtype=torch.bfloat16, progress=True)
+    print(f"harvested {tokens.shape[0]} sequences in {time.time() - t0:.0f}s", flush=True)
+    return acts[hook]
 
 
 def main() -> None:

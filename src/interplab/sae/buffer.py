@@ -38,29 +38,16 @@ class MixingBuffer:
         self.model_batch_size, self.seed, self.epochs = model_batch_size, seed, epochs
         self.bos = bos_token_id if bos_token_id is not None else lm.bos_token_id
 
-    @torch.no_grad()
     def _harvest(self) -> Iterator[torch.Tensor]:
-        from interplab.models import edit_hooks
-
-        captured: list[torch.Tensor] = []
-
-        class _Stop(Exception):  # stop the forward pass once the hook is read (early exit)
-            pass
-
-        def grab(act):
-            captured.append(act.detach().float().cpu())
-            raise _Stop
+        from interplab.activations import Positions, harvest_tokens
 
         for _ in range(self.epochs):
             for i in range(0, self.tokens.shape[0], self.model_batch_size):
                 t = self.tokens[i: i + self.model_batch_size]
                 keep = torch.ones_like(t, dtype=torch.bool) if self.bos is None else t != self.bos
-                try:
-                    with edit_hooks(self.lm, {self.hook: grab}):
-                        self.lm.hf(input_ids=t.to(self.lm.device))
-                except _Stop:
-                    pass
-                yield captured.pop()[keep]
+                acts = harvest_tokens(self.lm, t.tolist(), self.hook, Positions.masks(keep.tolist()),
+                                      batch_size=self.model_batch_size, progress=False)
+                yield acts[self.hook].float()  # rows in (sequence, position) order, BOS dropped
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed)

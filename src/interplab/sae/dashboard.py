@@ -48,28 +48,15 @@ class DashboardData:
 def sae_features_on_tokens(lm, sae: SparseAutoencoder, hook: str, tokens: torch.Tensor,
                            batch_size: int = 8) -> torch.Tensor:
     """SAE features at every position: ``tokens [n, T] → [n, T, d_sae]`` (float32, CPU)."""
-    from interplab.models import edit_hooks
-
-    class _Stop(Exception):
-        pass
+    from interplab.activations import harvest_tokens
 
     out = []
     device = next(sae.parameters()).device
     for i in range(0, tokens.shape[0], batch_size):
-        got: list[torch.Tensor] = []
-
-        def grab(act, got=got):
-            got.append(act.detach())
-            raise _Stop
-
-        try:
-            with edit_hooks(lm, {hook: grab}):
-                lm.hf(input_ids=tokens[i: i + batch_size].to(lm.device))
-        except _Stop:
-            pass
-        acts = got[0].to(device, torch.float32)
-        out.append(sae.encode(acts.reshape(-1, acts.shape[-1])).reshape(
-            *acts.shape[:2], -1).cpu())
+        chunk = tokens[i: i + batch_size]
+        acts = harvest_tokens(lm, chunk.tolist(), hook, "all", batch_size=batch_size,
+                              progress=False)[hook].to(device, torch.float32)
+        out.append(sae.encode(acts).reshape(*chunk.shape, -1).cpu())
     return torch.cat(out)
 
 

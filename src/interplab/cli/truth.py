@@ -64,6 +64,7 @@ def truth_cmd(
     test_fraction: float = typer.Option(0.3, "--test-fraction"),
     centering: str = typer.Option("train", "--centering", help="train | per-dataset | none"),
     seed: int = typer.Option(0, "--seed"),
+    n_shuffles: int = typer.Option(5, "--n-shuffles", help="shuffled-label fits averaged per probe"),
     batch_size: int = typer.Option(64, "--batch-size"),
     device: str = typer.Option("", "--device"),
     out: Path = typer.Option(Path("runs/truth"), "--out", help="folder for truth.json + report.html"),
@@ -78,6 +79,7 @@ def truth_cmd(
         controls=[] if controls.strip() == "none" else _csv_list(controls),
         max_per_dataset=max_per_dataset or None, test_fraction=test_fraction,
         centering=centering, seed=seed, batch_size=batch_size, device=device or None,
+        n_shuffles=n_shuffles,
     )
     _run(config, out)
 

@@ -77,6 +77,8 @@ class TruthConfig:
                 )
         if not 0 < self.test_fraction < 1:
             raise InterplabError("test_fraction must be between 0 and 1")
+        if self.n_shuffles < 1:
+            raise InterplabError("n_shuffles must be at least 1")
 
 
 @dataclass

@@ -83,3 +83,22 @@ def test_tiny_run_has_every_number_with_its_controls(tiny_run, tmp_path):
     again = TruthResult.from_json(path)
     assert again.accuracy == json.loads(path.read_text())["accuracy"]
     assert again.best_layer == r.best_layer
+
+
+@pytest.mark.embedded
+def test_embedded_model_represents_city_truth_and_controls_do_not():
+    pytest.importorskip("gguf")
+    from interplab.errors import InterplabError as _Err
+
+    config = TruthConfig(model="smollm2-135m", datasets=["cities", "neg_cities"],
+                         train_sets=[["cities"]], layers=[12], probes=["diffmean"],
+                         max_per_dataset=300, n_boot=200, n_shuffles=3)
+    try:
+        r = run_truth(config, progress=False)
+    except _Err as exc:  # pragma: no cover - CI installs the embedded model
+        pytest.skip(str(exc))
+    acc = r.acc("cities", "diffmean", "probe", 12, "cities")
+    reset = r.acc("cities", "diffmean", "reset", 12, "cities")
+    assert acc["value"] >= 0.7, acc
+    assert reset["value"] < acc["value"] - 0.15, (reset, acc)
+    assert r.acc("cities", "diffmean", "probe", 12, "neg_cities")["value"] < 0.5  # the inversion

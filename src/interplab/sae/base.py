@@ -148,8 +148,16 @@ class SparseAutoencoder(nn.Module):
 
     # -- the seam ---------------------------------------------------------------------------
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
-        """``(x − b_dec) W_enc + b_enc``: ``[batch, d_in] → [batch, d_sae]``."""
-        return self._mm(x - self.b_dec, self.W_enc) + self.b_enc
+        """``(x − b_dec) W_enc + b_enc``: ``[batch, d_in] → [batch, d_sae]``.
+
+        With ``matmul_dtype`` set, the result stays in that dtype: the ``[batch, d_sae]`` feature
+        tensor is the largest in a step, and element-wise work on it in fp32 would cost more than
+        the bf16 products save. Reductions over it (penalties, metrics) accumulate in fp32+.
+        """
+        if self.matmul_dtype is None:
+            return (x - self.b_dec) @ self.W_enc + self.b_enc
+        lo = self.matmul_dtype
+        return (x - self.b_dec).to(lo) @ self.W_enc.to(lo) + self.b_enc.to(lo)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """Features ``[batch, d_sae]`` (non-negative) for inputs ``[batch, d_in]``."""

@@ -29,7 +29,7 @@ class ReLUSAE(SparseAutoencoder):
         return torch.relu(self.pre_activations(x))
 
     def sparsity_penalty(self, feats: torch.Tensor) -> torch.Tensor:
-        return feats.sum(-1).mean()
+        return feats.sum(-1, dtype=torch.float32).mean()
 
     def training_loss(self, x, sparsity_scale, dead_mask):
         feats = self.encode(x)
@@ -47,7 +47,7 @@ class ReLUDecoderNormSAE(ReLUSAE):
     unit_norm_decoder = False
 
     def sparsity_penalty(self, feats: torch.Tensor) -> torch.Tensor:
-        return (feats * self.W_dec.norm(dim=-1)).sum(-1).mean()
+        return (feats * self.W_dec.norm(dim=-1).to(feats.dtype)).sum(-1, dtype=torch.float32).mean()
 
 
 @torch.no_grad()

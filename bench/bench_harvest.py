@@ -30,16 +30,10 @@ HOOK = "blocks.15.hook_resid_post"
 
 
 def corpus_windows(lm, n_seq: int, seq_len: int, seed: int = 0) -> list[list[int]]:
-    """``n_seq`` windows of ``seq_len`` real tokens from packaged English text."""
+    """``n_seq`` windows of ``seq_len`` real tokens from the packaged sample text (repeated)."""
     from importlib import resources
 
     text = resources.files("interplab.data").joinpath("sample.txt").read_text("utf-8")
-    try:  # a larger packaged corpus when the SAE corpus module is available
-        from interplab.datasets import corpus
-
-        text = "\n".join(corpus.iter_documents()) if hasattr(corpus, "iter_documents") else text
-    except Exception:  # noqa: BLE001 - fall back to the sample text
-        pass
     ids = lm.tokenizer(text)["input_ids"]
     while len(ids) < n_seq * seq_len:
         ids = ids + ids

@@ -25,6 +25,7 @@ class Positions:
     kind: str  # "last" | "all" | "all-but-bos" | "index" | "explicit"
     offset: int = 0
     per_text: tuple[tuple[int, ...], ...] | None = None
+    mask_lengths: tuple[int, ...] | None = None  # set by masks(): each mask's length, checked
 
     @staticmethod
     def parse(spec: str | Positions) -> Positions:
@@ -58,11 +59,7 @@ class Positions:
             arr = np.asarray(m, dtype=bool)
             lengths.append(arr.size)
             rows.append(tuple(int(i) for i in np.flatnonzero(arr)))
-        return Positions("explicit", per_text=tuple(rows), offset=0)._with_mask_lengths(lengths)
-
-    def _with_mask_lengths(self, lengths: list[int]) -> Positions:
-        object.__setattr__(self, "_mask_lengths", tuple(lengths))
-        return self
+        return Positions("explicit", per_text=tuple(rows), mask_lengths=tuple(lengths))
 
     @property
     def spec(self) -> str:
@@ -99,7 +96,7 @@ class Positions:
                 f"explicit positions were given for {len(self.per_text)} texts but there are more "
                 "texts; give one entry per text"
             )
-        lengths = getattr(self, "_mask_lengths", None)
+        lengths = self.mask_lengths
         if lengths is not None and lengths[text_index] != n_tokens:
             raise InterplabError(
                 f"the mask for text {text_index} has length {lengths[text_index]} but the text has "

@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from interplab.errors import InterplabError
-from interplab.sae.base import SAEConfig, SparseAutoencoder, create_sae
+from interplab.sae.base import SAEConfig, SparseAutoencoder, Workspace, create_sae
 from interplab.sae.geometric_median import geometric_median
 from interplab.sae.metrics import ReconstructionAccumulator
 from interplab.sae.relu import resample_dead_features
@@ -106,6 +106,7 @@ class SAETrainer:
             sae = create_sae(copy.deepcopy(c), device=self.device)
             if config.mixed_precision == "bf16":
                 sae.matmul_dtype = torch.bfloat16
+            sae.workspace = Workspace()
             if hasattr(sae, "sparse_decode"):
                 sae.sparse_decode = config.sparse_topk_decoder
             self.saes.append(sae)
@@ -167,7 +168,7 @@ class SAETrainer:
             opt.step()
             sae.after_optimizer_step()
             with torch.no_grad():
-                fired = (out.feats != 0).any(0)
+                fired = out.fired if out.fired is not None else (out.feats != 0).any(0)
                 self.tokens_since_fired[i] += x.shape[0]
                 self.tokens_since_fired[i][fired] = 0
             n_resampled = 0

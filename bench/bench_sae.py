@@ -189,7 +189,14 @@ batches = st.iter_batches(4096, shuffle=True, seed=0, drop_last=True, shards_in_
 t = time.time()
 tr = SAETrainer([SAEConfig("relu", st.d_model, st.d_model, sparsity_coefficient=1.0)],
                 TrainerConfig(total_steps=steps, log_every_steps=0)).fit(batches)
-print(tr.step, st.n_rows, time.time() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM is this program's own peak; ru_maxrss would also count the parent's memory that was
+# mapped into the child at fork time (Linux keeps that high-water mark across exec).
+try:
+    peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status")
+                   if line.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(tr.step, st.n_rows, time.time() - t, peak_kb)
 """
 
 

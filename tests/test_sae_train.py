@@ -331,6 +331,25 @@ def test_relu_hand_written_backward_matches_autograd(arch):
         assert float((a.double() - b).norm() / b.norm()) < 0.03
 
 
+def test_sweep_trains_each_sae_as_if_alone():
+    """One pass, several SAEs sharing the trainer's scratch blocks: each ends exactly where a
+    trainer of that SAE alone ends (same batches, same seed)."""
+    g = torch.Generator().manual_seed(3)
+    data = [torch.randn(64, 12, generator=g) for _ in range(12)]
+    cfgs = [SAEConfig("relu", 12, 48, sparsity_coefficient=0.1),
+            SAEConfig("relu_decnorm", 12, 48, sparsity_coefficient=0.3),
+            SAEConfig("relu", 12, 24, sparsity_coefficient=0.2),
+            SAEConfig("topk", 12, 48, k=3)]
+    tc = dict(total_steps=12, log_every_steps=5, lr=1e-2)
+    swept = SAETrainer(cfgs, TrainerConfig(**tc)).fit(data)
+    for i, c in enumerate(cfgs):
+        alone = SAETrainer([c], TrainerConfig(**tc)).fit(data)
+        for (name, a), b in zip(swept.saes[i].named_parameters(), alone.saes[0].parameters(),
+                                strict=True):
+            assert torch.equal(a, b), (c.architecture, name)
+        assert swept.log_history[-1]["saes"][i] == alone.log_history[-1]["saes"][0]
+
+
 def test_clear_errors():
     with pytest.raises(InterplabError, match="unknown SAE architecture"):
         create_sae(SAEConfig("relux", 8, 16))

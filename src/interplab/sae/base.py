@@ -100,14 +100,16 @@ class Workspace:
     """
 
     def __init__(self) -> None:
-        self._tensors: dict[str, torch.Tensor] = {}
+        self._tensors: dict[tuple, torch.Tensor] = {}
 
     def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor,
             dtype: torch.dtype) -> torch.Tensor:
-        t = self._tensors.get(name)
-        if t is None or t.shape != shape or t.dtype != dtype or t.device != like.device:
-            t = torch.empty(shape, dtype=dtype, device=like.device)
-            self._tensors[name] = t
+        """An uninitialised block ``name`` of this shape and dtype on ``like``'s device, reused
+        across calls (one block per distinct name, shape, dtype and device)."""
+        key = (name, tuple(shape), dtype, like.device)
+        t = self._tensors.get(key)
+        if t is None:
+            t = self._tensors[key] = torch.empty(shape, dtype=dtype, device=like.device)
         return t
 
     def __deepcopy__(self, memo) -> Workspace:

@@ -101,12 +101,15 @@ class SAETrainer:
         self.d_in = d_ins.pop()
         self.device = torch.device(config.device)
         self.saes: list[SparseAutoencoder] = []
+        self.workspace = Workspace()
         self.optimizers: list[torch.optim.Adam] = []
         for c in sae_configs:
             sae = create_sae(copy.deepcopy(c), device=self.device)
             if config.mixed_precision == "bf16":
                 sae.matmul_dtype = torch.bfloat16
-            sae.workspace = Workspace()
+            # One scratch workspace for the whole sweep: the SAEs run one after the other within
+            # a step, each finishing its backward (and its log) before the next one starts.
+            sae.workspace = self.workspace
             if hasattr(sae, "sparse_decode"):
                 sae.sparse_decode = config.sparse_topk_decoder
             self.saes.append(sae)

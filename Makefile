@@ -29,7 +29,7 @@ browser:
 	  echo "warning: could not install chromium; the browser rendering test will be skipped"; }
 
 test: setup browser
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 INTERPLAB_STRICT_TESTS=1 $(BIN)/python -m pytest -q
 	$(BIN)/ruff check src tests bench
 
 lint: setup

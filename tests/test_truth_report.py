@@ -11,6 +11,7 @@ import pytest
 
 from interplab.report.truth import write_truth_report
 from interplab.studies.truth import TruthConfig, run_truth
+from tests.conftest import skip_unless_strict
 
 EVIL = "<script>alert('x')</script> & \"quotes\""
 
@@ -66,7 +67,7 @@ def _chromium():
 def test_report_renders_in_headless_chromium(report, tmp_path):
     exe = _chromium()
     if exe is None:
-        pytest.skip("Chromium is not installed and the test set-up could not install it "
+        skip_unless_strict("Chromium is not installed and the test set-up could not install it "
                     "(apt-get install chromium); the rendering check needs a real browser")
     path, _ = report
     probe = tmp_path / "probe.html"

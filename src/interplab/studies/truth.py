@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from threadpoolctl import threadpool_limits
 
 import interplab
 from interplab.errors import InterplabError
+from interplab.progress import LineProgress, progress_display
 
 DEFAULT_DATASETS = [
     "cities", "neg_cities", "sp_en_trans", "neg_sp_en_trans",
@@ -143,7 +144,7 @@ def _versions() -> dict[str, str]:
 
 
 def _harvest_all(lm: Any, datasets: dict, layers: list[int], batch_size: int,
-                 progress: Progress, label: str,
+                 progress: Progress | LineProgress, label: str,
                  with_logprobs: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """Per dataset: last-token resid_post at ``layers`` ``[L, n, d]`` and log-probabilities."""
     from interplab.activations import harvest
@@ -189,9 +190,7 @@ def run_truth(config: TruthConfig, *, progress: bool = True,
                         np.array([where[s] for s in test_ds.statements]))
     timings["datasets_s"] = time.perf_counter() - t0
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn()]
-    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+    with progress_display(console, enabled=progress) as bar:
         t = time.perf_counter()
         lm = load(config.model, device=config.device)
         layers = list(range(lm.n_layers)) if config.layers is None else list(config.layers)

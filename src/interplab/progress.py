@@ -1,0 +1,65 @@
+"""Progress that is visible wherever the output goes.
+
+On a terminal, long work shows a rich progress bar. When the output goes to a file or a CI log,
+rich draws nothing until the end (a live display needs a terminal), so a run would look hung for
+minutes; there, :class:`LineProgress` prints one plain line when a task starts, at every tenth of
+its work (at most one line per ``min_interval`` seconds, plus the last), and when it ends.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class LineProgress:
+    """The subset of :class:`rich.progress.Progress` the studies use, as plain log lines."""
+
+    def __init__(self, console: Console, min_interval: float = 20.0) -> None:
+        self.console = console
+        self.min_interval = min_interval
+        self._tasks: dict[int, dict[str, Any]] = {}
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, description: str, total: float | None = None, **_: Any) -> int:
+        task_id = len(self._tasks)
+        now = time.perf_counter()
+        self._tasks[task_id] = {"description": description, "total": total, "done": 0.0,
+                                "start": now, "printed_at": now, "printed_tenth": 0}
+        size = f" ({total:g} steps)" if total else ""
+        self.console.print(f"{description}: started{size}", highlight=False)
+        return task_id
+
+    def advance(self, task_id: int, advance: float = 1) -> None:
+        task = self._tasks[task_id]
+        task["done"] += advance
+        total = task["total"]
+        now = time.perf_counter()
+        elapsed = now - task["start"]
+        if total and task["done"] >= total:
+            self.console.print(f"{task['description']}: {task['done']:g}/{total:g} done in "
+                               f"{elapsed:.0f} s", highlight=False)
+            task["total"] = None  # report completion once
+            return
+        tenth = int(10 * task["done"] / total) if total else 0
+        if tenth > task["printed_tenth"] and now - task["printed_at"] >= self.min_interval:
+            task["printed_tenth"], task["printed_at"] = tenth, now
+            self.console.print(f"{task['description']}: {task['done']:g}/{total:g} "
+                               f"({elapsed:.0f} s)", highlight=False)
+
+
+def progress_display(console: Console, *, enabled: bool = True) -> Progress | LineProgress:
+    """A rich bar on a terminal, :class:`LineProgress` elsewhere, a silent bar when disabled."""
+    if enabled and not console.is_terminal:
+        return LineProgress(console)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn()]
+    return Progress(*columns, console=console, disable=not enabled, transient=False)

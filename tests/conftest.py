@@ -2,6 +2,13 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# One intra-op thread per test process (and its subprocesses), set before torch is imported.
+# The suite must pass on a busy machine: when other processes hold the cores, OpenMP workers
+# wait at every barrier for a descheduled sibling, and the small matrix products of these tests
+# ran 3.7x slower with two threads than with one (6 SAEs x 30 steps: 39 s vs 11 s, 2 cores shared
+# with ~7 other busy processes). Results do not depend on it: tests compare with tolerances.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 

@@ -7,7 +7,7 @@ def test_truth_cli_writes_results_and_report(tmp_path):
     out = tmp_path / "run"
     code = main(["truth", "--model", "tiny-gpt2", "--datasets", "cities,neg_cities",
                  "--train", "cities", "--layers", "1,2", "--probes", "diffmean,ccs",
-                 "--max-per-dataset", "40", "--n-shuffles", "2", "--out", str(out)])
+                 "--max-per-dataset", "60", "--n-shuffles", "2", "--out", str(out)])
     assert code == 0
     result = json.loads((out / "truth.json").read_text())
     assert result["layers"] == [1, 2] and set(result["accuracy"]["cities"]) == {"diffmean", "ccs"}

@@ -482,8 +482,8 @@ def test_csv_accepts_true_false_and_custom_columns(tmp_path):
         ("statement,label\nA.,1\nB.,\n", "not binary"),
         ("statement,label\nA.,1\nB.,1\n", "every label is true"),
         ("statement,label\nA.,0\nB.,false\n", "every label is false"),
-        ("statement,label\nA.,1\nB.,0\nA.,1\n", "line 4: duplicate row \\(first at line 2\\)"),
-        ("statement,label\nA.,1\nB.,0\nA.,0\n", "same statement with both labels"),
+        ("statement,label\nA.,1\nB.,0\nA.,0\n", "lines 2 and 4 give the same statement both"),
+        ("statement,label\nA.,1\nB, C.,0\n", "line 3: 3 fields but the header has 2; quote"),
         ("statement,label\nA.,1\n ,0\n", "line 3: empty statement"),
     ],
 )

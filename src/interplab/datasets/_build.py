@@ -5,7 +5,8 @@ yields one true claim (its own answer) and one false claim (an answer drawn by
 :func:`derangement`, i.e. another subject's answer). The claims are shuffled by the seed and
 rendered twice: as affirmative statements (label = claim is true) and as negated statements
 (label flipped). Both renderings share the claims' pair ids and order, so ``ds[i]`` and
-``neg_ds[i]`` are the same claim.
+``neg_ds[i]`` are the same claim. A claim's group is its subject (the field named by ``group``),
+so a subject's true claim, its false claim and their negations form one group.
 
 Drawing wrong answers from the other subjects' answers keeps the distribution of answers the
 same in true and false statements, so no answer word alone reveals the label.
@@ -100,8 +101,14 @@ def render(
     provenance: Mapping[str, str],
     seed: int,
     negated: bool = False,
+    *,
+    group: tuple[str, str],
 ) -> StatementDataset:
-    """Fill ``template`` with each claim's fields; label = claim is true (flipped if negated)."""
+    """Fill ``template`` with each claim's fields; label = claim is true (flipped if negated).
+
+    ``group`` is ``(field, description)``: each row's group is the claim's ``field`` (its
+    subject), described as ``description`` (e.g. ``("es", "Spanish word")``).
+    """
     statements = [template.format(**c.fields) for c in claims]
     labels = [int(c.true != negated) for c in claims]
     keys = list(claims[0].fields) if claims else []
@@ -117,6 +124,8 @@ def render(
         seed=seed,
         pair_ids=np.array([c.pair_id for c in claims]),
         metadata=metadata,
+        groups=np.array([c.fields[group[0]] for c in claims]),
+        group_by=group[1],
     )
 
 

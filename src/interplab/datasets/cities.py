@@ -34,6 +34,7 @@ EXCLUDED_COUNTRIES = frozenset({"HK", "MO"})
 
 TEMPLATE = "The city of {city} is in {country}."
 NEG_TEMPLATE = "The city of {city} is not in {country}."
+_GROUP = ("city", "city")
 
 
 def english_name(name: str) -> str:
@@ -122,9 +123,12 @@ def provenance() -> dict[str, str]:
 
 def cities(seed: int = 0) -> StatementDataset:
     """E.g. "The city of Lagos is in Nigeria." (true) / "... is in Peru." (false); balanced."""
-    return render("cities", city_claims(seed), TEMPLATE, provenance(), seed)
+    return render("cities", city_claims(seed), TEMPLATE, provenance(), seed, group=_GROUP)
 
 
 def neg_cities(seed: int = 0) -> StatementDataset:
     """E.g. "The city of Lagos is not in Peru." (true); row ``i`` negates ``cities(seed)[i]``."""
-    return render("neg_cities", city_claims(seed), NEG_TEMPLATE, provenance(), seed, negated=True)
+    claims = city_claims(seed)
+    return render(
+        "neg_cities", claims, NEG_TEMPLATE, provenance(), seed, negated=True, group=_GROUP
+    )

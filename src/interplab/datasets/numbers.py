@@ -22,7 +22,7 @@ N_PAIRS = 600  # unordered pairs; each gives two statements
 
 TEMPLATE_LARGER = "{left_cap} is larger than {right}."
 TEMPLATE_SMALLER = "{left_cap} is smaller than {right}."
-_GROUP = ("number_pair", "number pair")
+_GROUP = "number pair"
 
 
 _UNITS = ["", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -54,9 +54,8 @@ def comparison_claims(seed: int = 0) -> tuple[Claim, ...]:
                 "right": words[right],
                 "left_value": str(left),
                 "right_value": str(right),
-                "number_pair": f"{a}-{b}",  # both orders: one group
             }
-            claims.append(Claim(f"numbers/{left}-{right}", fields, left > right))
+            claims.append(Claim(f"numbers/{left}-{right}", fields, left > right, f"{a}-{b}"))
     order = rng.permutation(len(claims))
     return tuple(claims[k] for k in order)
 
@@ -68,7 +67,7 @@ def provenance() -> dict[str, str]:
 def larger_than(seed: int = 0) -> StatementDataset:
     """E.g. "Seventy-one is larger than fifty-two." (true iff left > right); balanced."""
     return render(
-        "larger_than", comparison_claims(seed), TEMPLATE_LARGER, provenance(), seed, group=_GROUP
+        "larger_than", comparison_claims(seed), TEMPLATE_LARGER, provenance(), seed, group_by=_GROUP
     )
 
 
@@ -76,5 +75,5 @@ def smaller_than(seed: int = 0) -> StatementDataset:
     """E.g. "Seventy-one is smaller than fifty-two."; row ``i`` has the opposite label of larger_than."""
     claims = comparison_claims(seed)
     return render(
-        "smaller_than", claims, TEMPLATE_SMALLER, provenance(), seed, True, group=_GROUP
+        "smaller_than", claims, TEMPLATE_SMALLER, provenance(), seed, True, group_by=_GROUP
     )

@@ -21,7 +21,7 @@ from interplab.datasets import (
     paired,
 )
 from interplab.datasets import translations as translations_module
-from interplab.datasets._build import derangement
+from interplab.datasets._build import cycles, derangement
 from interplab.datasets.logic import part_counts
 from interplab.datasets.numbers import number_words
 from interplab.errors import InterplabError
@@ -118,14 +118,17 @@ def test_paired_errors():
         paired(load_dataset("cities"), load_dataset("capitals"))
 
 
-def test_derangement_respects_keys_and_forbidden():
+def test_derangement_respects_keys_and_forbidden_in_short_cycles():
     rng = np.random.default_rng(0)
-    keys = ["a"] * 40 + ["b"] * 30 + ["c"] * 20 + ["d"] * 10
-    forbidden = {i: {"c"} for i in range(0, 40)}  # the "a" rows may only take "b" or "d"
+    keys = ["a"] * 30 + ["b"] * 40 + ["c"] * 20 + ["d"] * 11
+    forbidden = {i: {"c"} for i in range(0, 30)}  # the "a" rows may only take "b" or "d"
     perm = derangement(keys, rng, forbidden)
-    assert sorted(perm.tolist()) == list(range(100))
-    assert all(keys[perm[i]] != keys[i] for i in range(100))
-    assert all(keys[perm[i]] != "c" for i in range(40))
+    assert sorted(perm.tolist()) == list(range(101))
+    assert all(keys[perm[i]] != keys[i] for i in range(101))
+    assert all(keys[perm[i]] != "c" for i in range(30))
+    # subjects swap answers in pairs, plus one 3-cycle for an odd count
+    assert sorted(len(c) for c in cycles(perm)) == [2] * 49 + [3]
+    assert sorted(len(c) for c in cycles(derangement(keys[:100], rng))) == [2] * 50
     with pytest.raises(RuntimeError):  # impossible: one key on more than half the rows
         derangement(["a"] * 6 + ["b"] * 2, rng)
 
@@ -482,8 +485,8 @@ def test_csv_accepts_true_false_and_custom_columns(tmp_path):
         ("statement,label\nA.,1\nB.,\n", "not binary"),
         ("statement,label\nA.,1\nB.,1\n", "every label is true"),
         ("statement,label\nA.,0\nB.,false\n", "every label is false"),
-        ("statement,label\nA.,1\nB.,0\nA.,1\n", "line 4: duplicate row \\(first at line 2\\)"),
-        ("statement,label\nA.,1\nB.,0\nA.,0\n", "same statement with both labels"),
+        ("statement,label\nA.,1\nB.,0\nA.,0\n", "lines 2 and 4 give the same statement both"),
+        ("statement,label\nA.,1\nB, C.,0\n", "line 3: 3 fields but the header has 2; quote"),
         ("statement,label\nA.,1\n ,0\n", "line 3: empty statement"),
     ],
 )

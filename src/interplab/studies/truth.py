@@ -41,9 +41,6 @@ DEFAULT_TRAIN_SETS = [["cities"], ["cities", "neg_cities"], ["larger_than"], ["s
 DEFAULT_PCA_PAIRS = [["cities", "neg_cities"], ["larger_than", "smaller_than"]]
 CONTROLS = ("shuffled", "random", "reset")
 SPLIT_PARTS = ("train", "val", "test")
-# Fewer statements of a class than this in any split of a training dataset and the study stops
-# before harvesting: a probe cannot be fitted, a layer chosen or a score read from so few.
-MIN_PER_CLASS = 5
 TOKENS = "last token of each statement, blocks.{layer}.hook_resid_post (before the final norm)"
 
 
@@ -174,19 +171,6 @@ def _versions() -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------- datasets
-@dataclass
-class _Split:
-    """Row indices of one dataset's train / validation / test parts and the rule that made them."""
-
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
-    rule: str
-
-    def part(self, name: str) -> np.ndarray:
-        return {"train": self.train, "val": self.val, "test": self.test}[name]
-
-
 def _load_one(spec: str, config: TruthConfig) -> Any:
     from interplab.datasets import load_csv, load_dataset
 
@@ -195,6 +179,8 @@ def _load_one(spec: str, config: TruthConfig) -> Any:
     kwargs: dict[str, Any] = {}
     if config.pair_by not in ("auto", "row"):
         kwargs["pair_col"] = config.pair_by
+    if config.group_column:
+        kwargs["group_col"] = config.group_column
     return load_csv(spec, **kwargs)
 
 
@@ -240,57 +226,44 @@ def _twin_rows(datasets: dict[str, Any], a: str, b: str) -> tuple[np.ndarray, np
         return None
 
 
-def _row_split(ds: Any, fractions: list[float], seed: int) -> _Split:
-    """Stratified split by row (used when a dataset names no entity per row)."""
-    perm = np.random.default_rng(seed).permutation(len(ds))
-    parts: dict[str, list[np.ndarray]] = {p: [] for p in SPLIT_PARTS}
-    for cls in (1, 0):
-        members = perm[ds.labels[perm] == cls]
-        cut1 = int(round(fractions[0] * len(members)))
-        cut2 = cut1 + int(round(fractions[1] * len(members)))
-        for p, chunk in zip(SPLIT_PARTS, np.split(members, [cut1, cut2]), strict=True):
-            parts[p].append(chunk)
-    return _Split(*(np.sort(np.concatenate(parts[p])) for p in SPLIT_PARTS),
-                  rule="stratified by row")
+def _split_one(ds: Any, config: TruthConfig) -> Any:
+    from interplab.datasets import entity_split
+
+    # Sizes are checked afterwards, for training datasets only (a target may be small).
+    return entity_split(ds, tuple(config.split), seed=config.seed, min_per_class=0)
 
 
-def _split_one(ds: Any, config: TruthConfig) -> _Split:
-    return _row_split(ds, config.split, config.seed)
+def _make_splits(datasets: dict[str, Any], config: TruthConfig) -> dict[str, Any]:
+    """Split every dataset by entity; a negated twin follows its affirmative's split row for row,
+    so a mixed training set (cities + neg_cities) never has a claim in train and its negation in
+    test (entity_split already does this when both carry the same groups)."""
+    from interplab.datasets import Split
 
-
-def _make_splits(datasets: dict[str, Any], config: TruthConfig) -> dict[str, _Split]:
-    """Split every dataset; a negated twin follows its affirmative's split row for row, so a
-    mixed training set (cities + neg_cities) never has a claim in train and its negation in test."""
     splits = {name: _split_one(ds, config) for name, ds in datasets.items()}
     for a, b in _twin_couples(list(datasets)):
         rows = _twin_rows(datasets, a, b)
         if rows is None:
             continue
         part_of = np.empty(len(datasets[b]), dtype=object)
-        for p in SPLIT_PARTS:
-            part_of[splits[b].part(p)] = p
-        where_a = {int(i): p for p in SPLIT_PARTS for i in splits[a].part(p)}
+        for p, idx in splits[b].sides().items():
+            part_of[idx] = p
+        before = part_of.copy()
+        where_a = {int(i): p for p, idx in splits[a].sides().items() for i in idx}
         for ia, ib in zip(*rows, strict=True):
             part_of[ib] = where_a[int(ia)]
-        splits[b] = _Split(*(np.flatnonzero(part_of == p) for p in SPLIT_PARTS),
-                           rule=f"{splits[a].rule}; twins of {a} rows follow their split")
+        if (part_of != before).any():
+            splits[b] = Split(*(np.flatnonzero(part_of == p) for p in SPLIT_PARTS),
+                              rule=f"{splits[b].rule}; twins of {a} rows moved to their side",
+                              fractions=splits[b].fractions)
     return splits
 
 
-def _check_sizes(config: TruthConfig, datasets: dict[str, Any], splits: dict[str, _Split]) -> None:
+def _check_sizes(config: TruthConfig, datasets: dict[str, Any], splits: dict[str, Any]) -> None:
     """Refuse, before harvesting, a training dataset whose splits are too small to use."""
+    from interplab.datasets import check_split_sizes
+
     for name in sorted({_short_name(n) for ts in config.train_sets for n in ts}):
-        labels = datasets[name].labels
-        for p, label in zip(SPLIT_PARTS, ("train", "validation", "test"), strict=True):
-            rows = splits[name].part(p)
-            n_true = int(labels[rows].sum())
-            n_false = len(rows) - n_true
-            if min(n_true, n_false) < MIN_PER_CLASS:
-                raise InterplabError(
-                    f"dataset {name!r} ({len(labels)} statements) leaves {n_true} true and "
-                    f"{n_false} false statements in its {label} split; a training set needs at "
-                    f"least {MIN_PER_CLASS} of each in every split: add statements, raise "
-                    "--max-per-dataset or change --split")
+        check_split_sizes(datasets[name], splits[name])
 
 
 def _check_pairs(config: TruthConfig, datasets: dict[str, Any]) -> None:
@@ -306,7 +279,7 @@ def _check_pairs(config: TruthConfig, datasets: dict[str, Any]) -> None:
                 "--pair-by COLUMN), or leave ccs out of --probes")
 
 
-def _load_datasets(config: TruthConfig, notes: list[str]) -> tuple[dict, dict[str, _Split]]:
+def _load_datasets(config: TruthConfig, notes: list[str]) -> tuple[dict, dict[str, Any]]:
     datasets = {_short_name(spec): _load_one(spec, config) for spec in config.datasets}
     _pair_twins(datasets, config, notes)
     if config.max_per_dataset is not None:  # twins keep their alignment (same seed and quotas)
@@ -318,7 +291,7 @@ def _load_datasets(config: TruthConfig, notes: list[str]) -> tuple[dict, dict[st
     return datasets, splits
 
 
-def _scored_rows(names: list[str], datasets: dict, splits: dict[str, _Split]
+def _scored_rows(names: list[str], datasets: dict, splits: dict[str, Any]
                  ) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
     """Rows of every dataset scored for a probe trained on ``names``, with a description.
 
@@ -476,7 +449,7 @@ def run_truth(config: TruthConfig, *, progress: bool = True, console: Console | 
     return TruthResult(
         config=asdict(config), versions=_versions(), model=model_identity,
         reset_model=reset_identity,
-        datasets=[{**ds.identity, **{f"n_{p}": int(len(splits[n].part(p))) for p in SPLIT_PARTS},
+        datasets=[{**ds.identity, **{f"n_{p}": int(len(splits[n].sides()[p])) for p in SPLIT_PARTS},
                    "split_rule": splits[n].rule, "example_true": _example(ds, 1),
                    "example_false": _example(ds, 0)} for n, ds in datasets.items()],
         layers=layers, probes=list(config.probes), train_sets=train_keys, test_sets=test_names,
@@ -497,7 +470,7 @@ class _Fits:
     own: dict[str, list[str]]  # train key -> its datasets
 
 
-def _fit_everything(config: TruthConfig, datasets: dict, splits: dict[str, _Split], acts: dict,
+def _fit_everything(config: TruthConfig, datasets: dict, splits: dict[str, Any], acts: dict,
                     layers: list[int], bar: Progress, notes: list[str],
                     timings: dict[str, float]) -> _Fits:
     from interplab.probes.generalization import LabelledActs, fit_and_test
@@ -604,7 +577,7 @@ def _example(ds: Any, label: int) -> str:
     return ds.statements[int(idx[0])] if idx.size else ""
 
 
-def _ccs_pairs(names: list[str], datasets: dict, splits: dict[str, _Split], data: dict) -> Any:
+def _ccs_pairs(names: list[str], datasets: dict, splits: dict[str, Any], data: dict) -> Any:
     """Training pairs for CCS: each training dataset with its negated twin (train splits)."""
     from interplab.probes.generalization import PairedActs
 
@@ -632,7 +605,7 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def _likelihood(config: TruthConfig, datasets: dict, splits: dict[str, _Split], data: dict,
+def _likelihood(config: TruthConfig, datasets: dict, splits: dict[str, Any], data: dict,
                 test_names: list[str], train_keys: list[str], fits: _Fits,
                 best_layer: dict, layers: list[int]) -> dict[str, Any]:
     """Truth versus likelihood: log-prob/label correlations and a log-prob threshold baseline."""
@@ -725,7 +698,7 @@ _CENTERING_WORDS = {
 }
 
 
-def _method(config: TruthConfig, datasets: dict, splits: dict[str, _Split],
+def _method(config: TruthConfig, datasets: dict, splits: dict[str, Any],
             train_keys: list[str], layers: list[int]) -> dict[str, Any]:
     from interplab.controls.multiple import FDR_LEVEL, MIN_VERDICT_N
 
@@ -827,6 +800,8 @@ _PROBE_NAMES = {"diffmean": "mass-mean", "lda": "LDA", "logistic": "logistic", "
 def _summary(model: str, verdicts: list[dict], checks: list[dict], heldout: dict,
              best_layer: dict, layers: list[int]) -> list[str]:
     """The answer in a few sentences: in-distribution level, transfer, controls, inversions."""
+    from interplab.controls.multiple import MIN_VERDICT_N
+
     if not verdicts:
         return [f"No probe could be fitted on {model} with these settings (see the notes)."]
     own = []
@@ -836,10 +811,13 @@ def _summary(model: str, verdicts: list[dict], checks: list[dict], heldout: dict
             own.append((entry["probe"]["value"][li], entry["probe"]["lo"][li],
                         entry["probe"]["hi"][li], key, probe, best_layer[key][probe]))
     best = max(own)
+    few = min(int(e["probe"]["n"]) for pe in heldout.values() for e in pe.values())
+    caveat = (f" — on as few as {few} statements, too few for a verdict"
+              if few < MIN_VERDICT_N else "")
     out = [f"On {model}, probes reach {min(o[0] for o in own):.2f}–{best[0]:.2f} accuracy on "
            "their training sets' test statements at the layer chosen on validation (best: "
            f"{_PROBE_NAMES.get(best[4], best[4])} on {best[3]}, {best[0]:.2f} "
-           f"[{best[1]:.2f}, {best[2]:.2f}] at layer {best[5]})."]
+           f"[{best[1]:.2f}, {best[2]:.2f}] at layer {best[5]}){caveat}."]
     transfers = [v for v in verdicts if v["kind"] == "transfer"]
     if transfers:
         counts = {k: sum(v["verdict"] == k for v in transfers) for k in (

@@ -38,7 +38,7 @@ def test_grading_separates_strong_weak_and_chance():
     assert grade_accuracy(0.02, 100, 1e-20) == "inverted"
     assert grade_accuracy(0.42, 400, 0.003) == "weakly below chance"
     assert grade_accuracy(0.42, 100, 0.2) == "chance"
-    assert grade_accuracy(0.90, 100, 1e-9) == "transfers"
+    assert grade_accuracy(0.90, 100, 1e-9) == "above chance"
     assert grade_accuracy(0.58, 400, 0.01) == "weakly above chance"
     assert grade_accuracy(0.50, 100, 1.0, positive_rate=0.99) == "one class"
     # a 1-row test set at 0.00 must not be called "below chance"

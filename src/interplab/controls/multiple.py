@@ -23,9 +23,9 @@ STRONG_MARGIN = 0.15  # |accuracy − 0.5| at or beyond this is a strong effect 
 ONE_CLASS_RATE = 0.97  # share of one predicted class beyond which accuracy says nothing
 
 VERDICT_WORDS = {
-    "inverted": "inverted: strongly and significantly below chance",
+    "inverted": "strongly and significantly below chance",
     "weakly below chance": "significantly below chance, by less than 0.15",
-    "transfers": "strongly and significantly above chance",
+    "above chance": "strongly and significantly above chance",
     "weakly above chance": "significantly above chance, by less than 0.15",
     "chance": "not distinguishable from chance after correction",
     "one class": "(nearly) every statement gets the same prediction; accuracy is uninformative",
@@ -87,7 +87,7 @@ def grade_accuracy(value: float, n: int, q: float, positive_rate: float | None =
     strong = abs(value - 0.5) >= STRONG_MARGIN
     if value < 0.5:
         return "inverted" if strong else "weakly below chance"
-    return "transfers" if strong else "weakly above chance"
+    return "above chance" if strong else "weakly above chance"
 
 
 def grade_family(values: list[float], ns: list[int], positive_rates: list[float | None],

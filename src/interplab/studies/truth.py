@@ -821,13 +821,12 @@ def _summary(model: str, verdicts: list[dict], checks: list[dict], heldout: dict
     transfers = [v for v in verdicts if v["kind"] == "transfer"]
     if transfers:
         counts = {k: sum(v["verdict"] == k for v in transfers) for k in (
-            "transfers", "weakly above chance", "chance", "weakly below chance", "inverted",
+            "above chance", "weakly above chance", "chance", "weakly below chance", "inverted",
             "one class", "too few statements")}
-        parts = [f"{n} {k}" if k not in ("transfers", "inverted") else
-                 f"{n} {'clearly above chance' if k == 'transfers' else 'inverted'}"
+        parts = [f"{n} {'clearly above chance' if k == 'above chance' else k}"
                  for k, n in counts.items() if n]
         good = sorted({f"{v['train']} → {v['test']}" for v in transfers
-                       if v["verdict"] == "transfers"})
+                       if v["verdict"] == "above chance"})
         out.append(f"Does the direction generalize? Of {len(transfers)} transfers to other "
                    f"datasets (Benjamini–Hochberg, FDR 5 %): {', '.join(parts)}."
                    + (f" It carries over on {', '.join(good[:6])}"

@@ -104,6 +104,49 @@ def test_ccs_finds_truth_from_pairs_and_fails_when_pairs_are_broken():
         CCSProbe().fit(Xp, y)
 
 
+def _pairs(n=500, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    topic = rng.standard_normal((n, D))
+    truth = np.zeros(D)
+    truth[3] = 2.0
+    Xp = topic + np.outer(2 * y - 1, truth) + 0.3 * rng.standard_normal((n, D))
+    Xn = topic - np.outer(2 * y - 1, truth) + 0.3 * rng.standard_normal((n, D))
+    return Xp, Xn, y
+
+
+@pytest.mark.parametrize("centering", ["train", "per-dataset"])
+def test_ccs_scores_each_side_with_its_own_normalisation(centering):
+    # The negations live elsewhere and at another scale (as a negation token moves and stretches
+    # the residual stream); training removes that per side, so scoring must too.
+    Xp, Xn, y = _pairs()
+    shift = np.random.default_rng(9).standard_normal(D) * 3.0
+    shift[3] = 8.0  # along the truth axis too, so the wrong statistics flip decisions
+    Xn = 0.2 * Xn + shift
+    ccs = CCSProbe(centering=centering, seed=0).fit(Xp, y, X_neg=Xn)
+    Tp, Tn, yt = _pairs(seed=1)
+    Tn = 0.2 * Tn + shift
+    assert (ccs.predict_pairs(Tp, Tn) == yt).mean() > 0.95
+    assert ccs.score(Tp, yt) > 0.9  # single statements: the topic noise is not cancelled
+    assert ccs.score(Tn, 1 - yt, negated=True) > 0.9  # a negated test set on its own
+    if centering == "train":  # control: negations scored with the affirmations' statistics
+        assert min(ccs.predict(Tn).mean(), 1 - ccs.predict(Tn).mean()) < 0.05
+
+
+def test_ccs_per_dataset_normalises_each_training_component_separately():
+    Xp, Xn, y = _pairs(n=600)
+    g = np.repeat([0, 1], 300)
+    offset = np.zeros(D)
+    offset[3] = 40.0  # component 1 sits far along the truth axis on both sides
+    Xp[g == 1] += offset
+    Xn[g == 1] += offset
+    Tp, Tn, yt = _pairs(seed=1)
+    ccs = CCSProbe(centering="per-dataset", seed=0).fit(Xp, y, X_neg=Xn, groups=g)
+    assert (ccs.predict_pairs(Tp, Tn) == yt).mean() > 0.95
+    with pytest.raises(InterplabError, match="group labels"):
+        CCSProbe(centering="per-dataset").fit(Xp, y, X_neg=Xn, groups=g[:10])
+
+
 def test_bad_inputs_are_clear_errors():
     X, y = _data(n=50)
     with pytest.raises(InterplabError, match="single class"):

@@ -47,6 +47,16 @@ def as_labels(y: object, n: int) -> np.ndarray:
     return arr
 
 
+def as_groups(groups: object, n: int) -> np.ndarray | None:
+    """Component labels ``[n]`` of a mixed training set (any hashable values), or ``None``."""
+    if groups is None:
+        return None
+    arr = np.asarray(groups).reshape(-1)
+    if arr.size != n:
+        raise InterplabError(f"got {arr.size} group labels for {n} samples; pass one per row")
+    return arr
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 

@@ -17,16 +17,22 @@ import numpy as np
 from interplab.controls import random_direction_like, shuffled_labels
 from interplab.probes import make_probe
 from interplab.probes.base import LinearProbe
+from interplab.probes.ccs import CCSProbe
 
 VARIANTS = ("probe", "shuffled", "random")
 
 
 @dataclass
 class LabelledActs:
-    """Activations of one split: ``X`` is ``[n_layers, n, d_model]``, ``y`` is ``[n]``."""
+    """Activations of one split: ``X`` is ``[n_layers, n, d_model]``, ``y`` is ``[n]``.
+
+    ``negated``: the statements are negations (e.g. neg_cities); CCS scores them with the
+    statistics of the negated side of its training pairs (it matters under ``"train"`` centring).
+    """
 
     X: np.ndarray
     y: np.ndarray
+    negated: bool = False
 
 
 @dataclass
@@ -107,18 +113,24 @@ def fit_and_test(
         for v in variants:
             for t, s in tests.items():
                 if v == "shuffled":
-                    hits = np.stack([(f.decision_function(s.X[layer]) > 0) == s.y
+                    hits = np.stack([(_decide(f, s, layer) > 0) == s.y
                                      for f in shuffled_fits])  # [K, n]
                     shuffle_acc[t][layer] = hits.mean(axis=1)
                     correct[v][t][layer] = hits.mean(axis=0)
-                    decision[v][t][layer] = fitted[v].decision_function(s.X[layer])
+                    decision[v][t][layer] = _decide(fitted[v], s, layer)
                     continue
-                dec = fitted[v].decision_function(s.X[layer])
+                dec = _decide(fitted[v], s, layer)
                 decision[v][t][layer] = dec
                 correct[v][t][layer] = (dec > 0).astype(np.int64) == s.y
         if on_layer is not None:
             on_layer()
     return ProbeOutcome(correct, decision, shuffle_acc)
+
+
+def _decide(probe: LinearProbe, s: LabelledActs, layer: int) -> np.ndarray:
+    if isinstance(probe, CCSProbe):
+        return probe.decision_function(s.X[layer], negated=s.negated)
+    return probe.decision_function(s.X[layer])
 
 
 def bootstrap_accuracy(correct: np.ndarray, *, n_boot: int = 1000, seed: int = 0,

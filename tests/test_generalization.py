@@ -1,6 +1,7 @@
 """The generalization engine: centring, mixed training sets, CCS sides, shuffled-label spread."""
 
 import numpy as np
+import pytest
 
 from interplab.probes.generalization import LabelledActs, PairedActs, fit_and_test
 
@@ -37,3 +38,44 @@ def test_ccs_scores_a_negated_test_set_with_the_negated_sides_statistics():
                            centering=centering, variants=["probe"])
         assert out.correct["probe"]["pos"].mean() > 0.85
         assert out.correct["probe"]["neg"].mean() > 0.85, centering
+
+
+def test_per_dataset_centring_is_the_default_and_recovers_a_shifted_test_set():
+    train = LabelledActs(*_acts(600, 0))
+    shift = np.zeros(D)
+    shift[0] = 4.0  # the whole test set moved along the truth axis: one side of any fixed cut
+    tests = {"shifted": LabelledActs(*_acts(600, 1, shift=shift))}
+    out = fit_and_test("diffmean", train, tests, variants=["probe"])
+    assert out.centering == "per-dataset"
+    assert out.correct["probe"]["shifted"].mean() > 0.85  # Bayes accuracy Φ(1.5) ≈ 0.93
+    fixed = fit_and_test("diffmean", train, tests, variants=["probe"], centering="train")
+    assert fixed.centering == "train"
+    assert fixed.correct["probe"]["shifted"].mean() < 0.6
+
+
+def _component(n, seed, share_true, offset):
+    """A dataset whose share of true statements is ``share_true``, moved by ``offset`` along
+    axis 1 (a nuisance axis); the truth is along axis 0."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < share_true).astype(np.int64)
+    X = rng.standard_normal((n, D))
+    X[:, 0] += 1.5 * (2 * y - 1)
+    X[:, 1] += offset
+    return LabelledActs(X[None], y)
+
+
+@pytest.mark.parametrize("probe", ["diffmean", "lda", "logistic"])
+def test_mixed_training_set_centres_each_component_by_its_own_mean(probe):
+    # Mostly-true statements sit at +6 on a nuisance axis, mostly-false ones at −6 (as two
+    # datasets with different label balance and different means): jointly centred, the nuisance
+    # axis looks like truth.
+    parts = {"a": _component(500, 0, 0.8, 6.0), "b": _component(500, 1, 0.2, -6.0)}
+    mixed = LabelledActs.concatenate(parts)
+    assert list(np.unique(mixed.groups)) == ["a", "b"] and mixed.X.shape == (1, 1000, D)
+    tests = {"a": _component(600, 2, 0.5, 6.0), "b": _component(600, 3, 0.5, -6.0)}
+    out = fit_and_test(probe, mixed, tests, variants=["probe"])
+    joint = fit_and_test(probe, LabelledActs(mixed.X, mixed.y), tests, variants=["probe"])
+    for t in tests:
+        assert out.correct["probe"][t].mean() > 0.85, t  # Bayes accuracy Φ(1.5) ≈ 0.93
+        if probe == "diffmean":  # LDA and logistic whiten the nuisance axis away either way
+            assert joint.correct["probe"][t].mean() < 0.8, t

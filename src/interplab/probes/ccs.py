@@ -101,6 +101,9 @@ class CCSProbe(LinearProbe):
             mean, scale = self.mean_, self.norm_
         return (X - mean) / scale
 
+    def _center_groups(self, X: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+        return self._normalise_training(X, groups, False) * self.norm_
+
     def _center(self, X: np.ndarray) -> np.ndarray:
         # In raw affirmation units, so that ``direction_`` (= w / norm_) applies; used by the
         # base class for affirmations (and by ``with_direction``'s threshold refit).

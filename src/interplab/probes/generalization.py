@@ -5,6 +5,11 @@ dataset, and returns per-row correctness so confidence intervals can be computed
 Every probe is accompanied by its controls: the same probe fitted on shuffled labels (for CCS,
 whose training uses no labels, on *broken pairs* instead), and a norm-matched random direction
 given the same threshold fitting.
+
+Centring defaults to ``"per-dataset"``, as in the truth-probe literature (geometry-of-truth): each
+test set is centred by its own mean, and a training set mixed from several datasets is centred
+component by component (``LabelledActs.groups``). ``"train"`` and ``"none"`` remain options; the
+outcome records which one was used.
 """
 
 from __future__ import annotations
@@ -28,11 +33,22 @@ class LabelledActs:
 
     ``negated``: the statements are negations (e.g. neg_cities); CCS scores them with the
     statistics of the negated side of its training pairs (it matters under ``"train"`` centring).
+    ``groups`` (``[n]``, optional): the dataset each row comes from, for a mixed training set;
+    ``"per-dataset"`` centring centres each component by its own mean.
     """
 
     X: np.ndarray
     y: np.ndarray
     negated: bool = False
+    groups: np.ndarray | None = None
+
+    @classmethod
+    def concatenate(cls, parts: dict[str, LabelledActs]) -> LabelledActs:
+        """One training set from several datasets, with ``groups`` naming each row's dataset."""
+        names = list(parts)
+        return cls(np.concatenate([parts[k].X for k in names], axis=1),
+                   np.concatenate([parts[k].y for k in names]),
+                   groups=np.concatenate([np.full(len(parts[k].y), k) for k in names]))
 
 
 @dataclass
@@ -42,6 +58,7 @@ class PairedActs:
     X_pos: np.ndarray  # [n_layers, n, d]
     X_neg: np.ndarray  # [n_layers, n, d]
     y: np.ndarray  # [n] labels of the X_pos statements (used only to fix CCS's sign)
+    groups: np.ndarray | None = None  # [n] the dataset pair each row comes from (per-dataset)
 
 
 @dataclass
@@ -55,6 +72,7 @@ class ProbeOutcome:
     correct: dict[str, dict[str, np.ndarray]]
     decision: dict[str, dict[str, np.ndarray]]
     shuffle_acc: dict[str, np.ndarray]
+    centering: str  # the centring used: "per-dataset", "train" or "none"
 
 
 def fit_and_test(
@@ -63,7 +81,7 @@ def fit_and_test(
     tests: dict[str, LabelledActs],
     *,
     pairs: PairedActs | None = None,
-    centering: str = "train",
+    centering: str = "per-dataset",
     variants: Sequence[str] = VARIANTS,
     seed: int = 0,
     n_shuffles: int = 5,
@@ -75,7 +93,9 @@ def fit_and_test(
     CCS the pairs are broken instead; ``n_shuffles`` independent shuffles, averaged: a single
     shuffled mass-mean direction leans on whatever high-variance axis it happens to catch, so one
     draw can land far from 0.5 either way) and ``random`` (a random direction with the probe's
-    norm and a refit threshold).
+    norm and a refit threshold). ``centering`` (default ``"per-dataset"``) is recorded in the
+    outcome; ``train.groups`` / ``pairs.groups`` make per-dataset centring centre each training
+    component by its own mean.
     """
     if n_shuffles < 1:
         raise ValueError("n_shuffles must be at least 1")
@@ -86,7 +106,7 @@ def fit_and_test(
     shuffle_acc = {t: np.zeros((n_layers, n_shuffles)) for t in tests}
     rng = np.random.default_rng(seed)
     shuffled_ys = [shuffled_labels(train.y, seed=seed + k) for k in range(n_shuffles)]
-    broken = ([rng.permutation(len(pairs.y)) for _ in range(n_shuffles)]
+    broken = ([_permute_within(rng, pairs.groups, len(pairs.y)) for _ in range(n_shuffles)]
               if pairs is not None else None)
     for layer in range(n_layers):
         fitted: dict[str, LinearProbe] = {}
@@ -94,22 +114,26 @@ def fit_and_test(
         if probe_name == "ccs":
             assert pairs is not None and broken is not None
             fitted["probe"] = make_probe("ccs", centering=centering, seed=seed).fit(
-                pairs.X_pos[layer], pairs.y, X_neg=pairs.X_neg[layer])
+                pairs.X_pos[layer], pairs.y, X_neg=pairs.X_neg[layer], groups=pairs.groups)
             if "shuffled" in variants:
+                # rows are permuted within each component, so a broken pair stays in its dataset
                 shuffled_fits = [make_probe("ccs", centering=centering, seed=seed).fit(
-                    pairs.X_pos[layer], pairs.y, X_neg=pairs.X_neg[layer][b]) for b in broken]
+                    pairs.X_pos[layer], pairs.y, X_neg=pairs.X_neg[layer][b], groups=pairs.groups)
+                    for b in broken]
         else:
-            fitted["probe"] = make_probe(probe_name, centering=centering).fit(train.X[layer], train.y)
+            fitted["probe"] = make_probe(probe_name, centering=centering).fit(
+                train.X[layer], train.y, groups=train.groups)
             if "shuffled" in variants:
-                shuffled_fits = [make_probe(probe_name, centering=centering).fit(train.X[layer], ys)
-                                 for ys in shuffled_ys]
+                shuffled_fits = [make_probe(probe_name, centering=centering).fit(
+                    train.X[layer], ys, groups=train.groups) for ys in shuffled_ys]
         if shuffled_fits:
             fitted["shuffled"] = shuffled_fits[0]
         if "random" in variants:
             direction = random_direction_like(fitted["probe"].direction_, seed=seed + 7919 * layer)
-            threshold_X = pairs.X_pos[layer] if probe_name == "ccs" else train.X[layer]
-            threshold_y = pairs.y if probe_name == "ccs" else train.y
-            fitted["random"] = fitted["probe"].with_direction(direction, threshold_X, threshold_y)
+            ref = (LabelledActs(pairs.X_pos, pairs.y, groups=pairs.groups) if probe_name == "ccs"
+                   else train)
+            fitted["random"] = fitted["probe"].with_direction(direction, ref.X[layer], ref.y,
+                                                              groups=ref.groups)
         for v in variants:
             for t, s in tests.items():
                 if v == "shuffled":
@@ -124,7 +148,18 @@ def fit_and_test(
                 correct[v][t][layer] = (dec > 0).astype(np.int64) == s.y
         if on_layer is not None:
             on_layer()
-    return ProbeOutcome(correct, decision, shuffle_acc)
+    return ProbeOutcome(correct, decision, shuffle_acc, centering)
+
+
+def _permute_within(rng: np.random.Generator, groups: np.ndarray | None, n: int) -> np.ndarray:
+    """A random permutation of ``range(n)`` that moves rows only within their group."""
+    if groups is None:
+        return rng.permutation(n)
+    perm = np.arange(n)
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        perm[rows] = rng.permutation(rows)
+    return perm
 
 
 def _decide(probe: LinearProbe, s: LabelledActs, layer: int) -> np.ndarray:

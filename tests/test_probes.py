@@ -9,6 +9,7 @@ from interplab.probes import (
     DiffMeanProbe,
     LDAProbe,
     LogisticProbe,
+    MassMeanIIDProbe,
     make_probe,
     pca_basis,
 )
@@ -34,14 +35,14 @@ def _cos(a, b):
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
-@pytest.mark.parametrize("name", ["diffmean", "lda", "logistic"])
+@pytest.mark.parametrize("name", ["diffmean", "lda", "massmean-iid", "logistic"])
 def test_supervised_probes_learn_the_concept_and_fail_on_shuffled_labels(name):
     X, y = _data()
     Xt, yt = _data(seed=1)
     probe = make_probe(name)
     assert probe.fit(X, y) is probe
     assert probe.score(Xt, yt) > 0.83  # Bayes accuracy here is Φ(1.25) ≈ 0.89
-    assert abs(_cos(probe.direction_, np.eye(D)[0])) > (0.78 if name == "logistic" else 0.85)
+    assert abs(_cos(probe.direction_, np.eye(D)[0])) > (0.85 if name in ("diffmean", "lda") else 0.78)
     proba = probe.predict_proba(Xt)
     assert proba.shape == (len(Xt), 2) and np.allclose(proba.sum(1), 1)
     control = make_probe(name).fit(X, shuffled_labels(y, seed=0))
@@ -70,6 +71,30 @@ def test_lda_whitens_correlated_noise_better_than_diffmean():
     assert _cos(lda.direction_, optimal) > 0.9
     assert _cos(lda.direction_, optimal) > _cos(dm.direction_, optimal) + 0.05
     assert lda.score(Xt, yt) > dm.score(Xt, yt)
+
+
+@pytest.mark.parametrize("n", [60, 400])  # fewer statements than dimensions, and more
+def test_massmean_iid_matches_the_reference_closed_form(n):
+    torch = pytest.importorskip("torch")
+    X, y = _data(n=n, aniso=True, seed=3)
+    X = X * 0.05  # small activations: some covariance eigenvalues fall under atol = 1e-3
+    probe = make_probe("massmean-iid").fit(X, y)
+    # Marks & Tegmark's MMProbe.from_data: covariance of the class-centred data over n,
+    # torch.linalg.pinv(hermitian=True, atol=1e-3), direction pinv @ (μ_true − μ_false)
+    pos, neg = X[y == 1], X[y == 0]
+    centred = np.concatenate([pos - pos.mean(0), neg - neg.mean(0)])
+    cov = torch.tensor(centred.T @ centred / n)
+    inv = torch.linalg.pinv(cov, hermitian=True, atol=1e-3).numpy()
+    expected = inv @ (pos.mean(0) - neg.mean(0))
+    assert np.allclose(probe.direction_, expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
+    assert probe.threshold_ == 0.0
+    assert np.array_equal(probe.predict(X), ((X - X.mean(0)) @ expected > 0).astype(int))
+    assert probe.rank_ == int((np.linalg.eigvalsh(cov.numpy()) > 1e-3).sum())
+    if n < D:
+        assert probe.rank_ < D
+    # control: our default LDA (Ledoit-Wolf shrinkage) is a different estimator
+    assert _cos(LDAProbe().fit(X, y).direction_, expected) < 0.99
+    assert isinstance(probe, MassMeanIIDProbe) and probe.covariance == "pinv"
 
 
 def test_centering_modes_differ_on_shifted_test_sets():
@@ -159,7 +184,9 @@ def test_bad_inputs_are_clear_errors():
         DiffMeanProbe().predict(X)
     with pytest.raises(InterplabError, match="unknown probe"):
         make_probe("svm")
-    assert set(PROBES) == {"diffmean", "lda", "logistic", "ccs"}
+    assert set(PROBES) == {"diffmean", "lda", "massmean-iid", "logistic", "ccs"}
+    with pytest.raises(InterplabError, match="covariance"):
+        LDAProbe(covariance="inverse")
 
 
 def test_accuracy_ci_covers_and_shrinks():

@@ -97,6 +97,60 @@ def test_massmean_iid_matches_the_reference_closed_form(n):
     assert isinstance(probe, MassMeanIIDProbe) and probe.covariance == "pinv"
 
 
+def _sklearn_direction(Z, y, C, scale):
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=C, max_iter=500).fit(Z, y)
+    return clf.coef_[0] / scale, -clf.intercept_[0]
+
+
+def test_logistic_regularisation_is_stated_and_scale_free():
+    X, y = _data(n=300, seed=4)
+    Xc = X - X.mean(0)
+    rms = np.sqrt((Xc**2).mean())
+    p = LogisticProbe(C=0.3).fit(X, y)
+    direction, threshold = _sklearn_direction(Xc / rms, y, 0.3, rms)
+    assert np.allclose(p.direction_, direction, rtol=1e-6, atol=1e-9)
+    assert np.isclose(p.threshold_, threshold) and p.C_ == 0.3 and np.isclose(p.input_scale_, rms)
+    assert np.isclose(p.C_raw_, 0.3 / rms**2)
+    # 100 × larger activations (a later layer, another model): the same probe
+    big = LogisticProbe(C=0.3).fit(100 * X, y)
+    assert np.allclose(100 * big.direction_, p.direction_, rtol=1e-5, atol=1e-9)
+    assert np.array_equal(big.predict(100 * X), p.predict(X))
+    assert np.isclose(big.C_raw_, p.C_raw_ / 1e4)
+
+
+def test_logistic_raw_inputs_are_plain_sklearn_and_scale_dependent():
+    X, y = _data(n=300, seed=4)
+    Xc = X - X.mean(0)
+    p = LogisticProbe(C=0.3, input_scale="none").fit(X, y)
+    direction, threshold = _sklearn_direction(Xc, y, 0.3, 1.0)
+    assert np.allclose(p.direction_, direction, rtol=1e-6, atol=1e-9)
+    assert np.isclose(p.threshold_, threshold) and p.C_raw_ == 0.3
+    # control: in raw units the same C regularises tiny activations far more strongly
+    small = LogisticProbe(C=0.3, input_scale="none").fit(X / 100, y)
+    assert np.linalg.norm(small.direction_ / 100) < 0.2 * np.linalg.norm(p.direction_)
+    with pytest.raises(InterplabError, match="input_scale"):
+        LogisticProbe(input_scale="standard")
+    with pytest.raises(InterplabError, match="positive number"):
+        LogisticProbe(C=0)
+
+
+def test_logistic_C_chosen_on_validation_folds():
+    X, y = _data(n=300, seed=4)
+    p = LogisticProbe(C="validation").fit(X, y)
+    assert p.C_ in p.Cs and p.cv_accuracy_.shape == (len(p.Cs),)
+    assert p.cv_accuracy_[p.Cs.index(p.C_)] == p.cv_accuracy_.max()
+    assert p.cv_accuracy_.max() > 0.8
+    Xc = X - X.mean(0)
+    rms = np.sqrt((Xc**2).mean())
+    direction, _ = _sklearn_direction(Xc / rms, y, p.C_, rms)  # refit on all rows at C_
+    assert np.allclose(p.direction_, direction, rtol=1e-6, atol=1e-9)
+    assert LogisticProbe(C="validation").fit(100 * X, y).C_ == p.C_  # scale-free choice
+    with pytest.raises(InterplabError, match="n_folds"):
+        LogisticProbe(C="validation").fit(X[:6], [0, 1, 0, 1, 0, 1])
+
+
 def test_centering_modes_differ_on_shifted_test_sets():
     X, y = _data()
     shifted, ys = _data(seed=2, offset=3.0)  # same concept, different mean

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from interplab.probes.generalization import LabelledActs, PairedActs, fit_and_test
+from interplab.controls import shuffled_accuracy_interval
+from interplab.probes.generalization import (
+    LabelledActs,
+    PairedActs,
+    bootstrap_accuracy,
+    fit_and_test,
+)
 
 D = 64
 
@@ -79,3 +85,41 @@ def test_mixed_training_set_centres_each_component_by_its_own_mean(probe):
         assert out.correct["probe"][t].mean() > 0.85, t  # Bayes accuracy Φ(1.5) ≈ 0.93
         if probe == "diffmean":  # LDA and logistic whiten the nuisance axis away either way
             assert joint.correct["probe"][t].mean() < 0.8, t
+
+
+def _planted_shuffles(accs, n, seed=0):
+    """``[1, K, n]`` correctness of K shuffled fits whose accuracies are ``accs``."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.random(n) < a for a in accs])[None]
+
+
+def test_shuffled_interval_covers_the_spread_between_shuffles():
+    hits = _planted_shuffles([0.3, 0.4, 0.5, 0.6, 0.7], 2000)
+    est = shuffled_accuracy_interval(hits, seed=0)
+    assert abs(est["value"][0] - 0.5) < 0.02 and est["n"] == 2000
+    assert abs(est["sd_over_shuffles"][0] - 0.141) < 0.02  # population sd of 0.3 … 0.7
+    assert est["lo"][0] < 0.33 and est["hi"][0] > 0.67  # a single shuffle can land anywhere there
+    # what the bootstrap of the averaged correctness reports: ±0.01 around 0.5
+    mean_only = bootstrap_accuracy(hits.mean(axis=1), seed=0)
+    assert mean_only["hi"][0] - mean_only["lo"][0] < 0.05
+
+
+def test_shuffled_interval_without_spread_is_the_binomial_interval():
+    hits = np.repeat(_planted_shuffles([0.5], 500, seed=1), 5, axis=1)  # five identical shuffles
+    est = shuffled_accuracy_interval(hits, n_boot=2000, seed=0)
+    half = 1.96 * np.sqrt(0.25 / 500)
+    assert abs((est["hi"][0] - est["lo"][0]) / 2 - half) < 0.25 * half
+    with pytest.raises(ValueError, match="shuffles"):
+        shuffled_accuracy_interval(hits[0])
+
+
+def test_engine_keeps_every_shuffles_correctness():
+    train = LabelledActs(*_acts(300, 0))
+    tests = {"t": LabelledActs(*_acts(200, 1))}
+    out = fit_and_test("diffmean", train, tests, variants=["probe", "shuffled"], n_shuffles=4)
+    sc = out.shuffle_correct["t"]
+    assert sc.shape == (1, 4, 200)
+    assert np.allclose(sc.mean(axis=2), out.shuffle_acc["t"])
+    assert np.allclose(sc.mean(axis=1), out.correct["shuffled"]["t"])
+    est = shuffled_accuracy_interval(sc, seed=0)
+    assert est["lo"][0] <= est["value"][0] <= est["hi"][0]

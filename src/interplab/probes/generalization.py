@@ -15,7 +15,7 @@ outcome records which one was used.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -66,13 +66,17 @@ class ProbeOutcome:
     """Per (variant, test set): correctness ``[n_layers, n_test]`` and decision values.
 
     For ``shuffled``, correctness is the fraction of the ``n_shuffles`` shuffled fits that got
-    each row right, and ``shuffle_acc[test]`` holds each shuffle's accuracy ``[n_layers, K]``.
+    each row right, ``shuffle_acc[test]`` holds each shuffle's accuracy ``[n_layers, K]`` and
+    ``shuffle_correct[test]`` each shuffle's correctness ``[n_layers, K, n_test]``: give it to
+    :func:`interplab.controls.shuffled_accuracy_interval` for an interval that includes the
+    spread between shuffles (``bootstrap_accuracy`` of the averaged ``correct`` does not).
     """
 
     correct: dict[str, dict[str, np.ndarray]]
     decision: dict[str, dict[str, np.ndarray]]
     shuffle_acc: dict[str, np.ndarray]
     centering: str  # the centring used: "per-dataset", "train" or "none"
+    shuffle_correct: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def fit_and_test(
@@ -104,6 +108,8 @@ def fit_and_test(
     decision = {v: {t: np.zeros((n_layers, len(s.y))) for t, s in tests.items()}
                 for v in variants}
     shuffle_acc = {t: np.zeros((n_layers, n_shuffles)) for t in tests}
+    shuffle_correct = ({t: np.zeros((n_layers, n_shuffles, len(s.y)), dtype=bool)
+                        for t, s in tests.items()} if "shuffled" in variants else {})
     rng = np.random.default_rng(seed)
     shuffled_ys = [shuffled_labels(train.y, seed=seed + k) for k in range(n_shuffles)]
     broken = ([_permute_within(rng, pairs.groups, len(pairs.y)) for _ in range(n_shuffles)]
@@ -140,6 +146,7 @@ def fit_and_test(
                     hits = np.stack([(_decide(f, s, layer) > 0) == s.y
                                      for f in shuffled_fits])  # [K, n]
                     shuffle_acc[t][layer] = hits.mean(axis=1)
+                    shuffle_correct[t][layer] = hits
                     correct[v][t][layer] = hits.mean(axis=0)
                     decision[v][t][layer] = _decide(fitted[v], s, layer)
                     continue
@@ -148,7 +155,7 @@ def fit_and_test(
                 correct[v][t][layer] = (dec > 0).astype(np.int64) == s.y
         if on_layer is not None:
             on_layer()
-    return ProbeOutcome(correct, decision, shuffle_acc, centering)
+    return ProbeOutcome(correct, decision, shuffle_acc, centering, shuffle_correct)
 
 
 def _permute_within(rng: np.random.Generator, groups: np.ndarray | None, n: int) -> np.ndarray:
@@ -172,7 +179,9 @@ def bootstrap_accuracy(correct: np.ndarray, *, n_boot: int = 1000, seed: int = 0
                        level: float = 0.95) -> dict[str, list]:
     """Accuracy and percentile-bootstrap interval for each row of ``correct`` ``[k, n]``.
 
-    Entries may be fractions (the share of several shuffled fits that got a row right).
+    Entries may be fractions (the share of several shuffled fits that got a row right); the
+    interval is then that of the mean of the shuffles, without the spread between them (use
+    :func:`interplab.controls.shuffled_accuracy_interval` for the shuffled-label control).
 
     The same resampled row sets are used for every row of ``correct`` (common random numbers),
     so differences between probes at one test set are not blurred by resampling noise.

@@ -84,7 +84,7 @@ def test_layer_is_chosen_on_validation_and_reported_on_test():
                 "b": np.stack([ones, ones])}
     fits = _Fits(correct={("a", "diffmean", "probe"): per_test},
                  decisions={("a", "diffmean", "probe"): {k: v - 0.5 for k, v in per_test.items()}},
-                 shuffle_acc={}, rows={}, own={"a": ["a"]})
+                 shuffle_correct={}, rows={}, own={"a": ["a"]})
     accuracy, heldout, validation, best = _aggregate(TruthConfig(n_boot=50), fits, ["a", "b"],
                                                      [3, 7])
     assert best == {"a": {"diffmean": 3}}

@@ -18,11 +18,12 @@ import numpy as np
 from interplab.controls.multiple import VERDICT_WORDS
 from interplab.report.html import figure_png, render, use_agg
 
-PROBE_LABELS = {"diffmean": "mass-mean", "lda": "LDA", "logistic": "logistic", "ccs": "CCS"}
+PROBE_LABELS = {"diffmean": "mass-mean", "lda": "LDA", "massmean-iid": "mass-mean iid",
+                "logistic": "logistic", "ccs": "CCS"}
 VARIANT_STYLE = {
     "probe": {"color": "#1f4e9c", "ls": "-", "label": "probe"},
     "shuffled": {"color": "#888888", "ls": "--",
-                 "label": "shuffled labels, mean of several shuffles (CCS: broken pairs)"},
+                 "label": "shuffled labels (CCS: broken pairs); interval of one shuffle"},
     "random": {"color": "#c98a00", "ls": ":", "label": "random direction (norm-matched)"},
     "reset": {"color": "#c0392b", "ls": "-.", "label": "reset (weight-permuted) network"},
 }

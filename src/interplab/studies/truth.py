@@ -465,7 +465,7 @@ class _Fits:
 
     correct: dict[tuple, dict[str, np.ndarray]]  # per test set (and "val:<name>") [L, n]
     decisions: dict[tuple, dict[str, np.ndarray]]
-    shuffle_acc: dict[tuple, dict[str, np.ndarray]]  # per test [L, n_shuffles]
+    shuffle_correct: dict[tuple, dict[str, np.ndarray]]  # per test [L, n_shuffles, n]
     rows: dict[str, dict[str, tuple[np.ndarray, dict[str, Any]]]]  # train key -> scored rows
     own: dict[str, list[str]]  # train key -> its datasets
 
@@ -484,6 +484,7 @@ def _fit_everything(config: TruthConfig, datasets: dict, splits: dict[str, Any],
     n_fits = len(config.train_sets) * len(config.probes) * (1 + ("reset" in acts))
     fit_task = bar.add_task("fit probes", total=n_fits * len(layers))
     fits = _Fits({}, {}, {}, {}, {})
+    negated = {b for _, b in _twin_couples(list(datasets))}
     try:
         for ts in config.train_sets:
             key, names = _train_key(ts), [_short_name(n) for n in ts]
@@ -491,11 +492,11 @@ def _fit_everything(config: TruthConfig, datasets: dict, splits: dict[str, Any],
             fits.rows[key] = _scored_rows(names, datasets, splits)
             for source, data in acts.items():
                 def part(name: str, rows: np.ndarray, data: dict = data) -> LabelledActs:
-                    return LabelledActs(data[name][0][:, rows], datasets[name].labels[rows])
+                    return LabelledActs(data[name][0][:, rows], datasets[name].labels[rows],
+                                        negated=name in negated)
 
-                train_parts = [part(n, splits[n].train) for n in names]
-                train = LabelledActs(np.concatenate([p.X for p in train_parts], axis=1),
-                                     np.concatenate([p.y for p in train_parts]))
+                # groups name each row's dataset: per-dataset centring centres each component
+                train = LabelledActs.concatenate({n: part(n, splits[n].train) for n in names})
                 tests = {n: part(n, rows) for n, (rows, _) in fits.rows[key].items()}
                 tests.update({f"val:{n}": part(n, splits[n].val) for n in names})
                 pairs = (_ccs_pairs(names, datasets, splits, data)
@@ -519,7 +520,7 @@ def _fit_everything(config: TruthConfig, datasets: dict, splits: dict[str, Any],
                     fit_key = f"fit_{probe}_{source}_s"
                     timings[fit_key] = timings.get(fit_key, 0.0) + time.perf_counter() - t_fit
                     if source == "model" and "shuffled" in outcome.correct:
-                        fits.shuffle_acc[(key, probe)] = outcome.shuffle_acc
+                        fits.shuffle_correct[(key, probe)] = outcome.shuffle_correct
                     for v in outcome.correct:
                         name_v = v if source == "model" else "reset"
                         fits.correct[(key, probe, name_v)] = outcome.correct[v]
@@ -533,26 +534,20 @@ def _fit_everything(config: TruthConfig, datasets: dict, splits: dict[str, Any],
 def _aggregate(config: TruthConfig, fits: _Fits, test_names: list[str], layers: list[int]
                ) -> tuple[dict, dict, dict, dict]:
     """Bootstrap intervals per cell; the layer chosen on validation, the curve on test."""
-    from interplab.probes.generalization import bootstrap_accuracy
-
     accuracy: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
-    for (key, probe, variant), per_test in fits.correct.items():
-        value = np.zeros((len(layers), len(test_names)))
-        lo, hi = value.copy(), value.copy()
-        ns = []
-        for ti, tname in enumerate(test_names):
-            est = bootstrap_accuracy(per_test[tname], n_boot=config.n_boot, seed=config.seed + ti)
-            value[:, ti], lo[:, ti], hi[:, ti] = est["value"], est["lo"], est["hi"]
-            ns.append(est["n"])
-        entry = {"value": value.tolist(), "lo": lo.tolist(), "hi": hi.tolist(), "n": ns}
+    for key, probe, variant in fits.correct:
+        cells = [_interval(fits, key, probe, variant, [t], config, config.seed + ti)
+                 for ti, t in enumerate(test_names)]
+        entry = {k: np.stack([c[k] for c in cells], axis=1).tolist()
+                 for k in ("value", "lo", "hi")}
+        entry["n"] = [c["n"] for c in cells]
         accuracy.setdefault(key, {}).setdefault(probe, {})[variant] = entry
         dec = fits.decisions[(key, probe, variant)]
         if variant in ("probe", "reset"):
             entry["positive_rate"] = np.stack(
                 [(dec[t] > 0).mean(axis=1) for t in test_names], axis=1).tolist()
         if variant == "shuffled":  # how much single shuffles disagree with each other
-            sd = fits.shuffle_acc[(key, probe)]
-            entry["sd_over_shuffles"] = np.stack([sd[t].std(axis=1) for t in test_names],
+            entry["sd_over_shuffles"] = np.stack([c["sd_over_shuffles"] for c in cells],
                                                  axis=1).tolist()
 
     heldout: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
@@ -560,9 +555,9 @@ def _aggregate(config: TruthConfig, fits: _Fits, test_names: list[str], layers: 
     best_layer: dict[str, dict[str, int]] = {}
     for (key, probe, variant), per_test in fits.correct.items():
         own = fits.own[key]
-        pooled = np.concatenate([per_test[n] for n in own], axis=1)  # [L, n_own test rows]
-        heldout.setdefault(key, {}).setdefault(probe, {})[variant] = bootstrap_accuracy(
-            pooled, n_boot=config.n_boot, seed=config.seed)
+        est = _interval(fits, key, probe, variant, own, config, config.seed)
+        heldout.setdefault(key, {}).setdefault(probe, {})[variant] = {
+            k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in est.items()}
         if variant == "probe":
             val = np.concatenate([per_test[f"val:{n}"] for n in own], axis=1)
             val_acc = val.mean(axis=1)
@@ -570,6 +565,24 @@ def _aggregate(config: TruthConfig, fits: _Fits, test_names: list[str], layers: 
                                                      "n": int(val.shape[1])}
             best_layer.setdefault(key, {})[probe] = layers[int(np.argmax(val_acc))]
     return accuracy, heldout, validation, best_layer
+
+
+def _interval(fits: _Fits, key: str, probe: str, variant: str, tests: list[str],
+              config: TruthConfig, seed: int) -> dict[str, Any]:
+    """Accuracy per layer on ``tests`` pooled, with its 95 % interval. The shuffled-label
+    control's interval is that of one shuffled probe, so it includes the spread between
+    shuffles (a bootstrap of their mean would read 0.41 ± 0.02 as below chance)."""
+    from interplab.controls import shuffled_accuracy_interval
+    from interplab.probes.generalization import bootstrap_accuracy
+
+    if variant == "shuffled":
+        hits = np.concatenate([fits.shuffle_correct[(key, probe)][t] for t in tests], axis=2)
+        est = shuffled_accuracy_interval(hits, n_boot=config.n_boot, seed=seed)
+        est.pop("per_shuffle")
+    else:
+        correct = np.concatenate([fits.correct[(key, probe, variant)][t] for t in tests], axis=1)
+        est = bootstrap_accuracy(correct, n_boot=config.n_boot, seed=seed)
+    return {k: np.asarray(v) if isinstance(v, list) else v for k, v in est.items()}
 
 
 def _example(ds: Any, label: int) -> str:
@@ -581,7 +594,7 @@ def _ccs_pairs(names: list[str], datasets: dict, splits: dict[str, Any], data: d
     """Training pairs for CCS: each training dataset with its negated twin (train splits)."""
     from interplab.probes.generalization import PairedActs
 
-    Xp, Xn, ys = [], [], []
+    Xp, Xn, ys, groups = [], [], [], []
     for a, b in _twin_couples(list(datasets)):
         if a not in names and b not in names:
             continue
@@ -593,9 +606,11 @@ def _ccs_pairs(names: list[str], datasets: dict, splits: dict[str, Any], data: d
         Xp.append(data[a][0][:, ia[keep]])
         Xn.append(data[b][0][:, ib[keep]])
         ys.append(datasets[a].labels[ia[keep]])
+        groups.append(np.full(int(keep.sum()), f"{a}/{b}"))
     if not Xp or sum(len(y) for y in ys) == 0:
         return None
-    return PairedActs(np.concatenate(Xp, axis=1), np.concatenate(Xn, axis=1), np.concatenate(ys))
+    return PairedActs(np.concatenate(Xp, axis=1), np.concatenate(Xn, axis=1), np.concatenate(ys),
+                      groups=np.concatenate(groups))
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -794,7 +809,8 @@ def _control_comment(variant: str, probe: str, c: dict, p: dict) -> str | None:
     return None
 
 
-_PROBE_NAMES = {"diffmean": "mass-mean", "lda": "LDA", "logistic": "logistic", "ccs": "CCS"}
+_PROBE_NAMES = {"diffmean": "mass-mean", "lda": "LDA", "massmean-iid": "mass-mean iid",
+                "logistic": "logistic", "ccs": "CCS"}
 
 
 def _summary(model: str, verdicts: list[dict], checks: list[dict], heldout: dict,

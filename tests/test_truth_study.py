@@ -264,3 +264,19 @@ def test_embedded_model_represents_city_truth_and_controls_do_not():
     assert acc["value"] >= 0.7, acc
     assert reset["value"] < acc["value"] - 0.15, (reset, acc)
     assert r.acc("cities", "diffmean", "probe", 12, "neg_cities")["value"] < 0.5  # the inversion
+
+
+def test_shuffled_interval_covers_the_spread_between_shuffles():
+    """Two shuffles, one right on every row and one wrong on every row: the mean is 0.5 with no
+    sampling spread at all, but one shuffled probe can land anywhere from 0 to 1."""
+    n = 50
+    hits = np.stack([np.ones(n, bool), np.zeros(n, bool)])[None]  # [L=1, K=2, n]
+    key = ("a", "diffmean", "shuffled")
+    fits = _Fits(correct={key: {"a": hits.mean(axis=1), "val:a": hits.mean(axis=1)}},
+                 decisions={key: {"a": np.zeros((1, n))}},
+                 shuffle_correct={("a", "diffmean"): {"a": hits}}, rows={}, own={"a": ["a"]})
+    accuracy, heldout, _, _ = _aggregate(TruthConfig(n_boot=200), fits, ["a"], [0])
+    cell = accuracy["a"]["diffmean"]["shuffled"]
+    assert cell["value"][0][0] == 0.5
+    assert cell["lo"][0][0] < 0.05 and cell["hi"][0][0] > 0.95
+    assert heldout["a"]["diffmean"]["shuffled"]["lo"][0] < 0.05

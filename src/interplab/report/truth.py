@@ -31,6 +31,7 @@ VARIANT_STYLE = {
 
 def _accuracy_by_layer(r: Any, train: str) -> str:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     probes = [p for p in r.probes if p in r.heldout.get(train, {})]
     fig, axes = plt.subplots(1, max(len(probes), 1), figsize=(3.6 * max(len(probes), 1), 3.2),
@@ -58,12 +59,13 @@ def _accuracy_by_layer(r: Any, train: str) -> str:
         ax.set_title(f"{PROBE_LABELS.get(probe, probe)} (layer {best} chosen on validation)",
                      fontsize=9)
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.25)
     axes[0][0].set_ylabel(f"test accuracy\n(trained on {train})")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, -0.12))
+               bbox_to_anchor=(0.5, -0.2))
     return figure_png(fig)
 
 

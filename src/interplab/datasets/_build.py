@@ -20,7 +20,7 @@ same in true and false statements, so no answer word alone reveals the label.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,7 +91,12 @@ def derangement(
     return perm
 
 
-def _repair(blocks: list[list[int]], b: int, cycle, rng: np.random.Generator) -> None:
+def _repair(
+    blocks: list[list[int]],
+    b: int,
+    cycle: Callable[[list[int]], list[int] | None],
+    rng: np.random.Generator,
+) -> None:
     """Exchange one member of ``blocks[b]`` with one of another block if both then work."""
     for c in rng.permutation(len(blocks)):
         if c == b:

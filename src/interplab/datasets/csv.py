@@ -148,6 +148,12 @@ def _read_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]
                             f"{path}: line {start}: {len(cells)} fields but the header has "
                             f"{len(header)}; quote statements that contain commas"
                         )
+                    if len(cells) < len(header) and reader.line_num > start:
+                        raise InterplabError(
+                            f"{path}: line {start}: a quoted field opened here runs to line "
+                            f"{reader.line_num}, leaving {len(cells)} of the header's "
+                            f"{len(header)} fields; close the quote"
+                        )
                     records.append((start, dict(zip(header, cells, strict=False))))
                 start = reader.line_num + 1
         except csv.Error as err:

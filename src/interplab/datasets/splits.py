@@ -154,7 +154,7 @@ def check_split_sizes(
     )
     smallest = min(f for f in split.fractions if f > 0)
     needed = int(np.ceil(2 * min_per_class / smallest))
-    for s, frac in zip(SIDES, split.fractions, strict=True):
+    for s, frac in reversed(list(zip(SIDES, split.fractions, strict=True))):  # test first
         if frac == 0:
             continue
         idx = found[s]
@@ -162,8 +162,9 @@ def check_split_sizes(
             have = int((labels[idx] == value).sum())
             if have < min_per_class:
                 raise InterplabError(
-                    f"dataset {ds.name!r} has only {have} {word} statement(s) in its {s} split "
-                    f"({summary}; split {split.rule}); at least {min_per_class} per class per "
-                    f"split are needed: add statements (at least {needed} rows with both classes, "
-                    "spread over many groups) or change the split fractions"
+                    f"dataset {ds.name!r} has only {have} {word} statement"
+                    f"{'' if have == 1 else 's'} in its {s} split ({summary}; split "
+                    f"{split.rule}); at least {min_per_class} per class per split are needed: "
+                    f"add statements (at least {needed} rows with both classes, spread over "
+                    "many groups) or change the split fractions or min_per_class"
                 )

@@ -73,9 +73,11 @@ class StatementDataset:
         pair_ids: optional ``[n]`` str array; rows of two datasets with equal pair ids make the
             same claim in opposite forms (a statement and its negation), so their labels differ.
         groups: optional ``[n]`` str array: the entity each row is about (the city, the Spanish
-            word, the element, the number pair, ...). Rows of one group must stay on one side
-            of a train/test split; negated twins carry their affirmative twin's group.
-        group_by: what a group is, for split descriptions (``"city"``, a CSV column's name).
+            word, the element, the number pair, ...; in generated datasets the subjects that
+            exchange wrong answers, e.g. ``"Lima & Oslo"``). Rows of one group must stay on one
+            side of a train/test split; negated twins carry their affirmative twin's group.
+        group_by: what a group is, for split descriptions (``"city pair"``, a CSV column's
+            name); ``"group"`` if groups are given without it.
         metadata: optional per-row columns (e.g. ``{"city": [...], "country": [...]}``), each of
             length ``n``; kept by :meth:`subset` and written by :meth:`to_csv`.
         content_hash: sha256 of the statements and labels (computed, not passed). Pair ids,

@@ -813,6 +813,15 @@ _PROBE_NAMES = {"diffmean": "mass-mean", "lda": "LDA", "massmean-iid": "mass-mea
                 "logistic": "logistic", "ccs": "CCS"}
 
 
+def _by_transfer(rows: Any) -> str:
+    """"a → b (mass-mean 0.17, LDA 0.20); c → d (...)": cells grouped by transfer."""
+    grouped: dict[str, list[str]] = {}
+    for v in rows:
+        grouped.setdefault(f"{v['train']} → {v['test']}", []).append(
+            f"{_PROBE_NAMES.get(v['probe'], v['probe'])} {v['value']:.2f}")
+    return "; ".join(f"{k} ({', '.join(p)})" for k, p in grouped.items())
+
+
 def _summary(model: str, verdicts: list[dict], checks: list[dict], heldout: dict,
              best_layer: dict, layers: list[int]) -> list[str]:
     """The answer in a few sentences: in-distribution level, transfer, controls, inversions."""
@@ -841,12 +850,10 @@ def _summary(model: str, verdicts: list[dict], checks: list[dict], heldout: dict
             "one class", "too few statements")}
         parts = [f"{n} {'clearly above chance' if k == 'above chance' else k}"
                  for k, n in counts.items() if n]
-        good = sorted({f"{v['train']} → {v['test']}" for v in transfers
-                       if v["verdict"] == "above chance"})
+        good = _by_transfer(v for v in transfers if v["verdict"] == "above chance")
         out.append(f"Does the direction generalize? Of {len(transfers)} transfers to other "
                    f"datasets (Benjamini–Hochberg, FDR 5 %): {', '.join(parts)}."
-                   + (f" It carries over on {', '.join(good[:6])}"
-                      + (" and others." if len(good) > 6 else ".") if good else
+                   + (f" It carries over clearly on {good}." if good else
                       " No transfer is clearly above chance."))
     beats = []
     for variant, label in (("shuffled", "the shuffled-label control"),
@@ -859,16 +866,11 @@ def _summary(model: str, verdicts: list[dict], checks: list[dict], heldout: dict
     if beats:
         out.append("On their own test splits the probes beat " + ", ".join(beats)
                    + " cases (probe interval entirely above the control's).")
-    inverted: dict[str, list[str]] = {}
-    for v in transfers:
-        if v["verdict"] == "inverted":
-            inverted.setdefault(f"{v['train']} → {v['test']}", []).append(
-                f"{_PROBE_NAMES.get(v['probe'], v['probe'])} {v['value']:.2f}")
+    inverted = _by_transfer(v for v in transfers if v["verdict"] == "inverted")
     if inverted:
-        out.append("It inverts (strongly and significantly below chance) on "
-                   + "; ".join(f"{k} ({', '.join(p)})" for k, p in inverted.items())
-                   + ": there the direction tracks something correlated with truth on the "
-                     "training data, with the opposite sign.")
+        out.append(f"It inverts (strongly and significantly below chance) on {inverted}: there "
+                   "the direction tracks something correlated with truth on the training data, "
+                   "with the opposite sign.")
     if checks:
         out.append(f"{len(checks)} control reading(s) are off and commented below.")
     return out

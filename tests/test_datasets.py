@@ -21,7 +21,7 @@ from interplab.datasets import (
     paired,
 )
 from interplab.datasets import translations as translations_module
-from interplab.datasets._build import derangement
+from interplab.datasets._build import cycles, derangement
 from interplab.datasets.logic import part_counts
 from interplab.datasets.numbers import number_words
 from interplab.errors import InterplabError
@@ -118,14 +118,17 @@ def test_paired_errors():
         paired(load_dataset("cities"), load_dataset("capitals"))
 
 
-def test_derangement_respects_keys_and_forbidden():
+def test_derangement_respects_keys_and_forbidden_in_short_cycles():
     rng = np.random.default_rng(0)
-    keys = ["a"] * 40 + ["b"] * 30 + ["c"] * 20 + ["d"] * 10
-    forbidden = {i: {"c"} for i in range(0, 40)}  # the "a" rows may only take "b" or "d"
+    keys = ["a"] * 30 + ["b"] * 40 + ["c"] * 20 + ["d"] * 11
+    forbidden = {i: {"c"} for i in range(0, 30)}  # the "a" rows may only take "b" or "d"
     perm = derangement(keys, rng, forbidden)
-    assert sorted(perm.tolist()) == list(range(100))
-    assert all(keys[perm[i]] != keys[i] for i in range(100))
-    assert all(keys[perm[i]] != "c" for i in range(40))
+    assert sorted(perm.tolist()) == list(range(101))
+    assert all(keys[perm[i]] != keys[i] for i in range(101))
+    assert all(keys[perm[i]] != "c" for i in range(30))
+    # subjects swap answers in pairs, plus one 3-cycle for an odd count
+    assert sorted(len(c) for c in cycles(perm)) == [2] * 49 + [3]
+    assert sorted(len(c) for c in cycles(derangement(keys[:100], rng))) == [2] * 50
     with pytest.raises(RuntimeError):  # impossible: one key on more than half the rows
         derangement(["a"] * 6 + ["b"] * 2, rng)
 
@@ -482,8 +485,8 @@ def test_csv_accepts_true_false_and_custom_columns(tmp_path):
         ("statement,label\nA.,1\nB.,\n", "not binary"),
         ("statement,label\nA.,1\nB.,1\n", "every label is true"),
         ("statement,label\nA.,0\nB.,false\n", "every label is false"),
-        ("statement,label\nA.,1\nB.,0\nA.,1\n", "line 4: duplicate row \\(first at line 2\\)"),
-        ("statement,label\nA.,1\nB.,0\nA.,0\n", "same statement with both labels"),
+        ("statement,label\nA.,1\nB.,0\nA.,0\n", "lines 2 and 4 give the same statement both"),
+        ("statement,label\nA.,1\nB, C.,0\n", "line 3: 3 fields but the header has 2; quote"),
         ("statement,label\nA.,1\n ,0\n", "line 3: empty statement"),
     ],
 )
@@ -501,3 +504,53 @@ def test_csv_missing_file_and_not_utf8(tmp_path):
     # a UTF-8 byte-order mark is fine
     ds = load_csv(_write(tmp_path, "\ufeffstatement,label\nA.,1\nB.,0\n", "bom.csv"))
     assert ds.statements == ["A.", "B."]
+
+
+def test_csv_quoted_statement_over_lines_reports_file_lines(tmp_path):
+    body = 'statement,label\n"Line one,\nline two.",1\nB.,0\nC.,maybe\n'
+    with pytest.raises(InterplabError, match="line 5: label 'maybe'"):
+        load_csv(_write(tmp_path, body))
+    ds = load_csv(_write(tmp_path, 'statement,label\n"Line one,\r\nline two.",1\nB.,0\n', "ok.csv"))
+    assert ds.statements == ["Line one,\r\nline two.", "B."]
+    bad = 'statement,label\n"A\nB.",1\nC.,0\n"A\nB.",0\n'
+    with pytest.raises(InterplabError, match="lines 2 and 5 give the same statement both labels"):
+        load_csv(_write(tmp_path, bad, "bad.csv"))
+
+
+def test_csv_unicode_line_separator_stays_in_its_statement(tmp_path):
+    body = 'statement,label\nA\u2028B.,1\n"C\u2029D.",0\nE\x85F.,1\n'
+    ds = load_csv(_write(tmp_path, body))
+    assert ds.statements == ["A\u2028B.", "C\u2029D.", "E\x85F."]
+    assert ds.labels.tolist() == [1, 0, 1]
+
+
+def test_csv_drops_exact_duplicates_with_a_count(tmp_path):
+    body = "statement,label,pair_id\nA.,1,a\nB.,0,b\nA.,1,a\nA.,1,a\nB.,0,b\nC.,0,c\n"
+    with pytest.warns(UserWarning, match="dropped 3 exact duplicate row.*line 4 repeats line 2"):
+        ds = load_csv(_write(tmp_path, body))
+    assert ds.statements == ["A.", "B.", "C."]
+    assert ds.labels.tolist() == [1, 0, 0] and ds.pair_ids.tolist() == ["a", "b", "c"]
+
+
+def test_csv_contradictions_refused_or_dropped(tmp_path):
+    body = "statement,label\nA.,1\nB.,0\nC.,1\nA.,0\nD.,0\nA.,1\n"
+    path = _write(tmp_path, body)
+    with pytest.raises(InterplabError, match="lines 2 and 5 give the same statement both labels: "
+                       "'A.'; fix the label or remove one row \\(or pass on_conflict='drop'\\)"):
+        load_csv(path)
+    with pytest.warns(UserWarning) as caught:
+        ds = load_csv(path, on_conflict="drop")
+    assert ds.statements == ["B.", "C.", "D."]
+    messages = [str(w.message) for w in caught]
+    assert any("dropped all 3 rows of 1 statement(s) given both labels; e.g. lines 2 and 5" in m
+               for m in messages)
+    assert not any("exact duplicate" in m for m in messages)  # line 7 went with its statement
+    with pytest.raises(InterplabError, match="on_conflict must be 'error' or 'drop'"):
+        load_csv(path, on_conflict="keep")
+
+
+def test_csv_broken_quoting_names_the_line(tmp_path):
+    with pytest.raises(InterplabError, match="line 3: a quoted field opened here runs to line 5"):
+        load_csv(_write(tmp_path, 'statement,label\nA.,1\n"B.,0\nC.,1\nD.,0\n'))
+    with pytest.raises(InterplabError, match="line 3: not valid CSV .*field larger than"):
+        load_csv(_write(tmp_path, "statement,label\nA.,1\n" + "B" * 200_000 + ".,0\n", "big.csv"))

@@ -9,6 +9,7 @@ from interplab.probes import (
     DiffMeanProbe,
     LDAProbe,
     LogisticProbe,
+    MassMeanIIDProbe,
     make_probe,
     pca_basis,
 )
@@ -34,14 +35,14 @@ def _cos(a, b):
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
-@pytest.mark.parametrize("name", ["diffmean", "lda", "logistic"])
+@pytest.mark.parametrize("name", ["diffmean", "lda", "massmean-iid", "logistic"])
 def test_supervised_probes_learn_the_concept_and_fail_on_shuffled_labels(name):
     X, y = _data()
     Xt, yt = _data(seed=1)
     probe = make_probe(name)
     assert probe.fit(X, y) is probe
     assert probe.score(Xt, yt) > 0.83  # Bayes accuracy here is Φ(1.25) ≈ 0.89
-    assert abs(_cos(probe.direction_, np.eye(D)[0])) > (0.78 if name == "logistic" else 0.85)
+    assert abs(_cos(probe.direction_, np.eye(D)[0])) > (0.85 if name in ("diffmean", "lda") else 0.78)
     proba = probe.predict_proba(Xt)
     assert proba.shape == (len(Xt), 2) and np.allclose(proba.sum(1), 1)
     control = make_probe(name).fit(X, shuffled_labels(y, seed=0))
@@ -70,6 +71,84 @@ def test_lda_whitens_correlated_noise_better_than_diffmean():
     assert _cos(lda.direction_, optimal) > 0.9
     assert _cos(lda.direction_, optimal) > _cos(dm.direction_, optimal) + 0.05
     assert lda.score(Xt, yt) > dm.score(Xt, yt)
+
+
+@pytest.mark.parametrize("n", [60, 400])  # fewer statements than dimensions, and more
+def test_massmean_iid_matches_the_reference_closed_form(n):
+    torch = pytest.importorskip("torch")
+    X, y = _data(n=n, aniso=True, seed=3)
+    X = X * 0.05  # small activations: some covariance eigenvalues fall under atol = 1e-3
+    probe = make_probe("massmean-iid").fit(X, y)
+    # Marks & Tegmark's MMProbe.from_data: covariance of the class-centred data over n,
+    # torch.linalg.pinv(hermitian=True, atol=1e-3), direction pinv @ (μ_true − μ_false)
+    pos, neg = X[y == 1], X[y == 0]
+    centred = np.concatenate([pos - pos.mean(0), neg - neg.mean(0)])
+    cov = torch.tensor(centred.T @ centred / n)
+    inv = torch.linalg.pinv(cov, hermitian=True, atol=1e-3).numpy()
+    expected = inv @ (pos.mean(0) - neg.mean(0))
+    assert np.allclose(probe.direction_, expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
+    assert probe.threshold_ == 0.0
+    assert np.array_equal(probe.predict(X), ((X - X.mean(0)) @ expected > 0).astype(int))
+    assert probe.rank_ == int((np.linalg.eigvalsh(cov.numpy()) > 1e-3).sum())
+    if n < D:
+        assert probe.rank_ < D
+    # control: our default LDA (Ledoit-Wolf shrinkage) is a different estimator
+    assert _cos(LDAProbe().fit(X, y).direction_, expected) < 0.99
+    assert isinstance(probe, MassMeanIIDProbe) and probe.covariance == "pinv"
+
+
+def _sklearn_direction(Z, y, C, scale):
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=C, max_iter=500).fit(Z, y)
+    return clf.coef_[0] / scale, -clf.intercept_[0]
+
+
+def test_logistic_regularisation_is_stated_and_scale_free():
+    X, y = _data(n=300, seed=4)
+    Xc = X - X.mean(0)
+    rms = np.sqrt((Xc**2).mean())
+    p = LogisticProbe(C=0.3).fit(X, y)
+    direction, threshold = _sklearn_direction(Xc / rms, y, 0.3, rms)
+    assert np.allclose(p.direction_, direction, rtol=1e-6, atol=1e-9)
+    assert np.isclose(p.threshold_, threshold) and p.C_ == 0.3 and np.isclose(p.input_scale_, rms)
+    assert np.isclose(p.C_raw_, 0.3 / rms**2)
+    # 100 × larger activations (a later layer, another model): the same probe
+    big = LogisticProbe(C=0.3).fit(100 * X, y)
+    assert np.allclose(100 * big.direction_, p.direction_, rtol=1e-5, atol=1e-9)
+    assert np.array_equal(big.predict(100 * X), p.predict(X))
+    assert np.isclose(big.C_raw_, p.C_raw_ / 1e4)
+
+
+def test_logistic_raw_inputs_are_plain_sklearn_and_scale_dependent():
+    X, y = _data(n=300, seed=4)
+    Xc = X - X.mean(0)
+    p = LogisticProbe(C=0.3, input_scale="none").fit(X, y)
+    direction, threshold = _sklearn_direction(Xc, y, 0.3, 1.0)
+    assert np.allclose(p.direction_, direction, rtol=1e-6, atol=1e-9)
+    assert np.isclose(p.threshold_, threshold) and p.C_raw_ == 0.3
+    # control: in raw units the same C regularises tiny activations far more strongly
+    small = LogisticProbe(C=0.3, input_scale="none").fit(X / 100, y)
+    assert np.linalg.norm(small.direction_ / 100) < 0.2 * np.linalg.norm(p.direction_)
+    with pytest.raises(InterplabError, match="input_scale"):
+        LogisticProbe(input_scale="standard")
+    with pytest.raises(InterplabError, match="positive number"):
+        LogisticProbe(C=0)
+
+
+def test_logistic_C_chosen_on_validation_folds():
+    X, y = _data(n=300, seed=4)
+    p = LogisticProbe(C="validation").fit(X, y)
+    assert p.C_ in p.Cs and p.cv_accuracy_.shape == (len(p.Cs),)
+    assert p.cv_accuracy_[p.Cs.index(p.C_)] == p.cv_accuracy_.max()
+    assert p.cv_accuracy_.max() > 0.8
+    Xc = X - X.mean(0)
+    rms = np.sqrt((Xc**2).mean())
+    direction, _ = _sklearn_direction(Xc / rms, y, p.C_, rms)  # refit on all rows at C_
+    assert np.allclose(p.direction_, direction, rtol=1e-6, atol=1e-9)
+    assert LogisticProbe(C="validation").fit(100 * X, y).C_ == p.C_  # scale-free choice
+    with pytest.raises(InterplabError, match="n_folds"):
+        LogisticProbe(C="validation").fit(X[:6], [0, 1, 0, 1, 0, 1])
 
 
 def test_centering_modes_differ_on_shifted_test_sets():
@@ -104,6 +183,49 @@ def test_ccs_finds_truth_from_pairs_and_fails_when_pairs_are_broken():
         CCSProbe().fit(Xp, y)
 
 
+def _pairs(n=500, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    topic = rng.standard_normal((n, D))
+    truth = np.zeros(D)
+    truth[3] = 2.0
+    Xp = topic + np.outer(2 * y - 1, truth) + 0.3 * rng.standard_normal((n, D))
+    Xn = topic - np.outer(2 * y - 1, truth) + 0.3 * rng.standard_normal((n, D))
+    return Xp, Xn, y
+
+
+@pytest.mark.parametrize("centering", ["train", "per-dataset"])
+def test_ccs_scores_each_side_with_its_own_normalisation(centering):
+    # The negations live elsewhere and at another scale (as a negation token moves and stretches
+    # the residual stream); training removes that per side, so scoring must too.
+    Xp, Xn, y = _pairs()
+    shift = np.random.default_rng(9).standard_normal(D) * 3.0
+    shift[3] = 8.0  # along the truth axis too, so the wrong statistics flip decisions
+    Xn = 0.2 * Xn + shift
+    ccs = CCSProbe(centering=centering, seed=0).fit(Xp, y, X_neg=Xn)
+    Tp, Tn, yt = _pairs(seed=1)
+    Tn = 0.2 * Tn + shift
+    assert (ccs.predict_pairs(Tp, Tn) == yt).mean() > 0.95
+    assert ccs.score(Tp, yt) > 0.9  # single statements: the topic noise is not cancelled
+    assert ccs.score(Tn, 1 - yt, negated=True) > 0.9  # a negated test set on its own
+    if centering == "train":  # control: negations scored with the affirmations' statistics
+        assert min(ccs.predict(Tn).mean(), 1 - ccs.predict(Tn).mean()) < 0.05
+
+
+def test_ccs_per_dataset_normalises_each_training_component_separately():
+    Xp, Xn, y = _pairs(n=600)
+    g = np.repeat([0, 1], 300)
+    offset = np.zeros(D)
+    offset[3] = 40.0  # component 1 sits far along the truth axis on both sides
+    Xp[g == 1] += offset
+    Xn[g == 1] += offset
+    Tp, Tn, yt = _pairs(seed=1)
+    ccs = CCSProbe(centering="per-dataset", seed=0).fit(Xp, y, X_neg=Xn, groups=g)
+    assert (ccs.predict_pairs(Tp, Tn) == yt).mean() > 0.95
+    with pytest.raises(InterplabError, match="group labels"):
+        CCSProbe(centering="per-dataset").fit(Xp, y, X_neg=Xn, groups=g[:10])
+
+
 def test_bad_inputs_are_clear_errors():
     X, y = _data(n=50)
     with pytest.raises(InterplabError, match="single class"):
@@ -116,7 +238,9 @@ def test_bad_inputs_are_clear_errors():
         DiffMeanProbe().predict(X)
     with pytest.raises(InterplabError, match="unknown probe"):
         make_probe("svm")
-    assert set(PROBES) == {"diffmean", "lda", "logistic", "ccs"}
+    assert set(PROBES) == {"diffmean", "lda", "massmean-iid", "logistic", "ccs"}
+    with pytest.raises(InterplabError, match="covariance"):
+        LDAProbe(covariance="inverse")
 
 
 def test_accuracy_ci_covers_and_shrinks():

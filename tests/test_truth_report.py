@@ -23,11 +23,11 @@ def report(tmp_path_factory):
     with path_csv.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["statement", "label"])
-        for i in range(40):
+        for i in range(60):
             writer.writerow([f"{EVIL} claim number {i} is {'right' if i % 2 else 'wrong'}.", i % 2])
     config = TruthConfig(model="tiny-gpt2", datasets=["cities", "neg_cities", str(path_csv)],
                          train_sets=[["cities"], ["evil"]], layers=[1, 2],
-                         probes=["diffmean", "ccs"], max_per_dataset=40, n_boot=50)
+                         probes=["diffmean", "ccs"], max_per_dataset=60, n_boot=50)
     result = run_truth(config, progress=False)
     path = write_truth_report(result, tmp / "report.html")
     return path, result
@@ -54,6 +54,33 @@ def test_every_figure_is_a_non_blank_png(report):
         img = mpimg.imread(io.BytesIO(base64.b64decode(uri)), format="png")
         assert img.shape[0] > 100 and img.shape[1] > 100
         assert np.asarray(img)[..., :3].std() > 0.02  # not a blank canvas
+
+
+def test_report_answers_first_and_groups_findings(report):
+    path, result = report
+    html = path.read_text(encoding="utf-8")
+    body = html[html.index("<body>"):]
+    # the summary paragraph comes before any table, figure or section
+    first = min(body.index(tag) for tag in ("<table", "<figure", "<h2"))
+    assert body.index('class="summary"') < first
+    assert result.summary[0][:40] in html
+    # findings are rows of one table, not one callout box each
+    assert 'class="note"' not in html
+    assert "<h2>Findings</h2>" in html and "<h2>Controls that are off</h2>" in html
+    for check in result.control_checks:
+        assert check["comment"][:40] in html
+    # the page states the split rule, centring and tokens it used
+    assert "by entity" in html and "per-dataset" in html and "last token" in html
+
+
+def test_report_renders_the_study_verdicts_without_recomputing(report, tmp_path):
+    _, result = report
+    row = next(v for v in result.verdicts if v["train"] == "cities" and v["test"] == "neg_cities")
+    row["verdict"] = "weakly below chance"  # whatever the study decided is what the page says
+    html = write_truth_report(result, tmp_path / "r.html").read_text(encoding="utf-8")
+    transfers = html[html.index("<h2>Headline transfers</h2>"):]
+    transfers = transfers[:transfers.index("</table>")]
+    assert "weakly below chance" in transfers
 
 
 def _chromium():

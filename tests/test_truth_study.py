@@ -5,7 +5,16 @@ import pytest
 
 from interplab.errors import InterplabError
 from interplab.probes.generalization import LabelledActs, bootstrap_accuracy, fit_and_test
-from interplab.studies.truth import TruthConfig, TruthResult, run_truth
+from interplab.studies.truth import (
+    TruthConfig,
+    TruthResult,
+    _aggregate,
+    _Fits,
+    _make_splits,
+    _scored_rows,
+    _verdicts,
+    run_truth,
+)
 from tests.conftest import skip_unless_strict
 
 
@@ -53,6 +62,8 @@ def test_config_errors_are_clear():
         TruthConfig(datasets=["cities"], train_sets=[["larger_than"]]).validate()
     with pytest.raises(InterplabError, match="control"):
         TruthConfig(controls=["placebo"]).validate()
+    with pytest.raises(InterplabError, match="three positive fractions"):
+        TruthConfig(split=[0.8, 0.0, 0.2]).validate()  # no validation split, no layer choice
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +74,136 @@ def tiny_run():
         max_per_dataset=60, n_boot=100,
     )
     return run_truth(config, progress=False)
+
+
+def test_layer_is_chosen_on_validation_and_reported_on_test():
+    """Layer 1 is best on test, layer 0 on validation: the study must pick 0 and show the curve."""
+    n = 40
+    ones, half = np.ones(n), (np.arange(n) % 2).astype(float)
+    per_test = {"a": np.stack([half, ones]), "val:a": np.stack([ones, half]),
+                "b": np.stack([ones, ones])}
+    fits = _Fits(correct={("a", "diffmean", "probe"): per_test},
+                 decisions={("a", "diffmean", "probe"): {k: v - 0.5 for k, v in per_test.items()}},
+                 shuffle_correct={}, rows={}, own={"a": ["a"]})
+    accuracy, heldout, validation, best = _aggregate(TruthConfig(n_boot=50), fits, ["a", "b"],
+                                                     [3, 7])
+    assert best == {"a": {"diffmean": 3}}
+    assert validation["a"]["diffmean"]["value"] == [1.0, 0.5]
+    assert heldout["a"]["diffmean"]["probe"]["value"] == [0.5, 1.0]  # the test curve, all layers
+
+
+def test_untouched_targets_use_all_rows_except_twins_of_training_rows():
+    from interplab.datasets import load_dataset, paired
+
+    config = TruthConfig(datasets=["cities", "neg_cities", "larger_than"])
+    datasets = {n: load_dataset(n, seed=0, max_size=80) for n in config.datasets}
+    splits = _make_splits(datasets, config)
+    rows = _scored_rows(["cities"], datasets, splits)
+    assert rows["cities"][1]["rows"] == "test split"
+    np.testing.assert_array_equal(rows["cities"][0], splits["cities"].test)
+    assert rows["larger_than"][1] == {"rows": "all rows", "n": 80, "twins_left_out": 0}
+    ia, ib = paired(datasets["cities"], datasets["neg_cities"])
+    twins_of_train = set(ib[np.isin(ia, splits["cities"].train)].tolist())
+    kept = set(rows["neg_cities"][0].tolist())
+    assert kept.isdisjoint(twins_of_train)
+    assert kept | twins_of_train == set(range(80))
+    assert rows["neg_cities"][1]["twins_left_out"] == len(twins_of_train) > 0
+    # a mixed training set scores both of its datasets on their test splits, twins together
+    mixed = _scored_rows(["cities", "neg_cities"], datasets, splits)
+    assert mixed["neg_cities"][1]["rows"] == "test split"
+    test_pairs = np.isin(ia, splits["cities"].test)
+    assert set(ib[test_pairs].tolist()) <= set(splits["neg_cities"].test.tolist())
+
+
+def _cell(value, n):
+    return {"value": [[value]], "lo": [[value - 0.05]], "hi": [[value + 0.05]], "n": [n],
+            "positive_rate": [[0.5]]}
+
+
+def test_verdicts_are_graded_and_corrected_over_the_whole_matrix():
+    # One 0.42 cell among 30 chance cells (interval up to ~0.49): once "reliably below chance",
+    # now not distinguishable from chance after Benjamini-Hochberg; 0.05 stays "inverted"; a
+    # 1-row test set at 0.00 gets no verdict at all.
+    tests = ["weak", "strong", "tiny", *[f"null{i}" for i in range(30)]]
+    cells = [_cell(0.42, 200), _cell(0.05, 200), _cell(0.0, 1)] + [_cell(0.5, 200)] * 30
+    accuracy = {"t": {"diffmean": {"probe": {
+        "value": [[c["value"][0][0] for c in cells]], "lo": [[c["lo"][0][0] for c in cells]],
+        "hi": [[c["hi"][0][0] for c in cells]], "n": [c["n"][0] for c in cells],
+        "positive_rate": [[0.5] * len(cells)]}}}}
+    scored = {"t": {t: {"twins_left_out": 0} for t in tests}}
+    rows = {r["test"]: r for r in _verdicts(accuracy, {"t": {"diffmean": 0}}, ["t"], tests, [0],
+                                            scored)}
+    assert rows["weak"]["p"] < 0.05 and rows["weak"]["verdict"] == "chance"
+    assert rows["strong"]["verdict"] == "inverted" and rows["strong"]["q"] < 1e-10
+    assert rows["tiny"]["verdict"] == "too few statements"
+
+
+def _write_plain_csv(ds, path, order=None):
+    import csv
+
+    order = range(len(ds)) if order is None else order
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["statement", "label"])
+        for i in order:
+            w.writerow([ds.statements[i], int(ds.labels[i])])
+    return path
+
+
+@pytest.fixture(scope="module")
+def plain_csvs(tmp_path_factory):
+    """cities.csv / neg_cities.csv as in the geometry-of-truth files: no pair_id, no group."""
+    from interplab.datasets import load_dataset
+
+    tmp = tmp_path_factory.mktemp("csvs")
+    cities, neg = (load_dataset(n, seed=0, max_size=80) for n in ("cities", "neg_cities"))
+    shuffled = tmp / "shuffled"
+    shuffled.mkdir()
+    order = np.random.default_rng(0).permutation(len(neg))
+    return (_write_plain_csv(cities, tmp / "cities.csv"),
+            _write_plain_csv(neg, tmp / "neg_cities.csv"),
+            _write_plain_csv(neg, shuffled / "neg_cities.csv", order))
+
+
+def test_ccs_without_pairs_is_refused_before_the_model_is_loaded(plain_csvs):
+    cities, _, neg_shuffled = plain_csvs
+    config = TruthConfig(model="no-such-model", datasets=[str(cities), str(neg_shuffled)],
+                         train_sets=[["cities"]], layers=[0], probes=["diffmean", "ccs"])
+    with pytest.raises(InterplabError, match="needs statement/negation pairs"):
+        run_truth(config, progress=False)
+    # without CCS nothing needs pairs: the run gets as far as loading the model
+    config.probes = ["diffmean"]
+    with pytest.raises(InterplabError, match="no-such-model"):
+        run_truth(config, progress=False)
+
+
+def test_tiny_training_set_is_refused_before_the_model_is_loaded(tmp_path):
+    from interplab.datasets import load_dataset
+
+    path = _write_plain_csv(load_dataset("cities", seed=0, max_size=12), tmp_path / "few.csv")
+    config = TruthConfig(model="no-such-model", datasets=[str(path)], train_sets=[["few"]])
+    with pytest.raises(InterplabError, match=r"in its (train|val|test) split"):
+        run_truth(config, progress=False)
+
+
+def test_harvest_is_cached_and_reused(tmp_path, monkeypatch):
+    import interplab.activations as activations
+
+    config = TruthConfig(model="tiny-llama", datasets=["cities"], train_sets=[["cities"]],
+                         layers=[0, 1], probes=["diffmean"], controls=["reset"],
+                         max_per_dataset=60, n_boot=20)
+    first = run_truth(config, progress=False, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("cities-*.safetensors"))) == 2  # the model and its reset copy
+
+    def no_harvest(*args, **kwargs):
+        raise AssertionError("harvested again although the activations are cached")
+
+    monkeypatch.setattr(activations, "harvest", no_harvest)
+    again = run_truth(config, progress=False, cache_dir=tmp_path)
+    assert again.accuracy == first.accuracy
+    config.layers = [0, 2]  # other layers: another cache entry, so the model runs again
+    with pytest.raises(AssertionError, match="harvested again"):
+        run_truth(config, progress=False, cache_dir=tmp_path)
 
 
 def test_tiny_run_has_every_number_with_its_controls(tiny_run, tmp_path):
@@ -84,6 +225,23 @@ def test_tiny_run_has_every_number_with_its_controls(tiny_run, tmp_path):
     again = TruthResult.from_json(path)
     assert again.accuracy == json.loads(path.read_text())["accuracy"]
     assert again.best_layer == r.best_layer
+    assert json.dumps(again.verdicts) == json.dumps(r.verdicts)  # NaN q-values: compare text
+    assert again.summary == r.summary
+
+
+def test_tiny_run_reports_splits_scopes_and_verdicts(tiny_run):
+    r = tiny_run
+    by_name = {d["name"]: d for d in r.datasets}
+    assert by_name["cities"]["split_rule"].startswith("by entity")
+    assert by_name["cities"]["n_train"] + by_name["cities"]["n_val"] + by_name["cities"]["n_test"] == 60
+    assert r.scored["cities"]["larger_than"]["n"] == 60  # untouched target: every row
+    assert r.scored["cities"]["neg_cities"]["twins_left_out"] == by_name["cities"]["n_train"]
+    assert r.method["centering"] == "per-dataset" and "last token" in r.method["tokens"]
+    assert r.validation["cities"]["diffmean"]["n"] == by_name["cities"]["n_val"]
+    assert len(r.verdicts) == sum(len(p) for p in r.best_layer.values()) * len(r.test_sets)
+    for v in r.verdicts:
+        assert v["verdict"] == "too few statements" if v["n"] < 20 else v["q"] >= v["p"]
+    assert r.summary and r.summary[0].startswith("On tiny-llama")
 
 
 @pytest.mark.embedded
@@ -106,3 +264,19 @@ def test_embedded_model_represents_city_truth_and_controls_do_not():
     assert acc["value"] >= 0.7, acc
     assert reset["value"] < acc["value"] - 0.15, (reset, acc)
     assert r.acc("cities", "diffmean", "probe", 12, "neg_cities")["value"] < 0.5  # the inversion
+
+
+def test_shuffled_interval_covers_the_spread_between_shuffles():
+    """Two shuffles, one right on every row and one wrong on every row: the mean is 0.5 with no
+    sampling spread at all, but one shuffled probe can land anywhere from 0 to 1."""
+    n = 50
+    hits = np.stack([np.ones(n, bool), np.zeros(n, bool)])[None]  # [L=1, K=2, n]
+    key = ("a", "diffmean", "shuffled")
+    fits = _Fits(correct={key: {"a": hits.mean(axis=1), "val:a": hits.mean(axis=1)}},
+                 decisions={key: {"a": np.zeros((1, n))}},
+                 shuffle_correct={("a", "diffmean"): {"a": hits}}, rows={}, own={"a": ["a"]})
+    accuracy, heldout, _, _ = _aggregate(TruthConfig(n_boot=200), fits, ["a"], [0])
+    cell = accuracy["a"]["diffmean"]["shuffled"]
+    assert cell["value"][0][0] == 0.5
+    assert cell["lo"][0][0] < 0.05 and cell["hi"][0][0] > 0.95
+    assert heldout["a"]["diffmean"]["shuffled"]["lo"][0] < 0.05

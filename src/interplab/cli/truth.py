@@ -14,12 +14,25 @@ def _csv_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _numbers(value: str, option: str, kind: type, example: str) -> list:
+    """Comma-separated numbers, or one clear error naming the option and a valid example."""
+    from interplab.errors import InterplabError
+
+    try:
+        return [kind(x) for x in _csv_list(value)]
+    except ValueError:
+        raise InterplabError(f"{option} {value!r} is not a comma-separated list of "
+                             f"{kind.__name__} values; e.g. {option} {example}") from None
+
+
 def _run(config, out: Path) -> None:  # noqa: ANN001 - TruthConfig, imported lazily
     from interplab.report.truth import write_truth_report
     from interplab.studies.truth import run_truth
 
     out.mkdir(parents=True, exist_ok=True)
-    result = run_truth(config)
+    # Harvested activations stay in the output folder: a re-run (or a run that failed after the
+    # harvest) reuses them instead of running the model again.
+    result = run_truth(config, cache_dir=out / "activations")
     json_path = result.to_json(out / "truth.json")
     html_path = write_truth_report(result, out / "report.html")
     _print_summary(result)
@@ -30,7 +43,8 @@ def _run(config, out: Path) -> None:  # noqa: ANN001 - TruthConfig, imported laz
 def _print_summary(result) -> None:  # noqa: ANN001
     from rich.table import Table
 
-    table = Table(title=f"truth study · {result.model['name']} (held-out accuracy at best layer)")
+    table = Table(title=f"truth study · {result.model['name']} (test accuracy at the layer "
+                        "chosen on validation)")
     for col in ("trained on", "probe", "layer", "accuracy [95% CI]", "shuffled", "random", "reset"):
         table.add_column(col)
     for train in result.train_sets:
@@ -44,6 +58,7 @@ def _print_summary(result) -> None:  # noqa: ANN001
             table.add_row(train, probe, str(layer),
                           f"{p['value'][li]:.2f} [{p['lo'][li]:.2f}, {p['hi'][li]:.2f}]", *cells)
     console.print(table)
+    console.print(" ".join(result.summary))
     for note in result.notes:
         console.print(f"[yellow]•[/] {note}")
 
@@ -61,8 +76,16 @@ def truth_cmd(
     controls: str = typer.Option("shuffled,random,reset", "--controls",
                                  help="any of shuffled,random,reset (or 'none')"),
     max_per_dataset: int = typer.Option(600, "--max-per-dataset", help="0 for no limit"),
-    test_fraction: float = typer.Option(0.3, "--test-fraction"),
-    centering: str = typer.Option("train", "--centering", help="train | per-dataset | none"),
+    split: str = typer.Option("0.6,0.2,0.2", "--split",
+                              help="train,validation,test fractions (split by entity)"),
+    centering: str = typer.Option("per-dataset", "--centering",
+                                  help="per-dataset | train | none"),
+    pair_by: str = typer.Option(
+        "auto", "--pair-by",
+        help="match twin datasets (cities/neg_cities): auto (pair ids, else aligned rows), "
+             "row, or a CSV column name"),
+    group_column: str = typer.Option(
+        "", "--group-column", help="CSV column naming each row's entity (for the split)"),
     seed: int = typer.Option(0, "--seed"),
     n_shuffles: int = typer.Option(5, "--n-shuffles", help="shuffled-label fits averaged per probe"),
     batch_size: int = typer.Option(64, "--batch-size"),
@@ -75,10 +98,11 @@ def truth_cmd(
     config = TruthConfig(
         model=model, datasets=_csv_list(datasets),
         train_sets=[[p for p in t.split("+") if p] for t in train],
-        layers=[int(x) for x in _csv_list(layers)] or None, probes=_csv_list(probes),
+        layers=_numbers(layers, "--layers", int, "0,6,12") or None, probes=_csv_list(probes),
         controls=[] if controls.strip() == "none" else _csv_list(controls),
-        max_per_dataset=max_per_dataset or None, test_fraction=test_fraction,
-        centering=centering, seed=seed, batch_size=batch_size, device=device or None,
+        max_per_dataset=max_per_dataset or None,
+        split=_numbers(split, "--split", float, "0.6,0.2,0.2"), centering=centering,
+        pair_by=pair_by, group_column=group_column or None, seed=seed, batch_size=batch_size, device=device or None,
         n_shuffles=n_shuffles,
     )
     _run(config, out)

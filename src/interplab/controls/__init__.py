@@ -3,7 +3,17 @@
 The weight-permuted "reset" network lives in :func:`interplab.models.reset_copy`.
 """
 
-from interplab.controls.baselines import random_direction_like, shuffled_labels
+from interplab.controls.baselines import (
+    random_direction_like,
+    shuffled_accuracy_interval,
+    shuffled_labels,
+)
 from interplab.controls.bootstrap import accuracy_with_ci, bootstrap_ci
 
-__all__ = ["accuracy_with_ci", "bootstrap_ci", "random_direction_like", "shuffled_labels"]
+__all__ = [
+    "accuracy_with_ci",
+    "bootstrap_ci",
+    "random_direction_like",
+    "shuffled_accuracy_interval",
+    "shuffled_labels",
+]

@@ -15,3 +15,39 @@ def random_direction_like(direction: np.ndarray, seed: int = 0) -> np.ndarray:
     direction = np.asarray(direction, dtype=np.float64)
     r = np.random.default_rng(seed).standard_normal(direction.shape)
     return r / np.linalg.norm(r) * np.linalg.norm(direction)
+
+
+def shuffled_accuracy_interval(hits: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
+                               level: float = 0.95) -> dict[str, list]:
+    """Accuracy of a shuffled-label control with an interval that includes the spread between
+    shuffles.
+
+    ``hits`` is ``[k, K, n]``: for each of ``k`` rows (e.g. layers), whether each of ``K``
+    independently shuffled fits got each of ``n`` test statements right. The value is the mean
+    over shuffles and statements. The interval is that of *one* shuffled-label probe's accuracy
+    on a test set of ``n`` statements: every bootstrap draw picks one of the ``K`` shuffles at
+    random and resamples the statements, so it covers both the variation between shuffles (how
+    far a probe trained on meaningless labels can land by chance) and test-set sampling. This is
+    the distribution a single real probe should be compared with; a bootstrap of the mean of the
+    shuffles covers neither and can look like a significant departure from 0.5.
+
+    Returns ``value``, ``lo``, ``hi`` (lists of length ``k``), ``n``, ``sd_over_shuffles`` (the
+    standard deviation of the ``K`` shuffles' accuracies, per row) and ``per_shuffle``
+    (``[k][K]`` accuracies). The same draws serve every row (common random numbers).
+    """
+    hits = np.asarray(hits, dtype=np.float64)
+    if hits.ndim != 3 or 0 in hits.shape:
+        raise ValueError(f"hits must be a non-empty [rows, shuffles, statements] array, got {hits.shape}")
+    k, n_shuffles, n = hits.shape
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n_shuffles, size=n_boot)  # [B]
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)  # [B, n]
+    boots = np.empty((n_boot, k))
+    for j in range(n_shuffles):
+        boots[picks == j] = counts[picks == j] @ hits[:, j, :].T / n
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(boots, [alpha, 1 - alpha], axis=0)
+    per_shuffle = hits.mean(axis=2)  # [k, K]
+    return {"value": hits.mean(axis=(1, 2)).tolist(), "lo": lo.tolist(), "hi": hi.tolist(),
+            "n": n, "sd_over_shuffles": per_shuffle.std(axis=1).tolist(),
+            "per_shuffle": per_shuffle.tolist()}

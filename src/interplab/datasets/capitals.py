@@ -22,6 +22,7 @@ from interplab.datasets.statements import StatementDataset, package_versions
 TEMPLATE = "The capital of {country} is {capital}."
 NEG_TEMPLATE = "The capital of {country} is not {capital}."
 MIN_POPULATION = 100_000
+_GROUP = "country pair"
 
 # Capitals whose truth is disputed between states.
 CONTESTED = frozenset({"EH", "IL", "PS"})
@@ -71,7 +72,7 @@ def capital_claims(seed: int = 0) -> tuple[Claim, ...]:
         {"country": country_name(code), "country_code": code, "capital": capital}
         for code, capital in capital_facts()
     ]
-    return tuple(true_and_false_claims("capitals", subjects, "capital", seed))
+    return tuple(true_and_false_claims("capitals", subjects, "capital", seed, "country_code"))
 
 
 def provenance() -> dict[str, str]:
@@ -80,10 +81,10 @@ def provenance() -> dict[str, str]:
 
 def capitals(seed: int = 0) -> StatementDataset:
     """E.g. "The capital of Peru is Lima." (true) / "... is Oslo." (false); balanced."""
-    return render("capitals", capital_claims(seed), TEMPLATE, provenance(), seed)
+    return render("capitals", capital_claims(seed), TEMPLATE, provenance(), seed, group_by=_GROUP)
 
 
 def neg_capitals(seed: int = 0) -> StatementDataset:
     """E.g. "The capital of Peru is not Oslo." (true); aligned with capitals."""
     claims = capital_claims(seed)
-    return render("neg_capitals", claims, NEG_TEMPLATE, provenance(), seed, negated=True)
+    return render("neg_capitals", claims, NEG_TEMPLATE, provenance(), seed, True, group_by=_GROUP)

@@ -16,6 +16,7 @@ from interplab.datasets.statements import StatementDataset, package_versions
 
 TEMPLATE = "The chemical symbol for {element} is {symbol}."
 NEG_TEMPLATE = "The chemical symbol for {element} is not {symbol}."
+_GROUP = "element pair"
 
 
 @lru_cache(maxsize=1)
@@ -27,7 +28,7 @@ def element_facts() -> tuple[tuple[str, str], ...]:
 @lru_cache(maxsize=8)
 def element_claims(seed: int = 0) -> tuple[Claim, ...]:
     subjects = [{"element": name, "symbol": symbol} for name, symbol in element_facts()]
-    return tuple(true_and_false_claims("chem_symbols", subjects, "symbol", seed))
+    return tuple(true_and_false_claims("chem_symbols", subjects, "symbol", seed, "element"))
 
 
 def provenance() -> dict[str, str]:
@@ -36,10 +37,10 @@ def provenance() -> dict[str, str]:
 
 def chem_symbols(seed: int = 0) -> StatementDataset:
     """E.g. "The chemical symbol for gold is Au." (true) / "... is Ag." (false); balanced."""
-    return render("chem_symbols", element_claims(seed), TEMPLATE, provenance(), seed)
+    return render("chem_symbols", element_claims(seed), TEMPLATE, provenance(), seed, group_by=_GROUP)
 
 
 def neg_chem_symbols(seed: int = 0) -> StatementDataset:
     """E.g. "The chemical symbol for gold is not Ag." (true); aligned with chem_symbols."""
     claims = element_claims(seed)
-    return render("neg_chem_symbols", claims, NEG_TEMPLATE, provenance(), seed, negated=True)
+    return render("neg_chem_symbols", claims, NEG_TEMPLATE, provenance(), seed, True, group_by=_GROUP)

@@ -34,6 +34,7 @@ EXCLUDED_COUNTRIES = frozenset({"HK", "MO"})
 
 TEMPLATE = "The city of {city} is in {country}."
 NEG_TEMPLATE = "The city of {city} is not in {country}."
+_GROUP = "city pair"
 
 
 def english_name(name: str) -> str:
@@ -107,12 +108,14 @@ def city_claims(seed: int = 0) -> tuple[Claim, ...]:
     subjects = [{"city": city, "country_code": code} for city, code in facts]
     namesakes = _all_namesake_countries()
     forbidden = {i: namesakes[city] for i, (city, _) in enumerate(facts)}
-    claims = true_and_false_claims("cities", subjects, "country_code", seed, forbidden)
+    claims = true_and_false_claims(
+        "cities", subjects, "country_code", seed, "city", forbidden
+    )
     out = []
     for c in claims:
         fields = dict(c.fields)
         fields["country"] = country_name(fields["country_code"])
-        out.append(Claim(c.pair_id, fields, c.true))
+        out.append(Claim(c.pair_id, fields, c.true, c.group))
     return tuple(out)
 
 
@@ -122,9 +125,12 @@ def provenance() -> dict[str, str]:
 
 def cities(seed: int = 0) -> StatementDataset:
     """E.g. "The city of Lagos is in Nigeria." (true) / "... is in Peru." (false); balanced."""
-    return render("cities", city_claims(seed), TEMPLATE, provenance(), seed)
+    return render("cities", city_claims(seed), TEMPLATE, provenance(), seed, group_by=_GROUP)
 
 
 def neg_cities(seed: int = 0) -> StatementDataset:
     """E.g. "The city of Lagos is not in Peru." (true); row ``i`` negates ``cities(seed)[i]``."""
-    return render("neg_cities", city_claims(seed), NEG_TEMPLATE, provenance(), seed, negated=True)
+    claims = city_claims(seed)
+    return render(
+        "neg_cities", claims, NEG_TEMPLATE, provenance(), seed, negated=True, group_by=_GROUP
+    )

@@ -7,6 +7,11 @@ label balanced: ``p**2 = 1/2`` for a conjunction and ``1 - (1 - p)**2 = 1/2`` fo
 The numbers of (true, true), (true, false), (false, true) and (false, false) rows are fixed to
 their expected values, so the labels are exactly balanced and the parts independent up to
 rounding.
+
+A compound's group is its pair of cities ("Lima & Oslo", sorted): the compounds about one pair
+stay on one side of an entity split. One city can still appear in compounds on both sides (with
+1,000 compounds over a few hundred cities, grouping every compound that shares a city with
+another would leave almost all rows in one group).
 """
 
 from __future__ import annotations
@@ -55,7 +60,8 @@ def _compound(kind: str, seed: int) -> StatementDataset:
     rows = [key for key, count in part_counts(N_STATEMENTS, kind).items() for _ in range(count)]
     rows = [rows[k] for k in rng.permutation(len(rows))]
     template = CONJ_TEMPLATE if kind == "conj" else DISJ_TEMPLATE
-    statements, labels, meta = [], [], {k: [] for k in ("a", "b", "a_true", "b_true")}
+    statements, labels, groups = [], [], []
+    meta: dict[str, list] = {k: [] for k in ("a", "b", "a_true", "b_true")}
     for a_true, b_true in rows:
         i, j = rng.choice(len(cities), size=2, replace=False)  # two different cities
         a = by_city[cities[i]][a_true]
@@ -64,6 +70,7 @@ def _compound(kind: str, seed: int) -> StatementDataset:
         b_text = f"The city of {b['city']} is in {b['country']}."
         statements.append(template.format(a=_clause(a_text), b=_clause(b_text)))
         labels.append(int(a_true and b_true) if kind == "conj" else int(a_true or b_true))
+        groups.append(" & ".join(sorted((a["city"], b["city"]))))
         meta["a"].append(a_text)
         meta["b"].append(b_text)
         meta["a_true"].append(int(a_true))
@@ -75,6 +82,8 @@ def _compound(kind: str, seed: int) -> StatementDataset:
         provenance=provenance(),
         seed=seed,
         metadata=meta,
+        groups=np.array(groups),
+        group_by="pair of cities",
     )
 
 

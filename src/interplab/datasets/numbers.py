@@ -22,6 +22,7 @@ N_PAIRS = 600  # unordered pairs; each gives two statements
 
 TEMPLATE_LARGER = "{left_cap} is larger than {right}."
 TEMPLATE_SMALLER = "{left_cap} is smaller than {right}."
+_GROUP = "number pair"
 
 
 _UNITS = ["", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -54,7 +55,7 @@ def comparison_claims(seed: int = 0) -> tuple[Claim, ...]:
                 "left_value": str(left),
                 "right_value": str(right),
             }
-            claims.append(Claim(f"numbers/{left}-{right}", fields, left > right))
+            claims.append(Claim(f"numbers/{left}-{right}", fields, left > right, f"{a}-{b}"))
     order = rng.permutation(len(claims))
     return tuple(claims[k] for k in order)
 
@@ -65,10 +66,14 @@ def provenance() -> dict[str, str]:
 
 def larger_than(seed: int = 0) -> StatementDataset:
     """E.g. "Seventy-one is larger than fifty-two." (true iff left > right); balanced."""
-    return render("larger_than", comparison_claims(seed), TEMPLATE_LARGER, provenance(), seed)
+    return render(
+        "larger_than", comparison_claims(seed), TEMPLATE_LARGER, provenance(), seed, group_by=_GROUP
+    )
 
 
 def smaller_than(seed: int = 0) -> StatementDataset:
     """E.g. "Seventy-one is smaller than fifty-two."; row ``i`` has the opposite label of larger_than."""
     claims = comparison_claims(seed)
-    return render("smaller_than", claims, TEMPLATE_SMALLER, provenance(), seed, negated=True)
+    return render(
+        "smaller_than", claims, TEMPLATE_SMALLER, provenance(), seed, True, group_by=_GROUP
+    )

@@ -7,6 +7,9 @@ content hash, so a result can name exactly which sentences it was computed on.
 Statements that are negated (or otherwise label-flipped) twins of each other share a *pair id*:
 ``cities`` and ``neg_cities`` built with the same seed are aligned row by row, and
 :func:`paired` finds the matching rows of any two datasets whose pair ids overlap (as CCS needs).
+
+Rows about the same entity (the same city, Spanish word, element, number pair) share a *group*;
+:func:`interplab.datasets.entity_split` splits by group so no entity is on two sides.
 """
 
 from __future__ import annotations
@@ -69,9 +72,17 @@ class StatementDataset:
         seed: the seed the dataset was generated (or subsampled) with; ``None`` for user files.
         pair_ids: optional ``[n]`` str array; rows of two datasets with equal pair ids make the
             same claim in opposite forms (a statement and its negation), so their labels differ.
+        groups: optional ``[n]`` str array: the entity each row is about (the city, the Spanish
+            word, the element, the number pair, ...; in generated datasets the subjects that
+            exchange wrong answers, e.g. ``"Lima & Oslo"``). Rows of one group must stay on one
+            side of a train/test split; negated twins carry their affirmative twin's group.
+        group_by: what a group is, for split descriptions (``"city pair"``, a CSV column's
+            name); ``"group"`` if groups are given without it.
         metadata: optional per-row columns (e.g. ``{"city": [...], "country": [...]}``), each of
             length ``n``; kept by :meth:`subset` and written by :meth:`to_csv`.
-        content_hash: sha256 of the statements and labels (computed, not passed).
+        content_hash: sha256 of the statements and labels (computed, not passed). Pair ids,
+            groups and metadata are not part of it: it names the sentences and labels a
+            result was computed on, and the split rule is recorded beside it.
     """
 
     name: str
@@ -81,6 +92,8 @@ class StatementDataset:
     seed: int | None = None
     pair_ids: np.ndarray | None = None
     metadata: dict[str, list[Any]] = field(default_factory=dict)
+    groups: np.ndarray | None = None
+    group_by: str | None = None
     content_hash: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -105,6 +118,14 @@ class StatementDataset:
                     f"dataset {self.name!r}: {len(self.pair_ids)} pair ids for {n} statements"
                 )
             object.__setattr__(self, "pair_ids", _frozen_array(self.pair_ids, np.str_))
+        if self.groups is not None:
+            if len(self.groups) != n:
+                raise InterplabError(
+                    f"dataset {self.name!r}: {len(self.groups)} groups for {n} statements"
+                )
+            object.__setattr__(self, "groups", _frozen_array(self.groups, np.str_))
+            if self.group_by is None:
+                object.__setattr__(self, "group_by", "group")
         metadata = {k: list(v) for k, v in self.metadata.items()}
         for key, column in metadata.items():
             if len(column) != n:
@@ -155,6 +176,8 @@ class StatementDataset:
             seed=self.seed,
             pair_ids=None if self.pair_ids is None else self.pair_ids[idx],
             metadata={k: [v[i] for i in idx] for k, v in self.metadata.items()},
+            groups=None if self.groups is None else self.groups[idx],
+            group_by=self.group_by,
         )
 
     def _class_order(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -185,6 +208,8 @@ class StatementDataset:
 
         Deterministic for ``seed``; rows keep their original order within each part. Aligned
         twin datasets with balanced classes (``cities``/``neg_cities``) split identically.
+        This splits by row, so one entity can be on both sides; for held-out scores use
+        :func:`interplab.datasets.entity_split`, which splits by :attr:`groups`.
         """
         if not 0.0 < test_fraction < 1.0:
             raise InterplabError(f"test_fraction must be in (0, 1), got {test_fraction}")
@@ -200,7 +225,7 @@ class StatementDataset:
         return self.subset(np.flatnonzero(~mask)), self.subset(test_idx)
 
     def to_csv(self, path: str | Path) -> Path:
-        """Write ``statement,label[,pair_id][,metadata...]`` as UTF-8 CSV; returns the path.
+        """Write ``statement,label[,pair_id][,group][,metadata...]`` as UTF-8 CSV; returns the path.
 
         :func:`interplab.datasets.load_csv` reads it back with the same content hash.
         """
@@ -211,6 +236,9 @@ class StatementDataset:
         if self.pair_ids is not None:
             header.append("pair_id")
             columns.append(self.pair_ids.tolist())
+        if self.groups is not None:
+            header.append("group")
+            columns.append(self.groups.tolist())
         for key, column in self.metadata.items():
             if key not in header:
                 header.append(key)

@@ -32,6 +32,7 @@ from interplab.errors import InterplabError
 
 TEMPLATE = "The Spanish word '{es}' means '{en}'."
 NEG_TEMPLATE = "The Spanish word '{es}' does not mean '{en}'."
+_GROUP = "Spanish word pair"
 
 MIN_SPEAKERS = 1_000_000
 MIN_COUNTRY_POPULATION = 1_000_000
@@ -162,7 +163,7 @@ def translation_claims(seed: int = 0, include_freedict: bool = False) -> tuple[C
         subjects = [{"es": es, "en": en, "kind": kind} for es, en in pairs]
         forbidden = {i: glosses.get(es, set()) for i, (es, _) in enumerate(pairs)}
         claims += true_and_false_claims(
-            f"sp_en_trans/{kind}", subjects, "en", [seed, offset], forbidden
+            f"sp_en_trans/{kind}", subjects, "en", [seed, offset], "es", forbidden
         )
     order = np.random.default_rng(seed).permutation(len(claims))
     return tuple(claims[k] for k in order)
@@ -189,23 +190,31 @@ def _debian_version(package: str) -> str:
 
 def sp_en_trans(seed: int = 0) -> StatementDataset:
     """E.g. "The Spanish word 'alemán' means 'German'." (true) / "... means 'Polish'." (false)."""
-    return render("sp_en_trans", translation_claims(seed), TEMPLATE, provenance(), seed)
+    return render(
+        "sp_en_trans", translation_claims(seed), TEMPLATE, provenance(), seed, group_by=_GROUP
+    )
 
 
 def neg_sp_en_trans(seed: int = 0) -> StatementDataset:
     """E.g. "The Spanish word 'alemán' does not mean 'Polish'." (true); aligned with sp_en_trans."""
     return render(
-        "neg_sp_en_trans", translation_claims(seed), NEG_TEMPLATE, provenance(), seed, True
+        "neg_sp_en_trans", translation_claims(seed), NEG_TEMPLATE, provenance(), seed, True,
+        group_by=_GROUP,
     )
 
 
 def sp_en_trans_freedict(seed: int = 0) -> StatementDataset:
     """sp_en_trans plus the installed FreeDict dictionary's single-word entries."""
     claims = translation_claims(seed, include_freedict=True)
-    return render("sp_en_trans_freedict", claims, TEMPLATE, provenance(True), seed)
+    return render(
+        "sp_en_trans_freedict", claims, TEMPLATE, provenance(True), seed, group_by=_GROUP
+    )
 
 
 def neg_sp_en_trans_freedict(seed: int = 0) -> StatementDataset:
     """Negated twin of :func:`sp_en_trans_freedict`."""
     claims = translation_claims(seed, include_freedict=True)
-    return render("neg_sp_en_trans_freedict", claims, NEG_TEMPLATE, provenance(True), seed, True)
+    return render(
+        "neg_sp_en_trans_freedict", claims, NEG_TEMPLATE, provenance(True), seed, True,
+        group_by=_GROUP,
+    )

@@ -4,20 +4,22 @@ from interplab.errors import InterplabError
 from interplab.probes.base import CENTERINGS, LinearProbe
 from interplab.probes.ccs import CCSProbe
 from interplab.probes.diffmean import DiffMeanProbe
-from interplab.probes.lda import LDAProbe
+from interplab.probes.lda import LDAProbe, MassMeanIIDProbe
 from interplab.probes.logistic import LogisticProbe
 from interplab.probes.pca import PCABasis, pca_basis
 
 PROBES: dict[str, type[LinearProbe]] = {
     "diffmean": DiffMeanProbe,
     "lda": LDAProbe,
+    "massmean-iid": MassMeanIIDProbe,
     "logistic": LogisticProbe,
     "ccs": CCSProbe,
 }
 
 
 def make_probe(name: str, **params: object) -> LinearProbe:
-    """Build a probe by registry name (``diffmean``, ``lda``, ``logistic``, ``ccs``)."""
+    """Build a probe by registry name (``diffmean``, ``lda``, ``massmean-iid``, ``logistic``,
+    ``ccs``)."""
     if name not in PROBES:
         raise InterplabError(f"unknown probe {name!r}; choose from {', '.join(PROBES)}")
     return PROBES[name](**params)  # type: ignore[arg-type]
@@ -31,6 +33,7 @@ __all__ = [
     "LDAProbe",
     "LinearProbe",
     "LogisticProbe",
+    "MassMeanIIDProbe",
     "PCABasis",
     "make_probe",
     "pca_basis",

@@ -6,11 +6,14 @@ mean used for centring) and ``scale_`` (the spread of training projections, for 
 
 Centring is explicit:
 
-* ``"train"`` (default): every input is centred by the *training* mean. Nothing about a test set
-  leaks into its predictions.
-* ``"per-dataset"``: every input batch is centred by its *own* mean, as in the original truth-probe
-  work. This uses test-set statistics (it assumes each test set is roughly balanced) and reports
-  flag it.
+* ``"train"`` (the default of a probe used on its own): every input is centred by the *training*
+  mean. Nothing about a test set leaks into its predictions.
+* ``"per-dataset"`` (the default of generalization matrices): every input batch is centred by its
+  *own* mean, as in the original truth-probe work. This uses test-set statistics (it assumes each
+  test set is roughly balanced) and reports flag it. A training set mixed from several datasets
+  (e.g. cities + neg_cities) is centred component by component when ``fit`` gets ``groups``
+  (one label per row naming its dataset), as geometry-of-truth does; without ``groups`` it is
+  centred jointly.
 * ``"none"``: raw activations.
 """
 
@@ -47,6 +50,16 @@ def as_labels(y: object, n: int) -> np.ndarray:
     return arr
 
 
+def as_groups(groups: object, n: int) -> np.ndarray | None:
+    """Component labels ``[n]`` of a mixed training set (any hashable values), or ``None``."""
+    if groups is None:
+        return None
+    arr = np.asarray(groups).reshape(-1)
+    if arr.size != n:
+        raise InterplabError(f"got {arr.size} group labels for {n} samples; pass one per row")
+    return arr
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
@@ -62,11 +75,13 @@ class LinearProbe:
         self.centering = centering
 
     # ------------------------------------------------------------------ sklearn API
-    def fit(self, X: object, y: object) -> LinearProbe:
+    def fit(self, X: object, y: object, groups: object = None) -> LinearProbe:
+        """Fit on ``X`` ``[n, d]`` and 0/1 labels ``y`` ``[n]``; ``groups`` ``[n]`` names each
+        row's dataset (used by ``"per-dataset"`` centring only)."""
         X = as_array(X)
         y = as_labels(y, X.shape[0])
         self.mean_ = X.mean(axis=0) if self.centering == "train" else np.zeros(X.shape[1])
-        Xc = self._center(X)
+        Xc = self._center_groups(X, as_groups(groups, X.shape[0]))
         direction, threshold = self._fit_direction(Xc, y)
         self.direction_ = np.asarray(direction, dtype=np.float64)
         self._set_threshold(Xc, y, threshold)
@@ -92,6 +107,16 @@ class LinearProbe:
         if self.centering == "per-dataset":
             return X - X.mean(axis=0)
         return X - self.mean_
+
+    def _center_groups(self, X: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+        """Training-time centring: per-dataset centres each component by its own mean."""
+        if self.centering != "per-dataset" or groups is None:
+            return self._center(X)
+        out = np.empty_like(X)
+        for g in np.unique(groups):
+            rows = groups == g
+            out[rows] = X[rows] - X[rows].mean(axis=0)
+        return out
 
     def decision_function(self, X: object) -> np.ndarray:
         self._check_fitted()
@@ -120,7 +145,8 @@ class LinearProbe:
             raise InterplabError(f"this {type(self).__name__} is not fitted; call fit(X, y) first")
 
     # ------------------------------------------------------------------ controls
-    def with_direction(self, direction: np.ndarray, X: object, y: object) -> LinearProbe:
+    def with_direction(self, direction: np.ndarray, X: object, y: object,
+                       groups: object = None) -> LinearProbe:
         """A copy that uses ``direction`` with a threshold (and orientation) refit on (X, y).
 
         Used for the norm-matched random-direction control: the best a random direction can do
@@ -130,7 +156,8 @@ class LinearProbe:
         out = copy.copy(self)
         out.direction_ = np.asarray(direction, dtype=np.float64)
         X = as_array(X)
-        out._set_threshold(out._center(X), as_labels(y, X.shape[0]), None)
+        Xc = out._center_groups(X, as_groups(groups, X.shape[0]))
+        out._set_threshold(Xc, as_labels(y, X.shape[0]), None)
         return out
 
     def get_params(self, deep: bool = True) -> dict:

@@ -6,21 +6,38 @@ import numpy as np
 import torch
 
 from interplab.errors import InterplabError
-from interplab.probes.base import LinearProbe, as_array
+from interplab.probes.base import LinearProbe, as_array, as_groups
+
+
+def side_stats(X: np.ndarray) -> tuple[np.ndarray, float]:
+    """Mean ``[d]`` and scale (mean row norm of the centred rows / √d) of one side of the pairs."""
+    mean = X.mean(axis=0)
+    scale = float(np.linalg.norm(X - mean, axis=1).mean() / np.sqrt(X.shape[1]))
+    return mean, (scale if scale > 0 else 1.0)
 
 
 class CCSProbe(LinearProbe):
     """CCS: find ``p(x) = σ(w·x̂ + b)`` with ``p(x⁺) ≈ 1 − p(x⁻)`` and confident answers.
 
     ``fit(X, y=None, X_neg=...)``: row i of ``X`` is a statement and row i of ``X_neg`` its
-    negation. Each set is centred by its own mean and scaled to unit mean norm × √d before fitting
-    (otherwise "is negated" solves the objective trivially). The loss is
-    ``mean((p⁺ − (1 − p⁻))²) + mean(min(p⁺, p⁻)²)``, minimised from ``n_restarts`` random starts
-    (all at once, L-BFGS, a small L2 penalty); the lowest loss wins. CCS's sign is arbitrary: with labels ``y`` for ``X`` it is
-    fixed so that true statements score high; without, it stays arbitrary (the honest answer).
+    negation. Each side is normalised by *its own* mean and scale (``x̂ = (x − μ_side) / s_side``,
+    ``s`` the mean norm of the centred rows / √d), otherwise "is negated" solves the objective
+    trivially. The loss is ``mean((p⁺ − (1 − p⁻))²) + mean(min(p⁺, p⁻)²)``, minimised from
+    ``n_restarts`` random starts (all at once, L-BFGS, a small L2 penalty); the lowest loss wins.
+    CCS's sign is arbitrary: with labels ``y`` for ``X`` it is fixed so that true statements score
+    high; without, it stays arbitrary (the honest answer).
 
-    Single statements are scored as ``σ(w·(x − mean_) / norm_ + b)`` with the training
-    statements' mean and scale (``centering="train"``) or the batch's own (``"per-dataset"``).
+    Scoring normalises exactly as training did, side by side:
+
+    * ``centering="train"`` (and ``"none"``, which CCS cannot honour: unnormalised pairs are
+      separated by the negation itself): the statistics stored per side at fit time,
+      ``mean_``/``norm_`` for affirmations and ``mean_neg_``/``norm_neg_`` for negations. Pass
+      ``negated=True`` when scoring negated statements on their own.
+    * ``"per-dataset"``: every scored batch by its own mean and scale, as the reference CCS
+      implementation normalises each side of its test set. With ``groups`` at fit time each
+      training component (e.g. cities and sp_en_trans pairs) is normalised by its own statistics.
+
+    ``direction_`` is ``w / norm_`` (raw affirmation units), ``threshold_`` is ``−b``.
     """
 
     name = "ccs"
@@ -31,27 +48,26 @@ class CCSProbe(LinearProbe):
         self.n_restarts, self.max_iter = n_restarts, max_iter
         self.weight_decay, self.seed = weight_decay, seed
 
-    def fit(self, X: object, y: object = None, X_neg: object = None) -> CCSProbe:  # type: ignore[override]
+    def fit(self, X: object, y: object = None, X_neg: object = None,  # type: ignore[override]
+            groups: object = None) -> CCSProbe:
         if X_neg is None:
             raise InterplabError("CCS trains on pairs: pass X_neg, the activations of the negations")
         Xp, Xn = as_array(X), as_array(X_neg)
         if Xp.shape != Xn.shape:
             raise InterplabError(f"X and X_neg must have the same shape, got {Xp.shape} and {Xn.shape}")
         d = Xp.shape[1]
-        self.mean_ = Xp.mean(axis=0)
-        mean_neg = Xn.mean(axis=0)
-        self.norm_ = float(np.linalg.norm(Xp - self.mean_, axis=1).mean() / np.sqrt(d)) or 1.0
-        norm_neg = float(np.linalg.norm(Xn - mean_neg, axis=1).mean() / np.sqrt(d)) or 1.0
+        self.mean_, self.norm_ = side_stats(Xp)
+        self.mean_neg_, self.norm_neg_ = side_stats(Xn)
+        g = as_groups(groups, Xp.shape[0])
+        zp, zn = self._normalise_training(Xp, g, False), self._normalise_training(Xn, g, True)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # these matrices are small: one thread avoids contention
         try:
-            wv, bv = self._optimise(Xp, Xn, mean_neg, norm_neg, d)
+            wv, bv = self._optimise(zp, zn, d)
         finally:
             torch.set_num_threads(threads)
         if y is not None:
             yv = np.asarray(y).reshape(-1)
-            zp = (Xp - self.mean_) / self.norm_
-            zn = (Xn - mean_neg) / norm_neg
             pp = 1 / (1 + np.exp(-(zp @ wv + bv)))
             pn = 1 / (1 + np.exp(-(zn @ wv + bv)))
             if ((0.5 * (pp + 1 - pn) > 0.5) == yv).mean() < 0.5:
@@ -65,10 +81,55 @@ class CCSProbe(LinearProbe):
         self.n_features_in_ = d
         return self
 
-    def _optimise(self, Xp: np.ndarray, Xn: np.ndarray, mean_neg: np.ndarray, norm_neg: float,
-                  d: int) -> tuple[np.ndarray, float]:
-        zp = torch.tensor((Xp - self.mean_) / self.norm_, dtype=torch.float32)
-        zn = torch.tensor((Xn - mean_neg) / norm_neg, dtype=torch.float32)
+    def _normalise_training(self, X: np.ndarray, groups: np.ndarray | None,
+                            negated: bool) -> np.ndarray:
+        if self.centering != "per-dataset" or groups is None:
+            return self._normalise(X, negated)
+        out = np.empty_like(X)
+        for g in np.unique(groups):
+            mean, scale = side_stats(X[groups == g])
+            out[groups == g] = (X[groups == g] - mean) / scale
+        return out
+
+    def _normalise(self, X: np.ndarray, negated: bool) -> np.ndarray:
+        """``x̂`` for one side: the batch's own statistics (per-dataset) or the stored ones."""
+        if self.centering == "per-dataset":
+            mean, scale = side_stats(X)
+        elif negated:
+            mean, scale = self.mean_neg_, self.norm_neg_
+        else:
+            mean, scale = self.mean_, self.norm_
+        return (X - mean) / scale
+
+    def _center_groups(self, X: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+        return self._normalise_training(X, groups, False) * self.norm_
+
+    def _center(self, X: np.ndarray) -> np.ndarray:
+        # In raw affirmation units, so that ``direction_`` (= w / norm_) applies; used by the
+        # base class for affirmations (and by ``with_direction``'s threshold refit).
+        return self._normalise(X, False) * self.norm_
+
+    def decision_function(self, X: object, negated: bool = False) -> np.ndarray:  # type: ignore[override]
+        """``w·x̂ + b`` for ``X`` ``[n, d]``, normalised as the side it belongs to was in training."""
+        self._check_fitted()
+        X = as_array(X)
+        if X.shape[1] != self.n_features_in_:
+            raise InterplabError(f"probe was fitted on {self.n_features_in_} features, got {X.shape[1]}")
+        return self._normalise(X, negated) * self.norm_ @ self.direction_ - self.threshold_
+
+    def predict_proba(self, X: object, negated: bool = False) -> np.ndarray:  # type: ignore[override]
+        p1 = 1 / (1 + np.exp(-self.decision_function(X, negated)))
+        return np.stack([1 - p1, p1], axis=1)
+
+    def predict(self, X: object, negated: bool = False) -> np.ndarray:  # type: ignore[override]
+        return (self.decision_function(X, negated) > 0).astype(np.int64)
+
+    def score(self, X: object, y: object, negated: bool = False) -> float:  # type: ignore[override]
+        return float((self.predict(X, negated) == np.asarray(y).reshape(-1)).mean())
+
+    def _optimise(self, zp_np: np.ndarray, zn_np: np.ndarray, d: int) -> tuple[np.ndarray, float]:
+        zp = torch.tensor(zp_np, dtype=torch.float32)
+        zn = torch.tensor(zn_np, dtype=torch.float32)
         gen = torch.Generator().manual_seed(self.seed)
         w = (torch.randn(self.n_restarts, d, generator=gen) / np.sqrt(d)).requires_grad_()
         b = torch.zeros(self.n_restarts, requires_grad=True)
@@ -98,9 +159,10 @@ class CCSProbe(LinearProbe):
         return consistency + confidence
 
     def predict_pairs(self, X: object, X_neg: object) -> np.ndarray:
-        """Predict from (statement, negation) pairs: ``(p⁺ + 1 − p⁻) / 2 > 0.5``."""
+        """Predict from (statement, negation) pairs: ``(p⁺ + 1 − p⁻) / 2 > 0.5``, each side
+        normalised as in training."""
         pp = self.predict_proba(X)[:, 1]
-        pn = self.predict_proba(X_neg)[:, 1]
+        pn = self.predict_proba(X_neg, negated=True)[:, 1]
         return (0.5 * (pp + 1 - pn) > 0.5).astype(np.int64)
 
     def get_params(self, deep: bool = True) -> dict:

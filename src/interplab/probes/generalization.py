@@ -5,28 +5,50 @@ dataset, and returns per-row correctness so confidence intervals can be computed
 Every probe is accompanied by its controls: the same probe fitted on shuffled labels (for CCS,
 whose training uses no labels, on *broken pairs* instead), and a norm-matched random direction
 given the same threshold fitting.
+
+Centring defaults to ``"per-dataset"``, as in the truth-probe literature (geometry-of-truth): each
+test set is centred by its own mean, and a training set mixed from several datasets is centred
+component by component (``LabelledActs.groups``). ``"train"`` and ``"none"`` remain options; the
+outcome records which one was used.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from interplab.controls import random_direction_like, shuffled_labels
 from interplab.probes import make_probe
 from interplab.probes.base import LinearProbe
+from interplab.probes.ccs import CCSProbe
 
 VARIANTS = ("probe", "shuffled", "random")
 
 
 @dataclass
 class LabelledActs:
-    """Activations of one split: ``X`` is ``[n_layers, n, d_model]``, ``y`` is ``[n]``."""
+    """Activations of one split: ``X`` is ``[n_layers, n, d_model]``, ``y`` is ``[n]``.
+
+    ``negated``: the statements are negations (e.g. neg_cities); CCS scores them with the
+    statistics of the negated side of its training pairs (it matters under ``"train"`` centring).
+    ``groups`` (``[n]``, optional): the dataset each row comes from, for a mixed training set;
+    ``"per-dataset"`` centring centres each component by its own mean.
+    """
 
     X: np.ndarray
     y: np.ndarray
+    negated: bool = False
+    groups: np.ndarray | None = None
+
+    @classmethod
+    def concatenate(cls, parts: dict[str, LabelledActs]) -> LabelledActs:
+        """One training set from several datasets, with ``groups`` naming each row's dataset."""
+        names = list(parts)
+        return cls(np.concatenate([parts[k].X for k in names], axis=1),
+                   np.concatenate([parts[k].y for k in names]),
+                   groups=np.concatenate([np.full(len(parts[k].y), k) for k in names]))
 
 
 @dataclass
@@ -36,6 +58,7 @@ class PairedActs:
     X_pos: np.ndarray  # [n_layers, n, d]
     X_neg: np.ndarray  # [n_layers, n, d]
     y: np.ndarray  # [n] labels of the X_pos statements (used only to fix CCS's sign)
+    groups: np.ndarray | None = None  # [n] the dataset pair each row comes from (per-dataset)
 
 
 @dataclass
@@ -43,12 +66,17 @@ class ProbeOutcome:
     """Per (variant, test set): correctness ``[n_layers, n_test]`` and decision values.
 
     For ``shuffled``, correctness is the fraction of the ``n_shuffles`` shuffled fits that got
-    each row right, and ``shuffle_acc[test]`` holds each shuffle's accuracy ``[n_layers, K]``.
+    each row right, ``shuffle_acc[test]`` holds each shuffle's accuracy ``[n_layers, K]`` and
+    ``shuffle_correct[test]`` each shuffle's correctness ``[n_layers, K, n_test]``: give it to
+    :func:`interplab.controls.shuffled_accuracy_interval` for an interval that includes the
+    spread between shuffles (``bootstrap_accuracy`` of the averaged ``correct`` does not).
     """
 
     correct: dict[str, dict[str, np.ndarray]]
     decision: dict[str, dict[str, np.ndarray]]
     shuffle_acc: dict[str, np.ndarray]
+    centering: str  # the centring used: "per-dataset", "train" or "none"
+    shuffle_correct: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def fit_and_test(
@@ -57,7 +85,7 @@ def fit_and_test(
     tests: dict[str, LabelledActs],
     *,
     pairs: PairedActs | None = None,
-    centering: str = "train",
+    centering: str = "per-dataset",
     variants: Sequence[str] = VARIANTS,
     seed: int = 0,
     n_shuffles: int = 5,
@@ -69,7 +97,9 @@ def fit_and_test(
     CCS the pairs are broken instead; ``n_shuffles`` independent shuffles, averaged: a single
     shuffled mass-mean direction leans on whatever high-variance axis it happens to catch, so one
     draw can land far from 0.5 either way) and ``random`` (a random direction with the probe's
-    norm and a refit threshold).
+    norm and a refit threshold). ``centering`` (default ``"per-dataset"``) is recorded in the
+    outcome; ``train.groups`` / ``pairs.groups`` make per-dataset centring centre each training
+    component by its own mean.
     """
     if n_shuffles < 1:
         raise ValueError("n_shuffles must be at least 1")
@@ -78,9 +108,11 @@ def fit_and_test(
     decision = {v: {t: np.zeros((n_layers, len(s.y))) for t, s in tests.items()}
                 for v in variants}
     shuffle_acc = {t: np.zeros((n_layers, n_shuffles)) for t in tests}
+    shuffle_correct = ({t: np.zeros((n_layers, n_shuffles, len(s.y)), dtype=bool)
+                        for t, s in tests.items()} if "shuffled" in variants else {})
     rng = np.random.default_rng(seed)
     shuffled_ys = [shuffled_labels(train.y, seed=seed + k) for k in range(n_shuffles)]
-    broken = ([rng.permutation(len(pairs.y)) for _ in range(n_shuffles)]
+    broken = ([_permute_within(rng, pairs.groups, len(pairs.y)) for _ in range(n_shuffles)]
               if pairs is not None else None)
     for layer in range(n_layers):
         fitted: dict[str, LinearProbe] = {}
@@ -88,44 +120,68 @@ def fit_and_test(
         if probe_name == "ccs":
             assert pairs is not None and broken is not None
             fitted["probe"] = make_probe("ccs", centering=centering, seed=seed).fit(
-                pairs.X_pos[layer], pairs.y, X_neg=pairs.X_neg[layer])
+                pairs.X_pos[layer], pairs.y, X_neg=pairs.X_neg[layer], groups=pairs.groups)
             if "shuffled" in variants:
+                # rows are permuted within each component, so a broken pair stays in its dataset
                 shuffled_fits = [make_probe("ccs", centering=centering, seed=seed).fit(
-                    pairs.X_pos[layer], pairs.y, X_neg=pairs.X_neg[layer][b]) for b in broken]
+                    pairs.X_pos[layer], pairs.y, X_neg=pairs.X_neg[layer][b], groups=pairs.groups)
+                    for b in broken]
         else:
-            fitted["probe"] = make_probe(probe_name, centering=centering).fit(train.X[layer], train.y)
+            fitted["probe"] = make_probe(probe_name, centering=centering).fit(
+                train.X[layer], train.y, groups=train.groups)
             if "shuffled" in variants:
-                shuffled_fits = [make_probe(probe_name, centering=centering).fit(train.X[layer], ys)
-                                 for ys in shuffled_ys]
+                shuffled_fits = [make_probe(probe_name, centering=centering).fit(
+                    train.X[layer], ys, groups=train.groups) for ys in shuffled_ys]
         if shuffled_fits:
             fitted["shuffled"] = shuffled_fits[0]
         if "random" in variants:
             direction = random_direction_like(fitted["probe"].direction_, seed=seed + 7919 * layer)
-            threshold_X = pairs.X_pos[layer] if probe_name == "ccs" else train.X[layer]
-            threshold_y = pairs.y if probe_name == "ccs" else train.y
-            fitted["random"] = fitted["probe"].with_direction(direction, threshold_X, threshold_y)
+            ref = (LabelledActs(pairs.X_pos, pairs.y, groups=pairs.groups) if probe_name == "ccs"
+                   else train)
+            fitted["random"] = fitted["probe"].with_direction(direction, ref.X[layer], ref.y,
+                                                              groups=ref.groups)
         for v in variants:
             for t, s in tests.items():
                 if v == "shuffled":
-                    hits = np.stack([(f.decision_function(s.X[layer]) > 0) == s.y
+                    hits = np.stack([(_decide(f, s, layer) > 0) == s.y
                                      for f in shuffled_fits])  # [K, n]
                     shuffle_acc[t][layer] = hits.mean(axis=1)
+                    shuffle_correct[t][layer] = hits
                     correct[v][t][layer] = hits.mean(axis=0)
-                    decision[v][t][layer] = fitted[v].decision_function(s.X[layer])
+                    decision[v][t][layer] = _decide(fitted[v], s, layer)
                     continue
-                dec = fitted[v].decision_function(s.X[layer])
+                dec = _decide(fitted[v], s, layer)
                 decision[v][t][layer] = dec
                 correct[v][t][layer] = (dec > 0).astype(np.int64) == s.y
         if on_layer is not None:
             on_layer()
-    return ProbeOutcome(correct, decision, shuffle_acc)
+    return ProbeOutcome(correct, decision, shuffle_acc, centering, shuffle_correct)
+
+
+def _permute_within(rng: np.random.Generator, groups: np.ndarray | None, n: int) -> np.ndarray:
+    """A random permutation of ``range(n)`` that moves rows only within their group."""
+    if groups is None:
+        return rng.permutation(n)
+    perm = np.arange(n)
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        perm[rows] = rng.permutation(rows)
+    return perm
+
+
+def _decide(probe: LinearProbe, s: LabelledActs, layer: int) -> np.ndarray:
+    if isinstance(probe, CCSProbe):
+        return probe.decision_function(s.X[layer], negated=s.negated)
+    return probe.decision_function(s.X[layer])
 
 
 def bootstrap_accuracy(correct: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
                        level: float = 0.95) -> dict[str, list]:
     """Accuracy and percentile-bootstrap interval for each row of ``correct`` ``[k, n]``.
 
-    Entries may be fractions (the share of several shuffled fits that got a row right).
+    Entries may be fractions (the share of several shuffled fits that got a row right); the
+    interval is then that of the mean of the shuffles, without the spread between them (use
+    :func:`interplab.controls.shuffled_accuracy_interval` for the shuffled-label control).
 
     The same resampled row sets are used for every row of ``correct`` (common random numbers),
     so differences between probes at one test set are not blurred by resampling noise.

@@ -1,4 +1,24 @@
-"""Logistic-regression probe (L2-regularised, scikit-learn's lbfgs solver)."""
+"""Logistic-regression probe (L2-regularised, scikit-learn's lbfgs solver).
+
+Regularisation contract. scikit-learn minimises ``½‖w‖² + C Σ log-loss``, so the same ``C``
+regularises more or less depending on the scale of the inputs, and residual-stream scales differ
+by orders of magnitude between layers. This probe therefore states the scale ``C`` applies to:
+
+* ``input_scale="rms"`` (default): the centred training inputs divided by their overall RMS (one
+  scalar, ``input_scale_``; afterwards the mean squared entry is 1). The fit is exactly
+  ``LogisticRegression(C)`` on ``Xc / input_scale_``; multiplying the activations by any factor
+  leaves its predictions unchanged, so one ``C`` means the same at every layer and in every
+  model. ``C_raw_ = C / input_scale_²`` is the equivalent ``C`` of plain scikit-learn on the raw
+  centred activations, recorded for comparison with other work.
+* ``input_scale="none"``: plain ``LogisticRegression(C)`` on the centred activations (raw units),
+  as most published truth probes use it. The effective regularisation then changes with the
+  activation scale (by ~300× between early and late layers of a small model).
+
+``C`` is a positive number, or ``"validation"``: chosen from ``Cs`` by stratified
+``n_folds``-fold cross-validation accuracy on the training set only (folds fixed by
+``random_state=0``; ties go to the smaller ``C``), then refit on the whole training set; the
+choice is ``C_``. The direction returned is in raw activation units in every case.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +27,66 @@ import warnings
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 
+from interplab.errors import InterplabError
 from interplab.probes.base import LinearProbe
+
+INPUT_SCALES = ("rms", "none")
+DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 
 
 class LogisticProbe(LinearProbe):
-    """Logistic regression on centred activations.
-
-    Inputs are divided by their overall RMS before fitting so that ``C`` means the same at every
-    layer (residual-stream norms grow with depth); the returned direction is in raw units.
-    """
+    """Logistic regression on centred activations; ``C`` applies to inputs in the scale named by
+    ``input_scale`` (see the module docstring). Fitted: ``C_``, ``input_scale_``, ``C_raw_``."""
 
     name = "logistic"
 
-    def __init__(self, centering: str = "train", C: float = 1.0, max_iter: int = 500) -> None:
+    def __init__(self, centering: str = "train", C: float | str = 1.0, max_iter: int = 500,
+                 input_scale: str = "rms", Cs: tuple[float, ...] = DEFAULT_CS,
+                 n_folds: int = 5) -> None:
         super().__init__(centering)
-        self.C = C
-        self.max_iter = max_iter
+        if C != "validation" and not (isinstance(C, int | float) and C > 0):
+            raise InterplabError(f"C must be a positive number or 'validation', not {C!r}")
+        if input_scale not in INPUT_SCALES:
+            raise InterplabError(f"input_scale must be one of {INPUT_SCALES}, not {input_scale!r}")
+        if not Cs or any(not c > 0 for c in Cs) or n_folds < 2:
+            raise InterplabError("Cs must be positive numbers and n_folds at least 2")
+        self.C, self.max_iter, self.input_scale = C, max_iter, input_scale
+        self.Cs, self.n_folds = tuple(sorted(Cs)), n_folds
 
     def _fit_direction(self, Xc: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-        rms = float(np.sqrt((Xc**2).mean())) or 1.0
-        clf = LogisticRegression(C=self.C, max_iter=self.max_iter)
+        scale = float(np.sqrt((Xc**2).mean())) if self.input_scale == "rms" else 1.0
+        scale = scale or 1.0
+        Z = Xc / scale
+        C = self._validated_C(Z, y) if self.C == "validation" else float(self.C)
+        clf = self._fit(Z, y, C)
+        self.C_, self.input_scale_, self.C_raw_ = C, scale, C / scale**2
+        self.n_iter_ = int(clf.n_iter_[0])
+        return clf.coef_[0] / scale, float(-clf.intercept_[0])
+
+    def _fit(self, Z: np.ndarray, y: np.ndarray, C: float,
+             clf: LogisticRegression | None = None) -> LogisticRegression:
+        clf = clf or LogisticRegression(C=C, max_iter=self.max_iter)
+        clf.set_params(C=C)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.fit(Xc / rms, y)
-        self.n_iter_ = int(clf.n_iter_[0])
-        return clf.coef_[0] / rms, float(-clf.intercept_[0])
+            return clf.fit(Z, y)
+
+    def _validated_C(self, Z: np.ndarray, y: np.ndarray) -> float:
+        """The ``C`` of ``Cs`` with the best mean held-out accuracy over stratified folds."""
+        if np.bincount(y).min() < self.n_folds:
+            raise InterplabError(f"C='validation' needs at least n_folds={self.n_folds} training "
+                                 "statements of each class; pass a number for C or fewer folds")
+        folds = StratifiedKFold(self.n_folds, shuffle=True, random_state=0)
+        acc = np.zeros(len(self.Cs))
+        for tr, va in folds.split(Z, y):
+            clf = LogisticRegression(max_iter=self.max_iter, warm_start=True)
+            for i, C in enumerate(self.Cs):  # ascending C: each fit starts from the last
+                acc[i] += self._fit(Z[tr], y[tr], C, clf).score(Z[va], y[va])
+        self.cv_accuracy_ = acc / self.n_folds
+        return float(self.Cs[int(np.argmax(acc))])
 
     def get_params(self, deep: bool = True) -> dict:
-        return {"centering": self.centering, "C": self.C, "max_iter": self.max_iter}
+        return {"centering": self.centering, "C": self.C, "max_iter": self.max_iter,
+                "input_scale": self.input_scale, "Cs": self.Cs, "n_folds": self.n_folds}

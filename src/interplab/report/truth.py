@@ -1,9 +1,11 @@
 """The truth study's report: one self-contained HTML file with its figures inline.
 
-Figures: accuracy by layer per probe with every control and 95 % intervals; generalization
-heatmaps at the best layer (cells below chance stand out in blue); PCA scatter of each dataset and
-of one dataset in another's basis; plus the likelihood table. It draws what the result holds and
-computes nothing new.
+The page answers its question first (the summary the study wrote), then shows the graded
+findings in one table, the controls that are off with a comment each, and the figures: test
+accuracy by layer per probe with every control, the validation curve and the chosen layer;
+generalization heatmaps at the chosen layer (cells below chance stand out in blue); PCA scatter
+of each dataset and of one dataset in another's basis; plus the likelihood table. It draws what
+the result holds and computes nothing new: verdicts and their thresholds come from the study.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from interplab.controls.multiple import VERDICT_WORDS
 from interplab.report.html import figure_png, render, use_agg
 
-PROBE_LABELS = {"diffmean": "mass-mean", "lda": "LDA", "logistic": "logistic", "ccs": "CCS"}
+PROBE_LABELS = {"diffmean": "mass-mean", "lda": "LDA", "massmean-iid": "mass-mean iid",
+                "logistic": "logistic", "ccs": "CCS"}
 VARIANT_STYLE = {
     "probe": {"color": "#1f4e9c", "ls": "-", "label": "probe"},
     "shuffled": {"color": "#888888", "ls": "--",
-                 "label": "shuffled labels, mean of several shuffles (CCS: broken pairs)"},
+                 "label": "shuffled labels (CCS: broken pairs); interval of one shuffle"},
     "random": {"color": "#c98a00", "ls": ":", "label": "random direction (norm-matched)"},
     "reset": {"color": "#c0392b", "ls": "-.", "label": "reset (weight-permuted) network"},
 }
@@ -27,6 +31,7 @@ VARIANT_STYLE = {
 
 def _accuracy_by_layer(r: Any, train: str) -> str:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     probes = [p for p in r.probes if p in r.heldout.get(train, {})]
     fig, axes = plt.subplots(1, max(len(probes), 1), figsize=(3.6 * max(len(probes), 1), 3.2),
@@ -41,20 +46,26 @@ def _accuracy_by_layer(r: Any, train: str) -> str:
                     label=st["label"])
             ax.fill_between(r.layers, entry["lo"], entry["hi"], color=st["color"], alpha=0.15,
                             lw=0)
+        val = r.validation.get(train, {}).get(probe)
+        if val is not None:
+            ax.plot(r.layers, val["value"], color="#1f4e9c", lw=0.9, ls=(0, (1, 1.5)),
+                    label="probe on validation (chooses the layer)")
         ax.axhline(0.5, color="black", lw=0.6)
         if lp_acc is not None:
             ax.axhline(lp_acc, color="#2e8b57", lw=1, ls=(0, (5, 2, 1, 2)),
                        label="log-probability threshold")
         best = r.best_layer[train][probe]
         ax.axvline(best, color="#1f4e9c", lw=0.6, alpha=0.5)
-        ax.set_title(f"{PROBE_LABELS.get(probe, probe)} (best layer {best})", fontsize=10)
+        ax.set_title(f"{PROBE_LABELS.get(probe, probe)} (layer {best} chosen on validation)",
+                     fontsize=9)
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.25)
-    axes[0][0].set_ylabel(f"held-out accuracy\n(trained on {train})")
+    axes[0][0].set_ylabel(f"test accuracy\n(trained on {train})")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, -0.12))
+               bbox_to_anchor=(0.5, -0.2))
     return figure_png(fig)
 
 
@@ -89,9 +100,10 @@ def _heatmap(r: Any, probe: str) -> str:
     ax.set_xticks(range(len(tests)), tests, rotation=35, ha="right", fontsize=8)
     ax.set_yticks(range(len(trains)),
                   [f"{t} (L{r.best_layer[t][probe]})" for t in trains], fontsize=8)
-    ax.set_xlabel("test set (held-out split)")
+    ax.set_xlabel("test set (own datasets: test split; others: all rows but twins of "
+                  "training rows)", fontsize=8)
     ax.set_ylabel("trained on")
-    ax.set_title(f"{PROBE_LABELS.get(probe, probe)}: accuracy at each row's best layer "
+    ax.set_title(f"{PROBE_LABELS.get(probe, probe)}: accuracy at each row's chosen layer "
                  "(sh = shuffled control, rs = reset network)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
     return figure_png(fig)
@@ -149,7 +161,8 @@ def _summary_rows(r: Any) -> list[dict[str, Any]]:
                 continue
             layer = r.best_layer[train][probe]
             li = r.layers.index(layer)
-            row = {"train": train, "probe_name": PROBE_LABELS.get(probe, probe), "layer": layer}
+            row = {"train": train, "probe_name": PROBE_LABELS.get(probe, probe), "layer": layer,
+                   "validation": r.validation[train][probe]["value"][li]}
             for variant in ("probe", "shuffled", "random", "reset"):
                 e = r.heldout[train][probe].get(variant)
                 row["acc" if variant == "probe" else variant] = None if e is None else {
@@ -158,33 +171,28 @@ def _summary_rows(r: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _verdict_index(r: Any) -> dict[tuple[str, str, str], dict[str, Any]]:
+    return {(v["train"], v["probe"], v["test"]): v for v in r.verdicts}
+
+
 def _transfer_rows(r: Any) -> list[dict[str, Any]]:
-    """The headline transfers, each with its controls."""
+    """The headline transfers, each with its controls and the study's verdict."""
     wanted = [("cities", "neg_cities"), ("cities", "sp_en_trans"), ("larger_than", "smaller_than"),
               ("cities", "cities_conj"), ("cities", "cities_disj")]
-    rows = []
-    for train, test in wanted:
-        if train not in r.accuracy or test not in r.test_sets:
-            continue
-        for probe in r.probes:
-            if probe not in r.accuracy[train]:
-                continue
-            layer = r.best_layer[train][probe]
-            row = {"train": train, "test": test, "probe_name": PROBE_LABELS.get(probe, probe),
-                   "layer": layer}
-            for variant in ("probe", "shuffled", "random", "reset"):
-                row["acc" if variant == "probe" else variant] = (
-                    r.acc(train, probe, variant, layer, test)
-                    if variant in r.accuracy[train][probe] else None)
-            v = row["acc"]
-            rates = r.accuracy[train][probe]["probe"].get("positive_rate")
-            rate = (rates[r.layers.index(layer)][r.test_sets.index(test)]
-                    if rates is not None else 0.5)
-            row["verdict"] = ("inverted" if v["hi"] < 0.5 else
-                              "transfers" if v["lo"] > 0.5 else
-                              "one class" if rate >= 0.97 or rate <= 0.03 else "chance")
-            rows.append(row)
-    return rows
+    verdicts = _verdict_index(r)
+    return [{**verdicts[(train, probe, test)], "probe_name": PROBE_LABELS.get(probe, probe)}
+            for train, test in wanted for probe in r.probes
+            if (train, probe, test) in verdicts]
+
+
+def _finding_rows(r: Any) -> list[dict[str, Any]]:
+    """Every transfer the study did not read as chance, plus own-split results the reset network
+    matches: one table instead of one box per finding, most striking first."""
+    order = ["inverted", "weakly below chance", "one class", "above chance", "weakly above chance",
+             "too few statements", "chance"]
+    rows = [{**v, "probe_name": PROBE_LABELS.get(v["probe"], v["probe"])} for v in r.verdicts
+            if (v["kind"] == "transfer" and v["verdict"] != "chance") or v["reset_matches"]]
+    return sorted(rows, key=lambda v: (order.index(v["verdict"]), v["value"]))
 
 
 def write_truth_report(result: Any, path: str | Path) -> Path:
@@ -211,7 +219,7 @@ def write_truth_report(result: Any, path: str | Path) -> Path:
         })
     return render(
         "truth.html", path, r=r, figures=figures, summary=_summary_rows(r),
-        transfers=_transfer_rows(r), likelihood_rows=likelihood_rows,
+        transfers=_transfer_rows(r), findings=_finding_rows(r), verdict_words=VERDICT_WORDS,
+        probe_labels=PROBE_LABELS, likelihood_rows=likelihood_rows,
         first_train=r.train_sets[0] if r.train_sets else "",
-        per_dataset_centering=r.config.get("centering") == "per-dataset",
     )

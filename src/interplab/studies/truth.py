@@ -1,18 +1,26 @@
 """The truth study: do activations linearly represent whether a statement is true?
 
-Data flow: statement datasets → last-token residual stream at every layer (+ each statement's
-log-probability, same pass) for the model and for its weight-permuted reset copy → per training
-set, layer and probe: held-out and cross-dataset accuracy with bootstrap CIs, beside the
-shuffled-label, random-direction and reset-network controls and a log-probability baseline →
-a JSON-serialisable :class:`TruthResult` (the report draws it).
+Data flow: statement datasets → checks that every split can support the study (before any model
+is run) → last-token residual stream at every layer (+ each statement's log-probability, same
+pass) for the model and for its weight-permuted reset copy, cached on disk → per training set,
+layer and probe: a fit on the train split, the layer chosen on the validation split, accuracy on
+the test split and on every other dataset with bootstrap CIs, beside the shuffled-label,
+random-direction and reset-network controls and a log-probability baseline → graded verdicts
+(binomial tests, Benjamini–Hochberg) and a summary → a JSON-serialisable :class:`TruthResult`
+(the report draws it).
+
+Splits are by entity (the city, the word, the number pair) so no subject is on both sides. A
+dataset outside a training set is scored on all its rows, except the negation twins of that
+training set's training rows (they restate a training claim).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +41,8 @@ DEFAULT_DATASETS = [
 DEFAULT_TRAIN_SETS = [["cities"], ["cities", "neg_cities"], ["larger_than"], ["sp_en_trans"]]
 DEFAULT_PCA_PAIRS = [["cities", "neg_cities"], ["larger_than", "smaller_than"]]
 CONTROLS = ("shuffled", "random", "reset")
+SPLIT_PARTS = ("train", "val", "test")
+TOKENS = "last token of each statement, blocks.{layer}.hook_resid_post (before the final norm)"
 
 
 @dataclass
@@ -46,8 +56,12 @@ class TruthConfig:
     probes: list[str] = field(default_factory=lambda: ["diffmean", "lda", "logistic", "ccs"])
     controls: list[str] = field(default_factory=lambda: list(CONTROLS))
     max_per_dataset: int | None = 600
-    test_fraction: float = 0.3
-    centering: str = "train"
+    split: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])  # train, val, test
+    centering: str = "per-dataset"
+    # How statements of twin datasets (cities / neg_cities) are matched: "auto" (pair ids when
+    # both have them, else row order when the files are aligned), "row", or a CSV column name.
+    pair_by: str = "auto"
+    group_column: str | None = None  # CSV column naming each row's entity (for the split)
     seed: int = 0
     n_boot: int = 1000
     n_shuffles: int = 5
@@ -76,10 +90,15 @@ class TruthConfig:
                     f"training set {ts} uses {missing}, which is not among the datasets "
                     f"{sorted(names)}; add it to the datasets"
                 )
-        if not 0 < self.test_fraction < 1:
-            raise InterplabError("test_fraction must be between 0 and 1")
+        if (len(self.split) != 3 or min(self.split) <= 0
+                or abs(sum(self.split) - 1) > 1e-6):
+            raise InterplabError(
+                f"split must be three positive fractions (train, validation, test) summing to 1, "
+                f"got {self.split}; e.g. 0.6,0.2,0.2")
         if self.n_shuffles < 1:
             raise InterplabError("n_shuffles must be at least 1")
+        if self.layers is not None and any(layer < 0 for layer in self.layers):
+            raise InterplabError(f"layers must be non-negative block indices, got {self.layers}")
 
 
 @dataclass
@@ -96,11 +115,20 @@ class TruthResult:
     train_sets: list[str]
     test_sets: list[str]
     # accuracy[train][probe][variant] = {"value": [L][T], "lo": [L][T], "hi": [L][T], "n": [T]}
+    # on the rows ``scored[train][test]`` describes
     accuracy: dict[str, dict[str, dict[str, dict[str, Any]]]]
     # heldout[train][probe][variant] = {"value": [L], "lo": [L], "hi": [L], "n"}: the training
-    # datasets' own test splits pooled (the in-distribution number)
+    # datasets' own test splits pooled (the in-distribution number), at every layer
     heldout: dict[str, dict[str, dict[str, dict[str, Any]]]]
+    # validation[train][probe] = {"value": [L], "n"}: pooled validation splits (chooses the layer)
+    validation: dict[str, dict[str, dict[str, Any]]]
     best_layer: dict[str, dict[str, int]]
+    # scored[train][test] = {"rows": "test split" | "all rows", "n", "twins_left_out"}
+    scored: dict[str, dict[str, dict[str, Any]]]
+    method: dict[str, Any]  # split rule, centring, tokens, layer selection, multiple comparisons
+    verdicts: list[dict[str, Any]]  # one row per (train, probe, test) at the chosen layer
+    control_checks: list[dict[str, Any]]  # controls that are off, each with a comment
+    summary: list[str]  # the answer, in a few sentences
     likelihood: dict[str, Any]
     pca: dict[str, Any]
     notes: list[str]
@@ -143,51 +171,229 @@ def _versions() -> dict[str, str]:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
-def _harvest_all(lm: Any, datasets: dict, layers: list[int], batch_size: int,
-                 progress: Progress | LineProgress, label: str,
-                 with_logprobs: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-    """Per dataset: last-token resid_post at ``layers`` ``[L, n, d]`` and log-probabilities."""
-    from interplab.activations import harvest
+# ---------------------------------------------------------------------------------- datasets
+def _load_one(spec: str, config: TruthConfig) -> Any:
+    from interplab.datasets import load_csv, load_dataset
 
-    hooks = [f"blocks.{layer}.hook_resid_post" for layer in layers]
-    task = progress.add_task(f"harvest ({label})", total=len(datasets))
+    if not spec.lower().endswith(".csv"):
+        return load_dataset(spec, seed=config.seed)
+    kwargs: dict[str, Any] = {}
+    if config.pair_by not in ("auto", "row"):
+        kwargs["pair_col"] = config.pair_by
+    if config.group_column:
+        kwargs["group_col"] = config.group_column
+    return load_csv(spec, **kwargs)
+
+
+def _twin_couples(names: list[str]) -> list[tuple[str, str]]:
+    """(affirmative, negated) couples of datasets both present in the run."""
+    from interplab.datasets import NEGATION_TWINS
+
+    return [(a, b) for a, b in NEGATION_TWINS.items() if a in names and b in names]
+
+
+def _aligned(a: Any, b: Any) -> bool:
+    return len(a) == len(b) and bool((a.labels != b.labels).all())
+
+
+def _pair_twins(datasets: dict[str, Any], config: TruthConfig, notes: list[str]) -> None:
+    """Give twin datasets pair ids by row order where asked for (or, under "auto", aligned)."""
+    for a, b in _twin_couples(list(datasets)):
+        da, db = datasets[a], datasets[b]
+        by_row = config.pair_by == "row" or (
+            config.pair_by == "auto" and (da.pair_ids is None or db.pair_ids is None)
+            and _aligned(da, db))
+        if config.pair_by == "row" and not _aligned(da, db):
+            raise InterplabError(
+                f"--pair-by row: {a} ({len(da)} rows) and {b} ({len(db)} rows) are not aligned "
+                "(same length, opposite label on every row); give them a shared pair-id column "
+                "and pass --pair-by COLUMN")
+        if by_row:
+            ids = np.array([f"row{i}" for i in range(len(da))])
+            datasets[a], datasets[b] = replace(da, pair_ids=ids), replace(db, pair_ids=ids)
+            if config.pair_by == "auto":
+                notes.append(f"{a} and {b} have no pair ids; they are aligned (same length, "
+                             "opposite labels row by row), so row i of one was paired with "
+                             "row i of the other.")
+
+
+def _twin_rows(datasets: dict[str, Any], a: str, b: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Aligned row indices of the statements ``a`` and ``b`` share, or None if unknown."""
+    from interplab.datasets import paired
+
+    try:
+        return paired(datasets[a], datasets[b])
+    except InterplabError:
+        return None
+
+
+def _split_one(ds: Any, config: TruthConfig) -> Any:
+    from interplab.datasets import entity_split
+
+    # Sizes are checked afterwards, for training datasets only (a target may be small).
+    return entity_split(ds, tuple(config.split), seed=config.seed, min_per_class=0)
+
+
+def _make_splits(datasets: dict[str, Any], config: TruthConfig) -> dict[str, Any]:
+    """Split every dataset by entity; a negated twin follows its affirmative's split row for row,
+    so a mixed training set (cities + neg_cities) never has a claim in train and its negation in
+    test (entity_split already does this when both carry the same groups)."""
+    from interplab.datasets import Split
+
+    splits = {name: _split_one(ds, config) for name, ds in datasets.items()}
+    for a, b in _twin_couples(list(datasets)):
+        rows = _twin_rows(datasets, a, b)
+        if rows is None:
+            continue
+        part_of = np.empty(len(datasets[b]), dtype=object)
+        for p, idx in splits[b].sides().items():
+            part_of[idx] = p
+        before = part_of.copy()
+        where_a = {int(i): p for p, idx in splits[a].sides().items() for i in idx}
+        for ia, ib in zip(*rows, strict=True):
+            part_of[ib] = where_a[int(ia)]
+        if (part_of != before).any():
+            splits[b] = Split(*(np.flatnonzero(part_of == p) for p in SPLIT_PARTS),
+                              rule=f"{splits[b].rule}; twins of {a} rows moved to their side",
+                              fractions=splits[b].fractions)
+    return splits
+
+
+def _check_sizes(config: TruthConfig, datasets: dict[str, Any], splits: dict[str, Any]) -> None:
+    """Refuse, before harvesting, a training dataset whose splits are too small to use."""
+    from interplab.datasets import check_split_sizes
+
+    for name in sorted({_short_name(n) for ts in config.train_sets for n in ts}):
+        check_split_sizes(datasets[name], splits[name])
+
+
+def _check_pairs(config: TruthConfig, datasets: dict[str, Any]) -> None:
+    """CCS needs statement/negation pairs: refuse before harvesting if they cannot be formed."""
+    if "ccs" not in config.probes:
+        return
+    for a, b in _twin_couples(list(datasets)):
+        in_train = any(n in (a, b) for ts in config.train_sets for n in map(_short_name, ts))
+        if in_train and _twin_rows(datasets, a, b) is None:
+            raise InterplabError(
+                f"the CCS probe needs statement/negation pairs, but {a} and {b} share no pair "
+                "ids and are not aligned row by row; add a shared 'pair_id' column (or pass "
+                "--pair-by COLUMN), or leave ccs out of --probes")
+
+
+def _load_datasets(config: TruthConfig, notes: list[str]) -> tuple[dict, dict[str, Any]]:
+    datasets = {_short_name(spec): _load_one(spec, config) for spec in config.datasets}
+    _pair_twins(datasets, config, notes)
+    if config.max_per_dataset is not None:  # twins keep their alignment (same seed and quotas)
+        datasets = {n: ds.balanced_subsample(config.max_per_dataset, seed=config.seed)
+                    if config.max_per_dataset < len(ds) else ds for n, ds in datasets.items()}
+    _check_pairs(config, datasets)
+    splits = _make_splits(datasets, config)
+    _check_sizes(config, datasets, splits)
+    return datasets, splits
+
+
+def _scored_rows(names: list[str], datasets: dict, splits: dict[str, Any]
+                 ) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
+    """Rows of every dataset scored for a probe trained on ``names``, with a description.
+
+    A training dataset is scored on its test split. Any other dataset is untouched by this probe
+    and scored on all its rows, except the negation twins of training rows (they restate, negated,
+    a claim the probe was fitted on).
+    """
     out = {}
-    for name, ds in datasets.items():
-        acts = harvest(lm, ds.statements, hooks, "last", batch_size=batch_size,
-                       with_logprobs=with_logprobs, progress=False)
-        X = torch.stack([acts[h] for h in hooks]).float().numpy()  # [L, n, d]
-        out[name] = (X, acts.text_logprob.numpy() if with_logprobs else None)
-        progress.advance(task)
+    for test, ds in datasets.items():
+        if test in names:
+            rows = splits[test].test
+            out[test] = (rows, {"rows": "test split", "n": len(rows), "twins_left_out": 0})
+            continue
+        keep = np.ones(len(ds), dtype=bool)
+        for a, b in _twin_couples(list(datasets)):
+            if test not in (a, b) or (b if test == a else a) not in names:
+                continue
+            other = b if test == a else a
+            rows = _twin_rows(datasets, a, b)
+            if rows is None:
+                continue
+            mine, theirs = (rows[0], rows[1]) if test == a else (rows[1], rows[0])
+            keep[mine[np.isin(theirs, splits[other].train)]] = False
+        rows = np.flatnonzero(keep)
+        out[test] = (rows, {"rows": "all rows", "n": len(rows),
+                            "twins_left_out": int(len(ds) - len(rows))})
     return out
 
 
-def run_truth(config: TruthConfig, *, progress: bool = True,
-              console: Console | None = None) -> TruthResult:
-    """Run the study described by ``config``; returns the result (nothing is written)."""
-    from interplab.datasets import NEGATION_TWINS, load_dataset
+# ---------------------------------------------------------------------------------- harvest
+def _cache_path(cache_dir: Path, identity: dict, ds: Any, layers: list[int],
+                with_logprobs: bool) -> Path:
+    key = json.dumps({"model": identity, "dataset": ds.content_hash, "layers": layers,
+                      "tokens": TOKENS, "logprobs": with_logprobs}, sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    return cache_dir / f"{ds.name}-{digest}.safetensors"
+
+
+def _harvest_one(lm: Any, ds: Any, layers: list[int], batch_size: int, with_logprobs: bool,
+                 cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """Last-token resid_post ``[L, n, d]`` and log-probabilities, from the cache when present."""
+    from safetensors.numpy import load_file, save
+
+    from interplab.activations import harvest
+    from interplab.activations.store import _atomic_write_bytes
+
+    path = _cache_path(cache_dir, lm.identity(), ds, layers, with_logprobs) if cache_dir else None
+    if path is not None and path.is_file():
+        try:
+            t = load_file(str(path))
+            if t["acts"].shape[:2] == (len(layers), len(ds)):
+                return t["acts"], t.get("logprob"), True
+        except Exception:  # noqa: BLE001 - a damaged cache file is re-harvested, not fatal
+            pass
+    hooks = [f"blocks.{layer}.hook_resid_post" for layer in layers]
+    acts = harvest(lm, ds.statements, hooks, "last", batch_size=batch_size,
+                   with_logprobs=with_logprobs, progress=False)
+    X = torch.stack([acts[h] for h in hooks]).float().numpy()  # [L, n, d]
+    lp = acts.text_logprob.float().numpy() if with_logprobs else None
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {"acts": np.ascontiguousarray(X)}
+        if lp is not None:
+            tensors["logprob"] = np.ascontiguousarray(lp)
+        _atomic_write_bytes(path, save(tensors))
+    return X, lp, False
+
+
+def _harvest_all(lm: Any, datasets: dict, layers: list[int], batch_size: int,
+                 progress: Progress | LineProgress, label: str, cache_dir: Path | None,
+                 with_logprobs: bool = True) -> tuple[dict[str, tuple], int]:
+    """Per dataset ``(X [L, n, d], logprob [n] | None)``; also how many came from the cache."""
+    task = progress.add_task(f"harvest ({label})", total=len(datasets))
+    out, reused = {}, 0
+    for name, ds in datasets.items():
+        X, lp, hit = _harvest_one(lm, ds, layers, batch_size, with_logprobs, cache_dir)
+        out[name] = (X, lp)
+        reused += hit
+        progress.advance(task)
+    return out, reused
+
+
+# ---------------------------------------------------------------------------------- the run
+def run_truth(config: TruthConfig, *, progress: bool = True, console: Console | None = None,
+              cache_dir: str | Path | None = None) -> TruthResult:
+    """Run the study described by ``config``; returns the result.
+
+    Every check on the data (split sizes per class, statement/negation pairs for CCS) runs before
+    the model is loaded. With ``cache_dir``, harvested activations are kept there (one
+    safetensors file per model identity, dataset content hash and layer list) and reused by a
+    later run, so a failure after the harvest never costs the harvest again.
+    """
     from interplab.models import load, reset_copy
-    from interplab.probes.generalization import (
-        LabelledActs,
-        bootstrap_accuracy,
-        fit_and_test,
-    )
 
     config.validate()
     console = console or Console(stderr=True)
+    cache = Path(cache_dir) if cache_dir is not None else None
     timings: dict[str, float] = {}
     notes: list[str] = []
     t0 = time.perf_counter()
-
-    datasets = {}
-    for spec in config.datasets:
-        ds = load_dataset(spec, seed=config.seed, max_size=config.max_per_dataset)
-        datasets[_short_name(spec)] = ds
-    splits = {}
-    for name, ds in datasets.items():
-        train_ds, test_ds = ds.train_test_split(config.test_fraction, seed=config.seed)
-        where = {s: i for i, s in enumerate(ds.statements)}
-        splits[name] = (np.array([where[s] for s in train_ds.statements]),
-                        np.array([where[s] for s in test_ds.statements]))
+    datasets, splits = _load_datasets(config, notes)
     timings["datasets_s"] = time.perf_counter() - t0
 
     with progress_display(console, enabled=progress) as bar:
@@ -201,55 +407,106 @@ def run_truth(config: TruthConfig, *, progress: bool = True,
         console.print(f"loaded {lm.name} in {timings['load_s']:.0f} s; {len(datasets)} datasets, "
                       f"{n_statements} statements, {len(layers)} layers")
         t = time.perf_counter()
-        acts = {"model": _harvest_all(lm, datasets, layers, config.batch_size, bar, "model")}
-        console.print(f"harvested the model in {time.perf_counter() - t:.0f} s")
+        model_acts, reused = _harvest_all(lm, datasets, layers, config.batch_size, bar, "model",
+                                          cache)
+        acts = {"model": model_acts}
         reset_identity = None
         if "reset" in config.controls:
             reset = reset_copy(lm, seed=config.seed)
             reset_identity = reset.identity()
-            acts["reset"] = _harvest_all(reset, datasets, layers, config.batch_size, bar,
-                                         "reset network", with_logprobs=False)
+            acts["reset"], hits = _harvest_all(reset, datasets, layers, config.batch_size, bar,
+                                               "reset network", cache, with_logprobs=False)
+            reused += hits
             del reset
         timings["harvest_s"] = time.perf_counter() - t
-        console.print(f"harvesting done in {timings['harvest_s']:.0f} s")
+        console.print(f"harvesting done in {timings['harvest_s']:.0f} s"
+                      + (f" ({reused} dataset harvests reused from {cache})" if reused else ""))
         model_identity = lm.identity()
         del lm
 
         t = time.perf_counter()
-        # Probe fits are many small problems: one BLAS/torch thread each is several times faster
-        # than two threads contending (and than torch's idle workers spinning next to BLAS's).
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        blas_limit = threadpool_limits(limits=1)
-        test_names = list(datasets)
-        train_keys = [_train_key(ts) for ts in config.train_sets]
-        variants = ["probe", *[c for c in ("shuffled", "random") if c in config.controls]]
-        n_fits = len(train_keys) * len(config.probes) * (1 + ("reset" in acts))
-        fit_task = bar.add_task("fit probes", total=n_fits * len(layers))
-        correct: dict[tuple, np.ndarray] = {}  # (train, probe, variant) -> per test [L, n]
-        shuffle_sd: dict[tuple, dict[str, np.ndarray]] = {}  # spread over shuffles, per test [L]
-        decisions: dict[tuple, dict[str, np.ndarray]] = {}
-        for ts, key in zip(config.train_sets, train_keys, strict=True):
-            names = [_short_name(n) for n in ts]
-            for source in acts:
-                data = acts[source]
+        fits = _fit_everything(config, datasets, splits, acts, layers, bar, notes, timings)
+        timings["probes_s"] = time.perf_counter() - t
+        console.print(f"fitted probes and controls in {timings['probes_s']:.0f} s")
 
-                def part(name: str, which: int, data: dict = data) -> tuple[np.ndarray, np.ndarray]:
-                    idx = splits[name][which]
-                    return data[name][0][:, idx], datasets[name].labels[idx]
+    t = time.perf_counter()
+    test_names = list(datasets)
+    train_keys = [_train_key(ts) for ts in config.train_sets]
+    accuracy, heldout, validation, best_layer = _aggregate(config, fits, test_names, layers)
+    scored = {key: {n: info for n, (_, info) in rows.items()} for key, rows in fits.rows.items()}
+    likelihood = _likelihood(config, datasets, splits, acts["model"], test_names, train_keys,
+                             fits, best_layer, layers)
+    pca = _pca_views(config, datasets, acts["model"], best_layer, train_keys, layers)
+    verdicts = _verdicts(accuracy, best_layer, train_keys, test_names, layers, scored)
+    control_checks = _control_checks(heldout, best_layer, layers)
+    method = _method(config, datasets, splits, train_keys, layers)
+    summary = _summary(model_identity["name"], verdicts, control_checks, heldout, best_layer,
+                       layers)
+    timings["analysis_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
 
-                Xs, ys = zip(*(part(n, 0) for n in names), strict=True)
-                train = LabelledActs(np.concatenate(Xs, axis=1), np.concatenate(ys))
-                tests = {n: LabelledActs(*part(n, 1)) for n in test_names}
-                pairs = _ccs_pairs(names, datasets, splits, data, NEGATION_TWINS)
+    return TruthResult(
+        config=asdict(config), versions=_versions(), model=model_identity,
+        reset_model=reset_identity,
+        datasets=[{**ds.identity, **{f"n_{p}": int(len(splits[n].sides()[p])) for p in SPLIT_PARTS},
+                   "split_rule": splits[n].rule, "example_true": _example(ds, 1),
+                   "example_false": _example(ds, 0)} for n, ds in datasets.items()],
+        layers=layers, probes=list(config.probes), train_sets=train_keys, test_sets=test_names,
+        accuracy=accuracy, heldout=heldout, validation=validation, best_layer=best_layer,
+        scored=scored, method=method, verdicts=verdicts, control_checks=control_checks,
+        summary=summary, likelihood=likelihood, pca=pca, notes=notes, timings=timings,
+    )
+
+
+@dataclass
+class _Fits:
+    """Per-row outcomes of every fit: keys are (train key, probe, variant)."""
+
+    correct: dict[tuple, dict[str, np.ndarray]]  # per test set (and "val:<name>") [L, n]
+    decisions: dict[tuple, dict[str, np.ndarray]]
+    shuffle_correct: dict[tuple, dict[str, np.ndarray]]  # per test [L, n_shuffles, n]
+    rows: dict[str, dict[str, tuple[np.ndarray, dict[str, Any]]]]  # train key -> scored rows
+    own: dict[str, list[str]]  # train key -> its datasets
+
+
+def _fit_everything(config: TruthConfig, datasets: dict, splits: dict[str, Any], acts: dict,
+                    layers: list[int], bar: Progress | LineProgress, notes: list[str],
+                    timings: dict[str, float]) -> _Fits:
+    from interplab.probes.generalization import LabelledActs, fit_and_test
+
+    # Probe fits are many small problems: one BLAS/torch thread each is several times faster
+    # than two threads contending (and than torch's idle workers spinning next to BLAS's).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    blas_limit = threadpool_limits(limits=1)
+    variants = ["probe", *[c for c in ("shuffled", "random") if c in config.controls]]
+    n_fits = len(config.train_sets) * len(config.probes) * (1 + ("reset" in acts))
+    fit_task = bar.add_task("fit probes", total=n_fits * len(layers))
+    fits = _Fits({}, {}, {}, {}, {})
+    negated = {b for _, b in _twin_couples(list(datasets))}
+    try:
+        for ts in config.train_sets:
+            key, names = _train_key(ts), [_short_name(n) for n in ts]
+            fits.own[key] = names
+            fits.rows[key] = _scored_rows(names, datasets, splits)
+            for source, data in acts.items():
+                def part(name: str, rows: np.ndarray, data: dict = data) -> LabelledActs:
+                    return LabelledActs(data[name][0][:, rows], datasets[name].labels[rows],
+                                        negated=name in negated)
+
+                # groups name each row's dataset: per-dataset centring centres each component
+                train = LabelledActs.concatenate({n: part(n, splits[n].train) for n in names})
+                tests = {n: part(n, rows) for n, (rows, _) in fits.rows[key].items()}
+                tests.update({f"val:{n}": part(n, splits[n].val) for n in names})
+                pairs = (_ccs_pairs(names, datasets, splits, data)
+                         if "ccs" in config.probes else None)
                 for probe in config.probes:
                     if probe == "ccs" and pairs is None:
                         if source == "model":
                             notes.append(
                                 f"CCS was not trained on {key}: it needs statement/negation "
                                 "pairs, and none of its datasets has its negated twin among the "
-                                "datasets of this run."
-                            )
+                                "datasets of this run.")
                         bar.advance(fit_task, len(layers))
                         continue
                     t_fit = time.perf_counter()
@@ -262,71 +519,69 @@ def run_truth(config: TruthConfig, *, progress: bool = True,
                     fit_key = f"fit_{probe}_{source}_s"
                     timings[fit_key] = timings.get(fit_key, 0.0) + time.perf_counter() - t_fit
                     if source == "model" and "shuffled" in outcome.correct:
-                        shuffle_sd[(key, probe)] = {t: a.std(axis=1)
-                                                    for t, a in outcome.shuffle_acc.items()}
+                        fits.shuffle_correct[(key, probe)] = outcome.shuffle_correct
                     for v in outcome.correct:
                         name_v = v if source == "model" else "reset"
-                        correct[(key, probe, name_v)] = outcome.correct[v]
-                        decisions[(key, probe, name_v)] = outcome.decision[v]
+                        fits.correct[(key, probe, name_v)] = outcome.correct[v]
+                        fits.decisions[(key, probe, name_v)] = outcome.decision[v]
+    finally:
         blas_limit.restore_original_limits()
         torch.set_num_threads(threads)
-        timings["probes_s"] = time.perf_counter() - t
-        console.print(f"fitted probes and controls in {timings['probes_s']:.0f} s")
+    return fits
 
-    t = time.perf_counter()
+
+def _aggregate(config: TruthConfig, fits: _Fits, test_names: list[str], layers: list[int]
+               ) -> tuple[dict, dict, dict, dict]:
+    """Bootstrap intervals per cell; the layer chosen on validation, the curve on test."""
     accuracy: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
-    for (key, probe, variant), per_test in correct.items():
-        value = np.zeros((len(layers), len(test_names)))
-        lo, hi = value.copy(), value.copy()
-        ns = []
-        for ti, tname in enumerate(test_names):
-            est = bootstrap_accuracy(per_test[tname], n_boot=config.n_boot, seed=config.seed + ti)
-            value[:, ti], lo[:, ti], hi[:, ti] = est["value"], est["lo"], est["hi"]
-            ns.append(est["n"])
-        accuracy.setdefault(key, {}).setdefault(probe, {})[variant] = {
-            "value": value.tolist(), "lo": lo.tolist(), "hi": hi.tolist(), "n": ns}
-        if variant in ("probe", "reset") and (key, probe, variant) in decisions:
-            dec = decisions[(key, probe, variant)]
-            accuracy[key][probe][variant]["positive_rate"] = np.stack(
+    for key, probe, variant in fits.correct:
+        cells = [_interval(fits, key, probe, variant, [t], config, config.seed + ti)
+                 for ti, t in enumerate(test_names)]
+        entry = {k: np.stack([c[k] for c in cells], axis=1).tolist()
+                 for k in ("value", "lo", "hi")}
+        entry["n"] = [c["n"] for c in cells]
+        accuracy.setdefault(key, {}).setdefault(probe, {})[variant] = entry
+        dec = fits.decisions[(key, probe, variant)]
+        if variant in ("probe", "reset"):
+            entry["positive_rate"] = np.stack(
                 [(dec[t] > 0).mean(axis=1) for t in test_names], axis=1).tolist()
         if variant == "shuffled":  # how much single shuffles disagree with each other
-            accuracy[key][probe][variant]["sd_over_shuffles"] = np.stack(
-                [shuffle_sd[(key, probe)][t] for t in test_names], axis=1).tolist()
+            entry["sd_over_shuffles"] = np.stack([c["sd_over_shuffles"] for c in cells],
+                                                 axis=1).tolist()
 
-    # In-distribution accuracy: the training datasets' own test splits pooled. The best layer per
-    # (train set, probe) maximises it; cross-dataset numbers are not used to choose it.
     heldout: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    validation: dict[str, dict[str, dict[str, Any]]] = {}
     best_layer: dict[str, dict[str, int]] = {}
-    own_of = {k: [_short_name(n) for n in ts] for ts, k in zip(config.train_sets, train_keys,
-                                                                strict=True)}
-    for (key, probe, variant), per_test in correct.items():
-        pooled = np.concatenate([per_test[n] for n in own_of[key]], axis=1)  # [L, n_own]
-        heldout.setdefault(key, {}).setdefault(probe, {})[variant] = bootstrap_accuracy(
-            pooled, n_boot=config.n_boot, seed=config.seed)
-    for key, per_probe in heldout.items():
-        for probe, entry in per_probe.items():
-            best_layer.setdefault(key, {})[probe] = layers[int(np.argmax(entry["probe"]["value"]))]
+    for (key, probe, variant), per_test in fits.correct.items():
+        own = fits.own[key]
+        est = _interval(fits, key, probe, variant, own, config, config.seed)
+        heldout.setdefault(key, {}).setdefault(probe, {})[variant] = {
+            k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in est.items()}
+        if variant == "probe":
+            val = np.concatenate([per_test[f"val:{n}"] for n in own], axis=1)
+            val_acc = val.mean(axis=1)
+            validation.setdefault(key, {})[probe] = {"value": val_acc.tolist(),
+                                                     "n": int(val.shape[1])}
+            best_layer.setdefault(key, {})[probe] = layers[int(np.argmax(val_acc))]
+    return accuracy, heldout, validation, best_layer
 
-    likelihood = _likelihood(config, datasets, splits, acts["model"], test_names, train_keys,
-                             decisions, best_layer, layers)
-    pca = _pca_views(config, datasets, acts["model"], best_layer, train_keys, layers)
-    notes.extend(_findings(config, accuracy, best_layer, train_keys, test_names, layers))
-    if config.centering == "per-dataset":
-        notes.append("Per-dataset centring: every test set was centred by its own mean, which "
-                     "uses test-set statistics (and assumes each test set is balanced).")
-    timings["analysis_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t0
 
-    return TruthResult(
-        config=asdict(config), versions=_versions(), model=model_identity,
-        reset_model=reset_identity,
-        datasets=[{**ds.identity, "n_train": int(len(splits[n][0])),
-                   "n_test": int(len(splits[n][1])), "example_true": _example(ds, 1),
-                   "example_false": _example(ds, 0)} for n, ds in datasets.items()],
-        layers=layers, probes=list(config.probes), train_sets=train_keys, test_sets=test_names,
-        accuracy=accuracy, heldout=heldout, best_layer=best_layer, likelihood=likelihood, pca=pca, notes=notes,
-        timings=timings,
-    )
+def _interval(fits: _Fits, key: str, probe: str, variant: str, tests: list[str],
+              config: TruthConfig, seed: int) -> dict[str, Any]:
+    """Accuracy per layer on ``tests`` pooled, with its 95 % interval. The shuffled-label
+    control's interval is that of one shuffled probe, so it includes the spread between
+    shuffles (a bootstrap of their mean would read 0.41 ± 0.02 as below chance)."""
+    from interplab.controls import shuffled_accuracy_interval
+    from interplab.probes.generalization import bootstrap_accuracy
+
+    if variant == "shuffled":
+        hits = np.concatenate([fits.shuffle_correct[(key, probe)][t] for t in tests], axis=2)
+        est = shuffled_accuracy_interval(hits, n_boot=config.n_boot, seed=seed)
+        est.pop("per_shuffle")
+    else:
+        correct = np.concatenate([fits.correct[(key, probe, variant)][t] for t in tests], axis=1)
+        est = bootstrap_accuracy(correct, n_boot=config.n_boot, seed=seed)
+    return {k: np.asarray(v) if isinstance(v, list) else v for k, v in est.items()}
 
 
 def _example(ds: Any, label: int) -> str:
@@ -334,30 +589,27 @@ def _example(ds: Any, label: int) -> str:
     return ds.statements[int(idx[0])] if idx.size else ""
 
 
-def _ccs_pairs(names: list[str], datasets: dict, splits: dict, data: dict,
-               twins: dict[str, str]) -> Any:
+def _ccs_pairs(names: list[str], datasets: dict, splits: dict[str, Any], data: dict) -> Any:
     """Training pairs for CCS: each training dataset with its negated twin (train splits)."""
-    from interplab.datasets import paired
     from interplab.probes.generalization import PairedActs
 
-    reverse = {v: k for k, v in twins.items()}
-    Xp, Xn, ys = [], [], []
-    used = set()
-    for name in names:
-        if name in used:
+    Xp, Xn, ys, groups = [], [], [], []
+    for a, b in _twin_couples(list(datasets)):
+        if a not in names and b not in names:
             continue
-        pos, neg = (name, twins.get(name)) if name in twins else (reverse.get(name), name)
-        if pos is None or neg is None or pos not in datasets or neg not in datasets:
+        rows = _twin_rows(datasets, a, b)
+        if rows is None:
             continue
-        used.update((pos, neg))
-        tp, tn = splits[pos][0], splits[neg][0]
-        ia, ib = paired(datasets[pos].subset(tp), datasets[neg].subset(tn))
-        Xp.append(data[pos][0][:, tp[ia]])
-        Xn.append(data[neg][0][:, tn[ib]])
-        ys.append(datasets[pos].labels[tp[ia]])
-    if not Xp:
+        ia, ib = rows
+        keep = np.isin(ia, splits[a].train) & np.isin(ib, splits[b].train)
+        Xp.append(data[a][0][:, ia[keep]])
+        Xn.append(data[b][0][:, ib[keep]])
+        ys.append(datasets[a].labels[ia[keep]])
+        groups.append(np.full(int(keep.sum()), f"{a}/{b}"))
+    if not Xp or sum(len(y) for y in ys) == 0:
         return None
-    return PairedActs(np.concatenate(Xp, axis=1), np.concatenate(Xn, axis=1), np.concatenate(ys))
+    return PairedActs(np.concatenate(Xp, axis=1), np.concatenate(Xn, axis=1), np.concatenate(ys),
+                      groups=np.concatenate(groups))
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -367,8 +619,8 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def _likelihood(config: TruthConfig, datasets: dict, splits: dict, data: dict,
-                test_names: list[str], train_keys: list[str], decisions: dict,
+def _likelihood(config: TruthConfig, datasets: dict, splits: dict[str, Any], data: dict,
+                test_names: list[str], train_keys: list[str], fits: _Fits,
                 best_layer: dict, layers: list[int]) -> dict[str, Any]:
     """Truth versus likelihood: log-prob/label correlations and a log-prob threshold baseline."""
     from interplab.probes.generalization import bootstrap_accuracy
@@ -387,8 +639,8 @@ def _likelihood(config: TruthConfig, datasets: dict, splits: dict, data: dict,
     baseline: dict[str, dict[str, Any]] = {}
     for ts, key in zip(config.train_sets, train_keys, strict=True):
         names = [_short_name(n) for n in ts]
-        lp = np.concatenate([data[n][1][splits[n][0]] for n in names])
-        y = np.concatenate([datasets[n].labels[splits[n][0]] for n in names])
+        lp = np.concatenate([data[n][1][splits[n].train] for n in names])
+        y = np.concatenate([datasets[n].labels[splits[n].train] for n in names])
         # 1-D threshold classifier, orientation and cut chosen on the training split only
         candidates = np.unique(lp)
         best = (0.0, 0.0, 1)
@@ -400,7 +652,7 @@ def _likelihood(config: TruthConfig, datasets: dict, splits: dict, data: dict,
         _, cut, sign = best
         baseline[key] = {"threshold": cut, "sign": sign, "test": {}}
         for ti, name in enumerate(test_names):
-            idx = splits[name][1]
+            idx = fits.rows[key][name][0]
             pred = ((sign * (data[name][1][idx] - cut)) > 0).astype(int)
             ok = (pred == datasets[name].labels[idx])[None, :]
             est = bootstrap_accuracy(ok, n_boot=config.n_boot, seed=config.seed + ti)
@@ -409,12 +661,13 @@ def _likelihood(config: TruthConfig, datasets: dict, splits: dict, data: dict,
     probe_corr: dict[str, dict[str, dict[str, float]]] = {}
     for key in train_keys:
         for probe, layer in best_layer.get(key, {}).items():
-            dec = decisions.get((key, probe, "probe"))
+            dec = fits.decisions.get((key, probe, "probe"))
             if dec is None:
                 continue
             li = layers.index(layer)
             probe_corr.setdefault(key, {})[probe] = {
-                name: _pearson(dec[name][li], data[name][1][splits[name][1]]) for name in test_names
+                name: _pearson(dec[name][li], data[name][1][fits.rows[key][name][0]])
+                for name in test_names
             }
     return {"per_dataset": per_dataset, "baseline": baseline, "probe_logprob_r": probe_corr}
 
@@ -448,48 +701,175 @@ def _pca_views(config: TruthConfig, datasets: dict, data: dict, best_layer: dict
     return {"layer": layer, "own": own, "cross": cross}
 
 
-def _findings(config: TruthConfig, accuracy: dict, best_layer: dict, train_keys: list[str],
-              test_names: list[str], layers: list[int]) -> list[str]:
-    """Plain-language notes: inversions, one-class predictions, and a reset network that matches."""
-    notes = []
+
+
+# ---------------------------------------------------------------------------------- readings
+_CENTERING_WORDS = {
+    "per-dataset": "every dataset centred by its own mean (each component of a mixed training set "
+                   "by its own), as in the geometry-of-truth work; this uses each test set's mean",
+    "train": "every input centred by the training mean; nothing about a test set is used",
+    "none": "raw activations, no centring",
+}
+
+
+def _method(config: TruthConfig, datasets: dict, splits: dict[str, Any],
+            train_keys: list[str], layers: list[int]) -> dict[str, Any]:
+    from interplab.controls.multiple import FDR_LEVEL, MIN_VERDICT_N
+
+    return {
+        "split": {"fractions": list(config.split),
+                  "rules": {n: splits[n].rule for n in datasets}},
+        "centering": config.centering,
+        "centering_description": _CENTERING_WORDS[config.centering],
+        "tokens": TOKENS,
+        "layer_selection": "the layer with the highest accuracy on the training datasets' "
+                           "pooled validation splits; test accuracy is reported at that layer",
+        "targets": "a training dataset is scored on its test split; any other dataset on all "
+                   "its rows, except the negation twins of training rows",
+        "multiple_comparisons": f"exact two-sided binomial test against 0.5 per cell, "
+                                f"Benjamini-Hochberg over all cells at the chosen layers, FDR "
+                                f"{FDR_LEVEL:g}; no verdict below {MIN_VERDICT_N} statements",
+    }
+
+
+def _cell(entry: dict, li: int, ti: int) -> dict[str, float]:
+    return {"value": entry["value"][li][ti], "lo": entry["lo"][li][ti],
+            "hi": entry["hi"][li][ti], "n": entry["n"][ti]}
+
+
+def _verdicts(accuracy: dict, best_layer: dict, train_keys: list[str], test_names: list[str],
+              layers: list[int], scored: dict) -> list[dict[str, Any]]:
+    """One row per (training set, probe, test set) at the chosen layer, graded as a family."""
+    from interplab.controls.multiple import grade_family
+
+    rows = []
     for key in train_keys:
+        own = key.split("+")
         for probe, layer in best_layer.get(key, {}).items():
-            entry = accuracy[key][probe]["probe"]
             li = layers.index(layer)
-            for ti, name in enumerate(test_names):
-                hi = entry["hi"][li][ti]
-                if hi < 0.5:
-                    notes.append(
-                        f"Inversion: the {probe} direction trained on {key} scores "
-                        f"{entry['value'][li][ti]:.2f} (95% CI up to {hi:.2f}) on {name} at "
-                        f"layer {layer} — reliably below chance. It separates the classes of "
-                        f"{name} but with the opposite sign, so it tracks something correlated "
-                        "with truth on the training data (e.g. the association between the "
-                        "words) rather than truth itself."
-                    )
-            rates = entry.get("positive_rate")
-            one_class = [name for ti, name in enumerate(test_names)
-                         if rates and (rates[li][ti] >= 0.97 or rates[li][ti] <= 0.03)]
-            if one_class:
-                notes.append(
-                    f"One-class predictions: at layer {layer} the {probe} probe trained on {key} "
-                    f"calls (nearly) every statement of {', '.join(one_class)} the same class, so "
-                    "its ~0.50 there says nothing about truth: those statements' mean lies on one "
-                    "side of the training threshold (a shift in activation space, e.g. from "
-                    "longer sentences). Per-dataset centring (--centering per-dataset) removes "
-                    "such shifts at the price of using test-set statistics."
-                )
-            reset = accuracy[key][probe].get("reset")
-            if reset is not None:
-                own = [test_names.index(n) for n in key.split("+") if n in test_names]
-                for ti in own:
-                    if reset["hi"][li][ti] >= entry["lo"][li][ti] and entry["value"][li][ti] > 0.6:
-                        notes.append(
-                            f"Reset network matches: on {test_names[ti]}, the {probe} probe "
-                            f"reaches {entry['value'][li][ti]:.2f} at layer {layer} and the same "
-                            f"pipeline on the weight-permuted network {reset['value'][li][ti]:.2f} "
-                            "(overlapping intervals). What the probe reads there is available "
-                            "without learned weights — token identity or position — so it is "
-                            "not evidence of a learned truth representation."
-                        )
-    return notes
+            per = accuracy[key][probe]
+            for ti, test in enumerate(test_names):
+                row = {"train": key, "probe": probe, "layer": layer, "test": test,
+                       "kind": "own test split" if test in own else "transfer",
+                       **_cell(per["probe"], li, ti),
+                       "positive_rate": per["probe"]["positive_rate"][li][ti],
+                       "twins_left_out": scored[key][test]["twins_left_out"]}
+                for variant in ("shuffled", "random", "reset"):
+                    row[variant] = _cell(per[variant], li, ti) if variant in per else None
+                reset = row["reset"]
+                row["reset_matches"] = bool(reset is not None and row["value"] > 0.6
+                                            and reset["hi"] >= row["lo"])
+                rows.append(row)
+    graded = grade_family([r["value"] for r in rows], [r["n"] for r in rows],
+                          [r["positive_rate"] for r in rows])
+    for row, verdict in zip(rows, graded, strict=True):
+        row.update(verdict.to_dict())
+    return rows
+
+
+def _control_checks(heldout: dict, best_layer: dict, layers: list[int]) -> list[dict[str, Any]]:
+    """Every control that is off on the training sets' own test splits, with a comment."""
+    checks = []
+    for key, per_probe in heldout.items():
+        for probe, entry in per_probe.items():
+            li = layers.index(best_layer[key][probe])
+            p = {k: entry["probe"][k][li] for k in ("value", "lo", "hi")}
+            for variant in ("shuffled", "random", "reset"):
+                if variant not in entry:
+                    continue
+                c = {k: entry[variant][k][li] for k in ("value", "lo", "hi")}
+                comment = _control_comment(variant, probe, c, p)
+                if comment:
+                    checks.append({"train": key, "probe": probe, "layer": best_layer[key][probe],
+                                   "control": variant, **c, "probe_value": p["value"],
+                                   "comment": comment})
+    return checks
+
+
+def _control_comment(variant: str, probe: str, c: dict, p: dict) -> str | None:
+    """Why a control away from where it should be matters, or None when it is where expected."""
+    side = "above" if c["lo"] > 0.5 else "below" if c["hi"] < 0.5 else None
+    if variant == "shuffled" and side:
+        what = ("broken statement/negation pairs" if probe == "ccs" else "shuffled labels")
+        return (f"Fitted on {what}, the probe still scores {c['value']:.2f}, {side} chance: "
+                "such directions lean on the highest-variance axes of the residual stream, "
+                f"which here correlate with the labels{' negatively' if side == 'below' else ''}. "
+                f"Read the probe's {p['value']:.2f} against {c['value']:.2f}, not against 0.50.")
+    if variant == "random" and side:
+        return (f"A norm-matched random direction (threshold refitted on training labels) "
+                f"scores {c['value']:.2f}, {side} chance: part of the separation lies along "
+                "dominant axes that any direction overlaps with, so the probe's margin over "
+                "this control, not over 0.50, is its own contribution.")
+    if variant == "reset" and p["value"] > 0.6 and c["hi"] >= p["lo"]:
+        return (f"The weight-permuted network reaches {c['value']:.2f} against the trained "
+                f"model's {p['value']:.2f} (overlapping intervals): what the probe reads here "
+                "is available without learned weights (token identity or position), so it is "
+                "not evidence of a learned truth representation.")
+    return None
+
+
+_PROBE_NAMES = {"diffmean": "mass-mean", "lda": "LDA", "massmean-iid": "mass-mean iid",
+                "logistic": "logistic", "ccs": "CCS"}
+
+
+def _by_transfer(rows: Any) -> str:
+    """"a → b (mass-mean 0.17, LDA 0.20); c → d (...)": cells grouped by transfer."""
+    grouped: dict[str, list[str]] = {}
+    for v in rows:
+        grouped.setdefault(f"{v['train']} → {v['test']}", []).append(
+            f"{_PROBE_NAMES.get(v['probe'], v['probe'])} {v['value']:.2f}")
+    return "; ".join(f"{k} ({', '.join(p)})" for k, p in grouped.items())
+
+
+def _summary(model: str, verdicts: list[dict], checks: list[dict], heldout: dict,
+             best_layer: dict, layers: list[int]) -> list[str]:
+    """The answer in a few sentences: in-distribution level, transfer, controls, inversions."""
+    from interplab.controls.multiple import MIN_VERDICT_N
+
+    if not verdicts:
+        return [f"No probe could be fitted on {model} with these settings (see the notes)."]
+    own = []
+    for key, per_probe in heldout.items():
+        for probe, entry in per_probe.items():
+            li = layers.index(best_layer[key][probe])
+            own.append((entry["probe"]["value"][li], entry["probe"]["lo"][li],
+                        entry["probe"]["hi"][li], key, probe, best_layer[key][probe]))
+    best = max(own)
+    few = min(int(e["probe"]["n"]) for pe in heldout.values() for e in pe.values())
+    caveat = (f" — on as few as {few} statements, too few for a verdict"
+              if few < MIN_VERDICT_N else "")
+    out = [f"On {model}, probes reach {min(o[0] for o in own):.2f}–{best[0]:.2f} accuracy on "
+           "their training sets' test statements at the layer chosen on validation (best: "
+           f"{_PROBE_NAMES.get(best[4], best[4])} on {best[3]}, {best[0]:.2f} "
+           f"[{best[1]:.2f}, {best[2]:.2f}] at layer {best[5]}){caveat}."]
+    transfers = [v for v in verdicts if v["kind"] == "transfer"]
+    if transfers:
+        counts = {k: sum(v["verdict"] == k for v in transfers) for k in (
+            "above chance", "weakly above chance", "chance", "weakly below chance", "inverted",
+            "one class", "too few statements")}
+        parts = [f"{n} {'clearly above chance' if k == 'above chance' else k}"
+                 for k, n in counts.items() if n]
+        good = _by_transfer(v for v in transfers if v["verdict"] == "above chance")
+        out.append(f"Does the direction generalize? Of {len(transfers)} transfers to other "
+                   f"datasets (Benjamini–Hochberg, FDR 5 %): {', '.join(parts)}."
+                   + (f" It carries over clearly on {good}." if good else
+                      " No transfer is clearly above chance."))
+    beats = []
+    for variant, label in (("shuffled", "the shuffled-label control"),
+                           ("random", "the random direction"), ("reset", "the reset network")):
+        pairs = [(e["probe"]["lo"][layers.index(best_layer[k][p])],
+                  e[variant]["hi"][layers.index(best_layer[k][p])])
+                 for k, pe in heldout.items() for p, e in pe.items() if variant in e]
+        if pairs:
+            beats.append(f"{label} in {sum(lo > hi for lo, hi in pairs)} of {len(pairs)}")
+    if beats:
+        out.append("On their own test splits the probes beat " + ", ".join(beats)
+                   + " cases (probe interval entirely above the control's).")
+    inverted = _by_transfer(v for v in transfers if v["verdict"] == "inverted")
+    if inverted:
+        out.append(f"It inverts (strongly and significantly below chance) on {inverted}: there "
+                   "the direction tracks something correlated with truth on the training data, "
+                   "with the opposite sign.")
+    if checks:
+        out.append(f"{len(checks)} control reading(s) are off and commented below.")
+    return out

@@ -449,7 +449,8 @@ class SAETrainer:
                 f"checkpoint {path} was written with different settings: " + "; ".join(diffs)
                 + ". Resume with the checkpoint's settings, or train into a fresh output folder "
                 "(checkpoint_dir)" + ("" if extend_steps else
-                                      "; to train an existing run longer, extend its steps")
+                                      "; to train a run longer, extend its steps (extend_steps=True; "
+                                      "--extend-steps on the command line)")
             )
         try:
             t = load_file(str(path))

@@ -164,7 +164,7 @@ def train_cmd(
     try:
         trainer = SAETrainer(configs, tcfg).fit(batches, extend_steps=extend_steps)
     except TrainingInterrupted as exc:
-        console.print(f"interrupted: {exc} (step {exc.step}; train_log.jsonl up to it); SAE "
+        console.print(f"interrupted: {exc}; train_log.jsonl holds the steps up to it; the SAE "
                       f"folders are written when training ends. Resume with: {_resume_command()}",
                       highlight=False)
         raise typer.Exit(128 + exc.signum) from None

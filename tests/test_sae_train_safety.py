@@ -221,6 +221,11 @@ def test_run_size_warnings():
     assert any("ends during warm-up" in w for w in small)
     assert any("too few" in w for w in run_size_warnings(
         200_000, width, TrainerConfig(total_steps=300, lr_warmup_steps=100)))
+    # λ warm-up only matters to SAEs with a λ.
+    relu = [SAEConfig("relu", 576, 4608)]
+    tcfg = TrainerConfig(total_steps=600, lr_warmup_steps=100, sparsity_warmup_steps=1000)
+    assert run_size_warnings(20 * 4608, width, tcfg) == []
+    assert "λ warm-up 1000" in run_size_warnings(20 * 4608, relu, tcfg)[0]
     # Control: a store of 20 rows per feature and 2,000 steps is not flagged.
     assert run_size_warnings(20 * 4608, width, TrainerConfig(total_steps=2000,
                                                               lr_warmup_steps=100)) == []

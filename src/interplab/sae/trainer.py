@@ -595,11 +595,13 @@ def run_size_warnings(n_rows: int | None, sae_configs: list[SAEConfig],
             f"{MIN_ROWS_PER_FEATURE} rows per feature ({MIN_ROWS_PER_FEATURE * width:,}), so the "
             "SAE can memorise its training rows and its metrics mean little; harvest more text "
             "or lower the width")
-    warm = max(config.lr_warmup_steps, config.sparsity_warmup_steps)
+    uses_lambda = any(c.k is None for c in sae_configs)  # the top-k family has no λ
+    warm = max(config.lr_warmup_steps, config.sparsity_warmup_steps if uses_lambda else 0)
     if config.total_steps <= warm:
+        lam = f", λ warm-up {config.sparsity_warmup_steps}" if uses_lambda else ""
         out.append(f"the run ends during warm-up ({config.total_steps} steps, LR warm-up "
-                   f"{config.lr_warmup_steps}, λ warm-up {config.sparsity_warmup_steps}): it "
-                   "never trains at the settings it names; train for more steps")
+                   f"{config.lr_warmup_steps}{lam}): it never trains at the settings it names; "
+                   "train for more steps")
     elif config.total_steps < MIN_STEPS:
         out.append(f"{config.total_steps} steps are too few for a meaningful SAE (fewer than "
                    f"{MIN_STEPS}); train for more steps (a smaller batch gives more steps per "

@@ -158,3 +158,19 @@ def test_damaged_sae_folder_gives_one_clear_line(saved_sae, store, capsys, damag
     err = capsys.readouterr().err
     assert rc == 2 and message in " ".join(err.split())
     assert "Traceback" not in err
+
+
+def test_readme_sae_example_is_not_flagged_as_too_small():
+    """The README's `sae train` line, on the 56k-token texts.txt it describes, passes the checks."""
+    import re
+
+    from interplab.sae import SAEConfig, TrainerConfig
+    from interplab.sae.trainer import run_size_warnings
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = re.search(r"interplab sae train --store .*", readme).group(0)
+    width = int(re.search(r"--width (\d+)", line).group(1))
+    steps = int(re.search(r"--steps (\d+)", line).group(1))
+    rows = int(re.search(r"`texts.txt` of (\d+)k SmolLM2 tokens", readme).group(1)) * 1000
+    tcfg = TrainerConfig(total_steps=steps, lr_warmup_steps=100)
+    assert run_size_warnings(rows, [SAEConfig("topk", 576, width, k=32)], tcfg) == []

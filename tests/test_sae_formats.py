@@ -184,3 +184,57 @@ def test_dimension_mismatch_is_a_clear_error(tmp_path):
     check_compatible(sae, 12, "blocks.3.hook_resid_post")  # control: the right one passes
     with pytest.raises(InterplabError, match="no known SAE layout"):
         load_sae(tmp_path)
+
+
+# -- damaged files: one clear error each ---------------------------------------------------------
+
+def _damage_config(d):
+    (d / "config.json").write_text("{not json")
+
+
+def _drop_d_in(d):
+    cfg = json.loads((d / "config.json").read_text())
+    del cfg["d_in"]
+    (d / "config.json").write_text(json.dumps(cfg))
+
+
+def _truncate_weights(d):
+    w = d / "weights.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+
+
+def _nan_weights(d):
+    from safetensors.torch import load_file
+
+    state = load_file(str(d / "weights.safetensors"))
+    state["W_dec"][0, 0] = float("nan")
+    save_file(state, str(d / "weights.safetensors"))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_damage_config, "config.json is not valid JSON"),
+    (_drop_d_in, r"lacks \['d_in'\]"),
+    (_truncate_weights, "is not a readable safetensors file"),
+    (_nan_weights, r"NaN/inf values in \['W_dec'\]"),
+])
+def test_damaged_interplab_folder_is_a_clear_error(tmp_path, damage, message):
+    save_sae(_perturbed(ARCHS[3]), tmp_path)
+    load_sae(tmp_path)  # control: the undamaged folder loads
+    damage(tmp_path)
+    with pytest.raises(InterplabError, match=message):
+        load_sae(tmp_path)
+
+
+def test_damaged_saelens_and_dictionary_learning_configs_are_clear_errors(tmp_path):
+    export_saelens(_perturbed(ARCHS[0]), tmp_path / "sl")
+    (tmp_path / "sl" / "cfg.json").write_text("[1, 2")
+    with pytest.raises(InterplabError, match="cfg.json is not valid JSON"):
+        load_saelens(tmp_path / "sl")
+    export_saelens(_perturbed(ARCHS[0]), tmp_path / "sl2")
+    save_file({"W_enc": torch.zeros(12, 40)}, str(tmp_path / "sl2" / "sae_weights.safetensors"))
+    with pytest.raises(InterplabError, match=r"lacks \['W_dec', 'b_dec'\]"):
+        load_saelens(tmp_path / "sl2")
+    _write_dl(tmp_path / "dl", "AutoEncoder", {})
+    (tmp_path / "dl" / "config.json").write_text("[]")
+    with pytest.raises(InterplabError, match="not an object"):
+        load_dictionary_learning(tmp_path / "dl")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import typer
@@ -38,6 +41,21 @@ def _corpus_tokens(lm, corpus: str, context_length: int, max_sequences: int | No
     return toks, bos_id
 
 
+def _store_fingerprint(st) -> str:
+    """sha256 of what a store's rows are: its identity fields and every shard's checksum."""
+    from interplab.activations.store import IDENTITY_KEYS
+
+    blob = {"identity": {k: st.manifest.get(k) for k in IDENTITY_KEYS},
+            "shards": [[s.get("sha256"), s.get("n_rows")] for s in st.shards]}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _resume_command() -> str:
+    if sys.argv[1:3] == ["sae", "train"]:
+        return "interplab " + shlex.join(sys.argv[1:])
+    return "the same `interplab sae train` command"
+
+
 @sae_app.command("train")
 def train_cmd(
     out: Path = typer.Option(..., "--out", help="folder; one sub-folder per trained SAE"),
@@ -63,9 +81,12 @@ def train_cmd(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device"),
     wandb_project: str = typer.Option("", "--wandb-project", help="log to wandb too"),
+    extend_steps: bool = typer.Option(False, "--extend-steps", help="continue the run in --out "
+                                      "up to a larger --steps (all other settings unchanged)"),
 ) -> None:
     """Train one SAE or a sweep (every combination of --arch, --k, --sparsity) in one pass."""
     from interplab.sae import SAEConfig, SAETrainer, TrainerConfig, architectures, save_sae
+    from interplab.sae.trainer import TrainingInterrupted, run_size_warnings
 
     archs = [a.strip() for a in arch.split(",") if a.strip()]
     unknown = [a for a in archs if a not in architectures()]
@@ -85,6 +106,7 @@ def train_cmd(
                                  f"{st.hooks}); pass --hook with one of them")
         d_in = st.d_model
         n_rows = st.n_rows
+        data_identity = {"store": _store_fingerprint(st), "hook": hook}
         model_name = (st.manifest.get("model") or {}).get("name") if isinstance(
             st.manifest.get("model"), dict) else st.manifest.get("model")
     else:
@@ -99,6 +121,8 @@ def train_cmd(
         n_rows = int((toks != bos_id).sum())
         model_name = lm.name
         n_ctx = context_length
+        data_identity = {"model": lm.identity(), "hook": hook, "corpus": corpus,
+                         "context_length": context_length, "max_sequences": max_sequences}
     width = width or 8 * d_in
     ks = _ints(k, "--k")
     lams = _floats(sparsity, "--sparsity")
@@ -116,6 +140,7 @@ def train_cmd(
                                          model=model_name, context_length=n_ctx, seed=seed))
     total = steps or max(1, n_rows // batch_size)
     out.mkdir(parents=True, exist_ok=True)
+    data_identity["batch_size"] = batch_size
     tcfg = TrainerConfig(
         total_steps=total, lr=lr, lr_warmup_steps=lr_warmup, sparsity_warmup_steps=sparsity_warmup,
         mixed_precision=mixed_precision, log_path=str(out / "train_log.jsonl"),
@@ -123,8 +148,11 @@ def train_cmd(
         checkpoint_every_steps=checkpoint_every, seed=seed, device=device, progress=True,
         wandb_project=wandb_project or None,
         dead_window_tokens=min(10_000_000, max(batch_size, n_rows // 4)),
-        resample_every_steps=max(1, total // 8),
+        resample_every_steps=_resample_every(out / "checkpoint", total, extend_steps),
+        data_identity=data_identity,
     )
+    for warning in run_size_warnings(n_rows, configs, tcfg):
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     epochs = max(1, -(-total * batch_size // max(n_rows, 1)))
     if lm is None:
         batches = st.iter_batches(batch_size, hook, seed=seed, epochs=epochs, drop_last=True)
@@ -133,7 +161,13 @@ def train_cmd(
 
         batches = MixingBuffer(lm, hook, toks, batch_size, buffer_tokens=max(
             2 * batch_size, 16 * batch_size), seed=seed, bos_token_id=bos_id, epochs=epochs)
-    trainer = SAETrainer(configs, tcfg).fit(batches)
+    try:
+        trainer = SAETrainer(configs, tcfg).fit(batches, extend_steps=extend_steps)
+    except TrainingInterrupted as exc:
+        console.print(f"interrupted: {exc}; train_log.jsonl holds the steps up to it; the SAE "
+                      f"folders are written when training ends. Resume with: {_resume_command()}",
+                      highlight=False)
+        raise typer.Exit(128 + exc.signum) from None
     names = []
     for sae in trainer.finalized_saes():
         c = sae.config
@@ -146,6 +180,18 @@ def train_cmd(
     for name, m in zip(names, last.get("saes", []), strict=False):
         console.print(f"  {name}: FVE {m['fraction_of_variance_explained']:.3f}, "
                       f"L0 {m['l0']:.1f}, alive {m['fraction_alive']:.2f}")
+
+
+def _resample_every(checkpoint_dir: Path, total: int, extend_steps: bool) -> int:
+    """Dead-feature resampling interval: an eighth of the run, or the extended run's own."""
+    from interplab.sae.trainer import CHECKPOINT_FILE, read_checkpoint_meta
+
+    if not extend_steps:
+        return max(1, total // 8)
+    if not (checkpoint_dir / CHECKPOINT_FILE).exists():
+        raise InterplabError(f"--extend-steps: there is no checkpoint in {checkpoint_dir} to "
+                             "extend; drop the flag to start a new run")
+    return read_checkpoint_meta(checkpoint_dir)["trainer_config"]["resample_every_steps"]
 
 
 @sae_app.command("eval")

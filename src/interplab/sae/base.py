@@ -66,14 +66,21 @@ class SAEConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> SAEConfig:
+    def from_dict(cls, d: dict, where: object = "SAE config") -> SAEConfig:
+        """Build from a dict (``where`` names its source in errors)."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise InterplabError(
-                f"SAE config has unknown fields {sorted(unknown)}; expected a subset of "
+                f"{where} has unknown fields {sorted(unknown)}; expected a subset of "
                 f"{sorted(known)} (is this an interplab SAE folder?)"
             )
+        missing = [k for k in ("architecture", "d_in", "d_sae") if k not in d]
+        if missing:
+            raise InterplabError(f"{where} lacks {missing}; restore the file or re-save the SAE")
+        for k in ("d_in", "d_sae"):
+            if not isinstance(d[k], int) or isinstance(d[k], bool):
+                raise InterplabError(f"{where}: {k} must be an integer, got {d[k]!r}")
         return cls(**d)
 
 

@@ -59,13 +59,13 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> Spa
     if not d.is_dir():
         raise InterplabError(f"SAE folder {d} does not exist; pass the folder written by save_sae")
     if (d / CONFIG_FILE).exists() and (d / WEIGHTS_FILE).exists():
-        raw = json.loads((d / CONFIG_FILE).read_text())
+        raw = _read_json(d / CONFIG_FILE)
         if raw.pop("format", None) != FORMAT:
             raise InterplabError(f"{d / CONFIG_FILE} is not an interplab SAE config")
         raw.pop("format_version", None)
         raw.pop("interplab_version", None)
-        sae = create_sae(SAEConfig.from_dict(raw))
-        state = load_file(str(d / WEIGHTS_FILE))
+        sae = create_sae(SAEConfig.from_dict(raw, where=d / CONFIG_FILE))
+        state = _read_safetensors(d / WEIGHTS_FILE)
         _load_state(sae, state, d)
         return sae.to(device).eval()
     if (d / "cfg.json").exists() and (d / "sae_weights.safetensors").exists():
@@ -76,6 +76,33 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu") -> Spa
         f"{d} holds no known SAE layout: expected config.json + weights.safetensors (interplab), "
         "cfg.json + sae_weights.safetensors (SAELens) or ae.pt + config.json (dictionary_learning)"
     )
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON object from ``path``, or one clear error naming the file."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InterplabError(f"{path} is not valid JSON ({exc}); restore the file or re-save "
+                             "the SAE") from None
+    if not isinstance(data, dict):
+        raise InterplabError(f"{path} holds a JSON {type(data).__name__}, not an object; "
+                             "restore the file or re-save the SAE")
+    return data
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file, refusing a damaged file and non-finite weights."""
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # truncated/garbled files raise several exception types
+        raise InterplabError(f"{path} is not a readable safetensors file ({exc}); restore it "
+                             "or re-save the SAE") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise InterplabError(f"{path} holds NaN/inf values in {bad}; this SAE is unusable "
+                             "(its training diverged): retrain it")
+    return state
 
 
 def _load_state(sae: SparseAutoencoder, state: dict[str, torch.Tensor], where: Path) -> None:
@@ -163,9 +190,13 @@ def load_saelens(
     ``d_in``: if given, the expected input dimension (a mismatch is an error).
     """
     d = Path(path)
-    cfg = json.loads((d / "cfg.json").read_text())
+    cfg = _read_json(d / "cfg.json")
     meta = cfg.get("metadata") or {}
-    w = load_file(str(d / "sae_weights.safetensors"))
+    w = _read_safetensors(d / "sae_weights.safetensors")
+    missing = [k for k in ("W_enc", "W_dec", "b_dec") if k not in w]
+    if missing:
+        raise InterplabError(f"{d / 'sae_weights.safetensors'} lacks {missing}; is this a "
+                             "SAELens SAE folder?")
     arch = cfg.get("architecture", "standard")
     act_fn = cfg.get("activation_fn_str") or cfg.get("activation_fn") or "relu"
     kwargs = cfg.get("activation_fn_kwargs") or {}
@@ -250,7 +281,7 @@ def load_dictionary_learning(
     ``ae.pt`` is read with ``torch.load(weights_only=True)``: only tensors, never code.
     """
     d = Path(path)
-    cfg = json.loads((d / "config.json").read_text())
+    cfg = _read_json(d / "config.json")
     trainer = cfg.get("trainer", cfg)
     cls_name = trainer.get("dict_class")
     if cls_name not in _DL_CLASSES:

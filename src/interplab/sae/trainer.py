@@ -11,6 +11,14 @@ Checkpoints are one safetensors file (weights, Adam moments, counters, RNG state
 bookkeeping in its metadata) replaced atomically, so a run killed at any instant resumes from the
 last checkpoint and ends with the same weights as an uninterrupted run: on resume the trainer
 skips the batches it already consumed, so the iterable must be deterministic (a seeded store read).
+Resuming refuses any difference between the checkpoint's settings and the current ones (every SAE
+config field, every optimisation setting, the data identity), naming each; only the step count may
+grow, and only when asked (``fit(..., extend_steps=True)``).
+
+Training never saves non-finite weights: a non-finite batch, loss or parameter stops the run with
+a :class:`NonFiniteTrainingError` and leaves the last checkpoint as it was. With a checkpoint
+directory, SIGINT/SIGTERM finish the current step, write a checkpoint and raise
+:class:`TrainingInterrupted`.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ import importlib.util
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -28,15 +38,38 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from interplab.activations.store import _atomic_write_bytes
 from interplab.errors import InterplabError
 from interplab.sae.base import SAEConfig, SparseAutoencoder, Workspace, create_sae
 from interplab.sae.geometric_median import geometric_median
 from interplab.sae.metrics import ReconstructionAccumulator
 from interplab.sae.relu import resample_dead_features
 
-__all__ = ["TrainerConfig", "SAETrainer", "train_saes"]
+__all__ = ["TrainerConfig", "SAETrainer", "train_saes", "NonFiniteTrainingError",
+           "TrainingInterrupted", "run_size_warnings", "read_checkpoint_meta"]
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
+# TrainerConfig fields that do not change the trained weights: free to differ on resume.
+RESUME_EXEMPT = frozenset({"log_path", "log_every_steps", "checkpoint_dir",
+                           "checkpoint_every_steps", "wandb_project", "device", "progress"})
+# Below these a run is flagged by run_size_warnings (see its docstring for the reasons).
+MIN_ROWS_PER_FEATURE = 20
+MIN_STEPS = 500
+
+
+class NonFiniteTrainingError(InterplabError):
+    """A batch, loss or parameter became NaN/inf; nothing after the last checkpoint was saved."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped training after a checkpoint was written (``checkpoint``, ``step``)."""
+
+    def __init__(self, signum: int, step: int, total_steps: int, checkpoint: Path | None):
+        self.signum, self.step, self.total_steps, self.checkpoint = (
+            signum, step, total_steps, checkpoint)
+        name = signal.Signals(signum).name
+        where = f"checkpoint written to {checkpoint}" if checkpoint else "no checkpoint directory"
+        super().__init__(f"{name} at step {step} of {total_steps}; {where}")
 
 
 @dataclass
@@ -46,7 +79,9 @@ class TrainerConfig:
     ``total_steps`` fixes the LR schedule (one step = one batch). LR: linear warm-up over
     ``lr_warmup_steps``, constant, then linear decay to 0 over the last ``lr_decay_fraction`` of
     the steps. λ: linear warm-up from 0 over ``sparsity_warmup_steps``. A feature is *dead* when it
-    has not fired in the last ``dead_window_tokens`` tokens.
+    has not fired in the last ``dead_window_tokens`` tokens. ``data_identity`` describes the
+    batches (a JSON-able dict, e.g. a store fingerprint, hook and batch size); a checkpoint only
+    resumes with the same one.
     """
 
     total_steps: int
@@ -66,6 +101,8 @@ class TrainerConfig:
     log_every_steps: int = 100
     checkpoint_dir: str | None = None
     checkpoint_every_steps: int = 0
+    # What the batches are (e.g. store fingerprint, hook, batch size); compared on resume.
+    data_identity: dict | None = None
     wandb_project: str | None = None
     seed: int = 0
     device: str = "cpu"
@@ -126,6 +163,8 @@ class SAETrainer:
         self.initialised = False
         self.log_history: list[dict] = []
         self._wandb = None
+        self._checkpoint_step: int | None = None  # step of the checkpoint on disk, if any
+        self.extended_from: list[int] = []  # earlier total_steps when a run was extended
 
     # -- schedules --------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -163,6 +202,9 @@ class SAETrainer:
         for i, (sae, opt) in enumerate(zip(self.saes, self.optimizers, strict=True)):
             dead = self.tokens_since_fired[i] >= self.config.dead_window_tokens
             out = sae.training_loss(x, sp, dead)
+            loss = float(out.loss.detach())
+            if not math.isfinite(loss):
+                raise self._non_finite(f"the loss of SAE {i} ({_describe(sae)}) is {loss}", lr)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             sae.before_optimizer_step()
@@ -170,6 +212,9 @@ class SAETrainer:
                 g["lr"] = lr
             opt.step()
             sae.after_optimizer_step()
+            if not _all_finite(sae):
+                raise self._non_finite(
+                    f"the optimizer step made parameters of SAE {i} ({_describe(sae)}) NaN/inf", lr)
             with torch.no_grad():
                 fired = out.fired if out.fired is not None else (out.feats != 0).any(0)
                 self.tokens_since_fired[i] += x.shape[0]
@@ -186,7 +231,7 @@ class SAETrainer:
                 acc.update(x / self.scale, out.x_hat.detach() / self.scale, out.feats.detach())
                 m = acc.compute().to_dict()
                 m.pop("density_histogram")
-                m["loss"] = float(out.loss.detach())
+                m["loss"] = loss
                 m.update({k: float(v.detach()) for k, v in out.parts.items()})
                 m["n_dead_window"] = int(
                     (self.tokens_since_fired[i] >= self.config.dead_window_tokens).sum())
@@ -200,64 +245,123 @@ class SAETrainer:
         self,
         batches: Iterable[torch.Tensor],
         callback: Callable[[SAETrainer], None] | None = None,
+        *,
+        extend_steps: bool = False,
     ) -> SAETrainer:
         """Train until ``total_steps`` or the end of ``batches``; resumes from a checkpoint.
 
-        If ``checkpoint_dir`` holds a checkpoint, its state is loaded and the first ``step``
-        batches of ``batches`` are skipped (they were consumed before the interruption).
-        ``callback(trainer)`` runs after every step.
+        If ``checkpoint_dir`` holds a checkpoint, it must have been written with the same
+        settings (else :class:`InterplabError` naming each difference); its state is loaded, the
+        first ``step`` batches of ``batches`` are skipped (they were consumed before the
+        interruption) and the log is cut back to that step. ``extend_steps=True`` lets
+        ``total_steps`` exceed the checkpoint's (the LR schedule is recomputed for the new total,
+        so the result differs from a run started with the larger count).
+        ``callback(trainer)`` runs after every step. With a ``checkpoint_dir``, SIGINT/SIGTERM
+        end the run after the current step with a checkpoint and :class:`TrainingInterrupted`.
         """
         c = self.config
         if c.checkpoint_dir and (Path(c.checkpoint_dir) / CHECKPOINT_FILE).exists():
-            self.load_checkpoint(c.checkpoint_dir)
+            self.load_checkpoint(c.checkpoint_dir, extend_steps=extend_steps)
+        self._truncate_log()
         it = iter(batches)
-        for _ in range(self.step):  # deterministic stream: skip what was already trained on
+        with _StopOnSignal(enabled=bool(c.checkpoint_dir)) as stop:
+            self._skip_consumed(it, stop)
+            self._maybe_init_wandb()
+            bar = None
+            if c.progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=c.total_steps, initial=self.step, desc="sae train", unit="step")
+            t0 = time.perf_counter()
+            while self.step < c.total_steps and not stop.signum:
+                x = next(it, None)
+                if x is None:
+                    break
+                x = self._prepare(x)
+                log_now = bool(c.log_every_steps) and (
+                    (self.step + 1) % c.log_every_steps == 0 or self.step + 1 == c.total_steps)
+                record = self._train_step(x, log_now)
+                self.step += 1
+                self.tokens_seen += x.shape[0]
+                if log_now:
+                    record["elapsed_s"] = time.perf_counter() - t0
+                    self._log(record)
+                if c.checkpoint_dir and c.checkpoint_every_steps and (
+                        self.step % c.checkpoint_every_steps == 0):
+                    self.save_checkpoint(c.checkpoint_dir)
+                if bar is not None:
+                    bar.update(1)
+                if callback is not None:
+                    callback(self)
+            if bar is not None:
+                bar.close()
+            path = self.save_checkpoint(c.checkpoint_dir) if c.checkpoint_dir else None
+            if stop.signum:
+                raise TrainingInterrupted(stop.signum, self.step, c.total_steps, path)
+        return self
+
+    def _skip_consumed(self, it, stop: _StopOnSignal) -> None:
+        """Deterministic stream: skip the ``step`` batches the checkpoint already trained on."""
+        for _ in range(self.step):
+            if stop.signum:
+                return
             if next(it, None) is None:
                 raise InterplabError(
                     f"the data stream ended before the checkpoint's step {self.step}; resume with "
                     "the same data (same store and seed) as the interrupted run"
                 )
-        self._maybe_init_wandb()
-        bar = None
-        if c.progress:
-            from tqdm.auto import tqdm
 
-            bar = tqdm(total=c.total_steps, initial=self.step, desc="sae train", unit="step")
-        t0 = time.perf_counter()
-        while self.step < c.total_steps:
-            x = next(it, None)
-            if x is None:
-                break
-            if x.ndim != 2 or x.shape[-1] != self.d_in:
-                raise InterplabError(
-                    f"batch of shape {tuple(x.shape)} does not match the SAE input d_in="
-                    f"{self.d_in}; check that the store/hook matches the SAE config"
-                )
-            x = x.to(self.device, torch.float32, non_blocking=True)
-            if not self.initialised:
-                self._initialise(x)
-            if self.scale != 1.0:
-                x = x * self.scale
-            log_now = bool(c.log_every_steps) and (
-                (self.step + 1) % c.log_every_steps == 0 or self.step + 1 == c.total_steps)
-            record = self._train_step(x, log_now)
-            self.step += 1
-            self.tokens_seen += x.shape[0]
-            if log_now:
-                record["elapsed_s"] = time.perf_counter() - t0
-                self._log(record)
-            if c.checkpoint_dir and c.checkpoint_every_steps and (
-                    self.step % c.checkpoint_every_steps == 0):
-                self.save_checkpoint(c.checkpoint_dir)
-            if bar is not None:
-                bar.update(1)
-            if callback is not None:
-                callback(self)
-        if bar is not None:
-            bar.close()
-        if c.checkpoint_dir:
-            self.save_checkpoint(c.checkpoint_dir)
-        return self
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Check a batch (shape, finiteness), initialise on the first one, scale it."""
+        if x.ndim != 2 or x.shape[-1] != self.d_in:
+            raise InterplabError(
+                f"batch of shape {tuple(x.shape)} does not match the SAE input d_in="
+                f"{self.d_in}; check that the store/hook matches the SAE config"
+            )
+        x = x.to(self.device, torch.float32, non_blocking=True)
+        bad = ~torch.isfinite(x).all(-1)
+        if bool(bad.any()):
+            raise NonFiniteTrainingError(
+                f"batch {self.step + 1} holds {int(bad.sum())} of {x.shape[0]} rows with NaN/inf "
+                f"activations; training stopped before using it ({self._kept()}). Find and drop "
+                "the non-finite rows (`interplab store verify` names them in a store)"
+            )
+        if not self.initialised:
+            self._initialise(x)
+        if self.scale != 1.0:
+            x = x * self.scale
+        return x
+
+    def _kept(self) -> str:
+        if not self.config.checkpoint_dir:
+            return "no checkpoint directory was set"
+        if self._checkpoint_step is None:
+            return "no checkpoint had been written yet"
+        return (f"the checkpoint in {self.config.checkpoint_dir} still holds the finite state of "
+                f"step {self._checkpoint_step}")
+
+    def _non_finite(self, what: str, lr: float) -> NonFiniteTrainingError:
+        return NonFiniteTrainingError(
+            f"training stopped at step {self.step + 1}: {what}; nothing was saved "
+            f"({self._kept()}). The learning rate ({lr:g} at this step) is likely too high for "
+            "this data: lower it and train into a fresh output folder (checkpoint_dir)"
+        )
+
+    def _truncate_log(self) -> None:
+        """Drop log lines past the current step (they belong to steps about to be redone) and a
+        line torn by a kill, so a resumed log never repeats a step."""
+        path = Path(self.config.log_path) if self.config.log_path else None
+        if path is None or not path.exists():
+            return
+        kept = []
+        for line in path.read_bytes().splitlines(keepends=True):
+            try:
+                step = json.loads(line)["step"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if line.endswith(b"\n") and step <= self.step:
+                kept.append(line)
+        _atomic_write_bytes(path, b"".join(kept))
 
     def _log(self, record: dict) -> None:
         self.log_history.append(record)
@@ -292,6 +396,8 @@ class SAETrainer:
             s.config.normalisation_scale = self.scale
             s.config.normalisation_folded = True
             s.config.training_tokens = self.tokens_seen
+            if self.extended_from:
+                s.config.extra["extended_from_steps"] = list(self.extended_from)
             out.append(s)
         return out
 
@@ -320,31 +426,37 @@ class SAETrainer:
             "step": self.step, "tokens_seen": self.tokens_seen, "scale": self.scale,
             "initialised": self.initialised, "trainer_config": asdict(self.config),
             "sae_configs": [s.config.to_dict() for s in self.saes],
+            "extended_from": self.extended_from,
         }
         tmp = d / (CHECKPOINT_FILE + ".tmp")
         save_file(self._state_tensors(), str(tmp), metadata={"state": json.dumps(meta)})
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, d / CHECKPOINT_FILE)
+        self._checkpoint_step = self.step
         return d / CHECKPOINT_FILE
 
     @torch.no_grad()
-    def load_checkpoint(self, directory: str | os.PathLike) -> None:
-        """Restore the state written by :meth:`save_checkpoint` (same sweep, same configs)."""
-        from safetensors import safe_open
-
+    def load_checkpoint(self, directory: str | os.PathLike, extend_steps: bool = False) -> None:
+        """Restore the state written by :meth:`save_checkpoint`; refuse (naming every
+        difference) unless it was written with the same settings. ``extend_steps``: allow a
+        larger ``total_steps`` than the checkpoint's."""
         path = Path(directory) / CHECKPOINT_FILE
-        with safe_open(str(path), framework="pt") as fh:
-            meta = json.loads(fh.metadata()["state"])
-        saved_cfgs = meta["sae_configs"]
-        if [c["architecture"] for c in saved_cfgs] != [s.config.architecture for s in self.saes] \
-                or [c["d_sae"] for c in saved_cfgs] != [s.d_sae for s in self.saes]:
+        meta = read_checkpoint_meta(directory)
+        diffs = self._resume_differences(meta, extend_steps)
+        if diffs:
             raise InterplabError(
-                f"checkpoint {path} was written for a different sweep "
-                f"({[(c['architecture'], c['d_sae']) for c in saved_cfgs]}); use a fresh "
-                "checkpoint_dir or the same SAE configs"
+                f"checkpoint {path} was written with different settings: " + "; ".join(diffs)
+                + ". Resume with the checkpoint's settings, or train into a fresh output folder "
+                "(checkpoint_dir)" + ("" if extend_steps else
+                                      "; to train a run longer, extend its steps (extend_steps=True; "
+                                      "--extend-steps on the command line)")
             )
-        t = load_file(str(path))
+        try:
+            t = load_file(str(path))
+        except Exception as exc:  # a damaged file: safetensors raises several types
+            raise InterplabError(f"checkpoint {path} is damaged ({exc}); delete it to start "
+                                 "the run over") from None
         for i, (sae, opt) in enumerate(zip(self.saes, self.optimizers, strict=True)):
             for name, p in sae.named_parameters():
                 p.copy_(t[f"sae{i}.param.{name}"])
@@ -362,6 +474,139 @@ class SAETrainer:
         self.tokens_seen = int(meta["tokens_seen"])
         self.scale = float(meta["scale"])
         self.initialised = bool(meta["initialised"])
+        self._checkpoint_step = self.step
+        self.extended_from = list(meta.get("extended_from", []))
+        old_total = int(meta["trainer_config"]["total_steps"])
+        if old_total != self.config.total_steps:
+            self.extended_from.append(old_total)
+
+    def _resume_differences(self, meta: dict, extend_steps: bool) -> list[str]:
+        """Every setting that differs between a checkpoint's metadata and this trainer."""
+        saved = meta["sae_configs"]
+        if len(saved) != len(self.saes):
+            return [f"{len(saved)} SAE(s) in the checkpoint, {len(self.saes)} now"]
+        diffs = []
+        for i, (old, sae) in enumerate(zip(saved, self.saes, strict=True)):
+            diffs += _differences(old, _jsonable(sae.config.to_dict()), f"SAE {i} ")
+        now = _jsonable(asdict(self.config))
+        old_t = {k: v for k, v in meta["trainer_config"].items() if k not in RESUME_EXEMPT}
+        now_t = {k: v for k, v in now.items() if k not in RESUME_EXEMPT}
+        if extend_steps and now_t["total_steps"] >= old_t.get("total_steps", 0):
+            now_t["total_steps"] = old_t.get("total_steps")
+        diffs += _differences(old_t, now_t, "", defaults=_jsonable(asdict(
+            TrainerConfig(total_steps=1))))
+        return diffs
+
+
+def read_checkpoint_meta(directory: str | os.PathLike) -> dict:
+    """The JSON bookkeeping of ``directory/checkpoint.safetensors`` (step, configs, scale)."""
+    from safetensors import safe_open
+
+    path = Path(directory) / CHECKPOINT_FILE
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads(fh.metadata()["state"])
+        missing = {"step", "tokens_seen", "scale", "initialised", "sae_configs",
+                   "trainer_config"} - set(meta)
+        if missing:
+            raise KeyError(f"no {sorted(missing)}")
+    except Exception as exc:  # damaged header, metadata or JSON: several exception types
+        raise InterplabError(f"checkpoint {path} is damaged or not an interplab checkpoint "
+                             f"({type(exc).__name__}: {exc}); delete it to start the run over"
+                             ) from None
+    return meta
+
+
+def _jsonable(d: dict) -> dict:
+    """``d`` as it reads back from JSON (tuples become lists), for comparison with metadata."""
+    return json.loads(json.dumps(d))
+
+
+def _differences(old: dict, now: dict, prefix: str, defaults: dict | None = None) -> list[str]:
+    """``"prefix key: old in the checkpoint, new now"`` for each differing key (one level of
+    nested dicts is flattened, so a data identity names the part that changed)."""
+    out = []
+    for key in sorted(set(old) | set(now)):
+        missing = (defaults or {}).get(key)  # a key older checkpoints did not record
+        a, b = old.get(key, missing), now.get(key, missing)
+        if isinstance(a, dict) and isinstance(b, dict) and key != "extra":
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} in the checkpoint, {b!r} now")
+    return out
+
+
+def _describe(sae: SparseAutoencoder) -> str:
+    c = sae.config
+    return f"{c.architecture}, width {c.d_sae}, " + (
+        f"k={c.k}" if c.k else f"λ={c.sparsity_coefficient:g}")
+
+
+def _all_finite(sae: SparseAutoencoder) -> bool:
+    with torch.no_grad():
+        return bool(torch.stack([torch.isfinite(p).all() for p in sae.parameters()]).all())
+
+
+class _StopOnSignal:
+    """While active (main thread only), SIGINT/SIGTERM set ``signum`` instead of killing: the
+    loop finishes its step and checkpoints. A second signal interrupts at once (checkpoint
+    writes are atomic, so that is safe too)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> _StopOnSignal:
+        if self.enabled:
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def run_size_warnings(n_rows: int | None, sae_configs: list[SAEConfig],
+                      config: TrainerConfig) -> list[str]:
+    """Reasons a run is too small to give a meaningful SAE (empty list: none).
+
+    - Fewer than ``MIN_ROWS_PER_FEATURE`` (20) distinct rows per feature: an SAE has 2·d_in·width
+      weights and each row gives d_in numbers, so 20 rows per feature is 10 numbers per weight.
+      Below that the SAE can memorise its training rows (on 619 rows a width-4608 SAE reaches
+      FVE 0.999 with 99 % of its features dead), and FVE on them says nothing.
+    - A run that ends within the LR or λ warm-up never trains at the settings it names.
+    - Fewer than ``MIN_STEPS`` (500) steps: our ground-truth test needs about 600 steps to
+      recover a known dictionary, and the LR decay and dead-feature window need room.
+    """
+    out = []
+    width = max(c.d_sae for c in sae_configs)
+    if n_rows is not None and n_rows < MIN_ROWS_PER_FEATURE * width:
+        out.append(
+            f"the data holds {n_rows:,} rows for a width of {width}: fewer than "
+            f"{MIN_ROWS_PER_FEATURE} rows per feature ({MIN_ROWS_PER_FEATURE * width:,}), so the "
+            "SAE can memorise its training rows and its metrics mean little; harvest more text "
+            "or lower the width")
+    uses_lambda = any(c.k is None for c in sae_configs)  # the top-k family has no λ
+    warm = max(config.lr_warmup_steps, config.sparsity_warmup_steps if uses_lambda else 0)
+    if config.total_steps <= warm:
+        lam = f", λ warm-up {config.sparsity_warmup_steps}" if uses_lambda else ""
+        out.append(f"the run ends during warm-up ({config.total_steps} steps, LR warm-up "
+                   f"{config.lr_warmup_steps}{lam}): it never trains at the settings it names; "
+                   "train for more steps")
+    elif config.total_steps < MIN_STEPS:
+        out.append(f"{config.total_steps} steps are too few for a meaningful SAE (fewer than "
+                   f"{MIN_STEPS}); train for more steps (a smaller batch gives more steps per "
+                   "pass)")
+    return out
 
 
 def train_saes(

@@ -3,9 +3,10 @@
 Reads a :class:`~interplab.studies.belief.BeliefStudyResult` (or its JSON dict) and draws:
 
 * the training loss against the optimal floor (and per context position);
-* the true beliefs in the simplex beside the regression's predictions — trained model at its best
-  site, untrained model at its best site, shuffled-belief control — every point coloured by its
-  true belief, so corresponding structure is visible across panels;
+* the true beliefs in the simplex beside the regression's predictions at the verdict's site (the
+  concatenation of all layers) for the trained model, the untrained model and the shuffled-belief
+  control, at prefixes no training sequence contains; every point is coloured by its true belief,
+  so corresponding structure is visible across panels;
 * R² and RMSE on unseen prefixes per site (each layer, the concatenation, and its random
   projection to one layer's width) with both controls.
 

@@ -382,8 +382,10 @@ def run_belief_study(
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     old_threads = torch.get_num_threads()
-    old_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    old_deterministic = (torch.are_deterministic_algorithms_enabled(),
+                         torch.is_deterministic_algorithms_warn_only_enabled())
+    # warn_only: an op without a deterministic kernel (some CUDA ones) warns instead of failing
+    torch.use_deterministic_algorithms(True, warn_only=True)
     limits = contextlib.ExitStack()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -562,6 +564,6 @@ def run_belief_study(
         )
     finally:
         limits.close()
-        torch.use_deterministic_algorithms(old_deterministic)
+        torch.use_deterministic_algorithms(old_deterministic[0], warn_only=old_deterministic[1])
         if cfg.num_threads:
             torch.set_num_threads(old_threads)

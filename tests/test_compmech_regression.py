@@ -162,3 +162,19 @@ def test_cross_validation_recovers_embedding_and_shuffled_control_fails(mess3_da
     noisy = x[:, :8] + np.random.default_rng(2).normal(size=(d.n_rows, 8)) * 3.0
     mid = cross_validated_fit(noisy, d, folds)
     assert 0.05 < mid.r2 < 0.95 and mid.r2 <= mid.r2_train + 0.02
+
+
+def test_unseen_weight_fraction_counts_prefixes_of_a_single_fold(mess3_data):
+    # Computed independently: a row is unseen in the fold holding it iff every sequence through it
+    # lies in that one fold; its whole weight then counts as unseen held-out weight.
+    d = mess3_data
+    folds = np.random.default_rng(0).permutation(len(d.sequences)) % 5
+    fit = cross_validated_fit(embed(d.beliefs, d=8), d, folds)
+    folds_through = [set() for _ in range(d.n_rows)]
+    for s, rows in enumerate(d.row_of):
+        for r in rows:
+            folds_through[r].add(int(folds[s]))
+    single = np.array([len(f) == 1 for f in folds_through])
+    assert fit.unseen_weight_fraction == pytest.approx(d.weights[single].sum(), rel=1e-9)
+    # most of the held-out weight is on prefixes the training folds also contain
+    assert 0.0 < fit.unseen_weight_fraction < 0.5

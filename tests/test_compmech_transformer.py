@@ -97,3 +97,28 @@ def test_training_reaches_the_optimal_floor(tmp_path):
     assert hist.tokens_seen == 150 * 64 * 6
     assert (tmp_path / "step-000100").is_dir() and (tmp_path / "final").is_dir()
     assert np.isfinite(hist.train_loss).all()
+
+
+def test_stopping_rule_stops_at_the_first_evaluation_within_the_target():
+    # Golden mean comes within 0.8 % of its floor after ~75 steps here; with a cap of 1000 the
+    # rule must stop at the first evaluation at or below the target and say so.
+    process = golden_mean()
+    floor = optimal_cross_entropy(process, 6).mean()
+
+    def run(**kw):
+        torch.manual_seed(0)
+        m = GPT(GPTConfig(vocab_size=2, context_length=6, n_layers=1, d_model=16, d_mlp=32))
+        cfg = TrainConfig(batch_size=64, lr=1e-2, warmup_steps=10, eval_every=25,
+                          eval_sequences=1000, **kw)
+        return train_model(m, process, cfg, progress=False)
+
+    hist = run(n_steps=1000, stop_loss=floor * 1.008)
+    assert hist.stop_reason == "stop_loss" and hist.steps_run < 1000
+    assert hist.eval_steps[-1] == hist.steps_run and hist.train_steps[-1] == hist.steps_run
+    assert hist.eval_loss[-1] <= floor * 1.008 < min(hist.eval_loss[:-1])
+    assert hist.tokens_seen == hist.steps_run * 64 * 6
+    capped = run(n_steps=hist.steps_run, stop_loss=floor * 0.5)  # unreachable: the cap is hit
+    assert capped.stop_reason == "step_cap" and capped.steps_run == hist.steps_run
+    assert run(n_steps=50).stop_reason == "steps"
+    with pytest.raises(InterplabError, match="stop_loss"):
+        TrainConfig(stop_loss=0.0)

@@ -33,7 +33,11 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path = typer.Option(Path("runs/belief"), help="Folder for result.json, report.html, checkpoints."),
         param: list[str] = typer.Option([], help="Preset parameter NAME=VALUE (repeatable), e.g. x=0.05."),
-        steps: int = typer.Option(1500, help="Training steps."),
+        steps: int = typer.Option(1500, help="Training steps (the cap when --stop-loss-ratio is set)."),
+        stop_loss_ratio: float = typer.Option(
+            0.0, help="Stop at the first evaluation whose held-out loss is within this ratio of the "
+            "optimal floor, e.g. 1.02 (0 = run all --steps)."
+        ),
         batch_size: int = typer.Option(256, help="Sequences per training step."),
         lr: float = typer.Option(3e-3, help="Peak learning rate (AdamW, cosine decay)."),
         context: int = typer.Option(10, help="Context length (symbols the model reads)."),
@@ -60,6 +64,7 @@ def register(app: typer.Typer) -> None:
             n_heads=heads,
             d_mlp=d_mlp,
             n_steps=steps,
+            stop_loss_ratio=stop_loss_ratio,
             batch_size=batch_size,
             lr=lr,
             seed=seed,
@@ -70,13 +75,15 @@ def register(app: typer.Typer) -> None:
         result = run_belief_study(cfg, out_dir=out, progress=not quiet)
         json_path = result.save(out / "result.json")
         html_path = render_belief_report(result, out / "report.html")
-        t = result.targets
+        t, tr = result.targets, result.training
         typer.echo(
-            f"loss {result.final_loss:.4f} vs floor {result.optimal_loss:.4f} "
-            f"(ratio {result.loss_ratio:.4f}, untrained {result.untrained_loss:.4f}); "
-            f"best R² {result.best_r2:.4f} at {result.best_layer} "
-            f"(untrained best {result.untrained_best_r2:.4f}, shuffled max {result.max_shuffled_r2:.4f}); "
-            f"targets met: loss {t['loss_met']}, R² {t['r2_met']}, shuffled {t['shuffled_met']}; "
+            f"{tr['steps_run']} steps ({tr['stop_reason']}); loss {result.final_loss:.4f} vs floor "
+            f"{result.optimal_loss:.4f} (ratio {result.loss_ratio:.4f}, untrained "
+            f"{result.untrained_loss:.4f}); at {t['site']} on unseen prefixes: R² {t['r2_unseen']:.4f} "
+            f"(untrained {t['untrained_r2_unseen']:.4f}), RMSE trained/untrained "
+            f"{t['rmse_ratio']:.3f}; shuffled max R² {t['max_shuffled_r2']:.4f}; best single layer "
+            f"R² {result.best_r2:.4f} at {result.best_layer}; targets met: loss {t['loss_met']}, "
+            f"R² {t['r2_met']}, RMSE ratio {t['rmse_ratio_met']}, shuffled {t['shuffled_met']}; "
             f"{result.timings['total']:.0f} s"
         )
         typer.echo(f"wrote {json_path} and {html_path}")

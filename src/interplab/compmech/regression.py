@@ -273,10 +273,17 @@ class CrossValidatedFit:
     other folds; pooling all of them uses the full weighted distribution once, which removes the
     large split-to-split noise a single split has when a few sequences carry much of the mass.
 
+    Held-out sequences share their short prefixes with training sequences (every length-1
+    prefix is in every fold), so most of the held-out weight sits on prefixes the fit has seen;
+    only the "unseen" rows test generalisation to new prefixes.
+
     Attributes:
-        r2, rmse: pooled over every held-out sample.
-        r2_unseen, rmse_unseen: only rows whose prefix no training sequence of that fold contains.
+        r2, rmse: pooled over every held-out sample, including prefixes that training sequences
+            also contain.
+        r2_unseen, rmse_unseen: only rows whose prefix no training sequence of that fold contains
+            (NaN if there are none).
         r2_train: mean over folds of the in-sample R².
+        unseen_weight_fraction: share of the pooled held-out weight on unseen rows.
         unseen_predictions: ``[n_rows, S]`` out-of-fold predictions at unseen rows, NaN elsewhere.
     """
 
@@ -285,6 +292,7 @@ class CrossValidatedFit:
     r2_unseen: float
     rmse_unseen: float
     r2_train: float
+    unseen_weight_fraction: float
     unseen_predictions: np.ndarray
 
 
@@ -342,5 +350,6 @@ def cross_validated_fit(
         r2_unseen=float(r2_u),
         rmse_unseen=float(rmse_u),
         r2_train=float(np.mean(train_r2)),
+        unseen_weight_fraction=float(w_all[m].sum() / w_all.sum()),
         unseen_predictions=unseen_pred,
     )

@@ -4,6 +4,10 @@ Every step draws a new batch from the process (there is no finite training set t
 the training loss is an unbiased estimate of the expected cross-entropy and can be compared
 directly with :func:`interplab.compmech.beliefs.optimal_cross_entropy`. AdamW, linear warm-up,
 cosine decay to ``min_lr_fraction``, gradient clipping.
+
+Stopping rule: with ``stop_loss`` set, ``n_steps`` is a cap and training stops at the first
+evaluation whose held-out loss is at or below ``stop_loss``. The schedule is always laid out over
+the cap, so a run that stops at step ``k`` is exactly the first ``k`` steps of the capped run.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class TrainConfig:
     eval_every: int = 250
     eval_sequences: int = 8192
     checkpoint_every: int = 0  # 0: only the final checkpoint (when a folder is given)
+    stop_loss: float | None = None  # nats; None: run all n_steps (see module docstring)
 
     def __post_init__(self) -> None:
         if self.n_steps < 1 or self.batch_size < 1:
@@ -46,6 +51,8 @@ class TrainConfig:
             raise InterplabError("TrainConfig: lr must be > 0 and min_lr_fraction in [0, 1]")
         if self.eval_every < 1 or self.eval_sequences < 1:
             raise InterplabError("TrainConfig: eval_every and eval_sequences must be positive")
+        if self.stop_loss is not None and not self.stop_loss > 0:
+            raise InterplabError("TrainConfig: stop_loss must be a positive loss in nats, or None")
 
 
 @dataclass
@@ -54,7 +61,10 @@ class TrainHistory:
 
     ``train_loss[k]`` is the mean training loss over the ``log_every`` steps ending at
     ``train_steps[k]``; ``eval_loss_per_position[k]`` is the held-out loss at each context
-    position after ``eval_steps[k]`` steps (same fixed held-out batch every time).
+    position after ``eval_steps[k]`` steps (same fixed held-out batch every time). ``steps_run`` is the number of optimiser steps taken;
+    ``stop_reason`` says why training ended: ``"steps"`` (all ``n_steps``, no stopping rule),
+    ``"stop_loss"`` (the held-out loss reached ``stop_loss``) or ``"step_cap"`` (the cap was
+    reached first).
     """
 
     train_steps: list[int] = field(default_factory=list)
@@ -65,6 +75,8 @@ class TrainHistory:
     eval_loss_stderr: float = 0.0
     tokens_seen: int = 0
     seconds: float = 0.0
+    steps_run: int = 0
+    stop_reason: str = "steps"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -155,23 +167,31 @@ def train_model(
         opt.step()
         running.append(loss.item())
         hist.tokens_seen += batch[:, 1:].numel()
-        if (step + 1) % log_every == 0 or step + 1 == cfg.n_steps:
-            hist.train_steps.append(step + 1)
-            hist.train_loss.append(float(np.mean(running)))
-            running = []
-            bar.set_postfix(loss=f"{hist.train_loss[-1]:.4f}")
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.n_steps:
+        hist.steps_run = step + 1
+        evaluating = (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.n_steps
+        if evaluating:
             per_pos, stderr = evaluate(model, eval_tokens)
             hist.eval_steps.append(step + 1)
             hist.eval_loss.append(float(per_pos.mean()))
             hist.eval_loss_per_position.append([float(v) for v in per_pos])
             hist.eval_loss_stderr = stderr
+        stop = evaluating and cfg.stop_loss is not None and hist.eval_loss[-1] <= cfg.stop_loss
+        if (step + 1) % log_every == 0 or step + 1 == cfg.n_steps or stop:
+            hist.train_steps.append(step + 1)
+            hist.train_loss.append(float(np.mean(running)))
+            running = []
+            bar.set_postfix(loss=f"{hist.train_loss[-1]:.4f}")
         if checkpoint_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
             save_model(model, Path(checkpoint_dir) / f"step-{step + 1:06d}", {"step": step + 1})
+        if stop:
+            hist.stop_reason = "stop_loss"
+            break
+    else:
+        hist.stop_reason = "steps" if cfg.stop_loss is None else "step_cap"
     bar.close()
     hist.seconds = time.perf_counter() - start
     if checkpoint_dir is not None:
         save_model(
-            model, Path(checkpoint_dir) / "final", {"step": cfg.n_steps, "train": asdict(cfg)}
+            model, Path(checkpoint_dir) / "final", {"step": hist.steps_run, "train": asdict(cfg)}
         )
     return hist

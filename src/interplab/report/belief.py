@@ -3,12 +3,15 @@
 Reads a :class:`~interplab.studies.belief.BeliefStudyResult` (or its JSON dict) and draws:
 
 * the training loss against the optimal floor (and per context position);
-* the true beliefs in the simplex beside the regression's predictions — trained model at its best
-  site, untrained model at its best site, shuffled-belief control — every point coloured by its
-  true belief, so corresponding structure is visible across panels;
-* held-out R² per layer with both controls.
+* the true beliefs in the simplex beside the regression's predictions at the verdict's site (the
+  concatenation of all layers) for the trained model, the untrained model and the shuffled-belief
+  control, at prefixes no training sequence contains; every point is coloured by its true belief,
+  so corresponding structure is visible across panels;
+* R² and RMSE on unseen prefixes per site (each layer, the concatenation, and its random
+  projection to one layer's width) with both controls.
 
-It computes nothing beyond projecting points for display.
+It computes nothing beyond projecting points for display: targets, verdicts and every number come
+from the result.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ def _figure_loss(r: dict[str, Any]) -> str:
     ax.plot(tr["train_steps"], tr["train_loss"], lw=0.8, alpha=0.6, label="train (fresh samples)")
     ax.plot(tr["eval_steps"], tr["eval_loss"], "o-", ms=3, label="held-out")
     ax.axhline(r["optimal_loss"], color="k", ls="--", lw=1, label="optimal floor")
-    ax.axhline(r["optimal_loss"] * 1.02, color="k", ls=":", lw=0.8, label="floor + 2 %")
+    ratio_max = r["targets"]["loss_ratio_max"]
+    ax.axhline(r["optimal_loss"] * ratio_max, color="k", ls=":", lw=0.8,
+               label=f"target: floor × {ratio_max:g}")
     ax.axhline(r["unigram_loss"], color="grey", ls="-.", lw=0.8, label="no-context predictor")
     ax.axhline(r["untrained_loss"], color="tab:red", ls="-.", lw=0.8, label="untrained model")
     lo = r["optimal_loss"]
@@ -96,13 +101,14 @@ def _figure_simplex(r: dict[str, Any]) -> str:
     scores = {s["layer"]: s for s in r["regression"]}
     panels = [
         ("true beliefs", truth),
-        (f"trained, {fd['trained_layer']}\nheld-out R² {scores[fd['trained_layer']]['r2']:.3f}",
+        (f"trained, {fd['trained_layer']}\nunseen-prefix R² "
+         f"{scores[fd['trained_layer']]['r2_unseen']:.3f}",
          np.asarray(fd["trained"], dtype=float).reshape(truth.shape)),
         (f"control: untrained, {fd['untrained_layer']}\n"
-         f"held-out R² {scores[fd['untrained_layer']]['untrained_r2']:.3f}",
+         f"unseen-prefix R² {scores[fd['untrained_layer']]['untrained_r2_unseen']:.3f}",
          np.asarray(fd["untrained"], dtype=float).reshape(truth.shape)),
         (f"control: shuffled beliefs, {fd['shuffled_layer']}\n"
-         f"held-out R² {scores[fd['shuffled_layer']]['shuffled_r2']:.3f}",
+         f"unseen-prefix R² {scores[fd['shuffled_layer']]['shuffled_r2_unseen']:.3f}",
          np.asarray(fd["shuffled"], dtype=float).reshape(truth.shape)),
     ]
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
@@ -153,22 +159,23 @@ def _figure_r2(r: dict[str, Any]) -> str:
     x = np.arange(len(regs))
     w = 0.27
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(max(11.0, 2.4 * len(regs)), 4.0))
-    ax.bar(x - w, [s["r2"] for s in regs], w, label="trained")
-    ax.bar(x, [s["untrained_r2"] for s in regs], w, label="control: untrained model")
-    ax.bar(x + w, [s["shuffled_r2"] for s in regs], w, label="control: shuffled beliefs")
-    ax.axhline(r["targets"]["r2_min"], color="k", ls="--", lw=0.8, label="target R²")
+    ax.bar(x - w, [s["r2_unseen"] for s in regs], w, label="trained")
+    ax.bar(x, [s["untrained_r2_unseen"] for s in regs], w, label="control: untrained model")
+    ax.bar(x + w, [s["shuffled_r2_unseen"] for s in regs], w, label="control: shuffled beliefs")
+    ax.axhline(r["targets"]["r2_unseen_min"], color="k", ls="--", lw=0.8, label="target R²")
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xticks(x, labels, fontsize=7)
-    ax.set_ylabel("held-out R² (probability-weighted)")
-    ax.set_ylim(min(-0.1, min(s["shuffled_r2"] for s in regs) - 0.05), 1.05)
+    ax.set_ylabel("R² on unseen prefixes (probability-weighted)")
+    low = np.nanmin([s["shuffled_r2_unseen"] for s in regs] + [0.0])
+    ax.set_ylim(min(-0.1, low - 0.05), 1.05)
     ax.set_title("Linear decodability of beliefs (R²)")
     # RMSE on a log scale separates sites whose R² are all close to 1.
-    ax2.bar(x - w, [s["rmse"] for s in regs], w, label="trained")
-    ax2.bar(x, [s["untrained_rmse"] for s in regs], w, label="control: untrained model")
-    ax2.bar(x + w, [s["shuffled_rmse"] for s in regs], w, label="control: shuffled beliefs")
+    ax2.bar(x - w, [s["rmse_unseen"] for s in regs], w, label="trained")
+    ax2.bar(x, [s["untrained_rmse_unseen"] for s in regs], w, label="control: untrained model")
+    ax2.bar(x + w, [s["shuffled_rmse_unseen"] for s in regs], w, label="control: shuffled beliefs")
     ax2.set_yscale("log")
     ax2.set_xticks(x, labels, fontsize=7)
-    ax2.set_ylabel("held-out RMSE (probability units, log scale)")
+    ax2.set_ylabel("RMSE on unseen prefixes (probability units, log scale)")
     ax2.set_title("Error of the decoded beliefs (RMSE)")
     handles, names = ax.get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=4, fontsize=8, frameon=False)

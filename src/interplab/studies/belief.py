@@ -1,9 +1,14 @@
 """Belief-state geometry study: process -> toy transformer -> regression onto exact beliefs.
 
 ``run_belief_study(BeliefStudyConfig(...))`` trains a small GPT on sequences sampled from a hidden
-Markov process, then regresses its residual stream (every layer, and all layers concatenated) onto
-the exact Bayesian belief over hidden states, weighted by prefix probability, and scores the fit on
-held-out sequences (k-fold cross-validation over whole sequences). Two controls sit beside every number:
+Markov process, then regresses its residual stream (every layer, all layers concatenated, and a
+random projection of the concatenation down to ``d_model`` features) onto the exact Bayesian belief
+over hidden states, weighted by prefix probability, and scores the fit out of fold (k-fold
+cross-validation over whole sequences). The headline scores are on *unseen* prefixes, those that
+no training sequence of the fold contains: a held-out sequence shares its short prefixes with
+training sequences, and those carry most of the held-out weight. Scores over all held-out
+(sequence, position) pairs are kept beside them as ``*_heldout_all``. Two controls sit beside every
+number:
 
 * shuffled beliefs: the same regression fitted on activations and beliefs drawn independently
   from each fold's training rows' weighted distribution (scored against the true held-out
@@ -11,6 +16,13 @@ held-out sequences (k-fold cross-validation over whole sequences). Two controls 
 * untrained transformer: the same pipeline on the same architecture at its random initialisation
   (the very weights training started from), which shows how much comes from the architecture and
   the input tokens alone.
+
+Because random features of the input already decode a belief that the last few symbols mostly
+determine, R² alone does not separate a trained model from the untrained one (Mess3: 0.97 on unseen
+prefixes for the untrained network). The verdict therefore compares with the control: at the concatenation of all
+layers, the trained model's RMSE on unseen prefixes must be at most ``TARGET_RMSE_RATIO`` times the
+untrained model's, on top of R² and loss targets. Targets, values and the verdict are stored in the
+result; the report only reads them.
 
 The result is a JSON-serialisable dataclass; figures are drawn by :mod:`interplab.report.belief`.
 """
@@ -31,8 +43,12 @@ import numpy as np
 from interplab.errors import InterplabError
 
 TARGET_LOSS_RATIO = 1.02  # final loss within 2 % of the optimal floor
-TARGET_R2 = 0.9  # held-out R² at the best layer (or the concatenation)
-TARGET_SHUFFLED_R2 = 0.05  # the shuffled-belief control must stay at or below this
+TARGET_R2 = 0.9  # R² on unseen prefixes at TARGET_SITE
+TARGET_RMSE_RATIO = 0.5  # RMSE trained / untrained on unseen prefixes at TARGET_SITE
+TARGET_SHUFFLED_R2 = 0.05  # the shuffled-belief control must stay at or below this everywhere
+CONCAT = "concat"
+PROJECTED = "concat_projected"  # the concatenation randomly projected to d_model features
+TARGET_SITE = CONCAT  # the verdict is read at the concatenation of all layers (fixed in advance)
 
 
 @dataclass
@@ -45,6 +61,11 @@ class BeliefStudyConfig:
     sequences, so the step budget is spent on sharpening the fine (fractal) structure rather than
     on a bigger model. ``num_threads = 1``: these matrices are tiny, and on a shared 2-core machine
     one thread measured ~4x faster per step than two (thread synchronisation dominates).
+
+    ``stop_loss_ratio > 0`` turns ``n_steps`` into a cap: training stops at the first evaluation
+    whose held-out loss is within that ratio of the optimal floor (e.g. 1.02), and the result
+    records the steps run and whether the cap was hit. Runs are bit-identical for the same config,
+    thread count, library versions and CPU instruction set (see ``BeliefStudyResult.determinism``).
     """
 
     process: str = "mess3"
@@ -55,6 +76,7 @@ class BeliefStudyConfig:
     n_heads: int = 1
     d_mlp: int = 256
     n_steps: int = 1500
+    stop_loss_ratio: float = 0.0  # 0: run all n_steps; else stop within this ratio of the floor
     batch_size: int = 256
     lr: float = 3e-3
     warmup_steps: int = 100
@@ -76,6 +98,11 @@ class BeliefStudyConfig:
             raise InterplabError("context_length must be >= 1")
         if self.max_plot_points < 0 or self.num_threads < 0:
             raise InterplabError("max_plot_points and num_threads must be >= 0")
+        if self.stop_loss_ratio and self.stop_loss_ratio <= 1:
+            raise InterplabError(
+                f"stop_loss_ratio must be > 1 (a loss above the floor, e.g. 1.02) or 0 to run all "
+                f"n_steps; got {self.stop_loss_ratio}"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BeliefStudyConfig:
@@ -88,24 +115,34 @@ class BeliefStudyConfig:
 
 @dataclass
 class LayerScore:
-    """Held-out regression scores for one residual-stream site, with both controls beside them.
+    """Out-of-fold regression scores for one site, with both controls beside them.
 
-    R² is pooled over belief coordinates and weighted by prefix probability; RMSE is in
-    probability units. All are out-of-fold, pooled over folds of whole sequences: ``r2`` /
-    ``rmse`` over every (held-out sequence, position); ``r2_unseen`` only over prefixes that no
-    training sequence of the fold contains; ``r2_train`` is the in-sample R² (mean over folds).
+    ``layer`` is a residual-stream hook name, ``"concat"`` (all of them concatenated) or
+    ``"concat_projected"`` (the concatenation times a seeded Gaussian matrix down to ``d_model``
+    features: the concatenation's information at a single layer's feature count). R² is pooled
+    over belief coordinates and weighted by prefix probability; RMSE is in probability units.
+    Pooled over folds of whole sequences: ``*_unseen`` (the headline) only over prefixes that no
+    training sequence of the fold contains; ``*_heldout_all`` over every held-out (sequence,
+    position) pair, most of whose weight is on prefixes training sequences also contain;
+    ``r2_train`` is the in-sample R² (mean over folds). ``rmse_ratio_unseen`` is
+    ``rmse_unseen / untrained_rmse_unseen``.
     """
 
     layer: str
-    r2: float
-    rmse: float
-    r2_train: float
+    n_features: int
     r2_unseen: float
-    shuffled_r2: float
-    shuffled_rmse: float
-    untrained_r2: float
-    untrained_rmse: float
+    rmse_unseen: float
+    r2_heldout_all: float
+    rmse_heldout_all: float
+    r2_train: float
     untrained_r2_unseen: float
+    untrained_rmse_unseen: float
+    untrained_r2_heldout_all: float
+    untrained_rmse_heldout_all: float
+    rmse_ratio_unseen: float
+    shuffled_r2_unseen: float
+    shuffled_rmse_unseen: float
+    shuffled_r2_heldout_all: float
 
 
 @dataclass
@@ -125,12 +162,14 @@ class BeliefStudyResult:
     loss_ratio: float
     untrained_loss: float
     regression: list[LayerScore]
-    best_layer: str
-    best_r2: float
+    best_layer: str  # best single residual-stream site by unseen R² (not the concatenations)
+    best_r2: float  # its unseen R²
     untrained_best_layer: str
     untrained_best_r2: float
-    max_shuffled_r2: float
+    max_shuffled_r2: float  # largest shuffled-control unseen R² over all sites
+    layers_vs_concat: dict[str, Any]
     targets: dict[str, Any]
+    determinism: dict[str, Any]
     counts: dict[str, Any]
     seeds: dict[str, int]
     versions: dict[str, str]
@@ -154,6 +193,13 @@ class BeliefStudyResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BeliefStudyResult:
         d = dict(data)
+        names = {f.name for f in fields(cls)}
+        layer_names = {f.name for f in fields(LayerScore)}
+        if set(d) != names or any(set(r) != layer_names for r in d.get("regression", [])):
+            raise InterplabError(
+                "this belief result was written by a different interplab version (its fields "
+                "differ); re-run the study with `interplab belief` to get a current result.json"
+            )
         d["regression"] = [LayerScore(**r) for r in d["regression"]]
         return cls(**d)
 
@@ -189,25 +235,132 @@ def _say(progress: bool, msg: str) -> None:
         Console(stderr=True).print(f"[bold cyan]belief[/] {msg}", highlight=False)
 
 
+def _site_features(
+    resid: np.ndarray, names: list[str], projection: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Site name -> features ``[n_rows, d]``: every layer of ``resid [layers, n_rows, d_model]``,
+    their concatenation, and the concatenation times ``projection [layers * d_model, d_model]``."""
+    concat = resid.transpose(1, 0, 2).reshape(resid.shape[1], -1)
+    sites = {name: resid[i] for i, name in enumerate(names)}
+    sites[CONCAT] = concat
+    sites[PROJECTED] = concat @ projection
+    return sites
+
+
 def _regress_all(
-    resid: np.ndarray, names: list[str], data: Any, folds: np.ndarray, cfg: BeliefStudyConfig,
+    sites: dict[str, np.ndarray], data: Any, folds: np.ndarray, cfg: BeliefStudyConfig,
     shuffled_pairs: int = 0, desc: str = "regression", progress: bool = False,
 ) -> dict[str, Any]:
-    """Cross-validated fits at every site and at all sites concatenated: name -> fit.
+    """Cross-validated fits at every site: name -> fit.
 
     ``shuffled_pairs > 0`` turns this into the shuffled-belief control."""
     from tqdm.auto import tqdm
 
     from interplab.compmech.regression import cross_validated_fit
 
-    out = {}
-    for li in tqdm([*range(len(names)), None], desc=desc, disable=not progress, unit="site"):
-        x = resid.transpose(1, 0, 2).reshape(resid.shape[1], -1) if li is None else resid[li]
-        out["concat" if li is None else names[li]] = cross_validated_fit(
+    return {
+        name: cross_validated_fit(
             x, data, folds, ridge=cfg.ridge, shuffled_pairs_per_fold=shuffled_pairs,
             seed=cfg.seed + 3,
         )
-    return out
+        for name, x in tqdm(sites.items(), desc=desc, disable=not progress, unit="site")
+    }
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("nan")
+
+
+def _layer_score(name: str, n_features: int, fit: Any, unt: Any, shuf: Any) -> LayerScore:
+    return LayerScore(
+        layer=name,
+        n_features=n_features,
+        r2_unseen=fit.r2_unseen,
+        rmse_unseen=fit.rmse_unseen,
+        r2_heldout_all=fit.r2,
+        rmse_heldout_all=fit.rmse,
+        r2_train=fit.r2_train,
+        untrained_r2_unseen=unt.r2_unseen,
+        untrained_rmse_unseen=unt.rmse_unseen,
+        untrained_r2_heldout_all=unt.r2,
+        untrained_rmse_heldout_all=unt.rmse,
+        rmse_ratio_unseen=_ratio(fit.rmse_unseen, unt.rmse_unseen),
+        shuffled_r2_unseen=shuf.r2_unseen,
+        shuffled_rmse_unseen=shuf.rmse_unseen,
+        shuffled_r2_heldout_all=shuf.r2,
+    )
+
+
+def _nan_low(v: float) -> float:
+    return v if np.isfinite(v) else -np.inf
+
+
+def _layers_vs_concat(scores: list[LayerScore], names: list[str]) -> dict[str, Any]:
+    """Best single layer against the concatenation and its projection to one layer's width, for
+    the trained and the untrained model (the untrained gain is the feature-count control)."""
+    by = {s.layer: s for s in scores}
+    single = [by[n] for n in names]
+    best = max(single, key=lambda s: _nan_low(s.r2_unseen))
+    unt_best = max(single, key=lambda s: _nan_low(s.untrained_r2_unseen))
+    cat, proj = by[CONCAT], by[PROJECTED]
+    return {
+        "best_single_layer": best.layer,
+        "best_single_r2_unseen": best.r2_unseen,
+        "concat_r2_unseen": cat.r2_unseen,
+        "concat_projected_r2_unseen": proj.r2_unseen,
+        "concat_gain": cat.r2_unseen - best.r2_unseen,
+        "untrained_best_single_layer": unt_best.layer,
+        "untrained_best_single_r2_unseen": unt_best.untrained_r2_unseen,
+        "untrained_concat_r2_unseen": cat.untrained_r2_unseen,
+        "untrained_concat_projected_r2_unseen": proj.untrained_r2_unseen,
+        "untrained_concat_gain": cat.untrained_r2_unseen - unt_best.untrained_r2_unseen,
+        "n_features": {"layer": best.n_features, CONCAT: cat.n_features, PROJECTED: proj.n_features},
+    }
+
+
+def _targets(loss_ratio: float, site: LayerScore, max_shuffled: float) -> dict[str, Any]:
+    """Targets, the values they are checked against, and the verdict (see module docstring)."""
+    t: dict[str, Any] = {
+        "site": site.layer,
+        "loss_ratio_max": TARGET_LOSS_RATIO,
+        "loss_ratio": loss_ratio,
+        "loss_met": bool(loss_ratio <= TARGET_LOSS_RATIO),
+        "r2_unseen_min": TARGET_R2,
+        "r2_unseen": site.r2_unseen,
+        "r2_met": bool(site.r2_unseen >= TARGET_R2),
+        "rmse_ratio_max": TARGET_RMSE_RATIO,
+        "rmse_ratio": site.rmse_ratio_unseen,
+        "rmse_ratio_met": bool(site.rmse_ratio_unseen <= TARGET_RMSE_RATIO),
+        "shuffled_r2_max": TARGET_SHUFFLED_R2,
+        "max_shuffled_r2": max_shuffled,
+        "shuffled_met": bool(max_shuffled <= TARGET_SHUFFLED_R2),
+        "untrained_r2_unseen": site.untrained_r2_unseen,
+        # True when R² alone cannot tell the trained model from the control
+        "untrained_meets_r2_min": bool(site.untrained_r2_unseen >= TARGET_R2),
+    }
+    t["decodable_beyond_control"] = t["r2_met"] and t["rmse_ratio_met"] and t["shuffled_met"]
+    t["all_met"] = t["decodable_beyond_control"] and t["loss_met"]
+    return t
+
+
+def _determinism(device: str) -> dict[str, Any]:
+    """What a bit-identical re-run needs to match: thread counts change the order of floating-point
+    reductions in torch and BLAS, and the CPU instruction set selects different kernels."""
+    import torch
+
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = {d["internal_api"]: d["num_threads"] for d in threadpool_info()}
+    except ImportError:  # pragma: no cover
+        blas = {}
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "blas_threads": blas,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "device": device,
+    }
 
 
 def run_belief_study(
@@ -229,6 +382,10 @@ def run_belief_study(
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     old_threads = torch.get_num_threads()
+    old_deterministic = (torch.are_deterministic_algorithms_enabled(),
+                         torch.is_deterministic_algorithms_warn_only_enabled())
+    # warn_only: an op without a deterministic kernel (some CUDA ones) warns instead of failing
+    torch.use_deterministic_algorithms(True, warn_only=True)
     limits = contextlib.ExitStack()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -272,6 +429,7 @@ def run_belief_study(
             eval_every=cfg.eval_every,
             eval_sequences=cfg.eval_sequences,
             checkpoint_every=cfg.checkpoint_every,
+            stop_loss=cfg.stop_loss_ratio * float(floor.mean()) if cfg.stop_loss_ratio else None,
         )
         torch.manual_seed(cfg.seed)
         model = GPT(gcfg).to(device)
@@ -288,7 +446,8 @@ def run_belief_study(
             process.sample(cfg.eval_sequences, cfg.context_length + 1, seed=eval_rng)
         )
         untrained_loss = float(evaluate(untrained, eval_tokens)[0].mean())
-        _say(progress, f"final held-out loss {final_pp.mean():.4f} vs floor {floor.mean():.4f} "
+        _say(progress, f"{hist.steps_run} steps ({hist.stop_reason}); final held-out loss "
+             f"{final_pp.mean():.4f} vs floor {floor.mean():.4f} "
              f"(ratio {final_pp.mean() / floor.mean():.4f}); untrained {untrained_loss:.4f}")
 
         # ---- regression onto beliefs, with controls
@@ -305,36 +464,23 @@ def run_belief_study(
         names = gcfg.hook_names
         _say(progress, f"regression on {data.n_rows} prefixes of {len(data.sequences)} sequences "
              f"({cfg.n_folds}-fold; {'exact' if data.exact else 'sampled'} weights)")
-        res_trained = residual_rows(model, data)
-        res_untrained = residual_rows(untrained, data)
-        fits = _regress_all(res_trained, names, data, folds, cfg, desc="regression (trained)",
-                            progress=progress)
-        shuf = _regress_all(res_trained, names, data, folds, cfg, shuffled_pairs=n_pairs,
+        width = gcfg.d_model * len(names)
+        projection = np.random.default_rng([cfg.seed, 5]).normal(size=(width, gcfg.d_model))
+        projection = (projection / np.sqrt(gcfg.d_model)).astype(np.float32)
+        sites = _site_features(residual_rows(model, data), names, projection)
+        sites_untrained = _site_features(residual_rows(untrained, data), names, projection)
+        fits = _regress_all(sites, data, folds, cfg, desc="regression (trained)", progress=progress)
+        shuf = _regress_all(sites, data, folds, cfg, shuffled_pairs=n_pairs,
                             desc="control (shuffled)", progress=progress)
-        unt = _regress_all(res_untrained, names, data, folds, cfg, desc="control (untrained)",
+        unt = _regress_all(sites_untrained, data, folds, cfg, desc="control (untrained)",
                            progress=progress)
         timings["regression"] = time.perf_counter() - t0
-        scores = [
-            LayerScore(
-                layer=k,
-                r2=fits[k].r2,
-                rmse=fits[k].rmse,
-                r2_train=fits[k].r2_train,
-                r2_unseen=fits[k].r2_unseen,
-                shuffled_r2=shuf[k].r2,
-                shuffled_rmse=shuf[k].rmse,
-                untrained_r2=unt[k].r2,
-                untrained_rmse=unt[k].rmse,
-                untrained_r2_unseen=unt[k].r2_unseen,
-            )
-            for k in fits
-        ]
-        best = max(scores, key=lambda s: s.r2)
-        unt_best = max(scores, key=lambda s: s.untrained_r2)
-        max_shuf = max(s.shuffled_r2 for s in scores)
+        scores = [_layer_score(k, sites[k].shape[1], fits[k], unt[k], shuf[k]) for k in fits]
+        layers = _layers_vs_concat(scores, names)
+        max_shuf = max(_nan_low(s.shuffled_r2_unseen) for s in scores)
 
-        # ---- the points the simplex figure draws (held-out rows, seeded subset)
-        unseen = np.isfinite(fits[best.layer].unseen_predictions[:, 0])
+        # ---- the points the simplex figure draws (unseen rows at the target site, seeded subset)
+        unseen = np.isfinite(fits[TARGET_SITE].unseen_predictions[:, 0])
         test_idx = np.flatnonzero(unseen)
         plot_rng = np.random.default_rng([cfg.seed, 4])
         if len(test_idx) > cfg.max_plot_points:
@@ -348,24 +494,17 @@ def run_belief_study(
             "(seeded subset)",
             "beliefs": np.round(data.beliefs[test_idx], 5).tolist(),
             "position": data.position[test_idx].tolist(),
-            "trained_layer": best.layer,
-            "trained": preds(fits[best.layer]),
-            "untrained_layer": unt_best.layer,
-            "untrained": preds(unt[unt_best.layer]),
-            "shuffled_layer": best.layer,
-            "shuffled": preds(shuf[best.layer]),
+            "trained_layer": TARGET_SITE,
+            "trained": preds(fits[TARGET_SITE]),
+            "untrained_layer": TARGET_SITE,
+            "untrained": preds(unt[TARGET_SITE]),
+            "shuffled_layer": TARGET_SITE,
+            "shuffled": preds(shuf[TARGET_SITE]),
         }
 
         final_loss = float(final_pp.mean())
         ratio = final_loss / float(floor.mean())
-        targets = {
-            "loss_ratio_max": TARGET_LOSS_RATIO,
-            "loss_met": bool(ratio <= TARGET_LOSS_RATIO),
-            "r2_min": TARGET_R2,
-            "r2_met": bool(best.r2 >= TARGET_R2),
-            "shuffled_r2_max": TARGET_SHUFFLED_R2,
-            "shuffled_met": bool(max_shuf <= TARGET_SHUFFLED_R2),
-        }
+        targets = _targets(ratio, next(s for s in scores if s.layer == TARGET_SITE), max_shuf)
         timings["total"] = time.perf_counter() - t_start
         return BeliefStudyResult(
             config=asdict(cfg),
@@ -383,24 +522,28 @@ def run_belief_study(
             optimal_loss_per_position=floor.tolist(),
             optimal_loss=float(floor.mean()),
             unigram_loss=unigram,
-            training={**hist.to_dict(), "gpt_config": asdict(gcfg), "train_config": asdict(tcfg)},
+            training={**hist.to_dict(), "gpt_config": asdict(gcfg), "train_config": asdict(tcfg),
+                      "stop_loss_ratio": cfg.stop_loss_ratio},
             final_loss=final_loss,
             final_loss_stderr=hist.eval_loss_stderr,
             final_loss_per_position=final_pp.tolist(),
             loss_ratio=ratio,
             untrained_loss=untrained_loss,
             regression=scores,
-            best_layer=best.layer,
-            best_r2=best.r2,
-            untrained_best_layer=unt_best.layer,
-            untrained_best_r2=unt_best.untrained_r2,
+            best_layer=layers["best_single_layer"],
+            best_r2=layers["best_single_r2_unseen"],
+            untrained_best_layer=layers["untrained_best_single_layer"],
+            untrained_best_r2=layers["untrained_best_single_r2_unseen"],
             max_shuffled_r2=max_shuf,
+            layers_vs_concat=layers,
             targets=targets,
+            determinism=_determinism(device),
             counts={
                 "regression_sequences": int(len(data.sequences)),
                 "regression_rows": data.n_rows,
                 "regression_folds": cfg.n_folds,
                 "regression_rows_unseen": int(unseen.sum()),
+                "heldout_weight_unseen": fits[TARGET_SITE].unseen_weight_fraction,
                 "shuffled_control_pairs_per_fold": n_pairs,
                 "regression_weights_exact": data.exact,
                 "training_tokens": hist.tokens_seen,
@@ -413,6 +556,7 @@ def run_belief_study(
                 "split": cfg.seed,
                 "shuffle": cfg.seed + 3,
                 "plot_subset": cfg.seed,
+                "projection": cfg.seed,
             },
             versions=_versions(),
             timings=timings,
@@ -420,5 +564,6 @@ def run_belief_study(
         )
     finally:
         limits.close()
+        torch.use_deterministic_algorithms(old_deterministic[0], warn_only=old_deterministic[1])
         if cfg.num_threads:
             torch.set_num_threads(old_threads)

@@ -90,8 +90,12 @@ def test_disk_error_leaves_valid_resumable_store(tiny_models, tmp_path, monkeypa
         return original(path, data)
 
     monkeypatch.setattr(store, "_atomic_write_bytes", failing)
-    with pytest.raises(OSError):
-        _write(lm, tmp_path / "s")
+    with pytest.raises(InterplabError) as e:
+        _write(lm, tmp_path / "s", command="interplab harvest ... --out s")
+    msg = str(e.value)  # names the file that failed, what is kept, and how to resume
+    assert "shard-00002.safetensors" in msg and "No space left" in msg and "416 rows" in msg
+    assert "resume it with: interplab harvest ... --out s" in msg
+    assert isinstance(e.value.__cause__, OSError)
     monkeypatch.setattr(store, "_atomic_write_bytes", original)
     partial = ActivationStore(tmp_path / "s")
     assert len(partial.shards) == 2 and not partial.complete
@@ -120,7 +124,7 @@ def test_refuses_different_model_hook_or_selector(tiny_models, tmp_path):
 
 def test_second_writer_gets_lock_error(tiny_models, tmp_path):
     lm = tiny_models["tiny-gpt2"]
-    header = {"model": lm.identity(), "hooks": HOOKS, "positions": "all", "dataset": {},
+    header = {"model": lm.identity(), "hooks": HOOKS, "positions": "all", "dataset": {"n_texts": 1},
               "dtype": "float32", "d_model": 64, "rows_per_shard": 10, "texts_per_chunk": 8}
     with StoreWriter(tmp_path / "s", header), pytest.raises(InterplabError, match="another process"):
         StoreWriter(tmp_path / "s", header)

@@ -263,7 +263,10 @@ class StoreWriter:
 
     def _write_manifest(self, manifest: dict[str, Any] | None = None) -> None:
         data = json.dumps(manifest or self.manifest, indent=1, sort_keys=True).encode()
-        _atomic_write_bytes(self.path / MANIFEST, data)
+        try:
+            _atomic_write_bytes(self.path / MANIFEST, data)
+        except OSError as exc:
+            raise self._write_error(self.path / MANIFEST, exc) from exc
 
     def _check_finite(self, tensors: dict[str, torch.Tensor]) -> None:
         for hook in self.manifest["hooks"]:
@@ -297,10 +300,7 @@ class StoreWriter:
                  "bytes": len(data)}
         updated = {**self.manifest, "shards": [*self.manifest["shards"], entry],
                    "n_rows": self.manifest["n_rows"] + n_rows, "texts_done": text_end}
-        try:
-            self._write_manifest(updated)
-        except OSError as exc:
-            raise self._write_error(self.path / MANIFEST, exc) from exc
+        self._write_manifest(updated)
         self.manifest = updated
 
     def _write_error(self, path: Path, exc: OSError) -> InterplabError:

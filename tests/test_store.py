@@ -253,6 +253,8 @@ def test_failed_validation_creates_nothing_and_empty_store_is_replaced(tiny_mode
         harvest_to_store(lm, MANY, HOOKS, out, "index:999", progress=False)
     with pytest.raises(InterplabError, match="batch_size"):
         _write(lm, out, batch_size=0)
+    with pytest.raises(InterplabError, match="padding_side"):
+        _write(lm, out, padding_side="middle")
     assert not out.exists()
     empty = _partial(lm, out, fail_at="shard-00000", max_length=64)
     assert empty.n_rows == 0 and not empty.shards

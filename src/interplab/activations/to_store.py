@@ -84,6 +84,8 @@ def harvest_to_store(
         raise InterplabError("give either texts or token_ids, not both (and not neither)")
     _check_sizes(batch_size=batch_size, rows_per_shard=rows_per_shard,
                  texts_per_chunk=texts_per_chunk, max_length=max_length)
+    if padding_side not in ("left", "right"):
+        raise InterplabError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
     hooks = [hooks] if isinstance(hooks, str) else list(dict.fromkeys(hooks))
     if not hooks:
         raise InterplabError("no hooks given; name at least one, e.g. 'blocks.0.hook_resid_post'")

@@ -181,3 +181,22 @@ def test_sae_commands_refuse_an_incomplete_store_unless_allowed(tmp_path, capsys
     assert main([*evaluate, "--allow-incomplete"]) == 0
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["store"]["complete"] is False and result["store"]["texts_done"] == 32
+
+
+def test_resume_with_changed_settings_is_refused_naming_them(tmp_path, capsys, monkeypatch):
+    from interplab.activations import store
+
+    out = tmp_path / "out"
+    args = ["harvest", "--model", "tiny-llama", "--texts", str(_texts(tmp_path)), "--hooks", HOOK,
+            "--out", str(out), "--batch-size", "4", "--rows-per-shard", "1"]
+    original = _interrupt_after(monkeypatch, 1)
+    assert main(args) == 130
+    monkeypatch.setattr(store.StoreWriter, "write_shard", original)
+    capsys.readouterr()
+    for extra, named in ((["--max-length", "8"], "max_length: store has 128, new rows have 8"),
+                         (["--compute-dtype", "bfloat16"],
+                          'compute_dtype: store has "float32", new rows have "bfloat16"')):
+        assert main([*args, *extra]) == 2
+        assert named in capsys.readouterr().err
+    assert len(ActivationStore(out).shards) == 1
+    assert main(args) == 0 and main(["store", "verify", str(out)]) == 0

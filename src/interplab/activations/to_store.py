@@ -123,7 +123,8 @@ def harvest_to_store(
         "batch_size": batch_size,
     }
     with StoreWriter(out, header) as writer:
-        writer.record(interplab_version=interplab.__version__, command=command)
+        writer.record(interplab_version=interplab.__version__,
+                      **({"command": command} if command else {}))
         if writer.manifest["complete"]:
             return ActivationStore(out)
         _fill(writer, lm, ids, hooks, pos, chunk, rows_per_shard, progress=progress,

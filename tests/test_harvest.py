@@ -98,6 +98,8 @@ def test_long_texts_truncate_with_warning_or_error(tiny_models):
     assert int((acts.text_index == 0).sum()) == lm.n_ctx
     with pytest.raises(InterplabError, match="exceed"):
         harvest(lm, [long_text], HOOKS[0], truncation="error", progress=False)
+    with pytest.raises(InterplabError, match="max_length must be at least 1"):
+        harvest(lm, ["short"], HOOKS[0], max_length=-1, progress=False)
 
 
 def test_bf16_compute_is_close_to_fp32(tiny_models):

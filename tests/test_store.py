@@ -90,8 +90,12 @@ def test_disk_error_leaves_valid_resumable_store(tiny_models, tmp_path, monkeypa
         return original(path, data)
 
     monkeypatch.setattr(store, "_atomic_write_bytes", failing)
-    with pytest.raises(OSError):
-        _write(lm, tmp_path / "s")
+    with pytest.raises(InterplabError) as e:
+        _write(lm, tmp_path / "s", command="interplab harvest ... --out s")
+    msg = str(e.value)  # names the file that failed, what is kept, and how to resume
+    assert "shard-00002.safetensors" in msg and "No space left" in msg and "416 rows" in msg
+    assert "resume it with: interplab harvest ... --out s" in msg
+    assert isinstance(e.value.__cause__, OSError)
     monkeypatch.setattr(store, "_atomic_write_bytes", original)
     partial = ActivationStore(tmp_path / "s")
     assert len(partial.shards) == 2 and not partial.complete
@@ -120,7 +124,7 @@ def test_refuses_different_model_hook_or_selector(tiny_models, tmp_path):
 
 def test_second_writer_gets_lock_error(tiny_models, tmp_path):
     lm = tiny_models["tiny-gpt2"]
-    header = {"model": lm.identity(), "hooks": HOOKS, "positions": "all", "dataset": {},
+    header = {"model": lm.identity(), "hooks": HOOKS, "positions": "all", "dataset": {"n_texts": 1},
               "dtype": "float32", "d_model": 64, "rows_per_shard": 10, "texts_per_chunk": 8}
     with StoreWriter(tmp_path / "s", header), pytest.raises(InterplabError, match="another process"):
         StoreWriter(tmp_path / "s", header)
@@ -195,3 +199,209 @@ def test_pretokenized_sequences_harvest_and_store(tiny_models, tmp_path):
         harvest_tokens(lm, [[10**6]], HOOKS[0], progress=False)
     with pytest.raises(InterplabError, match="either texts or token_ids"):
         harvest_to_store(lm, MANY, HOOKS[0], tmp_path / "t", token_ids=ids, progress=False)
+
+
+def _partial(lm, out, fail_at="shard-00002", **kw):
+    """A store whose harvest stopped (a write failed) before ``fail_at``."""
+    original = store._atomic_write_bytes
+
+    def failing(path, data):
+        if path.name.startswith(fail_at):
+            raise OSError(28, "No space left on device")
+        return original(path, data)
+
+    store._atomic_write_bytes = failing
+    try:
+        with pytest.raises(InterplabError, match="could not write"):
+            _write(lm, out, **kw)
+    finally:
+        store._atomic_write_bytes = original
+    return ActivationStore(out)
+
+
+def test_resume_refuses_changed_length_dtype_or_truncation(tiny_models, tmp_path):
+    lm = tiny_models["tiny-gpt2"]
+    out = tmp_path / "s"
+    assert len(_partial(lm, out).shards) == 2
+    for change, name in (({"max_length": 8}, "max_length: store has 128, new rows have 8"),
+                         ({"compute_dtype": torch.bfloat16}, "compute_dtype"),
+                         ({"truncation": "error"}, "truncation"),
+                         ({"batch_size": 2, "texts_per_chunk": 8}, "batch_size")):
+        with pytest.raises(InterplabError, match="refusing to append") as e:
+            _write(lm, out, **change)
+        assert name in str(e.value)
+    assert len(ActivationStore(out).shards) == 2  # nothing was appended
+    assert _write(lm, out).complete  # the original settings still resume
+
+
+def test_resume_refuses_changed_weights_in_model_folder(tiny_models, tmp_path):
+    from interplab.models import load
+
+    folder = tmp_path / "model"
+    src = tiny_models["tiny-gpt2"]
+    src.hf.save_pretrained(folder)
+    src.tokenizer.save_pretrained(folder)
+    out = tmp_path / "s"
+    _partial(load(folder), out)
+    changed = load(folder)
+    with torch.no_grad():
+        changed.blocks[0].mlp.c_fc.weight.mul_(1.01)
+    changed.hf.save_pretrained(folder)  # same name, same config, different weights
+    with pytest.raises(InterplabError, match="model.weights_sha256"):
+        _write(load(folder), out)
+
+
+def test_failed_validation_creates_nothing_and_empty_store_is_replaced(tiny_models, tmp_path):
+    lm = tiny_models["tiny-gpt2"]
+    out = tmp_path / "s"
+    with pytest.raises(InterplabError, match="position index 999"):
+        harvest_to_store(lm, MANY, HOOKS, out, "index:999", progress=False)
+    with pytest.raises(InterplabError, match="batch_size"):
+        _write(lm, out, batch_size=0)
+    with pytest.raises(InterplabError, match="padding_side"):
+        _write(lm, out, padding_side="middle")
+    assert not out.exists()
+    empty = _partial(lm, out, fail_at="shard-00000", max_length=64)
+    assert empty.n_rows == 0 and not empty.shards
+    s = _write(lm, out)  # different settings, but the store has no row: replaced
+    assert s.complete and s.manifest["max_length"] == lm.n_ctx
+
+
+def test_nonfinite_rows_are_refused_when_written(tiny_models, tmp_path):
+    from interplab.models import reset_copy
+
+    lm = reset_copy(tiny_models["tiny-gpt2"], seed=0)  # a private copy to damage
+    texts = [*MANY[:7], "Quixotic zebras vex jumpy kilns.", *MANY[7:20]]
+    ids = lm.tokenize(texts)
+    seen = {t for seq in ids[:7] for t in seq}
+    token = next(t for t in ids[7] if t not in seen)
+    with torch.no_grad():
+        lm.embed.weight[token] = float("nan")
+    with pytest.raises(InterplabError) as e:
+        harvest_to_store(lm, texts, "blocks.0.hook_resid_pre", tmp_path / "s", "all",
+                         batch_size=4, rows_per_shard=10, texts_per_chunk=2, progress=False)
+    msg = str(e.value)
+    assert f"text 7, position {ids[7].index(token)}" in msg
+    assert "blocks.0.hook_resid_pre" in msg and "non-finite" in msg
+    s = ActivationStore(tmp_path / "s")
+    assert s.texts_done == 6 and bool(torch.isfinite(s.load()).all())
+
+
+def _poison(out, shard, row, value=float("nan")):
+    """Write ``value`` into one row of a shard and update the manifest's checksums, as an
+    unchecked writer would."""
+    from safetensors.torch import load_file, save_file
+
+    m = json.loads((out / "manifest.json").read_text())
+    f = out / m["shards"][shard]["file"]
+    tensors = load_file(f)
+    tensors[HOOKS[0]][row, 3] = value
+    save_file(tensors, f, metadata={"format": store.FORMAT})
+    _rehash(out, shard)
+    return int(tensors["text_index"][row]), int(tensors["position"][row])
+
+
+def _rehash(out, shard):
+    m = json.loads((out / "manifest.json").read_text())
+    f = out / m["shards"][shard]["file"]
+    m["shards"][shard]["sha256"] = store._sha256_file(f)
+    m["shards"][shard]["bytes"] = f.stat().st_size
+    (out / "manifest.json").write_text(json.dumps(m))
+
+
+def test_nonfinite_rows_are_reported_by_verify_and_refused_when_read(tiny_models, tmp_path):
+    out = tmp_path / "s"
+    _write(tiny_models["tiny-gpt2"], out)
+    text, pos = _poison(out, 1, 5)
+    s = ActivationStore(out)
+    report = s.verify()
+    assert not report.ok
+    assert any("shard 1" in p and "1 non-finite" in p and f"text {text}, position {pos}" in p
+               for p in report.problems)
+    for read in (lambda: list(s.iter_batches(64, HOOKS[0])),
+                 lambda: list(s.iter_batches(64, HOOKS[0], shuffle=False)),
+                 lambda: s.load(HOOKS[0]),
+                 lambda: s.rows([s.shards[0]["n_rows"] + 5], HOOKS[0])):
+        with pytest.raises(InterplabError, match="shard-00001.safetensors .* non-finite"):
+            read()
+    assert torch.isfinite(s.load(HOOKS[1])).all()  # the other hook is unaffected
+    _poison(out, 2, 0, float("inf"))
+    assert "inf" in " ".join(ActivationStore(out).verify().problems)
+
+
+def test_require_complete_names_how_to_finish(tiny_models, tmp_path):
+    lm = tiny_models["tiny-gpt2"]
+    out = tmp_path / "s"
+    partial = _partial(lm, out, command="interplab harvest --out s")
+    assert (partial.texts_done, partial.n_texts) == (16, len(MANY))
+    with pytest.raises(InterplabError) as e:
+        partial.require_complete()
+    msg = str(e.value)
+    assert "incomplete" in msg and "16 of 60 texts" in msg
+    assert "resume it with: interplab harvest --out s" in msg and "--allow-incomplete" in msg
+    partial.require_complete(allow_incomplete=True)
+    _write(lm, out, command="interplab harvest --out s").require_complete()
+
+
+def test_truncation_warning_names_the_global_text_index_on_resume(tiny_models, tmp_path):
+    lm = tiny_models["tiny-gpt2"]
+    texts = list(MANY)
+    texts[20] = " ".join(["word"] * 400)
+    out = tmp_path / "s"
+    original = store._atomic_write_bytes
+    store._atomic_write_bytes = lambda p, d: (_ for _ in ()).throw(OSError(28, "full")) \
+        if p.name.startswith("shard-00002") else original(p, d)
+    try:
+        with pytest.raises(InterplabError), pytest.warns(UserWarning, match="text 20 "):
+            harvest_to_store(lm, texts, HOOKS, out, batch_size=4, rows_per_shard=200,
+                             texts_per_chunk=8, progress=False)
+    finally:
+        store._atomic_write_bytes = original
+    assert ActivationStore(out).texts_done == 16
+    with pytest.warns(UserWarning, match="first: text 20 with"):
+        harvest_to_store(lm, texts, HOOKS, out, batch_size=4, rows_per_shard=200,
+                         texts_per_chunk=8, progress=False)
+
+
+def _damage(out, edit):
+    m = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(edit(m) if callable(edit) else edit)
+
+
+@pytest.mark.parametrize("edit, match", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "JSON list, not an object"),
+    (lambda m: json.dumps({k: v for k, v in m.items() if k != "shards"}), "lacks the key.*shards"),
+    (lambda m: json.dumps({**m, "shards": [{**m["shards"][0], "file": "../../etc/hostname"}]
+                           + m["shards"][1:]}), "not a plain file name"),
+    (lambda m: json.dumps({**m, "shards": [{"file": "shard-00000.safetensors"}]}), "lacks one of"),
+    (lambda m: json.dumps({**m, "n_rows": 3}), "do not add up"),
+])
+def test_damaged_manifest_is_one_clear_error(tiny_models, tmp_path, edit, match):
+    out = tmp_path / "s"
+    _write(tiny_models["tiny-gpt2"], out)
+    _damage(out, edit)
+    with pytest.raises(InterplabError, match=match):
+        ActivationStore(out)
+    with pytest.raises(InterplabError, match=match):  # and a resume does not append to it
+        _write(tiny_models["tiny-gpt2"], out)
+
+
+def test_damaged_shard_header_is_one_clear_error(tiny_models, tmp_path):
+    out = tmp_path / "s"
+    _write(tiny_models["tiny-gpt2"], out)
+    f0, f1 = out / "shard-00000.safetensors", out / "shard-00001.safetensors"
+    data = bytearray(f0.read_bytes())
+    data[5] ^= 0x40  # header length: now far beyond the file
+    f0.write_bytes(bytes(data))
+    raw = f1.read_bytes()
+    f1.write_bytes(raw.replace(b'"dtype"', b'"dtypf"', 1))  # same size, key renamed
+    _rehash(out, 0)
+    _rehash(out, 1)
+    s = ActivationStore(out)
+    with pytest.raises(InterplabError, match="shard-00000.safetensors is damaged"):
+        s.load(HOOKS[0])
+    with pytest.raises(InterplabError, match="shard-00001.safetensors is damaged .*invalid"):
+        s.shard_tensor(1, HOOKS[0])
+    problems = " ".join(ActivationStore(out).verify().problems)
+    assert "shard 0" in problems and "shard 1" in problems and "damaged header" in problems

@@ -272,6 +272,8 @@ def harvest(
     ``with_logprobs`` the whole model runs and ``text_logprob`` holds each text's log-probability.
     """
     texts = validate_texts(texts)
+    if max_length is not None and max_length < 1:
+        raise InterplabError(f"max_length must be at least 1 (or None), not {max_length}")
     ids = lm.tokenize(texts, max_length=max_length, truncation=truncation)
     return harvest_tokens(lm, ids, hooks, positions, batch_size=batch_size, dtype=dtype,
                           padding_side=padding_side, compute_dtype=compute_dtype,

@@ -39,8 +39,10 @@ LOCK = ".lock"
 FORMAT = "interplab.activation-store/1"
 META_KEYS = ("text_index", "position", "token_id")
 # Keys whose values must match for rows to be appended to an existing store.
+# Everything that changes a row's values (or, for byte-identical resumes, its rounding) is here.
 IDENTITY_KEYS = ("model", "hooks", "positions", "dataset", "dtype", "d_model", "rows_per_shard",
-                 "texts_per_chunk")
+                 "texts_per_chunk", "max_length", "truncation", "compute_dtype", "padding_side",
+                 "batch_size")
 
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64,
               "F64": np.float64, "I32": np.int32}
@@ -96,6 +98,101 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def resume_hint(manifest: dict[str, Any]) -> str:
+    """How to finish a store's harvest: its recorded command, or the generic advice."""
+    command = manifest.get("command")
+    if isinstance(command, str) and command:
+        return f"resume it with: {command}"
+    return "re-run the same harvest (same command or harvest_to_store call) to resume it"
+
+
+def _describe(value: Any) -> str:
+    return "not recorded" if value is None else json.dumps(value)
+
+
+def identity_differences(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """One ``key: store has X, new rows have Y`` line per identity setting that differs
+    (nested dicts such as the model identity are compared key by key)."""
+    out = []
+    for key in IDENTITY_KEYS:
+        a, b = stored.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{k}: store has {_describe(a.get(k))}, new rows have "
+                    f"{_describe(b.get(k))}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            out.append(f"{key}: store has {_describe(a)}, new rows have {_describe(b)}")
+    return out
+
+
+def _first_nonfinite(acts: torch.Tensor) -> int | None:
+    """Index of the first row of ``acts`` [rows, d] holding a NaN or inf, or None."""
+    bad = ~torch.isfinite(acts).all(dim=-1)
+    return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
+
+
+def _bad_manifest(path: Path, problem: str) -> InterplabError:
+    return InterplabError(
+        f"{path} is damaged: {problem}. It was not written by interplab as it is; restore it from "
+        "a backup or harvest again into a new --out folder"
+    )
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+_MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
+    "format": (str,), "model": (dict,), "hooks": (list,), "positions": (str,), "dataset": (dict,),
+    "dtype": (str,), "d_model": (int,), "shards": (list,), "n_rows": (int,), "texts_done": (int,),
+    "complete": (bool,),
+}
+_SHARD_FIELDS = ("file", "n_rows", "text_start", "text_end", "sha256")
+
+
+def validate_manifest(m: Any, path: Path) -> dict[str, Any]:
+    """Check a parsed manifest's structure; a damaged one raises one clear error."""
+    if not isinstance(m, dict):
+        raise _bad_manifest(path, f"it holds a JSON {type(m).__name__}, not an object")
+    if m.get("format") != FORMAT:
+        raise InterplabError(f"{path} has format {m.get('format')!r}, expected {FORMAT!r}; it is "
+                             "not an interplab activation store of this version")
+    missing = [k for k in _MANIFEST_FIELDS if k not in m]
+    if missing:
+        raise _bad_manifest(path, f"it lacks the key(s) {', '.join(missing)}")
+    wrong = [k for k, t in _MANIFEST_FIELDS.items() if not isinstance(m[k], t)]
+    if wrong:
+        raise _bad_manifest(path, f"key(s) {', '.join(wrong)} have the wrong type")
+    if not m["hooks"] or not all(isinstance(h, str) for h in m["hooks"]):
+        raise _bad_manifest(path, "'hooks' must be a non-empty list of hook names")
+    if m["dtype"] not in _TORCH_DTYPES or m["d_model"] < 1:
+        raise _bad_manifest(path, f"dtype {m['dtype']!r} / d_model {m['d_model']!r} is invalid")
+    if not _is_int(m["dataset"].get("n_texts")):
+        raise _bad_manifest(path, "'dataset' has no valid n_texts")
+    for i, sh in enumerate(m["shards"]):
+        if not isinstance(sh, dict) or any(k not in sh for k in _SHARD_FIELDS):
+            raise _bad_manifest(path, f"shard entry {i} lacks one of {', '.join(_SHARD_FIELDS)}")
+        name = sh["file"]
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name \
+                or "\\" in name:
+            raise _bad_manifest(path, f"shard entry {i} names the file {name!r}, which is not a "
+                                      "plain file name inside the store folder")
+        if not all(_is_int(sh[k]) for k in ("n_rows", "text_start", "text_end")):
+            raise _bad_manifest(path, f"shard entry {i} has invalid row or text counts")
+    if sum(sh["n_rows"] for sh in m["shards"]) != m["n_rows"]:
+        raise _bad_manifest(path, "its shard row counts do not add up to n_rows")
+    return m
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    mpath = folder / MANIFEST
+    try:
+        return validate_manifest(json.loads(mpath.read_text("utf-8")), mpath)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _bad_manifest(mpath, f"it is not valid JSON ({exc})") from None
+
+
 # --------------------------------------------------------------------------------------- writer
 
 
@@ -129,47 +226,94 @@ class StoreWriter:
             raise
         os.ftruncate(self._lock_fd, 0)
         os.write(self._lock_fd, str(os.getpid()).encode())
-        manifest_path = self.path / MANIFEST
-        if manifest_path.exists():
-            self.manifest = json.loads(manifest_path.read_text("utf-8"))
-            diffs = [k for k in IDENTITY_KEYS if self.manifest.get(k) != header.get(k)]
-            if diffs:
-                detail = "; ".join(
-                    f"{k}: store has {json.dumps(self.manifest.get(k))}, new rows have "
-                    f"{json.dumps(header.get(k))}" for k in diffs
-                )
-                self.close()
-                raise InterplabError(
-                    f"refusing to append to the store in {self.path}: it was written with a "
-                    f"different {', '.join(diffs)} ({detail}). Use a new --out folder."
-                )
-        else:
-            self.manifest = {"format": FORMAT, **header, "shards": [], "n_rows": 0,
-                             "texts_done": 0, "complete": False}
-            self._write_manifest()
+        try:
+            if (self.path / MANIFEST).exists():
+                self.manifest = self._existing(header)
+            else:
+                self._start_new(header)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_new(self, header: dict[str, Any]) -> None:
+        self.manifest = validate_manifest(
+            {"format": FORMAT, **header, "shards": [], "n_rows": 0, "texts_done": 0,
+             "complete": False}, self.path / MANIFEST)
+        self._write_manifest()
+
+    def _existing(self, header: dict[str, Any]) -> dict[str, Any]:
+        """The folder's manifest if ``header`` may append to it. A store without a single row
+        (left by a run that failed early) is replaced, so the corrected command is not blocked."""
+        manifest = read_manifest(self.path)
+        diffs = identity_differences(manifest, header)
+        if not diffs:
+            return manifest
+        if not manifest["shards"]:
+            self._start_new(header)
+            return self.manifest
+        raise InterplabError(
+            f"refusing to append to the store in {self.path}: its {manifest['n_rows']} rows were "
+            f"written with different settings ({'; '.join(diffs)}). Resume with the original "
+            "settings, or use a new --out folder."
+        )
 
     @property
     def texts_done(self) -> int:
         return int(self.manifest["texts_done"])
 
-    def _write_manifest(self) -> None:
-        data = json.dumps(self.manifest, indent=1, sort_keys=True).encode()
-        _atomic_write_bytes(self.path / MANIFEST, data)
+    def _write_manifest(self, manifest: dict[str, Any] | None = None) -> None:
+        data = json.dumps(manifest or self.manifest, indent=1, sort_keys=True).encode()
+        try:
+            _atomic_write_bytes(self.path / MANIFEST, data)
+        except OSError as exc:
+            raise self._write_error(self.path / MANIFEST, exc) from exc
+
+    def _check_finite(self, tensors: dict[str, torch.Tensor]) -> None:
+        for hook in self.manifest["hooks"]:
+            row = _first_nonfinite(tensors[hook])
+            if row is not None:
+                raise InterplabError(
+                    f"hook {hook} produced a non-finite value (NaN or inf) at text "
+                    f"{int(tensors['text_index'][row])}, position {int(tensors['position'][row])}; "
+                    f"nothing from that shard was written to {self.path}. Check the model's "
+                    "weights and the text; inf in a float16 store means the values overflow "
+                    "float16 (store as bfloat16 or float32)"
+                )
 
     def write_shard(self, tensors: dict[str, torch.Tensor], text_end: int) -> None:
-        """Write one shard (all texts up to ``text_end`` done) and record it in the manifest."""
+        """Write one shard (all texts up to ``text_end`` done) and record it in the manifest.
+
+        Rows holding NaN or inf are refused (naming the text, position and hook); a failed write
+        (e.g. a full disk) raises an error naming the file, and the store stays resumable."""
+        self._check_finite(tensors)
         n_rows = int(tensors["text_index"].shape[0])
         index = len(self.manifest["shards"])
         name = f"shard-{index:05d}.safetensors"
         data = st_save({k: v.contiguous() for k, v in tensors.items()},
                        metadata={"format": FORMAT})
-        _atomic_write_bytes(self.path / name, data)
-        self.manifest["shards"].append({
-            "file": name, "n_rows": n_rows, "text_start": self.texts_done, "text_end": text_end,
-            "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-        })
-        self.manifest["n_rows"] += n_rows
-        self.manifest["texts_done"] = text_end
+        try:
+            _atomic_write_bytes(self.path / name, data)
+        except OSError as exc:
+            raise self._write_error(self.path / name, exc) from exc
+        entry = {"file": name, "n_rows": n_rows, "text_start": self.texts_done,
+                 "text_end": text_end, "sha256": hashlib.sha256(data).hexdigest(),
+                 "bytes": len(data)}
+        updated = {**self.manifest, "shards": [*self.manifest["shards"], entry],
+                   "n_rows": self.manifest["n_rows"] + n_rows, "texts_done": text_end}
+        self._write_manifest(updated)
+        self.manifest = updated
+
+    def _write_error(self, path: Path, exc: OSError) -> InterplabError:
+        m = self.manifest
+        return InterplabError(
+            f"could not write {path} ({exc.strerror or exc}); the store keeps its {m['n_rows']} "
+            f"rows ({m['texts_done']} of {m['dataset'].get('n_texts')} texts). Fix the cause "
+            f"(e.g. free disk space), then {resume_hint(m)}"
+        )
+
+    def record(self, **info: Any) -> None:
+        """Record facts that are not part of the identity (version, the command that resumes)."""
+        self.manifest.update(info)
         self._write_manifest()
 
     def finish(self) -> None:
@@ -200,20 +344,68 @@ class _TensorLoc:
     offset: int  # absolute byte offset in the file
 
 
-def _read_header(path: Path) -> dict[str, _TensorLoc]:
+_ITEM_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8, "F64": 8, "I32": 4}
+_MAX_HEADER = 100 << 20
+
+
+def _damaged(path: Path, problem: str) -> InterplabError:
+    return InterplabError(f"shard {path} is damaged ({problem}); run `interplab store verify "
+                          f"{path.parent}` and harvest again into a new --out folder")
+
+
+def _parse_header(path: Path) -> tuple[dict[str, Any], int]:
+    size = path.stat().st_size
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
-            raise InterplabError(f"shard {path} is truncated (no header); run `interplab store verify`")
+            raise _damaged(path, "truncated: no header")
         (n,) = struct.unpack("<Q", raw)
-        header = json.loads(f.read(n))
-    base = 8 + n
-    out = {}
-    for key, meta in header.items():
-        if key == "__metadata__":
-            continue
-        out[key] = _TensorLoc(meta["dtype"], tuple(meta["shape"]), base + meta["data_offsets"][0])
+        if n > min(size - 8, _MAX_HEADER):
+            raise _damaged(path, f"its header claims {n} bytes, more than the file holds")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise _damaged(path, "its header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise _damaged(path, "its header is not a JSON object")
+    return header, 8 + n
+
+
+def _tensor_loc(path: Path, key: str, meta: Any, base: int, size: int) -> _TensorLoc:
+    try:
+        dtype, shape, (start, end) = meta["dtype"], tuple(meta["shape"]), meta["data_offsets"]
+        ok = (dtype in _ITEM_BYTES and all(_is_int(d) for d in shape) and _is_int(start)
+              and _is_int(end) and end - start == _ITEM_BYTES[dtype] * int(np.prod(shape))
+              and base + end <= size)
+    except (TypeError, KeyError, ValueError):
+        ok = False
+    if not ok:
+        raise _damaged(path, f"the header entry of tensor {key!r} is invalid")
+    return _TensorLoc(dtype, shape, base + start)
+
+
+def _read_header(path: Path, expect: dict[str, Any] | None = None) -> dict[str, _TensorLoc]:
+    """Tensor locations of a shard, checked against the file size and, given ``expect`` (a
+    manifest's shard entry plus ``hooks``, ``dtype``, ``d_model``), against the manifest."""
+    header, base = _parse_header(path)
+    size = path.stat().st_size
+    out = {k: _tensor_loc(path, k, m, base, size) for k, m in header.items() if k != "__metadata__"}
+    if expect is not None:
+        _check_layout(path, out, expect)
     return out
+
+
+def _check_layout(path: Path, locs: dict[str, _TensorLoc], expect: dict[str, Any]) -> None:
+    rows, st_dtype = expect["n_rows"], expect["st_dtype"]
+    for key in [*expect["hooks"], *META_KEYS]:
+        want = ((st_dtype, (rows, expect["d_model"])) if key not in META_KEYS
+                else ("I64", (rows,)))
+        loc = locs.get(key)
+        if loc is None:
+            raise _damaged(path, f"it holds no tensor {key!r}")
+        if (loc.dtype, loc.shape) != want:
+            raise _damaged(path, f"tensor {key!r} is {loc.dtype} {list(loc.shape)}, the manifest "
+                                 f"says {want[0]} {list(want[1])}")
 
 
 @dataclass
@@ -235,13 +427,7 @@ class ActivationStore:
                 f"{self.path} is not an activation store (no {MANIFEST}); create one with "
                 "`interplab harvest ... --out DIR`"
             )
-        try:
-            self.manifest: dict[str, Any] = json.loads(mpath.read_text("utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InterplabError(f"{mpath} is not valid JSON ({exc})") from None
-        if self.manifest.get("format") != FORMAT:
-            raise InterplabError(f"{mpath} has format {self.manifest.get('format')!r}, "
-                                 f"expected {FORMAT!r}")
+        self.manifest: dict[str, Any] = read_manifest(self.path)
         self.shards: list[dict[str, Any]] = self.manifest["shards"]
         counts = np.asarray([s["n_rows"] for s in self.shards], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(counts)])
@@ -268,6 +454,27 @@ class ActivationStore:
     def complete(self) -> bool:
         return bool(self.manifest.get("complete"))
 
+    @property
+    def texts_done(self) -> int:
+        """Texts whose rows are in the store (a prefix of the input texts)."""
+        return int(self.manifest["texts_done"])
+
+    @property
+    def n_texts(self) -> int:
+        """Texts the harvest was asked for."""
+        return int(self.manifest["dataset"]["n_texts"])
+
+    def require_complete(self, allow_incomplete: bool = False) -> None:
+        """Raise unless the harvest finished (or ``allow_incomplete``): an interrupted store
+        holds only a prefix of the texts, which silently biases whatever is trained on it."""
+        if self.complete or allow_incomplete:
+            return
+        raise InterplabError(
+            f"the store {self.path} is incomplete: its harvest stopped after {self.texts_done} of "
+            f"{self.n_texts} texts. Finish it first ({resume_hint(self.manifest)}), or pass "
+            "--allow-incomplete (allow_incomplete=True) to use the rows it holds"
+        )
+
     def __len__(self) -> int:
         return self.n_rows
 
@@ -281,10 +488,37 @@ class ActivationStore:
         return hook
 
     # ------------------------------------------------------------------ raw access
-    def _memmap(self, shard: int, key: str) -> np.memmap:
+    def _header(self, shard: int) -> dict[str, _TensorLoc]:
         if shard not in self._headers:
-            self._headers[shard] = _read_header(self.path / self.shards[shard]["file"])
-        loc = self._headers[shard][key]
+            path = self.path / self.shards[shard]["file"]
+            if not path.is_file():
+                raise InterplabError(f"shard {path} is missing; run `interplab store verify "
+                                     f"{self.path}` and harvest again into a new --out folder")
+            self._headers[shard] = _read_header(path, self._expect(shard))
+        return self._headers[shard]
+
+    def _expect(self, shard: int) -> dict[str, Any]:
+        return {"n_rows": self.shards[shard]["n_rows"], "hooks": self.hooks,
+                "d_model": self.d_model, "st_dtype": self._st_dtype()}
+
+    def _check_finite(self, shard: int, key: str, rows: torch.Tensor,
+                      local: np.ndarray | None = None) -> None:
+        """Raise if ``rows`` (read from ``shard``; at ``local`` rows if given) hold NaN or inf."""
+        bad = _first_nonfinite(rows)
+        if bad is None:
+            return
+        row = int(local[bad]) if local is not None else bad
+        text = int(self._memmap(shard, "text_index")[row])
+        pos = int(self._memmap(shard, "position")[row])
+        raise InterplabError(
+            f"shard {self.shards[shard]['file']} of the store {self.path} holds a non-finite value "
+            f"(NaN or inf) for hook {key} at text {text}, position {pos}; training or evaluating "
+            f"on it would give NaN. Run `interplab store verify {self.path}` and harvest again "
+            "into a new --out folder"
+        )
+
+    def _memmap(self, shard: int, key: str) -> np.memmap:
+        loc = self._header(shard)[key]
         return np.memmap(self.path / self.shards[shard]["file"], dtype=_ST_DTYPES[loc.dtype],
                          mode="r", offset=loc.offset, shape=loc.shape)
 
@@ -297,7 +531,9 @@ class ActivationStore:
     def shard_tensor(self, shard: int, hook: str | None = None) -> torch.Tensor:
         """All rows of one shard for ``hook`` (a copy, ``[rows, d_model]``)."""
         key = self._hook(hook)
-        return self._to_torch(np.array(self._memmap(shard, key)), key)
+        out = self._to_torch(np.array(self._memmap(shard, key)), key)
+        self._check_finite(shard, key, out)
+        return out
 
     def rows(self, indices: Sequence[int] | np.ndarray | torch.Tensor,
              hook: str | None = None) -> torch.Tensor:
@@ -312,6 +548,7 @@ class ActivationStore:
             sel = np.flatnonzero(shard_of == s)
             local = idx[sel] - self._starts[s]
             out[sel] = self._memmap(int(s), key)[local]
+            self._check_finite(int(s), key, self._to_torch(out[sel], key), local)
         return self._to_torch(out, key)
 
     def _st_dtype(self) -> str:
@@ -334,16 +571,15 @@ class ActivationStore:
     def _read_into(self, shard: int, key: str, out: np.ndarray) -> None:
         """Read a shard's tensor straight into ``out`` (plain reads: no mapped pages stay
         resident, so memory is what the caller allocated)."""
-        if shard not in self._headers:
-            self._headers[shard] = _read_header(self.path / self.shards[shard]["file"])
-        loc = self._headers[shard][key]
+        loc = self._header(shard)[key]
         view = memoryview(out).cast("B")
         with open(self.path / self.shards[shard]["file"], "rb") as f:
             f.seek(loc.offset)
             got = f.readinto(view)
         if got != view.nbytes:
             raise InterplabError(f"shard {self.shards[shard]['file']} is truncated; run "
-                                 "`interplab store verify`")
+                                 f"`interplab store verify {self.path}`")
+        self._check_finite(shard, key, self._to_torch(out, key))
 
     def iter_batches(
         self,
@@ -396,30 +632,41 @@ class ActivationStore:
 
     # ------------------------------------------------------------------ integrity
     def verify(self) -> VerifyReport:
-        """Check every shard exists, has its recorded size and sha256, and its row count."""
+        """Check every shard: present, recorded size and sha256, header layout, finite rows."""
         problems = []
-        for i, s in enumerate(self.shards):
-            p = self.path / s["file"]
-            if not p.is_file():
-                problems.append(f"shard {i} ({s['file']}) is missing")
-                continue
-            size = p.stat().st_size
-            if "bytes" in s and size != s["bytes"]:
-                problems.append(f"shard {i} ({s['file']}) has {size} bytes, manifest says "
-                                f"{s['bytes']} (truncated or extended)")
-                continue
-            if _sha256_file(p) != s["sha256"]:
-                problems.append(f"shard {i} ({s['file']}) fails its sha256 check (altered)")
-                continue
-            hdr = _read_header(p)
-            if hdr["text_index"].shape[0] != s["n_rows"]:
-                problems.append(f"shard {i} has {hdr['text_index'].shape[0]} rows, manifest "
-                                f"says {s['n_rows']}")
+        for i in range(len(self.shards)):
+            problem = self._verify_shard(i)
+            if problem:
+                problems.append(f"shard {i} ({self.shards[i]['file']}) {problem}")
         if not self.complete:
-            problems.append(f"the store is incomplete ({self.manifest['texts_done']} of "
-                            f"{self.manifest['dataset']['n_texts']} texts); re-run the harvest "
-                            "command to resume")
+            problems.append(f"the store is incomplete ({self.texts_done} of {self.n_texts} "
+                            f"texts); {resume_hint(self.manifest)}")
         return VerifyReport(not problems, problems, len(self.shards), self.n_rows)
+
+    def _verify_shard(self, i: int) -> str | None:
+        s = self.shards[i]
+        p = self.path / s["file"]
+        if not p.is_file():
+            return "is missing"
+        size = p.stat().st_size
+        if "bytes" in s and size != s["bytes"]:
+            return f"has {size} bytes, manifest says {s['bytes']} (truncated or extended)"
+        if _sha256_file(p) != s["sha256"]:
+            return "fails its sha256 check (altered)"
+        try:
+            self._headers[i] = _read_header(p, self._expect(i))
+        except InterplabError as exc:
+            return f"has a damaged header: {exc}"
+        bad = []
+        for hook in self.hooks:
+            rows = self._to_torch(np.array(self._memmap(i, hook)), hook)
+            flags = ~torch.isfinite(rows).all(dim=-1)
+            if bool(flags.any()):
+                r = int(flags.nonzero()[0, 0])
+                bad.append(f"{int(flags.sum())} non-finite (NaN/inf) rows for {hook} (first: text "
+                           f"{int(self._memmap(i, 'text_index')[r])}, position "
+                           f"{int(self._memmap(i, 'position')[r])})")
+        return "holds " + "; ".join(bad) if bad else None
 
     def info(self) -> dict[str, Any]:
         m = self.manifest

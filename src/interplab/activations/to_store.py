@@ -21,6 +21,7 @@ from interplab.activations.positions import Positions
 from interplab.activations.store import ActivationStore, StoreWriter, dtype_name
 from interplab.errors import InterplabError
 from interplab.models import LanguageModel
+from interplab.models.loading import weights_sha256
 
 
 def dataset_identity(texts: Sequence[str], name: str | None = None) -> dict:
@@ -60,6 +61,7 @@ def harvest_to_store(
     compute_dtype: torch.dtype | None = None,
     token_ids: Sequence[Sequence[int]] | None = None,
     progress: bool = True,
+    command: str | None = None,
 ) -> ActivationStore:
     """Harvest ``texts`` into the store folder ``out``; re-running the same call resumes.
 
@@ -69,30 +71,44 @@ def harvest_to_store(
     never the corpus. After a crash the store lists only complete shards, and the same call
     continues from the first text not yet in a shard. Pass ``texts=None`` and ``token_ids`` for
     sequences that are already tokenised (e.g. packed corpus windows).
+
+    Every setting that changes a row's values is part of the store's identity (model incl. a hash
+    of its weights, hooks, positions, texts, dtype, ``max_length``, ``truncation``,
+    ``compute_dtype``, ``padding_side``, ``batch_size``, shard and chunk sizes): a resume with any
+    of them changed is refused, naming what differs. All input is validated before the folder is
+    created, and a store left without a single row is replaced by the next call. ``command``
+    (the command line that resumes this harvest) is recorded in the manifest and shown in
+    messages about an unfinished store.
     """
     if (texts is None) == (token_ids is None):
         raise InterplabError("give either texts or token_ids, not both (and not neither)")
-    if texts is not None:
-        texts = validate_texts(texts)
-        n_texts = len(texts)
-        identity = dataset_identity(texts, dataset_name)
-    else:
-        token_ids = validate_token_ids(lm, token_ids)
-        n_texts = len(token_ids)
-        identity = tokens_identity(token_ids, dataset_name)
+    _check_sizes(batch_size=batch_size, rows_per_shard=rows_per_shard,
+                 texts_per_chunk=texts_per_chunk, max_length=max_length)
+    if padding_side not in ("left", "right"):
+        raise InterplabError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
     hooks = [hooks] if isinstance(hooks, str) else list(dict.fromkeys(hooks))
     if not hooks:
         raise InterplabError("no hooks given; name at least one, e.g. 'blocks.0.hook_resid_post'")
     for h in hooks:
         lm.parse_hook(h)
-    if rows_per_shard < 1:
-        raise InterplabError(f"rows_per_shard must be at least 1, not {rows_per_shard}")
     pos = Positions.parse(positions)
+    # Everything is validated (and every text tokenised) before the store folder is touched.
+    if texts is not None:
+        texts = validate_texts(texts)
+        identity = dataset_identity(texts, dataset_name)
+        ids = lm.tokenize(texts, max_length=max_length, truncation=truncation)
+        limit: int | None = min(max_length or lm.n_ctx, lm.n_ctx)
+    else:
+        ids = validate_token_ids(lm, token_ids)
+        identity = tokens_identity(ids, dataset_name)
+        limit, truncation = None, "none"
+    n_texts = len(ids)
     pos.validate_count(n_texts)
+    _check_positions(lm, pos, ids)
     chunk = texts_per_chunk or 8 * batch_size
     header = {
         "interplab_version": interplab.__version__,
-        "model": lm.identity(),
+        "model": {**lm.identity(), "weights_sha256": weights_sha256(lm.hf)},
         "hooks": hooks,
         "positions": pos.spec,
         "dataset": identity,
@@ -100,37 +116,59 @@ def harvest_to_store(
         "d_model": lm.d_model,
         "rows_per_shard": rows_per_shard,
         "texts_per_chunk": chunk,
+        "max_length": limit,
+        "truncation": truncation,
+        "compute_dtype": str(compute_dtype or lm.dtype).removeprefix("torch."),
+        "padding_side": padding_side,
+        "batch_size": batch_size,
     }
     with StoreWriter(out, header) as writer:
-        writer.manifest["interplab_version"] = interplab.__version__
-        start = writer.texts_done
+        writer.record(interplab_version=interplab.__version__,
+                      **({"command": command} if command else {}))
         if writer.manifest["complete"]:
             return ActivationStore(out)
-        if texts is not None:
-            ids = lm.tokenize(texts[start:], max_length=max_length, truncation=truncation)
-        else:
-            ids = token_ids[start:]
-        remaining = sum(len(t) for t in ids)
-        buffer = []
-        buffered_rows = 0
-        with tqdm(total=remaining, unit="tok", desc=f"harvest → {out}", disable=not progress,
-                  leave=False) as bar:
-            for c0 in range(start, n_texts, chunk):
-                c1 = min(c0 + chunk, n_texts)
-                batches = list(iter_harvest_ids(
-                    lm, ids[c0 - start : c1 - start], c0, hooks, pos, batch_size=batch_size,
-                    dtype=dtype, padding_side=padding_side, compute_dtype=compute_dtype,
-                    progress=bar,
-                ))
-                part = assemble(batches, hooks, lm.d_model, dtype)
-                buffer.append(part)
-                buffered_rows += part.n_rows
-                if buffered_rows >= rows_per_shard or c1 == n_texts:
-                    tensors = {h: torch.cat([p.acts[h] for p in buffer]) for h in hooks}
-                    tensors["text_index"] = torch.cat([p.text_index for p in buffer])
-                    tensors["position"] = torch.cat([p.position for p in buffer])
-                    tensors["token_id"] = torch.cat([p.token_id for p in buffer])
-                    writer.write_shard(tensors, text_end=c1)
-                    buffer, buffered_rows = [], 0
+        _fill(writer, lm, ids, hooks, pos, chunk, rows_per_shard, progress=progress,
+              batch_size=batch_size, dtype=dtype, padding_side=padding_side,
+              compute_dtype=compute_dtype)
         writer.finish()
     return ActivationStore(out)
+
+
+def _check_sizes(**sizes: int | None) -> None:
+    for name, value in sizes.items():
+        if value is not None and (not isinstance(value, int) or value < 1):
+            flag = "--" + name.replace("_", "-")
+            raise InterplabError(f"{name} ({flag}) must be a positive integer, not {value!r}")
+
+
+def _check_positions(lm: LanguageModel, pos: Positions, ids: Sequence[Sequence[int]]) -> None:
+    """Selectors that can miss a text (index:N, explicit) are checked on every text up front."""
+    if pos.kind in ("index", "explicit"):
+        has_bos = lm.bos_token_id is not None
+        for i, t in enumerate(ids):
+            pos.select(i, len(t), has_bos)
+
+
+def _fill(writer: StoreWriter, lm: LanguageModel, ids: Sequence[Sequence[int]],
+          hooks: list[str], pos: Positions, chunk: int, rows_per_shard: int, *,
+          progress: bool, **harvest_kw) -> None:
+    """Harvest the texts the store does not hold yet, chunk by chunk, into shards."""
+    n_texts, start = len(ids), writer.texts_done
+    buffer: list = []
+    buffered_rows = 0
+    remaining = sum(len(t) for t in ids[start:])
+    with tqdm(total=remaining, unit="tok", desc=f"harvest → {writer.path}",
+              disable=not progress, leave=False) as bar:
+        for c0 in range(start, n_texts, chunk):
+            c1 = min(c0 + chunk, n_texts)
+            batches = list(iter_harvest_ids(lm, ids[c0:c1], c0, hooks, pos, progress=bar,
+                                            **harvest_kw))
+            part = assemble(batches, hooks, lm.d_model, harvest_kw["dtype"])
+            buffer.append(part)
+            buffered_rows += part.n_rows
+            if buffered_rows >= rows_per_shard or c1 == n_texts:
+                tensors = {h: torch.cat([p.acts[h] for p in buffer]) for h in hooks}
+                for key in ("text_index", "position", "token_id"):
+                    tensors[key] = torch.cat([getattr(p, key) for p in buffer])
+                writer.write_shard(tensors, text_end=c1)
+                buffer, buffered_rows = [], 0

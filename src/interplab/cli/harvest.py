@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import typer
@@ -12,6 +13,7 @@ from rich.table import Table
 from interplab.errors import InterplabError
 
 console = Console()
+err_console = Console(stderr=True)
 store_app = typer.Typer(help="Inspect and check activation stores.", no_args_is_help=True)
 
 
@@ -34,6 +36,10 @@ def harvest_cmd(
                                        help="error (not warn) on texts longer than the context"),
 ) -> None:
     """Harvest activations of a model on texts into an on-disk activation store."""
+    for flag, value, least in (("--batch-size", batch_size, 1), ("--rows-per-shard", rows_per_shard, 1),
+                               ("--max-length", max_length, 0)):
+        if value < least:
+            raise InterplabError(f"{flag} must be at least {least}, not {value}")
     import torch  # noqa: F401  (heavy imports stay inside the command)
 
     from interplab.activations import harvest_to_store
@@ -41,19 +47,57 @@ def harvest_cmd(
     from interplab.activations.texts import read_texts
     from interplab.models import load
 
+    command = _resume_command(locals())
     text_list = read_texts(texts, column=column)
     hook_list = [h.strip() for h in hooks.split(",") if h.strip()]
     if not hook_list:
         raise InterplabError("--hooks is empty; name at least one hook point")
-    lm = load(model, device=device or None)
-    store = harvest_to_store(
-        lm, text_list, hook_list, out, positions,
-        batch_size=batch_size, rows_per_shard=rows_per_shard, dtype=parse_dtype(dtype),
-        dataset_name=texts.name, max_length=max_length or None,
-        truncation="error" if strict_length else "warn",
-        compute_dtype=parse_dtype(compute_dtype) if compute_dtype else None,
-    )
+    stored_dtype = parse_dtype(dtype)
+    compute = parse_dtype(compute_dtype) if compute_dtype else None
+    try:
+        lm = load(model, device=device or None)
+        store = harvest_to_store(
+            lm, text_list, hook_list, out, positions,
+            batch_size=batch_size, rows_per_shard=rows_per_shard, dtype=stored_dtype,
+            dataset_name=texts.name, max_length=max_length or None,
+            truncation="error" if strict_length else "warn", compute_dtype=compute,
+            command=command,
+        )
+    except KeyboardInterrupt:
+        _report_interrupt(out, command)
+        raise typer.Exit(130) from None
     _print_info(store.info())
+
+
+def _resume_command(options: dict) -> str:
+    """The command line that repeats (and so resumes) this harvest, with absolute paths."""
+    model = options["model"]
+    if Path(model).expanduser().exists():
+        model = str(Path(model).expanduser().resolve())
+    args = ["interplab", "harvest", "--model", model, "--texts", str(options["texts"].resolve()),
+            "--hooks", options["hooks"], "--out", str(options["out"].resolve()),
+            "--positions", options["positions"], "--column", options["column"],
+            "--batch-size", str(options["batch_size"]),
+            "--rows-per-shard", str(options["rows_per_shard"]), "--dtype", options["dtype"]]
+    for flag in ("compute_dtype", "device", "max_length"):
+        if options[flag]:
+            args += ["--" + flag.replace("_", "-"), str(options[flag])]
+    if options["strict_length"]:
+        args.append("--strict-length")
+    return shlex.join(args)
+
+
+def _report_interrupt(out: Path, command: str) -> None:
+    from interplab.activations import ActivationStore
+
+    try:
+        st = ActivationStore(out)
+        saved = (f"{out} keeps {st.n_rows} rows from {st.texts_done} of {st.n_texts} texts "
+                 f"in {len(st.shards)} complete shard(s)")
+    except InterplabError:
+        saved = "nothing was saved yet"
+    err_console.print(f"interrupted: {saved}; resume with: {command}", highlight=False,
+                      soft_wrap=True)
 
 
 def _print_info(info: dict) -> None:

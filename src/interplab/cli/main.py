@@ -45,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(rv, int):  # click returns an Exit's code in non-standalone mode
             return rv
     except InterplabError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
     except OSError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted; re-run the same command to resume where supported")

@@ -83,6 +83,8 @@ def train_cmd(
     wandb_project: str = typer.Option("", "--wandb-project", help="log to wandb too"),
     extend_steps: bool = typer.Option(False, "--extend-steps", help="continue the run in --out "
                                       "up to a larger --steps (all other settings unchanged)"),
+    allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="train on an "
+                                          "unfinished harvest (recorded in each SAE's config)"),
 ) -> None:
     """Train one SAE or a sweep (every combination of --arch, --k, --sparsity) in one pass."""
     from interplab.sae import SAEConfig, SAETrainer, TrainerConfig, architectures, save_sae
@@ -100,6 +102,7 @@ def train_cmd(
         from interplab.activations import ActivationStore
 
         st = ActivationStore(store)
+        st.require_complete(allow_incomplete)
         hook = hook or (st.hooks[0] if len(st.hooks) == 1 else "")
         if hook not in st.hooks:
             raise InterplabError(f"hook {hook!r} is not in the store {store} (it holds "
@@ -138,6 +141,9 @@ def train_cmd(
             for lam in lams:
                 configs.append(SAEConfig(a, d_in, width, sparsity_coefficient=lam, hook=hook,
                                          model=model_name, context_length=n_ctx, seed=seed))
+    if store is not None and not st.complete:  # only reachable with --allow-incomplete
+        for c in configs:
+            c.extra["incomplete_store"] = {"texts_done": st.texts_done, "n_texts": st.n_texts}
     total = steps or max(1, n_rows // batch_size)
     out.mkdir(parents=True, exist_ok=True)
     data_identity["batch_size"] = batch_size
@@ -208,6 +214,8 @@ def eval_cmd(
     max_tokens: int = typer.Option(0, "--max-tokens", help="limit for the store evaluation"),
     out: Path = typer.Option(None, "--out", help="write the metrics as JSON here"),
     device: str = typer.Option("cpu", "--device"),
+    allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="evaluate on an "
+                                          "unfinished harvest (recorded in the output)"),
 ) -> None:
     """Reconstruction metrics on a store and/or CE loss recovered with the SAE spliced in."""
     from interplab.sae import evaluate_reconstruction, load_sae
@@ -221,6 +229,9 @@ def eval_cmd(
         from interplab.activations import ActivationStore
 
         st = ActivationStore(store)
+        st.require_complete(allow_incomplete)
+        result["store"] = {"path": str(store), "complete": st.complete,
+                           "texts_done": st.texts_done, "n_texts": st.n_texts}
         h = hook if hook in st.hooks else (st.hooks[0] if len(st.hooks) == 1 else hook)
         if st.d_model != sae.d_in:
             raise InterplabError(f"store {store} has d={st.d_model} but the SAE takes "

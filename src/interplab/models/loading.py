@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -55,6 +57,47 @@ def _load_gguf(path: Path, dtype: torch.dtype) -> tuple:
     return model, tok
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json",
+                    "spiece.model", "tiktoken.model")
+
+
+def _folder_tokenizer(path: Path):
+    """The tokenizer saved in a model folder, or one clear error if there is none."""
+    from transformers import AutoTokenizer
+
+    fix = ("save the model's tokenizer into it with tokenizer.save_pretrained(folder) (e.g. copied "
+           "from the model it was fine-tuned from)")
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        raise InterplabError(f"the model folder {path} holds no tokenizer (none of "
+                             f"{', '.join(_TOKENIZER_FILES)}); {fix}")
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InterplabError(f"the tokenizer in {path} could not be loaded ({first}); {fix}") from None
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over the model's state dict as it is now: names, dtypes, shapes and bytes.
+
+    It identifies the weights that produce activations, whatever they were loaded from (registry,
+    folder, GGUF, built in-process), so changed weights saved into the same folder change it.
+    Tensors are hashed in parallel threads (hashlib releases the GIL on large buffers).
+    """
+    state = sorted(model.state_dict().items())
+
+    def digest(item: tuple[str, torch.Tensor]) -> bytes:
+        name, t = item
+        t = t.detach().to("cpu").contiguous()
+        h = hashlib.sha256(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+        return h.digest()
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        parts = list(pool.map(digest, state))
+    return hashlib.sha256(b"".join(parts)).hexdigest()
+
+
 def load(
     spec: str | os.PathLike = DEFAULT_MODEL,
     *,
@@ -95,9 +138,9 @@ def load(
                     f"{path} is a folder but holds no config.json, so it is not a Hugging Face "
                     "model folder (save one with model.save_pretrained(folder))"
                 )
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import AutoModelForCausalLM
 
-            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            tok = _folder_tokenizer(path)
             model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
             name, source = path.name, str(path.resolve())
         elif allow_download and "/" in spec_str and not path.exists():

@@ -17,7 +17,8 @@ by orders of magnitude between layers. This probe therefore states the scale ``C
 ``C`` is a positive number, or ``"validation"``: chosen from ``Cs`` by stratified
 ``n_folds``-fold cross-validation accuracy on the training set only (folds fixed by
 ``random_state=0``; ties go to the smaller ``C``), then refit on the whole training set; the
-choice is ``C_``. The direction returned is in raw activation units in every case.
+choice is ``C_`` (if it is an end of the grid, widen ``Cs``). The direction returned is in raw
+activation units in every case.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from interplab.errors import InterplabError
 from interplab.probes.base import LinearProbe
 
 INPUT_SCALES = ("rms", "none")
-DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
+# As C → 0 the L2-logistic direction tends to the mass-mean direction (X_cᵀ(y − ȳ)), so the
+# low end of the grid reaches the diffmean probe; the high end is close to unregularised.
+DEFAULT_CS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 
 
 class LogisticProbe(LinearProbe):

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from interplab.errors import InterplabError
 from interplab.probes.generalization import LabelledActs, bootstrap_accuracy, fit_and_test
@@ -202,6 +203,22 @@ def test_harvest_is_cached_and_reused(tmp_path, monkeypatch):
     again = run_truth(config, progress=False, cache_dir=tmp_path)
     assert again.accuracy == first.accuracy
     config.layers = [0, 2]  # other layers: another cache entry, so the model runs again
+    with pytest.raises(AssertionError, match="harvested again"):
+        run_truth(config, progress=False, cache_dir=tmp_path)
+    # Same name, same config, other weights (e.g. a fine-tuned folder saved over the old one):
+    # the cache must not serve the old model's activations.
+    import interplab.models as models
+
+    real_load = models.load
+
+    def changed_weights(*args, **kwargs):
+        lm = real_load(*args, **kwargs)
+        with torch.no_grad():
+            next(lm.hf.parameters()).mul_(1.5)
+        return lm
+
+    monkeypatch.setattr(models, "load", changed_weights)
+    config.layers = [0, 1]
     with pytest.raises(AssertionError, match="harvested again"):
         run_truth(config, progress=False, cache_dir=tmp_path)
 

@@ -332,14 +332,15 @@ def _cache_path(cache_dir: Path, identity: dict, ds: Any, layers: list[int],
 
 
 def _harvest_one(lm: Any, ds: Any, layers: list[int], batch_size: int, with_logprobs: bool,
-                 cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray | None, bool]:
+                 cache_dir: Path | None,
+                 identity: dict | None) -> tuple[np.ndarray, np.ndarray | None, bool]:
     """Last-token resid_post ``[L, n, d]`` and log-probabilities, from the cache when present."""
     from safetensors.numpy import load_file, save
 
     from interplab.activations import harvest
     from interplab.activations.store import _atomic_write_bytes
 
-    path = _cache_path(cache_dir, lm.identity(), ds, layers, with_logprobs) if cache_dir else None
+    path = _cache_path(cache_dir, identity, ds, layers, with_logprobs) if cache_dir else None
     if path is not None and path.is_file():
         try:
             t = load_file(str(path))
@@ -365,10 +366,15 @@ def _harvest_all(lm: Any, datasets: dict, layers: list[int], batch_size: int,
                  progress: Progress | LineProgress, label: str, cache_dir: Path | None,
                  with_logprobs: bool = True) -> tuple[dict[str, tuple], int]:
     """Per dataset ``(X [L, n, d], logprob [n] | None)``; also how many came from the cache."""
+    from interplab.models.loading import weights_sha256
+
     task = progress.add_task(f"harvest ({label})", total=len(datasets))
+    # The cache key names the weights themselves (not only the model's name and config), so
+    # changed weights saved under the same name are harvested again, never read from the cache.
+    identity = {**lm.identity(), "weights_sha256": weights_sha256(lm.hf)} if cache_dir else None
     out, reused = {}, 0
     for name, ds in datasets.items():
-        X, lp, hit = _harvest_one(lm, ds, layers, batch_size, with_logprobs, cache_dir)
+        X, lp, hit = _harvest_one(lm, ds, layers, batch_size, with_logprobs, cache_dir, identity)
         out[name] = (X, lp)
         reused += hit
         progress.advance(task)

@@ -11,7 +11,9 @@ import torch
 from tqdm.auto import tqdm
 
 import interplab
+from interplab.activations.exclusion import ExclusionRule
 from interplab.activations.harvest import (
+    Activations,
     assemble,
     iter_harvest_ids,
     validate_texts,
@@ -60,6 +62,7 @@ def harvest_to_store(
     compute_dtype: torch.dtype | None = None,
     token_ids: Sequence[Sequence[int]] | None = None,
     progress: bool = True,
+    exclusion: ExclusionRule | None = None,
 ) -> ActivationStore:
     """Harvest ``texts`` into the store folder ``out``; re-running the same call resumes.
 
@@ -69,6 +72,11 @@ def harvest_to_store(
     never the corpus. After a crash the store lists only complete shards, and the same call
     continues from the first text not yet in a shard. Pass ``texts=None`` and ``token_ids`` for
     sequences that are already tokenised (e.g. packed corpus windows).
+
+    For a store meant for SAE training pass ``exclusion=ExclusionRule()``: rows it leaves out
+    (position 0; a norm above ``norm_ratio`` × the median of the chunk, at any hook) are not
+    written, and the manifest records the rule (``sae_exclusion``) and how many rows it dropped
+    (``sae_exclusion_count``). ``None`` (the default for general harvesting) keeps every row.
     """
     if (texts is None) == (token_ids is None):
         raise InterplabError("give either texts or token_ids, not both (and not neither)")
@@ -100,6 +108,7 @@ def harvest_to_store(
         "d_model": lm.d_model,
         "rows_per_shard": rows_per_shard,
         "texts_per_chunk": chunk,
+        "sae_exclusion": exclusion.to_dict() if exclusion is not None else None,
     }
     with StoreWriter(out, header) as writer:
         writer.manifest["interplab_version"] = interplab.__version__
@@ -123,6 +132,8 @@ def harvest_to_store(
                     progress=bar,
                 ))
                 part = assemble(batches, hooks, lm.d_model, dtype)
+                if exclusion is not None:
+                    part = _drop_excluded(part, hooks, exclusion, writer.manifest)
                 buffer.append(part)
                 buffered_rows += part.n_rows
                 if buffered_rows >= rows_per_shard or c1 == n_texts:
@@ -134,3 +145,16 @@ def harvest_to_store(
                     buffer, buffered_rows = [], 0
         writer.finish()
     return ActivationStore(out)
+
+
+def _drop_excluded(part: Activations, hooks: list[str], rule: ExclusionRule,
+                   manifest: dict) -> Activations:
+    """The rows of ``part`` that ``rule`` keeps at every hook; the count goes in ``manifest``."""
+    keep = torch.ones(part.position.shape[0], dtype=torch.bool)
+    for h in hooks:
+        keep &= rule.keep_mask(part.acts[h], part.position)
+    count = manifest.setdefault("sae_exclusion_count", {"n_seen": 0, "n_excluded": 0})
+    count["n_seen"] += int(keep.numel())
+    count["n_excluded"] += int((~keep).sum())
+    return Activations({h: part.acts[h][keep] for h in hooks}, part.text_index[keep],
+                       part.position[keep], part.token_id[keep])

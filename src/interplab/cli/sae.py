@@ -271,9 +271,10 @@ def eval_cmd(
         for r in ev.results:
             console.print(
                 f"L={r.context_length} ({r.n_tokens} tokens, {r.n_excluded_positions} positions "
-                f"excluded): recovered vs mean ablation {r.loss_recovered_vs_mean:.4f}, CE "
-                f"+{r.ce_increase:.4f} nats (clean {r.clean_loss:.4f}, SAE {r.sae_loss:.4f}), "
-                f"KL {r.kl_sae:.4f}; [vs zero ablation {r.loss_recovered_vs_zero:.4f}]")
+                f"excluded): loss recovered vs mean ablation {r.loss_recovered_vs_mean:.4f}, "
+                f"CE increase {r.ce_increase:+.4f} nats (clean {r.clean_loss:.4f}, SAE "
+                f"{r.sae_loss:.4f}), KL {r.kl_sae:.4f} (vs zero ablation, not a headline: "
+                f"{r.loss_recovered_vs_zero:.4f})", markup=False)
     text = json.dumps(result, indent=2)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,9 @@ dead-feature tracking (aux-k for the top-k family, resampling for ReLU), the arc
 constraint. Optional activation normalisation (inputs scaled so that E‖x‖² = d_in) is folded back
 into the weights by :meth:`SAETrainer.finalized_saes`. The scale is estimated before the first
 step from the first ``scale_estimation_tokens`` tokens (many batches, not one), leaving out tokens
-whose norm exceeds ``norm_ratio`` × the median (massive-norm tokens would otherwise set it), so two
-runs over the same data in different orders get the same scale.
+whose norm exceeds the SAE config's exclusion ``norm_ratio`` (default 10) × their median (massive-
+norm tokens would otherwise set it), so two runs over the same data in different orders get the
+same scale.
 
 Checkpoints are one safetensors file (weights, Adam moments, counters, RNG state; the JSON
 bookkeeping in its metadata) replaced atomically, so a run killed at any instant resumes from the
@@ -168,7 +169,8 @@ class SAETrainer:
     def _initialise(self, batches: list[torch.Tensor]) -> None:
         """Scale and b_dec from the ordinary rows of ``batches`` (massive-norm rows left out)."""
         norms = torch.cat([x.double().norm(dim=-1).cpu() for x in batches])
-        keep = ExclusionRule(first_position=False).keep_mask(norms[:, None])
+        rule = ExclusionRule.from_dict(self.saes[0].config.exclusion)
+        keep = ExclusionRule(False, rule.norm_ratio).keep_mask(norms[:, None])
         if self.config.normalise_activations:
             mean_sq = float(norms[keep].pow(2).mean())
             self.scale = math.sqrt(self.d_in / mean_sq) if mean_sq > 0 else 1.0

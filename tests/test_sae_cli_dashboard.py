@@ -51,9 +51,15 @@ def test_train_eval_dashboard_round_trip(tmp_path, store):
                "--corpus", "python-docs", "--out", str(metrics)])
     assert rc == 0
     res = json.loads(metrics.read_text())
-    assert res["reconstruction"]["n_tokens"] > 0
-    assert 0 < res["reconstruction"]["fraction_of_variance_explained"] <= 1
+    rec = res["reconstruction"]
+    assert 0 < rec["ordinary_tokens"]["fraction_of_variance_explained"] <= 1
+    # Headline on ordinary tokens, all tokens beside it; position 0 of each of the 40 texts is out.
+    excl = rec["exclusion"]
+    assert excl["n_excluded"] >= 40 and excl["first_position"] and excl["norm_ratio"] == 10
+    assert rec["ordinary_tokens"]["n_tokens"] == rec["all_tokens"]["n_tokens"] - excl["n_excluded"]
+    assert res["config"]["exclusion"] == {"first_position": True, "norm_ratio": 10.0}
     assert [r["context_length"] for r in res["ce"]["results"]] == [8, 16]
+    assert "held out" in res["ce"]["data"] or "never uses" in res["ce"]["data"]
 
     html = tmp_path / "dash.html"
     rc = main(["sae", "dashboard", "--sae", str(out / "topk_w128_k4"), "--model", "tiny-llama",

@@ -181,7 +181,9 @@ def test_normalisation_is_folded_back_into_saved_weights():
         trainer = SAETrainer([SAEConfig(arch, 8, 32, **kw)], TrainerConfig(total_steps=30))
         trainer.fit(data)
         s = trainer.scale
-        assert s == pytest.approx(math.sqrt(8 / float(data[0].pow(2).sum(-1).mean())), rel=1e-5)
+        # Estimated on every row of the first scale_estimation_tokens (here: all 7,680 rows).
+        all_rows = torch.cat(data)
+        assert s == pytest.approx(math.sqrt(8 / float(all_rows.pow(2).sum(-1).mean())), rel=1e-5)
         trained = trainer.saes[0].eval()
         final = trainer.finalized_saes()[0]
         x = data[3]

@@ -42,7 +42,7 @@ META_KEYS = ("text_index", "position", "token_id")
 # Everything that changes a row's values (or, for byte-identical resumes, its rounding) is here.
 IDENTITY_KEYS = ("model", "hooks", "positions", "dataset", "dtype", "d_model", "rows_per_shard",
                  "texts_per_chunk", "max_length", "truncation", "compute_dtype", "padding_side",
-                 "batch_size")
+                 "batch_size", "sae_exclusion")
 
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64,
               "F64": np.float64, "I32": np.int32}
@@ -593,8 +593,12 @@ class ActivationStore:
         drop_last: bool = False,
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.float32,
-    ) -> Iterator[torch.Tensor]:
+        with_position: bool = False,
+    ) -> Iterator[torch.Tensor] | Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``[batch_size, d_model]`` batches.
+
+        With ``with_position``, yield ``(batch, position)`` pairs instead, ``position`` being the
+        ``[batch_size]`` int64 index of each row in its text (so callers can leave position 0 out).
 
         With ``shuffle``, each epoch visits shards in a seeded random order, reads
         ``shards_in_buffer`` of them at a time into one buffer, and draws batches from a random
@@ -608,6 +612,12 @@ class ActivationStore:
         k = max(1, shards_in_buffer)
         rng = np.random.default_rng(seed)
         carry = np.empty((0, self.d_model), dtype=np_dtype)
+        carry_pos = np.empty(0, dtype=np.int64)
+
+        def out(rows: np.ndarray, pos: np.ndarray):
+            x = self._to_torch(rows, key).to(device=device, dtype=dtype)
+            return (x, torch.from_numpy(pos)) if with_position else x
+
         for _ in range(epochs):
             order = rng.permutation(len(self.shards)) if shuffle else np.arange(len(self.shards))
             for g in range(0, len(order), k):
@@ -615,20 +625,24 @@ class ActivationStore:
                 rows = sum(int(self.shards[x]["n_rows"]) for x in group)
                 buf = np.empty((carry.shape[0] + rows, self.d_model), dtype=np_dtype)
                 buf[: carry.shape[0]] = carry
+                pos = np.empty(buf.shape[0], dtype=np.int64)
+                pos[: carry.shape[0]] = carry_pos
                 offset = carry.shape[0]
                 for x in group:
                     n = int(self.shards[x]["n_rows"])
                     self._read_into(x, key, buf[offset : offset + n])
+                    if with_position:
+                        self._read_into(x, "position", pos[offset : offset + n])
                     offset += n
                 perm = rng.permutation(buf.shape[0]) if shuffle else np.arange(buf.shape[0])
                 n_full = buf.shape[0] // batch_size
                 for b in range(n_full):
-                    rows_b = buf[perm[b * batch_size : (b + 1) * batch_size]]
-                    yield self._to_torch(rows_b, key).to(device=device, dtype=dtype)
-                carry = buf[perm[n_full * batch_size :]]
+                    idx = perm[b * batch_size : (b + 1) * batch_size]
+                    yield out(buf[idx], pos[idx])
+                carry, carry_pos = buf[perm[n_full * batch_size :]], pos[perm[n_full * batch_size :]]
                 del buf
         if carry.shape[0] and not drop_last:
-            yield self._to_torch(carry, key).to(device=device, dtype=dtype)
+            yield out(carry, carry_pos)
 
     # ------------------------------------------------------------------ integrity
     def verify(self) -> VerifyReport:

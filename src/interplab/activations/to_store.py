@@ -11,7 +11,9 @@ import torch
 from tqdm.auto import tqdm
 
 import interplab
+from interplab.activations.exclusion import ExclusionRule
 from interplab.activations.harvest import (
+    Activations,
     assemble,
     iter_harvest_ids,
     validate_texts,
@@ -62,6 +64,7 @@ def harvest_to_store(
     token_ids: Sequence[Sequence[int]] | None = None,
     progress: bool = True,
     command: str | None = None,
+    exclusion: ExclusionRule | None = None,
 ) -> ActivationStore:
     """Harvest ``texts`` into the store folder ``out``; re-running the same call resumes.
 
@@ -79,6 +82,11 @@ def harvest_to_store(
     created, and a store left without a single row is replaced by the next call. ``command``
     (the command line that resumes this harvest) is recorded in the manifest and shown in
     messages about an unfinished store.
+
+    For a store meant for SAE training pass ``exclusion=ExclusionRule()``: rows it leaves out
+    (position 0; a norm above ``norm_ratio`` × the median of the chunk, at any hook) are not
+    written, and the manifest records the rule (``sae_exclusion``) and how many rows it dropped
+    (``sae_exclusion_count``). ``None`` (the default for general harvesting) keeps every row.
     """
     if (texts is None) == (token_ids is None):
         raise InterplabError("give either texts or token_ids, not both (and not neither)")
@@ -121,6 +129,7 @@ def harvest_to_store(
         "compute_dtype": str(compute_dtype or lm.dtype).removeprefix("torch."),
         "padding_side": padding_side,
         "batch_size": batch_size,
+        "sae_exclusion": exclusion.to_dict() if exclusion is not None else None,
     }
     with StoreWriter(out, header) as writer:
         writer.record(interplab_version=interplab.__version__,
@@ -129,7 +138,7 @@ def harvest_to_store(
             return ActivationStore(out)
         _fill(writer, lm, ids, hooks, pos, chunk, rows_per_shard, progress=progress,
               batch_size=batch_size, dtype=dtype, padding_side=padding_side,
-              compute_dtype=compute_dtype)
+              compute_dtype=compute_dtype, exclusion=exclusion)
         writer.finish()
     return ActivationStore(out)
 
@@ -151,7 +160,7 @@ def _check_positions(lm: LanguageModel, pos: Positions, ids: Sequence[Sequence[i
 
 def _fill(writer: StoreWriter, lm: LanguageModel, ids: Sequence[Sequence[int]],
           hooks: list[str], pos: Positions, chunk: int, rows_per_shard: int, *,
-          progress: bool, **harvest_kw) -> None:
+          progress: bool, exclusion: ExclusionRule | None = None, **harvest_kw) -> None:
     """Harvest the texts the store does not hold yet, chunk by chunk, into shards."""
     n_texts, start = len(ids), writer.texts_done
     buffer: list = []
@@ -164,6 +173,8 @@ def _fill(writer: StoreWriter, lm: LanguageModel, ids: Sequence[Sequence[int]],
             batches = list(iter_harvest_ids(lm, ids[c0:c1], c0, hooks, pos, progress=bar,
                                             **harvest_kw))
             part = assemble(batches, hooks, lm.d_model, harvest_kw["dtype"])
+            if exclusion is not None:
+                part = _drop_excluded(part, hooks, exclusion, writer.manifest)
             buffer.append(part)
             buffered_rows += part.n_rows
             if buffered_rows >= rows_per_shard or c1 == n_texts:
@@ -172,3 +183,16 @@ def _fill(writer: StoreWriter, lm: LanguageModel, ids: Sequence[Sequence[int]],
                     tensors[key] = torch.cat([getattr(p, key) for p in buffer])
                 writer.write_shard(tensors, text_end=c1)
                 buffer, buffered_rows = [], 0
+
+
+def _drop_excluded(part: Activations, hooks: list[str], rule: ExclusionRule,
+                   manifest: dict) -> Activations:
+    """The rows of ``part`` that ``rule`` keeps at every hook; the count goes in ``manifest``."""
+    keep = torch.ones(part.position.shape[0], dtype=torch.bool)
+    for h in hooks:
+        keep &= rule.keep_mask(part.acts[h], part.position)
+    count = manifest.setdefault("sae_exclusion_count", {"n_seen": 0, "n_excluded": 0})
+    count["n_seen"] += int(keep.numel())
+    count["n_excluded"] += int((~keep).sum())
+    return Activations({h: part.acts[h][keep] for h in hooks}, part.text_index[keep],
+                       part.position[keep], part.token_id[keep])

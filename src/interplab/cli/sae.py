@@ -32,11 +32,30 @@ def _ints(s: str, name: str) -> list[int]:
         raise InterplabError(f"{name} must be comma-separated integers, got {s!r}") from None
 
 
-def _corpus_tokens(lm, corpus: str, context_length: int, max_sequences: int | None):
+HELD_OUT_FRACTION = 0.05  # last 5 % of a corpus's documents: never trained on by `sae train`
+
+
+def _corpus_split(corpus: str, part: str) -> tuple[list[str], str]:
+    """The ``train`` or ``held_out`` documents of a packaged corpus, and a description."""
+    from interplab.datasets.corpus import load_corpus
+
+    docs = load_corpus(corpus).documents
+    n_hold = max(1, round(len(docs) * HELD_OUT_FRACTION))
+    cut = len(docs) - n_hold
+    if part == "held_out":
+        return docs[cut:], (f"{corpus} documents {cut}–{len(docs) - 1} (last {n_hold} of "
+                            f"{len(docs)}; `sae train --model` never uses them)")
+    return docs[:cut], f"{corpus} documents 0–{cut - 1} (the last {n_hold} are held out)"
+
+
+def _corpus_tokens(lm, corpus: str, context_length: int, max_sequences: int | None,
+                   part: str | None = None):
+    """Packed ``[n, context_length]`` ids of the corpus (``part``: train | held_out | None = all)."""
     from interplab.datasets.corpus import load_corpus, pack_tokens
 
     bos_id = lm.bos_token_id if lm.bos_token_id is not None else lm.tokenizer.eos_token_id
-    toks = pack_tokens(load_corpus(corpus), lm.tokenizer, context_length, bos="each",
+    docs = load_corpus(corpus).documents if part is None else _corpus_split(corpus, part)[0]
+    toks = pack_tokens(docs, lm.tokenizer, context_length, bos="each",
                        bos_token_id=bos_id, max_sequences=max_sequences)
     return toks, bos_id
 
@@ -54,6 +73,20 @@ def _resume_command() -> str:
     if sys.argv[1:3] == ["sae", "train"]:
         return "interplab " + shlex.join(sys.argv[1:])
     return "the same `interplab sae train` command"
+
+
+def _exclusion_rule(no_exclusion: bool, norm_ratio: float):
+    from interplab.activations.exclusion import ExclusionRule
+
+    return ExclusionRule.none() if no_exclusion else ExclusionRule(norm_ratio=norm_ratio or None)
+
+
+def _ordinary_batches(batches, rule, count):
+    """``(x, position)`` pairs → the rows ``rule`` keeps (counted in ``count``)."""
+    for x, position in batches:
+        keep = rule.keep_mask(x, position)
+        count.add(keep)
+        yield x[keep]
 
 
 @sae_app.command("train")
@@ -85,8 +118,15 @@ def train_cmd(
                                       "up to a larger --steps (all other settings unchanged)"),
     allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="train on an "
                                           "unfinished harvest (recorded in each SAE's config)"),
+    norm_ratio: float = typer.Option(10.0, "--norm-ratio", help="leave out tokens with a norm "
+                                     "above this × the batch median (0: no norm test)"),
+    no_exclusion: bool = typer.Option(False, "--no-exclusion", help="train on every token, "
+                                      "position 0 and massive-norm tokens included"),
 ) -> None:
-    """Train one SAE or a sweep (every combination of --arch, --k, --sparsity) in one pass."""
+    """Train one SAE or a sweep (every combination of --arch, --k, --sparsity) in one pass.
+
+    By default position 0 and massive-norm tokens are left out (see --norm-ratio)."""
+    from interplab.activations.exclusion import ExclusionCount
     from interplab.sae import SAEConfig, SAETrainer, TrainerConfig, architectures, save_sae
     from interplab.sae.trainer import TrainingInterrupted, run_size_warnings
 
@@ -120,13 +160,16 @@ def train_cmd(
             raise InterplabError("--hook is required with --model")
         lm.parse_hook(hook)
         d_in = lm.d_model
-        toks, bos_id = _corpus_tokens(lm, corpus, context_length, max_sequences or None)
+        toks, bos_id = _corpus_tokens(lm, corpus, context_length, max_sequences or None,
+                                      part="train")
         n_rows = int((toks != bos_id).sum())
         model_name = lm.name
         n_ctx = context_length
         data_identity = {"model": lm.identity(), "hook": hook, "corpus": corpus,
                          "context_length": context_length, "max_sequences": max_sequences}
     width = width or 8 * d_in
+    rule = _exclusion_rule(no_exclusion, norm_ratio)
+    excl = {"exclusion": rule.to_dict()}
     ks = _ints(k, "--k")
     lams = _floats(sparsity, "--sparsity")
     configs = []
@@ -136,11 +179,12 @@ def train_cmd(
                 if kk > width:
                     raise InterplabError(f"k={kk} is larger than the width {width}; lower --k")
                 configs.append(SAEConfig(a, d_in, width, k=kk, hook=hook, model=model_name,
-                                         context_length=n_ctx, seed=seed))
+                                         context_length=n_ctx, seed=seed, **excl))
         else:
             for lam in lams:
                 configs.append(SAEConfig(a, d_in, width, sparsity_coefficient=lam, hook=hook,
-                                         model=model_name, context_length=n_ctx, seed=seed))
+                                         model=model_name, context_length=n_ctx, seed=seed,
+                                         **excl))
     if store is not None and not st.complete:  # only reachable with --allow-incomplete
         for c in configs:
             c.extra["incomplete_store"] = {"texts_done": st.texts_done, "n_texts": st.n_texts}
@@ -161,12 +205,17 @@ def train_cmd(
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     epochs = max(1, -(-total * batch_size // max(n_rows, 1)))
     if lm is None:
-        batches = st.iter_batches(batch_size, hook, seed=seed, epochs=epochs, drop_last=True)
+        count = ExclusionCount()
+        batches = _ordinary_batches(st.iter_batches(batch_size, hook, seed=seed, epochs=epochs,
+                                                    drop_last=True, with_position=True),
+                                    rule, count)
     else:
         from interplab.sae.buffer import MixingBuffer
 
         batches = MixingBuffer(lm, hook, toks, batch_size, buffer_tokens=max(
-            2 * batch_size, 16 * batch_size), seed=seed, bos_token_id=bos_id, epochs=epochs)
+            2 * batch_size, 16 * batch_size), seed=seed, bos_token_id=bos_id, epochs=epochs,
+            exclusion=rule)
+        count = batches.exclusion_count
     try:
         trainer = SAETrainer(configs, tcfg).fit(batches, extend_steps=extend_steps)
     except TrainingInterrupted as exc:
@@ -183,6 +232,9 @@ def train_cmd(
     last = trainer.log_history[-1] if trainer.log_history else {}
     console.print(f"trained {len(names)} SAE(s) for {trainer.step} steps "
                   f"({trainer.tokens_seen} tokens) → {out}")
+    console.print(f"excluded {count.n_excluded} of {count.n_seen} tokens read "
+                  f"({rule.describe()}); input scale {trainer.scale:.4g} from "
+                  f"{trainer.scale_tokens} ordinary tokens")
     for name, m in zip(names, last.get("saes", []), strict=False):
         console.print(f"  {name}: FVE {m['fraction_of_variance_explained']:.3f}, "
                       f"L0 {m['l0']:.1f}, alive {m['fraction_alive']:.2f}")
@@ -216,13 +268,26 @@ def eval_cmd(
     device: str = typer.Option("cpu", "--device"),
     allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="evaluate on an "
                                           "unfinished harvest (recorded in the output)"),
+    norm_ratio: float = typer.Option(0.0, "--norm-ratio", help="override the SAE's exclusion "
+                                     "norm ratio (default: the rule it was trained with)"),
+    no_exclusion: bool = typer.Option(False, "--no-exclusion", help="headline on every token"),
 ) -> None:
-    """Reconstruction metrics on a store and/or CE loss recovered with the SAE spliced in."""
-    from interplab.sae import evaluate_reconstruction, load_sae
+    """Reconstruction metrics on a store and/or CE loss recovered with the SAE spliced in.
+
+    Headline metrics are on ordinary tokens (position 0 and massive-norm tokens left out, by the
+    rule the SAE was trained with, else the default); all-token metrics are reported beside them.
+    CE is computed on the held-out tail of the corpus."""
+    from interplab.activations.exclusion import ExclusionRule
+    from interplab.sae import load_sae
+    from interplab.sae.evaluate import evaluate_reconstruction_split
 
     sae = load_sae(sae_path, device=device)
     hook = hook or sae.config.hook or ""
-    result: dict = {"sae": str(sae_path), "config": sae.config.to_dict()}
+    rule = ExclusionRule.from_dict(sae.config.exclusion)
+    if no_exclusion or norm_ratio:
+        rule = _exclusion_rule(no_exclusion, norm_ratio)
+    result: dict = {"sae": str(sae_path), "config": sae.config.to_dict(),
+                    "exclusion": rule.to_dict()}
     if store is None and not model:
         raise InterplabError("nothing to evaluate: give --store and/or --model")
     if store is not None:
@@ -236,11 +301,16 @@ def eval_cmd(
         if st.d_model != sae.d_in:
             raise InterplabError(f"store {store} has d={st.d_model} but the SAE takes "
                                  f"d_in={sae.d_in}; use the store of the SAE's hook")
-        m = evaluate_reconstruction(sae, st.iter_batches(4096, h, shuffle=False),
-                                    max_tokens=max_tokens or None)
-        result["reconstruction"] = m.to_dict()
-        console.print(f"reconstruction on {m.n_tokens} tokens: FVE "
-                      f"{m.fraction_of_variance_explained:.4f}, MSE {m.mse:.4g}, L0 {m.l0:.1f}")
+        split = evaluate_reconstruction_split(
+            sae, st.iter_batches(4096, h, shuffle=False, with_position=True), rule,
+            max_tokens=max_tokens or None)
+        result["reconstruction"] = split.to_dict()
+        for label, m in (("ordinary tokens", split.ordinary), ("all tokens", split.all_tokens)):
+            console.print(f"reconstruction on {m.n_tokens} {label}: FVE "
+                          f"{m.fraction_of_variance_explained:.4f}, MSE {m.mse:.4g}, "
+                          f"L0 {m.l0:.1f}")
+        console.print(f"  excluded {split.exclusion['n_excluded']} of "
+                      f"{split.exclusion['n_seen']} tokens ({rule.describe()})")
     if model:
         from interplab.models import load
         from interplab.sae.ce_eval import ce_loss_recovered
@@ -249,15 +319,19 @@ def eval_cmd(
         if not hook:
             raise InterplabError("the SAE names no hook; pass --hook")
         lengths = _ints(context_lengths, "--context-lengths") or [sae.config.context_length or 128]
-        toks, bos_id = _corpus_tokens(lm, corpus, max(lengths), n_sequences)
+        toks, bos_id = _corpus_tokens(lm, corpus, max(lengths), n_sequences, part="held_out")
+        held = _corpus_split(corpus, "held_out")[1]
+        console.print(f"CE on {toks.shape[0]} sequences from the held-out slice: {held}")
         ev = ce_loss_recovered(lm, sae, hook, toks, context_lengths=lengths, progress=True,
-                               bos_token_id=bos_id)
-        result["ce"] = ev.to_dict()
+                               bos_token_id=bos_id, exclusion=rule)
+        result["ce"] = {**ev.to_dict(), "data": held, "n_sequences": int(toks.shape[0])}
         for r in ev.results:
-            console.print(f"L={r.context_length} ({r.n_tokens} tokens): CE clean "
-                          f"{r.clean_loss:.4f}, SAE {r.sae_loss:.4f}, zero {r.zero_ablation_loss:.4f}"
-                          f"; recovered {r.loss_recovered_vs_zero:.4f} (vs mean "
-                          f"{r.loss_recovered_vs_mean:.4f}); KL {r.kl_sae:.4f}")
+            console.print(
+                f"L={r.context_length} ({r.n_tokens} tokens, {r.n_excluded_positions} positions "
+                f"excluded): loss recovered vs mean ablation {r.loss_recovered_vs_mean:.4f}, "
+                f"CE increase {r.ce_increase:+.4f} nats (clean {r.clean_loss:.4f}, SAE "
+                f"{r.sae_loss:.4f}), KL {r.kl_sae:.4f} (vs zero ablation, not a headline: "
+                f"{r.loss_recovered_vs_zero:.4f})", markup=False)
     text = json.dumps(result, indent=2)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)

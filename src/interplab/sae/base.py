@@ -58,6 +58,9 @@ class SAEConfig:
     context_length: int | None = None
     normalisation_scale: float = 1.0
     normalisation_folded: bool = True
+    normalisation_tokens: int = 0  # ordinary tokens the scale was estimated on
+    # The ExclusionRule (to_dict) of the tokens left out of training and of headline metrics.
+    exclusion: dict | None = None
     training_tokens: int = 0
     seed: int = 0
     extra: dict = field(default_factory=dict)

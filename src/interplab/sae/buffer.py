@@ -1,10 +1,12 @@
 """A streaming mixing buffer: activations harvested from the model on the fly, shuffled.
 
 Sequences of tokens are run through the model a few at a time; the activations at one hook
-(positions selected by a mask: attended, not BOS) fill a buffer of ``buffer_tokens`` rows; once
+(every position except BOS tokens and those an :class:`ExclusionRule` leaves out — by default
+position 0 and tokens with a norm above 10 × the median of their model batch) fill a buffer of ``buffer_tokens`` rows; once
 full, the buffer is shuffled and its first half handed out as training batches, then refilled.
 This decorrelates consecutive batches (tokens of one text are otherwise adjacent) without writing
-an activation store. Deterministic for a given seed.
+an activation store. Deterministic for a given seed. ``exclusion_count`` reports how many tokens
+the rule left out.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterator
 
 import torch
 
+from interplab.activations.exclusion import ExclusionCount, ExclusionRule
 from interplab.errors import InterplabError
 
 __all__ = ["MixingBuffer"]
@@ -22,12 +25,14 @@ class MixingBuffer:
     """Iterable of shuffled ``[batch_size, d_model]`` activation batches fed by ``lm``.
 
     ``tokens [n, T]`` (int64, from :func:`interplab.datasets.corpus.pack_tokens`); rows at
-    ``bos_token_id`` positions are skipped. Stops when the tokens run out (after ``epochs``).
+    ``bos_token_id`` positions are skipped, and so are the tokens ``exclusion`` leaves out
+    (default :class:`ExclusionRule`; ``ExclusionRule.none()`` keeps them). Stops when the tokens run out (after ``epochs``).
     """
 
     def __init__(self, lm, hook: str, tokens: torch.Tensor, batch_size: int,
                  buffer_tokens: int = 65536, model_batch_size: int = 8, seed: int = 0,
-                 bos_token_id: int | None = None, epochs: int = 1):
+                 bos_token_id: int | None = None, epochs: int = 1,
+                 exclusion: ExclusionRule | None = None):
         lm.parse_hook(hook)
         if tokens.ndim != 2:
             raise InterplabError("tokens must be [n_sequences, seq_len] ids")
@@ -37,6 +42,8 @@ class MixingBuffer:
         self.batch_size, self.buffer_tokens = batch_size, buffer_tokens
         self.model_batch_size, self.seed, self.epochs = model_batch_size, seed, epochs
         self.bos = bos_token_id if bos_token_id is not None else lm.bos_token_id
+        self.exclusion = exclusion if exclusion is not None else ExclusionRule()
+        self.exclusion_count = ExclusionCount()
 
     def _harvest(self) -> Iterator[torch.Tensor]:
         from interplab.activations import Positions, harvest_tokens
@@ -47,7 +54,10 @@ class MixingBuffer:
                 keep = torch.ones_like(t, dtype=torch.bool) if self.bos is None else t != self.bos
                 acts = harvest_tokens(self.lm, t.tolist(), self.hook, Positions.masks(keep.tolist()),
                                       batch_size=self.model_batch_size, progress=False)
-                yield acts[self.hook].float()  # rows in (sequence, position) order, BOS dropped
+                rows = acts[self.hook].float()  # rows in (sequence, position) order, BOS dropped
+                ordinary = self.exclusion.keep_mask(rows, acts.position)
+                self.exclusion_count.add(ordinary)
+                yield rows[ordinary]
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed)

@@ -6,14 +6,20 @@ hook's activation replaced by the SAE reconstruction, by zero, and by its mean o
 tokens. Definitions (``t`` ranges over counted positions):
 
 - CE loss ``L_• = (1/n) Σ_t −log p_•(token_{t+1} | ≤ t)``, in nats, float64 accumulation.
-- fraction of loss recovered vs zero-ablation: ``(L_zero − L_sae) / (L_zero − L_clean)``;
-  the same vs mean-ablation with ``L_mean``.
+- headline: fraction of loss recovered vs *mean* ablation ``(L_mean − L_sae) / (L_mean − L_clean)``,
+  the CE increase ``L_sae − L_clean`` in nats, and the KL below. The same fraction vs zero-ablation
+  stays in the results but is not a headline: zero-ablating a mid-layer residual stream usually
+  makes the model far worse than a uniform guess, so almost any SAE "recovers" most of that gap.
 - KL to the clean model: ``(1/n) Σ_t KL(p_clean(·|≤t) ‖ p_sae(·|≤t))``.
 
-*Patched* positions: attended (``attention_mask == 1``) and not BOS. *Counted* positions: patched
-positions whose next token is attended — so a prediction made at a BOS or padding position, or of
-a padding token, never enters any number. Position ids are derived from the attention mask, so
-left and right padding give the same results.
+*Patched* positions: attended (``attention_mask == 1``), not BOS, and kept by the
+:class:`ExclusionRule` (default: not position 0, norm ≤ 10 × the median norm of the model batch's
+attended tokens at the hook); excluded positions keep their clean activation. *Counted*
+positions: patched positions whose next token is attended — so a prediction made at a BOS,
+excluded or padding position, or of a padding token, never enters any number. Reconstruction
+metrics of the SAE at the hook are reported on the patched (ordinary) positions and on all
+attended positions. Position ids are derived from the attention mask, so left and right padding
+give the same results.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from interplab.activations.exclusion import ExclusionRule
 from interplab.errors import InterplabError
 from interplab.sae.base import SparseAutoencoder
+from interplab.sae.metrics import ReconstructionAccumulator
 
 __all__ = ["CEAtLength", "CEEvaluation", "ce_loss_recovered", "pad_sequences"]
 
@@ -46,6 +54,10 @@ class CEAtLength:
     kl_sae: float
     kl_zero_ablation: float
     kl_mean_ablation: float
+    ce_increase: float = 0.0  # L_sae − L_clean, nats
+    n_excluded_positions: int = 0  # attended, non-BOS positions the exclusion rule left clean
+    reconstruction_ordinary_tokens: dict | None = None  # FVE, MSE, … on the patched positions
+    reconstruction_all_tokens: dict | None = None  # the same on every attended position
 
 
 @dataclass
@@ -53,8 +65,12 @@ class CEEvaluation:
     hook: str
     results: list[CEAtLength]
 
+    exclusion: dict | None = None
+
     def to_dict(self) -> dict:
-        return {"hook": self.hook, "results": [asdict(r) for r in self.results]}
+        return {"hook": self.hook, "exclusion": self.exclusion,
+                "headline": ["loss_recovered_vs_mean", "ce_increase", "kl_sae"],
+                "results": [asdict(r) for r in self.results]}
 
     def at(self, context_length: int) -> CEAtLength:
         for r in self.results:
@@ -110,6 +126,7 @@ def ce_loss_recovered(
     batch_size: int = 8,
     progress: bool = False,
     bos_token_id: int | None = None,
+    exclusion: ExclusionRule | None = None,
 ) -> CEEvaluation:
     """CE loss recovered and KL with ``sae`` spliced in at ``hook`` of ``lm``.
 
@@ -117,6 +134,8 @@ def ce_loss_recovered(
     ``context_lengths``: lengths to report; default the SAE's training context length, else T.
     ``bos_token_id``: the token treated as BOS (never patched, no prediction counted from it);
     default ``lm.bos_token_id`` (None: the tokenizer adds none and no token is excluded as BOS).
+    ``exclusion``: the positions left clean and uncounted (default :class:`ExclusionRule`:
+    position 0 and massive-norm tokens; ``ExclusionRule.none()`` patches every non-BOS token).
     """
     from interplab.models import edit_hooks
 
@@ -146,28 +165,24 @@ def ce_loss_recovered(
     was_training = sae.training
     sae.eval()
     bos = bos_token_id if bos_token_id is not None else lm.bos_token_id
+    rule = exclusion if exclusion is not None else ExclusionRule()
     device = lm.device
     results = []
     try:
         for L in context_lengths:
             tok_L, mask_L = _take_first(tokens, attention_mask, L)
-            results.append(_evaluate_length(lm, sae, hook, tok_L, mask_L, bos, batch_size,
+            results.append(_evaluate_length(lm, sae, hook, tok_L, mask_L, bos, rule, batch_size,
                                             device, edit_hooks, L, progress))
     finally:
         sae.train(was_training)
-    return CEEvaluation(hook=hook, results=results)
+    return CEEvaluation(hook=hook, results=results, exclusion=rule.to_dict())
 
 
-def _evaluate_length(lm, sae, hook, tokens, mask, bos, batch_size, device, edit_hooks, L,
+def _evaluate_length(lm, sae, hook, tokens, mask, bos, rule, batch_size, device, edit_hooks, L,
                      progress):
     patch = mask.bool()
     if bos is not None:
         patch &= tokens != bos
-    counted = torch.zeros_like(patch)
-    counted[:, :-1] = patch[:, :-1] & mask[:, 1:].bool()
-    if not bool(counted.any()):
-        raise InterplabError(f"no countable predictions at context length {L}: every position is "
-                             "padding or BOS")
     batches = [slice(i, i + batch_size) for i in range(0, tokens.shape[0], batch_size)]
 
     def forward(sl, edit=None):
@@ -178,22 +193,18 @@ def _evaluate_length(lm, sae, hook, tokens, mask, bos, batch_size, device, edit_
         with edit_hooks(lm, {hook: edit}):
             return lm.hf(input_ids=t, attention_mask=m, position_ids=pos).logits.double()
 
-    # Pass 1: mean activation at the hook over the patched positions (for mean ablation).
-    act_sum = torch.zeros(lm.d_model, dtype=torch.float64)
-    act_n = 0
-    for sl in batches:
-        p = patch[sl].to(device)
-
-        def record(act, p=p):
-            nonlocal act_sum, act_n
-            act_sum += act[p].double().sum(0).cpu()
-            act_n += int(p.sum())
-            return None
-
-        forward(sl, record)
-    mean_act = (act_sum / max(act_n, 1)).float()
+    n_before = int(patch.sum())
+    patch, mean_act = _ordinary_positions_and_mean(lm, rule, mask, patch, batches, forward)
+    n_excluded = n_before - int(patch.sum())
+    counted = torch.zeros_like(patch)
+    counted[:, :-1] = patch[:, :-1] & mask[:, 1:].bool()
+    if not bool(counted.any()):
+        raise InterplabError(f"no countable predictions at context length {L}: every position is "
+                             "padding, BOS or excluded")
 
     sums = {k: 0.0 for k in ("clean", "sae", "zero", "mean", "kl_sae", "kl_zero", "kl_mean")}
+    rec_ord = ReconstructionAccumulator(sae.d_in, sae.d_sae)
+    rec_all = ReconstructionAccumulator(sae.d_in, sae.d_sae)
     n = 0
     it = batches
     if progress:
@@ -203,12 +214,17 @@ def _evaluate_length(lm, sae, hook, tokens, mask, bos, batch_size, device, edit_
     for sl in it:
         t = tokens[sl].to(device)
         p = patch[sl].to(device)
+        attended = mask[sl].bool().to(device)
         c = counted[sl].to(device)
         target = t[:, 1:][c[:, :-1]]
 
-        def splice(act, p=p):
-            x_hat = sae(act.float()).to(act.dtype)
-            return torch.where(p[..., None], x_hat, act)
+        def splice(act, p=p, attended=attended):
+            x = act.float()
+            feats = sae.encode(x)
+            x_hat = sae.decode(feats)
+            rec_ord.update(x, x_hat, feats, p)
+            rec_all.update(x, x_hat, feats, attended)
+            return torch.where(p[..., None], x_hat.to(act.dtype), act)
 
         def zero(act, p=p):
             return torch.where(p[..., None], torch.zeros_like(act), act)
@@ -235,4 +251,38 @@ def _evaluate_length(lm, sae, hook, tokens, mask, bos, batch_size, device, edit_
         mean_ablation_loss=avg["mean"], loss_recovered_vs_zero=recovered(avg["zero"]),
         loss_recovered_vs_mean=recovered(avg["mean"]), kl_sae=avg["kl_sae"],
         kl_zero_ablation=avg["kl_zero"], kl_mean_ablation=avg["kl_mean"],
+        ce_increase=avg["sae"] - avg["clean"], n_excluded_positions=n_excluded,
+        reconstruction_ordinary_tokens=_brief(rec_ord),
+        reconstruction_all_tokens=_brief(rec_all),
     )
+
+
+def _brief(acc: ReconstructionAccumulator) -> dict | None:
+    if acc.n == 0:
+        return None
+    m = acc.compute().to_dict()
+    m.pop("density_histogram")
+    return m
+
+
+def _ordinary_positions_and_mean(lm, rule, mask, patch, batches, forward):
+    """Pass 1 (clean): drop the positions ``rule`` excludes from ``patch``; mean activation at
+    the hook over the remaining (ordinary, patched) positions, for mean ablation."""
+    patch = patch.clone()
+    act_sum = torch.zeros(lm.d_model, dtype=torch.float64)
+    act_n = 0
+    for sl in batches:
+        m = mask[sl]
+        position = m.cumsum(-1) - 1  # index among the row's real tokens (padding-independent)
+
+        def record(act, sl=sl, m=m, position=position):
+            nonlocal act_sum, act_n
+            keep = rule.keep_mask(act, position.to(act.device), candidates=m.bool().to(act.device))
+            patch[sl] &= keep.cpu()
+            p = patch[sl].to(act.device)
+            act_sum += act[p].double().sum(0).cpu()
+            act_n += int(p.sum())
+            return None
+
+        forward(sl, record)
+    return patch, (act_sum / max(act_n, 1)).float()

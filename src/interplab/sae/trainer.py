@@ -5,7 +5,11 @@ a :class:`~interplab.sae.buffer.MixingBuffer`, or a plain list); every batch is 
 SAE in the sweep. Per SAE it runs: sparsity-coefficient warm-up, LR warm-up and linear decay, Adam,
 dead-feature tracking (aux-k for the top-k family, resampling for ReLU), the architecture's decoder
 constraint. Optional activation normalisation (inputs scaled so that E‖x‖² = d_in) is folded back
-into the weights by :meth:`SAETrainer.finalized_saes`.
+into the weights by :meth:`SAETrainer.finalized_saes`. The scale is estimated before the first
+step from the first ``scale_estimation_tokens`` tokens (many batches, not one), leaving out tokens
+whose norm exceeds the SAE config's exclusion ``norm_ratio`` (default 10) × their median (massive-
+norm tokens would otherwise set it), so two runs over the same data in different orders get the
+same scale.
 
 Checkpoints are one safetensors file (weights, Adam moments, counters, RNG state; the JSON
 bookkeeping in its metadata) replaced atomically, so a run killed at any instant resumes from the
@@ -25,19 +29,21 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import itertools
 import json
 import math
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from interplab.activations.exclusion import ExclusionRule
 from interplab.activations.store import _atomic_write_bytes
 from interplab.errors import InterplabError
 from interplab.sae.base import SAEConfig, SparseAutoencoder, Workspace, create_sae
@@ -93,6 +99,7 @@ class TrainerConfig:
     dead_window_tokens: int = 1_000_000
     resample_every_steps: int | None = None  # ReLU family: resample dead features this often
     normalise_activations: bool = True
+    scale_estimation_tokens: int = 131_072  # tokens (from the first batches) that set the scale
     geometric_median_init: bool = True
     init_sample_size: int = 8192
     mixed_precision: str = "fp32"  # or "bf16": bf16 matrix products, fp32 weights/optimizer
@@ -160,6 +167,7 @@ class SAETrainer:
         self.step = 0
         self.tokens_seen = 0
         self.scale = 1.0
+        self.scale_tokens = 0
         self.initialised = False
         self.log_history: list[dict] = []
         self._wandb = None
@@ -181,12 +189,42 @@ class SAETrainer:
         return min(1.0, (step + 1) / w) if w > 0 else 1.0
 
     # -- initialisation ---------------------------------------------------------------------
+    def _initialise_from(self, it: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Set the scale and b_dec from the first batches of ``it``; return ``it`` unconsumed."""
+        head: list[torch.Tensor] = []
+        n = 0
+        while n < max(1, self.config.scale_estimation_tokens):
+            x = next(it, None)
+            if x is None:
+                break
+            head.append(x)
+            n += x.shape[0] if x.ndim == 2 else 0
+        usable = [x for x in head if x.ndim == 2 and x.shape[-1] == self.d_in]
+        if usable:
+            self._initialise(usable)
+        return itertools.chain(head, it)
+
     @torch.no_grad()
-    def _initialise(self, x: torch.Tensor) -> None:
-        sample = x[: self.config.init_sample_size].float()
+    def _initialise(self, batches: list[torch.Tensor]) -> None:
+        """Scale and b_dec from the ordinary rows of ``batches`` (massive-norm rows left out)."""
+        norms = torch.cat([x.double().norm(dim=-1).cpu() for x in batches])
+        rule = ExclusionRule.from_dict(self.saes[0].config.exclusion)
+        # Non-finite rows set nothing here; the step that reaches them stops with a clear error.
+        finite = torch.isfinite(norms)
+        keep = ExclusionRule(False, rule.norm_ratio).keep_mask(norms[finite, None])
+        keep = torch.zeros_like(finite).masked_scatter(finite, keep)
         if self.config.normalise_activations:
-            mean_sq = float(sample.pow(2).sum(-1).mean())
+            mean_sq = float(norms[keep].pow(2).mean())
             self.scale = math.sqrt(self.d_in / mean_sq) if mean_sq > 0 else 1.0
+            self.scale_tokens = int(keep.sum())
+        g = torch.Generator().manual_seed(self.config.seed)
+        ordinary = keep.nonzero().squeeze(-1)
+        pick = ordinary[torch.randperm(ordinary.shape[0], generator=g)[
+            : self.config.init_sample_size]].sort().values
+        offsets = torch.tensor([0] + [x.shape[0] for x in batches]).cumsum(0)
+        b = torch.searchsorted(offsets, pick, right=True) - 1
+        sample = torch.stack([batches[int(i)][int(r)] for i, r in
+                              zip(b, pick - offsets[b], strict=True)]).float().to(self.device)
         if self.config.geometric_median_init:
             median = geometric_median(sample * self.scale)
             for sae in self.saes:
@@ -264,6 +302,8 @@ class SAETrainer:
             self.load_checkpoint(c.checkpoint_dir, extend_steps=extend_steps)
         self._truncate_log()
         it = iter(batches)
+        if not self.initialised and self.step == 0:
+            it = self._initialise_from(it)
         with _StopOnSignal(enabled=bool(c.checkpoint_dir)) as stop:
             self._skip_consumed(it, stop)
             self._maybe_init_wandb()
@@ -326,8 +366,6 @@ class SAETrainer:
                 f"activations; training stopped before using it ({self._kept()}). Find and drop "
                 "the non-finite rows (`interplab store verify` names them in a store)"
             )
-        if not self.initialised:
-            self._initialise(x)
         if self.scale != 1.0:
             x = x * self.scale
         return x
@@ -394,6 +432,7 @@ class SAETrainer:
             if self.scale != 1.0:
                 s.fold_input_scale(self.scale)
             s.config.normalisation_scale = self.scale
+            s.config.normalisation_tokens = self.scale_tokens
             s.config.normalisation_folded = True
             s.config.training_tokens = self.tokens_seen
             if self.extended_from:
@@ -424,6 +463,7 @@ class SAETrainer:
         d.mkdir(parents=True, exist_ok=True)
         meta = {
             "step": self.step, "tokens_seen": self.tokens_seen, "scale": self.scale,
+            "scale_tokens": self.scale_tokens,
             "initialised": self.initialised, "trainer_config": asdict(self.config),
             "sae_configs": [s.config.to_dict() for s in self.saes],
             "extended_from": self.extended_from,
@@ -473,6 +513,7 @@ class SAETrainer:
         self.step = int(meta["step"])
         self.tokens_seen = int(meta["tokens_seen"])
         self.scale = float(meta["scale"])
+        self.scale_tokens = int(meta.get("scale_tokens", 0))
         self.initialised = bool(meta["initialised"])
         self._checkpoint_step = self.step
         self.extended_from = list(meta.get("extended_from", []))

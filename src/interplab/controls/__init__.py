@@ -8,11 +8,10 @@ from interplab.controls.baselines import (
     shuffled_accuracy_interval,
     shuffled_labels,
 )
-from interplab.controls.bootstrap import accuracy_with_ci, bootstrap_ci
+from interplab.controls.bootstrap import bootstrap_accuracy
 
 __all__ = [
-    "accuracy_with_ci",
-    "bootstrap_ci",
+    "bootstrap_accuracy",
     "random_direction_like",
     "shuffled_accuracy_interval",
     "shuffled_labels",

@@ -34,8 +34,6 @@ def harvest_cmd(
                                        help="error (not warn) on texts longer than the context"),
 ) -> None:
     """Harvest activations of a model on texts into an on-disk activation store."""
-    import torch  # noqa: F401  (heavy imports stay inside the command)
-
     from interplab.activations import harvest_to_store
     from interplab.activations.store import parse_dtype
     from interplab.activations.texts import read_texts

@@ -8,10 +8,11 @@ from interplab.controls.baselines import (
     shuffled_accuracy_interval,
     shuffled_labels,
 )
-from interplab.controls.bootstrap import bootstrap_accuracy
+from interplab.controls.bootstrap import bootstrap_accuracy, bootstrap_statistic
 
 __all__ = [
     "bootstrap_accuracy",
+    "bootstrap_statistic",
     "random_direction_like",
     "shuffled_accuracy_interval",
     "shuffled_labels",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -36,3 +38,22 @@ def bootstrap_accuracy(correct: np.ndarray, *, n_boot: int = 1000, seed: int = 0
     boots = resample_counts(np.random.default_rng(seed), n, n_boot) @ correct.T / n  # [B, k]
     lo, hi = percentile_interval(boots, level)
     return {"value": correct.mean(axis=1).tolist(), "lo": lo.tolist(), "hi": hi.tolist(), "n": n}
+
+
+def bootstrap_statistic(statistic: Callable[..., float], *columns: np.ndarray, n_boot: int = 1000,
+                        seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """``statistic(*columns)`` and its percentile-bootstrap interval ``(value, lo, hi)``.
+
+    The rows of all ``columns`` (each ``[n]``) are resampled together, so a statistic of paired
+    values (e.g. the correlation of a log-probability with a label) keeps its pairs. Draws on
+    which the statistic is undefined (NaN, e.g. a resample with one label only) are left out.
+    """
+    cols = [np.asarray(c) for c in columns]
+    n = len(cols[0]) if cols else 0
+    if n == 0 or any(len(c) != n for c in cols):
+        raise ValueError("bootstrap_statistic needs one or more non-empty columns of equal length")
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))  # [B, n]
+    boots = np.array([statistic(*(c[i] for c in cols)) for i in idx], dtype=np.float64)
+    alpha = (1 - level) / 2
+    lo, hi = np.nanquantile(boots, [alpha, 1 - alpha])
+    return float(statistic(*cols)), float(lo), float(hi)

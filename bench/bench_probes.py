@@ -28,7 +28,7 @@ def main() -> None:
     from interplab.activations import harvest
     from interplab.datasets import load_dataset
     from interplab.models import load
-    from interplab.probes import make_probe
+    from interplab.probes import PairProbe, make_probe
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-per-dataset", type=int, default=600)
@@ -57,10 +57,11 @@ def main() -> None:
             n = min(len(y), Xn.shape[1])
             cut = int(0.7 * n)
             for layer in range(X.shape[0]):
-                if probe == "ccs":  # pairs: the negated twin (conj/disj: each other, timing only)
-                    p = make_probe("ccs").fit(X[layer, :cut], y[:cut], X_neg=Xn[layer, :cut])
+                p = make_probe(probe)
+                if isinstance(p, PairProbe):  # the negated twin (conj/disj: each other, timing only)
+                    p.fit_pairs(X[layer, :cut], Xn[layer, :cut], y[:cut])
                 else:
-                    p = make_probe(probe).fit(X[layer, :cut], y[:cut])
+                    p.fit(X[layer, :cut], y[:cut])
                 p.score(X[layer, cut:n], y[cut:n])
         times[probe] = time.perf_counter() - t
     total = time.perf_counter() - t_all

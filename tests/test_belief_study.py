@@ -201,3 +201,47 @@ def test_stopping_rule_in_the_study():
     assert r.loss_ratio <= 1.1 and r.training["stop_loss_ratio"] == 1.1
     with pytest.raises(InterplabError, match="stop_loss_ratio"):
         BeliefStudyConfig(stop_loss_ratio=0.98)
+
+
+def test_recorded_seeds_reproduce_the_held_out_batch_and_the_split(mess3_run):
+    """A reader holding the result and the checkpoints can redo the draws: the held-out batch
+    training scored, and the folds of the headline regression, from the recorded seeds alone."""
+    from interplab.compmech.presets import get_process
+    from interplab.compmech.regression import belief_dataset, cross_validated_fit, residual_rows
+    from interplab.compmech.train import TrainConfig, evaluate, heldout_seed, heldout_tokens
+    from interplab.compmech.transformer import load_model
+    from interplab.studies.belief import TARGET_SITE
+
+    r, out = mess3_run
+    cfg = BeliefStudyConfig.from_dict(r.config)
+    process = get_process(cfg.process, **cfg.process_params)
+    model = load_model(out / "checkpoints" / "final")
+    tcfg = TrainConfig(**r.training["train_config"])
+    assert heldout_seed(tcfg) == r.seeds["heldout_batch"]
+    batch = heldout_tokens(process, cfg.context_length + 1, tcfg)
+    assert float(evaluate(model, batch)[0].mean()) == pytest.approx(r.training["eval_loss"][-1],
+                                                                    rel=1e-6)
+    data = belief_dataset(process, cfg.context_length, max_sequences=cfg.max_regression_sequences,
+                          seed=r.seeds["regression_sequences"])
+    folds = np.random.default_rng(r.seeds["split"]).permutation(len(data.sequences)) % cfg.n_folds
+    resid = residual_rows(model, data)  # [layers, rows, d_model]
+    concat = resid.transpose(1, 0, 2).reshape(resid.shape[1], -1)
+    fit = cross_validated_fit(concat, data, folds, ridge=cfg.ridge)
+    (score,) = [s for s in r.regression if s.layer == TARGET_SITE]
+    assert fit.r2_unseen == pytest.approx(score.r2_unseen, rel=1e-6)
+
+
+def test_report_keeps_the_users_matplotlib_backend(mess3_run, tmp_path):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    old = matplotlib.get_backend()
+    matplotlib.use("svg", force=True)  # stands for a notebook's own backend
+    try:
+        open_before = plt.get_fignums()
+        html = render_belief_report(mess3_run[0], tmp_path / "r.html").read_text()
+        assert html.count("data:image/png;base64,") >= 3
+        assert matplotlib.get_backend() == "svg"
+        assert plt.get_fignums() == open_before
+    finally:
+        matplotlib.use(old, force=True)

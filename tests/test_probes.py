@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from interplab.controls import accuracy_with_ci, random_direction_like, shuffled_labels
+from interplab.controls import bootstrap_accuracy, random_direction_like, shuffled_labels
 from interplab.errors import InterplabError
 from interplab.probes import (
     PROBES,
@@ -131,9 +131,9 @@ def test_logistic_raw_inputs_are_plain_sklearn_and_scale_dependent():
     small = LogisticProbe(C=0.3, input_scale="none").fit(X / 100, y)
     assert np.linalg.norm(small.direction_ / 100) < 0.2 * np.linalg.norm(p.direction_)
     with pytest.raises(InterplabError, match="input_scale"):
-        LogisticProbe(input_scale="standard")
+        LogisticProbe(input_scale="standard").fit(X, y)
     with pytest.raises(InterplabError, match="positive number"):
-        LogisticProbe(C=0)
+        LogisticProbe(C=0).fit(X, y)
 
 
 def test_logistic_C_chosen_on_validation_folds():
@@ -158,8 +158,8 @@ def test_centering_modes_differ_on_shifted_test_sets():
     per_ds = DiffMeanProbe(centering="per-dataset").fit(X, y)
     assert train_c.score(shifted, ys) < 0.6  # the shift pushes everything to one side
     assert per_ds.score(shifted, ys) > 0.7  # per-dataset centring uses the test set's own mean
-    with pytest.raises(InterplabError, match="centering"):
-        DiffMeanProbe(centering="test")
+    with pytest.raises(InterplabError, match="centering"):  # checked by fit (sklearn contract)
+        DiffMeanProbe(centering="test").fit(X, y)
 
 
 def test_ccs_finds_truth_from_pairs_and_fails_when_pairs_are_broken():
@@ -240,18 +240,19 @@ def test_bad_inputs_are_clear_errors():
         make_probe("svm")
     assert set(PROBES) == {"diffmean", "lda", "massmean-iid", "logistic", "ccs"}
     with pytest.raises(InterplabError, match="covariance"):
-        LDAProbe(covariance="inverse")
+        LDAProbe(covariance="inverse").fit(X, y)
 
 
 def test_accuracy_ci_covers_and_shrinks():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)
     pred = np.where(rng.random(400) < 0.8, y, 1 - y)
-    est = accuracy_with_ci(pred, y, seed=0)
-    assert est.lo < est.value < est.hi and est.n == 400
-    assert 0.04 < est.hi - est.lo < 0.1  # ≈ 2 × 1.96 × √(0.16/400) = 0.078
-    small = accuracy_with_ci(pred[:50], y[:50], seed=0)
-    assert small.hi - small.lo > est.hi - est.lo
+    est = bootstrap_accuracy((pred == y)[None], seed=0)
+    lo, value, hi = est["lo"][0], est["value"][0], est["hi"][0]
+    assert lo < value < hi and est["n"] == 400
+    assert 0.04 < hi - lo < 0.1  # ≈ 2 × 1.96 × √(0.16/400) = 0.078
+    small = bootstrap_accuracy((pred[:50] == y[:50])[None], seed=0)
+    assert small["hi"][0] - small["lo"][0] > hi - lo
 
 
 def test_pca_basis_recovers_dominant_axis():

@@ -40,8 +40,6 @@ def harvest_cmd(
                                ("--max-length", max_length, 0)):
         if value < least:
             raise InterplabError(f"{flag} must be at least {least}, not {value}")
-    import torch  # noqa: F401  (heavy imports stay inside the command)
-
     from interplab.activations import harvest_to_store
     from interplab.activations.store import parse_dtype
     from interplab.activations.texts import read_texts

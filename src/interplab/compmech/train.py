@@ -55,6 +55,21 @@ class TrainConfig:
             raise InterplabError("TrainConfig: stop_loss must be a positive loss in nats, or None")
 
 
+HELDOUT_STREAM = 1  # the held-out batch draws from rng([seed, 1]), disjoint from the data's rng(seed)
+
+
+def heldout_seed(cfg: TrainConfig) -> list[int]:
+    """The seed of the held-out batch :func:`train_model` evaluates on."""
+    return [cfg.seed, HELDOUT_STREAM]
+
+
+def heldout_tokens(process: HiddenMarkovProcess, length: int, cfg: TrainConfig) -> torch.Tensor:
+    """The held-out batch ``[cfg.eval_sequences, length]`` of :func:`train_model`: score another
+    model on exactly the sequences training reported its losses on."""
+    rng = np.random.default_rng(heldout_seed(cfg))
+    return torch.from_numpy(process.sample(cfg.eval_sequences, length, seed=rng))
+
+
 @dataclass
 class TrainHistory:
     """What training measured. Losses in nats per predicted symbol.
@@ -128,10 +143,8 @@ def train_model(
             f"{process.n_symbols}"
         )
     length = model.cfg.context_length + 1
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    eval_rng = np.random.default_rng([cfg.seed, 1])  # disjoint stream for the held-out batch
-    eval_tokens = torch.from_numpy(process.sample(cfg.eval_sequences, length, seed=eval_rng))
+    rng = np.random.default_rng(cfg.seed)  # training data; nothing else here is random
+    eval_tokens = heldout_tokens(process, length, cfg)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "emb" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "emb" not in n)]
     opt = torch.optim.AdamW(

@@ -103,9 +103,20 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """Decoder-only transformer; ``forward(tokens [B, T]) -> logits [B, T, vocab]``."""
 
-    def __init__(self, cfg: GPTConfig) -> None:
+    def __init__(self, cfg: GPTConfig, seed: int | None = None) -> None:
+        """``seed``: initial weights as drawn after ``torch.manual_seed(seed)``, with the global
+        torch generator restored afterwards (a caller's own stream is not disturbed); ``None``:
+        drawn from the global generator, as any torch module is."""
         super().__init__()
         self.cfg = cfg
+        if seed is None:
+            self._build(cfg)
+            return
+        with torch.random.fork_rng(devices=[]):  # module constructors draw from the global one
+            torch.manual_seed(seed)
+            self._build(cfg)
+
+    def _build(self, cfg: GPTConfig) -> None:
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_emb = nn.Embedding(cfg.context_length, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))

@@ -8,11 +8,11 @@ from interplab.controls.baselines import (
     shuffled_accuracy_interval,
     shuffled_labels,
 )
-from interplab.controls.bootstrap import accuracy_with_ci, bootstrap_ci
+from interplab.controls.bootstrap import bootstrap_accuracy, bootstrap_statistic
 
 __all__ = [
-    "accuracy_with_ci",
-    "bootstrap_ci",
+    "bootstrap_accuracy",
+    "bootstrap_statistic",
     "random_direction_like",
     "shuffled_accuracy_interval",
     "shuffled_labels",

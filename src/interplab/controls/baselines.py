@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from interplab.controls.bootstrap import percentile_interval, resample_counts
+
 
 def shuffled_labels(y: np.ndarray, seed: int = 0) -> np.ndarray:
     """A seeded permutation of ``y``: same class balance, no relation to the inputs."""
     return np.random.default_rng(seed).permutation(np.asarray(y))
 
 
-def random_direction_like(direction: np.ndarray, seed: int = 0) -> np.ndarray:
-    """A direction drawn uniformly on the sphere, scaled to ``direction``'s norm."""
+def random_direction_like(direction: np.ndarray, seed: int | tuple[int, ...] = 0) -> np.ndarray:
+    """A direction drawn uniformly on the sphere, scaled to ``direction``'s norm. ``seed`` may be
+    a tuple (e.g. ``(seed, layer)``): one independent stream per entry of a family."""
     direction = np.asarray(direction, dtype=np.float64)
     r = np.random.default_rng(seed).standard_normal(direction.shape)
     return r / np.linalg.norm(r) * np.linalg.norm(direction)
@@ -41,12 +44,11 @@ def shuffled_accuracy_interval(hits: np.ndarray, *, n_boot: int = 1000, seed: in
     k, n_shuffles, n = hits.shape
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, n_shuffles, size=n_boot)  # [B]
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)  # [B, n]
+    counts = resample_counts(rng, n, n_boot)  # [B, n]
     boots = np.empty((n_boot, k))
     for j in range(n_shuffles):
         boots[picks == j] = counts[picks == j] @ hits[:, j, :].T / n
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(boots, [alpha, 1 - alpha], axis=0)
+    lo, hi = percentile_interval(boots, level)
     per_shuffle = hits.mean(axis=2)  # [k, K]
     return {"value": hits.mean(axis=(1, 2)).tolist(), "lo": lo.tolist(), "hi": hi.tolist(),
             "n": n, "sd_over_shuffles": per_shuffle.std(axis=1).tolist(),

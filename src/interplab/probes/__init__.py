@@ -1,7 +1,7 @@
 """Linear truth probes (scikit-learn conventions) and PCA views."""
 
 from interplab.errors import InterplabError
-from interplab.probes.base import CENTERINGS, LinearProbe
+from interplab.probes.base import CENTERINGS, LinearProbe, PairProbe
 from interplab.probes.ccs import CCSProbe
 from interplab.probes.diffmean import DiffMeanProbe
 from interplab.probes.lda import LDAProbe, MassMeanIIDProbe
@@ -19,7 +19,7 @@ PROBES: dict[str, type[LinearProbe]] = {
 
 def make_probe(name: str, **params: object) -> LinearProbe:
     """Build a probe by registry name (``diffmean``, ``lda``, ``massmean-iid``, ``logistic``,
-    ``ccs``)."""
+    ``ccs``). Pair probes (``isinstance(probe, PairProbe)``, e.g. CCS) train with ``fit_pairs``."""
     if name not in PROBES:
         raise InterplabError(f"unknown probe {name!r}; choose from {', '.join(PROBES)}")
     return PROBES[name](**params)  # type: ignore[arg-type]
@@ -35,6 +35,7 @@ __all__ = [
     "LogisticProbe",
     "MassMeanIIDProbe",
     "PCABasis",
+    "PairProbe",
     "make_probe",
     "pca_basis",
 ]

@@ -22,13 +22,23 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
+from sklearn.utils import Tags
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d, validate_data
 
 from interplab.errors import InterplabError
 
 CENTERINGS = ("train", "per-dataset", "none")
 
 
+class ProbeNotFittedError(InterplabError, NotFittedError):
+    """A probe was used before ``fit`` (also a scikit-learn ``NotFittedError``)."""
+
+
 def as_array(X: object) -> np.ndarray:
+    """``X`` as a finite float64 ``[n, d]`` array (torch tensors are moved to the CPU)."""
     if hasattr(X, "detach"):
         X = X.detach().cpu().float().numpy()  # type: ignore[union-attr]
     arr = np.asarray(X, dtype=np.float64)
@@ -36,17 +46,6 @@ def as_array(X: object) -> np.ndarray:
         raise InterplabError(f"probe inputs must be 2-D [n_samples, d_model], got shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise InterplabError("probe inputs contain NaN or infinite values")
-    return arr
-
-
-def as_labels(y: object, n: int) -> np.ndarray:
-    arr = np.asarray(y).reshape(-1).astype(np.int64)
-    if arr.size != n:
-        raise InterplabError(f"got {arr.size} labels for {n} samples")
-    if not np.isin(arr, (0, 1)).all():
-        raise InterplabError("labels must be 0/1")
-    if len(np.unique(arr)) < 2:
-        raise InterplabError("training labels hold a single class; a probe needs both 0 and 1")
     return arr
 
 
@@ -64,29 +63,70 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
-class LinearProbe:
-    """Base class: subclasses implement ``_fit_direction(Xc, y) -> (direction, threshold|None)``."""
+class LinearProbe(ClassifierMixin, BaseEstimator):
+    """Base class: subclasses implement ``_fit_direction(Xc, y) -> (direction, threshold|None)``.
+
+    A scikit-learn binary classifier: ``__init__`` only stores hyper-parameters (checked by
+    ``fit``, so ``set_params`` and ``clone`` see the same rules), ``get_params``/``set_params``
+    come from :class:`sklearn.base.BaseEstimator`, ``fit`` returns ``self`` and learned state ends
+    in ``_`` (``classes_``, ``direction_``, ``threshold_``, ``mean_``, ``scale_``). Any two label
+    values work; ``classes_[1]`` is the "true" class, the one that projects higher.
+    """
 
     name = "linear"
 
     def __init__(self, centering: str = "train") -> None:
-        if centering not in CENTERINGS:
-            raise InterplabError(f"centering must be one of {CENTERINGS}, not {centering!r}")
         self.centering = centering
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
+
+    def _check_params(self) -> None:
+        """Refuse bad hyper-parameters (called by ``fit``; subclasses extend it)."""
+        if self.centering not in CENTERINGS:
+            raise InterplabError(f"centering must be one of {CENTERINGS}, not {self.centering!r}")
 
     # ------------------------------------------------------------------ sklearn API
     def fit(self, X: object, y: object, groups: object = None) -> LinearProbe:
-        """Fit on ``X`` ``[n, d]`` and 0/1 labels ``y`` ``[n]``; ``groups`` ``[n]`` names each
+        """Fit on ``X`` ``[n, d]`` and binary labels ``y`` ``[n]``; ``groups`` ``[n]`` names each
         row's dataset (used by ``"per-dataset"`` centring only)."""
-        X = as_array(X)
-        y = as_labels(y, X.shape[0])
+        self._check_params()
+        X = self._validate_X(X, reset=True)
+        y = self._encode_labels(y, X.shape[0])
         self.mean_ = X.mean(axis=0) if self.centering == "train" else np.zeros(X.shape[1])
         Xc = self._center_groups(X, as_groups(groups, X.shape[0]))
         direction, threshold = self._fit_direction(Xc, y)
         self.direction_ = np.asarray(direction, dtype=np.float64)
         self._set_threshold(Xc, y, threshold)
-        self.n_features_in_ = X.shape[1]
         return self
+
+    def _validate_X(self, X: object, *, reset: bool) -> np.ndarray:
+        """``X`` as a finite float64 ``[n, d]`` array; sets (``reset``) or checks ``n_features_in_``."""
+        if hasattr(X, "detach"):
+            X = X.detach().cpu().float().numpy()  # type: ignore[union-attr]
+        try:
+            return validate_data(self, X, reset=reset, dtype=np.float64)
+        except ValueError as e:
+            raise InterplabError(f"probe inputs must be a finite 2-D [n_samples, d_model] array: {e}") from None
+
+    def _encode_labels(self, y: object, n: int) -> np.ndarray:
+        """Set ``classes_`` from binary labels ``y`` and return them as 0/1 (``classes_[1]`` → 1)."""
+        if y is None:
+            raise InterplabError(f"{type(self).__name__} requires y to be passed, but the target y "
+                                 "is None; pass one label per row")
+        y = column_or_1d(y, warn=True)  # a column vector is accepted, with sklearn's warning
+        if y.size != n:
+            raise InterplabError(f"got {y.size} labels for {n} samples")
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        if len(self.classes_) == 1:
+            raise InterplabError("training labels hold a single class (only one class present); a probe needs both")
+        if len(self.classes_) > 2:
+            raise InterplabError(f"Only binary classification is supported; got {len(self.classes_)} "
+                                 "classes (a probe separates true from false)")
+        return (y == self.classes_[1]).astype(np.int64)
 
     def _fit_direction(self, Xc: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float | None]:
         raise NotImplementedError
@@ -119,10 +159,9 @@ class LinearProbe:
         return out
 
     def decision_function(self, X: object) -> np.ndarray:
+        """``(x − centre) · direction_ − threshold_`` per row of ``X`` ``[n, d]``; > 0 → ``classes_[1]``."""
         self._check_fitted()
-        X = as_array(X)
-        if X.shape[1] != self.n_features_in_:
-            raise InterplabError(f"probe was fitted on {self.n_features_in_} features, got {X.shape[1]}")
+        X = self._validate_X(X, reset=False)
         return self._center(X) @ self.direction_ - self.threshold_
 
     def predict_proba(self, X: object) -> np.ndarray:
@@ -130,10 +169,8 @@ class LinearProbe:
         return np.stack([1 - p1, p1], axis=1)
 
     def predict(self, X: object) -> np.ndarray:
-        return (self.decision_function(X) > 0).astype(np.int64)
-
-    def score(self, X: object, y: object) -> float:
-        return float((self.predict(X) == np.asarray(y).reshape(-1)).mean())
+        positive = self.decision_function(X) > 0  # checks fitting before classes_ is read
+        return self.classes_[positive.astype(np.int64)]
 
     @property
     def direction(self) -> np.ndarray:
@@ -142,7 +179,7 @@ class LinearProbe:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "direction_"):
-            raise InterplabError(f"this {type(self).__name__} is not fitted; call fit(X, y) first")
+            raise ProbeNotFittedError(f"this {type(self).__name__} is not fitted; call fit(X, y) first")
 
     # ------------------------------------------------------------------ controls
     def with_direction(self, direction: np.ndarray, X: object, y: object,
@@ -156,13 +193,52 @@ class LinearProbe:
         out = copy.copy(self)
         out.direction_ = np.asarray(direction, dtype=np.float64)
         X = as_array(X)
-        Xc = out._center_groups(X, as_groups(groups, X.shape[0]))
-        out._set_threshold(Xc, as_labels(y, X.shape[0]), None)
+        y01 = out._encode_labels(y, X.shape[0])
+        out._set_threshold(out._center_groups(X, as_groups(groups, X.shape[0])), y01, None)
         return out
 
-    def get_params(self, deep: bool = True) -> dict:
-        return {"centering": self.centering}
 
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
+class PairProbe(LinearProbe):
+    """A probe trained on statement/negation pairs rather than on labelled rows (CCS).
+
+    The seam: ``fit_pairs(X, X_neg, y=None, groups=None)`` (row i of ``X`` and of ``X_neg`` make
+    opposite claims; ``y``, when given, only fixes the sign) and ``decision_function(X,
+    negated=False)`` (a negated test set is normalised as the negated side was in training).
+    Code that fits or scores probes asks ``isinstance(probe, PairProbe)``, never a name.
+    """
+
+    def fit(self, X: object, y: object = None, X_neg: object = None,  # type: ignore[override]
+            groups: object = None) -> PairProbe:
+        """``fit_pairs`` under scikit-learn's name: ``X_neg`` is required."""
+        if X_neg is None:
+            raise InterplabError(f"{type(self).__name__} trains on pairs: pass X_neg, the activations "
+                                 "of the negations (or call fit_pairs(X, X_neg, y))")
+        return self.fit_pairs(X, X_neg, y, groups=groups)
+
+    def fit_pairs(self, X: object, X_neg: object, y: object = None,
+                  groups: object = None) -> PairProbe:
+        raise NotImplementedError
+
+    def decision_function(self, X: object, negated: bool = False) -> np.ndarray:  # type: ignore[override]
+        raise NotImplementedError
+
+    def predict_proba(self, X: object, negated: bool = False) -> np.ndarray:  # type: ignore[override]
+        p1 = _sigmoid(self.decision_function(X, negated) / self.scale_)
+        return np.stack([1 - p1, p1], axis=1)
+
+    def predict(self, X: object, negated: bool = False) -> np.ndarray:  # type: ignore[override]
+        positive = self.decision_function(X, negated) > 0
+        return self.classes_[positive.astype(np.int64)]
+
+    def score(self, X: object, y: object, negated: bool = False,  # type: ignore[override]
+              sample_weight: object = None) -> float:
+        from sklearn.metrics import accuracy_score
+
+        return float(accuracy_score(y, self.predict(X, negated), sample_weight=sample_weight))
+
+    def predict_pairs(self, X: object, X_neg: object) -> np.ndarray:
+        """Predict from (statement, negation) pairs: ``(p⁺ + 1 − p⁻) / 2 > 0.5``, each side
+        normalised as in training."""
+        pp = self.predict_proba(X)[:, 1]
+        pn = self.predict_proba(X_neg, negated=True)[:, 1]
+        return self.classes_[(0.5 * (pp + 1 - pn) > 0.5).astype(np.int64)]

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from interplab.errors import InterplabError
-from interplab.probes.base import LinearProbe, as_array, as_groups
+from interplab.probes.base import PairProbe, as_array, as_groups
+from interplab.threads import limit_threads
 
 
 def side_stats(X: np.ndarray) -> tuple[np.ndarray, float]:
@@ -16,10 +17,10 @@ def side_stats(X: np.ndarray) -> tuple[np.ndarray, float]:
     return mean, (scale if scale > 0 else 1.0)
 
 
-class CCSProbe(LinearProbe):
+class CCSProbe(PairProbe):
     """CCS: find ``p(x) = σ(w·x̂ + b)`` with ``p(x⁺) ≈ 1 − p(x⁻)`` and confident answers.
 
-    ``fit(X, y=None, X_neg=...)``: row i of ``X`` is a statement and row i of ``X_neg`` its
+    ``fit_pairs(X, X_neg, y=None)`` (or ``fit(X, y, X_neg=...)``): row i of ``X`` is a statement and row i of ``X_neg`` its
     negation. Each side is normalised by *its own* mean and scale (``x̂ = (x − μ_side) / s_side``,
     ``s`` the mean norm of the centred rows / √d), otherwise "is negated" solves the objective
     trivially. The loss is ``mean((p⁺ − (1 − p⁻))²) + mean(min(p⁺, p⁻)²)``, minimised from
@@ -44,15 +45,21 @@ class CCSProbe(LinearProbe):
 
     def __init__(self, centering: str = "train", n_restarts: int = 6, max_iter: int = 60,
                  weight_decay: float = 1e-3, seed: int = 0) -> None:
-        super().__init__(centering)
+        self.centering = centering
         self.n_restarts, self.max_iter = n_restarts, max_iter
         self.weight_decay, self.seed = weight_decay, seed
 
-    def fit(self, X: object, y: object = None, X_neg: object = None,  # type: ignore[override]
-            groups: object = None) -> CCSProbe:
-        if X_neg is None:
-            raise InterplabError("CCS trains on pairs: pass X_neg, the activations of the negations")
-        Xp, Xn = as_array(X), as_array(X_neg)
+    def _check_params(self) -> None:
+        super()._check_params()
+        if not (isinstance(self.n_restarts, int) and self.n_restarts >= 1):
+            raise InterplabError(f"n_restarts must be a positive integer, not {self.n_restarts!r}")
+
+    def fit_pairs(self, X: object, X_neg: object, y: object = None,
+                  groups: object = None) -> CCSProbe:
+        """Fit on statements ``X`` ``[n, d]`` and their negations ``X_neg`` ``[n, d]``; labels
+        ``y`` of ``X`` (optional) only fix the sign, ``groups`` as in ``fit``."""
+        self._check_params()
+        Xp, Xn = self._validate_X(X, reset=True), as_array(X_neg)
         if Xp.shape != Xn.shape:
             raise InterplabError(f"X and X_neg must have the same shape, got {Xp.shape} and {Xn.shape}")
         d = Xp.shape[1]
@@ -60,25 +67,20 @@ class CCSProbe(LinearProbe):
         self.mean_neg_, self.norm_neg_ = side_stats(Xn)
         g = as_groups(groups, Xp.shape[0])
         zp, zn = self._normalise_training(Xp, g, False), self._normalise_training(Xn, g, True)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # these matrices are small: one thread avoids contention
-        try:
+        with limit_threads(1):  # these matrices are small: one thread avoids contention
             wv, bv = self._optimise(zp, zn, d)
-        finally:
-            torch.set_num_threads(threads)
+        self.sign_fixed_ = y is not None
         if y is not None:
-            yv = np.asarray(y).reshape(-1)
+            yv = self._encode_labels(y, Xp.shape[0])
             pp = 1 / (1 + np.exp(-(zp @ wv + bv)))
             pn = 1 / (1 + np.exp(-(zn @ wv + bv)))
             if ((0.5 * (pp + 1 - pn) > 0.5) == yv).mean() < 0.5:
                 wv, bv = -wv, -bv
-            self.sign_fixed_ = True
         else:
-            self.sign_fixed_ = False
+            self.classes_ = np.array([0, 1])
         self.direction_ = wv / self.norm_
         self.threshold_ = -bv
         self.scale_ = 1.0
-        self.n_features_in_ = d
         return self
 
     def _normalise_training(self, X: np.ndarray, groups: np.ndarray | None,
@@ -109,23 +111,11 @@ class CCSProbe(LinearProbe):
         # base class for affirmations (and by ``with_direction``'s threshold refit).
         return self._normalise(X, False) * self.norm_
 
-    def decision_function(self, X: object, negated: bool = False) -> np.ndarray:  # type: ignore[override]
+    def decision_function(self, X: object, negated: bool = False) -> np.ndarray:
         """``w·x̂ + b`` for ``X`` ``[n, d]``, normalised as the side it belongs to was in training."""
         self._check_fitted()
-        X = as_array(X)
-        if X.shape[1] != self.n_features_in_:
-            raise InterplabError(f"probe was fitted on {self.n_features_in_} features, got {X.shape[1]}")
+        X = self._validate_X(X, reset=False)
         return self._normalise(X, negated) * self.norm_ @ self.direction_ - self.threshold_
-
-    def predict_proba(self, X: object, negated: bool = False) -> np.ndarray:  # type: ignore[override]
-        p1 = 1 / (1 + np.exp(-self.decision_function(X, negated)))
-        return np.stack([1 - p1, p1], axis=1)
-
-    def predict(self, X: object, negated: bool = False) -> np.ndarray:  # type: ignore[override]
-        return (self.decision_function(X, negated) > 0).astype(np.int64)
-
-    def score(self, X: object, y: object, negated: bool = False) -> float:  # type: ignore[override]
-        return float((self.predict(X, negated) == np.asarray(y).reshape(-1)).mean())
 
     def _optimise(self, zp_np: np.ndarray, zn_np: np.ndarray, d: int) -> tuple[np.ndarray, float]:
         zp = torch.tensor(zp_np, dtype=torch.float32)
@@ -157,14 +147,3 @@ class CCSProbe(LinearProbe):
         consistency = ((pp - (1 - pn)) ** 2).mean(0)
         confidence = (torch.minimum(pp, pn) ** 2).mean(0)
         return consistency + confidence
-
-    def predict_pairs(self, X: object, X_neg: object) -> np.ndarray:
-        """Predict from (statement, negation) pairs: ``(p⁺ + 1 − p⁻) / 2 > 0.5``, each side
-        normalised as in training."""
-        pp = self.predict_proba(X)[:, 1]
-        pn = self.predict_proba(X_neg, negated=True)[:, 1]
-        return (0.5 * (pp + 1 - pn) > 0.5).astype(np.int64)
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {"centering": self.centering, "n_restarts": self.n_restarts,
-                "max_iter": self.max_iter, "weight_decay": self.weight_decay, "seed": self.seed}

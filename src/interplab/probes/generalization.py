@@ -18,13 +18,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from sklearn.base import clone
 
-from interplab.controls import random_direction_like, shuffled_labels
+from interplab.controls import bootstrap_accuracy, random_direction_like, shuffled_labels
+from interplab.errors import InterplabError
 from interplab.probes import make_probe
-from interplab.probes.base import LinearProbe
-from interplab.probes.ccs import CCSProbe
+from interplab.probes.base import LinearProbe, PairProbe
 
 VARIANTS = ("probe", "shuffled", "random")
+# bootstrap_accuracy lives in interplab.controls; importable from here as before
+__all__ = ["VARIANTS", "LabelledActs", "PairedActs", "ProbeOutcome", "bootstrap_accuracy",
+           "fit_and_test"]
 
 
 @dataclass
@@ -114,30 +118,32 @@ def fit_and_test(
     shuffled_ys = [shuffled_labels(train.y, seed=seed + k) for k in range(n_shuffles)]
     broken = ([_permute_within(rng, pairs.groups, len(pairs.y)) for _ in range(n_shuffles)]
               if pairs is not None else None)
+    template = _new_probe(probe_name, centering, seed)
+    if isinstance(template, PairProbe) and pairs is None:
+        raise InterplabError(f"the {probe_name} probe trains on statement/negation pairs: pass pairs")
     for layer in range(n_layers):
         fitted: dict[str, LinearProbe] = {}
         shuffled_fits: list[LinearProbe] = []
-        if probe_name == "ccs":
+        if isinstance(template, PairProbe):
             assert pairs is not None and broken is not None
-            fitted["probe"] = make_probe("ccs", centering=centering, seed=seed).fit(
-                pairs.X_pos[layer], pairs.y, X_neg=pairs.X_neg[layer], groups=pairs.groups)
+            ref = LabelledActs(pairs.X_pos, pairs.y, groups=pairs.groups)
+            fitted["probe"] = clone(template).fit_pairs(
+                pairs.X_pos[layer], pairs.X_neg[layer], pairs.y, groups=pairs.groups)
             if "shuffled" in variants:
                 # rows are permuted within each component, so a broken pair stays in its dataset
-                shuffled_fits = [make_probe("ccs", centering=centering, seed=seed).fit(
-                    pairs.X_pos[layer], pairs.y, X_neg=pairs.X_neg[layer][b], groups=pairs.groups)
+                shuffled_fits = [clone(template).fit_pairs(
+                    pairs.X_pos[layer], pairs.X_neg[layer][b], pairs.y, groups=pairs.groups)
                     for b in broken]
         else:
-            fitted["probe"] = make_probe(probe_name, centering=centering).fit(
-                train.X[layer], train.y, groups=train.groups)
+            ref = train
+            fitted["probe"] = clone(template).fit(train.X[layer], train.y, groups=train.groups)
             if "shuffled" in variants:
-                shuffled_fits = [make_probe(probe_name, centering=centering).fit(
-                    train.X[layer], ys, groups=train.groups) for ys in shuffled_ys]
+                shuffled_fits = [clone(template).fit(train.X[layer], ys, groups=train.groups)
+                                 for ys in shuffled_ys]
         if shuffled_fits:
             fitted["shuffled"] = shuffled_fits[0]
         if "random" in variants:
-            direction = random_direction_like(fitted["probe"].direction_, seed=seed + 7919 * layer)
-            ref = (LabelledActs(pairs.X_pos, pairs.y, groups=pairs.groups) if probe_name == "ccs"
-                   else train)
+            direction = random_direction_like(fitted["probe"].direction_, seed=(seed, layer))
             fitted["random"] = fitted["probe"].with_direction(direction, ref.X[layer], ref.y,
                                                               groups=ref.groups)
         for v in variants:
@@ -169,28 +175,15 @@ def _permute_within(rng: np.random.Generator, groups: np.ndarray | None, n: int)
     return perm
 
 
+def _new_probe(name: str, centering: str, seed: int) -> LinearProbe:
+    """An unfitted probe; one with a random start (a ``seed`` parameter) gets ``seed``."""
+    probe = make_probe(name, centering=centering)
+    if "seed" in probe.get_params():
+        probe.set_params(seed=seed)
+    return probe
+
+
 def _decide(probe: LinearProbe, s: LabelledActs, layer: int) -> np.ndarray:
-    if isinstance(probe, CCSProbe):
+    if isinstance(probe, PairProbe):
         return probe.decision_function(s.X[layer], negated=s.negated)
     return probe.decision_function(s.X[layer])
-
-
-def bootstrap_accuracy(correct: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
-                       level: float = 0.95) -> dict[str, list]:
-    """Accuracy and percentile-bootstrap interval for each row of ``correct`` ``[k, n]``.
-
-    Entries may be fractions (the share of several shuffled fits that got a row right); the
-    interval is then that of the mean of the shuffles, without the spread between them (use
-    :func:`interplab.controls.shuffled_accuracy_interval` for the shuffled-label control).
-
-    The same resampled row sets are used for every row of ``correct`` (common random numbers),
-    so differences between probes at one test set are not blurred by resampling noise.
-    """
-    correct = np.asarray(correct, dtype=np.float64)
-    k, n = correct.shape
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)  # [B, n]
-    boots = counts @ correct.T / n  # [B, k]
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(boots, [alpha, 1 - alpha], axis=0)
-    return {"value": correct.mean(axis=1).tolist(), "lo": lo.tolist(), "hi": hi.tolist(), "n": n}

@@ -35,14 +35,18 @@ class LDAProbe(LinearProbe):
 
     def __init__(self, centering: str = "train", shrinkage: float | str = "ledoit-wolf",
                  covariance: str = "shrunk", pinv_atol: float = 1e-3) -> None:
-        super().__init__(centering)
+        self.centering = centering
+        self.shrinkage, self.covariance, self.pinv_atol = shrinkage, covariance, pinv_atol
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        shrinkage = self.shrinkage
         if shrinkage != "ledoit-wolf" and not (isinstance(shrinkage, int | float) and 0 <= shrinkage <= 1):
             raise InterplabError(f"shrinkage must be 'ledoit-wolf' or in [0, 1], not {shrinkage!r}")
-        if covariance not in COVARIANCES:
-            raise InterplabError(f"covariance must be one of {COVARIANCES}, not {covariance!r}")
-        if not pinv_atol >= 0:
-            raise InterplabError(f"pinv_atol must be >= 0, not {pinv_atol!r}")
-        self.shrinkage, self.covariance, self.pinv_atol = shrinkage, covariance, pinv_atol
+        if self.covariance not in COVARIANCES:
+            raise InterplabError(f"covariance must be one of {COVARIANCES}, not {self.covariance!r}")
+        if not (isinstance(self.pinv_atol, int | float) and self.pinv_atol >= 0):
+            raise InterplabError(f"pinv_atol must be a number >= 0, not {self.pinv_atol!r}")
 
     def _fit_direction(self, Xc: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float | None]:
         mu1, mu0 = Xc[y == 1].mean(axis=0), Xc[y == 0].mean(axis=0)
@@ -66,18 +70,15 @@ class LDAProbe(LinearProbe):
         self.rank_ = int(keep.sum())
         return (evecs[:, keep] / evals[keep]) @ evecs[:, keep].T
 
-    def get_params(self, deep: bool = True) -> dict:
-        return {"centering": self.centering, "shrinkage": self.shrinkage,
-                "covariance": self.covariance, "pinv_atol": self.pinv_atol}
-
 
 class MassMeanIIDProbe(LDAProbe):
     """The reference "mass-mean iid" probe: ``LDAProbe(covariance="pinv")`` under its own name."""
 
     name = "massmean-iid"
 
-    def __init__(self, centering: str = "train", pinv_atol: float = 1e-3) -> None:
-        super().__init__(centering, covariance="pinv", pinv_atol=pinv_atol)
+    # fixed, not parameters: this class *is* the pseudo-inverse variant
+    covariance = "pinv"
+    shrinkage = "ledoit-wolf"
 
-    def get_params(self, deep: bool = True) -> dict:
-        return {"centering": self.centering, "pinv_atol": self.pinv_atol}
+    def __init__(self, centering: str = "train", pinv_atol: float = 1e-3) -> None:
+        self.centering, self.pinv_atol = centering, pinv_atol

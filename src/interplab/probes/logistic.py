@@ -17,8 +17,9 @@ by orders of magnitude between layers. This probe therefore states the scale ``C
 ``C`` is a positive number, or ``"validation"``: chosen from ``Cs`` by stratified
 ``n_folds``-fold cross-validation accuracy on the training set only (folds fixed by
 ``random_state=0``; ties go to the smaller ``C``), then refit on the whole training set; the
-choice is ``C_`` (if it is an end of the grid, widen ``Cs``). The direction returned is in raw
-activation units in every case.
+choice is ``C_`` (if it is an end of the grid, widen ``Cs``), and ``cv_accuracy_`` holds the
+accuracy of each of ``Cs_`` (``Cs`` sorted). The direction returned is in raw activation units in
+every case.
 """
 
 from __future__ import annotations
@@ -48,15 +49,20 @@ class LogisticProbe(LinearProbe):
     def __init__(self, centering: str = "train", C: float | str = 1.0, max_iter: int = 500,
                  input_scale: str = "rms", Cs: tuple[float, ...] = DEFAULT_CS,
                  n_folds: int = 5) -> None:
-        super().__init__(centering)
+        self.centering, self.C, self.max_iter, self.input_scale = centering, C, max_iter, input_scale
+        self.Cs, self.n_folds = Cs, n_folds
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        C = self.C
         if C != "validation" and not (isinstance(C, int | float) and C > 0):
             raise InterplabError(f"C must be a positive number or 'validation', not {C!r}")
-        if input_scale not in INPUT_SCALES:
-            raise InterplabError(f"input_scale must be one of {INPUT_SCALES}, not {input_scale!r}")
-        if not Cs or any(not c > 0 for c in Cs) or n_folds < 2:
+        if self.input_scale not in INPUT_SCALES:
+            raise InterplabError(f"input_scale must be one of {INPUT_SCALES}, not {self.input_scale!r}")
+        Cs_ok = isinstance(self.Cs, tuple | list) and len(self.Cs) > 0 and all(
+            isinstance(c, int | float) and c > 0 for c in self.Cs)
+        if not Cs_ok or not (isinstance(self.n_folds, int) and self.n_folds >= 2):
             raise InterplabError("Cs must be positive numbers and n_folds at least 2")
-        self.C, self.max_iter, self.input_scale = C, max_iter, input_scale
-        self.Cs, self.n_folds = tuple(sorted(Cs)), n_folds
 
     def _fit_direction(self, Xc: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
         scale = float(np.sqrt((Xc**2).mean())) if self.input_scale == "rms" else 1.0
@@ -82,14 +88,11 @@ class LogisticProbe(LinearProbe):
             raise InterplabError(f"C='validation' needs at least n_folds={self.n_folds} training "
                                  "statements of each class; pass a number for C or fewer folds")
         folds = StratifiedKFold(self.n_folds, shuffle=True, random_state=0)
-        acc = np.zeros(len(self.Cs))
+        self.Cs_ = tuple(sorted(self.Cs))
+        acc = np.zeros(len(self.Cs_))
         for tr, va in folds.split(Z, y):
             clf = LogisticRegression(max_iter=self.max_iter, warm_start=True)
-            for i, C in enumerate(self.Cs):  # ascending C: each fit starts from the last
+            for i, C in enumerate(self.Cs_):  # ascending C: each fit starts from the last
                 acc[i] += self._fit(Z[tr], y[tr], C, clf).score(Z[va], y[va])
         self.cv_accuracy_ = acc / self.n_folds
-        return float(self.Cs[int(np.argmax(acc))])
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {"centering": self.centering, "C": self.C, "max_iter": self.max_iter,
-                "input_scale": self.input_scale, "Cs": self.Cs, "n_folds": self.n_folds}
+        return float(self.Cs_[int(np.argmax(acc))])

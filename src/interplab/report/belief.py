@@ -22,22 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from interplab.report.html import figure_png, render, use_agg
+from interplab.report.html import figure_png, new_figure, render
 
 
 def _as_dict(result: Any) -> dict[str, Any]:
     return result if isinstance(result, dict) else result.to_dict()
 
 
-def _png(fig: Any) -> str:
-    return figure_png(fig)
-
-
 def _figure_loss(r: dict[str, Any]) -> str:
-    import matplotlib.pyplot as plt
-
     tr = r["training"]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (ax, ax2) = new_figure((11, 3.8), 1, 2)
     ax.plot(tr["train_steps"], tr["train_loss"], lw=0.8, alpha=0.6, label="train (fresh samples)")
     ax.plot(tr["eval_steps"], tr["eval_loss"], "o-", ms=3, label="held-out")
     ax.axhline(r["optimal_loss"], color="k", ls="--", lw=1, label="optimal floor")
@@ -61,7 +55,7 @@ def _figure_loss(r: dict[str, Any]) -> str:
     ax2.set_title("Per-position loss after training")
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _project(points: np.ndarray, ref: np.ndarray, n_states: int) -> tuple[np.ndarray, np.ndarray]:
@@ -90,8 +84,6 @@ def _colours(beliefs: np.ndarray) -> np.ndarray:
 
 
 def _figure_simplex(r: dict[str, Any]) -> str:
-    import matplotlib.pyplot as plt
-
     fd = r["figure_data"]
     n_states = r["process"]["n_states"]
     truth = np.asarray(fd["beliefs"], dtype=float)
@@ -111,7 +103,7 @@ def _figure_simplex(r: dict[str, Any]) -> str:
          f"unseen-prefix R² {scores[fd['shuffled_layer']]['shuffled_r2_unseen']:.3f}",
          np.asarray(fd["shuffled"], dtype=float).reshape(truth.shape)),
     ]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
+    fig, axes = new_figure((16, 4.4), 1, 4)
     size = max(0.3, min(4.0, 3000 / max(len(truth), 1)))
     for ax, (title, pts) in zip(axes, panels, strict=True):
         if n_states == 2:
@@ -148,17 +140,15 @@ def _figure_simplex(r: dict[str, Any]) -> str:
                                              else "top-2 principal axes of the true beliefs")
     fig.suptitle(f"Beliefs over hidden states ({proj}); colour = true belief", fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _figure_r2(r: dict[str, Any]) -> str:
-    import matplotlib.pyplot as plt
-
     regs = r["regression"]
     labels = [s["layer"].replace(".hook_", "\n") for s in regs]
     x = np.arange(len(regs))
     w = 0.27
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(max(11.0, 2.4 * len(regs)), 4.0))
+    fig, (ax, ax2) = new_figure((max(11.0, 2.4 * len(regs)), 4.0), 1, 2)
     ax.bar(x - w, [s["r2_unseen"] for s in regs], w, label="trained")
     ax.bar(x, [s["untrained_r2_unseen"] for s in regs], w, label="control: untrained model")
     ax.bar(x + w, [s["shuffled_r2_unseen"] for s in regs], w, label="control: shuffled beliefs")
@@ -180,12 +170,12 @@ def _figure_r2(r: dict[str, Any]) -> str:
     handles, names = ax.get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    return _png(fig)
+    return figure_png(fig)
 
 
 def render_belief_report(result: Any, path: str | Path) -> Path:
-    """Write the study's self-contained HTML report to ``path`` and return it."""
-    use_agg()
+    """Write the study's self-contained HTML report to ``path`` and return it (figures are drawn
+    on ``Figure`` objects: matplotlib's backend is not changed)."""
     r = _as_dict(result)
     figures = {"loss": _figure_loss(r), "simplex": _figure_simplex(r), "r2": _figure_r2(r)}
     return render("belief.html", path, r=r, figures=figures)

@@ -17,13 +17,26 @@ import jinja2
 TEMPLATES = Path(__file__).parent / "templates"
 
 
-def figure_png(fig: Any, dpi: int = 110) -> str:
-    """Encode a matplotlib figure as a ``data:image/png;base64,...`` URI and close it."""
-    import matplotlib.pyplot as plt
+def new_figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1,
+               **subplots: Any) -> tuple[Any, Any]:
+    """A ``matplotlib.figure.Figure`` and its axes (as ``plt.subplots`` returns them), made
+    without pyplot: the global backend and pyplot's list of open figures are left alone, so
+    rendering a report in a notebook does not change how the notebook draws."""
+    from matplotlib.figure import Figure
 
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **subplots)
+
+
+def figure_png(fig: Any, dpi: int = 110) -> str:
+    """Encode a matplotlib figure as a ``data:image/png;base64,...`` URI (a pyplot-managed
+    figure is closed afterwards)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    if getattr(fig.canvas, "manager", None) is not None:  # made by pyplot: release it
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -51,7 +64,8 @@ def render(template: str, path: str | Path, **context: Any) -> Path:
 
 
 def use_agg() -> None:
-    """Select matplotlib's file-only backend (reports never open windows)."""
+    """Select matplotlib's file-only backend globally. Only for figures drawn through pyplot;
+    :func:`new_figure` needs no backend change."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interplab.report.html import figure_png, render, use_agg
+from interplab.report.html import figure_png, new_figure, render
 from interplab.sae.dashboard import DashboardData
 
 __all__ = ["render_dashboard"]
@@ -13,10 +13,7 @@ __all__ = ["render_dashboard"]
 def _histogram(counts: list[int], edges: list[float]) -> str | None:
     if not counts:
         return None
-    use_agg()
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(3.6, 1.8))
+    fig, ax = new_figure((3.6, 1.8))
     ax.stairs(counts, edges, fill=True, color="#c0392b", alpha=0.8)
     ax.set_xlabel("activation (when > 0)", fontsize=8)
     ax.set_ylabel("tokens", fontsize=8)

@@ -151,7 +151,8 @@ def _import_all() -> None:
 
 
 def create_sae(config: SAEConfig, device: str | torch.device | None = None) -> SparseAutoencoder:
-    """Instantiate the architecture named by ``config.architecture`` (validated)."""
+    """Instantiate the architecture named by ``config.architecture`` (validated); its initial
+    weights depend on ``config.seed`` only (the global torch generator is not touched)."""
     _import_all()
     if config.architecture not in REGISTRY:
         raise InterplabError(
@@ -159,7 +160,6 @@ def create_sae(config: SAEConfig, device: str | torch.device | None = None) -> S
         )
     if config.d_in <= 0 or config.d_sae <= 0:
         raise InterplabError(f"SAE dims must be positive, got d_in={config.d_in}, d_sae={config.d_sae}")
-    torch.manual_seed(config.seed)
     sae = REGISTRY[config.architecture](config)
     if device is not None:
         sae.to(device)
@@ -177,7 +177,9 @@ class SparseAutoencoder(nn.Module):
         self.config = config
         d_in, d_sae = config.d_in, config.d_sae
         # Decoder rows random unit vectors; encoder initialised as the transpose (common practice).
-        w_dec = torch.randn(d_sae, d_in)
+        # Drawn from a generator of its own: the weights follow config.seed alone, and the global
+        # torch generator (a user's own stream) is left as it was.
+        w_dec = torch.randn(d_sae, d_in, generator=torch.Generator().manual_seed(config.seed))
         w_dec = w_dec / w_dec.norm(dim=-1, keepdim=True)
         self.W_dec = nn.Parameter(w_dec)
         self.W_enc = nn.Parameter(w_dec.t().clone())

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from interplab.errors import InterplabError
+from interplab.threads import limit_threads
 
 TARGET_LOSS_RATIO = 1.02  # final loss within 2 % of the optimal floor
 TARGET_R2 = 0.9  # R² on unseen prefixes at TARGET_SITE
@@ -171,7 +172,7 @@ class BeliefStudyResult:
     targets: dict[str, Any]
     determinism: dict[str, Any]
     counts: dict[str, Any]
-    seeds: dict[str, int]
+    seeds: dict[str, int | list[int]]  # every seed by purpose, as passed (see _seeds)
     versions: dict[str, str]
     timings: dict[str, float]
     figure_data: dict[str, Any]
@@ -261,10 +262,31 @@ def _regress_all(
     return {
         name: cross_validated_fit(
             x, data, folds, ridge=cfg.ridge, shuffled_pairs_per_fold=shuffled_pairs,
-            seed=cfg.seed + 3,
+            seed=_seeds(cfg)["shuffle"],
         )
         for name, x in tqdm(sites.items(), desc=desc, disable=not progress, unit="site")
     }
+
+
+def _seeds(cfg: BeliefStudyConfig, tcfg: Any = None) -> dict[str, int | list[int]]:
+    """Every seed the study draws from, by purpose, exactly as passed to its generator (a list
+    seeds ``np.random.default_rng(list)``): the code reads its seeds here and the result records
+    this dict, so a recorded seed reproduces its draw. ``tcfg``: the training config, whose
+    held-out batch the study scores the untrained model on."""
+    from interplab.compmech.train import heldout_seed
+
+    seeds: dict[str, int | list[int]] = {
+        "model_init": cfg.seed,  # torch.manual_seed, inside GPT(seed=)
+        "training_data": cfg.seed,
+        "regression_sequences": cfg.seed,  # belief_dataset(seed=)
+        "split": [cfg.seed, 2],  # folds of whole sequences
+        "shuffle": cfg.seed + 3,  # cross_validated_fit(seed=): the shuffled-belief control
+        "plot_subset": [cfg.seed, 4],
+        "projection": [cfg.seed, 5],
+    }
+    if tcfg is not None:
+        seeds["heldout_batch"] = heldout_seed(tcfg)
+    return seeds
 
 
 def _ratio(a: float, b: float) -> float:
@@ -375,26 +397,20 @@ def run_belief_study(
     from interplab.compmech.beliefs import entropy_rate, optimal_cross_entropy
     from interplab.compmech.presets import get_process
     from interplab.compmech.regression import belief_dataset, residual_rows
-    from interplab.compmech.train import TrainConfig, evaluate, train_model
+    from interplab.compmech.train import TrainConfig, evaluate, heldout_tokens, train_model
     from interplab.compmech.transformer import GPT, GPTConfig, save_model
 
     cfg = config or BeliefStudyConfig()
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    old_threads = torch.get_num_threads()
     old_deterministic = (torch.are_deterministic_algorithms_enabled(),
                          torch.is_deterministic_algorithms_warn_only_enabled())
     # warn_only: an op without a deterministic kernel (some CUDA ones) warns instead of failing
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # torch and numpy's BLAS (the regression's float64 Grams were ~4x faster on one thread),
+    # both restored on exit
     limits = contextlib.ExitStack()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-        try:  # numpy's BLAS too: the regression's float64 Grams were ~4x faster on one thread
-            from threadpoolctl import threadpool_limits  # installed with scikit-learn
-
-            limits.enter_context(threadpool_limits(cfg.num_threads))
-        except ImportError:  # pragma: no cover
-            pass
+    limits.enter_context(limit_threads(cfg.num_threads))
     try:
         device = cfg.device
         if device == "auto":
@@ -431,8 +447,8 @@ def run_belief_study(
             checkpoint_every=cfg.checkpoint_every,
             stop_loss=cfg.stop_loss_ratio * float(floor.mean()) if cfg.stop_loss_ratio else None,
         )
-        torch.manual_seed(cfg.seed)
-        model = GPT(gcfg).to(device)
+        seeds = _seeds(cfg, tcfg)
+        model = GPT(gcfg, seed=seeds["model_init"]).to(device)
         untrained = copy.deepcopy(model).eval()  # the control: exactly the weights training starts from
         ckpt = Path(out_dir) / "checkpoints" if out_dir is not None else None
         if ckpt is not None:
@@ -441,10 +457,7 @@ def run_belief_study(
         hist = train_model(model, process, tcfg, checkpoint_dir=ckpt, progress=progress)
         timings["training"] = time.perf_counter() - t0
         final_pp = np.asarray(hist.eval_loss_per_position[-1])
-        eval_rng = np.random.default_rng([cfg.seed, 1])  # the same held-out batch training used
-        eval_tokens = torch.from_numpy(
-            process.sample(cfg.eval_sequences, cfg.context_length + 1, seed=eval_rng)
-        )
+        eval_tokens = heldout_tokens(process, cfg.context_length + 1, tcfg)  # training's own batch
         untrained_loss = float(evaluate(untrained, eval_tokens)[0].mean())
         _say(progress, f"{hist.steps_run} steps ({hist.stop_reason}); final held-out loss "
              f"{final_pp.mean():.4f} vs floor {floor.mean():.4f} "
@@ -453,19 +466,20 @@ def run_belief_study(
         # ---- regression onto beliefs, with controls
         t0 = time.perf_counter()
         data = belief_dataset(
-            process, cfg.context_length, max_sequences=cfg.max_regression_sequences, seed=cfg.seed
+            process, cfg.context_length, max_sequences=cfg.max_regression_sequences,
+            seed=seeds["regression_sequences"],
         )
         # Folds of whole sequences: each sequence is held out once, its (sequence, position)
         # samples scored by the fit on the other folds. Short prefixes are shared with training
         # sequences; the long ones are "unseen" (no training sequence contains them).
-        fold_rng = np.random.default_rng([cfg.seed, 2])
+        fold_rng = np.random.default_rng(seeds["split"])
         folds = fold_rng.permutation(len(data.sequences)) % cfg.n_folds
         n_pairs = max(20_000, 2 * data.n_rows)  # fitting error of the control ~ d / n_pairs
         names = gcfg.hook_names
         _say(progress, f"regression on {data.n_rows} prefixes of {len(data.sequences)} sequences "
              f"({cfg.n_folds}-fold; {'exact' if data.exact else 'sampled'} weights)")
         width = gcfg.d_model * len(names)
-        projection = np.random.default_rng([cfg.seed, 5]).normal(size=(width, gcfg.d_model))
+        projection = np.random.default_rng(seeds["projection"]).normal(size=(width, gcfg.d_model))
         projection = (projection / np.sqrt(gcfg.d_model)).astype(np.float32)
         sites = _site_features(residual_rows(model, data), names, projection)
         sites_untrained = _site_features(residual_rows(untrained, data), names, projection)
@@ -482,7 +496,7 @@ def run_belief_study(
         # ---- the points the simplex figure draws (unseen rows at the target site, seeded subset)
         unseen = np.isfinite(fits[TARGET_SITE].unseen_predictions[:, 0])
         test_idx = np.flatnonzero(unseen)
-        plot_rng = np.random.default_rng([cfg.seed, 4])
+        plot_rng = np.random.default_rng(seeds["plot_subset"])
         if len(test_idx) > cfg.max_plot_points:
             test_idx = np.sort(plot_rng.choice(test_idx, cfg.max_plot_points, replace=False))
 
@@ -550,14 +564,7 @@ def run_belief_study(
                 "eval_sequences": cfg.eval_sequences,
                 "parameters": sum(p.numel() for p in model.parameters()),
             },
-            seeds={
-                "model_init": cfg.seed,
-                "training_data": cfg.seed,
-                "split": cfg.seed,
-                "shuffle": cfg.seed + 3,
-                "plot_subset": cfg.seed,
-                "projection": cfg.seed,
-            },
+            seeds=seeds,
             versions=_versions(),
             timings=timings,
             figure_data=figure_data,
@@ -565,5 +572,3 @@ def run_belief_study(
     finally:
         limits.close()
         torch.use_deterministic_algorithms(old_deterministic[0], warn_only=old_deterministic[1])
-        if cfg.num_threads:
-            torch.set_num_threads(old_threads)

@@ -223,3 +223,19 @@ def test_disk_full_names_the_file_and_the_resume_command(tmp_path, capsys, monke
     assert f"resume it with: interplab harvest --model tiny-llama --texts {tmp_path / 't.txt'}" in err
     monkeypatch.setattr(store, "_atomic_write_bytes", original)
     assert main(args) == 0 and ActivationStore(out).complete
+
+
+def test_store_for_sae_training_leaves_out_position_zero_and_records_the_rule(tmp_path):
+    texts = _texts(tmp_path)
+    args = ["harvest", "--model", "tiny-llama", "--texts", str(texts), "--hooks", HOOK,
+            "--positions", "all"]
+    assert main([*args, "--out", str(tmp_path / "all")]) == 0
+    assert main([*args, "--out", str(tmp_path / "sae"), "--for-sae"]) == 0
+    every, sae = ActivationStore(tmp_path / "all"), ActivationStore(tmp_path / "sae")
+    assert every.manifest["sae_exclusion"] is None
+    assert (every.metadata()["position"] == 0).any()  # the control: a plain store keeps them
+    assert sae.manifest["sae_exclusion"] == {"first_position": True, "norm_ratio": 10.0}
+    assert not (sae.metadata()["position"] == 0).any()
+    count = sae.manifest["sae_exclusion_count"]
+    assert count["n_seen"] == every.n_rows and count["n_excluded"] == every.n_rows - sae.n_rows
+    assert "--for-sae" in sae.manifest["command"]

@@ -34,6 +34,9 @@ def harvest_cmd(
     max_length: int = typer.Option(0, "--max-length", help="truncate texts to this many tokens"),
     strict_length: bool = typer.Option(False, "--strict-length",
                                        help="error (not warn) on texts longer than the context"),
+    for_sae: bool = typer.Option(False, "--for-sae", help="a store for SAE training: leave out "
+                                 "position 0 and tokens with a norm > 10 × the batch median "
+                                 "(the rule and the count are recorded in the manifest)"),
 ) -> None:
     """Harvest activations of a model on texts into an on-disk activation store."""
     for flag, value, least in (("--batch-size", batch_size, 1), ("--rows-per-shard", rows_per_shard, 1),
@@ -41,6 +44,7 @@ def harvest_cmd(
         if value < least:
             raise InterplabError(f"{flag} must be at least {least}, not {value}")
     from interplab.activations import harvest_to_store
+    from interplab.activations.exclusion import ExclusionRule
     from interplab.activations.store import parse_dtype
     from interplab.activations.texts import read_texts
     from interplab.models import load
@@ -59,7 +63,7 @@ def harvest_cmd(
             batch_size=batch_size, rows_per_shard=rows_per_shard, dtype=stored_dtype,
             dataset_name=texts.name, max_length=max_length or None,
             truncation="error" if strict_length else "warn", compute_dtype=compute,
-            command=command,
+            command=command, exclusion=ExclusionRule() if for_sae else None,
         )
     except KeyboardInterrupt:
         _report_interrupt(out, command)
@@ -80,8 +84,9 @@ def _resume_command(options: dict) -> str:
     for flag in ("compute_dtype", "device", "max_length"):
         if options[flag]:
             args += ["--" + flag.replace("_", "-"), str(options[flag])]
-    if options["strict_length"]:
-        args.append("--strict-length")
+    for flag in ("strict_length", "for_sae"):
+        if options[flag]:
+            args.append("--" + flag.replace("_", "-"))
     return shlex.join(args)
 
 

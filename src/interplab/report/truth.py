@@ -17,9 +17,8 @@ import numpy as np
 
 from interplab.controls.multiple import VERDICT_WORDS
 from interplab.report.html import figure_png, render, use_agg
+from interplab.studies.truth import PROBE_LABELS
 
-PROBE_LABELS = {"diffmean": "mass-mean", "lda": "LDA", "massmean-iid": "mass-mean iid",
-                "logistic": "logistic", "ccs": "CCS"}
 VARIANT_STYLE = {
     "probe": {"color": "#1f4e9c", "ls": "-", "label": "probe"},
     "shuffled": {"color": "#888888", "ls": "--",

@@ -353,3 +353,18 @@ def test_failing_study_run_leaves_thread_counts_unchanged(where, monkeypatch, tm
             assert [d["num_threads"] for d in threadpool_info()] == blas
     finally:
         torch.set_num_threads(before)
+
+
+def test_every_interval_follows_n_boot():
+    """With one bootstrap draw every interval collapses to that draw (lo == hi), the
+    log-probability/label correlation's included: no interval keeps a resample count of its own."""
+    config = TruthConfig(model="tiny-llama", datasets=["cities", "larger_than"],
+                         train_sets=[["cities"]], layers=[0], probes=["diffmean"], controls=[],
+                         max_per_dataset=60, n_boot=1)
+    r = run_truth(config, progress=False)
+    for name, d in r.likelihood["per_dataset"].items():
+        assert d["r_lo"] == d["r_hi"], (name, d)
+    for cell in r.likelihood["baseline"]["cities"]["test"].values():
+        assert cell["lo"] == cell["hi"]
+    entry = r.accuracy["cities"]["diffmean"]["probe"]
+    assert entry["lo"] == entry["hi"]

@@ -641,17 +641,14 @@ def _likelihood(config: TruthConfig, datasets: dict, splits: dict[str, Any], dat
                 test_names: list[str], train_keys: list[str], fits: _Fits,
                 best_layer: dict, layers: list[int]) -> dict[str, Any]:
     """Truth versus likelihood: log-prob/label correlations and a log-prob threshold baseline."""
-    from interplab.probes.generalization import bootstrap_accuracy
+    from interplab.controls import bootstrap_accuracy, bootstrap_statistic
 
     per_dataset = {}
     for name in test_names:
         lp = data[name][1]
         y = datasets[name].labels
-        rng = np.random.default_rng(config.seed)
-        boot = [_pearson(lp[i], y[i]) for i in rng.integers(0, len(y), (300, len(y)))]
-        lo, hi = np.nanquantile(boot, [0.025, 0.975])
-        per_dataset[name] = {"r_logprob_label": _pearson(lp, y), "r_lo": float(lo),
-                             "r_hi": float(hi), "n": int(len(y)),
+        r, lo, hi = bootstrap_statistic(_pearson, lp, y, n_boot=config.n_boot, seed=config.seed)
+        per_dataset[name] = {"r_logprob_label": r, "r_lo": lo, "r_hi": hi, "n": int(len(y)),
                              "mean_logprob_true": float(lp[y == 1].mean()),
                              "mean_logprob_false": float(lp[y == 0].mean())}
     baseline: dict[str, dict[str, Any]] = {}

@@ -238,3 +238,21 @@ def test_damaged_saelens_and_dictionary_learning_configs_are_clear_errors(tmp_pa
     (tmp_path / "dl" / "config.json").write_text("[]")
     with pytest.raises(InterplabError, match="not an object"):
         load_dictionary_learning(tmp_path / "dl")
+
+
+def test_config_json_of_older_versions_still_loads(tmp_path):
+    """``normalisation_folded`` (always true: saved weights take raw activations) is no longer
+    written, and a config.json that still has it loads as before."""
+    sae = _perturbed(ARCHS[3])
+    save_sae(sae, tmp_path / "sae")
+    path = tmp_path / "sae" / "config.json"
+    raw = json.loads(path.read_text())
+    assert "normalisation_folded" not in raw
+    path.write_text(json.dumps({**raw, "normalisation_folded": True}))
+    back = load_sae(tmp_path / "sae")
+    assert back.config == sae.config
+    with torch.no_grad():
+        assert torch.equal(back(X), sae(X))
+    path.write_text(json.dumps({**raw, "normalisation_fold": True}))  # a real typo still fails
+    with pytest.raises(InterplabError, match="unknown fields"):
+        load_sae(tmp_path / "sae")

@@ -230,3 +230,20 @@ def test_run_size_warnings():
     assert run_size_warnings(20 * 4608, width, TrainerConfig(total_steps=2000,
                                                               lr_warmup_steps=100)) == []
 
+
+
+def test_resume_accepts_a_checkpoint_with_retired_config_fields(tmp_path):
+    """Checkpoints of older versions record ``normalisation_folded`` in each SAE config; the
+    field is gone, and it is not a changed setting."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    ckpt = tmp_path / "ckpt"
+    SAETrainer(_configs(), _tconfig(ckpt)).fit(_batches()[:20])  # interrupted at step 20
+    path = ckpt / CHECKPOINT_FILE
+    with safe_open(str(path), framework="pt") as fh:
+        meta = json.loads(fh.metadata()["state"])
+    for c in meta["sae_configs"]:
+        c["normalisation_folded"] = True
+    save_file(load_file(str(path)), str(path), metadata={"state": json.dumps(meta)})
+    assert SAETrainer(_configs(), _tconfig(ckpt)).fit(_batches()).step == 60

@@ -116,3 +116,20 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     sizes = json.loads(m.group(1))
     assert len(sizes) >= 4
     assert all(w > 100 and h > 100 and shown > 100 for w, h, shown in sizes)
+
+
+def test_report_keeps_the_users_matplotlib_backend(report, tmp_path):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    _, result = report
+    old = matplotlib.get_backend()
+    matplotlib.use("svg", force=True)  # stands for a notebook's own backend
+    try:
+        open_before = plt.get_fignums()
+        html = write_truth_report(result, tmp_path / "r.html").read_text(encoding="utf-8")
+        assert html.count("data:image/png;base64,") >= len(result.train_sets) + len(result.probes)
+        assert matplotlib.get_backend() == "svg"
+        assert plt.get_fignums() == open_before  # no pyplot figure left open
+    finally:
+        matplotlib.use(old, force=True)

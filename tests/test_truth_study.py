@@ -5,15 +5,18 @@ import pytest
 import torch
 
 from interplab.errors import InterplabError
+from interplab.probes import CCSProbe
 from interplab.probes.generalization import LabelledActs, bootstrap_accuracy, fit_and_test
 from interplab.studies.truth import (
     TruthConfig,
     TruthResult,
     _aggregate,
+    _control_comment,
     _Fits,
     _make_splits,
     _scored_rows,
     _verdicts,
+    is_pair_probe,
     run_truth,
 )
 from tests.conftest import skip_unless_strict
@@ -297,3 +300,71 @@ def test_shuffled_interval_covers_the_spread_between_shuffles():
     assert cell["value"][0][0] == 0.5
     assert cell["lo"][0][0] < 0.05 and cell["hi"][0][0] > 0.95
     assert heldout["a"]["diffmean"]["shuffled"]["lo"][0] < 0.05
+
+
+class _NamelessPairProbe(CCSProbe):
+    """A pair probe under a name the study has never heard of."""
+
+
+def test_any_registered_pair_probe_gets_the_pair_handling(plain_csvs, monkeypatch):
+    from interplab.probes import PROBES
+
+    monkeypatch.setitem(PROBES, "pairs-v2", _NamelessPairProbe)
+    assert is_pair_probe("pairs-v2") and not is_pair_probe("diffmean")
+    cities, _, neg_shuffled = plain_csvs
+    config = TruthConfig(model="no-such-model", datasets=[str(cities), str(neg_shuffled)],
+                         train_sets=[["cities"]], layers=[0], probes=["diffmean", "pairs-v2"])
+    with pytest.raises(InterplabError, match="needs statement/negation pairs.*leave pairs-v2 out"):
+        run_truth(config, progress=False)
+    off = {"value": 0.2, "lo": 0.1, "hi": 0.3}
+    assert "broken statement/negation pairs" in _control_comment("shuffled", "pairs-v2", off, off)
+    assert "shuffled labels" in _control_comment("shuffled", "diffmean", off, off)
+
+
+@pytest.mark.parametrize("where", ["progress", "fit"])
+def test_failing_study_run_leaves_thread_counts_unchanged(where, monkeypatch, tmp_path):
+    """The probe stage runs on one thread; an error there (from the progress display as it sets
+    up, or from a fit) must hand the caller back its own torch and BLAS thread counts."""
+    from rich.progress import Progress
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import interplab.probes.generalization as generalization
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    if where == "fit":
+        monkeypatch.setattr(generalization, "fit_and_test", boom)
+    else:
+        real_add = Progress.add_task
+        monkeypatch.setattr(Progress, "add_task", lambda self, description, *a, **k: boom()
+                            if description == "fit probes" else real_add(self, description, *a, **k))
+    config = TruthConfig(model="tiny-llama", datasets=["cities"], train_sets=[["cities"]],
+                         layers=[0], probes=["diffmean"], controls=[], max_per_dataset=60,
+                         n_boot=20)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # not the study's 1, so a leak shows
+    try:
+        with threadpool_limits(limits=2):
+            blas = [d["num_threads"] for d in threadpool_info()]
+            with pytest.raises(RuntimeError, match="boom"):
+                run_truth(config, progress=False, cache_dir=tmp_path)
+            assert torch.get_num_threads() == 2
+            assert [d["num_threads"] for d in threadpool_info()] == blas
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_every_interval_follows_n_boot():
+    """With one bootstrap draw every interval collapses to that draw (lo == hi), the
+    log-probability/label correlation's included: no interval keeps a resample count of its own."""
+    config = TruthConfig(model="tiny-llama", datasets=["cities", "larger_than"],
+                         train_sets=[["cities"]], layers=[0], probes=["diffmean"], controls=[],
+                         max_per_dataset=60, n_boot=1)
+    r = run_truth(config, progress=False)
+    for name, d in r.likelihood["per_dataset"].items():
+        assert d["r_lo"] == d["r_hi"], (name, d)
+    for cell in r.likelihood["baseline"]["cities"]["test"].values():
+        assert cell["lo"] == cell["hi"]
+    entry = r.accuracy["cities"]["diffmean"]["probe"]
+    assert entry["lo"] == entry["hi"]

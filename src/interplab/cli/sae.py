@@ -212,9 +212,8 @@ def train_cmd(
     else:
         from interplab.sae.buffer import MixingBuffer
 
-        batches = MixingBuffer(lm, hook, toks, batch_size, buffer_tokens=max(
-            2 * batch_size, 16 * batch_size), seed=seed, bos_token_id=bos_id, epochs=epochs,
-            exclusion=rule)
+        batches = MixingBuffer(lm, hook, toks, batch_size, buffer_tokens=16 * batch_size,
+                               seed=seed, bos_token_id=bos_id, epochs=epochs, exclusion=rule)
         count = batches.exclusion_count
     try:
         trainer = SAETrainer(configs, tcfg).fit(batches, extend_steps=extend_steps)

@@ -29,14 +29,10 @@ def new_figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1,
 
 
 def figure_png(fig: Any, dpi: int = 110) -> str:
-    """Encode a matplotlib figure as a ``data:image/png;base64,...`` URI (a pyplot-managed
-    figure is closed afterwards)."""
+    """Encode a matplotlib figure (from :func:`new_figure`) as a ``data:image/png;base64,...``
+    URI."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    if getattr(fig.canvas, "manager", None) is not None:  # made by pyplot: release it
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -61,11 +57,3 @@ def render(template: str, path: str | Path, **context: Any) -> Path:
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)
     return path
-
-
-def use_agg() -> None:
-    """Select matplotlib's file-only backend globally. Only for figures drawn through pyplot;
-    :func:`new_figure` needs no backend change."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)

@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 
 from interplab.controls.multiple import VERDICT_WORDS
-from interplab.report.html import figure_png, render, use_agg
+from interplab.report.html import figure_png, new_figure, render
+from interplab.studies.truth import PROBE_LABELS
 
-PROBE_LABELS = {"diffmean": "mass-mean", "lda": "LDA", "massmean-iid": "mass-mean iid",
-                "logistic": "logistic", "ccs": "CCS"}
 VARIANT_STYLE = {
     "probe": {"color": "#1f4e9c", "ls": "-", "label": "probe"},
     "shuffled": {"color": "#888888", "ls": "--",
@@ -30,12 +29,11 @@ VARIANT_STYLE = {
 
 
 def _accuracy_by_layer(r: Any, train: str) -> str:
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     probes = [p for p in r.probes if p in r.heldout.get(train, {})]
-    fig, axes = plt.subplots(1, max(len(probes), 1), figsize=(3.6 * max(len(probes), 1), 3.2),
-                             sharey=True, squeeze=False)
+    fig, axes = new_figure((3.6 * max(len(probes), 1), 3.2), 1, max(len(probes), 1),
+                           sharey=True, squeeze=False)
     base = r.likelihood["baseline"].get(train, {}).get("test", {})
     own = [t for t in train.split("+") if t in base]
     lp_acc = float(np.mean([base[t]["value"] for t in own])) if own else None
@@ -70,8 +68,6 @@ def _accuracy_by_layer(r: Any, train: str) -> str:
 
 
 def _heatmap(r: Any, probe: str) -> str:
-    import matplotlib.pyplot as plt
-
     trains = [t for t in r.train_sets if probe in r.accuracy.get(t, {})]
     tests = r.test_sets
     vals = np.full((len(trains), len(tests)), np.nan)
@@ -85,7 +81,7 @@ def _heatmap(r: Any, probe: str) -> str:
                 ctrl[i, j] = r.acc(t, probe, "shuffled", layer, s)["value"]
             if "reset" in r.accuracy[t][probe]:
                 reset[i, j] = r.acc(t, probe, "reset", layer, s)["value"]
-    fig, ax = plt.subplots(figsize=(1.05 * len(tests) + 2.2, 0.75 * len(trains) + 1.6))
+    fig, ax = new_figure((1.05 * len(tests) + 2.2, 0.75 * len(trains) + 1.6))
     im = ax.imshow(vals, cmap="RdBu_r", vmin=0, vmax=1, aspect="auto")
     for i in range(len(trains)):
         for j in range(len(tests)):
@@ -110,12 +106,10 @@ def _heatmap(r: Any, probe: str) -> str:
 
 
 def _pca_grid(r: Any) -> str:
-    import matplotlib.pyplot as plt
-
     names = list(r.pca["own"])
     cols = min(4, len(names))
     rows = (len(names) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 2.9 * rows), squeeze=False)
+    fig, axes = new_figure((3.1 * cols, 2.9 * rows), rows, cols, squeeze=False)
     for ax in axes.flat[len(names):]:
         ax.axis("off")
     for ax, name in zip(axes.flat, names, strict=False):
@@ -135,9 +129,7 @@ def _pca_grid(r: Any) -> str:
 
 
 def _pca_cross(r: Any, view: dict[str, Any]) -> str:
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(7.4, 3.2), sharex=True, sharey=True)
+    fig, axes = new_figure((7.4, 3.2), 1, 2, sharex=True, sharey=True)
     for ax, (xs, ys, lab, title) in zip(axes, [
         (view["x_basis"], view["y_basis"], view["label_basis"], f"{view['basis']} (own basis)"),
         (view["x"], view["y"], view["label"], f"{view['data']} in {view['basis']}'s basis"),
@@ -197,7 +189,6 @@ def _finding_rows(r: Any) -> list[dict[str, Any]]:
 
 def write_truth_report(result: Any, path: str | Path) -> Path:
     """Write the HTML report of a :class:`~interplab.studies.truth.TruthResult` to ``path``."""
-    use_agg()
     r = result
     figures = {
         "by_layer": [(t, _accuracy_by_layer(r, t)) for t in r.train_sets if t in r.heldout],

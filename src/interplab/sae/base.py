@@ -32,14 +32,24 @@ __all__ = [
 ]
 
 
+# Fields older interplab versions wrote into SAE configs and no longer do; reading ignores them.
+# ``normalisation_folded`` was always True: saved weights always take raw activations.
+RETIRED_CONFIG_FIELDS = frozenset({"normalisation_folded"})
+
+
+def without_retired(d: dict) -> dict:
+    """``d`` without the :data:`RETIRED_CONFIG_FIELDS` (an old config.json or checkpoint)."""
+    return {k: v for k, v in d.items() if k not in RETIRED_CONFIG_FIELDS}
+
+
 @dataclass
 class SAEConfig:
     """Hyper-parameters and provenance of one SAE (saved as JSON beside the weights).
 
     ``sparsity_coefficient`` is λ of the L1 (ReLU, Gated) or L0 (JumpReLU) penalty; ``k`` is the
     number of active features for TopK/BatchTopK. ``normalisation_scale`` is the factor the
-    trainer multiplied inputs by; saved weights have it folded back in, so a loaded SAE takes raw
-    activations (``normalisation_folded=True``).
+    trainer multiplied inputs by; saved weights always have it folded back in, so a loaded SAE
+    takes raw activations.
     """
 
     architecture: str
@@ -57,7 +67,6 @@ class SAEConfig:
     model: str | None = None
     context_length: int | None = None
     normalisation_scale: float = 1.0
-    normalisation_folded: bool = True
     normalisation_tokens: int = 0  # ordinary tokens the scale was estimated on
     # The ExclusionRule (to_dict) of the tokens left out of training and of headline metrics.
     exclusion: dict | None = None
@@ -70,7 +79,9 @@ class SAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict, where: object = "SAE config") -> SAEConfig:
-        """Build from a dict (``where`` names its source in errors)."""
+        """Build from a dict (``where`` names its source in errors); fields older versions wrote
+        and this one retired are ignored."""
+        d = without_retired(d)
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

@@ -46,7 +46,13 @@ from safetensors.torch import load_file, save_file
 from interplab.activations.exclusion import ExclusionRule
 from interplab.activations.store import _atomic_write_bytes
 from interplab.errors import InterplabError
-from interplab.sae.base import SAEConfig, SparseAutoencoder, Workspace, create_sae
+from interplab.sae.base import (
+    SAEConfig,
+    SparseAutoencoder,
+    Workspace,
+    create_sae,
+    without_retired,
+)
 from interplab.sae.geometric_median import geometric_median
 from interplab.sae.metrics import ReconstructionAccumulator
 from interplab.sae.relu import resample_dead_features
@@ -433,7 +439,6 @@ class SAETrainer:
                 s.fold_input_scale(self.scale)
             s.config.normalisation_scale = self.scale
             s.config.normalisation_tokens = self.scale_tokens
-            s.config.normalisation_folded = True
             s.config.training_tokens = self.tokens_seen
             if self.extended_from:
                 s.config.extra["extended_from_steps"] = list(self.extended_from)
@@ -528,7 +533,8 @@ class SAETrainer:
             return [f"{len(saved)} SAE(s) in the checkpoint, {len(self.saes)} now"]
         diffs = []
         for i, (old, sae) in enumerate(zip(saved, self.saes, strict=True)):
-            diffs += _differences(old, _jsonable(sae.config.to_dict()), f"SAE {i} ")
+            diffs += _differences(without_retired(old), _jsonable(sae.config.to_dict()),
+                                  f"SAE {i} ")
         now = _jsonable(asdict(self.config))
         old_t = {k: v for k, v in meta["trainer_config"].items() if k not in RESUME_EXEMPT}
         now_t = {k: v for k, v in now.items() if k not in RESUME_EXEMPT}

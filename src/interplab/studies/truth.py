@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import Progress
-from threadpoolctl import threadpool_limits
 
 import interplab
 from interplab.errors import InterplabError
 from interplab.progress import LineProgress, progress_display
+from interplab.threads import limit_threads
 
 DEFAULT_DATASETS = [
     "cities", "neg_cities", "sp_en_trans", "neg_sp_en_trans",
@@ -43,6 +43,20 @@ DEFAULT_PCA_PAIRS = [["cities", "neg_cities"], ["larger_than", "smaller_than"]]
 CONTROLS = ("shuffled", "random", "reset")
 SPLIT_PARTS = ("train", "val", "test")
 TOKENS = "last token of each statement, blocks.{layer}.hook_resid_post (before the final norm)"
+# How each probe is named in summaries and in the report.
+PROBE_LABELS = {"diffmean": "mass-mean", "lda": "LDA", "massmean-iid": "mass-mean iid",
+                "logistic": "logistic", "ccs": "CCS"}
+
+
+def is_pair_probe(name: str) -> bool:
+    """Whether the registered probe ``name`` trains on statement/negation pairs (e.g. CCS)."""
+    from interplab.probes import PROBES, PairProbe
+
+    return issubclass(PROBES[name], PairProbe)
+
+
+def _label(probe: str) -> str:
+    return PROBE_LABELS.get(probe, probe)
 
 
 @dataclass
@@ -268,16 +282,19 @@ def _check_sizes(config: TruthConfig, datasets: dict[str, Any], splits: dict[str
 
 
 def _check_pairs(config: TruthConfig, datasets: dict[str, Any]) -> None:
-    """CCS needs statement/negation pairs: refuse before harvesting if they cannot be formed."""
-    if "ccs" not in config.probes:
+    """Pair probes (CCS) need statement/negation pairs: refuse before harvesting if they cannot
+    be formed."""
+    paired = [p for p in config.probes if is_pair_probe(p)]
+    if not paired:
         return
     for a, b in _twin_couples(list(datasets)):
         in_train = any(n in (a, b) for ts in config.train_sets for n in map(_short_name, ts))
         if in_train and _twin_rows(datasets, a, b) is None:
             raise InterplabError(
-                f"the CCS probe needs statement/negation pairs, but {a} and {b} share no pair "
-                "ids and are not aligned row by row; add a shared 'pair_id' column (or pass "
-                "--pair-by COLUMN), or leave ccs out of --probes")
+                f"the {'/'.join(map(_label, paired))} probe needs statement/negation pairs, but "
+                f"{a} and {b} share no pair ids and are not aligned row by row; add a shared "
+                f"'pair_id' column (or pass --pair-by COLUMN), or leave {', '.join(paired)} out "
+                "of --probes")
 
 
 def _load_datasets(config: TruthConfig, notes: list[str]) -> tuple[dict, dict[str, Any]]:
@@ -480,17 +497,14 @@ def _fit_everything(config: TruthConfig, datasets: dict, splits: dict[str, Any],
                     timings: dict[str, float]) -> _Fits:
     from interplab.probes.generalization import LabelledActs, fit_and_test
 
-    # Probe fits are many small problems: one BLAS/torch thread each is several times faster
-    # than two threads contending (and than torch's idle workers spinning next to BLAS's).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    blas_limit = threadpool_limits(limits=1)
     variants = ["probe", *[c for c in ("shuffled", "random") if c in config.controls]]
     n_fits = len(config.train_sets) * len(config.probes) * (1 + ("reset" in acts))
     fit_task = bar.add_task("fit probes", total=n_fits * len(layers))
     fits = _Fits({}, {}, {}, {}, {})
     negated = {b for _, b in _twin_couples(list(datasets))}
-    try:
+    # Probe fits are many small problems: one BLAS/torch thread each is several times faster
+    # than two threads contending (and than torch's idle workers spinning next to BLAS's).
+    with limit_threads(1):
         for ts in config.train_sets:
             key, names = _train_key(ts), [_short_name(n) for n in ts]
             fits.own[key] = names
@@ -504,15 +518,15 @@ def _fit_everything(config: TruthConfig, datasets: dict, splits: dict[str, Any],
                 train = LabelledActs.concatenate({n: part(n, splits[n].train) for n in names})
                 tests = {n: part(n, rows) for n, (rows, _) in fits.rows[key].items()}
                 tests.update({f"val:{n}": part(n, splits[n].val) for n in names})
-                pairs = (_ccs_pairs(names, datasets, splits, data)
-                         if "ccs" in config.probes else None)
+                pairs = (_training_pairs(names, datasets, splits, data)
+                         if any(map(is_pair_probe, config.probes)) else None)
                 for probe in config.probes:
-                    if probe == "ccs" and pairs is None:
+                    if is_pair_probe(probe) and pairs is None:
                         if source == "model":
                             notes.append(
-                                f"CCS was not trained on {key}: it needs statement/negation "
-                                "pairs, and none of its datasets has its negated twin among the "
-                                "datasets of this run.")
+                                f"{_label(probe)} was not trained on {key}: it needs "
+                                "statement/negation pairs, and none of its datasets has its "
+                                "negated twin among the datasets of this run.")
                         bar.advance(fit_task, len(layers))
                         continue
                     t_fit = time.perf_counter()
@@ -530,9 +544,6 @@ def _fit_everything(config: TruthConfig, datasets: dict, splits: dict[str, Any],
                         name_v = v if source == "model" else "reset"
                         fits.correct[(key, probe, name_v)] = outcome.correct[v]
                         fits.decisions[(key, probe, name_v)] = outcome.decision[v]
-    finally:
-        blas_limit.restore_original_limits()
-        torch.set_num_threads(threads)
     return fits
 
 
@@ -595,8 +606,9 @@ def _example(ds: Any, label: int) -> str:
     return ds.statements[int(idx[0])] if idx.size else ""
 
 
-def _ccs_pairs(names: list[str], datasets: dict, splits: dict[str, Any], data: dict) -> Any:
-    """Training pairs for CCS: each training dataset with its negated twin (train splits)."""
+def _training_pairs(names: list[str], datasets: dict, splits: dict[str, Any], data: dict) -> Any:
+    """Training pairs for pair probes (CCS): each training dataset with its negated twin
+    (train splits)."""
     from interplab.probes.generalization import PairedActs
 
     Xp, Xn, ys, groups = [], [], [], []
@@ -629,17 +641,14 @@ def _likelihood(config: TruthConfig, datasets: dict, splits: dict[str, Any], dat
                 test_names: list[str], train_keys: list[str], fits: _Fits,
                 best_layer: dict, layers: list[int]) -> dict[str, Any]:
     """Truth versus likelihood: log-prob/label correlations and a log-prob threshold baseline."""
-    from interplab.probes.generalization import bootstrap_accuracy
+    from interplab.controls import bootstrap_accuracy, bootstrap_statistic
 
     per_dataset = {}
     for name in test_names:
         lp = data[name][1]
         y = datasets[name].labels
-        rng = np.random.default_rng(config.seed)
-        boot = [_pearson(lp[i], y[i]) for i in rng.integers(0, len(y), (300, len(y)))]
-        lo, hi = np.nanquantile(boot, [0.025, 0.975])
-        per_dataset[name] = {"r_logprob_label": _pearson(lp, y), "r_lo": float(lo),
-                             "r_hi": float(hi), "n": int(len(y)),
+        r, lo, hi = bootstrap_statistic(_pearson, lp, y, n_boot=config.n_boot, seed=config.seed)
+        per_dataset[name] = {"r_logprob_label": r, "r_lo": lo, "r_hi": hi, "n": int(len(y)),
                              "mean_logprob_true": float(lp[y == 1].mean()),
                              "mean_logprob_false": float(lp[y == 0].mean())}
     baseline: dict[str, dict[str, Any]] = {}
@@ -796,7 +805,8 @@ def _control_comment(variant: str, probe: str, c: dict, p: dict) -> str | None:
     """Why a control away from where it should be matters, or None when it is where expected."""
     side = "above" if c["lo"] > 0.5 else "below" if c["hi"] < 0.5 else None
     if variant == "shuffled" and side:
-        what = ("broken statement/negation pairs" if probe == "ccs" else "shuffled labels")
+        what = ("broken statement/negation pairs" if is_pair_probe(probe)
+                else "shuffled labels")
         return (f"Fitted on {what}, the probe still scores {c['value']:.2f}, {side} chance: "
                 "such directions lean on the highest-variance axes of the residual stream, "
                 f"which here correlate with the labels{' negatively' if side == 'below' else ''}. "
@@ -814,16 +824,12 @@ def _control_comment(variant: str, probe: str, c: dict, p: dict) -> str | None:
     return None
 
 
-_PROBE_NAMES = {"diffmean": "mass-mean", "lda": "LDA", "massmean-iid": "mass-mean iid",
-                "logistic": "logistic", "ccs": "CCS"}
-
-
 def _by_transfer(rows: Any) -> str:
     """"a → b (mass-mean 0.17, LDA 0.20); c → d (...)": cells grouped by transfer."""
     grouped: dict[str, list[str]] = {}
     for v in rows:
         grouped.setdefault(f"{v['train']} → {v['test']}", []).append(
-            f"{_PROBE_NAMES.get(v['probe'], v['probe'])} {v['value']:.2f}")
+            f"{_label(v['probe'])} {v['value']:.2f}")
     return "; ".join(f"{k} ({', '.join(p)})" for k, p in grouped.items())
 
 
@@ -846,7 +852,7 @@ def _summary(model: str, verdicts: list[dict], checks: list[dict], heldout: dict
               if few < MIN_VERDICT_N else "")
     out = [f"On {model}, probes reach {min(o[0] for o in own):.2f}–{best[0]:.2f} accuracy on "
            "their training sets' test statements at the layer chosen on validation (best: "
-           f"{_PROBE_NAMES.get(best[4], best[4])} on {best[3]}, {best[0]:.2f} "
+           f"{_label(best[4])} on {best[3]}, {best[0]:.2f} "
            f"[{best[1]:.2f}, {best[2]:.2f}] at layer {best[5]}){caveat}."]
     transfers = [v for v in verdicts if v["kind"] == "transfer"]
     if transfers:

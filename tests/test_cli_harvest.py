@@ -206,14 +206,14 @@ def test_disk_full_names_the_file_and_the_resume_command(tmp_path, capsys, monke
     from interplab.activations import store
 
     out = tmp_path / "out"
-    original = store._atomic_write_bytes
+    original = store.atomic_write_bytes
 
     def full(path, data):
         if path.name == "shard-00001.safetensors":
             raise OSError(28, "No space left on device")
         return original(path, data)
 
-    monkeypatch.setattr(store, "_atomic_write_bytes", full)
+    monkeypatch.setattr(store, "atomic_write_bytes", full)
     args = ["harvest", "--model", "tiny-llama", "--texts", str(_texts(tmp_path)), "--hooks", HOOK,
             "--out", str(out), "--batch-size", "4", "--rows-per-shard", "1", "--positions", "last"]
     assert main(args) == 2
@@ -221,7 +221,7 @@ def test_disk_full_names_the_file_and_the_resume_command(tmp_path, capsys, monke
     assert str(out / "shard-00001.safetensors") in err and "No space left on device" in err
     assert "keeps its 32 rows (32 of 40 texts)" in err
     assert f"resume it with: interplab harvest --model tiny-llama --texts {tmp_path / 't.txt'}" in err
-    monkeypatch.setattr(store, "_atomic_write_bytes", original)
+    monkeypatch.setattr(store, "atomic_write_bytes", original)
     assert main(args) == 0 and ActivationStore(out).complete
 
 

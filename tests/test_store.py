@@ -80,7 +80,7 @@ def test_kill_9_mid_harvest_then_resume_is_identical(tmp_path):
 def test_disk_error_leaves_valid_resumable_store(tiny_models, tmp_path, monkeypatch):
     lm = tiny_models["tiny-gpt2"]
     ref = _write(lm, tmp_path / "ref")
-    original = store._atomic_write_bytes
+    original = store.atomic_write_bytes
     calls = {"n": 0}
 
     def failing(path, data):
@@ -89,14 +89,14 @@ def test_disk_error_leaves_valid_resumable_store(tiny_models, tmp_path, monkeypa
             raise OSError(28, "No space left on device")
         return original(path, data)
 
-    monkeypatch.setattr(store, "_atomic_write_bytes", failing)
+    monkeypatch.setattr(store, "atomic_write_bytes", failing)
     with pytest.raises(InterplabError) as e:
         _write(lm, tmp_path / "s", command="interplab harvest ... --out s")
     msg = str(e.value)  # names the file that failed, what is kept, and how to resume
     assert "shard-00002.safetensors" in msg and "No space left" in msg and "416 rows" in msg
     assert "resume it with: interplab harvest ... --out s" in msg
     assert isinstance(e.value.__cause__, OSError)
-    monkeypatch.setattr(store, "_atomic_write_bytes", original)
+    monkeypatch.setattr(store, "atomic_write_bytes", original)
     partial = ActivationStore(tmp_path / "s")
     assert len(partial.shards) == 2 and not partial.complete
     assert not list((tmp_path / "s").glob("*.tmp"))
@@ -203,19 +203,19 @@ def test_pretokenized_sequences_harvest_and_store(tiny_models, tmp_path):
 
 def _partial(lm, out, fail_at="shard-00002", **kw):
     """A store whose harvest stopped (a write failed) before ``fail_at``."""
-    original = store._atomic_write_bytes
+    original = store.atomic_write_bytes
 
     def failing(path, data):
         if path.name.startswith(fail_at):
             raise OSError(28, "No space left on device")
         return original(path, data)
 
-    store._atomic_write_bytes = failing
+    store.atomic_write_bytes = failing
     try:
         with pytest.raises(InterplabError, match="could not write"):
             _write(lm, out, **kw)
     finally:
-        store._atomic_write_bytes = original
+        store.atomic_write_bytes = original
     return ActivationStore(out)
 
 
@@ -348,15 +348,15 @@ def test_truncation_warning_names_the_global_text_index_on_resume(tiny_models, t
     texts = list(MANY)
     texts[20] = " ".join(["word"] * 400)
     out = tmp_path / "s"
-    original = store._atomic_write_bytes
-    store._atomic_write_bytes = lambda p, d: (_ for _ in ()).throw(OSError(28, "full")) \
+    original = store.atomic_write_bytes
+    store.atomic_write_bytes = lambda p, d: (_ for _ in ()).throw(OSError(28, "full")) \
         if p.name.startswith("shard-00002") else original(p, d)
     try:
         with pytest.raises(InterplabError), pytest.warns(UserWarning, match="text 20 "):
             harvest_to_store(lm, texts, HOOKS, out, batch_size=4, rows_per_shard=200,
                              texts_per_chunk=8, progress=False)
     finally:
-        store._atomic_write_bytes = original
+        store.atomic_write_bytes = original
     assert ActivationStore(out).texts_done == 16
     with pytest.warns(UserWarning, match="first: text 20 with"):
         harvest_to_store(lm, texts, HOOKS, out, batch_size=4, rows_per_shard=200,

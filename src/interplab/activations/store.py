@@ -33,6 +33,7 @@ import torch
 from safetensors.torch import save as st_save
 
 from interplab.errors import InterplabError
+from interplab.fileio import atomic_write_bytes
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"
@@ -64,30 +65,6 @@ def parse_dtype(name: str | torch.dtype) -> torch.dtype:
     if key not in _TORCH_DTYPES:
         raise InterplabError(f"unknown dtype {name!r}; use float32, float16 or bfloat16")
     return _TORCH_DTYPES[key]
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
 
 
 def _sha256_file(path: Path) -> str:
@@ -264,7 +241,7 @@ class StoreWriter:
     def _write_manifest(self, manifest: dict[str, Any] | None = None) -> None:
         data = json.dumps(manifest or self.manifest, indent=1, sort_keys=True).encode()
         try:
-            _atomic_write_bytes(self.path / MANIFEST, data)
+            atomic_write_bytes(self.path / MANIFEST, data)
         except OSError as exc:
             raise self._write_error(self.path / MANIFEST, exc) from exc
 
@@ -292,7 +269,7 @@ class StoreWriter:
         data = st_save({k: v.contiguous() for k, v in tensors.items()},
                        metadata={"format": FORMAT})
         try:
-            _atomic_write_bytes(self.path / name, data)
+            atomic_write_bytes(self.path / name, data)
         except OSError as exc:
             raise self._write_error(self.path / name, exc) from exc
         entry = {"file": name, "n_rows": n_rows, "text_start": self.texts_done,

@@ -14,6 +14,8 @@ from typing import Any
 
 import jinja2
 
+from interplab.fileio import atomic_write_text
+
 TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -50,10 +52,5 @@ def environment() -> jinja2.Environment:
 
 def render(template: str, path: str | Path, **context: Any) -> Path:
     """Render ``template`` with ``context`` to ``path`` (written atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     html = environment().get_template(template).render(**context)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, html)

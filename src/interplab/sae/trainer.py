@@ -44,8 +44,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from interplab.activations.exclusion import ExclusionRule
-from interplab.activations.store import _atomic_write_bytes
 from interplab.errors import InterplabError
+from interplab.fileio import atomic_write_bytes
 from interplab.sae.base import (
     SAEConfig,
     SparseAutoencoder,
@@ -405,7 +405,7 @@ class SAETrainer:
                 continue
             if line.endswith(b"\n") and step <= self.step:
                 kept.append(line)
-        _atomic_write_bytes(path, b"".join(kept))
+        atomic_write_bytes(path, b"".join(kept))
 
     def _log(self, record: dict) -> None:
         self.log_history.append(record)

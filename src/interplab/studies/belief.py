@@ -184,12 +184,9 @@ class BeliefStudyResult:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=True)
 
     def save(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(p)
-        return p
+        from interplab.fileio import atomic_write_text
+
+        return atomic_write_text(path, self.to_json())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BeliefStudyResult:

@@ -149,12 +149,9 @@ class TruthResult:
     timings: dict[str, float]
 
     def to_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1, allow_nan=True), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        from interplab.fileio import atomic_write_json
+
+        return atomic_write_json(path, asdict(self))
 
     @classmethod
     def from_json(cls, path: str | Path) -> TruthResult:
@@ -355,7 +352,7 @@ def _harvest_one(lm: Any, ds: Any, layers: list[int], batch_size: int, with_logp
     from safetensors.numpy import load_file, save
 
     from interplab.activations import harvest
-    from interplab.activations.store import _atomic_write_bytes
+    from interplab.fileio import atomic_write_bytes
 
     path = _cache_path(cache_dir, identity, ds, layers, with_logprobs) if cache_dir else None
     if path is not None and path.is_file():
@@ -375,7 +372,7 @@ def _harvest_one(lm: Any, ds: Any, layers: list[int], batch_size: int, with_logp
         tensors = {"acts": np.ascontiguousarray(X)}
         if lp is not None:
             tensors["logprob"] = np.ascontiguousarray(lp)
-        _atomic_write_bytes(path, save(tensors))
+        atomic_write_bytes(path, save(tensors))
     return X, lp, False
 
 

@@ -1,17 +1,28 @@
-"""Harvest benchmarks on the embedded model (results go to docs/benchmarks.md by hand).
+"""Harvest benchmarks on the embedded model, against honest baselines in the same process.
 
-Measures, in one run on the same batches:
-  1. harvest tokens/s (hook blocks.15.hook_resid_post, positions all) vs a plain full forward;
-  2. harvest into an ActivationStore vs harvest in memory;
-  3. bf16 (autocast, and the model loaded in bf16) vs fp32: speed and activation error;
-  4. peak RSS of harvesting N tokens into a store, for 100k and 1M tokens (separate processes).
+Every figure is a ratio between contenders run on the same batches in one process, interleaved
+chunk by chunk (the order of the contenders rotates every chunk), so a change in the machine's
+load hits all of them alike. Each contender's tokens/s and CPU time ÷ wall time are reported, with
+the load average before and after.
 
-Usage: python bench/bench_harvest.py [--n-seq 1024] [--seq-len 64] [--rss-tokens 100000,1000000]
+Sections (``--section``):
+  windows     fixed-length windows of the packaged sample text, positions ``all`` at one hook:
+              full forward (the old baseline with an all-ones mask, the same without the mask, and
+              with eager attention), a hand-written forward hook that raises after the block,
+              nnsight ``.trace()`` with ``.stop()``, and ``interplab.activations.harvest_tokens``.
+  statements  the truth study's statement datasets read back from CSV exports, last token, at 7 or
+              30 layers, with or without log-probabilities, same baselines (batched in file order).
+  load        the harvest idle and beside busy-loop neighbours, for the thread policies given
+              (each in its own process); throughput ÷ CPU share against the idle run.
+  store       harvest into an ActivationStore vs in memory, and peak RSS for 100k / 1M tokens.
+
+Usage: python bench/bench_harvest.py --section windows [--out x.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -20,15 +31,21 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import psutil
 import torch
 
-HOOK = "blocks.15.hook_resid_post"
+LAYER = 15
 
 
+class _Stop(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------------- data
 def corpus_windows(lm, n_seq: int, seq_len: int, seed: int = 0) -> list[list[int]]:
     """``n_seq`` windows of ``seq_len`` real tokens from the packaged sample text (repeated)."""
     from importlib import resources
@@ -42,20 +59,276 @@ def corpus_windows(lm, n_seq: int, seq_len: int, seed: int = 0) -> list[list[int
     return [ids[s : s + seq_len] for s in starts]
 
 
-def timed(fn, repeat: int = 1) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+STATEMENT_SETS = ["cities", "neg_cities", "sp_en_trans", "neg_sp_en_trans", "larger_than",
+                  "smaller_than", "cities_conj", "cities_disj", "chem_symbols", "neg_chem_symbols",
+                  "capitals", "neg_capitals"]
 
 
-def full_forward(lm, windows, batch_size: int) -> None:
-    with torch.inference_mode():
-        for i in range(0, len(windows), batch_size):
-            ids = torch.tensor(windows[i : i + batch_size], device=lm.device)
-            lm.hf(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+def statement_csvs(folder: Path, names: list[str], max_per: int | None) -> list[Path]:
+    """Export the generated datasets as CSV files (statement,label,...) into ``folder``."""
+    from interplab.datasets import load_dataset
+
+    return [load_dataset(n, max_size=max_per).to_csv(folder / f"{n}.csv") for n in names]
+
+
+def padded(batch: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(t) for t in batch)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, t in enumerate(batch):
+        ids[i, : len(t)] = torch.tensor(t)
+        mask[i, : len(t)] = 1
+    return ids, mask
+
+
+# ----------------------------------------------------------------------------- contenders
+def full_forward(lm, masked: bool, model=None) -> Callable:
+    model = model if model is not None else lm.hf
+
+    def run(batch):
+        ids, mask = padded(batch, lm.tokenizer.pad_token_id)
+        kw = {"attention_mask": mask} if masked or not bool(mask.all()) else {}
+        with torch.inference_mode():
+            return model(input_ids=ids, use_cache=False, **kw).logits
+
+    return run
+
+
+def hook_stop(lm, layers: list[int], last_only: bool, logprobs: bool = False) -> Callable:
+    """The hand-written baseline: forward hooks copy the blocks' outputs, the last one raises."""
+
+    def run(batch):
+        ids, mask = padded(batch, lm.tokenizer.pad_token_id)
+        last = mask.sum(1) - 1
+        out: dict[int, torch.Tensor] = {}
+
+        def grab(layer: int):
+            def fn(_m, _i, o):
+                h = o[0] if isinstance(o, tuple) else o
+                out[layer] = h[torch.arange(len(h)), last].clone() if last_only else h.clone()
+                if layer == max(layers) and not logprobs:
+                    raise _Stop
+            return fn
+
+        handles = [lm.blocks[la].register_forward_hook(grab(la)) for la in layers]
+        try:
+            with torch.inference_mode():
+                if logprobs:
+                    logits = lm.hf(input_ids=ids, attention_mask=mask, use_cache=False).logits
+                    lp = torch.log_softmax(logits[:, :-1].float(), -1)
+                    tok = lp.gather(-1, ids[:, 1:, None])[..., 0]
+                    out[-1] = (tok * (mask[:, 1:] * mask[:, :-1])).sum(-1)
+                else:
+                    with contextlib.suppress(_Stop):
+                        lm.base(input_ids=ids, attention_mask=mask, use_cache=False)
+        finally:
+            for h in handles:
+                h.remove()
+        return out
+
+    return run
+
+
+def nnsight_stop(lm, layers: list[int], last_only: bool, logprobs: bool = False) -> Callable:
+    import warnings
+
+    from nnsight import LanguageModel as NNLanguageModel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nn_model = NNLanguageModel(lm.hf, tokenizer=lm.tokenizer)
+
+    def run(batch):
+        ids, mask = padded(batch, lm.tokenizer.pad_token_id)
+        last = mask.sum(1) - 1
+        rows = torch.arange(len(batch))
+        with torch.inference_mode():
+            with nn_model.trace({"input_ids": ids, "attention_mask": mask},
+                                use_cache=False) as tracer:
+                saved = []
+                for la in layers:
+                    h = nn_model.model.layers[la].output
+                    saved.append((h[rows, last] if last_only else h).save())
+                if logprobs:
+                    logits = nn_model.lm_head.output.save()
+                else:
+                    tracer.stop()
+            if logprobs:
+                lp = torch.log_softmax(logits[:, :-1].float(), -1)
+                tok = lp.gather(-1, ids[:, 1:, None])[..., 0]
+                saved.append((tok * (mask[:, 1:] * mask[:, :-1])).sum(-1))
+        return saved
+
+    return run
+
+
+def ours(lm, layers: list[int], positions: str, logprobs: bool = False) -> Callable:
+    from interplab.activations import harvest_tokens
+
+    hooks = [f"blocks.{la}.hook_resid_post" for la in layers]
+
+    def run(batch):
+        return harvest_tokens(lm, batch, hooks, positions, batch_size=len(batch),
+                              with_logprobs=logprobs, progress=False)
+
+    return run
+
+
+# ------------------------------------------------------------------------------- the timer
+def interleaved(contenders: dict[str, Callable], chunks: list[list[list[int]]],
+                batch_size: int) -> dict[str, dict[str, float]]:
+    """Run every contender on every chunk (rotating their order); tokens/s and CPU ÷ wall each.
+
+    A chunk is cut into batches of ``batch_size`` in its own order for the baselines; interplab's
+    contender gets the whole chunk and batches it itself (by length).
+    """
+    names = list(contenders)
+    wall = dict.fromkeys(names, 0.0)
+    cpu = dict.fromkeys(names, 0.0)
+    for name in names:  # warm-up on the first chunk's first batch
+        contenders[name](chunks[0][:batch_size])
+    for k, chunk in enumerate(chunks):
+        order = names[k % len(names):] + names[: k % len(names)]
+        for name in order:
+            fn = contenders[name]
+            t, c = time.perf_counter(), time.process_time()
+            if name.startswith("interplab"):
+                fn(chunk)
+            else:
+                for i in range(0, len(chunk), batch_size):
+                    fn(chunk[i : i + batch_size])
+            wall[name] += time.perf_counter() - t
+            cpu[name] += time.process_time() - c
+    n_tok = sum(len(t) for chunk in chunks for t in chunk)
+    return {n: {"tok_s": n_tok / wall[n], "cpu_over_wall": cpu[n] / wall[n], "wall_s": wall[n]}
+            for n in names}
+
+
+def ratios(res: dict[str, dict[str, float]], subject: str, refs: list[str]) -> dict[str, float]:
+    return {f"{subject} / {r}": res[subject]["tok_s"] / res[r]["tok_s"] for r in refs if r in res}
+
+
+def have_nnsight() -> bool:
+    try:
+        import nnsight  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -------------------------------------------------------------------------------- sections
+def section_windows(lm, args) -> dict:
+    import copy
+
+    windows = corpus_windows(lm, args.n_seq, args.seq_len)
+    bs = args.batch_size
+    eager = copy.deepcopy(lm.hf)
+    eager.set_attn_implementation("eager")
+    contenders = {
+        "full forward, all-ones mask (old baseline)": full_forward(lm, masked=True),
+        "full forward": full_forward(lm, masked=False),
+        "full forward, eager attention": full_forward(lm, masked=True, model=eager),
+        "hook that stops": hook_stop(lm, [LAYER], last_only=False),
+        "interplab harvest_tokens": ours(lm, [LAYER], "all"),
+    }
+    if have_nnsight():
+        contenders["nnsight .stop()"] = nnsight_stop(lm, [LAYER], last_only=False)
+    chunks = [windows[i : i + bs] for i in range(0, len(windows), bs)]
+    res = interleaved(contenders, chunks, bs)
+    ref = ["hook that stops", "nnsight .stop()", "full forward",
+           "full forward, all-ones mask (old baseline)"]
+    return {"per_contender": res, "ratios": ratios(res, "interplab harvest_tokens", ref),
+            "full_ratios": ratios(res, "full forward", ["full forward, all-ones mask (old baseline)",
+                                                        "full forward, eager attention"]),
+            "shape": {"n_seq": args.n_seq, "seq_len": args.seq_len, "batch": bs, "layer": LAYER}}
+
+
+def section_statements(lm, args) -> dict:
+    from interplab.datasets import load_csv, load_dataset
+
+    layer_sets = {"7": [3, 7, 11, 15, 19, 23, 27], "30": list(range(lm.n_layers))}
+    with tempfile.TemporaryDirectory() as d:
+        paths = statement_csvs(Path(d), STATEMENT_SETS, args.max_per)
+        sets = [load_csv(p) for p in paths]
+    for p, ds in zip(STATEMENT_SETS, sets, strict=True):  # the export reads back identically
+        assert ds.statements == load_dataset(p, max_size=args.max_per).statements
+    # One chunk = up to --chunk statements of one dataset in file order (as the study harvests).
+    chunks = []
+    for ds in sets:
+        ids = lm.tokenize(list(ds.statements))
+        chunks += [ids[i : i + args.chunk] for i in range(0, len(ids), args.chunk)]
+    lengths = [len(t) for c in chunks for t in c]
+    out: dict = {"n_statements": len(lengths), "n_tokens": int(sum(lengths)),
+                 "tokens_min_median_max": [min(lengths), float(np.median(lengths)), max(lengths)],
+                 "datasets": STATEMENT_SETS, "batch": args.batch_size, "chunk": args.chunk,
+                 "runs": {}}
+    for key in args.layer_sets.split(","):
+        layers = layer_sets[key]
+        for lp in (False, True):
+            contenders = {"hook that stops" if not lp else "hooks + full logits":
+                          hook_stop(lm, layers, last_only=True, logprobs=lp),
+                          "interplab harvest_tokens": ours(lm, layers, "last", logprobs=lp)}
+            if have_nnsight():
+                contenders["nnsight .stop()" if not lp else "nnsight + lm_head output"] = (
+                    nnsight_stop(lm, layers, last_only=True, logprobs=lp))
+            res = interleaved(contenders, chunks, args.batch_size)
+            name = f"{key} layers" + (", log-probabilities" if lp else "")
+            out["runs"][name] = {"per_contender": res, "ratios": ratios(
+                res, "interplab harvest_tokens",
+                [n for n in contenders if not n.startswith("interplab")])}
+            print(name, json.dumps(out["runs"][name]["ratios"]), file=sys.stderr, flush=True)
+    return out
+
+
+def load_child(args) -> dict:
+    """One harvest run in this process (thread policy already applied): tokens/s, CPU share."""
+    from interplab.activations import harvest_tokens
+    from interplab.models import load
+
+    lm = load("smollm2-135m")
+    windows = corpus_windows(lm, args.n_seq, args.seq_len, seed=2)
+    hook = f"blocks.{LAYER}.hook_resid_post"
+    harvest_tokens(lm, windows[:8], hook, "all", batch_size=8, progress=False)
+    t0, c0 = time.perf_counter(), os.times()
+    harvest_tokens(lm, windows, hook, "all", batch_size=args.batch_size, progress=False)
+    wall = time.perf_counter() - t0
+    c1 = os.times()
+    cpu = (c1.user - c0.user) + (c1.system - c0.system)
+    n_tok = args.n_seq * args.seq_len
+    return {"tok_s": n_tok / wall, "cpu_s": cpu, "wall_s": wall, "cpu_share": cpu / wall,
+            "torch_threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")}
+
+
+def section_store(lm, args) -> dict:
+    from interplab.activations import harvest_to_store, harvest_tokens
+
+    windows = corpus_windows(lm, args.n_seq, args.seq_len)
+    hook = f"blocks.{LAYER}.hook_resid_post"
+    with tempfile.TemporaryDirectory() as d:
+        k = [0]
+
+        def store(chunk):
+            k[0] += 1
+            harvest_to_store(lm, None, hook, Path(d) / f"s{k[0]}", "all", token_ids=chunk,
+                             batch_size=args.batch_size, progress=False)
+
+        contenders = {"interplab harvest_to_store": store,
+                      "in memory": lambda c: harvest_tokens(lm, c, hook, "all",
+                                                            batch_size=args.batch_size,
+                                                            progress=False)}
+        chunks = [windows[i : i + 256] for i in range(0, len(windows), 256)]
+        res = interleaved(contenders, chunks, 256)
+    rss = []
+    for n in [int(x) for x in args.rss_tokens.split(",") if x]:
+        with tempfile.TemporaryDirectory() as d:
+            out = subprocess.run([sys.executable, __file__, "--rss-child", str(n), "--seq-len",
+                                  str(args.seq_len), "--out", str(Path(d) / "s")],
+                                 capture_output=True, text=True, check=True)
+            rss.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {"per_contender": res,
+            "store / in memory": res["interplab harvest_to_store"]["tok_s"]
+            / res["in memory"]["tok_s"], "rss": rss}
 
 
 def rss_child(n_tokens: int, seq_len: int, out: str) -> None:
@@ -76,18 +349,34 @@ def rss_child(n_tokens: int, seq_len: int, out: str) -> None:
 
     th = threading.Thread(target=sample, daemon=True)
     th.start()
-    harvest_to_store(lm, None, HOOK, out, "all", token_ids=windows, batch_size=32,
-                     rows_per_shard=32768, progress=False)
+    harvest_to_store(lm, None, f"blocks.{LAYER}.hook_resid_post", out, "all", token_ids=windows,
+                     batch_size=32, rows_per_shard=32768, progress=False)
     stop.set()
     th.join()
     print(json.dumps({"tokens": len(windows) * seq_len, "peak_rss_mib": peak[0] / 2**20}))
 
 
+def machine() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "loadavg": os.getloadavg()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n-seq", type=int, default=1024)
+    ap.add_argument("--section", default="windows",
+                    choices=["windows", "statements", "load", "store"])
+    ap.add_argument("--n-seq", type=int, default=256)
     ap.add_argument("--seq-len", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-per", type=int, default=200, help="statements per dataset")
+    ap.add_argument("--chunk", type=int, default=128, help="statements per interleaved chunk")
+    ap.add_argument("--layer-sets", default="7,30")
+    ap.add_argument("--policies", default="",
+                    help="load: comma list of thread policies (e.g. 'fixed:2,auto'), each run "
+                         "idle and under load in a child process")
+    ap.add_argument("--busy", type=int, default=0, help="load: busy-loop neighbours (default: cores)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--rss-tokens", default="100000,1000000")
     ap.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--out", default="")
@@ -95,58 +384,57 @@ def main() -> None:
     if args.rss_child:
         rss_child(args.rss_child, args.seq_len, args.out)
         return
+    if args.child:
+        print(json.dumps(load_child(args)))
+        return
+    if args.section == "load":
+        res = {"machine_before": machine(), "load": section_load(args)}
+    else:
+        from interplab.models import load
 
-    from interplab.activations import harvest_to_store, harvest_tokens
-    from interplab.models import load
+        res = {"machine_before": machine()}
+        lm = load("smollm2-135m")
+        res[args.section] = {"windows": section_windows, "statements": section_statements,
+                             "store": section_store}[args.section](lm, args)
+    res["loadavg_after"] = os.getloadavg()
+    text = json.dumps(res, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
 
-    lm = load("smollm2-135m")
-    windows = corpus_windows(lm, args.n_seq, args.seq_len)
-    n_tok = args.n_seq * args.seq_len
-    bs = args.batch_size
-    res: dict = {"machine": {"cpu": platform.processor() or platform.machine(),
-                             "cores": os.cpu_count(), "torch": torch.__version__,
-                             "threads": torch.get_num_threads()},
-                 "tokens": n_tok}
-    harvest_tokens(lm, windows[:bs], HOOK, "all", batch_size=bs, progress=False)  # warm-up
-    t_full = timed(lambda: full_forward(lm, windows, bs))
-    t_harv = timed(lambda: harvest_tokens(lm, windows, HOOK, "all", batch_size=bs, progress=False))
-    res["full_forward_tok_s"] = n_tok / t_full
-    res["harvest_tok_s"] = n_tok / t_harv
-    res["harvest_over_full"] = t_full / t_harv
-    with tempfile.TemporaryDirectory() as d:
-        t_store = timed(lambda: harvest_to_store(lm, None, HOOK, Path(d) / "s", "all",
-                                                 token_ids=windows, batch_size=bs,
-                                                 progress=False))
-    res["store_tok_s"] = n_tok / t_store
-    res["store_over_memory"] = t_harv / t_store
 
-    ref = harvest_tokens(lm, windows, HOOK, "all", batch_size=bs, progress=False)[HOOK]
-    t_auto = timed(lambda: harvest_tokens(lm, windows, HOOK, "all", batch_size=bs,
-                                          compute_dtype=torch.bfloat16, progress=False))
-    auto = harvest_tokens(lm, windows, HOOK, "all", batch_size=bs, compute_dtype=torch.bfloat16,
-                          progress=False)[HOOK]
-    lm16 = load("smollm2-135m", dtype=torch.bfloat16)
-    t_b16 = timed(lambda: harvest_tokens(lm16, windows, HOOK, "all", batch_size=bs,
-                                         progress=False))
-    b16 = harvest_tokens(lm16, windows, HOOK, "all", batch_size=bs, progress=False)[HOOK]
-    for name, t, acts in (("bf16_autocast", t_auto, auto), ("bf16_weights", t_b16, b16)):
-        cos = torch.nn.functional.cosine_similarity(acts.float(), ref, dim=-1)
-        rel = (acts.float() - ref).norm(dim=-1) / ref.norm(dim=-1)
-        res[name] = {"speedup_over_fp32": t_harv / t, "cos_min": float(cos.min()),
-                     "cos_mean": float(cos.mean()), "cos_p01": float(cos.quantile(0.01)),
-                     "rel_l2_mean": float(rel.mean()), "rel_l2_p99": float(rel.quantile(0.99))}
-
-    rss = []
-    for n in [int(x) for x in args.rss_tokens.split(",") if x]:
-        with tempfile.TemporaryDirectory() as d:
-            out = subprocess.run([sys.executable, __file__, "--rss-child", str(n), "--seq-len",
-                                  str(args.seq_len), "--out", str(Path(d) / "s")],
-                                 capture_output=True, text=True, check=True)
-            rss.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    res["rss"] = rss
-    if len(rss) >= 2:
-        res["rss_ratio_largest_over_smallest"] = rss[-1]["peak_rss_mib"] / rss[0]["peak_rss_mib"]
-    print(json.dumps(res, indent=1))
+def section_load(args) -> dict:
+    """Each thread policy idle, then beside ``--busy`` busy-loop processes, in child processes."""
+    busy = args.busy or os.cpu_count() or 1
+    out: dict = {"busy_neighbours": busy, "runs": {}}
+    for policy in (args.policies or "default").split(","):
+        env = {**os.environ}
+        if policy != "default":
+            env["INTERPLAB_THREADS"] = policy
+        cmd = [sys.executable, __file__, "--child", "--n-seq", str(args.n_seq), "--seq-len",
+               str(args.seq_len), "--batch-size", str(args.batch_size)]
+        runs = {}
+        for state in ("idle", "under load"):
+            pids = []
+            if state == "under load":
+                pids = [subprocess.Popen([sys.executable, "-c", "while True: pass"]).pid
+                        for _ in range(busy)]
+            try:
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            finally:
+                for pid in pids:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+            runs[state] = json.loads(done.stdout.strip().splitlines()[-1])
+            runs[state]["loadavg_after"] = os.getloadavg()
+        idle, loaded = runs["idle"], runs["under load"]
+        runs["slowdown"] = idle["tok_s"] / loaded["tok_s"]
+        runs["cpu_share_fall"] = idle["cpu_share"] / loaded["cpu_share"]
+        runs["(tok/s ÷ cpu share) loaded ÷ idle"] = (
+            (loaded["tok_s"] / loaded["cpu_share"]) / (idle["tok_s"] / idle["cpu_share"]))
+        out["runs"][policy] = runs
+        print(policy, json.dumps(runs), file=sys.stderr, flush=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -125,3 +125,45 @@ def test_logprobs_match_a_plain_forward_pass(tiny_models):
         expected = logp.gather(-1, ids[0, 1:, None]).sum().item()
         assert abs(acts.text_logprob[i].item() - expected) < 1e-3
         assert int(acts.text_n_scored[i]) == ids.shape[1] - 1
+
+
+@pytest.mark.parametrize("arch", ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-neox"])
+def test_logprobs_project_only_the_scored_positions(tiny_models, arch):
+    """The vocabulary projection sees one row per scored token (no padding, no last tokens), and
+    the log-probabilities still match a plain forward pass of each text alone."""
+    lm = tiny_models[arch]
+    head = lm.hf.get_output_embeddings()
+    rows_seen: list[int] = []
+    handle = head.register_forward_hook(lambda _m, inp, _o: rows_seen.append(inp[0].shape[:-1].numel()))
+    try:
+        acts = harvest(lm, TEXTS, HOOKS[0], "last", batch_size=4, with_logprobs=True,
+                       progress=False)
+    finally:
+        handle.remove()
+    n_scored = sum(len(t) - 1 for t in lm.tokenize(TEXTS))
+    assert sum(rows_seen) == n_scored
+    for i, text in enumerate(TEXTS):
+        ids = torch.tensor([lm.tokenize([text])[0]])
+        with torch.inference_mode():
+            logp = torch.log_softmax(lm.hf(input_ids=ids).logits[0, :-1].double(), -1)
+        assert abs(acts.text_logprob[i].item() - logp.gather(-1, ids[0, 1:, None]).sum().item()) < 1e-3
+
+
+def test_harvest_runs_with_the_thread_policy_and_restores_it(tiny_models, monkeypatch):
+    lm = tiny_models["tiny-llama"]
+    seen: list[int] = []
+    handle = lm.blocks[0].register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("INTERPLAB_THREADS", "1")
+        harvest(lm, TEXTS, HOOKS[0], progress=False)
+        assert seen and set(seen) == {1}
+        seen.clear()
+        harvest(lm, TEXTS, HOOKS[0], progress=False, threads=3)  # the argument wins
+        assert set(seen) == {3}
+        monkeypatch.setenv("INTERPLAB_THREADS", "many")
+        with pytest.raises(InterplabError, match="neither 'auto' nor a whole number"):
+            harvest(lm, TEXTS, HOOKS[0], progress=False)
+    finally:
+        handle.remove()
+    assert torch.get_num_threads() == before

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 from collections.abc import Iterator
+
+from interplab.errors import InterplabError
 
 
 @contextlib.contextmanager
@@ -23,3 +27,63 @@ def limit_threads(n: int | None) -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(old)
+
+
+THREADS_ENV = "INTERPLAB_THREADS"
+
+
+def cpus_available() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and ``taskset`` set)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _busy_jiffies() -> tuple[int, int]:
+    """(jiffies every CPU spent busy, jiffies this process ran) since boot, from /proc."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle, iowait
+    with open("/proc/self/stat") as f:
+        own = f.read().rsplit(")", 1)[1].split()
+    return busy, int(own[11]) + int(own[12])  # utime, stime
+
+
+def cpus_busy_elsewhere(window_s: float = 0.2) -> float:
+    """How many CPUs other processes keep busy, measured over ``window_s`` (0.0 if unknown)."""
+    try:
+        b0, o0 = _busy_jiffies()
+        time.sleep(window_s)
+        b1, o1 = _busy_jiffies()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, ((b1 - b0) - (o1 - o0)) / (os.sysconf("SC_CLK_TCK") * window_s))
+
+
+def threads_for(cpus: int, busy_elsewhere: float) -> int:
+    """Threads for a compute pool: the CPUs other processes leave free, at least 1.
+
+    A thread more than there are free CPUs does not add CPU time; it makes every parallel region
+    wait for whichever thread the scheduler last put aside, so throughput falls much faster than
+    the CPU share (measured in docs/benchmarks.md, "Speed under load").
+    """
+    return max(1, min(cpus, int(cpus - busy_elsewhere + 0.5)))
+
+
+def resolve_threads(threads: int | str | None = None) -> int:
+    """The thread count for a harvest or study: ``threads`` if given, else ``$INTERPLAB_THREADS``,
+    else ``"auto"``. An integer is used as is (0 keeps torch's current setting); ``"auto"`` is
+    :func:`threads_for` the CPUs available and the load measured now."""
+    spec = threads if threads is not None else os.environ.get(THREADS_ENV, "auto")
+    if isinstance(spec, str):
+        text = spec.strip().lower()
+        if text == "auto":
+            return threads_for(cpus_available(), cpus_busy_elsewhere())
+        if not text.isdigit():
+            raise InterplabError(f"thread setting {spec!r} (from threads= or ${THREADS_ENV}) is "
+                                 "neither 'auto' nor a whole number; use e.g. 'auto' or 2")
+        spec = int(text)
+    if spec < 0:
+        raise InterplabError(f"threads must be 'auto' or a whole number >= 0, not {spec}")
+    return spec

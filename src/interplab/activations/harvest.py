@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from interplab.activations.positions import Positions
 from interplab.errors import InterplabError
 from interplab.models import LanguageModel, attach
+from interplab.threads import limit_threads, resolve_threads
 
 
 class _StopForward(Exception):
@@ -186,8 +187,8 @@ def iter_harvest_ids(
                 inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device),
                           "position_ids": position_ids.to(device), "use_cache": False}
                 if with_logprobs:
-                    logits = lm.hf(**inputs).logits.float()
-                    lp, ns = _text_logprobs(logits, ids.to(device), mask.to(device))
+                    hidden = lm.base(**inputs).last_hidden_state
+                    lp, ns = _text_logprobs(lm, hidden, ids.to(device), mask.to(device))
                 else:
                     with contextlib.suppress(_StopForward):
                         lm.base(**inputs)
@@ -210,15 +211,36 @@ def iter_harvest_ids(
             h.remove()
 
 
-def _text_logprobs(logits: torch.Tensor, ids: torch.Tensor,
+def _text_logprobs(lm: LanguageModel, hidden: torch.Tensor, ids: torch.Tensor,
                    mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Summed log-probability of each row's tokens after its first (padding ignored)."""
-    logp = torch.log_softmax(logits[:, :-1], dim=-1)
-    target = ids[:, 1:]
-    token_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # [b, s-1]
-    scored = (mask[:, 1:] * mask[:, :-1]).to(token_lp.dtype)  # both positions real tokens
-    return ((token_lp * scored).sum(-1).double().cpu().numpy(),
-            scored.sum(-1).long().cpu().numpy())
+    """Summed log-probability of each row's tokens after its first (padding ignored).
+
+    ``hidden`` is the base model's output (after the final norm). The vocabulary projection runs
+    only at the positions that predict a scored token (a real token followed by a real token),
+    never on padding or on each row's last token, and no ``[batch, seq, vocab]`` tensor is made.
+    """
+    scored = (mask[:, 1:] * mask[:, :-1]).bool()  # [b, s-1]: position t predicts token t+1
+    rows, cols = torch.nonzero(scored, as_tuple=True)
+    logits = _vocab_logits(lm, hidden[rows, cols]).float()  # [n_scored, vocab]
+    token_lp = logits.gather(-1, ids[rows, cols + 1].unsqueeze(-1)).squeeze(-1)
+    token_lp = token_lp - torch.logsumexp(logits, dim=-1)
+    total = torch.zeros(ids.shape[0], dtype=torch.float64, device=ids.device)
+    total.index_add_(0, rows, token_lp.double())
+    return total.cpu().numpy(), scored.sum(-1).long().cpu().numpy()
+
+
+def _vocab_logits(lm: LanguageModel, h: torch.Tensor) -> torch.Tensor:
+    """The model's output head on final-norm states ``h`` (``[n, d]``), with the logit scaling
+    and soft-capping some families apply after it (Cohere, Gemma 2/3)."""
+    logits = lm.hf.get_output_embeddings()(h)
+    cfg = lm.hf.config
+    scale = getattr(cfg, "logit_scale", None)
+    if isinstance(scale, (int, float)) and scale != 1:
+        logits = logits * scale
+    cap = getattr(cfg, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
 
 
 def assemble(batches: Sequence[_Batch], hooks: Sequence[str], d_model: int,
@@ -262,6 +284,7 @@ def harvest(
     compute_dtype: torch.dtype | None = None,
     with_logprobs: bool = False,
     progress: bool = True,
+    threads: int | str | None = None,
 ) -> Activations:
     """Harvest activations of ``texts`` at ``hooks`` and ``positions`` into memory.
 
@@ -277,7 +300,7 @@ def harvest(
     ids = lm.tokenize(texts, max_length=max_length, truncation=truncation)
     return harvest_tokens(lm, ids, hooks, positions, batch_size=batch_size, dtype=dtype,
                           padding_side=padding_side, compute_dtype=compute_dtype,
-                          with_logprobs=with_logprobs, progress=progress)
+                          with_logprobs=with_logprobs, progress=progress, threads=threads)
 
 
 def validate_token_ids(lm: LanguageModel, token_ids: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -308,8 +331,13 @@ def harvest_tokens(
     compute_dtype: torch.dtype | None = None,
     with_logprobs: bool = False,
     progress: bool = True,
+    threads: int | str | None = None,
 ) -> Activations:
-    """:func:`harvest` for sequences that are already token ids (e.g. packed corpus windows)."""
+    """:func:`harvest` for sequences that are already token ids (e.g. packed corpus windows).
+
+    ``threads`` (torch and BLAS threads for the pass; default ``$INTERPLAB_THREADS`` or
+    ``"auto"``: the CPUs other processes leave free, see :func:`interplab.threads.resolve_threads`)
+    is restored when the call returns."""
     ids = validate_token_ids(lm, token_ids)
     hooks = [hooks] if isinstance(hooks, str) else list(hooks)
     if not hooks:
@@ -319,7 +347,8 @@ def harvest_tokens(
     pos = Positions.parse(positions)
     pos.validate_count(len(ids))
     total = sum(len(t) for t in ids)
-    with tqdm(total=total, unit="tok", desc="harvest", disable=not progress, leave=False) as bar:
+    with (limit_threads(resolve_threads(threads)),
+          tqdm(total=total, unit="tok", desc="harvest", disable=not progress, leave=False) as bar):
         batches = list(
             iter_harvest_ids(lm, ids, 0, hooks, pos, batch_size=batch_size, dtype=dtype,
                              padding_side=padding_side, compute_dtype=compute_dtype, progress=bar,

@@ -392,6 +392,8 @@ def main() -> None:
     else:
         from interplab.models import load
 
+        # Same thread count for every contender: interplab's "auto" policy is measured in "load".
+        os.environ.setdefault("INTERPLAB_THREADS", str(torch.get_num_threads()))
         res = {"machine_before": machine()}
         lm = load("smollm2-135m")
         res[args.section] = {"windows": section_windows, "statements": section_statements,

@@ -142,21 +142,24 @@ def nnsight_stop(lm, layers: list[int], last_only: bool, logprobs: bool = False)
         ids, mask = padded(batch, lm.tokenizer.pad_token_id)
         last = mask.sum(1) - 1
         rows = torch.arange(len(batch))
+        saved: list = []  # filled inside the trace (nnsight runs its body apart from this frame)
+        logits = None
         with torch.inference_mode():
             with nn_model.trace({"input_ids": ids, "attention_mask": mask},
                                 use_cache=False) as tracer:
-                saved = []
                 for la in layers:
                     h = nn_model.model.layers[la].output
                     saved.append((h[rows, last] if last_only else h).save())
                 if logprobs:
-                    logits = nn_model.lm_head.output.save()
+                    saved.append(nn_model.lm_head.output.save())
                 else:
                     tracer.stop()
             if logprobs:
+                logits = saved.pop()
                 lp = torch.log_softmax(logits[:, :-1].float(), -1)
                 tok = lp.gather(-1, ids[:, 1:, None])[..., 0]
                 saved.append((tok * (mask[:, 1:] * mask[:, :-1])).sum(-1))
+        assert len(saved) == len(layers) + logprobs, "nnsight returned no saved values"
         return saved
 
     return run
@@ -234,19 +237,29 @@ def section_windows(lm, args) -> dict:
     if have_nnsight():
         contenders["nnsight .stop()"] = nnsight_stop(lm, [LAYER], last_only=False)
     chunks = [windows[i : i + bs] for i in range(0, len(windows), bs)]
+    first = chunks[0]
+    mine = contenders["interplab harvest_tokens"](first)[f"blocks.{LAYER}.hook_resid_post"]
+    agree = {"hook that stops": float((contenders["hook that stops"](first)[LAYER].reshape(
+        mine.shape) - mine).abs().max())}
+    if have_nnsight():
+        agree["nnsight .stop()"] = float((contenders["nnsight .stop()"](first)[0].reshape(
+            mine.shape) - mine).abs().max())
     res = interleaved(contenders, chunks, bs)
     ref = ["hook that stops", "nnsight .stop()", "full forward",
            "full forward, all-ones mask (old baseline)"]
     return {"per_contender": res, "ratios": ratios(res, "interplab harvest_tokens", ref),
             "full_ratios": ratios(res, "full forward", ["full forward, all-ones mask (old baseline)",
                                                         "full forward, eager attention"]),
+            "max_abs_diff_vs_interplab": agree,
             "shape": {"n_seq": args.n_seq, "seq_len": args.seq_len, "batch": bs, "layer": LAYER}}
 
 
 def section_statements(lm, args) -> dict:
     from interplab.datasets import load_csv, load_dataset
 
-    layer_sets = {"7": [3, 7, 11, 15, 19, 23, 27], "30": list(range(lm.n_layers))}
+    n = lm.n_layers
+    layer_sets = {"7": sorted({min(x, n - 1) for x in (3, 7, 11, 15, 19, 23, 27)}),
+                  "30": list(range(n))}
     with tempfile.TemporaryDirectory() as d:
         paths = statement_csvs(Path(d), STATEMENT_SETS, args.max_per)
         sets = [load_csv(p) for p in paths]
@@ -379,6 +392,7 @@ def main() -> None:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--rss-tokens", default="100000,1000000")
     ap.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--model", default="smollm2-135m", help="windows/statements/store only")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     if args.rss_child:
@@ -395,7 +409,9 @@ def main() -> None:
         # Same thread count for every contender: interplab's "auto" policy is measured in "load".
         os.environ.setdefault("INTERPLAB_THREADS", str(torch.get_num_threads()))
         res = {"machine_before": machine()}
-        lm = load("smollm2-135m")
+        lm = load(args.model)
+        global LAYER
+        LAYER = min(LAYER, lm.n_layers - 1)
         res[args.section] = {"windows": section_windows, "statements": section_statements,
                              "store": section_store}[args.section](lm, args)
     res["loadavg_after"] = os.getloadavg()
@@ -411,8 +427,11 @@ def section_load(args) -> dict:
     out: dict = {"busy_neighbours": busy, "runs": {}}
     for policy in (args.policies or "default").split(","):
         env = {**os.environ}
-        if policy != "default":
-            env["INTERPLAB_THREADS"] = policy
+        threads, _, passive = policy.partition("+")
+        if threads != "default":
+            env["INTERPLAB_THREADS"] = threads
+        if passive:  # e.g. "2+passive": OpenMP workers sleep instead of spinning when idle
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
         cmd = [sys.executable, __file__, "--child", "--n-seq", str(args.n_seq), "--seq-len",
                str(args.seq_len), "--batch-size", str(args.batch_size)]
         runs = {}

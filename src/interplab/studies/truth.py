@@ -32,7 +32,7 @@ from rich.progress import Progress
 import interplab
 from interplab.errors import InterplabError
 from interplab.progress import LineProgress, progress_display
-from interplab.threads import limit_threads
+from interplab.threads import limit_threads, resolve_threads
 
 DEFAULT_DATASETS = [
     "cities", "neg_cities", "sp_en_trans", "neg_sp_en_trans",
@@ -346,8 +346,8 @@ def _cache_path(cache_dir: Path, identity: dict, ds: Any, layers: list[int],
 
 
 def _harvest_one(lm: Any, ds: Any, layers: list[int], batch_size: int, with_logprobs: bool,
-                 cache_dir: Path | None,
-                 identity: dict | None) -> tuple[np.ndarray, np.ndarray | None, bool]:
+                 cache_dir: Path | None, identity: dict | None,
+                 threads: int | None = None) -> tuple[np.ndarray, np.ndarray | None, bool]:
     """Last-token resid_post ``[L, n, d]`` and log-probabilities, from the cache when present."""
     from safetensors.numpy import load_file, save
 
@@ -364,7 +364,7 @@ def _harvest_one(lm: Any, ds: Any, layers: list[int], batch_size: int, with_logp
             pass
     hooks = [f"blocks.{layer}.hook_resid_post" for layer in layers]
     acts = harvest(lm, ds.statements, hooks, "last", batch_size=batch_size,
-                   with_logprobs=with_logprobs, progress=False)
+                   with_logprobs=with_logprobs, progress=False, threads=threads)
     X = torch.stack([acts[h] for h in hooks]).float().numpy()  # [L, n, d]
     lp = acts.text_logprob.float().numpy() if with_logprobs else None
     if path is not None:
@@ -378,7 +378,8 @@ def _harvest_one(lm: Any, ds: Any, layers: list[int], batch_size: int, with_logp
 
 def _harvest_all(lm: Any, datasets: dict, layers: list[int], batch_size: int,
                  progress: Progress | LineProgress, label: str, cache_dir: Path | None,
-                 with_logprobs: bool = True) -> tuple[dict[str, tuple], int]:
+                 with_logprobs: bool = True, threads: int | None = None
+                 ) -> tuple[dict[str, tuple], int]:
     """Per dataset ``(X [L, n, d], logprob [n] | None)``; also how many came from the cache."""
     from interplab.models.loading import weights_sha256
 
@@ -388,7 +389,8 @@ def _harvest_all(lm: Any, datasets: dict, layers: list[int], batch_size: int,
     identity = {**lm.identity(), "weights_sha256": weights_sha256(lm.hf)} if cache_dir else None
     out, reused = {}, 0
     for name, ds in datasets.items():
-        X, lp, hit = _harvest_one(lm, ds, layers, batch_size, with_logprobs, cache_dir, identity)
+        X, lp, hit = _harvest_one(lm, ds, layers, batch_size, with_logprobs, cache_dir, identity,
+                                  threads)
         out[name] = (X, lp)
         reused += hit
         progress.advance(task)
@@ -427,18 +429,23 @@ def run_truth(config: TruthConfig, *, progress: bool = True, console: Console | 
         console.print(f"loaded {lm.name} in {timings['load_s']:.0f} s; {len(datasets)} datasets, "
                       f"{n_statements} statements, {len(layers)} layers")
         t = time.perf_counter()
+        threads = resolve_threads()  # measured once: the CPUs other processes leave free now
         model_acts, reused = _harvest_all(lm, datasets, layers, config.batch_size, bar, "model",
-                                          cache)
+                                          cache, threads=threads)
         acts = {"model": model_acts}
+        timings["harvest_model_s"] = time.perf_counter() - t
+        timings["harvest_threads"] = threads
         reset_identity = None
         if "reset" in config.controls:
             reset = reset_copy(lm, seed=config.seed)
             reset_identity = reset.identity()
             acts["reset"], hits = _harvest_all(reset, datasets, layers, config.batch_size, bar,
-                                               "reset network", cache, with_logprobs=False)
+                                               "reset network", cache, with_logprobs=False,
+                                               threads=threads)
             reused += hits
             del reset
         timings["harvest_s"] = time.perf_counter() - t
+        timings["harvest_reset_s"] = timings["harvest_s"] - timings["harvest_model_s"]
         console.print(f"harvesting done in {timings['harvest_s']:.0f} s"
                       + (f" ({reused} dataset harvests reused from {cache})" if reused else ""))
         model_identity = lm.identity()
@@ -453,6 +460,7 @@ def run_truth(config: TruthConfig, *, progress: bool = True, console: Console | 
     test_names = list(datasets)
     train_keys = [_train_key(ts) for ts in config.train_sets]
     accuracy, heldout, validation, best_layer = _aggregate(config, fits, test_names, layers)
+    timings["bootstrap_s"] = time.perf_counter() - t
     scored = {key: {n: info for n, (_, info) in rows.items()} for key, rows in fits.rows.items()}
     likelihood = _likelihood(config, datasets, splits, acts["model"], test_names, train_keys,
                              fits, best_layer, layers)

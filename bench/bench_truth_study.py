@@ -1,0 +1,70 @@
+"""The truth study at scale, with a per-stage breakdown (results go to docs/benchmarks.md by hand).
+
+The generated statement datasets are exported in the geometry-of-truth CSV layout
+(``statement,label`` plus pair, group and metadata columns) and the study runs on those files,
+as a user's own CSVs would: every dataset in full, every layer, every probe and control, the HTML
+report included. Prints the stage timings, the process's CPU time and the load average before and
+after.
+
+Usage: python bench/bench_truth_study.py [--datasets cities,neg_cities,...] [--out x.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+ALL = ["cities", "neg_cities", "sp_en_trans", "neg_sp_en_trans", "larger_than", "smaller_than",
+       "cities_conj", "cities_disj", "chem_symbols", "neg_chem_symbols", "capitals",
+       "neg_capitals"]
+
+
+def main() -> None:
+    from interplab.datasets import load_dataset
+    from interplab.report.truth import write_truth_report
+    from interplab.studies.truth import TruthConfig, run_truth
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--datasets", default=",".join(ALL))
+    ap.add_argument("--layers", default="", help="comma list (default: every layer)")
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--max-per-dataset", type=int, default=0, help="0: every statement")
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as d:
+        paths = [str(load_dataset(n).to_csv(Path(d) / f"{n}.csv"))
+                 for n in args.datasets.split(",")]
+        config = TruthConfig(model=args.model, datasets=paths,
+                             max_per_dataset=args.max_per_dataset or None,
+                             layers=[int(x) for x in args.layers.split(",")] if args.layers else None)
+        c0, t0 = os.times(), time.perf_counter()
+        result = run_truth(config, progress=False)
+        t = time.perf_counter()
+        write_truth_report(result, Path(d) / "report.html")
+        report_s = time.perf_counter() - t
+        wall = time.perf_counter() - t0
+        c1 = os.times()
+    timings = dict(result.timings)
+    timings["report_s"] = report_s
+    fits = {k: v for k, v in timings.items() if k.startswith("fit_")}
+    out = {"n_statements": sum(ds["n"] if "n" in ds else ds.get("n_rows", 0)
+                               for ds in result.datasets),
+           "datasets": [ds.get("name") for ds in result.datasets],
+           "n_layers": len(result.layers), "timings": timings,
+           "fit_s_by_probe": fits, "wall_s": wall,
+           "cpu_s": (c1.user - c0.user) + (c1.system - c0.system),
+           "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+    out["cpu_share"] = out["cpu_s"] / wall
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -139,9 +139,23 @@ def test_forward_stops_after_last_needed_block(tiny_models):
 @pytest.mark.embedded
 def test_embedded_default_model(smollm):
     assert smollm.n_layers == 30 and smollm.d_model == 576
+    # de-quantised GGUF weights in float32 with SDPA attention (see the tiny-model test below)
+    assert smollm.dtype == torch.float32 and smollm.hf.config._attn_implementation == "sdpa"
     assert smollm.tokenizer.pad_token_id is not None
     acts = harvest(smollm, ["The city of Paris is in France."],
                    ["blocks.14.hook_resid_post", "blocks.15.hook_resid_pre"], "all", progress=False)
     hidden = _hf_hidden(smollm, "The city of Paris is in France.")
     assert torch.allclose(acts["blocks.14.hook_resid_post"], hidden[15], atol=1e-4)
     assert torch.equal(acts["blocks.15.hook_resid_pre"], acts["blocks.14.hook_resid_post"])
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-neox"])
+def test_models_load_with_fused_attention_in_float32(name):
+    """Loading pins what harvest speed rests on: SDPA attention (eager is ~2.5 x slower on CPU,
+    docs/benchmarks.md) and float32 weights unless another dtype is asked for; the reset
+    copy keeps both."""
+    lm = load(name)
+    for model in (lm, reset_copy(lm)):
+        assert model.hf.config._attn_implementation == "sdpa"
+        assert model.dtype == torch.float32
+    assert load(name, dtype=torch.bfloat16).dtype == torch.bfloat16

@@ -405,3 +405,20 @@ def test_damaged_shard_header_is_one_clear_error(tiny_models, tmp_path):
         s.shard_tensor(1, HOOKS[0])
     problems = " ".join(ActivationStore(out).verify().problems)
     assert "shard 0" in problems and "shard 1" in problems and "damaged header" in problems
+
+
+def test_store_harvest_runs_with_the_thread_policy_and_restores_it(tiny_models, tmp_path,
+                                                                   monkeypatch):
+    lm = tiny_models["tiny-llama"]
+    seen: list[int] = []
+    handle = lm.blocks[0].register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    monkeypatch.setenv("INTERPLAB_THREADS", "1")
+    try:
+        harvest_to_store(lm, TEXTS, "blocks.0.hook_resid_post", tmp_path / "s", progress=False)
+        harvest_to_store(lm, TEXTS, "blocks.0.hook_resid_post", tmp_path / "t", progress=False,
+                         threads=3)
+    finally:
+        handle.remove()
+    assert set(seen[: len(seen) // 2]) == {1} and set(seen[len(seen) // 2 :]) == {3}
+    assert torch.get_num_threads() == before

@@ -24,6 +24,7 @@ from interplab.activations.store import ActivationStore, StoreWriter, dtype_name
 from interplab.errors import InterplabError
 from interplab.models import LanguageModel
 from interplab.models.loading import weights_sha256
+from interplab.threads import limit_threads, resolve_threads
 
 
 def dataset_identity(texts: Sequence[str], name: str | None = None) -> dict:
@@ -65,6 +66,7 @@ def harvest_to_store(
     progress: bool = True,
     command: str | None = None,
     exclusion: ExclusionRule | None = None,
+    threads: int | str | None = None,
 ) -> ActivationStore:
     """Harvest ``texts`` into the store folder ``out``; re-running the same call resumes.
 
@@ -87,6 +89,8 @@ def harvest_to_store(
     (position 0; a norm above ``norm_ratio`` × the median of the chunk, at any hook) are not
     written, and the manifest records the rule (``sae_exclusion``) and how many rows it dropped
     (``sae_exclusion_count``). ``None`` (the default for general harvesting) keeps every row.
+    ``threads`` is the torch/BLAS thread count for the pass, as in :func:`harvest_tokens`
+    (default ``$INTERPLAB_THREADS`` or ``"auto"``), restored on return.
     """
     if (texts is None) == (token_ids is None):
         raise InterplabError("give either texts or token_ids, not both (and not neither)")
@@ -136,9 +140,10 @@ def harvest_to_store(
                       **({"command": command} if command else {}))
         if writer.manifest["complete"]:
             return ActivationStore(out)
-        _fill(writer, lm, ids, hooks, pos, chunk, rows_per_shard, progress=progress,
-              batch_size=batch_size, dtype=dtype, padding_side=padding_side,
-              compute_dtype=compute_dtype, exclusion=exclusion)
+        with limit_threads(resolve_threads(threads)):
+            _fill(writer, lm, ids, hooks, pos, chunk, rows_per_shard, progress=progress,
+                  batch_size=batch_size, dtype=dtype, padding_side=padding_side,
+                  compute_dtype=compute_dtype, exclusion=exclusion)
         writer.finish()
     return ActivationStore(out)
 

@@ -299,17 +299,25 @@ def load_child(args) -> dict:
     from interplab.models import load
 
     lm = load("smollm2-135m")
+    used: set[int] = set()
+    lm.blocks[0].register_forward_hook(lambda *_: used.add(torch.get_num_threads()))
     windows = corpus_windows(lm, args.n_seq, args.seq_len, seed=2)
     hook = f"blocks.{LAYER}.hook_resid_post"
     harvest_tokens(lm, windows[:8], hook, "all", batch_size=8, progress=False)
+    import resource
+
+    f0 = resource.getrusage(resource.RUSAGE_SELF)
     t0, c0 = time.perf_counter(), os.times()
     harvest_tokens(lm, windows, hook, "all", batch_size=args.batch_size, progress=False)
     wall = time.perf_counter() - t0
     c1 = os.times()
+    f1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
     n_tok = args.n_seq * args.seq_len
     return {"tok_s": n_tok / wall, "cpu_s": cpu, "wall_s": wall, "cpu_share": cpu / wall,
-            "torch_threads": torch.get_num_threads(),
+            "minor_faults_per_token": (f1.ru_minflt - f0.ru_minflt) / n_tok,
+            "involuntary_switches": f1.ru_nivcsw - f0.ru_nivcsw,
+            "threads_used": sorted(used),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")}
 
 

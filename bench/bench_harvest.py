@@ -265,11 +265,10 @@ def section_statements(lm, args) -> dict:
         sets = [load_csv(p) for p in paths]
     for p, ds in zip(STATEMENT_SETS, sets, strict=True):  # the export reads back identically
         assert ds.statements == load_dataset(p, max_size=args.max_per).statements
-    # One chunk = up to --chunk statements of one dataset in file order (as the study harvests).
-    chunks = []
-    for ds in sets:
-        ids = lm.tokenize(list(ds.statements))
-        chunks += [ids[i : i + args.chunk] for i in range(0, len(ids), args.chunk)]
+    # The datasets one after the other in file order (as a study reads them), cut into chunks of
+    # --chunk statements; baselines batch each chunk in that order, interplab sorts it by length.
+    ids = [t for ds in sets for t in lm.tokenize(list(ds.statements))]
+    chunks = [ids[i : i + args.chunk] for i in range(0, len(ids), args.chunk)]
     lengths = [len(t) for c in chunks for t in c]
     out: dict = {"n_statements": len(lengths), "n_tokens": int(sum(lengths)),
                  "tokens_min_median_max": [min(lengths), float(np.median(lengths)), max(lengths)],

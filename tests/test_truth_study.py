@@ -368,3 +368,39 @@ def test_every_interval_follows_n_boot():
         assert cell["lo"] == cell["hi"]
     entry = r.accuracy["cities"]["diffmean"]["probe"]
     assert entry["lo"] == entry["hi"]
+
+
+def test_datasets_are_harvested_together_and_split_back(tmp_path, monkeypatch):
+    """Several datasets go through one harvest call (so its length sorting spans them); each
+    gets back exactly its own rows, and a dataset already cached is not harvested again."""
+    import interplab.activations as activations
+    from interplab.datasets import load_dataset
+    from interplab.models import load
+    from interplab.progress import LineProgress
+    from interplab.studies.truth import _harvest_all
+
+    lm = load("tiny-llama")
+    datasets = {n: load_dataset(n, max_size=40) for n in ("cities", "larger_than", "sp_en_trans")}
+    calls: list[int] = []
+    real = activations.harvest
+
+    def counting(lm, texts, *args, **kwargs):
+        calls.append(len(texts))
+        return real(lm, texts, *args, **kwargs)
+
+    monkeypatch.setattr(activations, "harvest", counting)
+    from rich.console import Console
+
+    bar = LineProgress(Console(quiet=True))
+    together, _ = _harvest_all(lm, {"cities": datasets["cities"]}, [0, 1], 8, bar, "m", tmp_path)
+    calls.clear()
+    out, reused = _harvest_all(lm, datasets, [0, 1], 8, bar, "m", tmp_path)
+    assert reused == 1 and calls == [80]  # cities came from the cache, the other two in one call
+    for name, ds in datasets.items():
+        alone = real(lm, ds.statements, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
+                     "last", with_logprobs=True, progress=False)
+        X, lp = out[name]
+        assert X.shape == (2, len(ds), lm.d_model)
+        assert np.allclose(X[1], alone["blocks.1.hook_resid_post"].numpy(), atol=1e-4)
+        assert np.allclose(lp, alone.text_logprob.numpy(), atol=1e-3)
+    assert np.array_equal(out["cities"][0], together["cities"][0])

@@ -345,35 +345,53 @@ def _cache_path(cache_dir: Path, identity: dict, ds: Any, layers: list[int],
     return cache_dir / f"{ds.name}-{digest}.safetensors"
 
 
-def _harvest_one(lm: Any, ds: Any, layers: list[int], batch_size: int, with_logprobs: bool,
-                 cache_dir: Path | None, identity: dict | None,
-                 threads: int | None = None) -> tuple[np.ndarray, np.ndarray | None, bool]:
-    """Last-token resid_post ``[L, n, d]`` and log-probabilities, from the cache when present."""
-    from safetensors.numpy import load_file, save
+# Statements of several datasets go through one harvest call (up to this many per call), so the
+# harvest's length sorting pads less than it would dataset by dataset.
+HARVEST_GROUP = 2048
 
-    from interplab.activations import harvest
+
+def _cached(path: Path | None, ds: Any, layers: list[int]) -> tuple | None:
+    """``(X [L, n, d], logprob [n] | None)`` from the cache file, or None if it is not usable."""
+    from safetensors.numpy import load_file
+
+    if path is None or not path.is_file():
+        return None
+    try:
+        t = load_file(str(path))
+        if t["acts"].shape[:2] == (len(layers), len(ds)):
+            return t["acts"], t.get("logprob")
+    except Exception:  # noqa: BLE001 - a damaged cache file is re-harvested, not fatal
+        pass
+    return None
+
+
+def _save_cache(path: Path, X: np.ndarray, lp: np.ndarray | None) -> None:
+    from safetensors.numpy import save
+
     from interplab.fileio import atomic_write_bytes
 
-    path = _cache_path(cache_dir, identity, ds, layers, with_logprobs) if cache_dir else None
-    if path is not None and path.is_file():
-        try:
-            t = load_file(str(path))
-            if t["acts"].shape[:2] == (len(layers), len(ds)):
-                return t["acts"], t.get("logprob"), True
-        except Exception:  # noqa: BLE001 - a damaged cache file is re-harvested, not fatal
-            pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {"acts": np.ascontiguousarray(X)}
+    if lp is not None:
+        tensors["logprob"] = np.ascontiguousarray(lp)
+    atomic_write_bytes(path, save(tensors))
+
+
+def _harvest_group(lm: Any, group: list[Any], layers: list[int], batch_size: int,
+                   with_logprobs: bool, threads: int | None) -> list[tuple]:
+    """Last-token resid_post ``[L, n, d]`` and log-probabilities of each dataset in ``group``,
+    harvested in one call over all their statements."""
+    from interplab.activations import harvest
+
     hooks = [f"blocks.{layer}.hook_resid_post" for layer in layers]
-    acts = harvest(lm, ds.statements, hooks, "last", batch_size=batch_size,
-                   with_logprobs=with_logprobs, progress=False, threads=threads)
+    acts = harvest(lm, [s for ds in group for s in ds.statements], hooks, "last",
+                   batch_size=batch_size, with_logprobs=with_logprobs, progress=False,
+                   threads=threads)
     X = torch.stack([acts[h] for h in hooks]).float().numpy()  # [L, n, d]
     lp = acts.text_logprob.float().numpy() if with_logprobs else None
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {"acts": np.ascontiguousarray(X)}
-        if lp is not None:
-            tensors["logprob"] = np.ascontiguousarray(lp)
-        atomic_write_bytes(path, save(tensors))
-    return X, lp, False
+    ends = np.cumsum([len(ds) for ds in group])
+    return [(X[:, a:b], None if lp is None else lp[a:b])
+            for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
 
 def _harvest_all(lm: Any, datasets: dict, layers: list[int], batch_size: int,
@@ -387,14 +405,29 @@ def _harvest_all(lm: Any, datasets: dict, layers: list[int], batch_size: int,
     # The cache key names the weights themselves (not only the model's name and config), so
     # changed weights saved under the same name are harvested again, never read from the cache.
     identity = {**lm.identity(), "weights_sha256": weights_sha256(lm.hf)} if cache_dir else None
-    out, reused = {}, 0
+    paths = {name: _cache_path(cache_dir, identity, ds, layers, with_logprobs) if cache_dir
+             else None for name, ds in datasets.items()}
+    out: dict[str, tuple] = {}
     for name, ds in datasets.items():
-        X, lp, hit = _harvest_one(lm, ds, layers, batch_size, with_logprobs, cache_dir, identity,
-                                  threads)
-        out[name] = (X, lp)
-        reused += hit
-        progress.advance(task)
-    return out, reused
+        hit = _cached(paths[name], ds, layers)
+        if hit is not None:
+            out[name] = hit
+            progress.advance(task)
+    reused = len(out)
+    groups: list[list[str]] = []
+    for name in (n for n in datasets if n not in out):
+        if not groups or sum(len(datasets[n]) for n in groups[-1]) >= HARVEST_GROUP:
+            groups.append([])
+        groups[-1].append(name)
+    for names in groups:
+        parts = _harvest_group(lm, [datasets[n] for n in names], layers, batch_size,
+                               with_logprobs, threads)
+        for name, (X, lp) in zip(names, parts, strict=True):
+            out[name] = (X, lp)
+            if paths[name] is not None:
+                _save_cache(paths[name], X, lp)
+            progress.advance(task)
+    return {name: out[name] for name in datasets}, reused
 
 
 # ---------------------------------------------------------------------------------- the run

@@ -1,6 +1,16 @@
 """Loading language models and naming their hook points."""
 
-from interplab.models.hooks import HOOK_KINDS, HookPoint, attach, edit_hooks, parse_hook
+from interplab.models.hooks import (
+    HOOK_KINDS,
+    KINDS,
+    HookLike,
+    HookNameError,
+    HookPoint,
+    attach,
+    edit_hooks,
+    parse_hook,
+    resolve_hooks,
+)
 from interplab.models.language_model import LanguageModel
 from interplab.models.loading import DEFAULT_MODEL, embedded_path, known_models, load
 from interplab.models.reset import reset_copy
@@ -8,6 +18,9 @@ from interplab.models.reset import reset_copy
 __all__ = [
     "DEFAULT_MODEL",
     "HOOK_KINDS",
+    "KINDS",
+    "HookLike",
+    "HookNameError",
     "HookPoint",
     "LanguageModel",
     "attach",
@@ -16,5 +29,6 @@ __all__ = [
     "known_models",
     "load",
     "parse_hook",
+    "resolve_hooks",
     "reset_copy",
 ]

@@ -33,7 +33,7 @@ class MixingBuffer:
                  buffer_tokens: int = 65536, model_batch_size: int = 8, seed: int = 0,
                  bos_token_id: int | None = None, epochs: int = 1,
                  exclusion: ExclusionRule | None = None):
-        lm.parse_hook(hook)
+        hook = lm.parse_hook(hook)  # a HookPoint from here on
         if tokens.ndim != 2:
             raise InterplabError("tokens must be [n_sequences, seq_len] ids")
         if buffer_tokens < 2 * batch_size:

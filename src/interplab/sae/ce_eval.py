@@ -139,7 +139,7 @@ def ce_loss_recovered(
     """
     from interplab.models import edit_hooks
 
-    lm.parse_hook(hook)
+    hook = lm.parse_hook(hook)
     if sae.d_in != lm.d_model:
         raise InterplabError(
             f"dimension mismatch: the SAE takes d_in={sae.d_in} but {lm.name} has "
@@ -175,7 +175,7 @@ def ce_loss_recovered(
                                             device, edit_hooks, L, progress))
     finally:
         sae.train(was_training)
-    return CEEvaluation(hook=hook, results=results, exclusion=rule.to_dict())
+    return CEEvaluation(hook=hook.name, results=results, exclusion=rule.to_dict())
 
 
 def _evaluate_length(lm, sae, hook, tokens, mask, bos, rule, batch_size, device, edit_hooks, L,

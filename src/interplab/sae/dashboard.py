@@ -74,7 +74,7 @@ def feature_dashboards(
     """Dashboard data for ``features`` (default: ``n_features`` alive features spread over the
     density range) of ``sae`` at ``hook``, computed on ``tokens [n, T]``; BOS positions are
     ignored. Contexts show ``window`` tokens either side of the maximum."""
-    lm.parse_hook(hook)
+    hook = lm.parse_hook(hook)
     if sae.d_in != lm.d_model:
         raise InterplabError(f"dimension mismatch: SAE d_in={sae.d_in}, model d={lm.d_model}")
     sae.eval()
@@ -133,5 +133,5 @@ def feature_dashboards(
             suppressed=[(_token_str(tok, i), -float(v)) for v, i in zip(down.values, down.indices,
                                                                        strict=True)],
         ))
-    return DashboardData(model=lm.name, hook=hook, sae=sae.config.to_dict(), n_tokens=n_tok,
+    return DashboardData(model=lm.name, hook=hook.name, sae=sae.config.to_dict(), n_tokens=n_tok,
                          features=out)

@@ -13,7 +13,7 @@ from interplab.models.hooks import (
 )
 from interplab.models.language_model import LanguageModel
 from interplab.models.loading import DEFAULT_MODEL, embedded_path, known_models, load
-from interplab.models.reset import reset_copy
+from interplab.models.reset import random_init_copy, reset_copy
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -29,6 +29,7 @@ __all__ = [
     "known_models",
     "load",
     "parse_hook",
-    "resolve_hooks",
+    "random_init_copy",
     "reset_copy",
+    "resolve_hooks",
 ]

@@ -160,3 +160,20 @@ def test_edit_hooks_take_hook_points(tiny_models):
         with pytest.raises(HookNameError), edit_hooks(lm, {HookPoint.mlp_out(9): torch.zeros_like}):
             pass
     assert torch.equal(by_name, by_point)
+
+
+def test_naming_hook_points_does_not_import_transformers():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from interplab.compmech.transformer import GPTConfig; "
+            "names = GPTConfig(vocab_size=3, n_layers=2).hook_names; "
+            "assert names == ['blocks.0.hook_resid_pre', 'blocks.0.hook_resid_post', "
+            "'blocks.1.hook_resid_post'], names; "
+            "assert 'transformers' not in sys.modules; "
+            "from interplab.models import load; assert 'transformers' in sys.modules")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   env={**os.environ, "PYTHONPATH": src})

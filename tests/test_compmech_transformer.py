@@ -1,7 +1,5 @@
 """Toy transformer: causality, residual stream, save/load, and that training reaches the floor."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -126,22 +124,12 @@ def test_stopping_rule_stops_at_the_first_evaluation_within_the_target():
         TrainConfig(stop_loss=0.0)
 
 
-def test_checkpoint_files_go_through_the_atomic_writer(tmp_path, monkeypatch):
+def test_checkpoint_files_go_through_the_atomic_writer(tmp_path, atomic_writes):
     from safetensors.torch import save
 
-    import interplab.fileio
-
-    written = []
-    real = interplab.fileio.atomic_write
-
-    def spy(path, write):
-        written.append(Path(path).name)
-        return real(path, write)
-
-    monkeypatch.setattr(interplab.fileio, "atomic_write", spy)
     m = small()
     save_model(m, tmp_path / "ckpt", {"step": 3})
-    assert sorted(written) == ["config.json", "model.safetensors"]
+    assert sorted(atomic_writes) == ["config.json", "model.safetensors"]
     state = {k: v.detach().contiguous() for k, v in m.state_dict().items()}
     assert (tmp_path / "ckpt" / "model.safetensors").read_bytes() == save(state)
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json",

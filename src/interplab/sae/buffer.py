@@ -17,6 +17,7 @@ import torch
 
 from interplab.activations.exclusion import ExclusionCount, ExclusionRule
 from interplab.errors import InterplabError
+from interplab.models.hooks import HookLike
 
 __all__ = ["MixingBuffer"]
 
@@ -29,7 +30,7 @@ class MixingBuffer:
     (default :class:`ExclusionRule`; ``ExclusionRule.none()`` keeps them). Stops when the tokens run out (after ``epochs``).
     """
 
-    def __init__(self, lm, hook: str, tokens: torch.Tensor, batch_size: int,
+    def __init__(self, lm, hook: HookLike, tokens: torch.Tensor, batch_size: int,
                  buffer_tokens: int = 65536, model_batch_size: int = 8, seed: int = 0,
                  bos_token_id: int | None = None, epochs: int = 1,
                  exclusion: ExclusionRule | None = None):

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from interplab.activations.exclusion import ExclusionRule
 from interplab.errors import InterplabError
+from interplab.models.hooks import HookLike
 from interplab.sae.base import SparseAutoencoder
 from interplab.sae.metrics import ReconstructionAccumulator
 
@@ -119,7 +120,7 @@ def _take_first(tokens: torch.Tensor, mask: torch.Tensor, L: int):
 def ce_loss_recovered(
     lm,
     sae: SparseAutoencoder,
-    hook: str,
+    hook: HookLike,
     tokens: torch.Tensor | Sequence[Sequence[int]],
     attention_mask: torch.Tensor | None = None,
     context_lengths: Sequence[int] | None = None,

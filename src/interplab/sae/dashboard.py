@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from interplab.errors import InterplabError
+from interplab.models.hooks import HookLike
 from interplab.sae.base import SparseAutoencoder
 
 __all__ = ["FeatureDashboard", "DashboardData", "feature_dashboards", "sae_features_on_tokens"]
@@ -45,7 +46,7 @@ class DashboardData:
 
 
 @torch.no_grad()
-def sae_features_on_tokens(lm, sae: SparseAutoencoder, hook: str, tokens: torch.Tensor,
+def sae_features_on_tokens(lm, sae: SparseAutoencoder, hook: HookLike, tokens: torch.Tensor,
                            batch_size: int = 8) -> torch.Tensor:
     """SAE features at every position: ``tokens [n, T] → [n, T, d_sae]`` (float32, CPU)."""
     from interplab.activations import harvest_tokens
@@ -66,7 +67,7 @@ def _token_str(tokenizer, tid: int) -> str:
 
 @torch.no_grad()
 def feature_dashboards(
-    lm, sae: SparseAutoencoder, hook: str, tokens: torch.Tensor,
+    lm, sae: SparseAutoencoder, hook: HookLike, tokens: torch.Tensor,
     features: list[int] | None = None, n_features: int = 12, n_contexts: int = 8,
     window: int = 6, n_logits: int = 8, bos_token_id: int | None = None, batch_size: int = 8,
     n_bins: int = 30,

@@ -382,8 +382,9 @@ def _harvest_group(lm: Any, group: list[Any], layers: list[int], batch_size: int
     """Last-token resid_post ``[L, n, d]`` and log-probabilities of each dataset in ``group``,
     harvested in one call over all their statements."""
     from interplab.activations import harvest
+    from interplab.models import HookPoint
 
-    hooks = [f"blocks.{layer}.hook_resid_post" for layer in layers]
+    hooks = [HookPoint.resid_post(layer) for layer in layers]
     acts = harvest(lm, [s for ds in group for s in ds.statements], hooks, "last",
                    batch_size=batch_size, with_logprobs=with_logprobs, progress=False,
                    threads=threads)
@@ -440,7 +441,7 @@ def run_truth(config: TruthConfig, *, progress: bool = True, console: Console | 
     safetensors file per model identity, dataset content hash and layer list) and reused by a
     later run, so a failure after the harvest never costs the harvest again.
     """
-    from interplab.models import load, reset_copy
+    from interplab.models import HookPoint, load, reset_copy
 
     config.validate()
     console = console or Console(stderr=True)
@@ -455,8 +456,7 @@ def run_truth(config: TruthConfig, *, progress: bool = True, console: Console | 
         t = time.perf_counter()
         lm = load(config.model, device=config.device)
         layers = list(range(lm.n_layers)) if config.layers is None else list(config.layers)
-        for layer in layers:
-            lm.parse_hook(f"blocks.{layer}.hook_resid_post")
+        lm.resolve_hooks([HookPoint.resid_post(layer) for layer in layers])
         timings["load_s"] = time.perf_counter() - t
         n_statements = sum(len(ds) for ds in datasets.values())
         console.print(f"loaded {lm.name} in {timings['load_s']:.0f} s; {len(datasets)} datasets, "

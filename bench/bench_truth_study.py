@@ -23,6 +23,44 @@ ALL = ["cities", "neg_cities", "sp_en_trans", "neg_sp_en_trans", "larger_than", 
        "neg_capitals"]
 
 
+def paths_statements(names: str, max_size: int | None) -> list[str]:
+    from interplab.datasets import load_dataset
+
+    return [s for n in names.split(",") for s in load_dataset(n, max_size=max_size).statements]
+
+
+def flop_bound(model: str, statements: list[str], timings: dict) -> dict:
+    """Achieved GFLOP/s of the two harvests against a float32 matrix product of the model's own
+    shapes on this machine (same thread count): near 1 means the harvest is FLOP-bound."""
+    import torch
+
+    from interplab.models import load
+    from interplab.threads import limit_threads
+
+    lm = load(model)
+    n_tok = sum(len(t) for t in lm.tokenize(statements))
+    head = lm.unembed.numel()
+    body = sum(p.numel() for p in lm.hf.parameters()) - lm.embed.weight.numel()
+    # 2 FLOPs per weight per token; the model pass also projects every scored token (n - 1 per
+    # statement) onto the vocabulary; attention over ~15 tokens is negligible next to this.
+    model_flop = 2 * n_tok * body + 2 * (n_tok - len(statements)) * head
+    reset_flop = 2 * n_tok * body
+    a, w = torch.randn(1024, lm.d_model), torch.randn(lm.d_model, 4 * lm.d_model)
+    with limit_threads(int(timings.get("harvest_threads", 0))):
+        for _ in range(3):
+            a @ w
+        t = time.perf_counter()
+        for _ in range(50):
+            a @ w
+        gemm = 50 * 2 * a.shape[0] * w.numel() / (time.perf_counter() - t) / 1e9
+    model_gflops = model_flop / timings["harvest_model_s"] / 1e9
+    reset_gflops = reset_flop / max(timings["harvest_reset_s"], 1e-9) / 1e9
+    return {"n_tokens": n_tok, "model_pass_gflop": model_flop / 1e9,
+            "model_harvest_gflop_s": model_gflops, "reset_harvest_gflop_s": reset_gflops,
+            "gemm_gflop_s": gemm, "model_harvest_over_gemm": model_gflops / gemm,
+            "reset_harvest_over_gemm": reset_gflops / gemm}
+
+
 def main() -> None:
     from interplab.datasets import load_dataset
     from interplab.report.truth import write_truth_report
@@ -50,6 +88,8 @@ def main() -> None:
         wall = time.perf_counter() - t0
         c1 = os.times()
     timings = dict(result.timings)
+    bound = flop_bound(args.model, paths_statements(args.datasets, args.max_per_dataset or None),
+                       timings)
     timings["report_s"] = report_s
     fits = {k: v for k, v in timings.items() if k.startswith("fit_")}
     out = {"n_statements": sum(ds["n"] if "n" in ds else ds.get("n_rows", 0)
@@ -60,6 +100,7 @@ def main() -> None:
            "cpu_s": (c1.user - c0.user) + (c1.system - c0.system),
            "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
     out["cpu_share"] = out["cpu_s"] / wall
+    out["bound"] = bound
     text = json.dumps(out, indent=1)
     print(text)
     if args.out:

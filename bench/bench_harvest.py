@@ -165,13 +165,14 @@ def nnsight_stop(lm, layers: list[int], last_only: bool, logprobs: bool = False)
     return run
 
 
-def ours(lm, layers: list[int], positions: str, logprobs: bool = False) -> Callable:
+def ours(lm, layers: list[int], positions: str, logprobs: bool = False,
+         batch_size: int = 32) -> Callable:
     from interplab.activations import harvest_tokens
 
     hooks = [f"blocks.{la}.hook_resid_post" for la in layers]
 
     def run(batch):
-        return harvest_tokens(lm, batch, hooks, positions, batch_size=len(batch),
+        return harvest_tokens(lm, batch, hooks, positions, batch_size=batch_size,
                               with_logprobs=logprobs, progress=False)
 
     return run
@@ -232,7 +233,7 @@ def section_windows(lm, args) -> dict:
         "full forward": full_forward(lm, masked=False),
         "full forward, eager attention": full_forward(lm, masked=True, model=eager),
         "hook that stops": hook_stop(lm, [LAYER], last_only=False),
-        "interplab harvest_tokens": ours(lm, [LAYER], "all"),
+        "interplab harvest_tokens": ours(lm, [LAYER], "all", batch_size=bs),
     }
     if have_nnsight():
         contenders["nnsight .stop()"] = nnsight_stop(lm, [LAYER], last_only=False)
@@ -279,7 +280,8 @@ def section_statements(lm, args) -> dict:
         for lp in (False, True):
             contenders = {"hook that stops" if not lp else "hooks + full logits":
                           hook_stop(lm, layers, last_only=True, logprobs=lp),
-                          "interplab harvest_tokens": ours(lm, layers, "last", logprobs=lp)}
+                          "interplab harvest_tokens": ours(lm, layers, "last", logprobs=lp,
+                                                           batch_size=args.batch_size)}
             if have_nnsight():
                 contenders["nnsight .stop()" if not lp else "nnsight + lm_head output"] = (
                     nnsight_stop(lm, layers, last_only=True, logprobs=lp))

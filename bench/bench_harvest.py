@@ -274,14 +274,16 @@ def section_statements(lm, args) -> dict:
     out: dict = {"n_statements": len(lengths), "n_tokens": int(sum(lengths)),
                  "tokens_min_median_max": [min(lengths), float(np.median(lengths)), max(lengths)],
                  "datasets": STATEMENT_SETS, "batch": args.batch_size, "chunk": args.chunk,
+                 "our_batch": args.our_batch_size or args.batch_size,
                  "runs": {}}
     for key in args.layer_sets.split(","):
         layers = layer_sets[key]
-        for lp in (False, True):
+        for lp in {"both": (False, True), "no": (False,), "yes": (True,)}[args.logprobs]:
             contenders = {"hook that stops" if not lp else "hooks + full logits":
                           hook_stop(lm, layers, last_only=True, logprobs=lp),
                           "interplab harvest_tokens": ours(lm, layers, "last", logprobs=lp,
-                                                           batch_size=args.batch_size)}
+                                                           batch_size=args.our_batch_size
+                                                           or args.batch_size)}
             if have_nnsight():
                 contenders["nnsight .stop()" if not lp else "nnsight + lm_head output"] = (
                     nnsight_stop(lm, layers, last_only=True, logprobs=lp))
@@ -394,6 +396,9 @@ def main() -> None:
     ap.add_argument("--max-per", type=int, default=200, help="statements per dataset")
     ap.add_argument("--chunk", type=int, default=128, help="statements per interleaved chunk")
     ap.add_argument("--layer-sets", default="7,30")
+    ap.add_argument("--logprobs", default="both", choices=["both", "no", "yes"])
+    ap.add_argument("--our-batch-size", type=int, default=0,
+                    help="statements: interplab's batch size (default: --batch-size)")
     ap.add_argument("--policies", default="",
                     help="load: comma list of thread policies (e.g. 'fixed:2,auto'), each run "
                          "idle and under load in a child process")

@@ -296,11 +296,24 @@ def section_statements(lm, args) -> dict:
     return out
 
 
+def keep_freed_memory() -> None:
+    """glibc: serve blocks up to 32 MiB from the heap and never give freed memory back, so the
+    same activation buffers are reused batch after batch instead of faulted in again."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    assert libc.mallopt(m_mmap_threshold, 32 * 2**20) == 1
+    assert libc.mallopt(m_trim_threshold, 2**30) == 1
+
+
 def load_child(args) -> dict:
     """One harvest run in this process (thread policy already applied): tokens/s, CPU share."""
     from interplab.activations import harvest_tokens
     from interplab.models import load
 
+    if os.environ.get("BENCH_KEEP_FREED_MEMORY"):
+        keep_freed_memory()
     lm = load("smollm2-135m")
     used: set[int] = set()
     lm.blocks[0].register_forward_hook(lambda *_: used.add(torch.get_num_threads()))
@@ -441,11 +454,13 @@ def section_load(args) -> dict:
     out: dict = {"busy_neighbours": busy, "runs": {}}
     for policy in (args.policies or "default").split(","):
         env = {**os.environ}
-        threads, _, passive = policy.partition("+")
+        threads, *flags = policy.split("+")
         if threads != "default":
             env["INTERPLAB_THREADS"] = threads
-        if passive:  # e.g. "2+passive": OpenMP workers sleep instead of spinning when idle
+        if "passive" in flags:  # e.g. "2+passive": OpenMP workers sleep instead of spinning
             env["OMP_WAIT_POLICY"] = "PASSIVE"
+        if "keepmem" in flags:  # e.g. "auto+keepmem": see keep_freed_memory
+            env["BENCH_KEEP_FREED_MEMORY"] = "1"
         cmd = [sys.executable, __file__, "--child", "--n-seq", str(args.n_seq), "--seq-len",
                str(args.seq_len), "--batch-size", str(args.batch_size)]
         runs = {}

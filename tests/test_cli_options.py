@@ -222,3 +222,19 @@ def test_cli_import_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_converted_help_shows_the_dataclass_defaults():
+    from interplab.cli.main import app
+
+    checked = 0
+    for name, cmd in _converted_commands():
+        res = CliRunner().invoke(app, [*name.split(), "--help"], env={"COLUMNS": "400"})
+        assert res.exit_code == 0, res.output
+        lines = {ln.split()[1]: ln for ln in _plain(res.output).splitlines()
+                 if ln.strip().startswith("│") and len(ln.split()) > 1}
+        for o in config_fields(cmd.callback)[1]:
+            if type(o.default) in (int, float, str):
+                assert f"[default: {o.default}]" in lines[o.flag], (name, o.flag)
+                checked += 1
+    assert checked > 40

@@ -108,16 +108,16 @@ def _field_default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
-def _walk(cls: type, base: Any, prefix: str, hints_of: Callable[[type], dict]) -> Iterable[tuple]:
+def _walk(cls: type, base: Any, prefix: str = "") -> Iterable[tuple]:
     """(path, field, type, default) of every leaf field; nested dataclasses are descended into,
     with defaults read from ``base`` (the parent's default instance) when there is one."""
-    hints = hints_of(cls)
+    hints = _hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         default = getattr(base, f.name) if base is not None else _field_default(f)
         if _is_dataclass_type(tp):
             sub = default if default is not dataclasses.MISSING else None
-            yield from _walk(tp, sub, f"{prefix}{f.name}.", hints_of)
+            yield from _walk(tp, sub, f"{prefix}{f.name}.")
         else:
             yield f"{prefix}{f.name}", f, tp, default
 
@@ -140,7 +140,7 @@ def derive_options(cls: type, rename: Mapping[str, str] | None = None,
     """The options :func:`from_config` builds for ``cls`` (see the module docstring)."""
     rename = dict(rename or {})
     excluded = set(exclude)
-    paths = {p for p, *_ in _walk(cls, None, "", _hints)}
+    paths = {p for p, *_ in _walk(cls, None)}
     prefixes = {p.rsplit(".", 1)[0] for p in paths if "." in p}
     if only is not None:
         keep = set(only)
@@ -152,7 +152,7 @@ def derive_options(cls: type, rename: Mapping[str, str] | None = None,
         raise TypeError(f"options.from_config({cls.__name__}): no field(s) {sorted(unknown)}")
     out: list[ConfigOption] = []
     seen: dict[str, str] = {}
-    for path, f, tp, default in _walk(cls, _default_instance(cls), "", _hints):
+    for path, f, tp, default in _walk(cls, _default_instance(cls)):
         if path in excluded or any(path.startswith(e + ".") for e in excluded):
             continue
         _kind(tp)  # unsupported types fail here, at definition time

@@ -338,23 +338,28 @@ def _scored_rows(names: list[str], datasets: dict, splits: dict[str, Any]
 
 # ---------------------------------------------------------------------------------- harvest
 def _cache_path(cache_dir: Path, identity: dict, ds: Any, layers: list[int],
-                with_logprobs: bool) -> Path:
+                with_logprobs: bool, tokens: str = TOKENS) -> Path:
     key = json.dumps({"model": identity, "dataset": ds.content_hash, "layers": layers,
-                      "tokens": TOKENS, "logprobs": with_logprobs}, sort_keys=True, default=str)
+                      "tokens": tokens, "logprobs": with_logprobs}, sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return cache_dir / f"{ds.name}-{digest}.safetensors"
 
 
 def _harvest_one(lm: Any, ds: Any, layers: list[int], batch_size: int, with_logprobs: bool,
-                 cache_dir: Path | None,
-                 identity: dict | None) -> tuple[np.ndarray, np.ndarray | None, bool]:
-    """Last-token resid_post ``[L, n, d]`` and log-probabilities, from the cache when present."""
+                 cache_dir: Path | None, identity: dict | None, tokens: str = TOKENS,
+                 positions: Any = "last") -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """resid_post ``[L, n, d]`` and log-probabilities, from the cache when present.
+
+    One row per text: the last token by default; with ``positions`` selecting several tokens of
+    a text (e.g. ``Positions.explicit``), their mean. ``tokens`` describes the choice in the
+    cache key."""
     from safetensors.numpy import load_file, save
 
     from interplab.activations import harvest
     from interplab.fileio import atomic_write_bytes
 
-    path = _cache_path(cache_dir, identity, ds, layers, with_logprobs) if cache_dir else None
+    path = (_cache_path(cache_dir, identity, ds, layers, with_logprobs, tokens)
+            if cache_dir else None)
     if path is not None and path.is_file():
         try:
             t = load_file(str(path))
@@ -363,9 +368,13 @@ def _harvest_one(lm: Any, ds: Any, layers: list[int], batch_size: int, with_logp
         except Exception:  # noqa: BLE001 - a damaged cache file is re-harvested, not fatal
             pass
     hooks = [f"blocks.{layer}.hook_resid_post" for layer in layers]
-    acts = harvest(lm, ds.statements, hooks, "last", batch_size=batch_size,
+    acts = harvest(lm, ds.statements, hooks, positions, batch_size=batch_size,
                    with_logprobs=with_logprobs, progress=False)
-    X = torch.stack([acts[h] for h in hooks]).float().numpy()  # [L, n, d]
+    X = torch.stack([acts[h] for h in hooks]).float().numpy()  # [L, rows, d]
+    if X.shape[1] != len(ds):  # several tokens per text: their mean
+        text = acts.text_index.numpy()
+        X = np.stack([np.add.reduceat(x, np.flatnonzero(np.r_[True, text[1:] != text[:-1]]))
+                      for x in X]) / np.bincount(text, minlength=len(ds))[None, :, None]
     lp = acts.text_logprob.float().numpy() if with_logprobs else None
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -378,8 +387,11 @@ def _harvest_one(lm: Any, ds: Any, layers: list[int], batch_size: int, with_logp
 
 def _harvest_all(lm: Any, datasets: dict, layers: list[int], batch_size: int,
                  progress: Progress | LineProgress, label: str, cache_dir: Path | None,
-                 with_logprobs: bool = True) -> tuple[dict[str, tuple], int]:
-    """Per dataset ``(X [L, n, d], logprob [n] | None)``; also how many came from the cache."""
+                 with_logprobs: bool = True, tokens: str = TOKENS,
+                 positions_of: Any = None) -> tuple[dict[str, tuple], int]:
+    """Per dataset ``(X [L, n, d], logprob [n] | None)``; also how many came from the cache.
+
+    ``positions_of(ds)`` (default: the last token) selects the tokens averaged per text."""
     from interplab.models.loading import weights_sha256
 
     task = progress.add_task(f"harvest ({label})", total=len(datasets))
@@ -388,7 +400,8 @@ def _harvest_all(lm: Any, datasets: dict, layers: list[int], batch_size: int,
     identity = {**lm.identity(), "weights_sha256": weights_sha256(lm.hf)} if cache_dir else None
     out, reused = {}, 0
     for name, ds in datasets.items():
-        X, lp, hit = _harvest_one(lm, ds, layers, batch_size, with_logprobs, cache_dir, identity)
+        X, lp, hit = _harvest_one(lm, ds, layers, batch_size, with_logprobs, cache_dir, identity,
+                                  tokens, positions_of(ds) if positions_of else "last")
         out[name] = (X, lp)
         reused += hit
         progress.advance(task)

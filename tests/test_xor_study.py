@@ -1,0 +1,90 @@
+"""The XOR study's probing and generalization on toy activations, and a small run end to end."""
+
+import numpy as np
+import pytest
+import torch
+
+from interplab.datasets import Split
+from interplab.studies.xor import feature_curves, generalization_curves
+
+
+def _split(n, seed=0):
+    perm = np.random.default_rng(seed).permutation(n)
+    a, b = int(0.6 * n), int(0.8 * n)
+    return Split(train=np.sort(perm[:a]), val=np.sort(perm[a:b]), test=np.sort(perm[b:]),
+                 rule="by row (toy)", fractions=(0.6, 0.2, 0.2))
+
+
+def _toy_inputs(n, seed):
+    """Two balanced, independent bits embedded along two random unit directions, plus noise."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.permutation(np.arange(n) % 2), rng.permutation((np.arange(n) // 2) % 2)
+    E = torch.nn.functional.normalize(torch.randn(2, 16, generator=torch.Generator().manual_seed(seed)),
+                                      dim=1)
+    s = torch.tensor(np.stack([2 * a - 1, 2 * b - 1], axis=1), dtype=torch.float32)
+    x = s @ E + 0.2 * torch.randn(n, 16, generator=torch.Generator().manual_seed(seed + 1))
+    return x, a, b
+
+
+def _toy_model(nonlinear: bool, seed: int = 0) -> torch.nn.Module:
+    """Input → random hidden layer (ReLU or none) → read out at both layers."""
+    torch.manual_seed(seed)
+    hidden = torch.nn.Linear(16, 64)
+    return torch.nn.Sequential(hidden, torch.nn.ReLU()) if nonlinear else torch.nn.Sequential(hidden)
+
+
+def _toy_acts(nonlinear, n=1200, seed=0):
+    x, a, b = _toy_inputs(n, seed)
+    with torch.no_grad():
+        h = _toy_model(nonlinear, seed)(x)
+    X = np.stack([np.pad(x.numpy(), ((0, 0), (0, 48))), h.numpy()])  # [2 layers, n, 64]
+    return X, a, b
+
+
+@pytest.mark.parametrize("nonlinear", [True, False])
+def test_probe_reads_xor_only_after_a_nonlinearity(nonlinear):
+    X, a, b = _toy_acts(nonlinear)
+    split = _split(len(a))
+    for y in (a, b):  # the basic features are read at both layers
+        probe = feature_curves(X, y, split, shuffled=False, n_boot=300)["probe"]
+        assert min(probe["value"]) > 0.95
+    curves = feature_curves(X, a ^ b, split, shuffled=True, n_boot=300)
+    probe, shuffled = curves["probe"], curves["shuffled"]
+    # the input layer is linear in (a, b) in both models: XOR at chance, its CI covers 0.5
+    assert probe["lo"][0] <= 0.5 <= probe["hi"][0]
+    if nonlinear:
+        assert probe["value"][1] > 0.9 and probe["lo"][1] > shuffled["hi"][1]
+    else:
+        assert probe["lo"][1] <= 0.5 <= probe["hi"][1]
+    assert shuffled["lo"][1] <= 0.5 <= shuffled["hi"][1]
+
+
+def _planted(k, n=1600, d=32, seed=0):
+    """x = u_a·a + u_c·label + k·u_x·(a ⊕ label) + noise (±1 codes): RAX when k > 0."""
+    rng = np.random.default_rng(seed)
+    a, c = rng.permutation(np.arange(n) % 2), rng.permutation((np.arange(n) // 2) % 2)
+    U = np.linalg.qr(rng.standard_normal((d, 3)))[0].T  # three orthonormal directions
+    codes = np.stack([2 * a - 1, 2 * c - 1, 2 * (a ^ c) - 1], axis=1).astype(float)
+    x = codes @ (U * np.array([[1.0], [1.0], [k]])) + rng.standard_normal((n, d))
+    return x[None], a, c
+
+
+def test_generalization_drops_with_planted_rax_and_the_xor_explains_it():
+    X, a, c = _planted(k=1.2)
+    g = generalization_curves(X, a, c, _split(len(a)), n_boot=500)
+    assert g["in"]["value"][0] > 0.9  # trained where a = 1, read there well
+    assert g["drop"]["lo"][0] > 0.25  # tested where a = 0 it fails; training on both does not
+    assert g["out"]["value"][0] < 0.5 < g["both"]["value"][0]
+    assert g["cos_xor"][0] < -0.5 and abs(g["cos_xor_both"][0]) < 0.2
+    assert g["separation_ratio"][0] < 0  # the label direction inverts between a = 1 and a = 0
+    assert g["explained"]["ablated"]["lo"] > 0.7  # removing the a ⊕ label component repairs it
+    assert g["ablated"]["value"][0] > 0.75
+
+
+def test_no_drop_without_the_planted_xor():
+    X, a, c = _planted(k=0.0)
+    g = generalization_curves(X, a, c, _split(len(a)), n_boot=500)
+    assert g["drop"]["lo"][0] <= 0 <= g["drop"]["hi"][0]
+    assert g["out"]["lo"][0] <= g["in"]["hi"][0] and g["in"]["lo"][0] <= g["out"]["hi"][0]
+    assert abs(g["cos_xor"][0]) < 0.25
+    assert 0.7 < g["separation_ratio"][0] < 1.3

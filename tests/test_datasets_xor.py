@@ -71,7 +71,7 @@ def test_subsample_keeps_whole_groups_and_balance(xor_sets):
 def test_texts_features_and_spans_agree(xor_sets):
     vocab = set(filler_vocabulary())
     assert "not" not in vocab and "alice" not in vocab
-    for name, ds in xor_sets.items():
+    for ds in xor_sets.values():
         m = ds.metadata
         for i, text in enumerate(ds.statements):
             body = text[m["body_start"][i]:m["body_end"][i]]

@@ -77,12 +77,15 @@ def test_generalization_drops_with_planted_rax_and_the_xor_explains_it():
     assert g["out"]["value"][0] < 0.5 < g["both"]["value"][0]
     assert g["cos_xor"][0] < -0.5 and abs(g["cos_xor_both"][0]) < 0.2
     assert g["separation_ratio"][0] < 0  # the label direction inverts between a = 1 and a = 0
-    assert g["explained"]["ablated"]["lo"] > 0.7  # removing the a ⊕ label component repairs it
+    # removing the a ⊕ label component repairs most of it
+    assert g["explained"]["ablated"]["value"] > 0.75 and g["explained"]["ablated"]["lo"] > 0.5
     assert g["ablated"]["value"][0] > 0.75
 
 
 def test_no_drop_without_the_planted_xor():
-    X, a, c = _planted(k=0.0)
+    # more dimensions than training rows: probes fitted on shared rows would share their
+    # overfitting and look aligned with the XOR direction
+    X, a, c = _planted(k=0.0, n=1000, d=400)
     g = generalization_curves(X, a, c, _split(len(a)), n_boot=500)
     assert g["drop"]["lo"][0] <= 0 <= g["drop"]["hi"][0]
     assert g["out"]["lo"][0] <= g["in"]["hi"][0] and g["in"]["lo"][0] <= g["out"]["hi"][0]

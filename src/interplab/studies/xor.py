@@ -168,8 +168,8 @@ def generalization_curves(X: np.ndarray, held: np.ndarray, label: np.ndarray, sp
     ``held ⊕ label`` probe direction removed, threshold refitted on its own training rows) and
     ``recentred`` (the probe's threshold moved to the mean decision on the test rows, which
     removes an offset but keeps the direction). ``cos_xor`` / ``cos_xor_both`` are the cosines of
-    each probe's direction with the ``held ⊕ label`` probe direction (fitted on all training
-    rows); ``separation_ratio`` is the probe's class separation (mean decision, true minus false)
+    each probe's direction with the ``held ⊕ label`` probe direction (fitted on the validation
+    rows, which neither probe trains on); ``separation_ratio`` is the probe's class separation (mean decision, true minus false)
     on held = 0 over that on held = 1: 1 when the label direction is the same for both values,
     below 0 when it inverts. The layer is chosen by the probe's validation accuracy on held = 1.
     ``explained`` (at that layer) is the share of the drop each reading recovers, with CIs.
@@ -193,7 +193,9 @@ def generalization_curves(X: np.ndarray, held: np.ndarray, label: np.ndarray, sp
                 return make_probe(PROBE, centering=CENTERING).fit(X[li, rows], y[rows])
 
             const, both = fit(const_rows, label), fit(both_rows, label)
-            xor = fit(tr, held ^ label)
+            # On the validation rows, which no probe here trains on: two probes fitted on shared
+            # rows share their overfitting, and with d > n their cosine is large with no XOR at all.
+            xor = fit(split.val, held ^ label)
             v = xor.direction_
             w = const.direction_
             ablated = const.with_direction(w - (w @ v) / (v @ v) * v, X[li, const_rows],
@@ -525,6 +527,9 @@ def _notes(config: XorConfig) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- summary
+_MODE_SHORT = {"last": "last token", "mean": "mean over the statement"}
+
+
 def _fmt(c: dict[str, Any]) -> str:
     return f"{c['value']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}]"
 
@@ -544,7 +549,7 @@ def _summary(model: str, readings: list[dict], general: dict, layers: list[int])
         for name in dict.fromkeys(r["dataset"] for r in rows):
             own = [r for r in rows if r["dataset"] == name]
             parts = [f"{r['feature']} {_fmt(r['model'])} (L{r['model']['layer']})" for r in own]
-            out.append(f"{name}, {mode} token(s), test accuracy at the layer chosen on "
+            out.append(f"{name} ({_MODE_SHORT[mode]}), test accuracy at the layer chosen on "
                        f"validation: {'; '.join(parts)}.")
         truth_xors = [r for r in rows if r["kind"] != "basic" and "label" in r["feature"]]
         label_read = [r for r in rows if r["feature"] == "label" and _beats_controls(r)]

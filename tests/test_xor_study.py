@@ -91,3 +91,64 @@ def test_no_drop_without_the_planted_xor():
     assert g["out"]["lo"][0] <= g["in"]["hi"][0] and g["in"]["lo"][0] <= g["out"]["hi"][0]
     assert abs(g["cos_xor"][0]) < 0.25
     assert 0.7 < g["separation_ratio"][0] < 1.3
+
+
+def _row(kind, model, reset):
+    def cell(v, lo, hi, verdict):
+        return {"layer": 2, "value": v, "lo": lo, "hi": hi, "n": 100, "verdict": verdict}
+
+    return {"kind": kind, "model": cell(*model), "reset": cell(*reset)}
+
+
+def test_artefact_flag_follows_the_control_network():
+    from interplab.studies.xor import _artefact
+
+    model = (0.90, 0.84, 0.95, "above chance")
+    flag, comment = _artefact(_row("xor2", model, (0.86, 0.80, 0.92, "above chance")))
+    assert flag == "token-level artefact" and "reset" in comment
+    flag, comment = _artefact(_row("xor2", model, (0.62, 0.55, 0.70, "weakly above chance")))
+    assert flag == "partly token-level"
+    assert _artefact(_row("xor2", model, (0.52, 0.42, 0.62, "chance"))) == (None, "")
+    flag, comment = _artefact(_row("basic", model, (0.90, 0.84, 0.95, "above chance")))
+    assert flag is None and "tokens themselves" in comment
+
+
+def test_mean_positions_cover_exactly_the_statement(tiny_models):
+    from interplab.datasets import load_dataset
+    from interplab.studies.xor import _body_positions
+
+    lm = tiny_models["tiny-llama"]
+    for name in ("speaker_cities", "distractor_filler"):
+        ds = load_dataset(name, seed=0, max_size=16)
+        pos = _body_positions(lm, ds)
+        ids = lm.tokenize(ds.statements)
+        for i, rows in enumerate(pos.per_text):
+            text = lm.tokenizer.decode([ids[i][k] for k in rows]).strip()
+            assert text == ds.metadata["body"][i]
+
+
+def test_small_study_on_a_tiny_model_through_the_cli(tmp_path):
+    from interplab.cli.main import main
+    from interplab.studies.xor import XorResult
+
+    out = tmp_path / "xor"
+    code = main(["xor", "--model", "tiny-llama", "--datasets", "speaker_cities,speaker_filler",
+                 "--layers", "1,3", "--tokens", "last,mean", "--max-per-dataset", "80",
+                 "--n-boot", "200", "--n-shuffles", "2", "--out", str(out)])
+    assert code == 0
+    r = XorResult.from_json(out / "xor.json")
+    assert r.layers == [1, 3] and set(r.control_models) == {"reset", "random_init"}
+    features = {(x["tokens"], x["dataset"]): [] for x in r.readings}
+    for x in r.readings:
+        features[(x["tokens"], x["dataset"])].append(x["feature"])
+        assert {"model", "shuffled", "reset", "random_init"} <= set(x)
+    assert len(features[("mean", "speaker_cities")]) == 7
+    assert features[("last", "speaker_filler")] == ["has_alice", "has_not", "has_alice^has_not"]
+    assert set(r.generalization["last"]["speaker_cities"]) == {"has_alice", "has_not"}
+    # a randomly initialised tiny model knows no geography: truth, hence RAX, is not there
+    assert any(s.startswith("RAX does not reproduce on tiny-llama") for s in r.summary)
+    assert r.method["splits"]["speaker_cities"].startswith("by entity (city pair")
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "speaker_cities" in html and "Alice: The city of" in html
+    again = main(["xor", "--model", "tiny-llama", "--datasets", "bogus", "--out", str(out)])
+    assert again == 2

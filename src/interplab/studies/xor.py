@@ -232,8 +232,10 @@ def _share(bootstrap_statistic: Any, hits: dict, key: str, li: int, n_boot: int,
         drop = both.mean() - out.mean()
         return float((fixed.mean() - out.mean()) / drop) if drop > 0 else float("nan")
 
-    value, lo, hi = bootstrap_statistic(share, hits["both"][li], hits["out"][li], hits[key][li],
-                                        n_boot=n_boot, seed=seed)
+    columns = (hits["both"][li], hits["out"][li], hits[key][li])
+    if np.isnan(share(*columns)):  # no drop: nothing to share out
+        return {"value": float("nan"), "lo": float("nan"), "hi": float("nan")}
+    value, lo, hi = bootstrap_statistic(share, *columns, n_boot=n_boot, seed=seed)
     return {"value": value, "lo": lo, "hi": hi}
 
 

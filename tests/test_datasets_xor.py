@@ -107,3 +107,12 @@ def test_basic_features_refuses_a_dataset_without_them():
     ds = load_dataset("cities", seed=0, max_size=20)
     with pytest.raises(InterplabError, match="features"):
         basic_features(ds)
+
+
+def test_not_xor_label_is_the_claim_truth_and_is_named_so(xor_sets):
+    from interplab.datasets.xor import feature_aliases
+
+    for name in ("speaker_cities", "distractor_cities"):
+        aliases = feature_aliases(xor_sets[name])
+        assert list(aliases) == ["has_not^label"] and aliases["has_not^label"].startswith("claim_true")
+    assert feature_aliases(xor_sets["speaker_filler"]) == {}

@@ -22,7 +22,9 @@ The features are metadata columns (0/1 ints); :func:`basic_features` names those
 :func:`feature_table` adds their pairwise and three-way XORs. ``labels`` is ``label`` for the
 cities datasets and the first feature (``has_alice`` / ``has_banana``) for filler. Each row also
 records ``body_start`` / ``body_end``: the character span of the statement (or filler) without
-the prefix or suffix, for probes that average over the statement's tokens.
+the prefix or suffix, for probes that average over the statement's tokens; cities rows also
+record ``claim_true``, the truth of the claim with its negation undone, which equals
+``has_not ⊕ label`` (see :func:`feature_aliases`): that XOR is a feature in its own right.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ def _render(name: str, kind: str, groups: list, seed: int, group_by: str,
                    "body": body, "body_start": start, "body_end": start + len(body)}
             if has_truth:
                 row["label"] = lab
+                row["claim_true"] = lab ^ neg  # the claim with its negation undone
             table.append(row)
     table = [table[k] for k in rng.permutation(len(table))]
     columns = [c for c in table[0] if c not in ("statement", "group")]
@@ -200,6 +203,26 @@ def feature_table(ds: StatementDataset) -> dict[str, np.ndarray]:
             break
         for combo in itertools.combinations(basics, k):
             out["^".join(combo)] = np.bitwise_xor.reduce([cols[f] for f in combo])
+    return out
+
+
+# Columns that are known features of their own: a XOR equal to one needs no XOR computation.
+KNOWN_FEATURES = {
+    "claim_true": "the truth of the claim with its negation undone (is the city in the country?)",
+}
+
+
+def feature_aliases(ds: StatementDataset) -> dict[str, str]:
+    """XOR features equal on every row to a known feature (:data:`KNOWN_FEATURES`), e.g.
+    ``has_not ⊕ label`` = ``claim_true`` in the cities datasets: ``{xor: "claim_true: ..."}``."""
+    table = feature_table(ds)
+    out = {}
+    for column, words in KNOWN_FEATURES.items():
+        if column not in ds.metadata:
+            continue
+        known = np.asarray(ds.metadata[column], dtype=np.int64)
+        out.update({f: f"{column}, {words}" for f, x in table.items()
+                    if "^" in f and np.array_equal(x, known)})
     return out
 
 

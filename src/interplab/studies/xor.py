@@ -274,6 +274,12 @@ def _load(config: XorConfig) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
     return datasets, splits, features
 
 
+def _aliases(datasets: dict[str, Any]) -> dict[str, dict[str, str]]:
+    from interplab.datasets.xor import feature_aliases
+
+    return {name: feature_aliases(ds) for name, ds in datasets.items()}
+
+
 def _body_positions(lm: Any, ds: Any) -> Any:
     """Per text, the indices of the tokens that overlap its statement's character span."""
     from interplab.activations import Positions
@@ -328,9 +334,11 @@ def _at(curve: dict[str, Any], li: int, layers: list[int]) -> dict[str, Any]:
             "hi": curve["hi"][li], "n": curve["n"]}
 
 
-def _readings(curves: dict, layers: list[int]) -> list[dict[str, Any]]:
+def _readings(curves: dict, layers: list[int], aliases: dict[str, dict[str, str]]
+              ) -> list[dict[str, Any]]:
     """One row per (tokens, dataset, feature): each network at the layer its own validation
-    accuracy chooses, graded against chance as one family per network (Benjamini–Hochberg)."""
+    accuracy chooses, graded against chance as one family per network (Benjamini–Hochberg).
+    ``same_as`` names the known feature a XOR equals, if any (then it is not an arbitrary XOR)."""
     from interplab.controls.multiple import grade_family
     from interplab.datasets.xor import feature_kind
 
@@ -339,7 +347,8 @@ def _readings(curves: dict, layers: list[int]) -> list[dict[str, Any]]:
         for name, per_feature in per_ds.items():
             for feature, per_net in per_feature.items():
                 row: dict[str, Any] = {"tokens": mode, "dataset": name, "feature": feature,
-                                       "kind": feature_kind(feature)}
+                                       "kind": feature_kind(feature),
+                                       "same_as": aliases.get(name, {}).get(feature)}
                 for net in NETWORKS:
                     if net in per_net:
                         li = int(np.argmax(per_net[net]["val"]))
@@ -421,9 +430,10 @@ def run_xor(config: XorConfig, *, progress: bool = True, console: Console | None
         general = _all_generalization(config, acts, features, splits) \
             if config.generalization else {}
         timings["generalization_s"] = time.perf_counter() - t
-    readings = _readings(curves, layers)
+    aliases = _aliases(datasets)
+    readings = _readings(curves, layers, aliases)
     notes = _notes(config)
-    summary = _summary(identities["model"]["name"], readings, general, layers)
+    summary = _summary(identities["model"]["name"], readings, general, layers, aliases)
     timings["total_s"] = time.perf_counter() - t0
     return XorResult(
         config=asdict(config), versions=_versions(), model=identities["model"],
@@ -544,7 +554,8 @@ def _beats_controls(r: dict[str, Any]) -> bool:
     return all(r["model"]["lo"] > hi for hi in ctrl)
 
 
-def _summary(model: str, readings: list[dict], general: dict, layers: list[int]) -> list[str]:
+def _summary(model: str, readings: list[dict], general: dict, layers: list[int],
+             aliases: dict[str, dict[str, str]]) -> list[str]:
     out = []
     for mode in dict.fromkeys(r["tokens"] for r in readings):
         rows = [r for r in readings if r["tokens"] == mode]
@@ -553,7 +564,8 @@ def _summary(model: str, readings: list[dict], general: dict, layers: list[int])
             parts = [f"{r['feature']} {_fmt(r['model'])} (L{r['model']['layer']})" for r in own]
             out.append(f"{name} ({_MODE_SHORT[mode]}), test accuracy at the layer chosen on "
                        f"validation: {'; '.join(parts)}.")
-        truth_xors = [r for r in rows if r["kind"] != "basic" and "label" in r["feature"]]
+        truth_xors = [r for r in rows if r["kind"] != "basic" and "label" in r["feature"]
+                      and not r["same_as"]]
         label_read = [r for r in rows if r["feature"] == "label" and _beats_controls(r)]
         real = [r for r in truth_xors if _beats_controls(r) and r["artefact"] is None]
         if real and label_read:
@@ -568,6 +580,9 @@ def _summary(model: str, readings: list[dict], general: dict, layers: list[int])
                    f"no XOR with truth is read above chance and above every control (best: "
                    f"{best['dataset']} {best['feature']} {_fmt(best['model'])})")
             out.append(f"RAX does not reproduce on {model} ({mode}): {why}.")
+        for r in (r for r in rows if r["same_as"] and _beats_controls(r)):
+            out.append(f"{r['dataset']} {r['feature']} ({_fmt(r['model'])}) is not an arbitrary "
+                       f"XOR: it equals {r['same_as']}.")
         flagged = [r for r in rows if r["artefact"]]
         if flagged:
             out.append("Token-level XORs (a control network reads them too): " + "; ".join(
@@ -575,12 +590,13 @@ def _summary(model: str, readings: list[dict], general: dict, layers: list[int])
     for mode, per_ds in general.items():
         for name, per_held in per_ds.items():
             for held, g in per_held.items():
-                out.append(_generalization_sentence(name, mode, held, g, layers))
+                same = aliases.get(name, {}).get(f"{held}^label")
+                out.append(_generalization_sentence(name, mode, held, g, layers, same))
     return out
 
 
-def _generalization_sentence(name: str, mode: str, held: str, g: dict, layers: list[int]
-                             ) -> str:
+def _generalization_sentence(name: str, mode: str, held: str, g: dict, layers: list[int],
+                             same_as: str | None = None) -> str:
     li = g["layer_index"]
     at = {k: {"value": g[k]["value"][li], "lo": g[k]["lo"][li], "hi": g[k]["hi"][li]}
           for k in ("in", "out", "both", "drop", "ablated", "recentred")}
@@ -591,7 +607,8 @@ def _generalization_sentence(name: str, mode: str, held: str, g: dict, layers: l
     if at["drop"]["lo"] <= 0:
         return head + "; no significant drop, so there is nothing for the XOR to explain."
     ab, rc = g["explained"]["ablated"], g["explained"]["recentred"]
-    return (head + f". Its cosine with the {held}^label probe direction is "
+    alias = f" (= {same_as})" if same_as else ""
+    return (head + f". Its cosine with the {held}^label probe direction{alias} is "
             f"{g['cos_xor'][li]:+.2f} (the both-values probe: {g['cos_xor_both'][li]:+.2f}); "
             f"removing that component recovers {_fmt(ab)} of the drop, moving the threshold to "
             f"the test mean {_fmt(rc)}; the class separation where {held} = 0 is "

@@ -49,22 +49,39 @@ CENTERING = "train"  # nothing about a test set is used
 
 @dataclass
 class XorConfig:
-    """Everything that defines an XOR-study run (saved with the result)."""
+    """Everything that defines an XOR-study run (saved with the result); the CLI options of
+    ``interplab xor`` are derived from these fields."""
 
-    model: str = "smollm2-135m"
-    datasets: list[str] = field(default_factory=lambda: list(DEFAULT_DATASETS))
-    layers: list[int] | None = None  # None: every ``layer_step``-th block from 0, and the last
-    layer_step: int = 3
-    tokens: list[str] = field(default_factory=lambda: ["last"])  # "last" and/or "mean"
-    controls: list[str] = field(default_factory=lambda: list(CONTROLS))
-    max_per_dataset: int | None = 800  # whole entity groups, so every feature stays balanced
-    split: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])  # train, val, test
-    generalization: bool = True
-    seed: int = 0
-    n_boot: int = 1000
-    n_shuffles: int = 3
-    batch_size: int = 64
-    device: str | None = None
+    model: str = field(default="smollm2-135m",
+                       metadata={"help": "Registry name, HF folder or .gguf file."})
+    datasets: list[str] = field(
+        default_factory=lambda: list(DEFAULT_DATASETS),
+        metadata={"help": "speaker_cities, distractor_cities, speaker_filler, distractor_filler."})
+    layers: list[int] | None = field(
+        default=None, metadata={"help": "Blocks to probe (default: every --layer-step-th block "
+                                        "from 0, and the last)."})
+    layer_step: int = field(default=3, metadata={"help": "Stride of the default layers."})
+    tokens: list[str] = field(
+        default_factory=lambda: ["last"],
+        metadata={"help": "last and/or mean (the mean over the statement's own tokens)."})
+    controls: list[str] = field(
+        default_factory=lambda: list(CONTROLS),
+        metadata={"help": "Any of shuffled, reset, random_init ('none' for none)."})
+    max_per_dataset: int | None = field(
+        default=800, metadata={"help": "Rows per dataset, as whole entity groups so every "
+                                       "feature stays balanced ('none': all)."})
+    split: list[float] = field(
+        default_factory=lambda: [0.6, 0.2, 0.2],
+        metadata={"help": "Train, validation, test fractions (split by entity)."})
+    generalization: bool = field(
+        default=True, metadata={"help": "Train a truth probe with a feature held constant and "
+                                        "test it with the feature flipped."})
+    seed: int = field(default=0, metadata={"help": "Seed for data, splits, controls."})
+    n_boot: int = field(default=1000, metadata={"help": "Bootstrap draws per interval."})
+    n_shuffles: int = field(default=3, metadata={"help": "Shuffled-label fits per probe."})
+    batch_size: int = field(default=64, metadata={"help": "Texts per forward pass."})
+    device: str | None = field(default=None, metadata={"help": "cpu or cuda[:N] (default: "
+                                                               "the model's)."})
 
     def validate(self) -> None:
         from interplab.datasets.xor import GENERATORS

@@ -114,11 +114,19 @@ def test_artefact_flag_follows_the_control_network():
 
 
 def test_mean_positions_cover_exactly_the_statement(tiny_models):
+    _check_body_positions(tiny_models["tiny-llama"])
+
+
+@pytest.mark.embedded
+def test_mean_positions_on_the_embedded_tokenizer(smollm):
+    _check_body_positions(smollm)
+
+
+def _check_body_positions(lm):
     from interplab.datasets import load_dataset
     from interplab.studies.xor import _body_positions
 
-    lm = tiny_models["tiny-llama"]
-    for name in ("speaker_cities", "distractor_filler"):
+    for name in ("speaker_cities", "distractor_cities", "distractor_filler"):
         ds = load_dataset(name, seed=0, max_size=16)
         pos = _body_positions(lm, ds)
         ids = lm.tokenize(ds.statements)
@@ -152,3 +160,27 @@ def test_small_study_on_a_tiny_model_through_the_cli(tmp_path):
     assert "speaker_cities" in html and "Alice: The city of" in html
     again = main(["xor", "--model", "tiny-llama", "--datasets", "bogus", "--out", str(out)])
     assert again == 2
+
+
+def test_summary_counts_only_arbitrary_xors_with_truth():
+    from interplab.studies.xor import _summary
+
+    def reading(feature, kind, model, same_as=None):
+        cell = {"layer": 5, "n": 160, "value": model[0], "lo": model[1], "hi": model[2],
+                "verdict": model[3]}
+        chance = {"layer": 5, "n": 160, "value": 0.5, "lo": 0.42, "hi": 0.58, "verdict": "chance"}
+        return {"tokens": "last", "dataset": "speaker_cities", "feature": feature, "kind": kind,
+                "same_as": same_as, "model": cell, "reset": dict(chance),
+                "random_init": dict(chance), "shuffled": dict(chance), "artefact": None}
+
+    strong = (0.80, 0.74, 0.86, "above chance")
+    label = reading("label", "basic", strong)
+    claim = reading("has_not^label", "xor2", strong, same_as="claim_true, the claim's truth")
+    weak = reading("has_alice^label", "xor2", (0.55, 0.47, 0.63, "chance"))
+    out = _summary("m", [label, claim, weak], {}, [5], {})
+    assert any(s.startswith("RAX does not reproduce on m") for s in out)
+    assert any("has_not^label" in s and "not an arbitrary XOR" in s for s in out)
+    rax = reading("has_alice^label", "xor2", strong)
+    out = _summary("m", [label, claim, rax], {}, [5], {})
+    assert any(s.startswith("RAX reproduces on m") and "has_alice^label" in s
+               and "has_not^label" not in s for s in out)

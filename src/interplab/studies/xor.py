@@ -184,62 +184,68 @@ def generalization_curves(X: np.ndarray, held: np.ndarray, label: np.ndarray, sp
     bootstrap), and two readings of the drop: ``ablated`` (the probe with its component along the
     ``held ⊕ label`` probe direction removed, threshold refitted on its own training rows) and
     ``recentred`` (the probe's threshold moved to the mean decision on the test rows, which
-    removes an offset but keeps the direction). ``cos_xor`` / ``cos_xor_both`` are the cosines of
-    each probe's direction with the ``held ⊕ label`` probe direction (fitted on the validation
-    rows, which neither probe trains on); ``separation_ratio`` is the probe's class separation (mean decision, true minus false)
-    on held = 0 over that on held = 1: 1 when the label direction is the same for both values,
-    below 0 when it inverts. The layer is chosen by the probe's validation accuracy on held = 1.
-    ``explained`` (at that layer) is the share of the drop each reading recovers, with CIs.
+    removes an offset but keeps the direction). ``cos_xor`` / ``cos_xor_both`` are the cosines
+    of each probe's direction with the ``held ⊕ label`` probe direction, fitted on the
+    validation rows, which neither probe trains on; ``separation_ratio`` is the probe's class
+    separation (mean decision, true minus false) on held = 0 over that on held = 1: 1 when the
+    label direction is the same for both values, below 0 when it inverts. The layer is chosen by
+    the probe's validation accuracy on held = 1; ``explained`` (at that layer) is the share of
+    the drop each reading recovers, with CIs.
     """
     from interplab.controls import bootstrap_accuracy, bootstrap_statistic
-    from interplab.probes import make_probe
 
     held, label = np.asarray(held), np.asarray(label)
-    tr = split.train
-    const_rows = tr[held[tr] == 1]
-    both_rows = _stratified_subset(tr, held, label, len(const_rows), seed)
-    val_in = split.val[held[split.val] == 1]
-    test_in, test_out = split.test[held[split.test] == 1], split.test[held[split.test] == 0]
-    n_layers = X.shape[0]
-    hits = {k: np.zeros((n_layers, len(test_out))) for k in ("out", "both", "ablated", "recentred")}
-    hits["in"] = np.zeros((n_layers, len(test_in)))
-    val_acc, cos, cos_both, sep = (np.zeros(n_layers) for _ in range(4))
+    tr, va, te = split.train, split.val, split.test
+    rows = {"const": tr[held[tr] == 1], "val_in": va[held[va] == 1], "val": va,
+            "in": te[held[te] == 1], "out": te[held[te] == 0]}
+    rows["both"] = _stratified_subset(tr, held, label, len(rows["const"]), seed)
     with limit_threads(1):
-        for li in range(n_layers):
-            def fit(rows: np.ndarray, y: np.ndarray, li: int = li) -> Any:
-                return make_probe(PROBE, centering=CENTERING).fit(X[li, rows], y[rows])
-
-            const, both = fit(const_rows, label), fit(both_rows, label)
-            # On the validation rows, which no probe here trains on: two probes fitted on shared
-            # rows share their overfitting, and with d > n their cosine is large with no XOR at all.
-            xor = fit(split.val, held ^ label)
-            v = xor.direction_
-            w = const.direction_
-            ablated = const.with_direction(w - (w @ v) / (v @ v) * v, X[li, const_rows],
-                                           label[const_rows])
-            dec_out = const.decision_function(X[li, test_out])
-            dec_in = const.decision_function(X[li, test_in])
-            y_out, y_in = label[test_out], label[test_in]
-            hits["in"][li] = (dec_in > 0) == y_in
-            hits["out"][li] = (dec_out > 0) == y_out
-            hits["both"][li] = (both.decision_function(X[li, test_out]) > 0) == y_out
-            hits["ablated"][li] = (ablated.decision_function(X[li, test_out]) > 0) == y_out
-            hits["recentred"][li] = ((dec_out - dec_out.mean()) > 0) == y_out
-            val_acc[li] = ((const.decision_function(X[li, val_in]) > 0) == label[val_in]).mean()
-            cos[li], cos_both[li] = _cosine(w, v), _cosine(both.direction_, v)
-            sep[li] = _separation(dec_out, y_out) / (_separation(dec_in, y_in) or np.nan)
+        per_layer = [_generalization_layer(X[li], held, label, rows) for li in range(len(X))]
+    hits = {k: np.stack([p["hits"][k] for p in per_layer]).astype(np.float64)
+            for k in ("in", "out", "both", "ablated", "recentred")}
     curves = {k: _as_curve(bootstrap_accuracy(h, n_boot=n_boot, seed=seed))
               for k, h in hits.items()}
     curves["drop"] = _as_curve(bootstrap_accuracy(hits["both"] - hits["out"], n_boot=n_boot,
                                                   seed=seed))
-    li = int(np.argmax(val_acc))
+    val_in = [p["val_in"] for p in per_layer]
+    li = int(np.argmax(val_in))
     explained = {k: _share(bootstrap_statistic, hits, k, li, n_boot, seed)
                  for k in ("ablated", "recentred")}
-    return {**curves, "val_in": val_acc.tolist(), "cos_xor": cos.tolist(),
-            "cos_xor_both": cos_both.tolist(), "separation_ratio": sep.tolist(),
-            "layer_index": li, "explained": explained,
-            "n_train": int(len(const_rows)), "n_test_in": int(len(test_in)),
-            "n_test_out": int(len(test_out))}
+    return {**curves, "val_in": val_in, "cos_xor": [p["cos"] for p in per_layer],
+            "cos_xor_both": [p["cos_both"] for p in per_layer],
+            "separation_ratio": [p["separation_ratio"] for p in per_layer],
+            "layer_index": li, "explained": explained, "n_train": int(len(rows["const"])),
+            "n_test_in": int(len(rows["in"])), "n_test_out": int(len(rows["out"]))}
+
+
+def _generalization_layer(X: np.ndarray, held: np.ndarray, label: np.ndarray,
+                          rows: dict[str, np.ndarray]) -> dict[str, Any]:
+    """One layer (``X`` ``[n, d]``) of :func:`generalization_curves`: per-row hits and geometry."""
+    from interplab.probes import make_probe
+
+    def fit(idx: np.ndarray, y: np.ndarray) -> Any:
+        return make_probe(PROBE, centering=CENTERING).fit(X[idx], y[idx])
+
+    def hits(probe: Any, idx: np.ndarray) -> np.ndarray:
+        return (probe.decision_function(X[idx]) > 0) == label[idx]
+
+    const, both = fit(rows["const"], label), fit(rows["both"], label)
+    # On the validation rows, which no probe here trains on: two probes fitted on shared rows
+    # share their overfitting, and with d > n their cosine is large with no XOR at all.
+    v = fit(rows["val"], held ^ label).direction_
+    w = const.direction_
+    ablated = const.with_direction(w - (w @ v) / (v @ v) * v, X[rows["const"]],
+                                   label[rows["const"]])
+    dec_out, dec_in = (const.decision_function(X[rows[k]]) for k in ("out", "in"))
+    y_out, y_in = label[rows["out"]], label[rows["in"]]
+    return {
+        "hits": {"in": hits(const, rows["in"]), "out": hits(const, rows["out"]),
+                 "both": hits(both, rows["out"]), "ablated": hits(ablated, rows["out"]),
+                 "recentred": ((dec_out - dec_out.mean()) > 0) == y_out},
+        "val_in": float(hits(const, rows["val_in"]).mean()),
+        "cos": _cosine(w, v), "cos_both": _cosine(both.direction_, v),
+        "separation_ratio": _separation(dec_out, y_out) / (_separation(dec_in, y_in) or np.nan),
+    }
 
 
 def _share(bootstrap_statistic: Any, hits: dict, key: str, li: int, n_boot: int,

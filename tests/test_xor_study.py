@@ -109,6 +109,9 @@ def test_artefact_flag_follows_the_control_network():
     flag, comment = _artefact(_row("xor2", model, (0.62, 0.55, 0.70, "weakly above chance")))
     assert flag == "partly token-level"
     assert _artefact(_row("xor2", model, (0.52, 0.42, 0.62, "chance"))) == (None, "")
+    flag, comment = _artefact(_row("xor2", (0.52, 0.44, 0.60, "chance"),
+                                   (0.73, 0.66, 0.80, "above chance")))
+    assert flag is None and "although the model does not" in comment
     flag, comment = _artefact(_row("basic", model, (0.90, 0.84, 0.95, "above chance")))
     assert flag is None and "tokens themselves" in comment
 

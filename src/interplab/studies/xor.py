@@ -403,6 +403,9 @@ def _artefact(row: dict[str, Any]) -> tuple[str | None, str]:
         return None, ""
     net, c = max(controls, key=lambda nc: nc[1]["value"])
     what = NETWORK_WORDS[net]
+    if model.get("verdict") not in _READS:
+        return None, (f"{what} reads it ({c['value']:.2f} at layer {c['layer']}) although the "
+                      "model does not")
     if row["kind"] == "basic":
         return None, (f"{what} reads it too ({c['value']:.2f} at layer {c['layer']}): the "
                       "feature is present in the tokens themselves")

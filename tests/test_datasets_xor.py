@@ -47,6 +47,7 @@ def test_no_feature_predicts_another(xor_sets):
             assert (joint == len(ds) // 4).all(), (name, fa, fb, joint)
         counts = _cell_counts(ds)
         assert len(set(counts.values())) == 1  # every cell of the basic features equally full
+        assert len(set(ds.statements)) == len(ds)  # no text twice
 
 
 def test_every_entity_split_side_is_exactly_balanced(xor_sets):

@@ -28,7 +28,12 @@ from interplab.errors import InterplabError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-BUILTIN = [n for n in available_datasets() if not n.endswith("_freedict")]
+from interplab.datasets.xor import GENERATORS as XOR_DATASETS  # noqa: E402
+
+# The XOR study's datasets (prefixes, distractor words, filler) have their own tests
+# (test_datasets_xor.py).
+BUILTIN = [n for n in available_datasets()
+           if not n.endswith("_freedict") and n not in XOR_DATASETS]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from interplab.datasets import capitals, chemistry, cities, logic, numbers, translations
+from interplab.datasets import capitals, chemistry, cities, logic, numbers, translations, xor
 from interplab.datasets.csv import load_csv
 from interplab.datasets.statements import StatementDataset
 from interplab.errors import InterplabError
@@ -26,6 +26,8 @@ _GENERATORS: dict[str, Callable[[int], StatementDataset]] = {
     # Need Debian's dict-freedict-spa-eng at run time (GPL data, not shipped).
     "sp_en_trans_freedict": translations.sp_en_trans_freedict,
     "neg_sp_en_trans_freedict": translations.neg_sp_en_trans_freedict,
+    # XOR study: fully crossed extra features; subsampled by whole groups to keep the balance.
+    **xor.GENERATORS,
 }
 
 # Twin datasets: the same claims, the second one negated (or converse), labels flipped row by row.
@@ -52,7 +54,8 @@ def load_dataset(name: str, seed: int = 0, max_size: int | None = None) -> State
         seed: seed for wrong answers, sampling and order; the same seed gives the same dataset.
             Twins (``cities``/``neg_cities``) built with the same seed are aligned row by row.
         max_size: if given, a balanced deterministic subsample of at most this many rows (rounded
-            down to an even number); twins subsampled with the same seed stay aligned.
+            down to an even number); twins subsampled with the same seed stay aligned. The XOR
+            study's datasets keep whole groups instead, so all their features stay balanced.
 
     Raises:
         InterplabError: unknown name (the message lists the known ones), bad ``max_size``.
@@ -69,5 +72,8 @@ def load_dataset(name: str, seed: int = 0, max_size: int | None = None) -> State
             "or give the path of a .csv file with 'statement' and 'label' columns"
         )
     if max_size is not None and max_size < len(dataset):
-        dataset = dataset.balanced_subsample(max_size, seed=seed)
+        if name in xor.GENERATORS:
+            dataset = xor.subsample_groups(dataset, max_size, seed=seed)
+        else:
+            dataset = dataset.balanced_subsample(max_size, seed=seed)
     return dataset

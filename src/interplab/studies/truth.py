@@ -354,9 +354,9 @@ def _scored_rows(names: list[str], datasets: dict, splits: dict[str, Any]
 
 # ---------------------------------------------------------------------------------- harvest
 def _cache_path(cache_dir: Path, identity: dict, ds: Any, layers: list[int],
-                with_logprobs: bool) -> Path:
+                with_logprobs: bool, tokens: str = TOKENS) -> Path:
     key = json.dumps({"model": identity, "dataset": ds.content_hash, "layers": layers,
-                      "tokens": TOKENS, "logprobs": with_logprobs}, sort_keys=True, default=str)
+                      "tokens": tokens, "logprobs": with_logprobs}, sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return cache_dir / f"{ds.name}-{digest}.safetensors"
 
@@ -394,19 +394,28 @@ def _save_cache(path: Path, X: np.ndarray, lp: np.ndarray | None) -> None:
 
 
 def _harvest_group(lm: Any, group: list[Any], layers: list[int], batch_size: int,
-                   with_logprobs: bool, threads: int | None) -> list[tuple]:
-    """Last-token resid_post ``[L, n, d]`` and log-probabilities of each dataset in ``group``,
-    harvested in one call over all their statements."""
+                   with_logprobs: bool, threads: int | None, positions: Any = "last"
+                   ) -> list[tuple]:
+    """resid_post ``[L, n, d]`` and log-probabilities of each dataset in ``group``, harvested in
+    one call over all their statements.
+
+    One row per text: the last token by default; with ``positions`` selecting several tokens of
+    a text (e.g. ``Positions.explicit``, for a group of one dataset), their mean."""
     import torch
 
     from interplab.activations import harvest
     from interplab.models import HookPoint
 
     hooks = [HookPoint.resid_post(layer) for layer in layers]
-    acts = harvest(lm, [s for ds in group for s in ds.statements], hooks, "last",
+    n = sum(len(ds) for ds in group)
+    acts = harvest(lm, [s for ds in group for s in ds.statements], hooks, positions,
                    batch_size=batch_size, with_logprobs=with_logprobs, progress=False,
                    threads=threads)
-    X = torch.stack([acts[h] for h in hooks]).float().numpy()  # [L, n, d]
+    X = torch.stack([acts[h] for h in hooks]).float().numpy()  # [L, rows, d]
+    if X.shape[1] != n:  # several tokens per text: their mean
+        text = acts.text_index.numpy()
+        X = np.stack([np.add.reduceat(x, np.flatnonzero(np.r_[True, text[1:] != text[:-1]]))
+                      for x in X]) / np.bincount(text, minlength=n)[None, :, None]
     lp = acts.text_logprob.float().numpy() if with_logprobs else None
     ends = np.cumsum([len(ds) for ds in group])
     return [(X[:, a:b], None if lp is None else lp[a:b])
@@ -415,17 +424,20 @@ def _harvest_group(lm: Any, group: list[Any], layers: list[int], batch_size: int
 
 def _harvest_all(lm: Any, datasets: dict, layers: list[int], batch_size: int,
                  progress: Progress | LineProgress, label: str, cache_dir: Path | None,
-                 with_logprobs: bool = True, threads: int | None = None
-                 ) -> tuple[dict[str, tuple], int]:
-    """Per dataset ``(X [L, n, d], logprob [n] | None)``; also how many came from the cache."""
+                 with_logprobs: bool = True, threads: int | None = None, tokens: str = TOKENS,
+                 positions_of: Any = None) -> tuple[dict[str, tuple], int]:
+    """Per dataset ``(X [L, n, d], logprob [n] | None)``; also how many came from the cache.
+
+    ``positions_of(ds)`` (default: the last token) selects the tokens averaged per text; such
+    datasets are harvested one per call, since their positions are their own."""
     from interplab.models.loading import weights_sha256
 
     task = progress.add_task(f"harvest ({label})", total=len(datasets))
     # The cache key names the weights themselves (not only the model's name and config), so
     # changed weights saved under the same name are harvested again, never read from the cache.
     identity = {**lm.identity(), "weights_sha256": weights_sha256(lm.hf)} if cache_dir else None
-    paths = {name: _cache_path(cache_dir, identity, ds, layers, with_logprobs) if cache_dir
-             else None for name, ds in datasets.items()}
+    paths = {name: _cache_path(cache_dir, identity, ds, layers, with_logprobs, tokens)
+             if cache_dir else None for name, ds in datasets.items()}
     out: dict[str, tuple] = {}
     for name, ds in datasets.items():
         hit = _cached(paths[name], ds, layers)
@@ -435,18 +447,22 @@ def _harvest_all(lm: Any, datasets: dict, layers: list[int], batch_size: int,
     reused = len(out)
     groups: list[list[str]] = []
     for name in (n for n in datasets if n not in out):
-        if not groups or sum(len(datasets[n]) for n in groups[-1]) >= HARVEST_GROUP:
+        full = groups and sum(len(datasets[n]) for n in groups[-1]) >= HARVEST_GROUP
+        if not groups or full or positions_of is not None:
             groups.append([])
         groups[-1].append(name)
     for names in groups:
+        positions = positions_of(datasets[names[0]]) if positions_of else "last"
         parts = _harvest_group(lm, [datasets[n] for n in names], layers, batch_size,
-                               with_logprobs, threads)
+                               with_logprobs, threads, positions)
         for name, (X, lp) in zip(names, parts, strict=True):
             out[name] = (X, lp)
             if paths[name] is not None:
                 _save_cache(paths[name], X, lp)
             progress.advance(task)
     return {name: out[name] for name in datasets}, reused
+
+
 
 
 # ---------------------------------------------------------------------------------- the run

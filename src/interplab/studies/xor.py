@@ -1,0 +1,641 @@
+"""The XOR study: can a linear probe read XORs of arbitrary features, and what does it cost?
+
+Question (the "random-access XOR" finding): a logistic probe on the residual stream may read not
+only basic features a and b but also a ⊕ b for unrelated pairs. If it does, a truth probe
+trained where an unrelated feature is constant (only "Alice") mixes in the a ⊕ label direction
+and can fail when the feature flips ("Bob"), with no spurious correlation in its training data.
+
+Data flow: the XOR datasets (``interplab.datasets.xor``: every feature crossed with every other,
+exactly balanced per entity group) → entity splits (no city on two sides) → resid_post per layer
+at the last token (optionally also the mean over the statement's own tokens) for the model, its
+weight-permuted reset copy and a randomly initialised network of the same architecture, cached
+on disk → per feature (basic, pairwise XOR, three-way XOR), layer and network a logistic probe
+fitted on train, the layer chosen on validation, accuracy on test with bootstrap CIs and a
+shuffled-label control → graded verdicts, token-level artefacts flagged where a control network
+reads a XOR too → the generalization experiment (train on one value of a feature, test on the
+other, against training on both; how much of the drop the a ⊕ label direction explains) → a
+JSON-serialisable :class:`XorResult`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from interplab.errors import InterplabError
+from interplab.progress import progress_display
+from interplab.threads import limit_threads
+
+DEFAULT_DATASETS = ["speaker_cities", "distractor_cities", "speaker_filler"]
+NETWORKS = ("model", "reset", "random_init")
+CONTROLS = ("shuffled", "reset", "random_init")
+TOKEN_MODES = ("last", "mean")
+TOKEN_WORDS = {
+    "last": "the last token of each text (blocks.{layer}.hook_resid_post, before the final norm)",
+    "mean": "the mean over the tokens of the statement (or filler) itself, without the speaker "
+            "prefix or the distractor word (blocks.{layer}.hook_resid_post)",
+}
+NETWORK_WORDS = {"model": "the trained model", "reset": "the reset (weight-permuted) network",
+                 "random_init": "a randomly initialised network of the same architecture"}
+PROBE = "logistic"  # L2 logistic regression, C=1 on RMS-scaled inputs (interplab.probes)
+CENTERING = "train"  # nothing about a test set is used
+
+
+@dataclass
+class XorConfig:
+    """Everything that defines an XOR-study run (saved with the result); the CLI options of
+    ``interplab xor`` are derived from these fields."""
+
+    model: str = field(default="smollm2-135m",
+                       metadata={"help": "Registry name, HF folder or .gguf file."})
+    datasets: list[str] = field(
+        default_factory=lambda: list(DEFAULT_DATASETS),
+        metadata={"help": "speaker_cities, distractor_cities, speaker_filler, distractor_filler."})
+    layers: list[int] | None = field(
+        default=None, metadata={"help": "Blocks to probe (default: every --layer-step-th block "
+                                        "from 0, and the last)."})
+    layer_step: int = field(default=3, metadata={"help": "Stride of the default layers."})
+    tokens: list[str] = field(
+        default_factory=lambda: ["last"],
+        metadata={"help": "last and/or mean (the mean over the statement's own tokens)."})
+    controls: list[str] = field(
+        default_factory=lambda: list(CONTROLS),
+        metadata={"help": "Any of shuffled, reset, random_init ('none' for none)."})
+    max_per_dataset: int | None = field(
+        default=800, metadata={"help": "Rows per dataset, as whole entity groups so every "
+                                       "feature stays balanced ('none': all)."})
+    split: list[float] = field(
+        default_factory=lambda: [0.6, 0.2, 0.2],
+        metadata={"help": "Train, validation, test fractions (split by entity)."})
+    generalization: bool = field(
+        default=True, metadata={"help": "Train a truth probe with a feature held constant and "
+                                        "test it with the feature flipped."})
+    seed: int = field(default=0, metadata={"help": "Seed for data, splits, controls."})
+    n_boot: int = field(default=1000, metadata={"help": "Bootstrap draws per interval."})
+    n_shuffles: int = field(default=3, metadata={"help": "Shuffled-label fits per probe."})
+    batch_size: int = field(default=64, metadata={"help": "Texts per forward pass."})
+    device: str | None = field(default=None, metadata={"help": "cpu or cuda[:N] (default: "
+                                                               "the model's)."})
+
+    def validate(self) -> None:
+        from interplab.datasets.xor import GENERATORS
+
+        if not self.datasets:
+            raise InterplabError("no datasets given; name at least one, e.g. speaker_cities")
+        unknown = [d for d in self.datasets if d not in GENERATORS]
+        if unknown:
+            raise InterplabError(f"unknown XOR dataset(s) {unknown}; choose from "
+                                 f"{', '.join(GENERATORS)}")
+        bad = [c for c in self.controls if c not in CONTROLS]
+        if bad:
+            raise InterplabError(f"unknown control(s) {bad}; choose from {', '.join(CONTROLS)}")
+        if not self.tokens or any(t not in TOKEN_MODES for t in self.tokens):
+            raise InterplabError(f"tokens must be one or both of {TOKEN_MODES}, got {self.tokens}")
+        if (len(self.split) != 3 or min(self.split) <= 0 or abs(sum(self.split) - 1) > 1e-6):
+            raise InterplabError(f"split must be three positive fractions (train, validation, "
+                                 f"test) summing to 1, got {self.split}; e.g. 0.6,0.2,0.2")
+        if self.layers is not None and any(layer < 0 for layer in self.layers):
+            raise InterplabError(f"layers must be non-negative block indices, got {self.layers}")
+        if self.layer_step < 1 or self.n_shuffles < 1 or self.n_boot < 10:
+            raise InterplabError("layer_step and n_shuffles must be at least 1, n_boot at least 10")
+        if self.max_per_dataset is not None and self.max_per_dataset < 40:
+            raise InterplabError(f"max_per_dataset {self.max_per_dataset} is too small for three "
+                                 "splits of a balanced design; use at least 40 (or none)")
+
+
+@dataclass
+class XorResult:
+    """An XOR-study result: config, curves with controls, readings, generalization, summary."""
+
+    config: dict[str, Any]
+    versions: dict[str, str]
+    model: dict[str, Any]
+    control_models: dict[str, dict[str, Any]]
+    datasets: list[dict[str, Any]]
+    layers: list[int]
+    # curves[tokens][dataset][feature][network or "shuffled"] =
+    #   {"value": [L], "lo": [L], "hi": [L], "n": int, "val": [L] (not for "shuffled")}
+    curves: dict[str, dict[str, dict[str, dict[str, dict[str, Any]]]]]
+    readings: list[dict[str, Any]]  # one row per (tokens, dataset, feature), chosen layers
+    # generalization[tokens][dataset][feature held constant] = see `generalization_curves`
+    generalization: dict[str, dict[str, dict[str, dict[str, Any]]]]
+    method: dict[str, Any]
+    summary: list[str]
+    notes: list[str]
+    timings: dict[str, float]
+
+    def to_json(self, path: str | Path) -> Path:
+        from interplab.fileio import atomic_write_json
+
+        return atomic_write_json(path, asdict(self))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> XorResult:
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+# ---------------------------------------------------------------------------------- probing
+def _as_curve(est: dict[str, Any]) -> dict[str, Any]:
+    return {"value": list(est["value"]), "lo": list(est["lo"]), "hi": list(est["hi"]),
+            "n": int(est["n"])}
+
+
+def feature_curves(X: np.ndarray, y: np.ndarray, split: Any, *, shuffled: bool, seed: int = 0,
+                   n_boot: int = 1000, n_shuffles: int = 3) -> dict[str, dict[str, Any]]:
+    """Held-out accuracy per layer of a logistic probe for one binary feature.
+
+    ``X`` is ``[n_layers, n, d]``, ``y`` ``[n]`` (0/1), ``split`` has ``train``/``val``/``test``
+    row indices. Returns ``{"probe": curve, "shuffled": curve}`` (the latter only with
+    ``shuffled``); a curve holds test ``value``/``lo``/``hi`` (95 % bootstrap) per layer, ``n``,
+    and for the probe ``val`` (validation accuracy per layer, which chooses the layer). The
+    shuffled-label interval is that of one shuffled probe (it covers the spread between shuffles).
+    """
+    from interplab.controls import bootstrap_accuracy, shuffled_accuracy_interval
+    from interplab.probes.generalization import LabelledActs, fit_and_test
+
+    def part(rows: np.ndarray) -> LabelledActs:
+        return LabelledActs(X[:, rows], y[rows])
+
+    variants = ["probe", "shuffled"] if shuffled else ["probe"]
+    out = fit_and_test(PROBE, part(split.train), {"val": part(split.val), "test": part(split.test)},
+                       centering=CENTERING, variants=variants, seed=seed, n_shuffles=n_shuffles)
+    probe = _as_curve(bootstrap_accuracy(out.correct["probe"]["test"], n_boot=n_boot, seed=seed))
+    probe["val"] = out.correct["probe"]["val"].mean(axis=1).tolist()
+    curves = {"probe": probe}
+    if shuffled:
+        est = shuffled_accuracy_interval(out.shuffle_correct["test"], n_boot=n_boot, seed=seed)
+        curves["shuffled"] = _as_curve(est)
+    return curves
+
+
+def generalization_curves(X: np.ndarray, held: np.ndarray, label: np.ndarray, split: Any, *,
+                          seed: int = 0, n_boot: int = 1000) -> dict[str, Any]:
+    """A label probe trained where the feature ``held`` is 1, tested where it is 0.
+
+    Per layer (``X`` ``[n_layers, n, d]``): ``in`` (trained on held = 1, tested on held = 1),
+    ``out`` (same probe, tested on held = 0), ``both`` (trained on a stratified subset of the
+    same size with both values, tested on held = 0), ``drop`` (``both`` − ``out``, paired
+    bootstrap), and two readings of the drop: ``ablated`` (the probe with its component along the
+    ``held ⊕ label`` probe direction removed, threshold refitted on its own training rows) and
+    ``recentred`` (the probe's threshold moved to the mean decision on the test rows, which
+    removes an offset but keeps the direction). ``cos_xor`` / ``cos_xor_both`` are the cosines
+    of each probe's direction with the ``held ⊕ label`` probe direction, fitted on the
+    validation rows, which neither probe trains on; ``separation_ratio`` is the probe's class
+    separation (mean decision, true minus false) on held = 0 over that on held = 1: 1 when the
+    label direction is the same for both values, below 0 when it inverts. The layer is chosen by
+    the probe's validation accuracy on held = 1; ``explained`` (at that layer) is the share of
+    the drop each reading recovers, with CIs.
+    """
+    from interplab.controls import bootstrap_accuracy, bootstrap_statistic
+
+    held, label = np.asarray(held), np.asarray(label)
+    tr, va, te = split.train, split.val, split.test
+    rows = {"const": tr[held[tr] == 1], "val_in": va[held[va] == 1], "val": va,
+            "in": te[held[te] == 1], "out": te[held[te] == 0]}
+    rows["both"] = _stratified_subset(tr, held, label, len(rows["const"]), seed)
+    with limit_threads(1):
+        per_layer = [_generalization_layer(X[li], held, label, rows) for li in range(len(X))]
+    hits = {k: np.stack([p["hits"][k] for p in per_layer]).astype(np.float64)
+            for k in ("in", "out", "both", "ablated", "recentred")}
+    curves = {k: _as_curve(bootstrap_accuracy(h, n_boot=n_boot, seed=seed))
+              for k, h in hits.items()}
+    curves["drop"] = _as_curve(bootstrap_accuracy(hits["both"] - hits["out"], n_boot=n_boot,
+                                                  seed=seed))
+    val_in = [p["val_in"] for p in per_layer]
+    li = int(np.argmax(val_in))
+    explained = {k: _share(bootstrap_statistic, hits, k, li, n_boot, seed)
+                 for k in ("ablated", "recentred")}
+    return {**curves, "val_in": val_in, "cos_xor": [p["cos"] for p in per_layer],
+            "cos_xor_both": [p["cos_both"] for p in per_layer],
+            "separation_ratio": [p["separation_ratio"] for p in per_layer],
+            "layer_index": li, "explained": explained, "n_train": int(len(rows["const"])),
+            "n_test_in": int(len(rows["in"])), "n_test_out": int(len(rows["out"]))}
+
+
+def _generalization_layer(X: np.ndarray, held: np.ndarray, label: np.ndarray,
+                          rows: dict[str, np.ndarray]) -> dict[str, Any]:
+    """One layer (``X`` ``[n, d]``) of :func:`generalization_curves`: per-row hits and geometry."""
+    from interplab.probes import make_probe
+
+    def fit(idx: np.ndarray, y: np.ndarray) -> Any:
+        return make_probe(PROBE, centering=CENTERING).fit(X[idx], y[idx])
+
+    def hits(probe: Any, idx: np.ndarray) -> np.ndarray:
+        return (probe.decision_function(X[idx]) > 0) == label[idx]
+
+    const, both = fit(rows["const"], label), fit(rows["both"], label)
+    # On the validation rows, which no probe here trains on: two probes fitted on shared rows
+    # share their overfitting, and with d > n their cosine is large with no XOR at all.
+    v = fit(rows["val"], held ^ label).direction_
+    w = const.direction_
+    ablated = const.with_direction(w - (w @ v) / (v @ v) * v, X[rows["const"]],
+                                   label[rows["const"]])
+    dec_out, dec_in = (const.decision_function(X[rows[k]]) for k in ("out", "in"))
+    y_out, y_in = label[rows["out"]], label[rows["in"]]
+    return {
+        "hits": {"in": hits(const, rows["in"]), "out": hits(const, rows["out"]),
+                 "both": hits(both, rows["out"]), "ablated": hits(ablated, rows["out"]),
+                 "recentred": ((dec_out - dec_out.mean()) > 0) == y_out},
+        "val_in": float(hits(const, rows["val_in"]).mean()),
+        "cos": _cosine(w, v), "cos_both": _cosine(both.direction_, v),
+        "separation_ratio": _separation(dec_out, y_out) / (_separation(dec_in, y_in) or np.nan),
+    }
+
+
+def _share(bootstrap_statistic: Any, hits: dict, key: str, li: int, n_boot: int,
+           seed: int) -> dict[str, float]:
+    """Share of the drop (``both`` − ``out``) that reading ``key`` recovers, with its CI."""
+    def share(both: np.ndarray, out: np.ndarray, fixed: np.ndarray) -> float:
+        drop = both.mean() - out.mean()
+        return float((fixed.mean() - out.mean()) / drop) if drop > 0 else float("nan")
+
+    columns = (hits["both"][li], hits["out"][li], hits[key][li])
+    if np.isnan(share(*columns)):  # no drop: nothing to share out
+        return {"value": float("nan"), "lo": float("nan"), "hi": float("nan")}
+    value, lo, hi = bootstrap_statistic(share, *columns, n_boot=n_boot, seed=seed)
+    return {"value": value, "lo": lo, "hi": hi}
+
+
+def _stratified_subset(rows: np.ndarray, held: np.ndarray, label: np.ndarray, size: int,
+                       seed: int) -> np.ndarray:
+    """``size`` of ``rows``, as many from each (held, label) cell as the cells allow."""
+    rng = np.random.default_rng([seed, 1])
+    cells = [rows[(held[rows] == h) & (label[rows] == c)] for h in (0, 1) for c in (0, 1)]
+    take = [len(cell) * size // len(rows) for cell in cells]
+    return np.sort(np.concatenate([rng.permutation(cell)[:k] for cell, k in zip(cells, take,
+                                                                              strict=True)]))
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(a @ b / (na * nb)) if na and nb else float("nan")
+
+
+def _separation(dec: np.ndarray, y: np.ndarray) -> float:
+    return float(dec[y == 1].mean() - dec[y == 0].mean())
+
+
+# ---------------------------------------------------------------------------------- data
+def _load(config: XorConfig) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict]]:
+    """Datasets (whole groups), their entity splits and feature tables; checked before any
+    model is loaded."""
+    from interplab.datasets import entity_split, load_dataset
+    from interplab.datasets.xor import feature_table
+
+    datasets, splits, features = {}, {}, {}
+    for name in config.datasets:
+        ds = load_dataset(name, seed=config.seed, max_size=config.max_per_dataset)
+        datasets[name] = ds
+        splits[name] = entity_split(ds, tuple(config.split), seed=config.seed)
+        features[name] = feature_table(ds)
+    return datasets, splits, features
+
+
+def _aliases(datasets: dict[str, Any]) -> dict[str, dict[str, str]]:
+    from interplab.datasets.xor import feature_aliases
+
+    return {name: feature_aliases(ds) for name, ds in datasets.items()}
+
+
+def _body_positions(lm: Any, ds: Any) -> Any:
+    """Per text, the indices of the tokens that overlap its statement's character span."""
+    from interplab.activations import Positions
+
+    enc = lm.tokenizer(list(ds.statements), add_special_tokens=True, return_offsets_mapping=True)
+    rows = []
+    for i, offsets in enumerate(enc["offset_mapping"]):
+        start, end = ds.metadata["body_start"][i], ds.metadata["body_end"][i]
+        idx = [k for k, (s, e) in enumerate(offsets) if e > s and e > start and s < end]
+        if not idx:
+            raise InterplabError(f"no token of {ds.statements[i]!r} covers its statement; "
+                                 "use --tokens last")
+        rows.append(idx)
+    return Positions.explicit(rows)
+
+
+def _networks(lm: Any, config: XorConfig) -> dict[str, Any]:
+    from interplab.models import reset_copy
+
+    nets = {"model": lm}
+    if "reset" in config.controls:
+        nets["reset"] = reset_copy(lm, seed=config.seed)
+    if "random_init" in config.controls:
+        from interplab.models import random_init_copy
+
+        nets["random_init"] = random_init_copy(lm, seed=config.seed)
+    return nets
+
+
+def _harvest(config: XorConfig, datasets: dict, layers: list[int], nets: dict, bar: Any,
+             cache: Path | None) -> tuple[dict, int]:
+    """acts[tokens][network][dataset] = X ``[L, n, d]``, through the truth study's cache."""
+    from interplab.studies.truth import TOKENS, _harvest_all
+
+    acts: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    reused = 0
+    for mode in config.tokens:
+        for net, lm in nets.items():
+            positions_of = (lambda ds, lm=lm: _body_positions(lm, ds)) if mode == "mean" else None
+            tokens = TOKENS if mode == "last" else f"mean over the statement; {TOKEN_WORDS['mean']}"
+            out, hits = _harvest_all(lm, datasets, layers, config.batch_size, bar,
+                                     f"{net}, {mode}", cache, with_logprobs=False,
+                                     tokens=tokens, positions_of=positions_of)
+            acts.setdefault(mode, {})[net] = {name: X for name, (X, _) in out.items()}
+            reused += hits
+    return acts, reused
+
+
+# ---------------------------------------------------------------------------------- readings
+def _at(curve: dict[str, Any], li: int, layers: list[int]) -> dict[str, Any]:
+    return {"layer": layers[li], "value": curve["value"][li], "lo": curve["lo"][li],
+            "hi": curve["hi"][li], "n": curve["n"]}
+
+
+def _readings(curves: dict, layers: list[int], aliases: dict[str, dict[str, str]]
+              ) -> list[dict[str, Any]]:
+    """One row per (tokens, dataset, feature): each network at the layer its own validation
+    accuracy chooses, graded against chance as one family per network (Benjamini–Hochberg).
+    ``same_as`` names the known feature a XOR equals, if any (then it is not an arbitrary XOR)."""
+    from interplab.controls.multiple import grade_family
+    from interplab.datasets.xor import feature_kind
+
+    rows = []
+    for mode, per_ds in curves.items():
+        for name, per_feature in per_ds.items():
+            for feature, per_net in per_feature.items():
+                row: dict[str, Any] = {"tokens": mode, "dataset": name, "feature": feature,
+                                       "kind": feature_kind(feature),
+                                       "same_as": aliases.get(name, {}).get(feature)}
+                for net in NETWORKS:
+                    if net in per_net:
+                        li = int(np.argmax(per_net[net]["val"]))
+                        row[net] = _at(per_net[net], li, layers)
+                if "shuffled" in per_net:
+                    row["shuffled"] = _at(per_net["shuffled"], layers.index(row["model"]["layer"]),
+                                          layers)
+                rows.append(row)
+    for net in NETWORKS:
+        cells = [r[net] for r in rows if net in r]
+        for cell, verdict in zip(cells, grade_family([c["value"] for c in cells],
+                                                     [c["n"] for c in cells],
+                                                     [None] * len(cells)), strict=True):
+            cell.update(verdict.to_dict())
+    for r in rows:
+        r["artefact"], r["comment"] = _artefact(r)
+    return rows
+
+
+_READS = ("above chance", "weakly above chance")
+
+
+def _artefact(row: dict[str, Any]) -> tuple[str | None, str]:
+    """Whether a control network reads the feature too, and what that means, in words."""
+    model = row["model"]
+    controls = [(net, row[net]) for net in ("reset", "random_init")
+                if net in row and row[net]["verdict"] in _READS]
+    if not controls:
+        return None, ""
+    net, c = max(controls, key=lambda nc: nc[1]["value"])
+    what = NETWORK_WORDS[net]
+    if model.get("verdict") not in _READS:
+        return None, (f"{what} reads it ({c['value']:.2f} at layer {c['layer']}) although the "
+                      "model does not")
+    if row["kind"] == "basic":
+        return None, (f"{what} reads it too ({c['value']:.2f} at layer {c['layer']}): the "
+                      "feature is present in the tokens themselves")
+    if c["hi"] >= model["lo"]:
+        return "token-level artefact", (
+            f"{what} reads this XOR as well as the model ({c['value']:.2f} [{c['lo']:.2f}, "
+            f"{c['hi']:.2f}] at layer {c['layer']} against {model['value']:.2f}): fixed random "
+            "nonlinearities applied to the tokens compute it, so it is no evidence of a learned "
+            "XOR representation")
+    return "partly token-level", (
+        f"{what} reads this XOR above chance ({c['value']:.2f} at layer {c['layer']}), below the "
+        f"model's {model['value']:.2f}: part of it needs no learned weights")
+
+
+# ---------------------------------------------------------------------------------- the run
+def run_xor(config: XorConfig, *, progress: bool = True, console: Console | None = None,
+            cache_dir: str | Path | None = None) -> XorResult:
+    """Run the study described by ``config``. Datasets and splits are built and checked before
+    the model is loaded; with ``cache_dir`` harvested activations are kept and reused (one file
+    per network identity, dataset content hash, layer list and token choice)."""
+    from interplab.models import load
+
+    config.validate()
+    console = console or Console(stderr=True)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    datasets, splits, features = _load(config)
+    timings["datasets_s"] = time.perf_counter() - t0
+    with progress_display(console, enabled=progress) as bar:
+        t = time.perf_counter()
+        lm = load(config.model, device=config.device)
+        layers = _layers(config, lm.n_layers)
+        nets = _networks(lm, config)
+        timings["load_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        acts, reused = _harvest(config, datasets, layers, nets, bar, cache)
+        timings["harvest_s"] = time.perf_counter() - t
+        console.print(f"harvested {len(nets)} network(s) × {len(datasets)} datasets × "
+                      f"{len(layers)} layers in {timings['harvest_s']:.0f} s"
+                      + (f" ({reused} reused from {cache})" if reused else ""))
+        identities = {net: m.identity() for net, m in nets.items()}
+        del nets, lm
+        t = time.perf_counter()
+        curves = _all_curves(config, acts, features, splits, bar)
+        timings["probes_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        general = _all_generalization(config, acts, features, splits) \
+            if config.generalization else {}
+        timings["generalization_s"] = time.perf_counter() - t
+    aliases = _aliases(datasets)
+    readings = _readings(curves, layers, aliases)
+    notes = _notes(config)
+    summary = _summary(identities["model"]["name"], readings, general, layers, aliases)
+    timings["total_s"] = time.perf_counter() - t0
+    return XorResult(
+        config=asdict(config), versions=_versions(), model=identities["model"],
+        control_models={n: i for n, i in identities.items() if n != "model"},
+        datasets=[_dataset_info(ds, splits[n], features[n]) for n, ds in datasets.items()],
+        layers=layers, curves=curves, readings=readings, generalization=general,
+        method=_method(config, splits), summary=summary, notes=notes, timings=timings)
+
+
+def _versions() -> dict[str, str]:
+    from interplab.studies.truth import _versions as truth_versions
+
+    return truth_versions()
+
+
+def _layers(config: XorConfig, n_layers: int) -> list[int]:
+    if config.layers is not None:
+        bad = [layer for layer in config.layers if layer >= n_layers]
+        if bad:
+            raise InterplabError(f"layers {bad} do not exist: the model has blocks 0–{n_layers - 1}")
+        return sorted(set(config.layers))
+    return sorted(set(range(0, n_layers, config.layer_step)) | {n_layers - 1})
+
+
+def _all_curves(config: XorConfig, acts: dict, features: dict, splits: dict, bar: Any) -> dict:
+    total = sum(len(f) for f in features.values()) * len(config.tokens)
+    task = bar.add_task("fit probes", total=total)
+    curves: dict = {}
+    with limit_threads(1):  # many small fits: one thread each is faster than two contending
+        for mode, per_net in acts.items():
+            for name, feats in features.items():
+                for feature, y in feats.items():
+                    entry = {}
+                    for net, data in per_net.items():
+                        got = feature_curves(data[name], y, splits[name],
+                                             shuffled=net == "model" and "shuffled" in
+                                             config.controls, seed=config.seed,
+                                             n_boot=config.n_boot, n_shuffles=config.n_shuffles)
+                        entry[net] = got["probe"]
+                        if "shuffled" in got:
+                            entry["shuffled"] = got["shuffled"]
+                    curves.setdefault(mode, {}).setdefault(name, {})[feature] = entry
+                    bar.advance(task)
+    return curves
+
+
+def _all_generalization(config: XorConfig, acts: dict, features: dict, splits: dict) -> dict:
+    """For every dataset with truth, every other basic feature held constant at 1."""
+    from interplab.datasets.xor import BASIC_FEATURES
+
+    out: dict = {}
+    for mode, per_net in acts.items():
+        for name, feats in features.items():
+            if "label" not in feats:
+                continue
+            for held in (f for f in BASIC_FEATURES if f in feats and f != "label"):
+                g = generalization_curves(per_net["model"][name], feats[held], feats["label"],
+                                          splits[name], seed=config.seed, n_boot=config.n_boot)
+                out.setdefault(mode, {}).setdefault(name, {})[held] = g
+    return out
+
+
+def _dataset_info(ds: Any, split: Any, feats: dict) -> dict[str, Any]:
+    sides = split.sides()
+    return {**ds.identity, "split_rule": split.rule, "group_by": ds.group_by,
+            **{f"n_{s}": int(len(rows)) for s, rows in sides.items()},
+            "features": list(feats), "examples": ds.statements[:4]}
+
+
+def _method(config: XorConfig, splits: dict) -> dict[str, Any]:
+    return {
+        "probe": "logistic regression (interplab.probes.LogisticProbe, L2, C=1 on inputs scaled "
+                 "to unit RMS), centred by the training mean",
+        "tokens": {m: TOKEN_WORDS[m] for m in config.tokens},
+        "splits": {n: s.rule for n, s in splits.items()},
+        "split_words": "by entity group (a city pair of cities and every statement about it, or a "
+                       "filler group): no city is on two sides; every side is exactly balanced "
+                       "over all cells of the basic features",
+        "layer_selection": "each network's layer is the one with the highest validation "
+                           "accuracy; test accuracy is reported at that layer",
+        "intervals": f"95 % percentile bootstrap over test statements ({config.n_boot} draws); "
+                     "the shuffled-label interval is that of one shuffled probe",
+        "verdicts": "exact binomial test against 0.5 per reading, Benjamini-Hochberg per network",
+        "artefact_rule": "a XOR is a token-level artefact when a control network reads it "
+                         "(significantly above chance) with an interval reaching the model's; "
+                         "partly token-level when a control reads it less well",
+        "generalization": "truth probe trained on the rows where a feature is 1 (e.g. Alice), "
+                          "tested on the test rows where it is 0 (Bob), against a probe trained "
+                          "on a stratified subset of the same size with both values; layer "
+                          "chosen on the held = 1 validation rows",
+    }
+
+
+def _notes(config: XorConfig) -> list[str]:
+    notes = []
+    if "mean" in config.tokens:
+        notes.append("Mean-over-statement activations average the tokens whose characters "
+                     "overlap the statement, so a token spanning the boundary with the prefix "
+                     "(rare) is included.")
+    if not {"reset", "random_init"} & set(config.controls):
+        notes.append("No control network was run: token-level artefacts cannot be told apart.")
+    return notes
+
+
+# ---------------------------------------------------------------------------------- summary
+_MODE_SHORT = {"last": "last token", "mean": "mean over the statement"}
+
+
+def _fmt(c: dict[str, Any]) -> str:
+    return f"{c['value']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}]"
+
+
+def _beats_controls(r: dict[str, Any]) -> bool:
+    """The model reads it, significantly, and above every control's interval."""
+    if r["model"]["verdict"] not in _READS:
+        return False
+    ctrl = [r[k]["hi"] for k in ("reset", "random_init", "shuffled") if k in r]
+    return all(r["model"]["lo"] > hi for hi in ctrl)
+
+
+def _summary(model: str, readings: list[dict], general: dict, layers: list[int],
+             aliases: dict[str, dict[str, str]]) -> list[str]:
+    out = []
+    for mode in dict.fromkeys(r["tokens"] for r in readings):
+        rows = [r for r in readings if r["tokens"] == mode]
+        for name in dict.fromkeys(r["dataset"] for r in rows):
+            own = [r for r in rows if r["dataset"] == name]
+            parts = [f"{r['feature']} {_fmt(r['model'])} (L{r['model']['layer']})" for r in own]
+            out.append(f"{name} ({_MODE_SHORT[mode]}), test accuracy at the layer chosen on "
+                       f"validation: {'; '.join(parts)}.")
+        truth_xors = [r for r in rows if r["kind"] != "basic" and "label" in r["feature"]
+                      and not r["same_as"]]
+        label_read = [r for r in rows if r["feature"] == "label" and _beats_controls(r)]
+        real = [r for r in truth_xors if _beats_controls(r) and r["artefact"] is None]
+        if real and label_read:
+            out.append(f"RAX reproduces on {model} ({mode}): "
+                       + ", ".join(f"{r['dataset']} {r['feature']} {_fmt(r['model'])}"
+                                   for r in real)
+                       + " — XORs with truth, which no token carries, read significantly above "
+                         "chance and above every control.")
+        elif truth_xors:
+            best = max(truth_xors, key=lambda r: r["model"]["value"])
+            why = ("truth itself is not read above the controls" if not label_read else
+                   f"no XOR with truth is read above chance and above every control (best: "
+                   f"{best['dataset']} {best['feature']} {_fmt(best['model'])})")
+            out.append(f"RAX does not reproduce on {model} ({mode}): {why}.")
+        for r in (r for r in rows if r["same_as"] and _beats_controls(r)):
+            out.append(f"{r['dataset']} {r['feature']} ({_fmt(r['model'])}) is not an arbitrary "
+                       f"XOR: it equals {r['same_as']}.")
+        flagged = [r for r in rows if r["artefact"]]
+        if flagged:
+            out.append("Token-level XORs (a control network reads them too): " + "; ".join(
+                f"{r['dataset']} {r['feature']} ({r['artefact']})" for r in flagged) + ".")
+    for mode, per_ds in general.items():
+        for name, per_held in per_ds.items():
+            for held, g in per_held.items():
+                same = aliases.get(name, {}).get(f"{held}^label")
+                out.append(_generalization_sentence(name, mode, held, g, layers, same))
+    return out
+
+
+def _generalization_sentence(name: str, mode: str, held: str, g: dict, layers: list[int],
+                             same_as: str | None = None) -> str:
+    li = g["layer_index"]
+    at = {k: {"value": g[k]["value"][li], "lo": g[k]["lo"][li], "hi": g[k]["hi"][li]}
+          for k in ("in", "out", "both", "drop", "ablated", "recentred")}
+    head = (f"{name} ({mode}): a truth probe trained only where {held} = 1 scores "
+            f"{_fmt(at['in'])} there and {_fmt(at['out'])} where {held} = 0, against "
+            f"{_fmt(at['both'])} for a probe trained on both (layer {layers[li]}, drop "
+            f"{_fmt(at['drop'])})")
+    if at["drop"]["lo"] <= 0:
+        return head + "; no significant drop, so there is nothing for the XOR to explain."
+    ab, rc = g["explained"]["ablated"], g["explained"]["recentred"]
+    alias = f" (= {same_as})" if same_as else ""
+    return (head + f". Its cosine with the {held}^label probe direction{alias} is "
+            f"{g['cos_xor'][li]:+.2f} (the both-values probe: {g['cos_xor_both'][li]:+.2f}); "
+            f"removing that component recovers {_fmt(ab)} of the drop, moving the threshold to "
+            f"the test mean {_fmt(rc)}; the class separation where {held} = 0 is "
+            f"{g['separation_ratio'][li]:.2f} × that where {held} = 1.")

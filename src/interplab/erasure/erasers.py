@@ -45,9 +45,9 @@ def as_labels(y: Any, n: int) -> torch.Tensor:
     arr = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y).reshape(-1)
     if arr.size != n:
         raise InterplabError(f"got {arr.size} labels for {n} rows; pass one integer label per row")
-    if arr.size and (not np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.bool_)):
-        if not np.all(np.mod(arr, 1) == 0):
-            raise InterplabError("labels must be integers 0..k−1 (e.g. 0 = false, 1 = true)")
+    numeric = np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
+    if not numeric or (arr.size and not np.all(np.mod(arr, 1) == 0)):
+        raise InterplabError("labels must be integers 0..k−1 (e.g. 0 = false, 1 = true)")
     arr = arr.astype(np.int64)
     if arr.size and arr.min() < 0:
         raise InterplabError("labels must be integers 0..k−1; found a negative label")

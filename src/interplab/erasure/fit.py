@@ -108,9 +108,7 @@ class StreamingFit:
         if y.numel() and int(y.max()) >= self.n_classes:
             raise InterplabError(f"label {int(y.max())} is out of range for {self.n_classes} classes")
         x = x.to(torch.float64)
-        if self.method == "quadratic":
-            self.fitter.update(x, y)
-        elif isinstance(self.fitter, ClassMeans):
+        if self.method == "quadratic" or isinstance(self.fitter, ClassMeans):
             self.fitter.update(x, y)
         else:
             self.fitter.update(x, one_hot(y, self.n_classes))

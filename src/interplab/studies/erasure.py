@@ -92,13 +92,13 @@ class ErasureResult:
         return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
 
 
-def _data(config: ErasureConfig) -> tuple[Any, Any]:
+def load_split(dataset: str, max_statements: int | None, test_fraction: float,
+               seed: int) -> tuple[Any, Any]:
+    """A statement dataset and its train/test split by entity (no validation part)."""
     from interplab.datasets import entity_split, load_dataset
 
-    ds = load_dataset(config.dataset, seed=config.seed, max_size=config.max_statements)
-    split = entity_split(ds, (1 - config.test_fraction, 0.0, config.test_fraction),
-                         seed=config.seed)
-    return ds, split
+    ds = load_dataset(dataset, seed=seed, max_size=max_statements)
+    return ds, entity_split(ds, (1 - test_fraction, 0.0, test_fraction), seed=seed)
 
 
 def _in_model(lm: Any, hook: str, eraser: Any, tokens: Any, config: ErasureConfig,
@@ -134,7 +134,8 @@ def run_erasure(config: ErasureConfig) -> ErasureResult:
     config.validate()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    ds, split = _data(config)
+    ds, split = load_split(config.dataset, config.max_statements, config.test_fraction,
+                           config.seed)
     lm = load(config.model, device=config.device)
     layer = lm.n_layers // 2 if config.layer is None else config.layer
     hook = f"blocks.{layer}.hook_resid_post"

@@ -29,21 +29,31 @@ TOKENS = "last token of each statement, blocks.{layer}.hook_resid_post"
 class ErasureConfig:
     """Everything that defines an erasure run (saved with the result)."""
 
-    model: str = "smollm2-135m"
-    dataset: str = "cities"
-    layer: int | None = None  # None: the middle block
-    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
-    max_statements: int | None = 1200
-    test_fraction: float = 0.3
-    inlp_rounds: int = 8
-    directions_max_rounds: int = 40  # 0 skips the "how many directions" curve
-    neutral_sequences: int = 32  # 0 skips the in-model cost
-    context_length: int = 64
-    corpus: str = "kjv"
-    seed: int = 0
-    n_boot: int = 1000
-    batch_size: int = 32
-    device: str | None = None
+    model: str = field(default="smollm2-135m",
+        metadata={"help": "Model: registry name, HF folder or .gguf file."})
+    dataset: str = field(default="cities",
+        metadata={"help": "Statement dataset (a registry name or a .csv file)."})
+    layer: int | None = field(default=None,
+        metadata={"help": "Block whose resid_post is erased (none: the middle block)."})
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS),
+        metadata={"help": "Erasure methods to fit and check."})
+    max_statements: int | None = field(default=1200,
+        metadata={"help": "Balanced subsample of at most this many statements (none: all)."})
+    test_fraction: float = field(default=0.3,
+        metadata={"help": "Share of statements (by entity) held out for every check."})
+    inlp_rounds: int = field(default=8,
+        metadata={"help": "Rounds (directions) of the inlp method."})
+    directions_max_rounds: int = field(default=40,
+        metadata={"help": "Cap on erase-and-retrain rounds of the directions curve (0 skips it)."})
+    neutral_sequences: int = field(default=32,
+        metadata={"help": "Sequences of neutral text for the in-model ΔCE/KL (0 skips it)."})
+    context_length: int = field(default=64, metadata={"help": "Tokens per neutral-text sequence."})
+    corpus: str = field(default="kjv", metadata={"help": "Neutral corpus (kjv or python-docs)."})
+    seed: int = field(default=0,
+        metadata={"help": "Seed for the dataset, split, controls and classifiers."})
+    n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples per interval."})
+    batch_size: int = field(default=32, metadata={"help": "Texts per forward pass."})
+    device: str | None = field(default=None, metadata={"help": "Device (none: auto)."})
 
     def validate(self) -> None:
         from interplab.erasure import METHODS

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from interplab.controls.nulls import DATA_NULLS, NULLS
 from interplab.errors import InterplabError
@@ -31,26 +30,36 @@ REAL = "model"
 class NullsConfig:
     """Everything that defines a null-battery run (saved with the result)."""
 
-    model: str = "smollm2-135m"
-    dataset: str = "cities"
-    layer: int | None = None  # None: the middle block
-    nulls: list[str] = field(default_factory=lambda: list(NULLS))
-    probes: list[str] = field(default_factory=lambda: ["diffmean", "logistic"])
-    max_statements: int | None = 1200
-    test_fraction: float = 0.3
-    n_random_directions: int = 20
-    sae_sequences: int = 64  # 0 skips the SAE part
-    context_length: int = 64
-    corpus: str = "kjv"
-    sae_width: int = 4  # d_sae = sae_width × d_model
-    sae_k: int = 32
-    sae_steps: int = 300
-    sae_batch_size: int = 256
-    sae_heldout_fraction: float = 0.25
-    seed: int = 0
-    n_boot: int = 1000
-    batch_size: int = 32
-    device: str | None = None
+    model: str = field(default="smollm2-135m",
+        metadata={"help": "Model: registry name, HF folder or .gguf file."})
+    dataset: str = field(default="cities",
+        metadata={"help": "Statement dataset for the probe part."})
+    layer: int | None = field(default=None,
+        metadata={"help": "Block whose resid_post is read (none: the middle block)."})
+    nulls: list[str] = field(default_factory=lambda: list(NULLS),
+        metadata={"help": "Null sources to run."})
+    probes: list[str] = field(default_factory=lambda: ["diffmean", "logistic"],
+        metadata={"help": "Probes to run on each source."})
+    max_statements: int | None = field(default=1200,
+        metadata={"help": "Balanced subsample of at most this many statements (none: all)."})
+    test_fraction: float = field(default=0.3,
+        metadata={"help": "Share of statements (by entity) held out."})
+    n_random_directions: int = field(default=20,
+        metadata={"help": "Norm-matched random directions per probe (at least 20)."})
+    sae_sequences: int = field(default=64,
+        metadata={"help": "Neutral-text sequences for the SAE part (0 skips it)."})
+    context_length: int = field(default=64, metadata={"help": "Tokens per neutral-text sequence."})
+    corpus: str = field(default="kjv", metadata={"help": "Neutral corpus (kjv or python-docs)."})
+    sae_width: int = field(default=4, metadata={"help": "SAE width as a multiple of d_model."})
+    sae_k: int = field(default=32, metadata={"help": "Active features of the TopK SAE."})
+    sae_steps: int = field(default=300, metadata={"help": "SAE training steps."})
+    sae_batch_size: int = field(default=256, metadata={"help": "Rows per SAE training step."})
+    sae_heldout_fraction: float = field(default=0.25,
+        metadata={"help": "Share of sequences held out from SAE training."})
+    seed: int = field(default=0, metadata={"help": "Seed for data, nulls, splits and training."})
+    n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples per interval."})
+    batch_size: int = field(default=32, metadata={"help": "Texts per forward pass."})
+    device: str | None = field(default=None, metadata={"help": "Device (none: auto)."})
 
     def validate(self) -> None:
         from interplab.probes import PROBES, PairProbe
@@ -149,6 +158,8 @@ def _probe_scores(config: NullsConfig, data: dict[str, np.ndarray], y: np.ndarra
 def train_and_score_sae(x: np.ndarray, heldout: np.ndarray, config: NullsConfig,
                         seed: int) -> dict[str, Any]:
     """Train a TopK SAE on the rows not in ``heldout`` (boolean ``[n]``); metrics on both parts."""
+    import torch
+
     from interplab.sae import SAEConfig, TrainerConfig, train_saes
     from interplab.sae.metrics import reconstruction_metrics
 

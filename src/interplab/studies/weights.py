@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,17 @@ RESET_NOTE = ("the reset network permutes the columns of every matrix (W·P, P o
 class WeightsConfig:
     """Everything that defines a weight-SVD run (saved with the result)."""
 
-    model: str = "smollm2-135m"
-    top_directions: int = 3
-    top_tokens: int = 8
-    controls: tuple[str, ...] = ("reset", "random-init")
-    seed: int = 0
-    device: str | None = None
+    model: str = field(default="smollm2-135m",
+        metadata={"help": "Model: registry name, HF folder or .gguf file."})
+    top_directions: int = field(default=3,
+        metadata={"help": "Top singular directions per matrix read out as tokens."})
+    top_tokens: int = field(default=8,
+        metadata={"help": "Tokens listed at each end of a direction."})
+    controls: tuple[str, ...] = field(default=("reset", "random-init"),
+        metadata={"help": "Control networks whose spectra are computed too (reset, random-init)."})
+    seed: int = field(default=0,
+        metadata={"help": "Seed of the control networks and the shuffled-entries null."})
+    device: str | None = field(default=None, metadata={"help": "Device (none: auto)."})
 
     def validate(self) -> None:
         if self.top_directions < 0 or self.top_tokens < 1:

@@ -189,7 +189,7 @@ def row_labels(store: Any, text_labels: Any) -> np.ndarray:
 
 
 def fit_eraser_from_store(method: str, store: Any, labels: Any, *, hook: str | None = None,
-                          batch_size: int = 65536, n_classes: int | None = None,
+                          batch_size: int = 8192, n_classes: int | None = None,
                           **options: Any) -> Eraser:
     """Fit ``method`` streaming over every row of ``store`` (one ``hook``), in store order.
 
@@ -202,7 +202,10 @@ def fit_eraser_from_store(method: str, store: Any, labels: Any, *, hook: str | N
     k = _n_classes(y_all, n_classes)
     fit = StreamingFit(method, store.d_model, k, **options)
     start = 0
-    for batch in store.iter_batches(batch_size, hook, shuffle=False, dtype=torch.float64):
+    # One shard in the read buffer and float64 batches of ``batch_size`` rows: memory is the
+    # shard, a few batch-sized temporaries (the fitter's centred copies) and the statistics.
+    for batch in store.iter_batches(batch_size, hook, shuffle=False, shards_in_buffer=1,
+                                    dtype=torch.float64):
         n = batch.shape[0]
         fit.update(batch, y_all[start:start + n])
         start += n

@@ -187,7 +187,7 @@ def test_bad_input_is_refused_with_one_clear_error():
 
 def test_erasure_inside_the_model_costs_ce_and_kl(tiny_models):
     from interplab.activations import harvest
-    from interplab.erasure import erasure_cost, neutral_tokens
+    from interplab.erasure import erasure_cost, erasure_costs, neutral_tokens
 
     lm = tiny_models["tiny-llama"]
     hook = "blocks.1.hook_resid_post"
@@ -202,5 +202,8 @@ def test_erasure_inside_the_model_costs_ce_and_kl(tiny_models):
     assert cost["n_tokens"] == 6 * 23 and cost["kl"] > 1e-6 and np.isfinite(cost["delta_ce"])
     big = erasure_cost(lm, hook, random_subspace_eraser(lm.d_model, lm.d_model // 2), tokens)
     assert big["kl"] > cost["kl"]  # removing half the stream hurts more than one direction
+    both = erasure_costs(lm, hook, {"leace": fit_eraser("leace", acts, y), "none": nothing},
+                         tokens, batch_size=4)  # one shared plain pass, same numbers
+    assert abs(both["leace"]["kl"] - cost["kl"]) < 1e-6 and abs(both["none"]["kl"]) < 1e-5
     with pytest.raises(InterplabError, match="cannot run inside the model"):
         erasure_cost(lm, hook, fit_eraser("mean-match", acts, y), tokens)

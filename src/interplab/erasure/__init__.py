@@ -19,7 +19,7 @@ from interplab.erasure.fit import (
     fit_eraser_from_store,
     row_labels,
 )
-from interplab.erasure.in_model import erasure_cost, neutral_tokens
+from interplab.erasure.in_model import erasure_cost, erasure_costs, neutral_tokens
 from interplab.erasure.inlp import INLPResult, directions_curve, inlp
 from interplab.erasure.random_subspace import random_subspace_eraser
 from interplab.erasure.verify import ErasureCheck, verify_erasure
@@ -35,6 +35,7 @@ __all__ = [
     "StreamingFit",
     "directions_curve",
     "erasure_cost",
+    "erasure_costs",
     "fit_eraser",
     "fit_eraser_from_store",
     "inlp",

@@ -111,13 +111,17 @@ def load_split(dataset: str, max_statements: int | None, test_fraction: float,
     return ds, entity_split(ds, (1 - test_fraction, 0.0, test_fraction), seed=seed)
 
 
-def _in_model(lm: Any, hook: str, eraser: Any, tokens: Any, config: ErasureConfig,
+def _in_model(lm: Any, hook: str, erasers: dict[str, Any], tokens: Any, config: ErasureConfig,
               bias: Any) -> dict[str, Any]:
-    from interplab.erasure import erasure_cost, random_subspace_eraser
+    """ΔCE/KL of each label-free eraser and of a random subspace of the same rank."""
+    from interplab.erasure import erasure_costs, random_subspace_eraser
 
-    control = random_subspace_eraser(lm.d_model, eraser.rank, seed=config.seed, bias=bias)
-    return {"erased": erasure_cost(lm, hook, eraser, tokens, batch_size=config.batch_size),
-            "random": erasure_cost(lm, hook, control, tokens, batch_size=config.batch_size)}
+    run = {}
+    for m, e in erasers.items():
+        run[m] = e
+        run[m + "/random"] = random_subspace_eraser(lm.d_model, e.rank, seed=config.seed, bias=bias)
+    costs = erasure_costs(lm, hook, run, tokens, batch_size=config.batch_size)
+    return {m: {"erased": costs[m], "random": costs[m + "/random"]} for m in erasers}
 
 
 def _fit_and_check(config: ErasureConfig, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray,
@@ -166,8 +170,8 @@ def run_erasure(config: ErasureConfig) -> ErasureResult:
         tokens = neutral_tokens(lm, corpus=config.corpus, context_length=config.context_length,
                                 n_sequences=config.neutral_sequences)
         bias = torch.from_numpy(xtr.mean(0))
-        in_model = {m: _in_model(lm, hook, e, tokens, config, bias)
-                    for m, e in erasers.items() if not e.needs_labels}
+        in_model = _in_model(lm, hook, {m: e for m, e in erasers.items() if not e.needs_labels},
+                             tokens, config, bias)
         timings["in_model_s"] = time.perf_counter() - t
         skipped = [m for m, e in erasers.items() if e.needs_labels]
         if skipped:

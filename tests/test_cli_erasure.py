@@ -8,9 +8,9 @@ from interplab.cli.main import main
 
 def test_erase_command_writes_json_and_report(tmp_path, capsys):
     out = tmp_path / "erase"
-    rc = main(["erase", "--model", "tiny-llama", "--layer", "1", "--max-statements", "120",
-               "--methods", "leace,mean-match", "--directions-max-rounds", "2",
-               "--neutral-sequences", "2", "--context-length", "12", "--n-boot", "50",
+    rc = main(["erase", "--model", "tiny-llama", "--layer", "1", "--max-statements", "80",
+               "--methods", "leace,mean-match", "--directions-max-rounds", "1",
+               "--neutral-sequences", "1", "--context-length", "8", "--n-boot", "50",
                "--out", str(out)])
     assert rc == 0
     result = json.loads((out / "erasure.json").read_text())

@@ -89,7 +89,10 @@ class LinearEraser:
         """Rank of the edit (columns kept); the random-subspace control uses the same rank."""
         return int(self.left.shape[1])
 
-    control_rank = rank
+    @property
+    def control_rank(self) -> int:
+        """Rank of the random-subspace control: the same as the edit's."""
+        return self.rank
 
     @property
     def matrix(self) -> torch.Tensor:

@@ -88,6 +88,8 @@ def test_null_battery_on_a_tiny_model(tmp_path):
     s = r.saes["hypercube"]
     assert s["train"]["n_rows"] + s["heldout"]["n_rows"] == 12 * 15
     assert 0 < s["heldout"]["features_used"] <= s["heldout"]["n_features"] == 2 * 64
+    d = s["heldout_fve_model_minus_this"]
+    assert d["lo"] <= d["value"] <= d["hi"] and r.saes["model"]["heldout_fve_model_minus_this"] is None
     again = NullsResult.from_json(r.to_json(tmp_path / "n.json"))
     html = write_nulls_report(again, tmp_path / "n.html").read_text()
     assert "held-out" in html and "hypercube" in html

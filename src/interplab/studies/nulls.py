@@ -156,8 +156,9 @@ def _probe_scores(config: NullsConfig, data: dict[str, np.ndarray], y: np.ndarra
 
 
 def train_and_score_sae(x: np.ndarray, heldout: np.ndarray, config: NullsConfig,
-                        seed: int) -> dict[str, Any]:
-    """Train a TopK SAE on the rows not in ``heldout`` (boolean ``[n]``); metrics on both parts."""
+                        seed: int) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
+    """Train a TopK SAE on the rows not in ``heldout`` (boolean ``[n]``); metrics on both parts,
+    and the per-row terms of held-out FVE (squared error, squared deviation from the mean)."""
     import torch
 
     from interplab.sae import SAEConfig, TrainerConfig, train_saes
@@ -184,8 +185,27 @@ def train_and_score_sae(x: np.ndarray, heldout: np.ndarray, config: NullsConfig,
             out[part] = {"fve": m.fraction_of_variance_explained, "l0": m.l0,
                          "features_used": m.n_alive, "n_features": m.n_features,
                          "n_rows": m.n_tokens}
+        rows = test.double()
+        err = (rows - sae.decode(sae.encode(test)).double()).pow(2).sum(1)
+        dev = (rows - rows.mean(0)).pow(2).sum(1)
     out["generalisation_gap"] = out["train"]["fve"] - out["heldout"]["fve"]
-    return out
+    return out, (err.numpy(), dev.numpy())
+
+
+def _fve(err: np.ndarray, dev: np.ndarray) -> float:
+    return float(1 - err.sum() / dev.sum())
+
+
+def _minus_null(real: tuple[np.ndarray, np.ndarray], null: tuple[np.ndarray, np.ndarray],
+                config: NullsConfig) -> dict[str, float]:
+    """Held-out FVE of the model's SAE minus the null's, with a bootstrap interval over held-out
+    rows (resampled jointly: the rows are the same token positions)."""
+    from interplab.controls import bootstrap_statistic
+
+    (er, dr), (en, dn) = real, null
+    value, lo, hi = bootstrap_statistic(lambda a, b, c, d: _fve(a, b) - _fve(c, d), er, dr, en, dn,
+                                        n_boot=config.n_boot, seed=config.seed)
+    return {"value": value, "lo": lo, "hi": hi}
 
 
 def _sae_part(config: NullsConfig, lm: Any, hook: str, sources: list[str]) -> dict[str, Any]:
@@ -204,11 +224,14 @@ def _sae_part(config: NullsConfig, lm: Any, hook: str, sources: list[str]) -> di
     held_seq = rng.random(len(ids)) < config.sae_heldout_fraction
     heldout = np.repeat(held_seq, L)[keep]
     reference = real[keep][~heldout]
-    out = {}
+    out, terms = {}, {}
     for source in sources:
         rows = source_rows(source, lm, real, reference, hook, "all", config.seed,
                            config.batch_size, token_ids=ids)
-        out[source] = train_and_score_sae(rows[keep], heldout, config, config.seed)
+        out[source], terms[source] = train_and_score_sae(rows[keep], heldout, config, config.seed)
+    for source in sources:
+        out[source]["heldout_fve_model_minus_this"] = (
+            _minus_null(terms[REAL], terms[source], config) if source != REAL else None)
     return out
 
 

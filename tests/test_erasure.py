@@ -77,6 +77,12 @@ def test_leace_streamed_from_a_store_equals_the_in_memory_fit(tmp_path):
         fit_eraser_from_store("median-match", store, labels)
     with pytest.raises(InterplabError, match="labels for 900 rows"):
         fit_eraser_from_store("leace", store, labels[:10])
+    (tmp_path / "s" / "manifest.json").write_text(
+        (tmp_path / "s" / "manifest.json").read_text().replace('"complete": true', '"complete": false'))
+    with pytest.raises(InterplabError, match="incomplete"):
+        fit_eraser_from_store("leace", ActivationStore(tmp_path / "s"), labels)
+    assert fit_eraser_from_store("leace", ActivationStore(tmp_path / "s"), labels,
+                                 allow_incomplete=True).rank == 1
 
 
 def outlier_data(n=6000, d=4, seed=0):

@@ -190,14 +190,15 @@ def row_labels(store: Any, text_labels: Any) -> np.ndarray:
 
 def fit_eraser_from_store(method: str, store: Any, labels: Any, *, hook: str | None = None,
                           batch_size: int = 8192, n_classes: int | None = None,
-                          **options: Any) -> Eraser:
+                          allow_incomplete: bool = False, **options: Any) -> Eraser:
     """Fit ``method`` streaming over every row of ``store`` (one ``hook``), in store order.
 
     ``labels`` holds one integer label per row (``[store.n_rows]``; :func:`row_labels` builds it
     from one label per text). Rows are read ``batch_size`` at a time and converted to float64 one
-    batch at a time; memory is one batch plus the method's statistics.
+    batch at a time; memory is one shard, one batch and the method's statistics. An interrupted
+    harvest is refused unless ``allow_incomplete`` (its rows are a biased prefix of the texts).
     """
-    store.require_complete()
+    store.require_complete(allow_incomplete)
     y_all = as_labels(labels, store.n_rows)
     k = _n_classes(y_all, n_classes)
     fit = StreamingFit(method, store.d_model, k, **options)

@@ -126,6 +126,8 @@ def test_random_subspace_control_does_not_erase():
     lin = check.accuracy["linear"]
     assert lin["before"]["lo"] > 0.85
     assert check.erased_to_chance("linear") and lin["erased"]["value"] < 0.58
+    # equal class means leave a convex-loss linear probe with the constant answer, and say so
+    assert lin["erased"]["one_class"] and not lin["before"]["one_class"]
     assert check.control_recoverable("linear") and lin["random"]["value"] > 0.85
     assert check.control_recoverable("mlp")
     assert check.rank == check.control_rank == 1

@@ -33,11 +33,16 @@ def fit_quietly(clf: Any, X: np.ndarray, y: np.ndarray) -> Any:
         return clf.fit(X, y)
 
 
+def predictions(clf: Any, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray) -> np.ndarray:
+    """Fit ``clf`` on the training rows; its predicted class for each test row."""
+    fit_quietly(clf, X_train, y_train)
+    return clf.predict(X_test)
+
+
 def correct(clf: Any, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
             y_test: np.ndarray) -> np.ndarray:
     """Fit ``clf`` on the training rows; whether it gets each test row right (``[n_test]`` float)."""
-    fit_quietly(clf, X_train, y_train)
-    return (clf.predict(X_test) == y_test).astype(np.float64)
+    return (predictions(clf, X_train, y_train, X_test) == y_test).astype(np.float64)
 
 
 def raw_directions(clf: Pipeline) -> np.ndarray:

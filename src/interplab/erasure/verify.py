@@ -27,7 +27,13 @@ import numpy as np
 import torch
 
 from interplab.controls import bootstrap_accuracy
-from interplab.erasure.classifiers import correct, linear_classifier, majority_rate, mlp_classifier
+from interplab.controls.multiple import ONE_CLASS_RATE
+from interplab.erasure.classifiers import (
+    linear_classifier,
+    majority_rate,
+    mlp_classifier,
+    predictions,
+)
 from interplab.erasure.erasers import Eraser, as_labels, as_tensor64
 from interplab.erasure.random_subspace import random_subspace_eraser
 
@@ -37,9 +43,11 @@ CONDITIONS = ("before", "erased", "random")
 
 @dataclass
 class ErasureCheck:
-    """Held-out accuracies ``accuracy[probe][condition] = {value, lo, hi, n}`` for probes
+    """Held-out accuracies ``accuracy[probe][condition] = {value, lo, hi, n, one_class}`` for probes
     ``linear``/``mlp`` and conditions ``before``/``erased``/``random`` (random-subspace control),
-    the majority rate, edit sizes and the statements of scope."""
+    the majority rate, edit sizes and the statements of scope. ``one_class`` marks a probe that
+    answered (nearly) every held-out row with the same class: its accuracy says nothing, which is
+    what a convex-loss linear probe does once the erasure has made the class means equal."""
 
     method: str
     rank: int | None
@@ -58,7 +66,8 @@ class ErasureCheck:
         return asdict(self)
 
     def erased_to_chance(self, probe: str = "linear") -> bool:
-        """Whether the held-out interval after erasure reaches the majority rate."""
+        """Whether the held-out interval after erasure reaches the majority rate (check
+        ``accuracy[probe]["erased"]["one_class"]`` too: a constant answer is chance for free)."""
         return self.accuracy[probe]["erased"]["lo"] <= self.majority
 
     def control_recoverable(self, probe: str = "linear") -> bool:
@@ -104,15 +113,17 @@ def verify_erasure(eraser: Eraser, X_train: Any, y_train: Any, X_test: Any, y_te
     views = {"before": (xtr, xte), "erased": (eraser(xtr, ytr), eraser(xte, yte)),
              "random": (control(xtr), control(xte))}
     ytr_np, yte_np = ytr.numpy(), yte.numpy()
-    hits = {p: {c: correct(linear_classifier(C) if p == "linear" else mlp_classifier(seed, mlp_hidden),
-                           a.numpy(), ytr_np, b.numpy(), yte_np)
-                for c, (a, b) in views.items()} for p in PROBES}
+    preds = {p: {c: predictions(linear_classifier(C) if p == "linear" else
+                                mlp_classifier(seed, mlp_hidden), a.numpy(), ytr_np, b.numpy())
+                 for c, (a, b) in views.items()} for p in PROBES}
+    hits = {p: {c: (v == yte_np).astype(np.float64) for c, v in pc.items()} for p, pc in preds.items()}
     rows = np.stack([hits[p][c] for p in PROBES for c in CONDITIONS])
     boot = bootstrap_accuracy(rows, n_boot=n_boot, seed=seed)
     acc: dict[str, dict[str, dict[str, float]]] = {p: {} for p in PROBES}
     for i, (p, c) in enumerate((p, c) for p in PROBES for c in CONDITIONS):
+        share = float(np.bincount(preds[p][c]).max() / len(preds[p][c]))
         acc[p][c] = {"value": boot["value"][i], "lo": boot["lo"][i], "hi": boot["hi"][i],
-                     "n": boot["n"]}
+                     "n": boot["n"], "one_class": share >= ONE_CLASS_RATE}
     tested, not_tested = _scope(eraser, mlp_hidden)
     return ErasureCheck(
         method=eraser.method, rank=getattr(eraser, "rank", None), control_rank=eraser.control_rank,

@@ -62,6 +62,7 @@ def test_weights_on_tiny_models(tiny_models, name):
     assert r["n_singular"] == min(r["shape"]) == len(r["singular_values"])
     # freshly initialised tiny models: Gaussian weights, nothing above the null
     assert sum(x["n_above"] for x in res) <= 1
+    assert all(x["n_above_both"] <= x["n_above"] for x in res)
     assert spectrum_difference(res, analyse_weights(reset_copy(lm), top_directions=0)) < 1e-10
 
 

@@ -58,10 +58,13 @@ def analyse_matrix(lm: Any, bm: BlockMatrix, vocab: tuple[torch.Tensor, torch.Te
         plus, minus = _tokens(lm, scores, top_tokens)
         directions.append({"index": i, "s": float(sv[i]), "above": bool(sv[i] > threshold),
                            "plus": plus, "minus": minus})
+    shuffled = shuffled_top(w, seed)
     return {"block": bm.block, "kind": bm.kind, "shape": [m, n], "sigma": sigma,
             "mp_lower": lower, "mp_upper": upper, "threshold": threshold,
             "n_above": int((sv > threshold).sum()), "n_singular": int(len(sv)),
-            "singular_values": sv.tolist(), "shuffled_top": shuffled_top(w, seed),
+            # Heavy-tailed entries can push a shuffled matrix past the edge; this count needs both.
+            "n_above_both": int((sv > max(threshold, shuffled)).sum()),
+            "singular_values": sv.tolist(), "shuffled_top": shuffled,
             "space": "unembedding" if bm.kind in WRITES else "embedding",
             "directions": directions}
 

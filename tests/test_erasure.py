@@ -215,3 +215,21 @@ def test_erasure_inside_the_model_costs_ce_and_kl(tiny_models):
     assert abs(both["leace"]["kl"] - cost["kl"]) < 1e-6 and abs(both["none"]["kl"]) < 1e-5
     with pytest.raises(InterplabError, match="cannot run inside the model"):
         erasure_cost(lm, hook, fit_eraser("mean-match", acts, y), tokens)
+
+
+@pytest.mark.embedded
+def test_leace_on_cities_in_the_embedded_model(smollm):
+    """On real activations: LEACE leaves the linear probe with one answer, a random direction
+    leaves truth decodable, and a small MLP still reads some of it (what a linear check misses)."""
+    from interplab.activations import harvest
+    from interplab.studies.erasure import load_split
+
+    ds, split = load_split("cities", 300, 0.3, 0)
+    hook = "blocks.15.hook_resid_post"
+    x = harvest(smollm, ds.statements, [hook], "last", progress=False)[hook].double().numpy()
+    xtr, ytr = x[split.train], ds.labels[split.train]
+    xte, yte = x[split.test], ds.labels[split.test]
+    check = verify_erasure(fit_eraser("leace", xtr, ytr), xtr, ytr, xte, yte, n_boot=200)
+    lin = check.accuracy["linear"]
+    assert lin["before"]["lo"] > 0.7 and check.control_recoverable("linear")
+    assert lin["erased"]["one_class"] and check.erased_to_chance("linear")

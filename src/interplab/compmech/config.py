@@ -41,9 +41,10 @@ class GPTConfig:
     @property
     def hook_names(self) -> list[str]:
         """Residual-stream hook names, in the order :meth:`GPT.forward` returns them."""
-        return ["blocks.0.hook_resid_pre"] + [
-            f"blocks.{i}.hook_resid_post" for i in range(self.n_layers)
-        ]
+        from interplab.models.hooks import HookPoint  # the names only; imported when asked for
+
+        points = [HookPoint.resid_pre(0)] + [HookPoint.resid_post(i) for i in range(self.n_layers)]
+        return [hp.name for hp in points]
 
 
 

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from interplab.compmech.config import GPTConfig
 from interplab.errors import InterplabError
+from interplab.fileio import atomic_write_safetensors, atomic_write_text
 
 
 class CausalSelfAttention(nn.Module):
@@ -146,11 +147,9 @@ def save_model(model: GPT, folder: str | Path, extra: dict | None = None) -> Pat
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = folder / "model.safetensors.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(folder / "model.safetensors")  # atomic: a crash never leaves half a checkpoint
+    atomic_write_safetensors(folder / "model.safetensors", state)  # never half a checkpoint
     meta = {"gpt_config": asdict(model.cfg), **(extra or {})}
-    (folder / "config.json").write_text(json.dumps(meta, indent=2))
+    atomic_write_text(folder / "config.json", json.dumps(meta, indent=2))
     return folder
 
 

@@ -62,8 +62,9 @@ def test_model_nulls_on_a_tiny_model(tiny_models):
     texts = ["The city of Paris is in France.", "Two is larger than one.", "Bees dance."]
     hook = "blocks.1.hook_resid_post"
     real = harvest(lm, texts, [hook], "last", progress=False)[hook].numpy()
-    for name in ("shuffled-tokens", "layer0", "reset"):
-        rows = model_null(name, lm, texts, hook, "last")
+    # seed 1: the tiny test models are themselves a seed-0 initialisation
+    for name in ("shuffled-tokens", "layer0", "reset", "random-init"):
+        rows = model_null(name, lm, texts, hook, "last", seed=1)
         assert rows.shape == real.shape and not np.allclose(rows, real)
     ids = lm.tokenize(texts)
     shuffled = shuffle_tokens(ids, seed=0)

@@ -71,7 +71,8 @@ def test_weights_study_report(tmp_path):
     from interplab.studies.weights import WeightsConfig, WeightsResult, run_weights
 
     result = run_weights(WeightsConfig(model="tiny-qwen2", top_directions=1, top_tokens=3))
-    assert "reset" in result.networks and result.reset_max_spectrum_difference < 1e-10
+    assert set(result.networks) == {"model", "reset", "random-init"}
+    assert result.reset_max_spectrum_difference < 1e-10
     again = WeightsResult.from_json(result.to_json(tmp_path / "w.json"))
     html = write_weights_report(again, tmp_path / "w.html").read_text()
     assert "Marchenko" in html and "data:image/png" in html

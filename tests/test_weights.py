@@ -76,3 +76,17 @@ def test_weights_study_report(tmp_path):
     again = WeightsResult.from_json(result.to_json(tmp_path / "w.json"))
     html = write_weights_report(again, tmp_path / "w.html").read_text()
     assert "Marchenko" in html and "data:image/png" in html
+
+
+def test_weights_page_escapes_tokens(tmp_path):
+    from interplab.report.weights import write_weights_report
+
+    mat = {"block": 0, "kind": "attn_out", "shape": [4, 4], "sigma": 1.0, "mp_lower": 0.0,
+           "mp_upper": 4.0, "threshold": 4.5, "n_above": 1, "n_above_both": 1, "n_singular": 4,
+           "singular_values": [9.0, 3.0, 2.0, 1.0], "shuffled_top": 4.1, "space": "unembedding",
+           "directions": [{"index": 0, "s": 9.0, "above": True, "plus": ["<script>x</script>"],
+                           "minus": ["&amp;"]}]}
+    r = {"config": {}, "model": {"name": "m<b>"}, "networks": {"model": [mat]},
+         "reset_max_spectrum_difference": None, "notes": [], "timings": {}}
+    html = write_weights_report(r, tmp_path / "w.html").read_text()
+    assert "<script>x" not in html and "&lt;script&gt;x" in html and "m&lt;b&gt;" in html

@@ -123,3 +123,13 @@ def test_engine_keeps_every_shuffles_correctness():
     assert np.allclose(sc.mean(axis=1), out.correct["shuffled"]["t"])
     est = shuffled_accuracy_interval(sc, seed=0)
     assert est["lo"][0] <= est["value"][0] <= est["hi"][0]
+
+
+def test_random_direction_control_is_a_distribution_of_twenty():
+    train = LabelledActs(*_acts(300, 0))
+    tests = {"t": LabelledActs(*_acts(200, 1))}
+    out = fit_and_test("diffmean", train, tests, variants=["probe", "random"])
+    accs = out.random_acc["t"]
+    assert accs.shape == (1, 20) and len(np.unique(accs)) > 5  # twenty different directions
+    assert np.isclose(out.correct["random"]["t"].mean(), accs.mean())
+    assert accs.max() < out.correct["probe"]["t"].mean()  # truth lies along one axis of 64

@@ -29,9 +29,9 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
-    from interplab.cli import belief, harvest, sae, truth, xor
+    from interplab.cli import belief, erasure, harvest, sae, truth, xor
 
-    for module in (truth, harvest, sae, belief, xor):
+    for module in (truth, harvest, sae, belief, xor, erasure):
         module.register(app)
 
 

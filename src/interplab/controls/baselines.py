@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from interplab.controls.bootstrap import percentile_interval, resample_counts
@@ -53,3 +55,26 @@ def shuffled_accuracy_interval(hits: np.ndarray, *, n_boot: int = 1000, seed: in
     return {"value": hits.mean(axis=(1, 2)).tolist(), "lo": lo.tolist(), "hi": hi.tolist(),
             "n": n, "sd_over_shuffles": per_shuffle.std(axis=1).tolist(),
             "per_shuffle": per_shuffle.tolist()}
+
+
+def random_direction_accuracies(probe: Any, X_train: Any, y_train: Any, X_test: Any, y_test: Any,
+                                *, n: int = 20, seed: int = 0) -> np.ndarray:
+    """Held-out accuracies ``[n]`` of ``n`` norm-matched random directions, each given the same
+    threshold fitting as the fitted linear ``probe`` (``probe.with_direction``). One random
+    direction is one draw from this distribution; report the distribution."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    out = np.empty(n)
+    for i in range(n):
+        d = random_direction_like(probe.direction_, seed=(seed, i))
+        out[i] = probe.with_direction(d, X_train, y_train).score(X_test, y_test)
+    return out
+
+
+def distribution_summary(values: np.ndarray) -> dict[str, float]:
+    """``n``, ``mean``, ``sd``, 5/50/95th percentiles, ``min`` and ``max`` of ``values``."""
+    v = np.asarray(values, dtype=np.float64)
+    p05, p50, p95 = np.quantile(v, [0.05, 0.5, 0.95])
+    return {"n": int(v.size), "mean": float(v.mean()), "sd": float(v.std()), "p05": float(p05),
+            "p50": float(p50), "p95": float(p95), "min": float(v.min()), "max": float(v.max()),
+            "values": v.tolist()}

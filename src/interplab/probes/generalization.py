@@ -69,7 +69,10 @@ class PairedActs:
 class ProbeOutcome:
     """Per (variant, test set): correctness ``[n_layers, n_test]`` and decision values.
 
-    For ``shuffled``, correctness is the fraction of the ``n_shuffles`` shuffled fits that got
+    For ``random``, correctness is the fraction of the ``n_random`` norm-matched random directions
+    that got each row right and ``random_acc[test]`` holds each direction's accuracy
+    ``[n_layers, n_random]`` (one random direction is one draw; the control is their
+    distribution). For ``shuffled``, correctness is the fraction of the ``n_shuffles`` shuffled fits that got
     each row right, ``shuffle_acc[test]`` holds each shuffle's accuracy ``[n_layers, K]`` and
     ``shuffle_correct[test]`` each shuffle's correctness ``[n_layers, K, n_test]``: give it to
     :func:`interplab.controls.shuffled_accuracy_interval` for an interval that includes the
@@ -81,6 +84,8 @@ class ProbeOutcome:
     shuffle_acc: dict[str, np.ndarray]
     centering: str  # the centring used: "per-dataset", "train" or "none"
     shuffle_correct: dict[str, np.ndarray] = field(default_factory=dict)
+    # per test set [n_layers, n_random]: the accuracy of each norm-matched random direction
+    random_acc: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def fit_and_test(
@@ -93,6 +98,7 @@ def fit_and_test(
     variants: Sequence[str] = VARIANTS,
     seed: int = 0,
     n_shuffles: int = 5,
+    n_random: int = 20,
     on_layer: Callable[[], None] | None = None,
 ) -> ProbeOutcome:
     """Fit ``probe_name`` at every layer of ``train`` and score it on each test set.
@@ -101,17 +107,19 @@ def fit_and_test(
     CCS the pairs are broken instead; ``n_shuffles`` independent shuffles, averaged: a single
     shuffled mass-mean direction leans on whatever high-variance axis it happens to catch, so one
     draw can land far from 0.5 either way) and ``random`` (a random direction with the probe's
-    norm and a refit threshold). ``centering`` (default ``"per-dataset"``) is recorded in the
+    norm and a refit threshold; ``n_random`` of them, averaged). ``centering`` (default ``"per-dataset"``) is recorded in the
     outcome; ``train.groups`` / ``pairs.groups`` make per-dataset centring centre each training
     component by its own mean.
     """
-    if n_shuffles < 1:
-        raise ValueError("n_shuffles must be at least 1")
+    if n_shuffles < 1 or n_random < 1:
+        raise ValueError("n_shuffles and n_random must be at least 1")
     n_layers = train.X.shape[0]
     correct = {v: {t: np.zeros((n_layers, len(s.y))) for t, s in tests.items()} for v in variants}
     decision = {v: {t: np.zeros((n_layers, len(s.y))) for t, s in tests.items()}
                 for v in variants}
     shuffle_acc = {t: np.zeros((n_layers, n_shuffles)) for t in tests}
+    random_acc = ({t: np.zeros((n_layers, n_random)) for t in tests} if "random" in variants
+                  else {})
     shuffle_correct = ({t: np.zeros((n_layers, n_shuffles, len(s.y)), dtype=bool)
                         for t, s in tests.items()} if "shuffled" in variants else {})
     rng = np.random.default_rng(seed)
@@ -142,12 +150,21 @@ def fit_and_test(
                                  for ys in shuffled_ys]
         if shuffled_fits:
             fitted["shuffled"] = shuffled_fits[0]
-        if "random" in variants:
-            direction = random_direction_like(fitted["probe"].direction_, seed=(seed, layer))
-            fitted["random"] = fitted["probe"].with_direction(direction, ref.X[layer], ref.y,
-                                                              groups=ref.groups)
+        random_fits = [fitted["probe"].with_direction(
+            random_direction_like(fitted["probe"].direction_, seed=(seed, layer, k)),
+            ref.X[layer], ref.y, groups=ref.groups)
+            for k in range(n_random if "random" in variants else 0)]
+        if random_fits:
+            fitted["random"] = random_fits[0]
         for v in variants:
             for t, s in tests.items():
+                if v == "random":
+                    hits = np.stack([(_decide(f, s, layer) > 0) == s.y
+                                     for f in random_fits])  # [n_random, n]
+                    random_acc[t][layer] = hits.mean(axis=1)
+                    correct[v][t][layer] = hits.mean(axis=0)
+                    decision[v][t][layer] = _decide(fitted[v], s, layer)
+                    continue
                 if v == "shuffled":
                     hits = np.stack([(_decide(f, s, layer) > 0) == s.y
                                      for f in shuffled_fits])  # [K, n]
@@ -161,7 +178,7 @@ def fit_and_test(
                 correct[v][t][layer] = (dec > 0).astype(np.int64) == s.y
         if on_layer is not None:
             on_layer()
-    return ProbeOutcome(correct, decision, shuffle_acc, centering, shuffle_correct)
+    return ProbeOutcome(correct, decision, shuffle_acc, centering, shuffle_correct, random_acc)
 
 
 def _permute_within(rng: np.random.Generator, groups: np.ndarray | None, n: int) -> np.ndarray:

@@ -23,7 +23,7 @@ VARIANT_STYLE = {
     "probe": {"color": "#1f4e9c", "ls": "-", "label": "probe"},
     "shuffled": {"color": "#888888", "ls": "--",
                  "label": "shuffled labels (CCS: broken pairs); interval of one shuffle"},
-    "random": {"color": "#c98a00", "ls": ":", "label": "random direction (norm-matched)"},
+    "random": {"color": "#c98a00", "ls": ":", "label": "random directions (norm-matched, mean of 20)"},
     "reset": {"color": "#c0392b", "ls": "-.", "label": "reset (weight-permuted) network"},
 }
 

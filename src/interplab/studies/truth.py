@@ -934,8 +934,8 @@ def _control_comment(variant: str, probe: str, c: dict, p: dict) -> str | None:
                 f"which here correlate with the labels{' negatively' if side == 'below' else ''}. "
                 f"Read the probe's {p['value']:.2f} against {c['value']:.2f}, not against 0.50.")
     if variant == "random" and side:
-        return (f"A norm-matched random direction (threshold refitted on training labels) "
-                f"scores {c['value']:.2f}, {side} chance: part of the separation lies along "
+        return (f"Norm-matched random directions (20, each with its threshold refitted on "
+                f"training labels) score {c['value']:.2f} on average, {side} chance: part of the separation lies along "
                 "dominant axes that any direction overlaps with, so the probe's margin over "
                 "this control, not over 0.50, is its own contribution.")
     if variant == "reset" and p["value"] > 0.6 and c["hi"] >= p["lo"]:
@@ -990,7 +990,7 @@ def _summary(model: str, verdicts: list[dict], checks: list[dict], heldout: dict
                       " No transfer is clearly above chance."))
     beats = []
     for variant, label in (("shuffled", "the shuffled-label control"),
-                           ("random", "the random direction"), ("reset", "the reset network")):
+                           ("random", "the random directions"), ("reset", "the reset network")):
         pairs = [(e["probe"]["lo"][layers.index(best_layer[k][p])],
                   e[variant]["hi"][layers.index(best_layer[k][p])])
                  for k, pe in heldout.items() for p, e in pe.items() if variant in e]

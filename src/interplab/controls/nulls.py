@@ -1,0 +1,125 @@
+"""Null data sources: what does a method find when there is nothing to find?
+
+Every source returns activation-like rows ``[n, d_model]`` (float32 numpy) that go wherever real
+activations go (probes, SAEs, studies). Two families:
+
+* from activations alone (:data:`DATA_NULLS`), matched to a reference set ``X``:
+  ``gaussian`` (X's mean and full covariance), ``gaussian-mixture`` (12 diagonal Gaussians fitted
+  to X: clusters, but no concept), ``hypercube`` (uniform per coordinate with X's mean and
+  variance: most of the mass "in the corners");
+* from the model (:data:`MODEL_NULLS`), harvested at the same hook and positions:
+  ``shuffled-tokens`` (each text's tokens in a seeded random order, the first token kept first),
+  ``layer0`` (the embeddings: ``blocks.0.hook_resid_pre``), ``reset`` (the weight-permuted
+  network, :func:`interplab.models.reset_copy`) and ``random-init`` (a randomly initialised
+  network of the same architecture, ``interplab.models.random_init_copy`` where available).
+
+Rows of a model null correspond one to one with the input texts (and so with their labels); rows
+of a data null do not correspond to anything (labels given to them are arbitrary by construction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from interplab.errors import InterplabError
+
+DATA_NULLS = ("gaussian", "gaussian-mixture", "hypercube")
+MODEL_NULLS = ("shuffled-tokens", "layer0", "reset", "random-init")
+NULLS = (*DATA_NULLS, *MODEL_NULLS)
+MIXTURE_COMPONENTS = 12
+
+
+def _reference(X: Any) -> np.ndarray:
+    x = np.asarray(X.detach().cpu().numpy() if hasattr(X, "detach") else X, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2 or not np.isfinite(x).all():
+        raise InterplabError(f"a data null needs finite reference activations [n ≥ 2, d], got "
+                             f"shape {x.shape}")
+    return x
+
+
+def gaussian_like(X: Any, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` rows from the Gaussian with ``X``'s mean and (full, maximum-likelihood) covariance."""
+    x = _reference(X)
+    rng = np.random.default_rng(seed)
+    centred = x - x.mean(0)
+    # X = mean + z · (centred / √N) has covariance centred.T @ centred / N exactly, without
+    # factorising a possibly singular d × d matrix.
+    _, s, vt = np.linalg.svd(centred / np.sqrt(x.shape[0]), full_matrices=False)
+    z = rng.standard_normal((n, s.size))
+    return (x.mean(0) + (z * s) @ vt).astype(np.float32)
+
+
+def mixture_like(X: Any, n: int, seed: int = 0, n_components: int = MIXTURE_COMPONENTS) -> np.ndarray:
+    """``n`` rows from a mixture of ``n_components`` diagonal Gaussians fitted to ``X``."""
+    from sklearn.mixture import GaussianMixture
+
+    x = _reference(X)
+    k = min(n_components, x.shape[0])
+    gm = GaussianMixture(k, covariance_type="diag", random_state=seed, reg_covar=1e-6).fit(x)
+    rows, _ = gm.sample(n)
+    return np.random.default_rng(seed).permutation(rows).astype(np.float32)  # sample() sorts by component
+
+
+def hypercube_like(X: Any, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` rows uniform in the axis-aligned box with ``X``'s per-coordinate mean and variance
+    (half-width √3·std)."""
+    x = _reference(X)
+    half = np.sqrt(3.0) * x.std(0)
+    u = np.random.default_rng(seed).uniform(-1.0, 1.0, size=(n, x.shape[1]))
+    return (x.mean(0) + u * half).astype(np.float32)
+
+
+def data_null(name: str, X: Any, n: int | None = None, seed: int = 0) -> np.ndarray:
+    """Rows of the data null ``name`` matched to reference activations ``X`` (``n`` rows,
+    default ``len(X)``)."""
+    makers = {"gaussian": gaussian_like, "gaussian-mixture": mixture_like, "hypercube": hypercube_like}
+    if name not in makers:
+        raise InterplabError(f"unknown data null {name!r}; choose one of {', '.join(DATA_NULLS)}")
+    return makers[name](X, len(X) if n is None else n, seed)
+
+
+def shuffle_tokens(token_ids: Sequence[Sequence[int]], seed: int = 0) -> list[list[int]]:
+    """Each sequence's tokens in a seeded random order; the first token (BOS where the tokenizer
+    adds one) stays first."""
+    rng = np.random.default_rng(seed)
+    return [[t[0], *rng.permutation(t[1:]).tolist()] if len(t) > 1 else list(t) for t in token_ids]
+
+
+def null_model(lm: Any, name: str, seed: int = 0) -> Any:
+    """The control network of ``name`` (``reset`` or ``random-init``)."""
+    from interplab import models
+
+    if name == "reset":
+        return models.reset_copy(lm, seed=seed)
+    make = getattr(models, "random_init_copy", None)
+    if make is None:
+        raise InterplabError("the random-init null needs interplab.models.random_init_copy, which "
+                             "this version does not have; leave random-init out")
+    return make(lm, seed=seed)
+
+
+def model_null(name: str, lm: Any, texts: Sequence[str] | None, hook: str, positions: str = "last",
+               *, token_ids: Sequence[Sequence[int]] | None = None, seed: int = 0,
+               batch_size: int = 32) -> np.ndarray:
+    """Rows of the model null ``name`` at ``hook`` and ``positions`` for ``texts`` (or ready
+    ``token_ids``), one set of rows per text as the real harvest gives."""
+    from interplab.activations import harvest_tokens
+
+    if name not in MODEL_NULLS:
+        raise InterplabError(f"unknown model null {name!r}; choose one of {', '.join(MODEL_NULLS)}")
+    if (texts is None) == (token_ids is None):
+        raise InterplabError("give either texts or token_ids")
+    ids = lm.tokenize(list(texts)) if token_ids is None else [list(t) for t in token_ids]
+    lm.parse_hook(hook)
+    net, at = lm, hook
+    if name == "shuffled-tokens":
+        ids = shuffle_tokens(ids, seed)
+    elif name == "layer0":
+        at = "blocks.0.hook_resid_pre"
+    else:
+        net = null_model(lm, name, seed)
+    acts = harvest_tokens(net, ids, [at], positions, batch_size=batch_size, progress=False)
+    return acts[at].float().numpy()

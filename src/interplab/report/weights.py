@@ -1,0 +1,67 @@
+"""HTML page of a weight-SVD study: spectra against the Marchenko–Pastur edge, counts of singular
+values above it per block for the model and its controls, and the top directions as tokens.
+Reads a :class:`~interplab.studies.weights.WeightsResult` (or its JSON dict); computes nothing
+beyond scaling for display."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interplab.report.html import figure_png, new_figure, render
+
+
+def _as_dict(result: Any) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(result) if is_dataclass(result) else result
+
+
+def _kinds(mats: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(m["kind"] for m in mats))
+
+
+def figure_spectra(mats: list[dict[str, Any]]) -> str:
+    """Singular values / MP upper edge against rank, one panel per matrix kind, one line per
+    block (light to dark with depth)."""
+    kinds = _kinds(mats)
+    n_blocks = max(m["block"] for m in mats) + 1
+    fig, axes = new_figure((3.2 * len(kinds), 3.2), 1, len(kinds), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        for m in (m for m in mats if m["kind"] == kind):
+            s = np.asarray(m["singular_values"]) / m["mp_upper"]
+            ax.plot(np.arange(1, len(s) + 1), s, lw=0.8,
+                    color=(0.1, 0.2 + 0.6 * m["block"] / max(n_blocks - 1, 1), 0.8))
+        ax.axhline(1.0, color="k", ls="--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(kind, fontsize=9)
+        ax.set_xlabel("rank")
+    axes[0][0].set_ylabel("singular value / MP upper edge")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def figure_counts(networks: dict[str, list[dict[str, Any]]]) -> str:
+    """Singular values above the null per block, per kind, for each network."""
+    kinds = _kinds(networks["model"])
+    fig, axes = new_figure((3.2 * len(kinds), 3.0), 1, len(kinds), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        for name, mats in networks.items():
+            rows = [m for m in mats if m["kind"] == kind]
+            ax.plot([m["block"] for m in rows], [m["n_above"] for m in rows], "o-", ms=3, label=name)
+        ax.set_title(kind, fontsize=9)
+        ax.set_xlabel("block")
+    axes[0][0].set_ylabel("singular values above the null")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def write_weights_report(result: Any, path: str | Path) -> Path:
+    r = _as_dict(result)
+    figures = {"spectra": figure_spectra(r["networks"]["model"]),
+               "counts": figure_counts(r["networks"])}
+    return render("weights.html", path, r=r, figures=figures)

@@ -1,0 +1,275 @@
+"""Null-battery study: run the probe and SAE code paths on real activations and on every null
+source (:mod:`interplab.controls.nulls`), and report method − null with an interval.
+
+Probes: statements of a dataset (entity split), last token at ``layer``; for each source and
+probe, held-out accuracy with a bootstrap interval and the paired difference real − null; for the
+real probe, the accuracies of ``n_random_directions`` norm-matched random directions as a
+distribution. SAEs: packed neutral text at the same hook (position 0 left out); for each source a
+TopK SAE is trained on the rows of some sequences and evaluated on the rows of the others:
+fraction of variance explained on train and held-out rows, L0 and the features used on held-out
+rows (an SAE that memorises noise can use many sparse features and still fail held out).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interplab.controls.nulls import DATA_NULLS, NULLS
+from interplab.errors import InterplabError
+
+REAL = "model"
+
+
+@dataclass
+class NullsConfig:
+    """Everything that defines a null-battery run (saved with the result)."""
+
+    model: str = field(default="smollm2-135m",
+        metadata={"help": "Model: registry name, HF folder or .gguf file."})
+    dataset: str = field(default="cities",
+        metadata={"help": "Statement dataset for the probe part."})
+    layer: int | None = field(default=None,
+        metadata={"help": "Block whose resid_post is read (none: the middle block)."})
+    nulls: list[str] = field(default_factory=lambda: list(NULLS),
+        metadata={"help": "Null sources to run."})
+    probes: list[str] = field(default_factory=lambda: ["diffmean", "logistic"],
+        metadata={"help": "Probes to run on each source."})
+    max_statements: int | None = field(default=1200,
+        metadata={"help": "Balanced subsample of at most this many statements (none: all)."})
+    test_fraction: float = field(default=0.3,
+        metadata={"help": "Share of statements (by entity) held out."})
+    n_random_directions: int = field(default=20,
+        metadata={"help": "Norm-matched random directions per probe (at least 20)."})
+    sae_sequences: int = field(default=64,
+        metadata={"help": "Neutral-text sequences for the SAE part (0 skips it)."})
+    context_length: int = field(default=64, metadata={"help": "Tokens per neutral-text sequence."})
+    corpus: str = field(default="kjv", metadata={"help": "Neutral corpus (kjv or python-docs)."})
+    sae_width: int = field(default=4, metadata={"help": "SAE width as a multiple of d_model."})
+    sae_k: int = field(default=32, metadata={"help": "Active features of the TopK SAE."})
+    sae_steps: int = field(default=300, metadata={"help": "SAE training steps."})
+    sae_batch_size: int = field(default=256, metadata={"help": "Rows per SAE training step."})
+    sae_heldout_fraction: float = field(default=0.25,
+        metadata={"help": "Share of sequences held out from SAE training."})
+    seed: int = field(default=0, metadata={"help": "Seed for data, nulls, splits and training."})
+    n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples per interval."})
+    batch_size: int = field(default=32, metadata={"help": "Texts per forward pass."})
+    device: str | None = field(default=None, metadata={"help": "Device (none: auto)."})
+
+    def validate(self) -> None:
+        from interplab.probes import PROBES, PairProbe
+
+        bad = [n for n in self.nulls if n not in NULLS]
+        if bad:
+            raise InterplabError(f"unknown null(s) {bad}; choose from {', '.join(NULLS)}")
+        bad = [p for p in self.probes if p not in PROBES or issubclass(PROBES[p], PairProbe)]
+        if bad:
+            raise InterplabError(f"probe(s) {bad} cannot run here; choose from "
+                                 "diffmean, lda, massmean-iid, logistic")
+        if self.n_random_directions < 20:
+            raise InterplabError("n_random_directions must be at least 20: one random direction is "
+                                 "one draw, and the control is a distribution")
+        for name in ("test_fraction", "sae_heldout_fraction"):
+            if not 0 < getattr(self, name) < 1:
+                raise InterplabError(f"{name} must lie strictly between 0 and 1")
+        if min(self.sae_sequences, self.sae_width - 1, self.sae_k - 1, self.sae_steps - 1) < 0:
+            raise InterplabError("sae_sequences must be ≥ 0 and sae_width, sae_k, sae_steps ≥ 1")
+
+
+@dataclass
+class NullsResult:
+    """``probes[source][probe] = {"value", "lo", "hi", "n", "minus_null": {...} | None}``;
+    ``random_directions[probe]`` a distribution summary; ``saes[source]`` train/held-out
+    metrics. ``source`` is ``model`` (the real activations) or a null's name."""
+
+    config: dict[str, Any]
+    model: dict[str, Any]
+    dataset: dict[str, Any]
+    hook: str
+    n_train: int
+    n_test: int
+    probes: dict[str, dict[str, dict[str, Any]]]
+    random_directions: dict[str, dict[str, Any]]
+    saes: dict[str, dict[str, Any]]
+    notes: list[str]
+    timings: dict[str, float]
+
+    def to_json(self, path: str | Path) -> Path:
+        from interplab.fileio import atomic_write_json
+
+        return atomic_write_json(path, asdict(self))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> NullsResult:
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def source_rows(name: str, lm: Any, real: np.ndarray, reference: np.ndarray, hook: str,
+                positions: str, seed: int, batch_size: int, texts: list[str] | None = None,
+                token_ids: Any = None) -> np.ndarray:
+    """The rows of source ``name`` matching ``real`` (data nulls are fitted to ``reference``)."""
+    from interplab.controls.nulls import data_null, model_null
+
+    if name == REAL:
+        return real
+    if name in DATA_NULLS:
+        return data_null(name, reference, n=len(real), seed=seed)
+    return model_null(name, lm, texts, hook, positions, token_ids=token_ids, seed=seed,
+                      batch_size=batch_size)
+
+
+def _probe_scores(config: NullsConfig, data: dict[str, np.ndarray], y: np.ndarray,
+                  split: Any) -> tuple[dict, dict]:
+    from interplab.controls import (
+        bootstrap_accuracy,
+        distribution_summary,
+        random_direction_accuracies,
+    )
+    from interplab.probes import make_probe
+
+    hits, probes, randoms = {}, {}, {}
+    tr, te = split.train, split.test
+    for source, x in data.items():
+        for name in config.probes:
+            probe = make_probe(name).fit(x[tr], y[tr])
+            hits[source, name] = (probe.predict(x[te]) == y[te]).astype(np.float64)
+            if source == REAL:
+                randoms[name] = distribution_summary(random_direction_accuracies(
+                    probe, x[tr], y[tr], x[te], y[te], n=config.n_random_directions,
+                    seed=config.seed))
+    for source in data:
+        probes[source] = {}
+        for name in config.probes:
+            rows = [hits[source, name]] + ([hits[REAL, name] - hits[source, name]]
+                                           if source != REAL else [])
+            b = bootstrap_accuracy(np.stack(rows), n_boot=config.n_boot, seed=config.seed)
+            diff = ({"value": b["value"][1], "lo": b["lo"][1], "hi": b["hi"][1]}
+                    if source != REAL else None)
+            probes[source][name] = {"value": b["value"][0], "lo": b["lo"][0], "hi": b["hi"][0],
+                                    "n": b["n"], "model_minus_this": diff}
+    return probes, randoms
+
+
+def train_and_score_sae(x: np.ndarray, heldout: np.ndarray, config: NullsConfig,
+                        seed: int) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
+    """Train a TopK SAE on the rows not in ``heldout`` (boolean ``[n]``); metrics on both parts,
+    and the per-row terms of held-out FVE (squared error, squared deviation from the mean)."""
+    import torch
+
+    from interplab.sae import SAEConfig, TrainerConfig, train_saes
+    from interplab.sae.metrics import reconstruction_metrics
+
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    train, test = xt[~torch.from_numpy(heldout)], xt[torch.from_numpy(heldout)]
+    g = torch.Generator().manual_seed(seed)
+
+    def batches():
+        for _ in range(config.sae_steps):
+            yield train[torch.randint(0, train.shape[0], (config.sae_batch_size,), generator=g)]
+
+    d = x.shape[1]
+    sae_cfg = SAEConfig("topk", d, config.sae_width * d, k=config.sae_k, seed=seed)
+    tcfg = TrainerConfig(total_steps=config.sae_steps, log_every_steps=0, seed=seed,
+                         init_sample_size=min(8192, train.shape[0]))
+    sae = train_saes(batches(), [sae_cfg], tcfg)[0].eval()
+    out = {}
+    with torch.no_grad():
+        for part, rows in (("train", train), ("heldout", test)):
+            feats = sae.encode(rows)
+            m = reconstruction_metrics(rows, sae.decode(feats), feats)
+            out[part] = {"fve": m.fraction_of_variance_explained, "l0": m.l0,
+                         "features_used": m.n_alive, "n_features": m.n_features,
+                         "n_rows": m.n_tokens}
+        rows = test.double()
+        err = (rows - sae.decode(sae.encode(test)).double()).pow(2).sum(1)
+        dev = (rows - rows.mean(0)).pow(2).sum(1)
+    out["generalisation_gap"] = out["train"]["fve"] - out["heldout"]["fve"]
+    return out, (err.numpy(), dev.numpy())
+
+
+def _fve(err: np.ndarray, dev: np.ndarray) -> float:
+    return float(1 - err.sum() / dev.sum())
+
+
+def _minus_null(real: tuple[np.ndarray, np.ndarray], null: tuple[np.ndarray, np.ndarray],
+                config: NullsConfig) -> dict[str, float]:
+    """Held-out FVE of the model's SAE minus the null's, with a bootstrap interval over held-out
+    rows (resampled jointly: the rows are the same token positions)."""
+    from interplab.controls import bootstrap_statistic
+
+    (er, dr), (en, dn) = real, null
+    value, lo, hi = bootstrap_statistic(lambda a, b, c, d: _fve(a, b) - _fve(c, d), er, dr, en, dn,
+                                        n_boot=config.n_boot, seed=config.seed)
+    return {"value": value, "lo": lo, "hi": hi}
+
+
+def _sae_part(config: NullsConfig, lm: Any, hook: str, sources: list[str]) -> dict[str, Any]:
+    from interplab.activations import harvest_tokens
+    from interplab.erasure.in_model import neutral_tokens
+
+    tokens = neutral_tokens(lm, corpus=config.corpus, context_length=config.context_length,
+                            n_sequences=config.sae_sequences)
+    ids = tokens.tolist()
+    acts = harvest_tokens(lm, ids, [hook], "all", batch_size=config.batch_size, progress=False)
+    real = acts[hook].float().numpy()
+    L = config.context_length
+    position = np.tile(np.arange(L), len(ids))
+    keep = position > 0  # the first token's norm is far outside the rest (attention sink)
+    rng = np.random.default_rng(config.seed)
+    held_seq = rng.random(len(ids)) < config.sae_heldout_fraction
+    heldout = np.repeat(held_seq, L)[keep]
+    reference = real[keep][~heldout]
+    out, terms = {}, {}
+    for source in sources:
+        rows = source_rows(source, lm, real, reference, hook, "all", config.seed,
+                           config.batch_size, token_ids=ids)
+        out[source], terms[source] = train_and_score_sae(rows[keep], heldout, config, config.seed)
+    for source in sources:
+        out[source]["heldout_fve_model_minus_this"] = (
+            _minus_null(terms[REAL], terms[source], config) if source != REAL else None)
+    return out
+
+
+def run_nulls(config: NullsConfig) -> NullsResult:
+    """Run the battery described by ``config`` (see the module docstring)."""
+    from interplab.activations import harvest
+    from interplab.models import load
+    from interplab.studies.erasure import load_split
+
+    config.validate()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ds, split = load_split(config.dataset, config.max_statements, config.test_fraction,
+                           config.seed)
+    lm = load(config.model, device=config.device)
+    layer = lm.n_layers // 2 if config.layer is None else config.layer
+    hook = f"blocks.{layer}.hook_resid_post"
+    lm.parse_hook(hook)
+    real = harvest(lm, ds.statements, [hook], "last", batch_size=config.batch_size,
+                   progress=False)[hook].float().numpy()
+    sources = [REAL, *config.nulls]
+    data = {s: source_rows(s, lm, real, real[split.train], hook, "last", config.seed,
+                           config.batch_size, texts=ds.statements) for s in sources}
+    timings["harvest_s"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    probes, randoms = _probe_scores(config, data, ds.labels, split)
+    timings["probes_s"] = time.perf_counter() - t
+    saes: dict[str, Any] = {}
+    if config.sae_sequences:
+        t = time.perf_counter()
+        saes = _sae_part(config, lm, hook, sources)
+        timings["saes_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    notes = [f"data nulls ({', '.join(n for n in config.nulls if n in DATA_NULLS)}) are fitted to "
+             "the real training rows and carry the real labels by row index only: any accuracy "
+             "above chance on them is an artefact of the method or of the interval",
+             "model nulls are harvested from the same texts at the same hook and positions, so "
+             "their rows keep their statements' labels"]
+    return NullsResult(config=asdict(config), model=lm.identity(), dataset=ds.identity, hook=hook,
+                       n_train=len(split.train), n_test=len(split.test), probes=probes,
+                       random_directions=randoms, saes=saes, notes=notes, timings=timings)

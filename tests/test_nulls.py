@@ -1,0 +1,96 @@
+"""Null sources: matched to real activations, usable by probes and SAEs; the battery end to end."""
+
+import numpy as np
+import pytest
+
+from interplab.controls import (
+    DATA_NULLS,
+    data_null,
+    distribution_summary,
+    model_null,
+    random_direction_accuracies,
+)
+from interplab.controls.nulls import shuffle_tokens
+from interplab.errors import InterplabError
+
+
+def reference(n=3000, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, d)) @ rng.standard_normal((d, d)) + np.arange(d)
+
+
+def test_data_nulls_match_the_reference_moments():
+    x = reference()
+    g = data_null("gaussian", x, n=20000, seed=1)
+    assert np.allclose(g.mean(0), x.mean(0), atol=0.1)
+    assert np.allclose(np.cov(g.T), np.cov(x.T), atol=0.15 * np.abs(np.cov(x.T)).max())
+    h = data_null("hypercube", x, seed=1)
+    assert np.allclose(h.std(0), x.std(0), rtol=0.08) and np.allclose(h.mean(0), x.mean(0), atol=0.15)
+    half = np.sqrt(3) * x.std(0)
+    assert (np.abs(h - x.mean(0)) <= half + 1e-4).all()  # inside the box
+    # uncorrelated by construction, unlike the reference
+    assert abs(np.corrcoef(h.T)[0, 1]) < 0.1 < abs(np.corrcoef(x.T)[0, 1])
+    m = data_null("gaussian-mixture", x, n=4000, seed=1)
+    assert m.shape == (4000, 6) and np.allclose(m.mean(0), x.mean(0), atol=0.2)
+    with pytest.raises(InterplabError, match="unknown data null"):
+        data_null("uniform", x)
+
+
+def test_probe_on_a_data_null_is_at_chance_and_random_directions_form_a_distribution():
+    from interplab.probes import LogisticProbe
+
+    rng = np.random.default_rng(0)
+    x = reference(1200, 8)
+    y = rng.integers(0, 2, 1200)
+    x_real = x + np.outer(y, np.ones(8)) * 2.0
+    probe = LogisticProbe().fit(x_real[:800], y[:800])
+    assert probe.score(x_real[800:], y[800:]) > 0.9
+    for name in DATA_NULLS:
+        null = data_null(name, x_real[:800], n=1200, seed=2)
+        acc = LogisticProbe().fit(null[:800], y[:800]).score(null[800:], y[800:])
+        assert abs(acc - 0.5) < 0.1, (name, acc)
+    accs = random_direction_accuracies(probe, x_real[:800], y[:800], x_real[800:], y[800:], n=20)
+    s = distribution_summary(accs)
+    assert s["n"] == 20 and len(set(accs.round(6))) > 5  # twenty different directions
+    assert s["p95"] < probe.score(x_real[800:], y[800:])
+
+
+def test_model_nulls_on_a_tiny_model(tiny_models):
+    from interplab.activations import harvest
+
+    lm = tiny_models["tiny-llama"]
+    texts = ["The city of Paris is in France.", "Two is larger than one.", "Bees dance."]
+    hook = "blocks.1.hook_resid_post"
+    real = harvest(lm, texts, [hook], "last", progress=False)[hook].numpy()
+    # seed 1: the tiny test models are themselves a seed-0 initialisation
+    for name in ("shuffled-tokens", "layer0", "reset", "random-init"):
+        rows = model_null(name, lm, texts, hook, "last", seed=1)
+        assert rows.shape == real.shape and not np.allclose(rows, real)
+    ids = lm.tokenize(texts)
+    shuffled = shuffle_tokens(ids, seed=0)
+    assert [s[0] for s in shuffled] == [t[0] for t in ids]
+    assert [sorted(s) for s in shuffled] == [sorted(t) for t in ids]
+
+
+def test_null_battery_on_a_tiny_model(tmp_path):
+    from interplab.report.nulls import write_nulls_report
+    from interplab.studies.nulls import NullsConfig, NullsResult, run_nulls
+
+    config = NullsConfig(model="tiny-llama", layer=1, max_statements=160,
+                         nulls=["gaussian", "hypercube", "shuffled-tokens", "layer0", "reset"],
+                         probes=["diffmean"], sae_sequences=12, context_length=16, sae_width=2,
+                         sae_k=4, sae_steps=20, sae_batch_size=32, n_boot=100)
+    r = run_nulls(config)
+    assert set(r.probes) == {"model", *config.nulls}
+    assert r.probes["model"]["diffmean"]["model_minus_this"] is None
+    d = r.probes["gaussian"]["diffmean"]["model_minus_this"]
+    assert d["lo"] <= d["value"] <= d["hi"]
+    assert r.random_directions["diffmean"]["n"] == 20
+    s = r.saes["hypercube"]
+    assert s["train"]["n_rows"] + s["heldout"]["n_rows"] == 12 * 15
+    assert 0 < s["heldout"]["features_used"] <= s["heldout"]["n_features"] == 2 * 64
+    d = s["heldout_fve_model_minus_this"]
+    assert d["lo"] <= d["value"] <= d["hi"] and r.saes["model"]["heldout_fve_model_minus_this"] is None
+    again = NullsResult.from_json(r.to_json(tmp_path / "n.json"))
+    html = write_nulls_report(again, tmp_path / "n.html").read_text()
+    assert "held-out" in html and "hypercube" in html

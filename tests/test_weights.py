@@ -1,0 +1,92 @@
+"""Weight SVD: the random-matrix edge against real random matrices, a planted spike found where
+it was planted, and the analysis on tiny models of every layout."""
+
+import numpy as np
+import pytest
+import torch
+
+from interplab.weights import (
+    above_edge,
+    analyse_weights,
+    block_matrices,
+    entry_std,
+    mp_edges,
+    mp_quantiles,
+    spectrum_difference,
+)
+
+
+@pytest.mark.parametrize("shape", [(100, 400), (576, 1536), (300, 150)])
+def test_marchenko_pastur_edges_match_random_matrices(shape):
+    m, n = shape
+    g = torch.Generator().manual_seed(m)
+    for _ in range(3):
+        w = torch.randn(m, n, generator=g, dtype=torch.float64) * 0.02
+        s = torch.linalg.svdvals(w).numpy()
+        sigma = entry_std(w)
+        lo, hi = mp_edges(m, n, sigma)
+        assert 0.95 < s[0] / hi < 1.03 and 0.95 < s[-1] / lo < 1.06
+        assert not above_edge(s, m, n, sigma).any()
+        q = (np.arange(len(s)) + 0.5) / len(s)
+        assert np.max(np.abs(np.sort(s) - mp_quantiles(m, n, sigma, q))) < 0.04 * hi
+
+
+def test_a_planted_spike_stands_above_the_edge_and_nothing_else_does():
+    m, n = 200, 500
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(m, n, generator=g, dtype=torch.float64)
+    u, v = torch.randn(m, 1, generator=g, dtype=torch.float64), torch.randn(n, 1, generator=g, dtype=torch.float64)
+    spike = 3 * (m * n) ** 0.25 * (u / u.norm()) @ (v / v.norm()).T  # well above the BBP threshold
+    w = noise + spike
+    s = torch.linalg.svdvals(w).numpy()
+    assert above_edge(s, m, n, entry_std(w)).sum() == 1
+    weak = noise + 0.3 * spike  # below the detection threshold
+    assert above_edge(torch.linalg.svdvals(weak).numpy(), m, n, entry_std(weak)).sum() == 0
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-neox"])
+def test_weights_on_tiny_models(tiny_models, name):
+    from interplab.models import reset_copy
+
+    lm = tiny_models[name]
+    mats = block_matrices(lm)
+    d = lm.d_model
+    kinds = {m.kind for m in mats}
+    assert kinds >= {"attn_out", "mlp_in", "mlp_out"} and ("mlp_gate" in kinds) == (name == "tiny-llama")
+    for m in mats:  # [out, in]: writing matrices end in d_model, reading ones start from it
+        assert m.weight.shape[0 if m.kind in ("attn_out", "mlp_out") else 1] == d
+    res = analyse_weights(lm, top_directions=2, top_tokens=4)
+    assert len(res) == len(mats)
+    r = res[0]
+    assert len(r["directions"]) == 2 and len(r["directions"][0]["plus"]) == 4
+    assert r["n_singular"] == min(r["shape"]) == len(r["singular_values"])
+    # freshly initialised tiny models: Gaussian weights, nothing above the null
+    assert sum(x["n_above"] for x in res) <= 1
+    assert all(x["n_above_both"] <= x["n_above"] for x in res)
+    assert spectrum_difference(res, analyse_weights(reset_copy(lm), top_directions=0)) < 1e-10
+
+
+def test_weights_study_report(tmp_path):
+    from interplab.report.weights import write_weights_report
+    from interplab.studies.weights import WeightsConfig, WeightsResult, run_weights
+
+    result = run_weights(WeightsConfig(model="tiny-qwen2", top_directions=1, top_tokens=3))
+    assert set(result.networks) == {"model", "reset", "random-init"}
+    assert result.reset_max_spectrum_difference < 1e-10
+    again = WeightsResult.from_json(result.to_json(tmp_path / "w.json"))
+    html = write_weights_report(again, tmp_path / "w.html").read_text()
+    assert "Marchenko" in html and "data:image/png" in html
+
+
+def test_weights_page_escapes_tokens(tmp_path):
+    from interplab.report.weights import write_weights_report
+
+    mat = {"block": 0, "kind": "attn_out", "shape": [4, 4], "sigma": 1.0, "mp_lower": 0.0,
+           "mp_upper": 4.0, "threshold": 4.5, "n_above": 1, "n_above_both": 1, "n_singular": 4,
+           "singular_values": [9.0, 3.0, 2.0, 1.0], "shuffled_top": 4.1, "space": "unembedding",
+           "directions": [{"index": 0, "s": 9.0, "above": True, "plus": ["<script>x</script>"],
+                           "minus": ["&amp;"]}]}
+    r = {"config": {}, "model": {"name": "m<b>"}, "networks": {"model": [mat]},
+         "reset_max_spectrum_difference": None, "notes": [], "timings": {}}
+    html = write_weights_report(r, tmp_path / "w.html").read_text()
+    assert "<script>x" not in html and "&lt;script&gt;x" in html and "m&lt;b&gt;" in html

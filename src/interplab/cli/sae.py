@@ -81,14 +81,6 @@ def _exclusion_rule(no_exclusion: bool, norm_ratio: float):
     return ExclusionRule.none() if no_exclusion else ExclusionRule(norm_ratio=norm_ratio or None)
 
 
-def _ordinary_batches(batches, rule, count):
-    """``(x, position)`` pairs → the rows ``rule`` keeps (counted in ``count``)."""
-    for x, position in batches:
-        keep = rule.keep_mask(x, position)
-        count.add(keep)
-        yield x[keep]
-
-
 @sae_app.command("train")
 def train_cmd(
     out: Path = typer.Option(..., "--out", help="folder; one sub-folder per trained SAE"),
@@ -126,7 +118,7 @@ def train_cmd(
     """Train one SAE or a sweep (every combination of --arch, --k, --sparsity) in one pass.
 
     By default position 0 and massive-norm tokens are left out (see --norm-ratio)."""
-    from interplab.activations.exclusion import ExclusionCount
+    from interplab.activations.exclusion import ExclusionCount, ordinary_batches
     from interplab.sae import SAEConfig, SAETrainer, TrainerConfig, architectures, save_sae
     from interplab.sae.trainer import TrainingInterrupted, run_size_warnings
 
@@ -206,9 +198,9 @@ def train_cmd(
     epochs = max(1, -(-total * batch_size // max(n_rows, 1)))
     if lm is None:
         count = ExclusionCount()
-        batches = _ordinary_batches(st.iter_batches(batch_size, hook, seed=seed, epochs=epochs,
-                                                    drop_last=True, with_position=True),
-                                    rule, count)
+        batches = ordinary_batches(st.iter_batches(batch_size, hook, seed=seed, epochs=epochs,
+                                                   drop_last=True, with_position=True),
+                                   rule, count)
     else:
         from interplab.sae.buffer import MixingBuffer
 

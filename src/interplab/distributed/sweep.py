@@ -1,0 +1,104 @@
+"""SAE sweeps with one configuration per task, all reading the same activation store.
+
+:func:`plan_sweep` fixes everything a task needs before anything runs: its SAE configuration,
+the optimisation settings, the seed (which sets the SAE's initial weights, the data order and
+the initialisation sample) and its output folder. :func:`train_sweep_task` opens the store
+read-only, reads the batches the local sweep reads (same seed, same order, same exclusion rule),
+trains that one SAE and saves it. A one-SAE trainer does for its SAE exactly what a sweep's
+trainer does for each of its SAEs, so with one thread per task every SAE is bit-identical to the
+one ``SAETrainer(all_configs, ...)`` trains in one local pass, whichever executor ran it.
+
+Each task writes into its own folder ``out/<run name>/``: the SAE (``config.json``,
+``weights.safetensors``), ``train_log.jsonl`` and ``checkpoint/``; running the same plan again
+resumes every unfinished task from its checkpoint and leaves finished ones as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from interplab.activations.exclusion import ExclusionCount, ExclusionRule, ordinary_batches
+from interplab.errors import InterplabError
+from interplab.sae.base import SAEConfig
+from interplab.sae.trainer import TrainerConfig
+
+__all__ = ["SweepTask", "plan_sweep", "run_sweep", "run_name", "train_sweep_task"]
+
+
+def run_name(config: SAEConfig) -> str:
+    """The folder name of one SAE of a sweep, e.g. ``topk_w512_k32`` or ``relu_w512_l1``."""
+    suffix = f"k{config.k}" if config.k else f"l{config.sparsity_coefficient:g}"
+    return f"{config.architecture}_w{config.d_sae}_{suffix}"
+
+
+@dataclass(frozen=True)
+class SweepTask:
+    """One SAE of a sweep: everything a worker needs, and nothing it must share."""
+
+    index: int
+    store: str  # a path every worker can read (shared storage on a cluster)
+    hook: str
+    sae_config: SAEConfig
+    trainer_config: TrainerConfig
+    batch_size: int
+    epochs: int
+    exclusion: ExclusionRule
+    out: str  # this SAE's folder
+
+
+def plan_sweep(store: str | os.PathLike, hook: str, sae_configs: list[SAEConfig],
+               trainer_config: TrainerConfig, *, batch_size: int, out: str | os.PathLike,
+               exclusion: ExclusionRule, n_rows: int) -> list[SweepTask]:
+    """One task per configuration, in the order given. Every task gets the sweep's seed
+    (``trainer_config.seed``) for its data order and initialisation sample, its own log and
+    checkpoint folder, and as many epochs over the store as ``total_steps`` batches need."""
+    names = [run_name(c) for c in sae_configs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InterplabError(f"the sweep names the same SAE twice ({', '.join(dupes)}); give "
+                             "each configuration once")
+    c = trainer_config
+    epochs = max(1, -(-c.total_steps * batch_size // max(n_rows, 1)))
+    tasks = []
+    for i, (config, name) in enumerate(zip(sae_configs, names, strict=True)):
+        folder = Path(out) / name
+        tcfg = dataclasses.replace(c, log_path=str(folder / "train_log.jsonl"),
+                                   checkpoint_dir=str(folder / "checkpoint"), progress=False)
+        tasks.append(SweepTask(i, str(store), hook, config, tcfg, batch_size, epochs, exclusion,
+                               str(folder)))
+    return tasks
+
+
+def train_sweep_task(task: SweepTask) -> dict:
+    """Train and save one SAE of a plan; returns its name, folder, counts and last metrics."""
+    from interplab.activations import ActivationStore
+    from interplab.sae import SAETrainer, save_sae
+
+    store = ActivationStore(task.store)
+    count = ExclusionCount()
+    seed = task.trainer_config.seed
+    batches = ordinary_batches(
+        store.iter_batches(task.batch_size, task.hook, seed=seed, epochs=task.epochs,
+                           drop_last=True, with_position=True), task.exclusion, count)
+    trainer = SAETrainer([task.sae_config], task.trainer_config).fit(batches)
+    save_sae(trainer.finalized_saes()[0], task.out)
+    last = trainer.log_history[-1]["saes"][0] if trainer.log_history else {}
+    return {"name": Path(task.out).name, "path": task.out, "steps": trainer.step,
+            "tokens": trainer.tokens_seen, "scale": trainer.scale,
+            "scale_tokens": trainer.scale_tokens, "exclusion": count.to_dict(),
+            "metrics": {k: last[k] for k in ("fraction_of_variance_explained", "l0",
+                                             "fraction_alive") if k in last}}
+
+
+def run_sweep(tasks: list[SweepTask], executor=None) -> list[dict]:
+    """Run every task of a plan through ``executor`` (None: one after the other here); the
+    results come back in plan order."""
+    from interplab.distributed.executor import LocalExecutor
+
+    executor = executor or LocalExecutor()
+    results: dict[int, dict] = dict(executor.run(train_sweep_task, tasks,
+                                                 description="sae sweep (SAEs)"))
+    return [results[i] for i in range(len(tasks))]

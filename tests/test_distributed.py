@@ -214,3 +214,29 @@ def test_a_task_error_is_raised_as_itself(ray_cluster, tmp_path):
                       out=tmp_path / "saes", exclusion=ExclusionRule(), n_rows=store.n_rows)
     with pytest.raises(InterplabError, match="holds no hook 'blocks.9.hook_resid_post'"):
         run_sweep(plan, RayExecutor(workers=2))
+
+
+def test_cli_ray_harvest_and_sweep_equal_the_local_commands(ray_cluster, tmp_path, capsys):
+    from interplab.cli.main import main
+
+    texts = tmp_path / "t.txt"
+    texts.write_text("\n".join(CORPUS) + "\n", encoding="utf-8")
+    for name, extra in (("local", []), ("ray", ["--executor", "ray", "--workers", "2"])):
+        # the same --out for both (the manifest records it in the resume command), then moved
+        assert main(["harvest", "--model", MODEL, "--texts", str(texts), "--hooks", HOOKS[0],
+                     "--out", str(tmp_path / "store"), "--batch-size", "4", "--rows-per-shard",
+                     "150", "--for-sae", *extra]) == 0
+        (tmp_path / "store").rename(tmp_path / name)
+        assert main(["sae", "train", "--store", str(tmp_path / name), "--arch", "topk,relu",
+                     "--k", "4", "--width", "64", "--steps", "12", "--batch-size", "32",
+                     "--out", str(tmp_path / f"saes-{name}"), *extra]) == 0
+    assert len(ActivationStore(tmp_path / "local").shards) >= 2
+    assert _files(tmp_path / "local") == _files(tmp_path / "ray")
+    for run in ("topk_w64_k4", "relu_w64_l1"):
+        local, ray_sae = (load_sae(tmp_path / f"saes-{n}" / run) for n in ("local", "ray"))
+        for key, tensor in local.state_dict().items():
+            assert torch.equal(tensor, ray_sae.state_dict()[key]), (run, key)
+    assert "one task per SAE" in capsys.readouterr().err
+    assert main(["harvest", "--model", MODEL, "--texts", str(texts), "--hooks", HOOKS[0],
+                 "--out", str(tmp_path / "x"), "--workers", "2"]) == 2
+    assert "need --executor ray" in capsys.readouterr().err

@@ -270,7 +270,7 @@ def _fill(writer: StoreWriter, lm: LanguageModel, ids: Sequence[Sequence[int]],
     start = writer.texts_done
     bounds = plan_shards(ids, pos, lm.bos_token_id is not None, start, chunk, rows_per_shard)
     first = len(writer.manifest["shards"])
-    tasks = [ShardTask(first + j, a, b, ids[a:b], str(writer.path),
+    tasks = [ShardTask(first + j, a, b, ids[a:b], str(writer.path.resolve()),
                        tuple(hooks), pos, chunk, exclusion=exclusion,
                        weights_sha256=writer.manifest["model"]["weights_sha256"], **harvest_kw)
              for j, (a, b) in enumerate(bounds)]

@@ -114,10 +114,17 @@ def train_cmd(
                                      "above this × the batch median (0: no norm test)"),
     no_exclusion: bool = typer.Option(False, "--no-exclusion", help="train on every token, "
                                       "position 0 and massive-norm tokens included"),
+    executor: str = typer.Option("local", "--executor", help="local (one pass for the sweep) | "
+                                 "ray (one task per SAE on --store; the same SAEs)"),
+    ray_address: str = typer.Option("", "--ray-address", help="with --executor ray: an existing "
+                                    "cluster (e.g. auto); default: a local cluster"),
+    workers: int = typer.Option(0, "--workers", help="with --executor ray: SAEs trained at once "
+                                "(default: every CPU of the local cluster)"),
 ) -> None:
     """Train one SAE or a sweep (every combination of --arch, --k, --sparsity) in one pass.
 
-    By default position 0 and massive-norm tokens are left out (see --norm-ratio)."""
+    By default position 0 and massive-norm tokens are left out (see --norm-ratio). With
+    --executor ray each SAE is a task of its own (out/<name>/ holds its log and checkpoint)."""
     from interplab.activations.exclusion import ExclusionCount, ordinary_batches
     from interplab.sae import SAEConfig, SAETrainer, TrainerConfig, architectures, save_sae
     from interplab.sae.trainer import TrainingInterrupted, run_size_warnings
@@ -128,6 +135,12 @@ def train_cmd(
         raise InterplabError(f"unknown architecture(s) {unknown}; choose from {architectures()}")
     if (store is None) == (not model):
         raise InterplabError("give exactly one data source: --store PATH or --model NAME")
+    from interplab.distributed import make_executor, run_name
+
+    runner = make_executor(executor, address=ray_address, workers=workers, progress=True)
+    if runner.remote and (store is None or extend_steps):
+        raise InterplabError("--executor ray trains from a --store (harvest one with `interplab "
+                             "harvest --for-sae --executor ray`), without --extend-steps")
     lm = None
     n_ctx = None
     if store is not None:
@@ -195,6 +208,10 @@ def train_cmd(
     )
     for warning in run_size_warnings(n_rows, configs, tcfg):
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if runner.remote:
+        with runner:
+            return _train_on_executor(runner, store, hook, configs, tcfg, batch_size, out, rule,
+                                      n_rows)
     epochs = max(1, -(-total * batch_size // max(n_rows, 1)))
     if lm is None:
         count = ExclusionCount()
@@ -216,8 +233,7 @@ def train_cmd(
         raise typer.Exit(128 + exc.signum) from None
     names = []
     for sae in trainer.finalized_saes():
-        c = sae.config
-        name = f"{c.architecture}_w{c.d_sae}_" + (f"k{c.k}" if c.k else f"l{c.sparsity_coefficient:g}")
+        name = run_name(sae.config)
         save_sae(sae, out / name)
         names.append(name)
     last = trainer.log_history[-1] if trainer.log_history else {}
@@ -228,6 +244,26 @@ def train_cmd(
                   f"{trainer.scale_tokens} ordinary tokens")
     for name, m in zip(names, last.get("saes", []), strict=False):
         console.print(f"  {name}: FVE {m['fraction_of_variance_explained']:.3f}, "
+                      f"L0 {m['l0']:.1f}, alive {m['fraction_alive']:.2f}")
+
+
+def _train_on_executor(runner, store: Path, hook: str, configs, tcfg, batch_size: int,
+                       out: Path, rule, n_rows: int) -> None:
+    """One task per SAE (``interplab.distributed.sweep``); each equals the local sweep's SAE."""
+    from interplab.distributed import plan_sweep, run_sweep
+
+    plan = plan_sweep(store, hook, configs, tcfg, batch_size=batch_size, out=out,
+                      exclusion=rule, n_rows=n_rows)
+    results = run_sweep(plan, runner)
+    console.print(f"trained {len(results)} SAE(s) for {results[0]['steps']} steps "
+                  f"({results[0]['tokens']} tokens) each, one task per SAE → {out}")
+    ex = results[0]["exclusion"]
+    console.print(f"excluded {ex['n_excluded']} of {ex['n_seen']} tokens read per SAE "
+                  f"({rule.describe()}); input scale {results[0]['scale']:.4g} from "
+                  f"{results[0]['scale_tokens']} ordinary tokens")
+    for r in results:
+        m = r["metrics"]
+        console.print(f"  {r['name']}: FVE {m['fraction_of_variance_explained']:.3f}, "
                       f"L0 {m['l0']:.1f}, alive {m['fraction_alive']:.2f}")
 
 

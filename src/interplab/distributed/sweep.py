@@ -64,11 +64,11 @@ def plan_sweep(store: str | os.PathLike, hook: str, sae_configs: list[SAEConfig]
     epochs = max(1, -(-c.total_steps * batch_size // max(n_rows, 1)))
     tasks = []
     for i, (config, name) in enumerate(zip(sae_configs, names, strict=True)):
-        folder = Path(out) / name
+        folder = Path(out).resolve() / name  # absolute: workers may start in another folder
         tcfg = dataclasses.replace(c, log_path=str(folder / "train_log.jsonl"),
                                    checkpoint_dir=str(folder / "checkpoint"), progress=False)
-        tasks.append(SweepTask(i, str(store), hook, config, tcfg, batch_size, epochs, exclusion,
-                               str(folder)))
+        tasks.append(SweepTask(i, str(Path(store).resolve()), hook, config, tcfg, batch_size,
+                               epochs, exclusion, str(folder)))
     return tasks
 
 

@@ -159,6 +159,14 @@ def test_a_task_whose_worker_dies_is_retried_and_the_store_is_identical(ray_clus
     assert local.complete and _files(tmp_path / "local") == _files(tmp_path / "ray")
 
 
+def test_a_worker_that_dies_beyond_the_retries_is_one_clear_error(ray_cluster, tmp_path):
+    spec = DiesOnceSpec(MODEL, marker=str(tmp_path / "died"))
+    with pytest.raises(InterplabError, match="worker process died 1 time"):
+        _harvest(tmp_path / "s", executor=RayExecutor(workers=1, max_retries=0), model=spec)
+    assert not ActivationStore(tmp_path / "s").complete  # and the same command resumes it
+    assert _harvest(tmp_path / "s", executor=RayExecutor(workers=2), model=spec).complete
+
+
 def test_a_worker_with_other_weights_is_refused(ray_cluster, tmp_path):
     with pytest.raises(InterplabError, match="other weights"):
         _harvest(tmp_path / "s", executor=RayExecutor(workers=2), model=OtherWeightsSpec(MODEL))

@@ -9,7 +9,6 @@ Ray is imported only when a :class:`RayExecutor` runs, so everything else works 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,13 +71,13 @@ class RayExecutor:
     ``address``: an existing cluster (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``);
     None starts a local cluster with ``workers`` CPUs (and stops it on :meth:`close`). If Ray is
     already initialised in this process, that runtime is used as is. At most ``workers`` tasks
-    are in flight at once. A task whose worker process dies (killed, out of memory, node lost) is
+    are in flight at once (None: as many as the cluster has CPUs). A task whose worker process dies (killed, out of memory, node lost) is
     re-run up to ``max_retries`` times; an exception raised by the task itself is not retried
     and is re-raised here as it was raised in the worker.
     """
 
     address: str | None = None
-    workers: int = 2
+    workers: int | None = None
     max_retries: int = 3
     threads_per_task: int = 1
     progress: bool = False
@@ -86,7 +85,7 @@ class RayExecutor:
     _started: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.workers, int) or self.workers < 1:
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
             raise InterplabError(f"workers (--workers) must be a positive integer, "
                                  f"not {self.workers!r}")
         if self.max_retries < 0:
@@ -101,7 +100,7 @@ class RayExecutor:
         if not ray.is_initialized():
             kw: dict[str, Any] = {"address": self.address, "include_dashboard": False,
                                   "logging_level": "WARNING", "log_to_driver": True}
-            if self.address is None:
+            if self.address is None and self.workers is not None:
                 kw["num_cpus"] = self.workers
             try:
                 ray.init(**kw)
@@ -118,12 +117,13 @@ class RayExecutor:
         remote = ray.remote(num_cpus=1, max_retries=self.max_retries)(_call)
         pending: dict[Any, int] = {}
         todo = iter(enumerate(tasks))
+        in_flight = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         with _task_progress(description, len(tasks), self.progress) as advance:
             try:
                 while True:
                     for i, task in todo:
                         pending[remote.remote(fn, task, self.threads_per_task)] = i
-                        if len(pending) >= self.workers:
+                        if len(pending) >= in_flight:
                             break
                     if not pending:
                         return
@@ -171,7 +171,8 @@ class RayExecutor:
 def make_executor(name: str = "local", *, address: str | None = None, workers: int = 0,
                   progress: bool = False, max_retries: int = 3) -> LocalExecutor | RayExecutor:
     """The executor the command-line flags name (``--executor``, ``--ray-address``,
-    ``--workers``; ``workers`` 0 means the local cluster gets every CPU of this machine)."""
+    ``--workers``; ``workers`` 0: as many tasks at once as the cluster has CPUs, and a local
+    cluster gets every CPU of this machine)."""
     if name not in EXECUTORS:
         raise InterplabError(f"unknown executor {name!r}; use one of {', '.join(EXECUTORS)}")
     if name == "local":
@@ -179,5 +180,5 @@ def make_executor(name: str = "local", *, address: str | None = None, workers: i
             raise InterplabError("--ray-address and --workers > 1 need --executor ray; the local "
                                  "executor runs the tasks one after the other in this process")
         return LocalExecutor(progress=progress)
-    return RayExecutor(address=address or None, workers=workers or os.cpu_count() or 1,
-                       progress=progress, max_retries=max_retries)
+    return RayExecutor(address=address or None, workers=workers or None, progress=progress,
+                       max_retries=max_retries)

@@ -71,9 +71,9 @@ class RayExecutor:
     ``address``: an existing cluster (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``);
     None starts a local cluster with ``workers`` CPUs (and stops it on :meth:`close`). If Ray is
     already initialised in this process, that runtime is used as is. At most ``workers`` tasks
-    are in flight at once (None: as many as the cluster has CPUs). A task whose worker process dies (killed, out of memory, node lost) is
-    re-run up to ``max_retries`` times; an exception raised by the task itself is not retried
-    and is re-raised here as it was raised in the worker.
+    are in flight at once (None: as many as the cluster has CPUs). A task whose worker process
+    dies (killed, out of memory, node lost) is re-run up to ``max_retries`` times; an exception
+    raised by the task itself is not retried and is re-raised here as it was raised.
     """
 
     address: str | None = None

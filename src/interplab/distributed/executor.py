@@ -66,7 +66,7 @@ class LocalExecutor:
 
 @dataclass
 class RayExecutor:
-    """Each task a ``ray.remote`` task (one CPU, ``threads_per_task`` threads).
+    """Each task a ``ray.remote`` task with ``threads_per_task`` threads (and as many CPUs).
 
     ``address``: an existing cluster (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``);
     None starts a local cluster with ``workers`` CPUs (and stops it on :meth:`close`). If Ray is
@@ -114,7 +114,7 @@ class RayExecutor:
     def run(self, fn: Callable[[Any], Any], tasks: Sequence[Any], *,
             description: str = "tasks") -> Iterator[tuple[int, Any]]:
         ray = self._ray()
-        remote = ray.remote(num_cpus=1, max_retries=self.max_retries)(_call)
+        remote = ray.remote(num_cpus=self.threads_per_task, max_retries=self.max_retries)(_call)
         pending: dict[Any, int] = {}
         todo = iter(enumerate(tasks))
         in_flight = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))

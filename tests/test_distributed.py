@@ -96,6 +96,7 @@ def test_remote_executor_needs_a_worker_model(tmp_path):
 
     with pytest.raises(InterplabError, match="pass worker_model"):
         harvest_to_store(lm, CORPUS, HOOKS, tmp_path / "s", executor=Remote(), **SETTINGS)
+    assert not (tmp_path / "s").exists()  # refused before the folder was created
 
 
 def test_each_sae_of_a_sweep_equals_the_sae_trained_alone_resampling_included():

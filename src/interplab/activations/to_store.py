@@ -118,6 +118,9 @@ def harvest_to_store(
     for h in hooks:
         lm.parse_hook(h)
     pos = Positions.parse(positions)
+    if executor is not None and executor.remote and worker_model is None:
+        raise InterplabError("a remote executor loads the model in each worker: pass "
+                             "worker_model (e.g. interplab.distributed.ModelSpec('name'))")
     # Everything is validated (and every text tokenised) before the store folder is touched.
     if texts is not None:
         texts = validate_texts(texts)
@@ -274,25 +277,29 @@ def _fill(writer: StoreWriter, lm: LanguageModel, ids: Sequence[Sequence[int]],
                        tuple(hooks), pos, chunk, exclusion=exclusion,
                        weights_sha256=writer.manifest["model"]["weights_sha256"], **harvest_kw)
              for j, (a, b) in enumerate(bounds)]
-    finished: dict[int, dict] = {}
     with tqdm(total=sum(len(t) for t in ids[start:]), unit="tok", desc=f"harvest → {writer.path}",
               disable=not progress or executor is not None, leave=False) as bar:
-        if executor is None or not getattr(executor, "remote", False):
+        if executor is None or not executor.remote:
             results = _run_locally(executor, tasks, partial(harvest_shard, lm=lm, bar=bar))
-        elif worker_model is None:
-            raise InterplabError("a remote executor loads the model in each worker: pass "
-                                 "worker_model (e.g. interplab.distributed.ModelSpec('name'))")
         else:
             results = executor.run(partial(harvest_shard_in_worker, model=worker_model), tasks,
                                    description=f"harvest → {writer.path} (shards)")
-        try:
-            for i, result in results:
-                finished[i] = result
-                while len(writer.manifest["shards"]) - first in finished:
-                    entry = finished.pop(len(writer.manifest["shards"]) - first)
-                    writer.add_shard(entry, entry.pop("exclusion_count"))
-        except OSError as exc:  # e.g. a full disk while a shard was written
-            raise writer.write_error(Path(exc.filename or writer.path), exc) from exc
+        _record_in_order(writer, results)
+
+
+def _record_in_order(writer: StoreWriter, results) -> None:
+    """Add shards to the manifest in shard order as ``(task index, entry)`` pairs arrive in any
+    order; a shard finished early waits (on disk, unlisted) for those before it."""
+    first = len(writer.manifest["shards"])
+    finished: dict[int, dict] = {}
+    try:
+        for i, entry in results:
+            finished[i] = entry
+            while len(writer.manifest["shards"]) - first in finished:
+                entry = finished.pop(len(writer.manifest["shards"]) - first)
+                writer.add_shard(entry, entry.pop("exclusion_count"))
+    except OSError as exc:  # e.g. a full disk while a shard was written
+        raise writer.write_error(Path(exc.filename or writer.path), exc) from exc
 
 
 def _run_locally(executor, tasks: list[ShardTask], fn):

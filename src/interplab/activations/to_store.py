@@ -30,7 +30,8 @@ from interplab.activations.store import (
     write_shard_file,
 )
 from interplab.errors import InterplabError
-from interplab.models import LanguageModel
+from interplab.models import HookPoint, LanguageModel
+from interplab.models.hooks import HookLike
 from interplab.models.loading import weights_sha256
 
 
@@ -56,7 +57,7 @@ def tokens_identity(token_ids: Sequence[Sequence[int]], name: str | None = None)
 def harvest_to_store(
     lm: LanguageModel,
     texts: Sequence[str] | None,
-    hooks: Sequence[str] | str,
+    hooks: Sequence[HookLike] | HookLike,
     out: str | os.PathLike,
     positions: str | Positions = "all",
     *,
@@ -112,11 +113,7 @@ def harvest_to_store(
                  texts_per_chunk=texts_per_chunk, max_length=max_length)
     if padding_side not in ("left", "right"):
         raise InterplabError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
-    hooks = [hooks] if isinstance(hooks, str) else list(dict.fromkeys(hooks))
-    if not hooks:
-        raise InterplabError("no hooks given; name at least one, e.g. 'blocks.0.hook_resid_post'")
-    for h in hooks:
-        lm.parse_hook(h)
+    points = lm.resolve_hooks(hooks)
     pos = Positions.parse(positions)
     if executor is not None and executor.remote and worker_model is None:
         raise InterplabError("a remote executor loads the model in each worker: pass "
@@ -138,7 +135,7 @@ def harvest_to_store(
     header = {
         "interplab_version": interplab.__version__,
         "model": {**lm.identity(), "weights_sha256": weights_sha256(lm.hf)},
-        "hooks": hooks,
+        "hooks": [hp.name for hp in points],
         "positions": pos.spec,
         "dataset": identity,
         "dtype": dtype_name(dtype),
@@ -157,7 +154,7 @@ def harvest_to_store(
                       **({"command": command} if command else {}))
         if writer.manifest["complete"]:
             return ActivationStore(out)
-        _fill(writer, lm, ids, hooks, pos, chunk, rows_per_shard, progress=progress,
+        _fill(writer, lm, ids, points, pos, chunk, rows_per_shard, progress=progress,
               batch_size=batch_size, dtype=dtype, padding_side=padding_side,
               compute_dtype=compute_dtype, exclusion=exclusion, executor=executor,
               worker_model=worker_model)
@@ -190,7 +187,7 @@ class ShardTask:
     text_end: int
     token_ids: Sequence[Sequence[int]]  # ids of texts text_start:text_end
     folder: str
-    hooks: tuple[str, ...]
+    hooks: tuple[str, ...]  # names, in forward order
     positions: Positions
     chunk: int
     batch_size: int
@@ -226,10 +223,11 @@ def harvest_shard(task: ShardTask, lm: LanguageModel, bar: tqdm | None = None) -
     parts, count = [], {"n_seen": 0, "n_excluded": 0}
     kw = {"batch_size": task.batch_size, "dtype": task.dtype, "padding_side": task.padding_side,
           "compute_dtype": task.compute_dtype}
+    points = lm.resolve_hooks(task.hooks)
     for c0 in range(task.text_start, task.text_end, task.chunk):
         c1 = min(c0 + task.chunk, task.text_end)
         ids = task.token_ids[c0 - task.text_start : c1 - task.text_start]
-        batches = list(iter_harvest_ids(lm, ids, c0, task.hooks, task.positions, progress=bar,
+        batches = list(iter_harvest_ids(lm, ids, c0, points, task.positions, progress=bar,
                                         **kw))
         part = assemble(batches, task.hooks, lm.d_model, task.dtype)
         if task.exclusion is not None:
@@ -264,7 +262,7 @@ def harvest_shard_in_worker(task: ShardTask, model) -> dict:
 
 
 def _fill(writer: StoreWriter, lm: LanguageModel, ids: Sequence[Sequence[int]],
-          hooks: list[str], pos: Positions, chunk: int, rows_per_shard: int, *,
+          hooks: list[HookPoint], pos: Positions, chunk: int, rows_per_shard: int, *,
           progress: bool, executor=None, worker_model=None,
           exclusion: ExclusionRule | None = None, **harvest_kw) -> None:
     """Harvest the texts the store does not hold yet, shard by shard, through ``executor``
@@ -274,7 +272,7 @@ def _fill(writer: StoreWriter, lm: LanguageModel, ids: Sequence[Sequence[int]],
     bounds = plan_shards(ids, pos, lm.bos_token_id is not None, start, chunk, rows_per_shard)
     first = len(writer.manifest["shards"])
     tasks = [ShardTask(first + j, a, b, ids[a:b], str(writer.path.resolve()),
-                       tuple(hooks), pos, chunk, exclusion=exclusion,
+                       tuple(hp.name for hp in hooks), pos, chunk, exclusion=exclusion,
                        weights_sha256=writer.manifest["model"]["weights_sha256"], **harvest_kw)
              for j, (a, b) in enumerate(bounds)]
     with tqdm(total=sum(len(t) for t in ids[start:]), unit="tok", desc=f"harvest → {writer.path}",

@@ -54,11 +54,12 @@ def harvest_cmd(
     from interplab.activations.store import parse_dtype
     from interplab.activations.texts import read_texts
     from interplab.distributed import ModelSpec, make_executor
+    from interplab.models import HookPoint
 
     command = _resume_command(locals())
     runner = make_executor(executor, address=ray_address, workers=workers, progress=True)
     text_list = read_texts(texts, column=column)
-    hook_list = [h.strip() for h in hooks.split(",") if h.strip()]
+    hook_list = [HookPoint.parse(h) for h in hooks.split(",") if h.strip()]
     if not hook_list:
         raise InterplabError("--hooks is empty; name at least one hook point")
     stored_dtype = parse_dtype(dtype)

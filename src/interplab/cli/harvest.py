@@ -41,8 +41,8 @@ def harvest_cmd(
                                  "task per shard; the same store, byte for byte)"),
     ray_address: str = typer.Option("", "--ray-address", help="with --executor ray: an existing "
                                     "cluster (e.g. auto); default: a local cluster"),
-    workers: int = typer.Option(0, "--workers", help="with --executor ray: tasks at once "
-                                "(default: every CPU of the local cluster)"),
+    workers: int = typer.Option(0, "--workers", help="with --executor ray: tasks at once (0: as "
+                                "many as the cluster has CPUs)"),
 ) -> None:
     """Harvest activations of a model on texts into an on-disk activation store."""
     for flag, value, least in (("--batch-size", batch_size, 1), ("--rows-per-shard", rows_per_shard, 1),

@@ -119,7 +119,7 @@ def train_cmd(
     ray_address: str = typer.Option("", "--ray-address", help="with --executor ray: an existing "
                                     "cluster (e.g. auto); default: a local cluster"),
     workers: int = typer.Option(0, "--workers", help="with --executor ray: SAEs trained at once "
-                                "(default: every CPU of the local cluster)"),
+                                "(0: as many as the cluster has CPUs)"),
 ) -> None:
     """Train one SAE or a sweep (every combination of --arch, --k, --sparsity) in one pass.
 

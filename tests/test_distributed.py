@@ -85,6 +85,8 @@ def test_executor_flags_are_checked():
         make_executor("local", workers=4)
     with pytest.raises(InterplabError, match="positive integer"):
         RayExecutor(workers=0)
+    with pytest.raises(InterplabError, match="--workers must be ≥ 0"):
+        make_executor("ray", workers=-1)
     assert isinstance(make_executor("ray", workers=2), RayExecutor)
 
 

@@ -175,6 +175,9 @@ def make_executor(name: str = "local", *, address: str | None = None, workers: i
     cluster gets every CPU of this machine)."""
     if name not in EXECUTORS:
         raise InterplabError(f"unknown executor {name!r}; use one of {', '.join(EXECUTORS)}")
+    if workers < 0:
+        raise InterplabError(f"--workers must be ≥ 0 (0: as many as the cluster has CPUs), "
+                             f"not {workers}")
     if name == "local":
         if address or workers > 1:
             raise InterplabError("--ray-address and --workers > 1 need --executor ray; the local "

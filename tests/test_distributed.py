@@ -90,6 +90,14 @@ def test_executor_flags_are_checked():
     assert isinstance(make_executor("ray", workers=2), RayExecutor)
 
 
+def test_ray_executor_without_ray_says_how_to_install_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError
+    with pytest.raises(InterplabError, match=r"pip install 'interplab\[ray\]'"):
+        list(RayExecutor(workers=1).run(abs, [1]))
+
+
 def test_remote_executor_needs_a_worker_model(tmp_path):
     lm = ModelSpec(MODEL).load()
 

@@ -263,8 +263,9 @@ def _train_on_executor(runner, store: Path, hook: str, configs, tcfg, batch_size
                   f"{results[0]['scale_tokens']} ordinary tokens")
     for r in results:
         m = r["metrics"]
-        console.print(f"  {r['name']}: FVE {m['fraction_of_variance_explained']:.3f}, "
-                      f"L0 {m['l0']:.1f}, alive {m['fraction_alive']:.2f}")
+        if m:  # empty with --log-every 0
+            console.print(f"  {r['name']}: FVE {m['fraction_of_variance_explained']:.3f}, "
+                          f"L0 {m['l0']:.1f}, alive {m['fraction_alive']:.2f}")
 
 
 def _resample_every(checkpoint_dir: Path, total: int, extend_steps: bool) -> int:

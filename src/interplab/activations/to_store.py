@@ -80,8 +80,10 @@ def harvest_to_store(
     """Harvest ``texts`` into the store folder ``out``; re-running the same call resumes.
 
     Texts are processed in fixed chunks of ``texts_per_chunk`` (default ``8 * batch_size``); a
-    shard is written whenever at least ``rows_per_shard`` rows are buffered at a chunk boundary,
-    so a shard holds ``rows_per_shard`` rows plus at most one chunk's worth. Memory holds one shard,
+    shard ends at the first chunk boundary where the rows the positions select reach
+    ``rows_per_shard``, so a shard holds ``rows_per_shard`` rows plus at most one chunk's worth
+    (fewer once ``exclusion`` drops some: the cut is planned from token counts before the
+    harvest, :func:`plan_shards`). Memory holds one shard,
     never the corpus. After a crash the store lists only complete shards, and the same call
     continues from the first text not yet in a shard. Pass ``texts=None`` and ``token_ids`` for
     sequences that are already tokenised (e.g. packed corpus windows).

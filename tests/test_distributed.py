@@ -45,8 +45,9 @@ def ray_cluster():
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    """Every file of a store (the manifest included), but not the writer's lock file."""
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != ".lock"}
+    """Every file of a folder (a store's manifest included), but not a store writer's lock."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())
+            if p.is_file() and p.name != ".lock"}
 
 
 def _harvest(out: Path, executor=None, model: ModelSpec | None = None, **kw):
@@ -129,6 +130,20 @@ def test_each_sae_of_a_sweep_equals_the_sae_trained_alone_resampling_included():
         alone = train([configs[i]]).finalized_saes()[0]
         for name, tensor in sae.state_dict().items():
             assert torch.equal(tensor, alone.state_dict()[name]), (i, name)
+
+
+def test_a_sweep_plan_run_again_resumes_and_changes_nothing_finished(tmp_path):
+    store, configs, tcfg = _sweep_inputs(tmp_path)
+    plan = plan_sweep(store.path, HOOKS[0], configs[:2], tcfg, batch_size=32,
+                      out=tmp_path / "saes", exclusion=ExclusionRule(), n_rows=store.n_rows)
+    first = run_sweep(plan)
+    files = {r["name"]: _files(Path(r["path"])) for r in first}
+    again = run_sweep(plan, LocalExecutor())
+    assert [r["steps"] for r in again] == [30, 30]
+    for r in again:
+        now = _files(Path(r["path"]))
+        assert now["weights.safetensors"] == files[r["name"]]["weights.safetensors"]
+        assert now["train_log.jsonl"] == files[r["name"]]["train_log.jsonl"]  # not repeated
 
 
 # ------------------------------------------------------------------------------------ on Ray

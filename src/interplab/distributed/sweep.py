@@ -73,7 +73,8 @@ def plan_sweep(store: str | os.PathLike, hook: str, sae_configs: list[SAEConfig]
 
 
 def train_sweep_task(task: SweepTask) -> dict:
-    """Train and save one SAE of a plan; returns its name, folder, counts and last metrics."""
+    """Train and save one SAE of a plan; returns its name, folder, step and token counts, input
+    scale, exclusion count and last logged metrics (JSON-serialisable)."""
     from interplab.activations import ActivationStore
     from interplab.sae import SAETrainer, save_sae
 
@@ -89,8 +90,7 @@ def train_sweep_task(task: SweepTask) -> dict:
     return {"name": Path(task.out).name, "path": task.out, "steps": trainer.step,
             "tokens": trainer.tokens_seen, "scale": trainer.scale,
             "scale_tokens": trainer.scale_tokens, "exclusion": count.to_dict(),
-            "metrics": {k: last[k] for k in ("fraction_of_variance_explained", "l0",
-                                             "fraction_alive") if k in last}}
+            "metrics": last}  # the SAE's last training-log entry ({} if none was logged)
 
 
 def run_sweep(tasks: list[SweepTask], executor=None) -> list[dict]:

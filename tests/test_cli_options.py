@@ -165,7 +165,7 @@ def test_converted_commands_cannot_drift_from_their_dataclass():
     """Every option of every converted command: its click default, parsed as the command parses
     it, equals the dataclass default; and every field not excluded has an option."""
     commands = _converted_commands()
-    assert "belief" in {name for name, _ in commands}
+    assert {"belief", "truth", "demo", "sae train"} <= {name for name, _ in commands}
     for name, cmd in commands:
         cls, opts = config_fields(cmd.callback)
         by_param = {p.name: p for p in cmd.params}
@@ -222,3 +222,19 @@ def test_cli_import_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_converted_help_shows_the_dataclass_defaults():
+    from interplab.cli.main import app
+
+    checked = 0
+    for name, cmd in _converted_commands():
+        res = CliRunner().invoke(app, [*name.split(), "--help"], env={"COLUMNS": "400"})
+        assert res.exit_code == 0, res.output
+        lines = {ln.split()[1]: ln for ln in _plain(res.output).splitlines()
+                 if ln.strip().startswith("│") and len(ln.split()) > 1}
+        for o in config_fields(cmd.callback)[1]:
+            if type(o.default) in (int, float, str):
+                assert f"[default: {o.default}]" in lines[o.flag], (name, o.flag)
+                checked += 1
+    assert checked > 40

@@ -14,10 +14,12 @@ the field's metadata, then let :func:`from_config` turn the fields into options:
         result = run_foo(cfg)
 
 The decorated function's first parameter receives the built config; its other parameters (here
-``out``) stay ordinary typer options. Each field becomes ``--field-name`` (``rename`` maps a
-dotted field path to another option name; ``exclude`` leaves a field at its dataclass default), its
-default is read from the dataclass (a nested field's from its parent's default, so a study can
-override a shared config's default in one place) and its help from ``metadata["help"]``. Types:
+``out``) stay ordinary typer options. Each field becomes ``--field-name``; ``rename`` maps a dotted
+field path to another option name, ``exclude`` leaves fields at their dataclass default and
+``only`` exposes just the fields named. The default is read from the dataclass (a nested field's
+from its parent's default instance, so a study overrides a shared config's default in one place),
+the help from ``metadata["help"]``. Keep the module that defines the config free of module-level
+torch imports: the CLI imports it to build ``interplab --help``. Types:
 
 * ``int``, ``float``, ``str``, ``Path``, ``X | None`` (``none`` on the command line gives None
   when the default is not None), ``bool`` (``--x/--no-x``), ``Enum`` and ``Literal`` (choices);
@@ -106,16 +108,16 @@ def _field_default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
-def _walk(cls: type, base: Any, prefix: str, hints_of: Callable[[type], dict]) -> Iterable[tuple]:
+def _walk(cls: type, base: Any, prefix: str = "") -> Iterable[tuple]:
     """(path, field, type, default) of every leaf field; nested dataclasses are descended into,
     with defaults read from ``base`` (the parent's default instance) when there is one."""
-    hints = hints_of(cls)
+    hints = _hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         default = getattr(base, f.name) if base is not None else _field_default(f)
         if _is_dataclass_type(tp):
             sub = default if default is not dataclasses.MISSING else None
-            yield from _walk(tp, sub, f"{prefix}{f.name}.", hints_of)
+            yield from _walk(tp, sub, f"{prefix}{f.name}.")
         else:
             yield f"{prefix}{f.name}", f, tp, default
 
@@ -124,7 +126,7 @@ def _default_instance(cls: type) -> Any:
     """``cls()`` when every field has a default, else None (defaults then come field by field)."""
     try:
         return cls()
-    except TypeError:
+    except (TypeError, InterplabError):
         return None
 
 
@@ -133,18 +135,24 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def derive_options(cls: type, rename: Mapping[str, str] | None = None,
-                   exclude: Iterable[str] = ()) -> list[ConfigOption]:
+                   exclude: Iterable[str] = (), only: Iterable[str] | None = None
+                   ) -> list[ConfigOption]:
     """The options :func:`from_config` builds for ``cls`` (see the module docstring)."""
     rename = dict(rename or {})
     excluded = set(exclude)
-    paths = {p for p, *_ in _walk(cls, None, "", _hints)}
+    paths = {p for p, *_ in _walk(cls, None)}
     prefixes = {p.rsplit(".", 1)[0] for p in paths if "." in p}
-    unknown = (set(rename) | excluded) - paths - prefixes
+    if only is not None:
+        keep = set(only)
+        excluded |= {p for p in paths if p not in keep and not any(
+            p.startswith(k + ".") for k in keep)}
+        excluded -= keep
+    unknown = (set(rename) | excluded | set(only or ())) - paths - prefixes
     if unknown:
         raise TypeError(f"options.from_config({cls.__name__}): no field(s) {sorted(unknown)}")
     out: list[ConfigOption] = []
     seen: dict[str, str] = {}
-    for path, f, tp, default in _walk(cls, _default_instance(cls), "", _hints):
+    for path, f, tp, default in _walk(cls, _default_instance(cls)):
         if path in excluded or any(path.startswith(e + ".") for e in excluded):
             continue
         _kind(tp)  # unsupported types fail here, at definition time
@@ -283,7 +291,12 @@ def _parse(tp: Any, raw: Any, flag: str, default: Any) -> Any:
                        for raw_v in values]
     else:
         items = [_convert(item_tp, v, flag, raw_v) for raw_v in values for v in _split(raw_v, ",")]
-    return tuple(items) if typing.get_origin(inner) is tuple else items
+    if typing.get_origin(inner) is not tuple:
+        return items
+    if Ellipsis not in args and len(items) != len(args):
+        raise InterplabError(f"{flag} {','.join(values)!r}: give {len(args)} comma-separated "
+                             f"values, e.g. {flag} {','.join(str(v) for v in default)}")
+    return tuple(items)
 
 
 def _build(cls: type, base: Any, values: dict[str, Any], prefix: str = "") -> Any:
@@ -305,10 +318,12 @@ def _build(cls: type, base: Any, values: dict[str, Any], prefix: str = "") -> An
 
 
 def from_config(cls: type, *, rename: Mapping[str, str] | None = None,
-                exclude: Iterable[str] = ()) -> Callable[[Callable], Callable]:
+                exclude: Iterable[str] = (), only: Iterable[str] | None = None
+                ) -> Callable[[Callable], Callable]:
     """Decorator: the command's first parameter becomes ``cls``, built from options derived from
-    its fields (see the module docstring). Apply it under ``@app.command(...)``."""
-    opts = derive_options(cls, rename, exclude)
+    its fields (see the module docstring). Apply it under ``@app.command(...)``. ``only`` (field
+    paths, a nested field's path taking all of its fields) exposes just those fields."""
+    opts = derive_options(cls, rename, exclude, only)
 
     def decorate(func: Callable) -> Callable:
         sig = inspect.signature(func)

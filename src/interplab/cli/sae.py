@@ -1,8 +1,9 @@
-"""`interplab sae train | eval | dashboard`: a thin shell over :mod:`interplab.sae`."""
+"""`interplab sae train | eval | dashboard`: thin shells over :mod:`interplab.studies.sae` (whose
+:class:`~interplab.studies.sae.SaeStudyConfig` the ``train`` options are derived from) and
+:mod:`interplab.sae`."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 import sys
@@ -11,18 +12,15 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from interplab.cli.options import from_config
 from interplab.errors import InterplabError
+from interplab.studies.sae import SaeStudyConfig
+from interplab.studies.sae import corpus_split as _corpus_split
+from interplab.studies.sae import corpus_tokens as _corpus_tokens
 
 console = Console(stderr=True)
 sae_app = typer.Typer(help="Train, evaluate and inspect sparse autoencoders.",
                       no_args_is_help=True)
-
-
-def _floats(s: str, name: str) -> list[float]:
-    try:
-        return [float(v) for v in s.split(",") if v.strip()]
-    except ValueError:
-        raise InterplabError(f"{name} must be comma-separated numbers, got {s!r}") from None
 
 
 def _ints(s: str, name: str) -> list[int]:
@@ -30,43 +28,6 @@ def _ints(s: str, name: str) -> list[int]:
         return [int(v) for v in s.split(",") if v.strip()]
     except ValueError:
         raise InterplabError(f"{name} must be comma-separated integers, got {s!r}") from None
-
-
-HELD_OUT_FRACTION = 0.05  # last 5 % of a corpus's documents: never trained on by `sae train`
-
-
-def _corpus_split(corpus: str, part: str) -> tuple[list[str], str]:
-    """The ``train`` or ``held_out`` documents of a packaged corpus, and a description."""
-    from interplab.datasets.corpus import load_corpus
-
-    docs = load_corpus(corpus).documents
-    n_hold = max(1, round(len(docs) * HELD_OUT_FRACTION))
-    cut = len(docs) - n_hold
-    if part == "held_out":
-        return docs[cut:], (f"{corpus} documents {cut}–{len(docs) - 1} (last {n_hold} of "
-                            f"{len(docs)}; `sae train --model` never uses them)")
-    return docs[:cut], f"{corpus} documents 0–{cut - 1} (the last {n_hold} are held out)"
-
-
-def _corpus_tokens(lm, corpus: str, context_length: int, max_sequences: int | None,
-                   part: str | None = None):
-    """Packed ``[n, context_length]`` ids of the corpus (``part``: train | held_out | None = all)."""
-    from interplab.datasets.corpus import load_corpus, pack_tokens
-
-    bos_id = lm.bos_token_id if lm.bos_token_id is not None else lm.tokenizer.eos_token_id
-    docs = load_corpus(corpus).documents if part is None else _corpus_split(corpus, part)[0]
-    toks = pack_tokens(docs, lm.tokenizer, context_length, bos="each",
-                       bos_token_id=bos_id, max_sequences=max_sequences)
-    return toks, bos_id
-
-
-def _store_fingerprint(st) -> str:
-    """sha256 of what a store's rows are: its identity fields and every shard's checksum."""
-    from interplab.activations.store import IDENTITY_KEYS
-
-    blob = {"identity": {k: st.manifest.get(k) for k in IDENTITY_KEYS},
-            "shards": [[s.get("sha256"), s.get("n_rows")] for s in st.shards]}
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _resume_command() -> str:
@@ -81,39 +42,9 @@ def _exclusion_rule(no_exclusion: bool, norm_ratio: float):
     return ExclusionRule.none() if no_exclusion else ExclusionRule(norm_ratio=norm_ratio or None)
 
 
-@sae_app.command("train")
-def train_cmd(
+def train(
+    cfg: SaeStudyConfig,
     out: Path = typer.Option(..., "--out", help="folder; one sub-folder per trained SAE"),
-    store: Path = typer.Option(None, "--store", help="activation store to train from"),
-    model: str = typer.Option("", "--model", help="stream activations from this model instead"),
-    hook: str = typer.Option("", "--hook", help="hook point, e.g. blocks.15.hook_resid_post"),
-    arch: str = typer.Option("topk", "--arch", help="architecture(s), comma-separated: "
-                             "relu, relu_decnorm, gated, topk, batchtopk, jumprelu"),
-    width: int = typer.Option(0, "--width", help="dictionary size (default 8 × d_in)"),
-    k: str = typer.Option("32", "--k", help="active features for topk/batchtopk (list ok)"),
-    sparsity: str = typer.Option("1.0", "--sparsity", help="λ for relu/gated/jumprelu (list ok)"),
-    steps: int = typer.Option(0, "--steps", help="optimizer steps (default: one pass)"),
-    batch_size: int = typer.Option(4096, "--batch-size"),
-    lr: float = typer.Option(3e-4, "--lr"),
-    lr_warmup: int = typer.Option(100, "--lr-warmup"),
-    sparsity_warmup: int = typer.Option(500, "--sparsity-warmup"),
-    corpus: str = typer.Option("kjv", "--corpus", help="with --model: kjv | python-docs"),
-    context_length: int = typer.Option(128, "--context-length", help="with --model"),
-    max_sequences: int = typer.Option(0, "--max-sequences", help="with --model: limit"),
-    mixed_precision: str = typer.Option("fp32", "--mixed-precision", help="fp32 | bf16"),
-    checkpoint_every: int = typer.Option(500, "--checkpoint-every"),
-    log_every: int = typer.Option(100, "--log-every"),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device"),
-    wandb_project: str = typer.Option("", "--wandb-project", help="log to wandb too"),
-    extend_steps: bool = typer.Option(False, "--extend-steps", help="continue the run in --out "
-                                      "up to a larger --steps (all other settings unchanged)"),
-    allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="train on an "
-                                          "unfinished harvest (recorded in each SAE's config)"),
-    norm_ratio: float = typer.Option(10.0, "--norm-ratio", help="leave out tokens with a norm "
-                                     "above this × the batch median (0: no norm test)"),
-    no_exclusion: bool = typer.Option(False, "--no-exclusion", help="train on every token, "
-                                      "position 0 and massive-norm tokens included"),
     executor: str = typer.Option("local", "--executor", help="local (one pass for the sweep) | "
                                  "ray (one task per SAE on --store; the same SAEs)"),
     ray_address: str = typer.Option("", "--ray-address", help="with --executor ray: an existing "
@@ -125,159 +56,45 @@ def train_cmd(
 
     By default position 0 and massive-norm tokens are left out (see --norm-ratio). With
     --executor ray each SAE is a task of its own (out/<name>/ holds its log and checkpoint)."""
-    from interplab.activations.exclusion import ExclusionCount, ordinary_batches
-    from interplab.sae import SAEConfig, SAETrainer, TrainerConfig, architectures, save_sae
-    from interplab.sae.trainer import TrainingInterrupted, run_size_warnings
-
-    archs = [a.strip() for a in arch.split(",") if a.strip()]
-    unknown = [a for a in archs if a not in architectures()]
-    if unknown:
-        raise InterplabError(f"unknown architecture(s) {unknown}; choose from {architectures()}")
-    if (store is None) == (not model):
-        raise InterplabError("give exactly one data source: --store PATH or --model NAME")
-    from interplab.distributed import make_executor, run_name
+    from interplab.distributed import make_executor, study_executor
+    from interplab.sae.trainer import TrainingInterrupted
+    from interplab.studies.sae import run_sae_study, train_sweep
 
     runner = make_executor(executor, address=ray_address, workers=workers, progress=True)
-    if runner.remote and (store is None or extend_steps):
-        raise InterplabError("--executor ray trains from a --store (harvest one with `interplab "
-                             "harvest --for-sae --executor ray`), without --extend-steps")
-    lm = None
-    n_ctx = None
-    if store is not None:
-        from interplab.activations import ActivationStore
-
-        st = ActivationStore(store)
-        st.require_complete(allow_incomplete)
-        hook = hook or (st.hooks[0] if len(st.hooks) == 1 else "")
-        if hook not in st.hooks:
-            raise InterplabError(f"hook {hook!r} is not in the store {store} (it holds "
-                                 f"{st.hooks}); pass --hook with one of them")
-        d_in = st.d_model
-        n_rows = st.n_rows
-        data_identity = {"store": _store_fingerprint(st), "hook": hook}
-        model_name = (st.manifest.get("model") or {}).get("name") if isinstance(
-            st.manifest.get("model"), dict) else st.manifest.get("model")
-    else:
-        from interplab.models import load
-
-        lm = load(model, device=device)
-        if not hook:
-            raise InterplabError("--hook is required with --model")
-        lm.parse_hook(hook)
-        d_in = lm.d_model
-        toks, bos_id = _corpus_tokens(lm, corpus, context_length, max_sequences or None,
-                                      part="train")
-        n_rows = int((toks != bos_id).sum())
-        model_name = lm.name
-        n_ctx = context_length
-        data_identity = {"model": lm.identity(), "hook": hook, "corpus": corpus,
-                         "context_length": context_length, "max_sequences": max_sequences}
-    width = width or 8 * d_in
-    rule = _exclusion_rule(no_exclusion, norm_ratio)
-    excl = {"exclusion": rule.to_dict()}
-    ks = _ints(k, "--k")
-    lams = _floats(sparsity, "--sparsity")
-    configs = []
-    for a in archs:
-        if a in ("topk", "batchtopk"):
-            for kk in ks:
-                if kk > width:
-                    raise InterplabError(f"k={kk} is larger than the width {width}; lower --k")
-                configs.append(SAEConfig(a, d_in, width, k=kk, hook=hook, model=model_name,
-                                         context_length=n_ctx, seed=seed, **excl))
-        else:
-            for lam in lams:
-                configs.append(SAEConfig(a, d_in, width, sparsity_coefficient=lam, hook=hook,
-                                         model=model_name, context_length=n_ctx, seed=seed,
-                                         **excl))
-    if store is not None and not st.complete:  # only reachable with --allow-incomplete
-        for c in configs:
-            c.extra["incomplete_store"] = {"texts_done": st.texts_done, "n_texts": st.n_texts}
-    total = steps or max(1, n_rows // batch_size)
-    out.mkdir(parents=True, exist_ok=True)
-    data_identity["batch_size"] = batch_size
-    tcfg = TrainerConfig(
-        total_steps=total, lr=lr, lr_warmup_steps=lr_warmup, sparsity_warmup_steps=sparsity_warmup,
-        mixed_precision=mixed_precision, log_path=str(out / "train_log.jsonl"),
-        log_every_steps=log_every, checkpoint_dir=str(out / "checkpoint"),
-        checkpoint_every_steps=checkpoint_every, seed=seed, device=device, progress=True,
-        wandb_project=wandb_project or None,
-        dead_window_tokens=min(10_000_000, max(batch_size, n_rows // 4)),
-        resample_every_steps=_resample_every(out / "checkpoint", total, extend_steps),
-        data_identity=data_identity,
-    )
-    for warning in run_size_warnings(n_rows, configs, tcfg):
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    if runner.remote:
-        with runner:
-            return _train_on_executor(runner, store, hook, configs, tcfg, batch_size, out, rule,
-                                      n_rows)
-    epochs = max(1, -(-total * batch_size // max(n_rows, 1)))
-    if lm is None:
-        count = ExclusionCount()
-        batches = ordinary_batches(st.iter_batches(batch_size, hook, seed=seed, epochs=epochs,
-                                                   drop_last=True, with_position=True),
-                                   rule, count)
-    else:
-        from interplab.sae.buffer import MixingBuffer
-
-        batches = MixingBuffer(lm, hook, toks, batch_size, buffer_tokens=16 * batch_size,
-                               seed=seed, bos_token_id=bos_id, epochs=epochs, exclusion=rule)
-        count = batches.exclusion_count
     try:
-        trainer = SAETrainer(configs, tcfg).fit(batches, extend_steps=extend_steps)
+        with runner:
+            result = run_sae_study(cfg, out, execute=study_executor(runner) if runner.remote
+                                   else train_sweep)
     except TrainingInterrupted as exc:
         console.print(f"interrupted: {exc}; train_log.jsonl holds the steps up to it; the SAE "
                       f"folders are written when training ends. Resume with: {_resume_command()}",
                       highlight=False)
         raise typer.Exit(128 + exc.signum) from None
-    names = []
-    for sae in trainer.finalized_saes():
-        name = run_name(sae.config)
-        save_sae(sae, out / name)
-        names.append(name)
-    last = trainer.log_history[-1] if trainer.log_history else {}
-    console.print(f"trained {len(names)} SAE(s) for {trainer.step} steps "
-                  f"({trainer.tokens_seen} tokens) → {out}")
-    console.print(f"excluded {count.n_excluded} of {count.n_seen} tokens read "
-                  f"({rule.describe()}); input scale {trainer.scale:.4g} from "
-                  f"{trainer.scale_tokens} ordinary tokens")
-    for name, m in zip(names, last.get("saes", []), strict=False):
-        console.print(f"  {name}: FVE {m['fraction_of_variance_explained']:.3f}, "
-                      f"L0 {m['l0']:.1f}, alive {m['fraction_alive']:.2f}")
-
-
-def _train_on_executor(runner, store: Path, hook: str, configs, tcfg, batch_size: int,
-                       out: Path, rule, n_rows: int) -> None:
-    """One task per SAE (``interplab.distributed.sweep``); each equals the local sweep's SAE."""
-    from interplab.distributed import plan_sweep, run_sweep
-
-    plan = plan_sweep(store, hook, configs, tcfg, batch_size=batch_size, out=out,
-                      exclusion=rule, n_rows=n_rows)
-    results = run_sweep(plan, runner)
-    console.print(f"trained {len(results)} SAE(s) for {results[0]['steps']} steps "
-                  f"({results[0]['tokens']} tokens) each, one task per SAE → {out}")
-    ex = results[0]["exclusion"]
-    console.print(f"excluded {ex['n_excluded']} of {ex['n_seen']} tokens read per SAE "
-                  f"({rule.describe()}); input scale {results[0]['scale']:.4g} from "
-                  f"{results[0]['scale_tokens']} ordinary tokens")
-    for r in results:
-        m = r["metrics"]
-        if m:  # empty with --log-every 0
-            console.print(f"  {r['name']}: FVE {m['fraction_of_variance_explained']:.3f}, "
+    console.print(f"trained {len(result.runs)} SAE(s) for {result.steps} steps "
+                  f"({result.tokens_seen} tokens) → {out}")
+    console.print(f"excluded {result.tokens_excluded} of {result.tokens_read} tokens read "
+                  f"({result.exclusion_description}); input scale {result.input_scale:.4g} from "
+                  f"{result.scale_tokens} ordinary tokens")
+    for run in result.runs:
+        m = run.metrics
+        if m:
+            console.print(f"  {run.name}: FVE {m['fraction_of_variance_explained']:.3f}, "
                           f"L0 {m['l0']:.1f}, alive {m['fraction_alive']:.2f}")
 
 
-def _resample_every(checkpoint_dir: Path, total: int, extend_steps: bool) -> int:
-    """Dead-feature resampling interval: an eighth of the run, or the extended run's own."""
-    from interplab.sae.trainer import CHECKPOINT_FILE, read_checkpoint_meta
-
-    if not extend_steps:
-        return max(1, total // 8)
-    if not (checkpoint_dir / CHECKPOINT_FILE).exists():
-        raise InterplabError(f"--extend-steps: there is no checkpoint in {checkpoint_dir} to "
-                             "extend; drop the flag to start a new run")
-    return read_checkpoint_meta(checkpoint_dir)["trainer_config"]["resample_every_steps"]
+# Option names of the first release of `sae train`, kept working.
+TRAIN_RENAME = {
+    "trainer.total_steps": "steps",
+    "trainer.lr_warmup_steps": "lr-warmup",
+    "trainer.sparsity_warmup_steps": "sparsity-warmup",
+    "trainer.checkpoint_every_steps": "checkpoint-every",
+    "trainer.log_every_steps": "log-every",
+}
+# Set by the study from the data and the output folder.
+TRAIN_EXCLUDE = {"trainer.log_path", "trainer.checkpoint_dir", "trainer.data_identity",
+                 "trainer.progress", "trainer.dead_window_tokens", "trainer.resample_every_steps"}
+train_cmd = sae_app.command("train")(
+    from_config(SaeStudyConfig, rename=TRAIN_RENAME, exclude=TRAIN_EXCLUDE)(train))
 
 
 @sae_app.command("eval")

@@ -1,4 +1,5 @@
-"""`interplab truth` and `interplab demo`."""
+"""`interplab truth` and `interplab demo`: shells over :mod:`interplab.studies.truth`, their options
+derived from :class:`~interplab.studies.truth.TruthConfig`."""
 
 from __future__ import annotations
 
@@ -7,22 +8,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from interplab.cli.options import from_config
+from interplab.studies.truth import TruthConfig
+
 console = Console()
-
-
-def _csv_list(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _numbers(value: str, option: str, kind: type, example: str) -> list:
-    """Comma-separated numbers, or one clear error naming the option and a valid example."""
-    from interplab.errors import InterplabError
-
-    try:
-        return [kind(x) for x in _csv_list(value)]
-    except ValueError:
-        raise InterplabError(f"{option} {value!r} is not a comma-separated list of "
-                             f"{kind.__name__} values; e.g. {option} {example}") from None
 
 
 def _run(config, out: Path) -> None:  # noqa: ANN001 - TruthConfig, imported lazily
@@ -63,60 +52,25 @@ def _print_summary(result) -> None:  # noqa: ANN001
         console.print(f"[yellow]•[/] {note}")
 
 
-def truth_cmd(
-    model: str = typer.Option("smollm2-135m", "--model", help="registry name, HF folder or .gguf"),
-    datasets: str = typer.Option(
-        "cities,neg_cities,sp_en_trans,neg_sp_en_trans,larger_than,smaller_than,cities_conj,cities_disj",
-        "--datasets", help="comma-separated dataset names or .csv paths"),
-    train: list[str] = typer.Option(
-        ["cities", "cities+neg_cities", "larger_than", "sp_en_trans"], "--train",
-        help="a training set; join datasets with '+' to mix them; repeat the option"),
-    layers: str = typer.Option("", "--layers", help="comma-separated layers (default: all)"),
-    probes: str = typer.Option("diffmean,lda,logistic,ccs", "--probes"),
-    controls: str = typer.Option("shuffled,random,reset", "--controls",
-                                 help="any of shuffled,random,reset (or 'none')"),
-    max_per_dataset: int = typer.Option(600, "--max-per-dataset", help="0 for no limit"),
-    split: str = typer.Option("0.6,0.2,0.2", "--split",
-                              help="train,validation,test fractions (split by entity)"),
-    centering: str = typer.Option("per-dataset", "--centering",
-                                  help="per-dataset | train | none"),
-    pair_by: str = typer.Option(
-        "auto", "--pair-by",
-        help="match twin datasets (cities/neg_cities): auto (pair ids, else aligned rows), "
-             "row, or a CSV column name"),
-    group_column: str = typer.Option(
-        "", "--group-column", help="CSV column naming each row's entity (for the split)"),
-    seed: int = typer.Option(0, "--seed"),
-    n_shuffles: int = typer.Option(5, "--n-shuffles", help="shuffled-label fits averaged per probe"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    device: str = typer.Option("", "--device"),
+def truth(
+    config: TruthConfig,
     out: Path = typer.Option(Path("runs/truth"), "--out", help="folder for truth.json + report.html"),
 ) -> None:
     """Run the truth study: probes across layers and datasets, with controls, and a report."""
-    from interplab.studies.truth import TruthConfig
-
-    config = TruthConfig(
-        model=model, datasets=_csv_list(datasets),
-        train_sets=[[p for p in t.split("+") if p] for t in train],
-        layers=_numbers(layers, "--layers", int, "0,6,12") or None, probes=_csv_list(probes),
-        controls=[] if controls.strip() == "none" else _csv_list(controls),
-        max_per_dataset=max_per_dataset or None,
-        split=_numbers(split, "--split", float, "0.6,0.2,0.2"), centering=centering,
-        pair_by=pair_by, group_column=group_column or None, seed=seed, batch_size=batch_size, device=device or None,
-        n_shuffles=n_shuffles,
-    )
     _run(config, out)
 
 
-def demo_cmd(
+def demo(
+    config: TruthConfig,
     out: Path = typer.Option(Path("runs/demo"), "--out", help="folder for truth.json + report.html"),
-    model: str = typer.Option("smollm2-135m", "--model"),
 ) -> None:
     """The main job: the truth study on the embedded default model with default settings."""
-    from interplab.studies.truth import TruthConfig
+    console.print(f"[bold]interplab demo[/]: truth study on {config.model} → {out}")
+    _run(config, out)
 
-    console.print(f"[bold]interplab demo[/]: truth study on {model} → {out}")
-    _run(TruthConfig(model=model), out)
+
+truth_cmd = from_config(TruthConfig, rename={"train_sets": "train"})(truth)
+demo_cmd = from_config(TruthConfig, only={"model"})(demo)
 
 
 def register(app: typer.Typer) -> None:

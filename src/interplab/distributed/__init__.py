@@ -12,7 +12,7 @@ How to run both on a cluster: docs/distributed.md.
 
 from interplab.distributed.executor import EXECUTORS, LocalExecutor, RayExecutor, make_executor
 from interplab.distributed.spec import ModelSpec
-from interplab.distributed.sweep import SweepTask, plan_sweep, run_name, run_sweep
+from interplab.distributed.sweep import SweepTask, plan_sweep, run_sweep, study_executor
 
 __all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "make_executor", "ModelSpec",
-           "SweepTask", "plan_sweep", "run_name", "run_sweep"]
+           "SweepTask", "plan_sweep", "run_sweep", "study_executor"]

@@ -25,13 +25,7 @@ from interplab.errors import InterplabError
 from interplab.sae.base import SAEConfig
 from interplab.sae.trainer import TrainerConfig
 
-__all__ = ["SweepTask", "plan_sweep", "run_sweep", "run_name", "train_sweep_task"]
-
-
-def run_name(config: SAEConfig) -> str:
-    """The folder name of one SAE of a sweep, e.g. ``topk_w512_k32`` or ``relu_w512_l1``."""
-    suffix = f"k{config.k}" if config.k else f"l{config.sparsity_coefficient:g}"
-    return f"{config.architecture}_w{config.d_sae}_{suffix}"
+__all__ = ["SweepTask", "plan_sweep", "run_sweep", "study_executor", "train_sweep_task"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +49,9 @@ def plan_sweep(store: str | os.PathLike, hook: str, sae_configs: list[SAEConfig]
     """One task per configuration, in the order given. Every task gets the sweep's seed
     (``trainer_config.seed``) for its data order and initialisation sample, its own log and
     checkpoint folder, and as many epochs over the store as ``total_steps`` batches need."""
-    names = [run_name(c) for c in sae_configs]
+    from interplab.studies.sae import sae_name
+
+    names = [sae_name(c) for c in sae_configs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InterplabError(f"the sweep names the same SAE twice ({', '.join(dupes)}); give "
@@ -102,3 +98,31 @@ def run_sweep(tasks: list[SweepTask], executor=None) -> list[dict]:
     results: dict[int, dict] = dict(executor.run(train_sweep_task, tasks,
                                                  description="sae sweep (SAEs)"))
     return [results[i] for i in range(len(tasks))]
+
+
+def study_executor(executor):
+    """An ``execute`` for :func:`interplab.studies.sae.run_sae_study`: the study's runs as one
+    task each on ``executor`` (e.g. a ``RayExecutor``), each SAE equal to the one the local
+    :func:`~interplab.studies.sae.train_sweep` trains. Needs a store (workers read it by path)."""
+
+    def execute(runs, tcfg, data, cfg):
+        from interplab.sae import load_sae
+        from interplab.studies.sae import SweepOutcome
+
+        if data.store is None or cfg.extend_steps:
+            raise InterplabError("a distributed sweep trains from a --store (harvest one with "
+                                 "`interplab harvest --for-sae --executor ray`), without "
+                                 "--extend-steps")
+        plan = plan_sweep(data.store.path, data.hook, runs, tcfg, batch_size=cfg.batch_size,
+                          out=Path(tcfg.checkpoint_dir).parent, exclusion=cfg.exclusion_rule(),
+                          n_rows=data.n_rows)
+        results = run_sweep(plan, executor)
+        first = results[0]
+        return SweepOutcome(
+            saes=[load_sae(r["path"]) for r in results],
+            last_metrics=[r["metrics"] for r in results], steps=first["steps"],
+            tokens_seen=first["tokens"], input_scale=first["scale"],
+            scale_tokens=first["scale_tokens"], tokens_read=first["exclusion"]["n_seen"],
+            tokens_excluded=first["exclusion"]["n_excluded"])
+
+    return execute

@@ -12,13 +12,18 @@ Parameter layout (the SAELens convention, so exports are plain copies):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from interplab.errors import InterplabError
+from interplab.sae.config import (  # noqa: F401 - re-exported (their old home)
+    RETIRED_CONFIG_FIELDS,
+    SAEConfig,
+    without_retired,
+)
 
 __all__ = [
     "SAEConfig",
@@ -30,72 +35,6 @@ __all__ = [
     "create_sae",
     "architectures",
 ]
-
-
-# Fields older interplab versions wrote into SAE configs and no longer do; reading ignores them.
-# ``normalisation_folded`` was always True: saved weights always take raw activations.
-RETIRED_CONFIG_FIELDS = frozenset({"normalisation_folded"})
-
-
-def without_retired(d: dict) -> dict:
-    """``d`` without the :data:`RETIRED_CONFIG_FIELDS` (an old config.json or checkpoint)."""
-    return {k: v for k, v in d.items() if k not in RETIRED_CONFIG_FIELDS}
-
-
-@dataclass
-class SAEConfig:
-    """Hyper-parameters and provenance of one SAE (saved as JSON beside the weights).
-
-    ``sparsity_coefficient`` is λ of the L1 (ReLU, Gated) or L0 (JumpReLU) penalty; ``k`` is the
-    number of active features for TopK/BatchTopK. ``normalisation_scale`` is the factor the
-    trainer multiplied inputs by; saved weights always have it folded back in, so a loaded SAE
-    takes raw activations.
-    """
-
-    architecture: str
-    d_in: int
-    d_sae: int
-    k: int | None = None
-    sparsity_coefficient: float = 0.0
-    aux_k: int | None = None  # top-k family: number of dead latents used by the aux-k loss
-    aux_k_coefficient: float = 1 / 32
-    # JumpReLU: STE kernel width ε and initial θ, in units of the (normalised, E‖x‖² = d_in) input.
-    jumprelu_bandwidth: float = 0.05
-    jumprelu_init_threshold: float = 0.1
-    batchtopk_threshold_momentum: float = 0.01
-    hook: str | None = None
-    model: str | None = None
-    context_length: int | None = None
-    normalisation_scale: float = 1.0
-    normalisation_tokens: int = 0  # ordinary tokens the scale was estimated on
-    # The ExclusionRule (to_dict) of the tokens left out of training and of headline metrics.
-    exclusion: dict | None = None
-    training_tokens: int = 0
-    seed: int = 0
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict, where: object = "SAE config") -> SAEConfig:
-        """Build from a dict (``where`` names its source in errors); fields older versions wrote
-        and this one retired are ignored."""
-        d = without_retired(d)
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise InterplabError(
-                f"{where} has unknown fields {sorted(unknown)}; expected a subset of "
-                f"{sorted(known)} (is this an interplab SAE folder?)"
-            )
-        missing = [k for k in ("architecture", "d_in", "d_sae") if k not in d]
-        if missing:
-            raise InterplabError(f"{where} lacks {missing}; restore the file or re-save the SAE")
-        for k in ("d_in", "d_sae"):
-            if not isinstance(d[k], int) or isinstance(d[k], bool):
-                raise InterplabError(f"{where}: {k} must be an integer, got {d[k]!r}")
-        return cls(**d)
 
 
 @dataclass

@@ -37,7 +37,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -46,13 +46,8 @@ from safetensors.torch import load_file
 from interplab.activations.exclusion import ExclusionRule
 from interplab.errors import InterplabError
 from interplab.fileio import atomic_write_bytes, atomic_write_safetensors
-from interplab.sae.base import (
-    SAEConfig,
-    SparseAutoencoder,
-    Workspace,
-    create_sae,
-    without_retired,
-)
+from interplab.sae.base import SparseAutoencoder, Workspace, create_sae
+from interplab.sae.config import SAEConfig, TrainerConfig, without_retired
 from interplab.sae.geometric_median import geometric_median
 from interplab.sae.metrics import ReconstructionAccumulator
 from interplab.sae.relu import resample_dead_features
@@ -82,54 +77,6 @@ class TrainingInterrupted(KeyboardInterrupt):
         name = signal.Signals(signum).name
         where = f"checkpoint written to {checkpoint}" if checkpoint else "no checkpoint directory"
         super().__init__(f"{name} at step {step} of {total_steps}; {where}")
-
-
-@dataclass
-class TrainerConfig:
-    """Optimisation settings shared by every SAE of a sweep.
-
-    ``total_steps`` fixes the LR schedule (one step = one batch). LR: linear warm-up over
-    ``lr_warmup_steps``, constant, then linear decay to 0 over the last ``lr_decay_fraction`` of
-    the steps. λ: linear warm-up from 0 over ``sparsity_warmup_steps``. A feature is *dead* when it
-    has not fired in the last ``dead_window_tokens`` tokens. ``data_identity`` describes the
-    batches (a JSON-able dict, e.g. a store fingerprint, hook and batch size); a checkpoint only
-    resumes with the same one.
-    """
-
-    total_steps: int
-    lr: float = 3e-4
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    lr_warmup_steps: int = 0
-    lr_decay_fraction: float = 0.2
-    sparsity_warmup_steps: int = 0
-    dead_window_tokens: int = 1_000_000
-    resample_every_steps: int | None = None  # ReLU family: resample dead features this often
-    normalise_activations: bool = True
-    scale_estimation_tokens: int = 131_072  # tokens (from the first batches) that set the scale
-    geometric_median_init: bool = True
-    init_sample_size: int = 8192
-    mixed_precision: str = "fp32"  # or "bf16": bf16 matrix products, fp32 weights/optimizer
-    sparse_topk_decoder: bool = False  # TopK: decode with only the k active rows
-    log_path: str | None = None
-    log_every_steps: int = 100
-    checkpoint_dir: str | None = None
-    checkpoint_every_steps: int = 0
-    # What the batches are (e.g. store fingerprint, hook, batch size); compared on resume.
-    data_identity: dict | None = None
-    wandb_project: str | None = None
-    seed: int = 0
-    device: str = "cpu"
-    progress: bool = False
-
-    def validate(self) -> None:
-        if self.total_steps <= 0:
-            raise InterplabError(f"total_steps must be ≥ 1 (got {self.total_steps})")
-        if self.mixed_precision not in ("fp32", "bf16"):
-            raise InterplabError(
-                f"mixed_precision must be 'fp32' or 'bf16' (got {self.mixed_precision!r})"
-            )
-        if not 0 <= self.lr_decay_fraction <= 1:
-            raise InterplabError("lr_decay_fraction must lie in [0, 1]")
 
 
 class SAETrainer:

@@ -382,6 +382,238 @@ def _determinism(device: str) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _deterministic(num_threads: int) -> Any:
+    """Deterministic torch kernels and ``num_threads`` torch/BLAS threads (the regression's
+    float64 Grams were ~4x faster on one thread); both restored on exit, also on error."""
+    import torch
+
+    old = (torch.are_deterministic_algorithms_enabled(),
+           torch.is_deterministic_algorithms_warn_only_enabled())
+    # warn_only: an op without a deterministic kernel (some CUDA ones) warns instead of failing
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with limit_threads(num_threads):
+            yield
+    finally:
+        torch.use_deterministic_algorithms(old[0], warn_only=old[1])
+
+
+@dataclass
+class _Process:
+    """The process and its exact loss floor (nats per predicted symbol)."""
+
+    process: Any  # HiddenMarkovProcess
+    floor: np.ndarray  # [context_length] optimal cross-entropy at each position
+    entropy_rate: float
+    unigram: float  # loss of the no-context predictor
+
+    def facts(self) -> dict[str, Any]:
+        p = self.process
+        return {
+            "name": p.name,
+            "n_states": p.n_states,
+            "n_symbols": p.n_symbols,
+            "symbols": list(p.symbols),
+            "states": list(p.states),
+            "stationary": p.stationary_distribution().tolist(),
+            "entropy_rate": self.entropy_rate,
+            "unifilar": p.is_unifilar,
+            "transitions": p.transitions.tolist(),
+        }
+
+
+@dataclass
+class _Trained:
+    """The trained model, its untrained control (the weights training started from), and the
+    settings and history of training."""
+
+    model: Any  # GPT
+    untrained: Any  # GPT
+    gcfg: GPTConfig
+    tcfg: TrainConfig
+    history: Any  # TrainHistory
+    final_pp: np.ndarray  # [context_length] final held-out loss per position
+    untrained_loss: float
+
+
+@dataclass
+class _Regression:
+    """Out-of-fold fits at every site for the trained model and both controls."""
+
+    data: Any  # BeliefDataset
+    fits: dict[str, Any]
+    shuffled: dict[str, Any]
+    untrained: dict[str, Any]
+    scores: list[LayerScore]
+    layers: dict[str, Any]  # _layers_vs_concat
+    max_shuffled: float
+    n_pairs: int  # shuffled-control pairs per fold
+
+
+def _process_stage(cfg: BeliefStudyConfig, progress: bool) -> _Process:
+    """The process and its exact floor."""
+    from interplab.compmech.beliefs import entropy_rate, optimal_cross_entropy
+    from interplab.compmech.presets import get_process
+
+    process = get_process(cfg.process, **cfg.process_params)
+    floor = optimal_cross_entropy(process, cfg.model.context_length)
+    sym_p = process.symbol_distribution()
+    unigram = float(-(sym_p[sym_p > 0] * np.log(sym_p[sym_p > 0])).sum())
+    _say(progress, f"{process.name}: {process.n_states} states, {process.n_symbols} symbols; "
+         f"optimal loss {floor.mean():.4f} nats (no-context {unigram:.4f})")
+    return _Process(process, floor, entropy_rate(process), unigram)
+
+
+def _training_configs(cfg: BeliefStudyConfig, proc: _Process) -> tuple[GPTConfig, TrainConfig]:
+    """``cfg.model`` and ``cfg.train`` with what the study sets: the vocabulary, the seed, the
+    stopping loss (``stop_loss_ratio`` × the floor) and a warm-up no longer than the run."""
+    gcfg = replace(cfg.model, vocab_size=proc.process.n_symbols)
+    tcfg = replace(
+        cfg.train,
+        warmup_steps=min(cfg.train.warmup_steps, cfg.train.n_steps),
+        seed=cfg.seed,
+        stop_loss=cfg.stop_loss_ratio * float(proc.floor.mean()) if cfg.stop_loss_ratio else None,
+    )
+    return gcfg, tcfg
+
+
+def _train_stage(cfg: BeliefStudyConfig, proc: _Process, device: str, out_dir: Path | None,
+                 progress: bool) -> _Trained:
+    """Model and training; checkpoints in ``out_dir/checkpoints/{init,final}`` when given."""
+    from interplab.compmech.train import evaluate, heldout_tokens, train_model
+    from interplab.compmech.transformer import GPT, save_model
+
+    gcfg, tcfg = _training_configs(cfg, proc)
+    model = GPT(gcfg, seed=_seeds(cfg, tcfg)["model_init"]).to(device)
+    untrained = copy.deepcopy(model).eval()  # the control: exactly the weights training starts from
+    ckpt = out_dir / "checkpoints" if out_dir is not None else None
+    if ckpt is not None:
+        save_model(untrained, ckpt / "init", {"step": 0})
+    hist = train_model(model, proc.process, tcfg, checkpoint_dir=ckpt, progress=progress)
+    final_pp = np.asarray(hist.eval_loss_per_position[-1])
+    eval_tokens = heldout_tokens(proc.process, gcfg.context_length + 1, tcfg)  # training's batch
+    untrained_loss = float(evaluate(untrained, eval_tokens)[0].mean())
+    floor = proc.floor.mean()
+    _say(progress, f"{hist.steps_run} steps ({hist.stop_reason}); final held-out loss "
+         f"{final_pp.mean():.4f} vs floor {floor:.4f} "
+         f"(ratio {final_pp.mean() / floor:.4f}); untrained {untrained_loss:.4f}")
+    return _Trained(model, untrained, gcfg, tcfg, hist, final_pp, untrained_loss)
+
+
+def _regression_stage(cfg: BeliefStudyConfig, proc: _Process, trained: _Trained,
+                      progress: bool) -> _Regression:
+    """Regression onto beliefs at every site, with the shuffled and untrained controls."""
+    from interplab.compmech.regression import belief_dataset, residual_rows
+
+    seeds = _seeds(cfg, trained.tcfg)
+    gcfg = trained.gcfg
+    data = belief_dataset(
+        proc.process, gcfg.context_length, max_sequences=cfg.max_regression_sequences,
+        seed=seeds["regression_sequences"],
+    )
+    # Folds of whole sequences: each sequence is held out once, its (sequence, position)
+    # samples scored by the fit on the other folds. Short prefixes are shared with training
+    # sequences; the long ones are "unseen" (no training sequence contains them).
+    fold_rng = np.random.default_rng(seeds["split"])
+    folds = fold_rng.permutation(len(data.sequences)) % cfg.n_folds
+    n_pairs = max(20_000, 2 * data.n_rows)  # fitting error of the control ~ d / n_pairs
+    names = gcfg.hook_names
+    _say(progress, f"regression on {data.n_rows} prefixes of {len(data.sequences)} sequences "
+         f"({cfg.n_folds}-fold; {'exact' if data.exact else 'sampled'} weights)")
+    width = gcfg.d_model * len(names)
+    projection = np.random.default_rng(seeds["projection"]).normal(size=(width, gcfg.d_model))
+    projection = (projection / np.sqrt(gcfg.d_model)).astype(np.float32)
+    sites = _site_features(residual_rows(trained.model, data), names, projection)
+    sites_untrained = _site_features(residual_rows(trained.untrained, data), names, projection)
+    fits = _regress_all(sites, data, folds, cfg, desc="regression (trained)", progress=progress)
+    shuf = _regress_all(sites, data, folds, cfg, shuffled_pairs=n_pairs,
+                        desc="control (shuffled)", progress=progress)
+    unt = _regress_all(sites_untrained, data, folds, cfg, desc="control (untrained)",
+                       progress=progress)
+    scores = [_layer_score(k, sites[k].shape[1], fits[k], unt[k], shuf[k]) for k in fits]
+    return _Regression(data, fits, shuf, unt, scores, _layers_vs_concat(scores, names),
+                       max(_nan_low(s.shuffled_r2_unseen) for s in scores), n_pairs)
+
+
+def _figure_data(cfg: BeliefStudyConfig, reg: _Regression) -> tuple[dict[str, Any], int]:
+    """The points the simplex figure draws (unseen rows at the target site, seeded subset), and
+    the number of unseen rows."""
+    unseen = np.isfinite(reg.fits[TARGET_SITE].unseen_predictions[:, 0])
+    test_idx = np.flatnonzero(unseen)
+    plot_rng = np.random.default_rng(_seeds(cfg)["plot_subset"])
+    if len(test_idx) > cfg.max_plot_points:
+        test_idx = np.sort(plot_rng.choice(test_idx, cfg.max_plot_points, replace=False))
+
+    def preds(fit: Any) -> list[list[float]]:
+        return np.round(fit.unseen_predictions[test_idx], 5).tolist()
+
+    figure = {
+        "rows": "out-of-fold predictions at prefixes no training sequence contains "
+        "(seeded subset)",
+        "beliefs": np.round(reg.data.beliefs[test_idx], 5).tolist(),
+        "position": reg.data.position[test_idx].tolist(),
+        "trained_layer": TARGET_SITE,
+        "trained": preds(reg.fits[TARGET_SITE]),
+        "untrained_layer": TARGET_SITE,
+        "untrained": preds(reg.untrained[TARGET_SITE]),
+        "shuffled_layer": TARGET_SITE,
+        "shuffled": preds(reg.shuffled[TARGET_SITE]),
+    }
+    return figure, int(unseen.sum())
+
+
+def _result(cfg: BeliefStudyConfig, proc: _Process, trained: _Trained, reg: _Regression,
+            device: str, timings: dict[str, float]) -> BeliefStudyResult:
+    """Assemble the result: scores, verdict against the targets, counts, seeds, versions."""
+    figure_data, n_unseen = _figure_data(cfg, reg)
+    hist, floor = trained.history, float(proc.floor.mean())
+    final_loss = float(trained.final_pp.mean())
+    ratio = final_loss / floor
+    layers = reg.layers
+    targets = _targets(ratio, next(s for s in reg.scores if s.layer == TARGET_SITE),
+                       reg.max_shuffled)
+    return BeliefStudyResult(
+        config=asdict(cfg),
+        process=proc.facts(),
+        optimal_loss_per_position=proc.floor.tolist(),
+        optimal_loss=floor,
+        unigram_loss=proc.unigram,
+        training={**hist.to_dict(), "gpt_config": asdict(trained.gcfg),
+                  "train_config": asdict(trained.tcfg), "stop_loss_ratio": cfg.stop_loss_ratio},
+        final_loss=final_loss,
+        final_loss_stderr=hist.eval_loss_stderr,
+        final_loss_per_position=trained.final_pp.tolist(),
+        loss_ratio=ratio,
+        untrained_loss=trained.untrained_loss,
+        regression=reg.scores,
+        best_layer=layers["best_single_layer"],
+        best_r2=layers["best_single_r2_unseen"],
+        untrained_best_layer=layers["untrained_best_single_layer"],
+        untrained_best_r2=layers["untrained_best_single_r2_unseen"],
+        max_shuffled_r2=reg.max_shuffled,
+        layers_vs_concat=layers,
+        targets=targets,
+        determinism=_determinism(device),
+        counts={
+            "regression_sequences": int(len(reg.data.sequences)),
+            "regression_rows": reg.data.n_rows,
+            "regression_folds": cfg.n_folds,
+            "regression_rows_unseen": n_unseen,
+            "heldout_weight_unseen": reg.fits[TARGET_SITE].unseen_weight_fraction,
+            "shuffled_control_pairs_per_fold": reg.n_pairs,
+            "regression_weights_exact": reg.data.exact,
+            "training_tokens": hist.tokens_seen,
+            "eval_sequences": cfg.train.eval_sequences,
+            "parameters": sum(p.numel() for p in trained.model.parameters()),
+        },
+        seeds=_seeds(cfg, trained.tcfg),
+        versions=_versions(),
+        timings=timings,
+        figure_data=figure_data,
+    )
+
+
 def run_belief_study(
     config: BeliefStudyConfig | None = None,
     out_dir: str | Path | None = None,
@@ -391,169 +623,22 @@ def run_belief_study(
     ``out_dir/checkpoints/{init,final}`` when ``out_dir`` is given (safetensors + JSON)."""
     import torch
 
-    from interplab.compmech.beliefs import entropy_rate, optimal_cross_entropy
-    from interplab.compmech.presets import get_process
-    from interplab.compmech.regression import belief_dataset, residual_rows
-    from interplab.compmech.train import evaluate, heldout_tokens, train_model
-    from interplab.compmech.transformer import GPT, save_model
-
     cfg = config or BeliefStudyConfig()
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    old_deterministic = (torch.are_deterministic_algorithms_enabled(),
-                         torch.is_deterministic_algorithms_warn_only_enabled())
-    # warn_only: an op without a deterministic kernel (some CUDA ones) warns instead of failing
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    # torch and numpy's BLAS (the regression's float64 Grams were ~4x faster on one thread),
-    # both restored on exit
-    limits = contextlib.ExitStack()
-    limits.enter_context(limit_threads(cfg.num_threads))
-    try:
+    with _deterministic(cfg.num_threads):
         device = cfg.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-
-        # ---- process and its exact floor
         t0 = time.perf_counter()
-        process = get_process(cfg.process, **cfg.process_params)
-        floor = optimal_cross_entropy(process, cfg.model.context_length)
-        h_mu = entropy_rate(process)
-        sym_p = process.symbol_distribution()
-        unigram = float(-(sym_p[sym_p > 0] * np.log(sym_p[sym_p > 0])).sum())
+        proc = _process_stage(cfg, progress)
         timings["process"] = time.perf_counter() - t0
-        _say(progress, f"{process.name}: {process.n_states} states, {process.n_symbols} symbols; "
-             f"optimal loss {floor.mean():.4f} nats (no-context {unigram:.4f})")
-
-        # ---- model and training
-        gcfg = replace(cfg.model, vocab_size=process.n_symbols)
-        tcfg = replace(
-            cfg.train,
-            warmup_steps=min(cfg.train.warmup_steps, cfg.train.n_steps),
-            seed=cfg.seed,
-            stop_loss=cfg.stop_loss_ratio * float(floor.mean()) if cfg.stop_loss_ratio else None,
-        )
-        seeds = _seeds(cfg, tcfg)
-        model = GPT(gcfg, seed=seeds["model_init"]).to(device)
-        untrained = copy.deepcopy(model).eval()  # the control: exactly the weights training starts from
-        ckpt = Path(out_dir) / "checkpoints" if out_dir is not None else None
-        if ckpt is not None:
-            save_model(untrained, ckpt / "init", {"step": 0})
         t0 = time.perf_counter()
-        hist = train_model(model, process, tcfg, checkpoint_dir=ckpt, progress=progress)
+        trained = _train_stage(cfg, proc, device, Path(out_dir) if out_dir is not None else None,
+                               progress)
         timings["training"] = time.perf_counter() - t0
-        final_pp = np.asarray(hist.eval_loss_per_position[-1])
-        eval_tokens = heldout_tokens(process, cfg.model.context_length + 1, tcfg)  # training's own batch
-        untrained_loss = float(evaluate(untrained, eval_tokens)[0].mean())
-        _say(progress, f"{hist.steps_run} steps ({hist.stop_reason}); final held-out loss "
-             f"{final_pp.mean():.4f} vs floor {floor.mean():.4f} "
-             f"(ratio {final_pp.mean() / floor.mean():.4f}); untrained {untrained_loss:.4f}")
-
-        # ---- regression onto beliefs, with controls
         t0 = time.perf_counter()
-        data = belief_dataset(
-            process, cfg.model.context_length, max_sequences=cfg.max_regression_sequences,
-            seed=seeds["regression_sequences"],
-        )
-        # Folds of whole sequences: each sequence is held out once, its (sequence, position)
-        # samples scored by the fit on the other folds. Short prefixes are shared with training
-        # sequences; the long ones are "unseen" (no training sequence contains them).
-        fold_rng = np.random.default_rng(seeds["split"])
-        folds = fold_rng.permutation(len(data.sequences)) % cfg.n_folds
-        n_pairs = max(20_000, 2 * data.n_rows)  # fitting error of the control ~ d / n_pairs
-        names = gcfg.hook_names
-        _say(progress, f"regression on {data.n_rows} prefixes of {len(data.sequences)} sequences "
-             f"({cfg.n_folds}-fold; {'exact' if data.exact else 'sampled'} weights)")
-        width = gcfg.d_model * len(names)
-        projection = np.random.default_rng(seeds["projection"]).normal(size=(width, gcfg.d_model))
-        projection = (projection / np.sqrt(gcfg.d_model)).astype(np.float32)
-        sites = _site_features(residual_rows(model, data), names, projection)
-        sites_untrained = _site_features(residual_rows(untrained, data), names, projection)
-        fits = _regress_all(sites, data, folds, cfg, desc="regression (trained)", progress=progress)
-        shuf = _regress_all(sites, data, folds, cfg, shuffled_pairs=n_pairs,
-                            desc="control (shuffled)", progress=progress)
-        unt = _regress_all(sites_untrained, data, folds, cfg, desc="control (untrained)",
-                           progress=progress)
+        reg = _regression_stage(cfg, proc, trained, progress)
         timings["regression"] = time.perf_counter() - t0
-        scores = [_layer_score(k, sites[k].shape[1], fits[k], unt[k], shuf[k]) for k in fits]
-        layers = _layers_vs_concat(scores, names)
-        max_shuf = max(_nan_low(s.shuffled_r2_unseen) for s in scores)
-
-        # ---- the points the simplex figure draws (unseen rows at the target site, seeded subset)
-        unseen = np.isfinite(fits[TARGET_SITE].unseen_predictions[:, 0])
-        test_idx = np.flatnonzero(unseen)
-        plot_rng = np.random.default_rng(seeds["plot_subset"])
-        if len(test_idx) > cfg.max_plot_points:
-            test_idx = np.sort(plot_rng.choice(test_idx, cfg.max_plot_points, replace=False))
-
-        def preds(fit: Any) -> list[list[float]]:
-            return np.round(fit.unseen_predictions[test_idx], 5).tolist()
-
-        figure_data = {
-            "rows": "out-of-fold predictions at prefixes no training sequence contains "
-            "(seeded subset)",
-            "beliefs": np.round(data.beliefs[test_idx], 5).tolist(),
-            "position": data.position[test_idx].tolist(),
-            "trained_layer": TARGET_SITE,
-            "trained": preds(fits[TARGET_SITE]),
-            "untrained_layer": TARGET_SITE,
-            "untrained": preds(unt[TARGET_SITE]),
-            "shuffled_layer": TARGET_SITE,
-            "shuffled": preds(shuf[TARGET_SITE]),
-        }
-
-        final_loss = float(final_pp.mean())
-        ratio = final_loss / float(floor.mean())
-        targets = _targets(ratio, next(s for s in scores if s.layer == TARGET_SITE), max_shuf)
         timings["total"] = time.perf_counter() - t_start
-        return BeliefStudyResult(
-            config=asdict(cfg),
-            process={
-                "name": process.name,
-                "n_states": process.n_states,
-                "n_symbols": process.n_symbols,
-                "symbols": list(process.symbols),
-                "states": list(process.states),
-                "stationary": process.stationary_distribution().tolist(),
-                "entropy_rate": h_mu,
-                "unifilar": process.is_unifilar,
-                "transitions": process.transitions.tolist(),
-            },
-            optimal_loss_per_position=floor.tolist(),
-            optimal_loss=float(floor.mean()),
-            unigram_loss=unigram,
-            training={**hist.to_dict(), "gpt_config": asdict(gcfg), "train_config": asdict(tcfg),
-                      "stop_loss_ratio": cfg.stop_loss_ratio},
-            final_loss=final_loss,
-            final_loss_stderr=hist.eval_loss_stderr,
-            final_loss_per_position=final_pp.tolist(),
-            loss_ratio=ratio,
-            untrained_loss=untrained_loss,
-            regression=scores,
-            best_layer=layers["best_single_layer"],
-            best_r2=layers["best_single_r2_unseen"],
-            untrained_best_layer=layers["untrained_best_single_layer"],
-            untrained_best_r2=layers["untrained_best_single_r2_unseen"],
-            max_shuffled_r2=max_shuf,
-            layers_vs_concat=layers,
-            targets=targets,
-            determinism=_determinism(device),
-            counts={
-                "regression_sequences": int(len(data.sequences)),
-                "regression_rows": data.n_rows,
-                "regression_folds": cfg.n_folds,
-                "regression_rows_unseen": int(unseen.sum()),
-                "heldout_weight_unseen": fits[TARGET_SITE].unseen_weight_fraction,
-                "shuffled_control_pairs_per_fold": n_pairs,
-                "regression_weights_exact": data.exact,
-                "training_tokens": hist.tokens_seen,
-                "eval_sequences": cfg.train.eval_sequences,
-                "parameters": sum(p.numel() for p in model.parameters()),
-            },
-            seeds=seeds,
-            versions=_versions(),
-            timings=timings,
-            figure_data=figure_data,
-        )
-    finally:
-        limits.close()
-        torch.use_deterministic_algorithms(old_deterministic[0], warn_only=old_deterministic[1])
+        return _result(cfg, proc, trained, reg, device, timings)

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from rich.console import Console
 from rich.progress import Progress
 
@@ -63,25 +62,41 @@ def _label(probe: str) -> str:
 class TruthConfig:
     """Everything that defines a truth-study run (saved with the result)."""
 
-    model: str = "smollm2-135m"
-    datasets: list[str] = field(default_factory=lambda: list(DEFAULT_DATASETS))
-    train_sets: list[list[str]] = field(default_factory=lambda: [list(t) for t in DEFAULT_TRAIN_SETS])
-    layers: list[int] | None = None  # None: every block
-    probes: list[str] = field(default_factory=lambda: ["diffmean", "lda", "logistic", "ccs"])
-    controls: list[str] = field(default_factory=lambda: list(CONTROLS))
-    max_per_dataset: int | None = 600
-    split: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])  # train, val, test
-    centering: str = "per-dataset"
+    model: str = field(default="smollm2-135m", metadata={
+        "help": "Registry name, HF folder or .gguf."})
+    datasets: list[str] = field(default_factory=lambda: list(DEFAULT_DATASETS), metadata={
+        "help": "Dataset names or .csv paths, comma-separated."})
+    train_sets: list[list[str]] = field(
+        default_factory=lambda: [list(t) for t in DEFAULT_TRAIN_SETS], metadata={
+            "help": "A training set (repeat the option); join datasets with '+' to mix them."})
+    layers: list[int] | None = field(default=None, metadata={
+        "help": "Block indices, comma-separated (default: every block)."})
+    probes: list[str] = field(default_factory=lambda: ["diffmean", "lda", "logistic", "ccs"],
+                              metadata={"help": "Probes, comma-separated."})
+    controls: list[str] = field(default_factory=lambda: list(CONTROLS), metadata={
+        "help": "Any of shuffled,random,reset (or 'none')."})
+    max_per_dataset: int | None = field(default=600, metadata={
+        "help": "Statements per dataset, balanced by label (0 or none: no limit)."})
+    split: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2], metadata={
+        "help": "Train,validation,test fractions (split by entity)."})
+    centering: str = field(default="per-dataset", metadata={
+        "help": "per-dataset | train | none."})
     # How statements of twin datasets (cities / neg_cities) are matched: "auto" (pair ids when
     # both have them, else row order when the files are aligned), "row", or a CSV column name.
-    pair_by: str = "auto"
-    group_column: str | None = None  # CSV column naming each row's entity (for the split)
-    seed: int = 0
-    n_boot: int = 1000
-    n_shuffles: int = 5
-    batch_size: int = 64
-    device: str | None = None
-    pca_pairs: list[list[str]] = field(default_factory=lambda: [list(p) for p in DEFAULT_PCA_PAIRS])
+    pair_by: str = field(default="auto", metadata={
+        "help": "Match twin datasets (cities/neg_cities): auto (pair ids, else aligned rows), "
+        "row, or a CSV column name."})
+    group_column: str | None = field(default=None, metadata={
+        "help": "CSV column naming each row's entity (for the split)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the split, probes and controls."})
+    n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples of each interval."})
+    n_shuffles: int = field(default=5, metadata={
+        "help": "Shuffled-label fits averaged per probe."})
+    batch_size: int = field(default=64, metadata={"help": "Statements per forward pass."})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda[:N] (default: auto)."})
+    pca_pairs: list[list[str]] = field(
+        default_factory=lambda: [list(p) for p in DEFAULT_PCA_PAIRS], metadata={
+            "help": "Dataset pairs of the PCA figure, joined with '+' (repeat the option)."})
 
     def validate(self) -> None:
         from interplab.probes import CENTERINGS, PROBES
@@ -175,6 +190,7 @@ def _train_key(names: list[str]) -> str:
 
 def _versions() -> dict[str, str]:
     import sklearn
+    import torch
     import transformers
 
     return {"interplab": interplab.__version__, "torch": torch.__version__,
@@ -297,7 +313,7 @@ def _check_pairs(config: TruthConfig, datasets: dict[str, Any]) -> None:
 def _load_datasets(config: TruthConfig, notes: list[str]) -> tuple[dict, dict[str, Any]]:
     datasets = {_short_name(spec): _load_one(spec, config) for spec in config.datasets}
     _pair_twins(datasets, config, notes)
-    if config.max_per_dataset is not None:  # twins keep their alignment (same seed and quotas)
+    if config.max_per_dataset:  # twins keep their alignment (same seed and quotas)
         datasets = {n: ds.balanced_subsample(config.max_per_dataset, seed=config.seed)
                     if config.max_per_dataset < len(ds) else ds for n, ds in datasets.items()}
     _check_pairs(config, datasets)
@@ -349,6 +365,7 @@ def _harvest_one(lm: Any, ds: Any, layers: list[int], batch_size: int, with_logp
                  cache_dir: Path | None,
                  identity: dict | None) -> tuple[np.ndarray, np.ndarray | None, bool]:
     """Last-token resid_post ``[L, n, d]`` and log-probabilities, from the cache when present."""
+    import torch
     from safetensors.numpy import load_file, save
 
     from interplab.activations import harvest
@@ -406,8 +423,6 @@ def run_truth(config: TruthConfig, *, progress: bool = True, console: Console | 
     safetensors file per model identity, dataset content hash and layer list) and reused by a
     later run, so a failure after the harvest never costs the harvest again.
     """
-    from interplab.models import HookPoint, load, reset_copy
-
     config.validate()
     console = console or Console(stderr=True)
     cache = Path(cache_dir) if cache_dir is not None else None
@@ -418,63 +433,114 @@ def run_truth(config: TruthConfig, *, progress: bool = True, console: Console | 
     timings["datasets_s"] = time.perf_counter() - t0
 
     with progress_display(console, enabled=progress) as bar:
+        harvest = _harvest_stage(config, datasets, bar, console, cache, timings)
         t = time.perf_counter()
-        lm = load(config.model, device=config.device)
-        layers = list(range(lm.n_layers)) if config.layers is None else list(config.layers)
-        lm.resolve_hooks([HookPoint.resid_post(layer) for layer in layers])
-        timings["load_s"] = time.perf_counter() - t
-        n_statements = sum(len(ds) for ds in datasets.values())
-        console.print(f"loaded {lm.name} in {timings['load_s']:.0f} s; {len(datasets)} datasets, "
-                      f"{n_statements} statements, {len(layers)} layers")
-        t = time.perf_counter()
-        model_acts, reused = _harvest_all(lm, datasets, layers, config.batch_size, bar, "model",
-                                          cache)
-        acts = {"model": model_acts}
-        reset_identity = None
-        if "reset" in config.controls:
-            reset = reset_copy(lm, seed=config.seed)
-            reset_identity = reset.identity()
-            acts["reset"], hits = _harvest_all(reset, datasets, layers, config.batch_size, bar,
-                                               "reset network", cache, with_logprobs=False)
-            reused += hits
-            del reset
-        timings["harvest_s"] = time.perf_counter() - t
-        console.print(f"harvesting done in {timings['harvest_s']:.0f} s"
-                      + (f" ({reused} dataset harvests reused from {cache})" if reused else ""))
-        model_identity = lm.identity()
-        del lm
-
-        t = time.perf_counter()
-        fits = _fit_everything(config, datasets, splits, acts, layers, bar, notes, timings)
+        fits = _fit_everything(config, datasets, splits, harvest.acts, harvest.layers, bar, notes,
+                               timings)
         timings["probes_s"] = time.perf_counter() - t
         console.print(f"fitted probes and controls in {timings['probes_s']:.0f} s")
 
     t = time.perf_counter()
+    analysis = _analysis_stage(config, datasets, splits, harvest, fits)
+    timings["analysis_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    return _result(config, datasets, splits, harvest, analysis, notes, timings)
+
+
+@dataclass
+class _Harvest:
+    """Last-token activations of the model (and of its reset copy, for that control)."""
+
+    layers: list[int]
+    acts: dict[str, dict]  # "model" / "reset" -> dataset name -> (acts [L, n, d], log-probs)
+    model_identity: dict[str, Any]
+    reset_identity: dict[str, Any] | None
+
+
+def _harvest_stage(config: TruthConfig, datasets: dict, bar: Progress | LineProgress,
+                   console: Console, cache: Path | None, timings: dict[str, float]) -> _Harvest:
+    """Load the model, harvest every dataset at every layer (and the reset copy's, when that
+    control is on); the model is released before returning."""
+    from interplab.models import HookPoint, load, reset_copy
+
+    t = time.perf_counter()
+    lm = load(config.model, device=config.device)
+    layers = list(range(lm.n_layers)) if config.layers is None else list(config.layers)
+    lm.resolve_hooks([HookPoint.resid_post(layer) for layer in layers])
+    timings["load_s"] = time.perf_counter() - t
+    n_statements = sum(len(ds) for ds in datasets.values())
+    console.print(f"loaded {lm.name} in {timings['load_s']:.0f} s; {len(datasets)} datasets, "
+                  f"{n_statements} statements, {len(layers)} layers")
+    t = time.perf_counter()
+    model_acts, reused = _harvest_all(lm, datasets, layers, config.batch_size, bar, "model",
+                                      cache)
+    acts = {"model": model_acts}
+    reset_identity = None
+    if "reset" in config.controls:
+        reset = reset_copy(lm, seed=config.seed)
+        reset_identity = reset.identity()
+        acts["reset"], hits = _harvest_all(reset, datasets, layers, config.batch_size, bar,
+                                           "reset network", cache, with_logprobs=False)
+        reused += hits
+        del reset
+    timings["harvest_s"] = time.perf_counter() - t
+    console.print(f"harvesting done in {timings['harvest_s']:.0f} s"
+                  + (f" ({reused} dataset harvests reused from {cache})" if reused else ""))
+    return _Harvest(layers, acts, lm.identity(), reset_identity)
+
+
+@dataclass
+class _Analysis:
+    """Everything computed from the fits: accuracies with intervals, the layer chosen on
+    validation, verdicts, control checks, likelihood and PCA views, method and summary text."""
+
+    test_names: list[str]
+    train_keys: list[str]
+    accuracy: dict
+    heldout: dict
+    validation: dict
+    best_layer: dict
+    scored: dict
+    likelihood: dict
+    pca: Any
+    verdicts: list[dict]
+    control_checks: list[dict]
+    method: Any
+    summary: list[str]
+
+
+def _analysis_stage(config: TruthConfig, datasets: dict, splits: dict[str, Any],
+                    harvest: _Harvest, fits: _Fits) -> _Analysis:
+    layers = harvest.layers
     test_names = list(datasets)
     train_keys = [_train_key(ts) for ts in config.train_sets]
     accuracy, heldout, validation, best_layer = _aggregate(config, fits, test_names, layers)
     scored = {key: {n: info for n, (_, info) in rows.items()} for key, rows in fits.rows.items()}
-    likelihood = _likelihood(config, datasets, splits, acts["model"], test_names, train_keys,
-                             fits, best_layer, layers)
-    pca = _pca_views(config, datasets, acts["model"], best_layer, train_keys, layers)
+    likelihood = _likelihood(config, datasets, splits, harvest.acts["model"], test_names,
+                             train_keys, fits, best_layer, layers)
+    pca = _pca_views(config, datasets, harvest.acts["model"], best_layer, train_keys, layers)
     verdicts = _verdicts(accuracy, best_layer, train_keys, test_names, layers, scored)
     control_checks = _control_checks(heldout, best_layer, layers)
     method = _method(config, datasets, splits, train_keys, layers)
-    summary = _summary(model_identity["name"], verdicts, control_checks, heldout, best_layer,
-                       layers)
-    timings["analysis_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t0
+    summary = _summary(harvest.model_identity["name"], verdicts, control_checks, heldout,
+                       best_layer, layers)
+    return _Analysis(test_names, train_keys, accuracy, heldout, validation, best_layer, scored,
+                     likelihood, pca, verdicts, control_checks, method, summary)
 
+
+def _result(config: TruthConfig, datasets: dict, splits: dict[str, Any], harvest: _Harvest,
+            a: _Analysis, notes: list[str], timings: dict[str, float]) -> TruthResult:
     return TruthResult(
-        config=asdict(config), versions=_versions(), model=model_identity,
-        reset_model=reset_identity,
+        config=asdict(config), versions=_versions(), model=harvest.model_identity,
+        reset_model=harvest.reset_identity,
         datasets=[{**ds.identity, **{f"n_{p}": int(len(splits[n].sides()[p])) for p in SPLIT_PARTS},
                    "split_rule": splits[n].rule, "example_true": _example(ds, 1),
                    "example_false": _example(ds, 0)} for n, ds in datasets.items()],
-        layers=layers, probes=list(config.probes), train_sets=train_keys, test_sets=test_names,
-        accuracy=accuracy, heldout=heldout, validation=validation, best_layer=best_layer,
-        scored=scored, method=method, verdicts=verdicts, control_checks=control_checks,
-        summary=summary, likelihood=likelihood, pca=pca, notes=notes, timings=timings,
+        layers=harvest.layers, probes=list(config.probes), train_sets=a.train_keys,
+        test_sets=a.test_names, accuracy=a.accuracy, heldout=a.heldout, validation=a.validation,
+        best_layer=a.best_layer, scored=a.scored, method=a.method, verdicts=a.verdicts,
+        control_checks=a.control_checks, summary=a.summary, likelihood=a.likelihood, pca=a.pca,
+        notes=notes, timings=timings,
     )
 
 

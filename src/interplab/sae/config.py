@@ -1,0 +1,139 @@
+"""The settings of one SAE and of its training: plain dataclasses (no torch import), so study
+configs and the command line read their defaults without loading torch."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Literal
+
+from interplab.errors import InterplabError
+
+# Fields older interplab versions wrote into SAE configs and no longer do; reading ignores them.
+# ``normalisation_folded`` was always True: saved weights always take raw activations.
+RETIRED_CONFIG_FIELDS = frozenset({"normalisation_folded"})
+
+
+def without_retired(d: dict) -> dict:
+    """``d`` without the :data:`RETIRED_CONFIG_FIELDS` (an old config.json or checkpoint)."""
+    return {k: v for k, v in d.items() if k not in RETIRED_CONFIG_FIELDS}
+
+
+@dataclass
+class SAEConfig:
+    """Hyper-parameters and provenance of one SAE (saved as JSON beside the weights).
+
+    ``sparsity_coefficient`` is λ of the L1 (ReLU, Gated) or L0 (JumpReLU) penalty; ``k`` is the
+    number of active features for TopK/BatchTopK. ``normalisation_scale`` is the factor the
+    trainer multiplied inputs by; saved weights always have it folded back in, so a loaded SAE
+    takes raw activations.
+    """
+
+    architecture: str
+    d_in: int
+    d_sae: int
+    k: int | None = None
+    sparsity_coefficient: float = 0.0
+    aux_k: int | None = None  # top-k family: number of dead latents used by the aux-k loss
+    aux_k_coefficient: float = 1 / 32
+    # JumpReLU: STE kernel width ε and initial θ, in units of the (normalised, E‖x‖² = d_in) input.
+    jumprelu_bandwidth: float = 0.05
+    jumprelu_init_threshold: float = 0.1
+    batchtopk_threshold_momentum: float = 0.01
+    hook: str | None = None
+    model: str | None = None
+    context_length: int | None = None
+    normalisation_scale: float = 1.0
+    normalisation_tokens: int = 0  # ordinary tokens the scale was estimated on
+    # The ExclusionRule (to_dict) of the tokens left out of training and of headline metrics.
+    exclusion: dict | None = None
+    training_tokens: int = 0
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: object = "SAE config") -> SAEConfig:
+        """Build from a dict (``where`` names its source in errors); fields older versions wrote
+        and this one retired are ignored."""
+        d = without_retired(d)
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise InterplabError(
+                f"{where} has unknown fields {sorted(unknown)}; expected a subset of "
+                f"{sorted(known)} (is this an interplab SAE folder?)"
+            )
+        missing = [k for k in ("architecture", "d_in", "d_sae") if k not in d]
+        if missing:
+            raise InterplabError(f"{where} lacks {missing}; restore the file or re-save the SAE")
+        for k in ("d_in", "d_sae"):
+            if not isinstance(d[k], int) or isinstance(d[k], bool):
+                raise InterplabError(f"{where}: {k} must be an integer, got {d[k]!r}")
+        return cls(**d)
+
+
+@dataclass
+class TrainerConfig:
+    """Optimisation settings shared by every SAE of a sweep.
+
+    ``total_steps`` fixes the LR schedule (one step = one batch). LR: linear warm-up over
+    ``lr_warmup_steps``, constant, then linear decay to 0 over the last ``lr_decay_fraction`` of
+    the steps. λ: linear warm-up from 0 over ``sparsity_warmup_steps``. A feature is *dead* when it
+    has not fired in the last ``dead_window_tokens`` tokens. ``data_identity`` describes the
+    batches (a JSON-able dict, e.g. a store fingerprint, hook and batch size); a checkpoint only
+    resumes with the same one.
+    """
+
+    total_steps: int = field(metadata={"help": "Optimizer steps (one step = one batch)."})
+    lr: float = field(default=3e-4, metadata={"help": "Adam's peak learning rate."})
+    adam_betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={
+        "help": "Adam's beta1,beta2."})
+    lr_warmup_steps: int = field(default=0, metadata={"help": "Linear LR warm-up steps."})
+    lr_decay_fraction: float = field(default=0.2, metadata={
+        "help": "Linear LR decay to 0 over this last fraction of the steps."})
+    sparsity_warmup_steps: int = field(default=0, metadata={
+        "help": "Linear warm-up of the sparsity coefficient λ from 0."})
+    dead_window_tokens: int = field(default=1_000_000, metadata={
+        "help": "A feature is dead when it has not fired in this many tokens."})
+    # ReLU family: resample dead features this often
+    resample_every_steps: int | None = field(default=None, metadata={
+        "help": "ReLU family: resample dead features every N steps."})
+    normalise_activations: bool = field(default=True, metadata={
+        "help": "Scale inputs so that E‖x‖² = d_in (folded back into the saved weights)."})
+    # tokens (from the first batches) that set the scale
+    scale_estimation_tokens: int = field(default=131_072, metadata={
+        "help": "Tokens (from the first batches) that set the input scale."})
+    geometric_median_init: bool = field(default=True, metadata={
+        "help": "Initialise the decoder bias at the geometric median of a sample."})
+    init_sample_size: int = field(default=8192, metadata={
+        "help": "Rows of that sample."})
+    # bf16: bf16 matrix products, fp32 weights/optimizer
+    mixed_precision: Literal["fp32", "bf16"] = field(default="fp32", metadata={
+        "help": "fp32, or bf16 matrix products with fp32 weights and optimizer."})
+    sparse_topk_decoder: bool = field(default=False, metadata={
+        "help": "TopK: decode with only the k active rows."})
+    log_path: str | None = None
+    log_every_steps: int = field(default=100, metadata={
+        "help": "Training-log entry every N steps."})
+    checkpoint_dir: str | None = None
+    checkpoint_every_steps: int = field(default=0, metadata={
+        "help": "Checkpoint every N steps (0: only on interrupt and at the end)."})
+    # What the batches are (e.g. store fingerprint, hook, batch size); compared on resume.
+    data_identity: dict | None = None
+    wandb_project: str | None = field(default=None, metadata={
+        "help": "Log to this wandb project too."})
+    seed: int = field(default=0, metadata={"help": "Seed of initialisation and data order."})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda[:N]."})
+    progress: bool = False
+
+    def validate(self) -> None:
+        if self.total_steps <= 0:
+            raise InterplabError(f"total_steps must be ≥ 1 (got {self.total_steps})")
+        if self.mixed_precision not in ("fp32", "bf16"):
+            raise InterplabError(
+                f"mixed_precision must be 'fp32' or 'bf16' (got {self.mixed_precision!r})"
+            )
+        if not 0 <= self.lr_decay_fraction <= 1:
+            raise InterplabError("lr_decay_fraction must lie in [0, 1]")

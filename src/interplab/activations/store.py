@@ -179,6 +179,41 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------- writer
 
 
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.safetensors"
+
+
+def check_finite_rows(tensors: dict[str, torch.Tensor], hooks: Sequence[str], path: Path) -> None:
+    """Refuse rows holding NaN or inf, naming the text, position and hook."""
+    for hook in hooks:
+        row = _first_nonfinite(tensors[hook])
+        if row is not None:
+            raise InterplabError(
+                f"hook {hook} produced a non-finite value (NaN or inf) at text "
+                f"{int(tensors['text_index'][row])}, position {int(tensors['position'][row])}; "
+                f"nothing from that shard was written to {path}. Check the model's "
+                "weights and the text; inf in a float16 store means the values overflow "
+                "float16 (store as bfloat16 or float32)"
+            )
+
+
+def write_shard_file(folder: Path, index: int, tensors: dict[str, torch.Tensor],
+                     hooks: Sequence[str]) -> dict[str, Any]:
+    """Write shard number ``index`` into ``folder`` atomically (after the finiteness check) and
+    return its manifest entry without the text range. The bytes depend on the tensors alone, so
+    any process (a local loop, a Ray worker) writes the same file for the same rows."""
+    check_finite_rows(tensors, hooks, folder)
+    name = shard_name(index)
+    data = st_save({k: v.contiguous() for k, v in tensors.items()}, metadata={"format": FORMAT})
+    try:
+        atomic_write_bytes(folder / name, data)
+    except OSError as exc:  # name the shard, whatever the OS named
+        raise OSError(exc.errno, exc.strerror or str(exc), str(folder / name)) from exc
+    return {"file": name, "n_rows": int(tensors["text_index"].shape[0]),
+            "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+
 class StoreWriter:
     """Appends shards to a store; one writer per folder at a time (enforced with a lock file)."""
 
@@ -249,44 +284,40 @@ class StoreWriter:
         try:
             atomic_write_bytes(self.path / MANIFEST, data)
         except OSError as exc:
-            raise self._write_error(self.path / MANIFEST, exc) from exc
-
-    def _check_finite(self, tensors: dict[str, torch.Tensor]) -> None:
-        for hook in self.manifest["hooks"]:
-            row = _first_nonfinite(tensors[hook])
-            if row is not None:
-                raise InterplabError(
-                    f"hook {hook} produced a non-finite value (NaN or inf) at text "
-                    f"{int(tensors['text_index'][row])}, position {int(tensors['position'][row])}; "
-                    f"nothing from that shard was written to {self.path}. Check the model's "
-                    "weights and the text; inf in a float16 store means the values overflow "
-                    "float16 (store as bfloat16 or float32)"
-                )
+            raise self.write_error(self.path / MANIFEST, exc) from exc
 
     def write_shard(self, tensors: dict[str, torch.Tensor], text_end: int) -> None:
         """Write one shard (all texts up to ``text_end`` done) and record it in the manifest.
 
         Rows holding NaN or inf are refused (naming the text, position and hook); a failed write
         (e.g. a full disk) raises an error naming the file, and the store stays resumable."""
-        self._check_finite(tensors)
-        n_rows = int(tensors["text_index"].shape[0])
         index = len(self.manifest["shards"])
-        name = f"shard-{index:05d}.safetensors"
-        data = st_save({k: v.contiguous() for k, v in tensors.items()},
-                       metadata={"format": FORMAT})
         try:
-            atomic_write_bytes(self.path / name, data)
+            entry = write_shard_file(self.path, index, tensors, self.manifest["hooks"])
         except OSError as exc:
-            raise self._write_error(self.path / name, exc) from exc
-        entry = {"file": name, "n_rows": n_rows, "text_start": self.texts_done,
-                 "text_end": text_end, "sha256": hashlib.sha256(data).hexdigest(),
-                 "bytes": len(data)}
+            raise self.write_error(Path(exc.filename), exc) from exc
+        self.add_shard({**entry, "text_start": self.texts_done, "text_end": text_end})
+
+    def add_shard(self, entry: dict[str, Any], exclusion_count: dict[str, int] | None = None,
+                  ) -> None:
+        """Record a shard already on disk (written by :func:`write_shard_file`, maybe by another
+        process) as the next one; ``exclusion_count`` adds to ``sae_exclusion_count``."""
+        index = len(self.manifest["shards"])
+        if entry["file"] != shard_name(index) or entry["text_start"] != self.texts_done:
+            raise InterplabError(
+                f"shard {entry['file']} (texts {entry['text_start']}–{entry['text_end']}) is not "
+                f"the next shard of {self.path} ({shard_name(index)}, from text "
+                f"{self.texts_done}); shards are recorded in order")
         updated = {**self.manifest, "shards": [*self.manifest["shards"], entry],
-                   "n_rows": self.manifest["n_rows"] + n_rows, "texts_done": text_end}
+                   "n_rows": self.manifest["n_rows"] + entry["n_rows"],
+                   "texts_done": entry["text_end"]}
+        if exclusion_count is not None:
+            old = self.manifest.get("sae_exclusion_count") or {"n_seen": 0, "n_excluded": 0}
+            updated["sae_exclusion_count"] = {k: old[k] + exclusion_count[k] for k in old}
         self._write_manifest(updated)
         self.manifest = updated
 
-    def _write_error(self, path: Path, exc: OSError) -> InterplabError:
+    def write_error(self, path: Path, exc: OSError) -> InterplabError:
         m = self.manifest
         return InterplabError(
             f"could not write {path} ({exc.strerror or exc}); the store keeps its {m['n_rows']} "

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +23,12 @@ from interplab.activations.harvest import (
     validate_token_ids,
 )
 from interplab.activations.positions import Positions
-from interplab.activations.store import ActivationStore, StoreWriter, dtype_name
+from interplab.activations.store import (
+    ActivationStore,
+    StoreWriter,
+    dtype_name,
+    write_shard_file,
+)
 from interplab.errors import InterplabError
 from interplab.models import HookPoint, LanguageModel
 from interplab.models.hooks import HookLike
@@ -68,12 +76,16 @@ def harvest_to_store(
     command: str | None = None,
     exclusion: ExclusionRule | None = None,
     threads: int | str | None = None,
+    executor=None,
+    worker_model=None,
 ) -> ActivationStore:
     """Harvest ``texts`` into the store folder ``out``; re-running the same call resumes.
 
     Texts are processed in fixed chunks of ``texts_per_chunk`` (default ``8 * batch_size``); a
-    shard is written whenever at least ``rows_per_shard`` rows are buffered at a chunk boundary,
-    so a shard holds ``rows_per_shard`` rows plus at most one chunk's worth. Memory holds one shard,
+    shard ends at the first chunk boundary where the rows the positions select reach
+    ``rows_per_shard``, so a shard holds ``rows_per_shard`` rows plus at most one chunk's worth
+    (fewer once ``exclusion`` drops some: the cut is planned from token counts before the
+    harvest, :func:`plan_shards`). Memory holds one shard,
     never the corpus. After a crash the store lists only complete shards, and the same call
     continues from the first text not yet in a shard. Pass ``texts=None`` and ``token_ids`` for
     sequences that are already tokenised (e.g. packed corpus windows).
@@ -92,6 +104,14 @@ def harvest_to_store(
     (``sae_exclusion_count``). ``None`` (the default for general harvesting) keeps every row.
     ``threads`` is the torch/BLAS thread count for the pass, as in :func:`harvest_tokens`
     (default ``$INTERPLAB_THREADS`` or ``"auto"``), restored on return.
+
+    ``executor`` (an :mod:`interplab.distributed` executor; None: a loop in this process) runs
+    one task per shard. The shards' text ranges are planned before anything runs
+    (:func:`plan_shards`) and recorded in shard order, so every executor writes the same store,
+    byte for byte, and resumes the same way. A remote executor (Ray) loads the model in each
+    worker from ``worker_model`` (e.g. ``interplab.distributed.ModelSpec("smollm2-135m")``) and
+    checks that its weights hash to ``lm``'s; the store folder must be on storage every worker
+    can write (see docs/distributed.md).
     """
     if (texts is None) == (token_ids is None):
         raise InterplabError("give either texts or token_ids, not both (and not neither)")
@@ -101,6 +121,9 @@ def harvest_to_store(
         raise InterplabError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
     points = lm.resolve_hooks(hooks)
     pos = Positions.parse(positions)
+    if executor is not None and executor.remote and worker_model is None:
+        raise InterplabError("a remote executor loads the model in each worker: pass "
+                             "worker_model (e.g. interplab.distributed.ModelSpec('name'))")
     # Everything is validated (and every text tokenised) before the store folder is touched.
     if texts is not None:
         texts = validate_texts(texts)
@@ -140,7 +163,8 @@ def harvest_to_store(
         with limit_threads(resolve_threads(threads)):
             _fill(writer, lm, ids, points, pos, chunk, rows_per_shard, progress=progress,
                   batch_size=batch_size, dtype=dtype, padding_side=padding_side,
-                  compute_dtype=compute_dtype, exclusion=exclusion)
+                  compute_dtype=compute_dtype, exclusion=exclusion, executor=executor,
+                  worker_model=worker_model)
         writer.finish()
     return ActivationStore(out)
 
@@ -160,41 +184,141 @@ def _check_positions(lm: LanguageModel, pos: Positions, ids: Sequence[Sequence[i
             pos.select(i, len(t), has_bos)
 
 
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard of a harvest: the texts ``text_start:text_end`` (whole chunks), their token ids
+    and every setting that shapes the rows, so any process can write the shard on its own."""
+
+    index: int  # the shard's number in the store
+    text_start: int
+    text_end: int
+    token_ids: Sequence[Sequence[int]]  # ids of texts text_start:text_end
+    folder: str
+    hooks: tuple[str, ...]  # names, in forward order
+    positions: Positions
+    chunk: int
+    batch_size: int
+    dtype: torch.dtype
+    padding_side: str
+    compute_dtype: torch.dtype | None
+    exclusion: ExclusionRule | None
+    weights_sha256: str  # the model a worker loads must have these weights
+
+
+def plan_shards(ids: Sequence[Sequence[int]], pos: Positions, has_bos: bool, start: int,
+                chunk: int, rows_per_shard: int) -> list[tuple[int, int]]:
+    """The text ranges of the shards still to write, from text ``start`` on.
+
+    Texts go in fixed chunks of ``chunk`` from ``start`` (a chunk boundary); a shard ends at the
+    first chunk boundary where the rows the positions select reach ``rows_per_shard``, or at the
+    last text. Row counts come from the token ids alone (before any SAE exclusion, which depends
+    on the activations), so the plan is known before anything runs and every executor, in any
+    order, writes the same shards."""
+    bounds, first, rows = [], start, 0
+    for c0 in range(start, len(ids), chunk):
+        c1 = min(c0 + chunk, len(ids))
+        rows += sum(len(pos.select(i, len(ids[i]), has_bos)) for i in range(c0, c1))
+        if rows >= rows_per_shard or c1 == len(ids):
+            bounds.append((first, c1))
+            first, rows = c1, 0
+    return bounds
+
+
+def harvest_shard(task: ShardTask, lm: LanguageModel, bar: tqdm | None = None) -> dict:
+    """Harvest one shard's texts chunk by chunk and write its file; returns its manifest entry
+    plus ``exclusion_count`` (rows seen and left out by the SAE exclusion, if any)."""
+    parts, count = [], {"n_seen": 0, "n_excluded": 0}
+    kw = {"batch_size": task.batch_size, "dtype": task.dtype, "padding_side": task.padding_side,
+          "compute_dtype": task.compute_dtype}
+    points = lm.resolve_hooks(task.hooks)
+    for c0 in range(task.text_start, task.text_end, task.chunk):
+        c1 = min(c0 + task.chunk, task.text_end)
+        ids = task.token_ids[c0 - task.text_start : c1 - task.text_start]
+        batches = list(iter_harvest_ids(lm, ids, c0, points, task.positions, progress=bar,
+                                        **kw))
+        part = assemble(batches, task.hooks, lm.d_model, task.dtype)
+        if task.exclusion is not None:
+            part = _drop_excluded(part, list(task.hooks), task.exclusion, count)
+        parts.append(part)
+    tensors = {h: torch.cat([p.acts[h] for p in parts]) for h in task.hooks}
+    for key in ("text_index", "position", "token_id"):
+        tensors[key] = torch.cat([getattr(p, key) for p in parts])
+    entry = write_shard_file(Path(task.folder), task.index, tensors, task.hooks)
+    return {**entry, "text_start": task.text_start, "text_end": task.text_end,
+            "exclusion_count": count if task.exclusion is not None else None}
+
+
+_WORKER_MODELS: dict = {}
+
+
+def harvest_shard_in_worker(task: ShardTask, model) -> dict:
+    """:func:`harvest_shard` in a worker process: the model is loaded from ``model`` (anything
+    with a ``load()`` returning a LanguageModel, e.g. ``interplab.distributed.ModelSpec``) once
+    per process, and its weights must hash to the store's ``weights_sha256``."""
+    if model not in _WORKER_MODELS:
+        lm = model.load()
+        _WORKER_MODELS.clear()  # one model per worker process
+        _WORKER_MODELS[model] = (lm, weights_sha256(lm.hf))
+    lm, sha = _WORKER_MODELS[model]
+    if sha != task.weights_sha256:
+        raise InterplabError(
+            f"the model a worker loaded from {model} has other weights (sha256 {sha[:12]}…) than "
+            f"the store's ({task.weights_sha256[:12]}…); install the same model files on every "
+            "node (or put them on the shared storage) and run again")
+    return harvest_shard(task, lm)
+
+
 def _fill(writer: StoreWriter, lm: LanguageModel, ids: Sequence[Sequence[int]],
           hooks: list[HookPoint], pos: Positions, chunk: int, rows_per_shard: int, *,
-          progress: bool, exclusion: ExclusionRule | None = None, **harvest_kw) -> None:
-    """Harvest the texts the store does not hold yet, chunk by chunk, into shards."""
-    names = [hp.name for hp in hooks]
-    n_texts, start = len(ids), writer.texts_done
-    buffer: list = []
-    buffered_rows = 0
-    remaining = sum(len(t) for t in ids[start:])
-    with tqdm(total=remaining, unit="tok", desc=f"harvest → {writer.path}",
-              disable=not progress, leave=False) as bar:
-        for c0 in range(start, n_texts, chunk):
-            c1 = min(c0 + chunk, n_texts)
-            batches = list(iter_harvest_ids(lm, ids[c0:c1], c0, hooks, pos, progress=bar,
-                                            **harvest_kw))
-            part = assemble(batches, names, lm.d_model, harvest_kw["dtype"])
-            if exclusion is not None:
-                part = _drop_excluded(part, names, exclusion, writer.manifest)
-            buffer.append(part)
-            buffered_rows += part.n_rows
-            if buffered_rows >= rows_per_shard or c1 == n_texts:
-                tensors = {h: torch.cat([p.acts[h] for p in buffer]) for h in names}
-                for key in ("text_index", "position", "token_id"):
-                    tensors[key] = torch.cat([getattr(p, key) for p in buffer])
-                writer.write_shard(tensors, text_end=c1)
-                buffer, buffered_rows = [], 0
+          progress: bool, executor=None, worker_model=None,
+          exclusion: ExclusionRule | None = None, **harvest_kw) -> None:
+    """Harvest the texts the store does not hold yet, shard by shard, through ``executor``
+    (None: in this process). Shards are recorded in the manifest in shard order, whatever order
+    they finish in, so the store is the same for every executor."""
+    start = writer.texts_done
+    bounds = plan_shards(ids, pos, lm.bos_token_id is not None, start, chunk, rows_per_shard)
+    first = len(writer.manifest["shards"])
+    tasks = [ShardTask(first + j, a, b, ids[a:b], str(writer.path.resolve()),
+                       tuple(hp.name for hp in hooks), pos, chunk, exclusion=exclusion,
+                       weights_sha256=writer.manifest["model"]["weights_sha256"], **harvest_kw)
+             for j, (a, b) in enumerate(bounds)]
+    with tqdm(total=sum(len(t) for t in ids[start:]), unit="tok", desc=f"harvest → {writer.path}",
+              disable=not progress or executor is not None, leave=False) as bar:
+        if executor is None or not executor.remote:
+            results = _run_locally(executor, tasks, partial(harvest_shard, lm=lm, bar=bar))
+        else:
+            results = executor.run(partial(harvest_shard_in_worker, model=worker_model), tasks,
+                                   description=f"harvest → {writer.path} (shards)")
+        _record_in_order(writer, results)
+
+
+def _record_in_order(writer: StoreWriter, results) -> None:
+    """Add shards to the manifest in shard order as ``(task index, entry)`` pairs arrive in any
+    order; a shard finished early waits (on disk, unlisted) for those before it."""
+    first = len(writer.manifest["shards"])
+    finished: dict[int, dict] = {}
+    try:
+        for i, entry in results:
+            finished[i] = entry
+            while len(writer.manifest["shards"]) - first in finished:
+                entry = finished.pop(len(writer.manifest["shards"]) - first)
+                writer.add_shard(entry, entry.pop("exclusion_count"))
+    except OSError as exc:  # e.g. a full disk while a shard was written
+        raise writer.write_error(Path(exc.filename or writer.path), exc) from exc
+
+
+def _run_locally(executor, tasks: list[ShardTask], fn):
+    if executor is None:
+        return ((i, fn(t)) for i, t in enumerate(tasks))
+    return executor.run(fn, tasks, description="harvest (shards)")
 
 
 def _drop_excluded(part: Activations, hooks: list[str], rule: ExclusionRule,
-                   manifest: dict) -> Activations:
-    """The rows of ``part`` that ``rule`` keeps at every hook; the count goes in ``manifest``."""
+                   count: dict) -> Activations:
+    """The rows of ``part`` that ``rule`` keeps at every hook; the count is added to ``count``."""
     keep = torch.ones(part.position.shape[0], dtype=torch.bool)
     for h in hooks:
         keep &= rule.keep_mask(part.acts[h], part.position)
-    count = manifest.setdefault("sae_exclusion_count", {"n_seen": 0, "n_excluded": 0})
     count["n_seen"] += int(keep.numel())
     count["n_excluded"] += int((~keep).sum())
     return Activations({h: part.acts[h][keep] for h in hooks}, part.text_index[keep],

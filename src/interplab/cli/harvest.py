@@ -37,6 +37,12 @@ def harvest_cmd(
     for_sae: bool = typer.Option(False, "--for-sae", help="a store for SAE training: leave out "
                                  "position 0 and tokens with a norm > 10 × the batch median "
                                  "(the rule and the count are recorded in the manifest)"),
+    executor: str = typer.Option("local", "--executor", help="local (this process) | ray (one "
+                                 "task per shard; the same store, byte for byte)"),
+    ray_address: str = typer.Option("", "--ray-address", help="with --executor ray: an existing "
+                                    "cluster (e.g. auto); default: a local cluster"),
+    workers: int = typer.Option(0, "--workers", help="with --executor ray: tasks at once (0: as "
+                                "many as the cluster has CPUs)"),
 ) -> None:
     """Harvest activations of a model on texts into an on-disk activation store."""
     for flag, value, least in (("--batch-size", batch_size, 1), ("--rows-per-shard", rows_per_shard, 1),
@@ -47,24 +53,31 @@ def harvest_cmd(
     from interplab.activations.exclusion import ExclusionRule
     from interplab.activations.store import parse_dtype
     from interplab.activations.texts import read_texts
-    from interplab.models import HookPoint, load
+    from interplab.distributed import ModelSpec, make_executor
+    from interplab.models import HookPoint
 
     command = _resume_command(locals())
+    runner = make_executor(executor, address=ray_address, workers=workers, progress=True)
     text_list = read_texts(texts, column=column)
     hook_list = [HookPoint.parse(h) for h in hooks.split(",") if h.strip()]
     if not hook_list:
         raise InterplabError("--hooks is empty; name at least one hook point")
     stored_dtype = parse_dtype(dtype)
     compute = parse_dtype(compute_dtype) if compute_dtype else None
+    local_file = Path(model).expanduser()
+    spec = ModelSpec(str(local_file.resolve()) if local_file.exists() else model,
+                     device=device or None)  # workers may start in another folder
     try:
-        lm = load(model, device=device or None)
-        store = harvest_to_store(
-            lm, text_list, hook_list, out, positions,
-            batch_size=batch_size, rows_per_shard=rows_per_shard, dtype=stored_dtype,
-            dataset_name=texts.name, max_length=max_length or None,
-            truncation="error" if strict_length else "warn", compute_dtype=compute,
-            command=command, exclusion=ExclusionRule() if for_sae else None,
-        )
+        lm = spec.load()
+        with runner:
+            store = harvest_to_store(
+                lm, text_list, hook_list, out, positions,
+                batch_size=batch_size, rows_per_shard=rows_per_shard, dtype=stored_dtype,
+                dataset_name=texts.name, max_length=max_length or None,
+                truncation="error" if strict_length else "warn", compute_dtype=compute,
+                command=command, exclusion=ExclusionRule() if for_sae else None,
+                executor=runner if runner.remote else None, worker_model=spec,
+            )
     except KeyboardInterrupt:
         _report_interrupt(out, command)
         raise typer.Exit(130) from None
@@ -72,7 +85,8 @@ def harvest_cmd(
 
 
 def _resume_command(options: dict) -> str:
-    """The command line that repeats (and so resumes) this harvest, with absolute paths."""
+    """The command line that repeats (and so resumes) this harvest, with absolute paths. The
+    executor flags are left out: any executor resumes a store and writes the same shards."""
     model = options["model"]
     if Path(model).expanduser().exists():
         model = str(Path(model).expanduser().resolve())

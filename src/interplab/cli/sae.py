@@ -45,15 +45,26 @@ def _exclusion_rule(no_exclusion: bool, norm_ratio: float):
 def train(
     cfg: SaeStudyConfig,
     out: Path = typer.Option(..., "--out", help="folder; one sub-folder per trained SAE"),
+    executor: str = typer.Option("local", "--executor", help="local (one pass for the sweep) | "
+                                 "ray (one task per SAE on --store; the same SAEs)"),
+    ray_address: str = typer.Option("", "--ray-address", help="with --executor ray: an existing "
+                                    "cluster (e.g. auto); default: a local cluster"),
+    workers: int = typer.Option(0, "--workers", help="with --executor ray: SAEs trained at once "
+                                "(0: as many as the cluster has CPUs)"),
 ) -> None:
     """Train one SAE or a sweep (every combination of --arch, --k, --sparsity) in one pass.
 
-    By default position 0 and massive-norm tokens are left out (see --norm-ratio)."""
+    By default position 0 and massive-norm tokens are left out (see --norm-ratio). With
+    --executor ray each SAE is a task of its own (out/<name>/ holds its log and checkpoint)."""
+    from interplab.distributed import make_executor, study_executor
     from interplab.sae.trainer import TrainingInterrupted
-    from interplab.studies.sae import run_sae_study
+    from interplab.studies.sae import run_sae_study, train_sweep
 
+    runner = make_executor(executor, address=ray_address, workers=workers, progress=True)
     try:
-        result = run_sae_study(cfg, out)
+        with runner:
+            result = run_sae_study(cfg, out, execute=study_executor(runner) if runner.remote
+                                   else train_sweep)
     except TrainingInterrupted as exc:
         console.print(f"interrupted: {exc}; train_log.jsonl holds the steps up to it; the SAE "
                       f"folders are written when training ends. Resume with: {_resume_command()}",

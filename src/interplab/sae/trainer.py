@@ -116,7 +116,10 @@ class SAETrainer:
         self.tokens_since_fired = [
             torch.zeros(s.d_sae, dtype=torch.int64, device=self.device) for s in self.saes
         ]
-        self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        # One resampling stream per SAE, each seeded as a one-SAE run's: an SAE's draws never
+        # depend on which other SAEs share the sweep, so it equals the SAE trained alone.
+        self.generators = [torch.Generator(device="cpu").manual_seed(config.seed)
+                           for _ in self.saes]
         self.step = 0
         self.tokens_seen = 0
         self.scale = 1.0
@@ -214,7 +217,8 @@ class SAETrainer:
             every = self.config.resample_every_steps
             if every and getattr(sae, "resample_dead", False) and (self.step + 1) % every == 0:
                 dead = self.tokens_since_fired[i] >= self.config.dead_window_tokens
-                n_resampled = resample_dead_features(sae, x, dead, opt, generator=self.generator)
+                n_resampled = resample_dead_features(sae, x, dead, opt,
+                                                     generator=self.generators[i])
                 self.tokens_since_fired[i][dead] = 0
             if log_now:
                 # Same metrics module as evaluation, in the raw (un-normalised) units.
@@ -406,7 +410,7 @@ class SAETrainer:
             for name, b in sae.named_buffers():
                 t[f"sae{i}.buffer.{name}"] = b.detach()
             t[f"sae{i}.tokens_since_fired"] = self.tokens_since_fired[i]
-        t["generator_state"] = self.generator.get_state()
+            t[f"sae{i}.generator_state"] = self.generators[i].get_state()
         return {k: v.contiguous().cpu().clone() for k, v in t.items()}
 
     def save_checkpoint(self, directory: str | os.PathLike) -> Path:
@@ -458,7 +462,8 @@ class SAETrainer:
             for name, b in sae.named_buffers():
                 b.copy_(t[f"sae{i}.buffer.{name}"])
             self.tokens_since_fired[i].copy_(t[f"sae{i}.tokens_since_fired"])
-        self.generator.set_state(t["generator_state"])
+            # checkpoints from before per-SAE streams hold one shared state
+            self.generators[i].set_state(t.get(f"sae{i}.generator_state", t.get("generator_state")))
         self.step = int(meta["step"])
         self.tokens_seen = int(meta["tokens_seen"])
         self.scale = float(meta["scale"])

@@ -197,27 +197,19 @@ class DataSource:
     def batches(self, batch_size: int, seed: int, epochs: int, rule: Any
                 ) -> tuple[Iterator[Any], Any]:
         """``([batch, d_in]`` rows the exclusion ``rule`` keeps, the running ``ExclusionCount``)."""
-        from interplab.activations.exclusion import ExclusionCount
+        from interplab.activations.exclusion import ExclusionCount, ordinary_batches
 
         if self.lm is None:
             count = ExclusionCount()
             raw = self.store.iter_batches(batch_size, self.hook, seed=seed, epochs=epochs,
                                           drop_last=True, with_position=True)
-            return _ordinary_batches(raw, rule, count), count
+            return ordinary_batches(raw, rule, count), count
         from interplab.sae.buffer import MixingBuffer
 
         buffer = MixingBuffer(self.lm, self.hook, self.tokens, batch_size,
                               buffer_tokens=16 * batch_size, seed=seed, bos_token_id=self.bos_id,
                               epochs=epochs, exclusion=rule)
         return buffer, buffer.exclusion_count
-
-
-def _ordinary_batches(batches: Any, rule: Any, count: Any) -> Iterator[Any]:
-    """``(x, position)`` pairs → the rows ``rule`` keeps (counted in ``count``)."""
-    for x, position in batches:
-        keep = rule.keep_mask(x, position)
-        count.add(keep)
-        yield x[keep]
 
 
 def resolve_data(cfg: SaeStudyConfig) -> DataSource:

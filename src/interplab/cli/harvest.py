@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from interplab.cli.executor import executor_option, ray_address_option, workers_option
 from interplab.errors import InterplabError
 
 console = Console()
@@ -37,12 +38,10 @@ def harvest_cmd(
     for_sae: bool = typer.Option(False, "--for-sae", help="a store for SAE training: leave out "
                                  "position 0 and tokens with a norm > 10 × the batch median "
                                  "(the rule and the count are recorded in the manifest)"),
-    executor: str = typer.Option("local", "--executor", help="local (this process) | ray (one "
-                                 "task per shard; the same store, byte for byte)"),
-    ray_address: str = typer.Option("", "--ray-address", help="with --executor ray: an existing "
-                                    "cluster (e.g. auto); default: a local cluster"),
-    workers: int = typer.Option(0, "--workers", help="with --executor ray: tasks at once (0: as "
-                                "many as the cluster has CPUs)"),
+    executor: str = executor_option("this process", "one task per shard; the same store, "
+                                    "byte for byte"),
+    ray_address: str = ray_address_option(),
+    workers: int = workers_option("tasks"),
 ) -> None:
     """Harvest activations of a model on texts into an on-disk activation store."""
     for flag, value, least in (("--batch-size", batch_size, 1), ("--rows-per-shard", rows_per_shard, 1),

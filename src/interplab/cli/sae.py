@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from interplab.cli.executor import executor_option, ray_address_option, workers_option
 from interplab.cli.options import from_config
 from interplab.errors import InterplabError
 from interplab.studies.sae import SaeStudyConfig
@@ -45,12 +46,10 @@ def _exclusion_rule(no_exclusion: bool, norm_ratio: float):
 def train(
     cfg: SaeStudyConfig,
     out: Path = typer.Option(..., "--out", help="folder; one sub-folder per trained SAE"),
-    executor: str = typer.Option("local", "--executor", help="local (one pass for the sweep) | "
-                                 "ray (one task per SAE on --store; the same SAEs)"),
-    ray_address: str = typer.Option("", "--ray-address", help="with --executor ray: an existing "
-                                    "cluster (e.g. auto); default: a local cluster"),
-    workers: int = typer.Option(0, "--workers", help="with --executor ray: SAEs trained at once "
-                                "(0: as many as the cluster has CPUs)"),
+    executor: str = executor_option("one pass for the sweep", "one task per SAE on --store; "
+                                    "the same SAEs"),
+    ray_address: str = ray_address_option(),
+    workers: int = workers_option("SAEs trained"),
 ) -> None:
     """Train one SAE or a sweep (every combination of --arch, --k, --sparsity) in one pass.
 

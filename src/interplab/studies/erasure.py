@@ -111,6 +111,23 @@ def load_split(dataset: str, max_statements: int | None, test_fraction: float,
     return ds, entity_split(ds, (1 - test_fraction, 0.0, test_fraction), seed=seed)
 
 
+def harvest_split(config: Any) -> tuple[Any, Any, Any, int, str, Any]:
+    """``(dataset, split, lm, layer, hook name, last-token resid_post [n, d])`` for a study
+    config with ``dataset``, ``max_statements``, ``test_fraction``, ``seed``, ``model``,
+    ``device``, ``layer`` (None: the middle block) and ``batch_size``."""
+    from interplab.activations import harvest
+    from interplab.models import HookPoint, load
+
+    ds, split = load_split(config.dataset, config.max_statements, config.test_fraction,
+                           config.seed)
+    lm = load(config.model, device=config.device)
+    layer = lm.n_layers // 2 if config.layer is None else config.layer
+    hook = lm.parse_hook(HookPoint.resid_post(layer))
+    acts = harvest(lm, ds.statements, [hook], "last", batch_size=config.batch_size,
+                   progress=False)[hook]
+    return ds, split, lm, layer, hook.name, acts
+
+
 def _in_model(lm: Any, hook: str, erasers: dict[str, Any], tokens: Any, config: ErasureConfig,
               bias: Any) -> dict[str, Any]:
     """ΔCE/KL of each label-free eraser and of a random subspace of the same rank."""
@@ -141,21 +158,13 @@ def run_erasure(config: ErasureConfig) -> ErasureResult:
     """Run the study described by ``config`` (see the module docstring)."""
     import torch
 
-    from interplab.activations import harvest
     from interplab.erasure import directions_curve, neutral_tokens
-    from interplab.models import load
 
     config.validate()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    ds, split = load_split(config.dataset, config.max_statements, config.test_fraction,
-                           config.seed)
-    lm = load(config.model, device=config.device)
-    layer = lm.n_layers // 2 if config.layer is None else config.layer
-    hook = f"blocks.{layer}.hook_resid_post"
-    lm.parse_hook(hook)
-    acts = harvest(lm, ds.statements, [hook], "last", batch_size=config.batch_size,
-                   progress=False)[hook].to(torch.float64).numpy()
+    ds, split, lm, layer, hook, acts = harvest_split(config)
+    acts = acts.to(torch.float64).numpy()
     timings["harvest_s"] = time.perf_counter() - t0
     xtr, ytr = acts[split.train], ds.labels[split.train]
     xte, yte = acts[split.test], ds.labels[split.test]

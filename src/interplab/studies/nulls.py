@@ -237,21 +237,13 @@ def _sae_part(config: NullsConfig, lm: Any, hook: str, sources: list[str]) -> di
 
 def run_nulls(config: NullsConfig) -> NullsResult:
     """Run the battery described by ``config`` (see the module docstring)."""
-    from interplab.activations import harvest
-    from interplab.models import load
-    from interplab.studies.erasure import load_split
+    from interplab.studies.erasure import harvest_split
 
     config.validate()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    ds, split = load_split(config.dataset, config.max_statements, config.test_fraction,
-                           config.seed)
-    lm = load(config.model, device=config.device)
-    layer = lm.n_layers // 2 if config.layer is None else config.layer
-    hook = f"blocks.{layer}.hook_resid_post"
-    lm.parse_hook(hook)
-    real = harvest(lm, ds.statements, [hook], "last", batch_size=config.batch_size,
-                   progress=False)[hook].float().numpy()
+    ds, split, lm, layer, hook, real = harvest_split(config)
+    real = real.float().numpy()
     sources = [REAL, *config.nulls]
     data = {s: source_rows(s, lm, real, real[split.train], hook, "last", config.seed,
                            config.batch_size, texts=ds.statements) for s in sources}

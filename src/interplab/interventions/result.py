@@ -72,15 +72,16 @@ def _per_example_slopes(effects: np.ndarray, doses: np.ndarray) -> np.ndarray:
     return (effects - effects.mean(axis=1, keepdims=True)) @ d / (d @ d)
 
 
-def summarise(effects: np.ndarray, doses: list[float], *, n_boot: int, seed: int,
+def summarise(effects: np.ndarray, doses: list[float] | None, *, n_boot: int, seed: int,
               expected_sign: float = 1.0) -> dict[str, Any]:
-    """Mean and CI per dose; for ≥ 2 distinct doses the slope, its CI and the wrong-way share."""
+    """Mean and CI per column; for a dose series (≥ 2 distinct doses) the slope, its CI and the
+    share of examples moved the wrong way (slope of the opposite sign to ``expected_sign``)."""
     effects = np.asarray(effects, dtype=np.float64)
     b = bootstrap_accuracy(effects.T, n_boot=n_boot, seed=seed)
     out: dict[str, Any] = {"mean": b["value"], "lo": b["lo"], "hi": b["hi"], "n": b["n"],
                            "sd": effects.std(axis=0, ddof=1).tolist() if len(effects) > 1
                            else [0.0] * effects.shape[1]}
-    dose_arr = np.asarray(doses, dtype=np.float64)
+    dose_arr = np.asarray(doses if doses is not None else [], dtype=np.float64)
     if len(np.unique(dose_arr)) >= 2:
         slopes = _per_example_slopes(effects, dose_arr)
         value, lo, hi = bootstrap_statistic(np.mean, slopes, n_boot=n_boot, seed=seed)

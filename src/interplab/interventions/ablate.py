@@ -70,14 +70,15 @@ def _replacement(method: str, ref: torch.Tensor | None, old: torch.Tensor, r_hat
 
 
 class _AblateEdits:
-    def __init__(self, method: str, refs: dict[str, torch.Tensor], directions: dict[str, torch.Tensor],
-                 prompts: Prompts, positions: Positions, job_null: np.ndarray,
-                 null_dirs: torch.Tensor | None, proof: engine.Proof | None, seed: int) -> None:
+    def __init__(self, method: str, hooks: Sequence[str], refs: dict[str, torch.Tensor],
+                 directions: dict[str, torch.Tensor], prompts: Prompts, positions: Positions,
+                 job_null: np.ndarray, null_dirs: torch.Tensor | None,
+                 proof: engine.Proof | None, seed: int) -> None:
         self.method, self.refs, self.directions = method, refs, directions
         self.prompts, self.positions, self.job_null = prompts, positions, job_null
         self.null_dirs, self.proof = null_dirs, proof
         self.rng = torch.Generator().manual_seed(seed)
-        self.hooks = list(refs) or list(directions)
+        self.hooks = list(hooks)
 
     def __call__(self, batch: Batch, sl: slice) -> dict:
         rows, cols, _ = batch.columns(self.prompts, self.positions)
@@ -147,7 +148,7 @@ def ablate(lm: LanguageModel, prompts: Sequence[str] | Prompts, hooks: Sequence[
     null_dirs = _null_dirs(lm, n_null, seed)
     job_ex = np.repeat(np.arange(n), 1 + n_null)
     job_null = np.tile(np.arange(-1, n_null), n)
-    edits = _AblateEdits(method, refs, dirs, p, pos, job_null, null_dirs if n_null else None,
+    edits = _AblateEdits(method, hooks, refs, dirs, p, pos, job_null, null_dirs if n_null else None,
                          proof, seed)
     out = engine.run_jobs(lm, p, job_ex, edits, metric, read=rd, batch_size=batch_size,
                           reference_logp=base_logp)
@@ -156,7 +157,7 @@ def ablate(lm: LanguageModel, prompts: Sequence[str] | Prompts, hooks: Sequence[
     kl = out.kl.reshape(n, 1 + n_null)[:, :1]
     null = (null_comparison(float(moved[:, 0].mean()), moved[:, 1:].mean(axis=0), 1.0)
             if n_null else None)
-    ce = _neutral_ce(lm, neutral_texts, method, refs, dirs, neutral_positions, batch_size, seed)
+    ce = _neutral_ce(lm, neutral_texts, method, hooks, refs, dirs, neutral_positions, batch_size, seed)
     return InterventionResult(
         kind=f"ablate:{method}", hooks=list(hooks), positions=pos.spec, read=rd.spec,
         metric=metric_name(metric), doses=[1.0], effects=moved[:, :1].tolist(),
@@ -194,7 +195,7 @@ def _null_dirs(lm: LanguageModel, n_null: int, seed: int) -> torch.Tensor:
 
 
 def _neutral_ce(lm: LanguageModel, texts: Sequence[str] | None, method: str,
-                refs: dict[str, torch.Tensor], dirs: dict[str, torch.Tensor],
+                hooks: Sequence[str], refs: dict[str, torch.Tensor], dirs: dict[str, torch.Tensor],
                 positions: str | Positions, batch_size: int, seed: int
                 ) -> tuple[list[float], dict[str, Any]] | None:
     if not texts:
@@ -202,7 +203,7 @@ def _neutral_ce(lm: LanguageModel, texts: Sequence[str] | None, method: str,
     neutral = encode(lm, texts)
     idx = np.arange(len(neutral))
     ce0, count = engine.run_ce(lm, neutral, idx, engine.no_edits, batch_size=batch_size)
-    edits = _AblateEdits(method, refs, dirs, neutral, Positions.parse(positions),
+    edits = _AblateEdits(method, hooks, refs, dirs, neutral, Positions.parse(positions),
                          np.full(len(idx), -1), None, None, seed)
     ce, _ = engine.run_ce(lm, neutral, idx, edits, batch_size=batch_size)
     total = float(count.sum())

@@ -132,23 +132,24 @@ def _ig(lm: LanguageModel, pairs: PairSet, nodes: list[Node], donor: dict[str, t
         cols = [j for j, nd in enumerate(nodes) if nd.hook == hook]
         grad_sum = torch.zeros(n, donor[hook].shape[1], lm.d_model)
         for sl in chunks(len(job_ex), batch_size):
-            ex, a = job_ex[sl], alphas[job_a[sl]]
-            pos = [torch.as_tensor([nodes[j].offsets[0] % int(pairs.length[i]) for j in cols])
-                   for i in ex]
+            ex = job_ex[sl]
+            pos = [[nodes[j].offsets[0] % int(pairs.length[i]) for j in cols] for i in ex]
+            rows = torch.as_tensor([r for r, p in enumerate(pos) for _ in p])
+            cidx = torch.as_tensor([c for p in pos for c in p])
+            exr = torch.as_tensor(ex)[rows]
+            a = alphas[job_a[sl]][rows, None]
 
-            def interp(act: torch.Tensor, ex: np.ndarray = ex, pos: list = pos,
-                       a: torch.Tensor = a, hook: str = hook) -> torch.Tensor:
+            def interp(act: torch.Tensor, rows: torch.Tensor = rows, cidx: torch.Tensor = cidx,
+                       exr: torch.Tensor = exr, a: torch.Tensor = a, hook: str = hook
+                       ) -> torch.Tensor:
                 new = act.clone()
-                for r, i in enumerate(ex):
-                    p = pos[r]
-                    target = donor[hook][i, p].to(act)
-                    new[r, p] = act[r, p] + a[r].to(act) * (target - act[r, p])
+                old = act[rows, cidx]
+                new[rows, cidx] = old + a.to(act) * (donor[hook][exr, cidx].to(act) - old)
                 return new
 
             _, grads = _grad_pass(lm, pairs.receiver, ex, metric, read, {hook: interp}, [hook])
-            for r, i in enumerate(ex):
-                length = int(pairs.length[i])
-                grad_sum[i, :length] += grads[hook][r, :length].float().cpu()
+            grad_sum.index_put_((exr, cidx), grads[hook][rows, cidx].float().cpu(),
+                                accumulate=True)
         for i in range(n):
             for j in cols:
                 p = nodes[j].offsets[0] % int(pairs.length[i])

@@ -29,9 +29,9 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
-    from interplab.cli import belief, harvest, sae, truth
+    from interplab.cli import belief, causal, harvest, sae, truth
 
-    for module in (truth, harvest, sae, belief):
+    for module in (truth, harvest, sae, belief, causal):
         module.register(app)
 
 

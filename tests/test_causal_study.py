@@ -20,7 +20,7 @@ def test_tiny_run_report_and_json(tmp_path):
 
     r = run_causal(CausalConfig(**TINY))
     assert set(r.steering) == {"diffmean", "logistic", "lda"}
-    for name, s in r.steering.items():
+    for s in r.steering.values():
         assert len(s["effects"]) == 8 and len(s["effects"][0]) == 7
         assert s["null"]["n_null"] == 20 and s["proof"]
     assert r.data["answers"]["true"] == " the"  # the tiny tokenizer has no single-token TRUE

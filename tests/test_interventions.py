@@ -218,3 +218,35 @@ def test_ablations_with_a_named_reference_set(linear_lm, planted):
     mean_ref = ablate(linear_lm, ["Bees dance.", "Gold is soft."], ["blocks.1.hook_mlp_out"],
                       LogitDiff(A, B), method="mean", reference="evaluated", n_null=0)
     assert mean_ref.info["reference"] == "the evaluated prompts (asked for)"
+
+
+def test_null_dose_must_be_a_dose_and_defaults_to_the_largest(linear_lm, planted):
+    with pytest.raises(InterplabError, match="null_dose"):
+        steer(linear_lm, _prompts(2), planted, [0.0, 1.0], LogitDiff(A, B), hooks=[LAST],
+              null_dose=3.0)
+    r = steer(linear_lm, _prompts(2), planted, [-3.0, 0.0, 1.0], LogitDiff(A, B), hooks=[LAST],
+              n_null=20)
+    assert r.null["dose"] == -3.0
+
+
+@pytest.mark.embedded
+def test_embedded_model_unembedding_direction_steers_and_last_layer_patch_reproduces(smollm):
+    from interplab.interventions import single_token
+
+    lm = smollm
+    t, f = single_token(lm, " True"), single_token(lm, " False")
+    W = lm.unembed.detach().float()
+    last = f"blocks.{lm.n_layers - 1}.hook_resid_post"
+    prompts = ["The city of Paris is in France. This statement is:",
+               "The city of Lima is in Peru. This statement is:",
+               "The city of Oslo is in Chile. This statement is:",
+               "The city of Kyoto is in Spain. This statement is:"]
+    d = (W[t] - W[f]).numpy()
+    r = steer(lm, prompts, d, [-1.0, 0.0, 1.0], LogitDiff(t, f), hooks=[last], n_null=20)
+    assert r.summary["slope_lo"] > 0 and r.summary["wrong_way"] == 0.0
+    assert r.null["beyond_null"]
+    clean, bad = prompts[:2], ["The city of Paris is in Peru. This statement is:",
+                               "The city of Lima is in France. This statement is:"]
+    p = patch(lm, clean, bad, [last], LogitDiff(t, f), mode="whole", direction="noise", n_null=0)
+    gap = np.asarray(p.info["donor_metric"]) - np.asarray(p.info["receiver_metric"])
+    assert np.allclose(np.asarray(p.effects)[:, 0], gap, atol=1e-3)

@@ -122,7 +122,7 @@ def steer_many(lm: LanguageModel, prompts: Sequence[str] | Prompts,
     ``signs`` (``[n]``, default all +1) flips the push per example, and effects are multiplied by
     it, so a positive effect always means "moved the intended way". The null: ``n_null`` random
     directions, norm-matched per hook (:func:`interplab.controls.random_direction_like`), at
-    ``null_dose`` (default: the largest absolute dose); directions with the same per-hook norms
+    ``null_dose`` (default: the dose of largest magnitude, the positive one on a tie); directions with the same per-hook norms
     share one null. Side effects: KL at the read token per dose, and ΔCE (nats/token) on
     ``neutral_texts`` steered at ``neutral_positions``.
     """
@@ -140,7 +140,9 @@ def steer_many(lm: LanguageModel, prompts: Sequence[str] | Prompts,
     sign = np.ones(n) if signs is None else np.asarray(signs, dtype=np.float64)
     if sign.shape != (n,):
         raise InterplabError(f"signs must have one entry per prompt ({n}), got shape {sign.shape}")
-    null_dose = float(null_dose if null_dose is not None else max(abs(d) for d in doses))
+    null_dose = float(null_dose if null_dose is not None else max(doses, key=lambda d: (abs(d), d)))
+    if n_null and null_dose not in doses:
+        raise InterplabError(f"null_dose {null_dose:g} must be one of the doses {doses}")
     hooks = sorted({h for d in dirs.values() for h in d}, key=lambda h: (lm.parse_hook(h).layer, h))
     table = _Table(hooks)
     specs: dict[str, list[int | None]] = {}
@@ -196,9 +198,7 @@ def _result(name: str, cols: list[int | None], null_cols: list[int], moved: np.n
     summary = summarise(effects, doses, n_boot=n_boot, seed=seed)
     null = None
     if null_cols:
-        ref = _columns([cols[doses.index(null_dose)]] if null_dose in doses else [None], moved)
-        if null_dose not in doses:
-            raise InterplabError(f"null_dose {null_dose} must be one of the doses {doses}")
+        ref = _columns([cols[doses.index(null_dose)]], moved)
         null = null_comparison(float(ref.mean()), moved[:, null_cols].mean(axis=0), null_dose)
     return InterventionResult(
         kind="steer", hooks=hooks, positions=pos.spec, read=rd.spec, metric=metric_name(metric),

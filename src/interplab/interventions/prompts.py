@@ -56,7 +56,8 @@ def encode(lm: LanguageModel, prompts: Sequence[str], prefix: str | None = None)
                                  f"than the model's context of {lm.n_ctx}; shorten the prefix")
     with torch.inference_mode():
         out = lm.base(input_ids=torch.tensor([prefix_ids], device=lm.device), use_cache=True)
-    kv = [(layer.keys.clone(), layer.values.clone()) for layer in out.past_key_values.layers]
+    cache = out["cache"] if "cache" in out else out.past_key_values  # renamed in transformers 5
+    kv = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
     return Prompts(ids, prefix_ids, False, kv)
 
 

@@ -250,3 +250,22 @@ def test_embedded_model_unembedding_direction_steers_and_last_layer_patch_reprod
     p = patch(lm, clean, bad, [last], LogitDiff(t, f), mode="whole", direction="noise", n_null=0)
     gap = np.asarray(p.info["donor_metric"]) - np.asarray(p.info["receiver_metric"])
     assert np.allclose(np.asarray(p.effects)[:, 0], gap, atol=1e-3)
+
+
+def test_attribution_through_a_cached_prefix_equals_the_joined_prompt(linear_lm):
+    prefix = "Once upon a time there was a test. "
+    clean, bad = ["The cat sat on the mat."], ["The cat sat on the hat."]
+    pre = linear_lm.tokenize([prefix])[0]
+
+    def joined(texts):
+        return Prompts([pre + linear_lm.tokenizer(t, add_special_tokens=False)["input_ids"]
+                        for t in texts], [], True)
+
+    hooks = ["blocks.2.hook_resid_post"]
+    cached = attribute(linear_lm, clean, bad, hooks, LogitDiff(A, B), positions=[-3, -2, -1],
+                       prefix=prefix, ig_steps=2, n_exact=3)
+    full = attribute(linear_lm, joined(clean), joined(bad), hooks, LogitDiff(A, B),
+                     positions=[-3, -2, -1], ig_steps=2, n_exact=3)
+    for m in ("atp", "ig"):
+        assert np.allclose(cached.estimates[m], full.estimates[m], atol=1e-4)
+    assert np.allclose(cached.exact, full.exact, atol=1e-4)

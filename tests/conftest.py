@@ -31,6 +31,24 @@ def tiny_models():
     return {name: load(name, seed=0) for name in ("tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-neox")}
 
 
+@pytest.fixture
+def atomic_writes(monkeypatch):
+    """File names written through ``interplab.fileio.atomic_write`` during the test, in order."""
+    from pathlib import Path
+
+    import interplab.fileio
+
+    written: list[str] = []
+    real = interplab.fileio.atomic_write
+
+    def spy(path, write):
+        written.append(Path(path).name)
+        return real(path, write)
+
+    monkeypatch.setattr(interplab.fileio, "atomic_write", spy)
+    return written
+
+
 @pytest.fixture(scope="session")
 def smollm():
     from interplab.errors import InterplabError

@@ -11,30 +11,30 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from interplab.compmech.config import GPTConfig, TrainConfig
 from interplab.errors import InterplabError
 from interplab.report.belief import render_belief_report
 from interplab.studies.belief import BeliefStudyConfig, BeliefStudyResult, run_belief_study
 
-TINY = dict(
-    context_length=6,
-    n_layers=2,
-    d_model=32,
-    d_mlp=64,
-    n_heads=2,
-    n_steps=300,
-    batch_size=128,
-    lr=1e-2,
-    warmup_steps=20,
-    eval_every=100,
-    eval_sequences=1024,
-    max_plot_points=500,
-)
+TINY_MODEL = dict(context_length=6, n_layers=2, d_model=32, d_mlp=64, n_heads=2)
+TINY_TRAIN = dict(n_steps=300, batch_size=128, lr=1e-2, warmup_steps=20, eval_every=100,
+                  eval_sequences=1024)
+
+
+def tiny(process: str = "mess3", model: dict | None = None, stop_loss_ratio: float = 0.0,
+         **train) -> BeliefStudyConfig:
+    """The tiny test config; ``model`` and ``train`` override its GPT and training settings."""
+    return BeliefStudyConfig(
+        process=process, model=GPTConfig(**{**TINY_MODEL, **(model or {})}),
+        train=TrainConfig(**{**TINY_TRAIN, **train}), stop_loss_ratio=stop_loss_ratio,
+        max_plot_points=500,
+    )
 
 
 @pytest.fixture(scope="module")
 def mess3_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("belief")
-    result = run_belief_study(BeliefStudyConfig(**TINY), out_dir=out, progress=False)
+    result = run_belief_study(tiny(), out_dir=out, progress=False)
     return result, out
 
 
@@ -81,7 +81,7 @@ def test_result_json_roundtrip_and_report(mess3_run, tmp_path):
     r, _ = mess3_run
     path = r.save(tmp_path / "result.json")
     data = json.loads(path.read_text())
-    assert data["config"]["n_steps"] == 300 and data["versions"]["torch"] == torch.__version__
+    assert data["config"]["train"]["n_steps"] == 300 and data["versions"]["torch"] == torch.__version__
     again = BeliefStudyResult.load(path)
     assert again.regression == r.regression and again.best_layer == r.best_layer
     html_path = render_belief_report(again, tmp_path / "report.html")
@@ -103,15 +103,11 @@ def test_report_escapes_text(mess3_run, tmp_path):
 
 
 def test_other_processes_run_and_bad_config_fails(tmp_path):
-    cfg = BeliefStudyConfig(
-        process="even", **{**TINY, "n_steps": 30, "eval_every": 30, "n_layers": 1}
-    )
+    cfg = tiny("even", model={"n_layers": 1}, n_steps=30, eval_every=30)
     r = run_belief_study(cfg, progress=False)
     assert r.process["n_states"] == 2 and len(r.regression) == 4
     render_belief_report(r, tmp_path / "even.html")  # 2-state figure path
-    cfg5 = BeliefStudyConfig(
-        process="rrxor", **{**TINY, "n_steps": 30, "eval_every": 30, "n_layers": 1}
-    )
+    cfg5 = tiny("rrxor", model={"n_layers": 1}, n_steps=30, eval_every=30)
     r5 = run_belief_study(cfg5, progress=False)
     assert r5.process["n_states"] == 5
     render_belief_report(r5, tmp_path / "rrxor.html")  # PCA-projection figure path
@@ -158,7 +154,7 @@ def test_headline_is_r2_on_prefixes_no_training_sequence_contains(mess3_run):
 def test_untrained_network_fails_the_verdict_that_r2_alone_would_pass():
     # One step at a negligible learning rate leaves the network at its initialisation: its R² on
     # Mess3 clears the R² target anyway, but it is no better than the control, so the verdict fails.
-    cfg = BeliefStudyConfig(**{**TINY, "n_steps": 1, "lr": 1e-9, "warmup_steps": 1, "eval_every": 1})
+    cfg = tiny(n_steps=1, lr=1e-9, warmup_steps=1, eval_every=1)
     t = run_belief_study(cfg, progress=False).targets
     assert t["r2_met"] and t["untrained_meets_r2_min"]  # R² alone would call this a success
     assert t["rmse_ratio"] == pytest.approx(1.0, abs=0.01)
@@ -182,7 +178,7 @@ def test_old_result_json_fails_with_a_clear_error(mess3_run):
 
 
 def test_two_runs_are_bit_identical_and_record_what_that_needs():
-    cfg = BeliefStudyConfig(**{**TINY, "n_steps": 40, "eval_every": 20})
+    cfg = tiny(n_steps=40, eval_every=20)
     a, b = (run_belief_study(cfg, progress=False).to_dict() for _ in range(2))
     for d in (a, b):
         d.pop("timings")
@@ -195,7 +191,7 @@ def test_two_runs_are_bit_identical_and_record_what_that_needs():
 
 
 def test_stopping_rule_in_the_study():
-    cfg = BeliefStudyConfig(**{**TINY, "n_steps": 300, "eval_every": 20, "stop_loss_ratio": 1.1})
+    cfg = tiny(n_steps=300, eval_every=20, stop_loss_ratio=1.1)
     r = run_belief_study(cfg, progress=False)
     assert r.training["stop_reason"] == "stop_loss" and r.training["steps_run"] < 300
     assert r.loss_ratio <= 1.1 and r.training["stop_loss_ratio"] == 1.1
@@ -214,14 +210,15 @@ def test_recorded_seeds_reproduce_the_held_out_batch_and_the_split(mess3_run):
 
     r, out = mess3_run
     cfg = BeliefStudyConfig.from_dict(r.config)
+    assert cfg == tiny()  # the recorded config round-trips
     process = get_process(cfg.process, **cfg.process_params)
     model = load_model(out / "checkpoints" / "final")
     tcfg = TrainConfig(**r.training["train_config"])
     assert heldout_seed(tcfg) == r.seeds["heldout_batch"]
-    batch = heldout_tokens(process, cfg.context_length + 1, tcfg)
+    batch = heldout_tokens(process, cfg.model.context_length + 1, tcfg)
     assert float(evaluate(model, batch)[0].mean()) == pytest.approx(r.training["eval_loss"][-1],
                                                                     rel=1e-6)
-    data = belief_dataset(process, cfg.context_length, max_sequences=cfg.max_regression_sequences,
+    data = belief_dataset(process, cfg.model.context_length, max_sequences=cfg.max_regression_sequences,
                           seed=r.seeds["regression_sequences"])
     folds = np.random.default_rng(r.seeds["split"]).permutation(len(data.sequences)) % cfg.n_folds
     resid = residual_rows(model, data)  # [layers, rows, d_model]

@@ -122,3 +122,15 @@ def test_stopping_rule_stops_at_the_first_evaluation_within_the_target():
     assert run(n_steps=50).stop_reason == "steps"
     with pytest.raises(InterplabError, match="stop_loss"):
         TrainConfig(stop_loss=0.0)
+
+
+def test_checkpoint_files_go_through_the_atomic_writer(tmp_path, atomic_writes):
+    from safetensors.torch import save
+
+    m = small()
+    save_model(m, tmp_path / "ckpt", {"step": 3})
+    assert sorted(atomic_writes) == ["config.json", "model.safetensors"]
+    state = {k: v.detach().contiguous() for k, v in m.state_dict().items()}
+    assert (tmp_path / "ckpt" / "model.safetensors").read_bytes() == save(state)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json",
+                                                                     "model.safetensors"]

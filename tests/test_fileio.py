@@ -29,3 +29,25 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
         atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+
+
+def test_safetensors_writer_writes_save_file_bytes_atomically(tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import load_file, save
+
+    from interplab.fileio import atomic_write_safetensors
+
+    tensors = {"w": torch.arange(6.0).reshape(2, 3), "step": torch.tensor([7])}
+    target = atomic_write_safetensors(tmp_path / "ckpt.safetensors", tensors, {"state": "{}"})
+    assert target.read_bytes() == save(tensors, metadata={"state": "{}"})  # format unchanged
+    assert torch.equal(load_file(str(target))["w"], tensors["w"])
+    old = target.read_bytes()
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("interplab.fileio.os.replace", broken_replace)
+    with pytest.raises(OSError, match="No space"):
+        atomic_write_safetensors(target, {"w": torch.zeros(2)})
+    assert target.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.safetensors"]

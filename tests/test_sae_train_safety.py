@@ -247,3 +247,11 @@ def test_resume_accepts_a_checkpoint_with_retired_config_fields(tmp_path):
         c["normalisation_folded"] = True
     save_file(load_file(str(path)), str(path), metadata={"state": json.dumps(meta)})
     assert SAETrainer(_configs(), _tconfig(ckpt)).fit(_batches()).step == 60
+
+
+def test_checkpoint_goes_through_the_atomic_writer(tmp_path, atomic_writes):
+    ckpt = tmp_path / "ckpt"
+    SAETrainer(_configs(), _tconfig(ckpt, total_steps=10)).fit(_batches())
+    assert CHECKPOINT_FILE in atomic_writes
+    assert _checkpoint_step(ckpt) == 10 and not list(ckpt.glob("*.tmp"))
+    _assert_checkpoint_finite(ckpt)

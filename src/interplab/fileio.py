@@ -11,10 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
+           "atomic_write_safetensors"]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -26,15 +31,16 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Replace ``path`` with ``data`` atomically (parent folders are created); returns the path."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Replace ``path`` atomically with the file ``write(tmp)`` creates at the temporary path
+    ``tmp`` (for writers that want a file name, such as ``safetensors.torch.save_file``, so a large
+    file is never held in memory twice). Parent folders are created; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -43,6 +49,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Replace ``path`` with ``data`` atomically (parent folders are created); returns the path."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -54,3 +65,13 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None =
     """``obj`` as JSON (NaN allowed, as Python's json writes it), written atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=True,
                                               ensure_ascii=False))
+
+
+def atomic_write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
+                             metadata: Mapping[str, str] | None = None) -> Path:
+    """``tensors`` (contiguous, CPU) as a safetensors file with optional string ``metadata``,
+    written atomically (the bytes of ``safetensors.torch.save_file``)."""
+    from safetensors.torch import save_file
+
+    return atomic_write(path, lambda tmp: save_file(dict(tensors), str(tmp),
+                                                    metadata=dict(metadata) if metadata else None))

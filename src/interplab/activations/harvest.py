@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from interplab.activations.positions import Positions
 from interplab.errors import InterplabError
-from interplab.models import LanguageModel, attach
+from interplab.models import HookPoint, LanguageModel, attach
+from interplab.models.hooks import HookLike
 
 
 class _StopForward(Exception):
@@ -44,7 +45,8 @@ class Activations:
     text_logprob: torch.Tensor | None = None
     text_n_scored: torch.Tensor | None = None
 
-    def __getitem__(self, hook: str) -> torch.Tensor:
+    def __getitem__(self, hook: HookLike) -> torch.Tensor:
+        hook = hook.name if isinstance(hook, HookPoint) else hook
         if hook not in self.acts:
             raise InterplabError(f"no activations for hook {hook!r}; harvested: {list(self.acts)}")
         return self.acts[hook]
@@ -89,16 +91,14 @@ def validate_texts(texts: Sequence[str]) -> list[str]:
     return texts
 
 
-def _stop_block(lm: LanguageModel, hooks: Sequence[str]) -> tuple[int, bool]:
-    """(block index, is_pre): the last hook event of the pass; the pass stops right after it.
+def _stop_hook(hooks: Sequence[HookPoint]) -> HookPoint:
+    """The hook point right after which the pass can stop.
 
-    ``resid_pre`` of block L fires when block L is entered; every other kind of block L fires
-    when block L has run. Events are ordered by (layer, entered-before-run).
+    ``resid_pre`` of block L fires when block L is entered; every other kind of block L has fired
+    by the time block L has run, i.e. at ``resid_post`` of block L.
     """
-    parsed = [lm.parse_hook(h) for h in hooks]
-    events = [(p.layer, 0 if p.kind == "hook_resid_pre" else 1) for p in parsed]
-    layer, phase = max(events)
-    return layer, phase == 0
+    last = max(hooks)
+    return last if last.kind == "resid_pre" else HookPoint.resid_post(last.layer)
 
 
 def _batches_by_length(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
@@ -110,7 +110,7 @@ def iter_harvest_ids(
     lm: LanguageModel,
     token_ids: Sequence[Sequence[int]],
     text_offset: int,
-    hooks: Sequence[str],
+    hooks: Sequence[HookPoint],
     positions: Positions,
     *,
     batch_size: int,
@@ -122,7 +122,9 @@ def iter_harvest_ids(
 ) -> Iterator[_Batch]:
     """Yield batches of harvested rows for already tokenised texts (batched by length).
 
-    ``text_offset`` is added to local indices so rows carry global text indices. Rows within a
+    ``hooks`` come from :meth:`LanguageModel.resolve_hooks` (checked, without duplicates); rows
+    carry activations keyed by hook name. ``text_offset`` is added to local indices so rows carry
+    global text indices. Rows within a
     batch are in (text, position) order; batches are in length order, not input order. With
     ``with_logprobs`` the full model runs (no early stop) and each text's log-probability is
     returned too.
@@ -131,8 +133,7 @@ def iter_harvest_ids(
         raise InterplabError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
     if batch_size < 1:
         raise InterplabError(f"batch_size must be at least 1, not {batch_size}")
-    hooks = list(dict.fromkeys(hooks))
-    stop_at, stop_pre = _stop_block(lm, hooks)
+    names = [hp.name for hp in hooks]
     device = lm.device
     pad_id = lm.tokenizer.pad_token_id
     has_bos = lm.bos_token_id is not None
@@ -148,11 +149,9 @@ def iter_harvest_ids(
     def stop(_act: torch.Tensor) -> None:
         raise _StopForward
 
-    handles = [attach(lm, h, capture(h)) for h in hooks]
+    handles = [attach(lm, hp, capture(hp.name)) for hp in hooks]
     if not with_logprobs:
-        stop_hook = (f"blocks.{stop_at}.hook_resid_pre" if stop_pre
-                     else f"blocks.{stop_at}.hook_resid_post")
-        handles.append(attach(lm, stop_hook, stop))  # registered last: fires after the captures
+        handles.append(attach(lm, _stop_hook(hooks), stop))  # registered last: fires after the captures
     autocast = (
         torch.autocast(device_type=device.type, dtype=compute_dtype)
         if compute_dtype is not None and compute_dtype != lm.dtype
@@ -191,14 +190,14 @@ def iter_harvest_ids(
                 else:
                     with contextlib.suppress(_StopForward):
                         lm.base(**inputs)
-            missing = [h for h in hooks if h not in captured]
+            missing = [h for h in names if h not in captured]
             if missing:  # pragma: no cover - would mean a hook never fired
                 raise RuntimeError(f"hooks {missing} did not fire during the forward pass")
             yield _Batch(
                 text_index=np.asarray(t_idx, dtype=np.int64),
                 position=np.asarray(t_pos, dtype=np.int64),
                 token_id=np.asarray(t_tok, dtype=np.int64),
-                acts={h: captured[h].cpu() for h in hooks},
+                acts={h: captured[h].cpu() for h in names},
                 texts=np.asarray(local, dtype=np.int64) + text_offset if with_logprobs else None,
                 logprob=lp,
                 n_scored=ns,
@@ -223,7 +222,7 @@ def _text_logprobs(logits: torch.Tensor, ids: torch.Tensor,
 
 def assemble(batches: Sequence[_Batch], hooks: Sequence[str], d_model: int,
              dtype: torch.dtype) -> Activations:
-    """Concatenate batches and sort rows by (text, position)."""
+    """Concatenate batches and sort rows by (text, position); ``hooks`` are hook names."""
     if not batches:
         empty = torch.empty(0, dtype=torch.long)
         return Activations({h: torch.empty(0, d_model, dtype=dtype) for h in hooks},
@@ -251,7 +250,7 @@ def assemble(batches: Sequence[_Batch], hooks: Sequence[str], d_model: int,
 def harvest(
     lm: LanguageModel,
     texts: Sequence[str],
-    hooks: Sequence[str] | str,
+    hooks: Sequence[HookLike] | HookLike,
     positions: str | Positions = "last",
     *,
     batch_size: int = 32,
@@ -270,6 +269,8 @@ def harvest(
     context (or ``max_length``) are truncated with a warning, or raise with
     ``truncation="error"``. Returns rows in input order (text, then position). With
     ``with_logprobs`` the whole model runs and ``text_logprob`` holds each text's log-probability.
+    ``hooks`` are names or :class:`HookPoint` objects; activations come back keyed by name, hooks
+    in forward order (by layer, then resid_pre, attn_out, mlp_out, resid_post), duplicates once.
     """
     texts = validate_texts(texts)
     if max_length is not None and max_length < 1:
@@ -299,7 +300,7 @@ def validate_token_ids(lm: LanguageModel, token_ids: Sequence[Sequence[int]]) ->
 def harvest_tokens(
     lm: LanguageModel,
     token_ids: Sequence[Sequence[int]],
-    hooks: Sequence[str] | str,
+    hooks: Sequence[HookLike] | HookLike,
     positions: str | Positions = "last",
     *,
     batch_size: int = 32,
@@ -311,21 +312,17 @@ def harvest_tokens(
 ) -> Activations:
     """:func:`harvest` for sequences that are already token ids (e.g. packed corpus windows)."""
     ids = validate_token_ids(lm, token_ids)
-    hooks = [hooks] if isinstance(hooks, str) else list(hooks)
-    if not hooks:
-        raise InterplabError("no hooks given; name at least one, e.g. 'blocks.0.hook_resid_post'")
-    for h in hooks:
-        lm.parse_hook(h)
+    points = lm.resolve_hooks(hooks)
     pos = Positions.parse(positions)
     pos.validate_count(len(ids))
     total = sum(len(t) for t in ids)
     with tqdm(total=total, unit="tok", desc="harvest", disable=not progress, leave=False) as bar:
         batches = list(
-            iter_harvest_ids(lm, ids, 0, hooks, pos, batch_size=batch_size, dtype=dtype,
+            iter_harvest_ids(lm, ids, 0, points, pos, batch_size=batch_size, dtype=dtype,
                              padding_side=padding_side, compute_dtype=compute_dtype, progress=bar,
                              with_logprobs=with_logprobs)
         )
-    out = assemble(batches, hooks, lm.d_model, dtype)
+    out = assemble(batches, [hp.name for hp in points], lm.d_model, dtype)
     out.info = {"model": lm.identity(), "positions": pos.spec, "n_texts": len(ids),
                 "n_tokens": total}
     return out

@@ -22,7 +22,8 @@ from interplab.activations.harvest import (
 from interplab.activations.positions import Positions
 from interplab.activations.store import ActivationStore, StoreWriter, dtype_name
 from interplab.errors import InterplabError
-from interplab.models import LanguageModel
+from interplab.models import HookPoint, LanguageModel
+from interplab.models.hooks import HookLike
 from interplab.models.loading import weights_sha256
 
 
@@ -48,7 +49,7 @@ def tokens_identity(token_ids: Sequence[Sequence[int]], name: str | None = None)
 def harvest_to_store(
     lm: LanguageModel,
     texts: Sequence[str] | None,
-    hooks: Sequence[str] | str,
+    hooks: Sequence[HookLike] | HookLike,
     out: str | os.PathLike,
     positions: str | Positions = "all",
     *,
@@ -94,11 +95,7 @@ def harvest_to_store(
                  texts_per_chunk=texts_per_chunk, max_length=max_length)
     if padding_side not in ("left", "right"):
         raise InterplabError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
-    hooks = [hooks] if isinstance(hooks, str) else list(dict.fromkeys(hooks))
-    if not hooks:
-        raise InterplabError("no hooks given; name at least one, e.g. 'blocks.0.hook_resid_post'")
-    for h in hooks:
-        lm.parse_hook(h)
+    points = lm.resolve_hooks(hooks)
     pos = Positions.parse(positions)
     # Everything is validated (and every text tokenised) before the store folder is touched.
     if texts is not None:
@@ -117,7 +114,7 @@ def harvest_to_store(
     header = {
         "interplab_version": interplab.__version__,
         "model": {**lm.identity(), "weights_sha256": weights_sha256(lm.hf)},
-        "hooks": hooks,
+        "hooks": [hp.name for hp in points],
         "positions": pos.spec,
         "dataset": identity,
         "dtype": dtype_name(dtype),
@@ -136,7 +133,7 @@ def harvest_to_store(
                       **({"command": command} if command else {}))
         if writer.manifest["complete"]:
             return ActivationStore(out)
-        _fill(writer, lm, ids, hooks, pos, chunk, rows_per_shard, progress=progress,
+        _fill(writer, lm, ids, points, pos, chunk, rows_per_shard, progress=progress,
               batch_size=batch_size, dtype=dtype, padding_side=padding_side,
               compute_dtype=compute_dtype, exclusion=exclusion)
         writer.finish()
@@ -159,9 +156,10 @@ def _check_positions(lm: LanguageModel, pos: Positions, ids: Sequence[Sequence[i
 
 
 def _fill(writer: StoreWriter, lm: LanguageModel, ids: Sequence[Sequence[int]],
-          hooks: list[str], pos: Positions, chunk: int, rows_per_shard: int, *,
+          hooks: list[HookPoint], pos: Positions, chunk: int, rows_per_shard: int, *,
           progress: bool, exclusion: ExclusionRule | None = None, **harvest_kw) -> None:
     """Harvest the texts the store does not hold yet, chunk by chunk, into shards."""
+    names = [hp.name for hp in hooks]
     n_texts, start = len(ids), writer.texts_done
     buffer: list = []
     buffered_rows = 0
@@ -172,13 +170,13 @@ def _fill(writer: StoreWriter, lm: LanguageModel, ids: Sequence[Sequence[int]],
             c1 = min(c0 + chunk, n_texts)
             batches = list(iter_harvest_ids(lm, ids[c0:c1], c0, hooks, pos, progress=bar,
                                             **harvest_kw))
-            part = assemble(batches, hooks, lm.d_model, harvest_kw["dtype"])
+            part = assemble(batches, names, lm.d_model, harvest_kw["dtype"])
             if exclusion is not None:
-                part = _drop_excluded(part, hooks, exclusion, writer.manifest)
+                part = _drop_excluded(part, names, exclusion, writer.manifest)
             buffer.append(part)
             buffered_rows += part.n_rows
             if buffered_rows >= rows_per_shard or c1 == n_texts:
-                tensors = {h: torch.cat([p.acts[h] for p in buffer]) for h in hooks}
+                tensors = {h: torch.cat([p.acts[h] for p in buffer]) for h in names}
                 for key in ("text_index", "position", "token_id"):
                     tensors[key] = torch.cat([getattr(p, key) for p in buffer])
                 writer.write_shard(tensors, text_end=c1)

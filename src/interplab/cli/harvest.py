@@ -47,11 +47,11 @@ def harvest_cmd(
     from interplab.activations.exclusion import ExclusionRule
     from interplab.activations.store import parse_dtype
     from interplab.activations.texts import read_texts
-    from interplab.models import load
+    from interplab.models import HookPoint, load
 
     command = _resume_command(locals())
     text_list = read_texts(texts, column=column)
-    hook_list = [h.strip() for h in hooks.split(",") if h.strip()]
+    hook_list = [HookPoint.parse(h) for h in hooks.split(",") if h.strip()]
     if not hook_list:
         raise InterplabError("--hooks is empty; name at least one hook point")
     stored_dtype = parse_dtype(dtype)

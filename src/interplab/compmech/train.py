@@ -22,38 +22,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from interplab.compmech.config import TrainConfig
 from interplab.compmech.process import HiddenMarkovProcess
 from interplab.compmech.transformer import GPT, save_model
 from interplab.errors import InterplabError
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings. Units: steps and sequences; ``lr`` is AdamW's peak learning rate."""
-
-    n_steps: int = 3000
-    batch_size: int = 256
-    lr: float = 3e-3
-    min_lr_fraction: float = 0.05
-    warmup_steps: int = 100
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    seed: int = 0
-    eval_every: int = 250
-    eval_sequences: int = 8192
-    checkpoint_every: int = 0  # 0: only the final checkpoint (when a folder is given)
-    stop_loss: float | None = None  # nats; None: run all n_steps (see module docstring)
-
-    def __post_init__(self) -> None:
-        if self.n_steps < 1 or self.batch_size < 1:
-            raise InterplabError("TrainConfig: n_steps and batch_size must be positive")
-        if not (self.lr > 0 and 0 <= self.min_lr_fraction <= 1):
-            raise InterplabError("TrainConfig: lr must be > 0 and min_lr_fraction in [0, 1]")
-        if self.eval_every < 1 or self.eval_sequences < 1:
-            raise InterplabError("TrainConfig: eval_every and eval_sequences must be positive")
-        if self.stop_loss is not None and not self.stop_loss > 0:
-            raise InterplabError("TrainConfig: stop_loss must be a positive loss in nats, or None")
-
 
 HELDOUT_STREAM = 1  # the held-out batch draws from rng([seed, 1]), disjoint from the data's rng(seed)
 

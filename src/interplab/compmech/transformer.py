@@ -14,51 +14,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from interplab.compmech.config import GPTConfig
 from interplab.errors import InterplabError
-
-
-@dataclass(frozen=True)
-class GPTConfig:
-    """Shape of the toy transformer.
-
-    Attributes:
-        vocab_size: number of symbols of the process.
-        context_length: maximum number of input positions.
-        n_layers, d_model, n_heads, d_mlp: the usual sizes (``d_model % n_heads == 0``).
-        layer_norm: pre-LN blocks and a final LN (off gives a purely additive residual stream).
-    """
-
-    vocab_size: int = 3
-    context_length: int = 10
-    n_layers: int = 4
-    d_model: int = 64
-    n_heads: int = 1
-    d_mlp: int = 256
-    layer_norm: bool = True
-
-    def __post_init__(self) -> None:
-        for f in ("vocab_size", "context_length", "n_layers", "d_model", "n_heads", "d_mlp"):
-            if int(getattr(self, f)) < 1:
-                raise InterplabError(f"GPTConfig.{f} must be a positive integer")
-        if self.d_model % self.n_heads:
-            raise InterplabError(
-                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
-            )
-
-    @property
-    def hook_names(self) -> list[str]:
-        """Residual-stream hook names, in the order :meth:`GPT.forward` returns them."""
-        return ["blocks.0.hook_resid_pre"] + [
-            f"blocks.{i}.hook_resid_post" for i in range(self.n_layers)
-        ]
+from interplab.fileio import atomic_write_safetensors, atomic_write_text
 
 
 class CausalSelfAttention(nn.Module):
@@ -181,11 +147,9 @@ def save_model(model: GPT, folder: str | Path, extra: dict | None = None) -> Pat
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = folder / "model.safetensors.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(folder / "model.safetensors")  # atomic: a crash never leaves half a checkpoint
+    atomic_write_safetensors(folder / "model.safetensors", state)  # never half a checkpoint
     meta = {"gpt_config": asdict(model.cfg), **(extra or {})}
-    (folder / "config.json").write_text(json.dumps(meta, indent=2))
+    atomic_write_text(folder / "config.json", json.dumps(meta, indent=2))
     return folder
 
 

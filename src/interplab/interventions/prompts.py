@@ -56,7 +56,7 @@ def encode(lm: LanguageModel, prompts: Sequence[str], prefix: str | None = None)
                                  f"than the model's context of {lm.n_ctx}; shorten the prefix")
     with torch.no_grad():  # not inference_mode: attribution backpropagates through the cache
         out = lm.base(input_ids=torch.tensor([prefix_ids], device=lm.device), use_cache=True)
-    cache = out["cache"] if "cache" in out else out.past_key_values  # renamed in transformers 5
+    cache = out.get("cache") or out.past_key_values  # renamed to "cache" in transformers 5
     kv = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
     return Prompts(ids, prefix_ids, False, kv)
 

@@ -14,14 +14,19 @@ For models with "sandwich" norms (Gemma 2/3), ``attn_out``/``mlp_out`` are read 
 post-attention / post-feed-forward norms, since that is what is added to the residual stream; so
 ``resid_post == resid_pre + attn_out + mlp_out`` holds for every supported layout (NeoX's parallel
 residual included).
+
+A name is parsed once, where it enters (the CLI, a study config, a public function), into a
+:class:`HookPoint`; everything below passes that object on. :func:`resolve_hooks` is the one
+validation of a list of hook points against a model.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import total_ordering
 from typing import TYPE_CHECKING
 
 import torch
@@ -32,41 +37,134 @@ from interplab.errors import InterplabError
 if TYPE_CHECKING:
     from interplab.models.language_model import LanguageModel
 
-HOOK_KINDS = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
-_HOOK_RE = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|hook_attn_out|hook_mlp_out)$")
+# The kinds in the order they fire within a block during the forward pass.
+KINDS = ("resid_pre", "attn_out", "mlp_out", "resid_post")
+HOOK_KINDS = tuple(f"hook_{k}" for k in KINDS)
+_HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_(\w+)$")
+_FORMS = ("'blocks.<layer>.hook_<kind>' with <kind> one of "
+          + ", ".join(KINDS) + " (e.g. 'blocks.0.hook_resid_post')")
 
 
+class HookNameError(InterplabError):
+    """A hook name that does not parse, or names a block the model does not have."""
+
+
+@total_ordering
 @dataclass(frozen=True)
 class HookPoint:
-    """A parsed hook name: block index and kind."""
+    """A hook point: block index ``layer`` and ``kind`` (``resid_pre``, ``attn_out``,
+    ``mlp_out``, ``resid_post``).
+
+    Hook points sort in forward order: by layer, then by the order the kinds fire within a block.
+    ``HookPoint.parse("blocks.3.hook_mlp_out") == HookPoint.mlp_out(3)``; ``.name`` gives the
+    name back.
+    """
 
     layer: int
     kind: str
 
+    def __post_init__(self) -> None:
+        if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 0:
+            raise HookNameError(f"a hook point's layer must be a non-negative integer, not "
+                                f"{self.layer!r}")
+        if self.kind not in KINDS:
+            raise HookNameError(f"unknown hook kind {self.kind!r}; the kinds are {', '.join(KINDS)}")
+
+    @classmethod
+    def parse(cls, name: str | HookPoint) -> HookPoint:
+        """``blocks.<layer>.hook_<kind>`` (surrounding spaces ignored) → ``HookPoint``.
+
+        A ``HookPoint`` is returned as is. Whether the layer exists depends on the model: see
+        :func:`resolve_hooks`.
+        """
+        if isinstance(name, HookPoint):
+            return name
+        if not isinstance(name, str):
+            raise HookNameError(f"a hook point is a name such as 'blocks.0.hook_resid_post' or a "
+                                f"HookPoint, not a {type(name).__name__} ({name!r})")
+        m = _HOOK_RE.match(name.strip())
+        if m is None or m.group(2) not in KINDS:
+            raise HookNameError(f"unknown hook point {name!r}; hook names look like {_FORMS}")
+        return cls(int(m.group(1)), m.group(2))
+
+    @classmethod
+    def resid_pre(cls, layer: int) -> HookPoint:
+        """The input of block ``layer``."""
+        return cls(layer, "resid_pre")
+
+    @classmethod
+    def attn_out(cls, layer: int) -> HookPoint:
+        """What block ``layer`` adds to the residual stream from attention."""
+        return cls(layer, "attn_out")
+
+    @classmethod
+    def mlp_out(cls, layer: int) -> HookPoint:
+        """What block ``layer`` adds to the residual stream from its MLP."""
+        return cls(layer, "mlp_out")
+
+    @classmethod
+    def resid_post(cls, layer: int) -> HookPoint:
+        """The output of block ``layer`` (before the model's final norm)."""
+        return cls(layer, "resid_post")
+
     @property
     def name(self) -> str:
-        return f"blocks.{self.layer}.{self.kind}"
+        """The TransformerLens-style name, ``blocks.{layer}.hook_{kind}``."""
+        return f"blocks.{self.layer}.hook_{self.kind}"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def _key(self) -> tuple[int, int]:
+        return self.layer, KINDS.index(self.kind)
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, HookPoint):
+            return NotImplemented
+        return self._key() < other._key()
 
 
-def parse_hook(name: str, n_layers: int) -> HookPoint:
-    """Parse and validate a hook name such as ``blocks.15.hook_resid_post``."""
-    m = _HOOK_RE.match(name.strip()) if isinstance(name, str) else None
-    if m is None:
-        raise InterplabError(
-            f"unknown hook point {name!r}; hook names look like 'blocks.<layer>.<kind>' with kind one "
-            f"of {', '.join(HOOK_KINDS)} and layer in 0..{n_layers - 1} (e.g. 'blocks.0.hook_resid_post')"
+HookLike = str | HookPoint
+
+
+def parse_hook(name: HookLike, n_layers: int) -> HookPoint:
+    """Parse ``name`` and check that block ``layer`` exists in a model of ``n_layers`` blocks."""
+    hp = HookPoint.parse(name)
+    if hp.layer >= n_layers:
+        raise HookNameError(
+            f"layer {hp.layer} in hook {hp.name!r} is out of range: this model has {n_layers} "
+            f"blocks, so layers run from 0 to {n_layers - 1}"
         )
-    layer = int(m.group(1))
-    if not 0 <= layer < n_layers:
-        raise InterplabError(
-            f"layer {layer} in hook {name!r} is out of range: this model has {n_layers} blocks, "
-            f"so layers run from 0 to {n_layers - 1}"
-        )
-    return HookPoint(layer, m.group(2))
+    return hp
+
+
+def resolve_hooks(hooks: HookLike | Iterable[HookLike], n_layers: int,
+                  model: str = "this model") -> list[HookPoint]:
+    """The one validation of requested hook points: each parsed and checked against a model of
+    ``n_layers`` blocks, duplicates dropped, sorted in forward order.
+
+    An empty list, a malformed name or a layer the model lacks raises :class:`HookNameError`
+    naming the valid hook points of ``model``.
+    """
+    items = [hooks] if isinstance(hooks, (str, HookPoint)) else list(hooks)
+    if not items:
+        raise HookNameError("no hooks given; name at least one, e.g. 'blocks.0.hook_resid_post'")
+    try:
+        return sorted(set(parse_hook(h, n_layers) for h in items))
+    except HookNameError as exc:
+        raise HookNameError(
+            f"{exc}. Valid hook points for {model}: blocks.0..{n_layers - 1}."
+            "{" + ", ".join(HOOK_KINDS) + "}"
+        ) from None
+
+
+def hook_points(n_layers: int) -> list[HookPoint]:
+    """Every hook point of a model with ``n_layers`` blocks, in forward order."""
+    return [HookPoint(i, k) for i in range(n_layers) for k in KINDS]
 
 
 def hook_names(n_layers: int) -> list[str]:
-    return [f"blocks.{i}.{k}" for i in range(n_layers) for k in HOOK_KINDS]
+    return [hp.name for hp in hook_points(n_layers)]
 
 
 # ---------------------------------------------------------------------------- module lookup
@@ -125,11 +223,12 @@ def _replace_first(output: object, new: torch.Tensor) -> object:
 ActFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 
 
-def attach(lm: LanguageModel, name: str, fn: ActFn) -> torch.utils.hooks.RemovableHandle:
-    """Attach ``fn`` at hook point ``name``; returns the handle that removes it."""
-    hp = parse_hook(name, lm.n_layers)
+def attach(lm: LanguageModel, hook: HookLike, fn: ActFn) -> torch.utils.hooks.RemovableHandle:
+    """Attach ``fn`` at ``hook`` (a name or a :class:`HookPoint`); returns the handle that
+    removes it."""
+    hp = parse_hook(hook, lm.n_layers)
     block = lm.blocks[hp.layer]
-    if hp.kind == "hook_resid_pre":
+    if hp.kind == "resid_pre":
 
         def pre(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
             if args:
@@ -143,9 +242,9 @@ def attach(lm: LanguageModel, name: str, fn: ActFn) -> torch.utils.hooks.Removab
         return block.register_forward_pre_hook(pre, with_kwargs=True)
 
     module = {
-        "hook_resid_post": block,
-        "hook_attn_out": _attn_module(block),
-        "hook_mlp_out": _mlp_module(block),
+        "resid_post": block,
+        "attn_out": _attn_module(block),
+        "mlp_out": _mlp_module(block),
     }[hp.kind]
 
     def post(module: nn.Module, args: tuple, output: object) -> object:
@@ -156,18 +255,18 @@ def attach(lm: LanguageModel, name: str, fn: ActFn) -> torch.utils.hooks.Removab
 
 
 @contextmanager
-def edit_hooks(lm: LanguageModel, edits: Mapping[str, ActFn]) -> Iterator[None]:
-    """Within the block, replace the activation at each named hook by ``fn(act)``.
+def edit_hooks(lm: LanguageModel, edits: Mapping[HookLike, ActFn]) -> Iterator[None]:
+    """Within the block, replace the activation at each hook (name or :class:`HookPoint`) by
+    ``fn(act)``.
 
     ``act`` is ``[batch, seq, d_model]``; ``fn`` returns a tensor of the same shape (or None to
     leave it unchanged). Hooks are removed on exit, also when the body raises.
     """
-    for name in edits:
-        parse_hook(name, lm.n_layers)
+    points = [(lm.parse_hook(hook), fn) for hook, fn in edits.items()]  # all checked up front
     handles = []
     try:
-        for name, fn in edits.items():
-            handles.append(attach(lm, name, fn))
+        for hp, fn in points:
+            handles.append(attach(lm, hp, fn))
         yield
     finally:
         for h in handles:

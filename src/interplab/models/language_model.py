@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -14,7 +15,14 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from interplab.errors import InterplabError
-from interplab.models.hooks import HookPoint, find_layout, hook_names, parse_hook
+from interplab.models.hooks import (
+    HookLike,
+    HookPoint,
+    find_layout,
+    hook_names,
+    hook_points,
+    resolve_hooks,
+)
 
 _VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "dtype", "torch_dtype",
                          "quantization_config", "_attn_implementation_autoset", "architectures"}
@@ -93,15 +101,19 @@ class LanguageModel:
     def hook_names(self) -> list[str]:
         return hook_names(self.n_layers)
 
-    def parse_hook(self, name: str) -> HookPoint:
-        """Validate ``name``; an unknown name raises an error listing the valid ones."""
-        try:
-            return parse_hook(name, self.n_layers)
-        except InterplabError as exc:
-            raise InterplabError(
-                f"{exc}. Valid hook points for {self.name}: blocks.0..{self.n_layers - 1}."
-                "{hook_resid_pre, hook_resid_post, hook_attn_out, hook_mlp_out}"
-            ) from None
+    @property
+    def hook_points(self) -> list[HookPoint]:
+        """Every hook point of this model, in forward order."""
+        return hook_points(self.n_layers)
+
+    def parse_hook(self, hook: HookLike) -> HookPoint:
+        """Parse and validate one hook; an unknown one raises an error listing the valid ones."""
+        return resolve_hooks([hook], self.n_layers, self.name)[0]
+
+    def resolve_hooks(self, hooks: HookLike | Iterable[HookLike]) -> list[HookPoint]:
+        """Hook names or points for this model: parsed, checked, de-duplicated, in forward order
+        (:func:`interplab.models.hooks.resolve_hooks`)."""
+        return resolve_hooks(hooks, self.n_layers, self.name)
 
     # ------------------------------------------------------------------ identity
     def identity(self) -> dict[str, Any]:

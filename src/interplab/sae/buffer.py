@@ -17,6 +17,7 @@ import torch
 
 from interplab.activations.exclusion import ExclusionCount, ExclusionRule
 from interplab.errors import InterplabError
+from interplab.models.hooks import HookLike
 
 __all__ = ["MixingBuffer"]
 
@@ -29,11 +30,11 @@ class MixingBuffer:
     (default :class:`ExclusionRule`; ``ExclusionRule.none()`` keeps them). Stops when the tokens run out (after ``epochs``).
     """
 
-    def __init__(self, lm, hook: str, tokens: torch.Tensor, batch_size: int,
+    def __init__(self, lm, hook: HookLike, tokens: torch.Tensor, batch_size: int,
                  buffer_tokens: int = 65536, model_batch_size: int = 8, seed: int = 0,
                  bos_token_id: int | None = None, epochs: int = 1,
                  exclusion: ExclusionRule | None = None):
-        lm.parse_hook(hook)
+        hook = lm.parse_hook(hook)  # a HookPoint from here on
         if tokens.ndim != 2:
             raise InterplabError("tokens must be [n_sequences, seq_len] ids")
         if buffer_tokens < 2 * batch_size:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from interplab.activations.exclusion import ExclusionRule
 from interplab.errors import InterplabError
+from interplab.models.hooks import HookLike
 from interplab.sae.base import SparseAutoencoder
 from interplab.sae.metrics import ReconstructionAccumulator
 
@@ -119,7 +120,7 @@ def _take_first(tokens: torch.Tensor, mask: torch.Tensor, L: int):
 def ce_loss_recovered(
     lm,
     sae: SparseAutoencoder,
-    hook: str,
+    hook: HookLike,
     tokens: torch.Tensor | Sequence[Sequence[int]],
     attention_mask: torch.Tensor | None = None,
     context_lengths: Sequence[int] | None = None,
@@ -139,7 +140,7 @@ def ce_loss_recovered(
     """
     from interplab.models import edit_hooks
 
-    lm.parse_hook(hook)
+    hook = lm.parse_hook(hook)
     if sae.d_in != lm.d_model:
         raise InterplabError(
             f"dimension mismatch: the SAE takes d_in={sae.d_in} but {lm.name} has "
@@ -175,7 +176,7 @@ def ce_loss_recovered(
                                             device, edit_hooks, L, progress))
     finally:
         sae.train(was_training)
-    return CEEvaluation(hook=hook, results=results, exclusion=rule.to_dict())
+    return CEEvaluation(hook=hook.name, results=results, exclusion=rule.to_dict())
 
 
 def _evaluate_length(lm, sae, hook, tokens, mask, bos, rule, batch_size, device, edit_hooks, L,

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from interplab.errors import InterplabError
+from interplab.models.hooks import HookLike
 from interplab.sae.base import SparseAutoencoder
 
 __all__ = ["FeatureDashboard", "DashboardData", "feature_dashboards", "sae_features_on_tokens"]
@@ -45,7 +46,7 @@ class DashboardData:
 
 
 @torch.no_grad()
-def sae_features_on_tokens(lm, sae: SparseAutoencoder, hook: str, tokens: torch.Tensor,
+def sae_features_on_tokens(lm, sae: SparseAutoencoder, hook: HookLike, tokens: torch.Tensor,
                            batch_size: int = 8) -> torch.Tensor:
     """SAE features at every position: ``tokens [n, T] → [n, T, d_sae]`` (float32, CPU)."""
     from interplab.activations import harvest_tokens
@@ -66,7 +67,7 @@ def _token_str(tokenizer, tid: int) -> str:
 
 @torch.no_grad()
 def feature_dashboards(
-    lm, sae: SparseAutoencoder, hook: str, tokens: torch.Tensor,
+    lm, sae: SparseAutoencoder, hook: HookLike, tokens: torch.Tensor,
     features: list[int] | None = None, n_features: int = 12, n_contexts: int = 8,
     window: int = 6, n_logits: int = 8, bos_token_id: int | None = None, batch_size: int = 8,
     n_bins: int = 30,
@@ -74,7 +75,7 @@ def feature_dashboards(
     """Dashboard data for ``features`` (default: ``n_features`` alive features spread over the
     density range) of ``sae`` at ``hook``, computed on ``tokens [n, T]``; BOS positions are
     ignored. Contexts show ``window`` tokens either side of the maximum."""
-    lm.parse_hook(hook)
+    hook = lm.parse_hook(hook)
     if sae.d_in != lm.d_model:
         raise InterplabError(f"dimension mismatch: SAE d_in={sae.d_in}, model d={lm.d_model}")
     sae.eval()
@@ -133,5 +134,5 @@ def feature_dashboards(
             suppressed=[(_token_str(tok, i), -float(v)) for v, i in zip(down.values, down.indices,
                                                                        strict=True)],
         ))
-    return DashboardData(model=lm.name, hook=hook, sae=sae.config.to_dict(), n_tokens=n_tok,
+    return DashboardData(model=lm.name, hook=hook.name, sae=sae.config.to_dict(), n_tokens=n_tok,
                          features=out)

@@ -323,11 +323,13 @@ def load_dictionary_learning(
     k = trainer.get("k")
     if k is None and "k" in sd:
         k = int(sd["k"])
+    from interplab.models.hooks import HookPoint
+
     layer = trainer.get("layer")
     config = SAEConfig(
         architecture=arch, d_in=n_in, d_sae=n_sae, k=int(k) if k is not None else None,
         model=trainer.get("lm_name"),
-        hook=f"blocks.{layer}.hook_resid_post" if layer is not None else None,
+        hook=HookPoint.resid_post(int(layer)).name if layer is not None else None,
         context_length=(cfg.get("buffer") or {}).get("ctx_len"),
         extra={"source": "dictionary_learning", "dict_class": cls_name,
                "submodule_name": trainer.get("submodule_name")},

@@ -41,11 +41,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from interplab.activations.exclusion import ExclusionRule
 from interplab.errors import InterplabError
-from interplab.fileio import atomic_write_bytes
+from interplab.fileio import atomic_write_bytes, atomic_write_safetensors
 from interplab.sae.base import (
     SAEConfig,
     SparseAutoencoder,
@@ -473,11 +473,8 @@ class SAETrainer:
             "sae_configs": [s.config.to_dict() for s in self.saes],
             "extended_from": self.extended_from,
         }
-        tmp = d / (CHECKPOINT_FILE + ".tmp")
-        save_file(self._state_tensors(), str(tmp), metadata={"state": json.dumps(meta)})
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, d / CHECKPOINT_FILE)
+        atomic_write_safetensors(d / CHECKPOINT_FILE, self._state_tensors(),
+                                 metadata={"state": json.dumps(meta)})
         self._checkpoint_step = self.step
         return d / CHECKPOINT_FILE
 

@@ -34,13 +34,15 @@ import copy
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from interplab.compmech.config import GPTConfig, TrainConfig
 from interplab.errors import InterplabError
+from interplab.studies.config import config_from_dict
 from interplab.threads import limit_threads
 
 TARGET_LOSS_RATIO = 1.02  # final loss within 2 % of the optimal floor
@@ -69,34 +71,31 @@ class BeliefStudyConfig:
     thread count, library versions and CPU instruction set (see ``BeliefStudyResult.determinism``).
     """
 
-    process: str = "mess3"
-    process_params: dict[str, float] = field(default_factory=dict)
-    context_length: int = 10
-    n_layers: int = 4
-    d_model: int = 64
-    n_heads: int = 1
-    d_mlp: int = 256
-    n_steps: int = 1500
-    stop_loss_ratio: float = 0.0  # 0: run all n_steps; else stop within this ratio of the floor
-    batch_size: int = 256
-    lr: float = 3e-3
-    warmup_steps: int = 100
-    eval_every: int = 100
-    eval_sequences: int = 8192
-    checkpoint_every: int = 0  # extra checkpoints every N steps (init and final: whenever out_dir)
-    max_regression_sequences: int = 65536  # enumerate all sequences (exact weights) up to this
-    n_folds: int = 5  # cross-validation folds of whole sequences
-    ridge: float = 0.0
-    max_plot_points: int = 8000
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int = 1  # 0 = leave torch's setting alone
+    process: str = field(default="mess3", metadata={
+        "help": "Preset (mess3, rrxor, z1r, even, golden_mean) or a .json/.npy file."})
+    process_params: dict[str, float] = field(default_factory=dict, metadata={
+        "help": "Preset parameter NAME=VALUE (repeatable), e.g. x=0.05."})
+    # model.vocab_size is set from the process
+    model: GPTConfig = field(default_factory=GPTConfig)
+    # train.seed follows ``seed``; train.stop_loss comes from ``stop_loss_ratio``
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(n_steps=1500, eval_every=100))
+    stop_loss_ratio: float = field(default=0.0, metadata={
+        "help": "Stop at the first evaluation whose held-out loss is within this ratio of the "
+        "optimal floor, e.g. 1.02 (0 = run all steps)."})
+    max_regression_sequences: int = field(default=65536, metadata={
+        "help": "Enumerate all sequences (exact weights) up to this many, else sample."})
+    n_folds: int = field(default=5, metadata={"help": "Cross-validation folds of whole sequences."})
+    ridge: float = field(default=0.0, metadata={"help": "Ridge penalty of the belief regression."})
+    max_plot_points: int = field(default=8000, metadata={"help": "Points in the simplex figure."})
+    seed: int = field(default=0, metadata={
+        "help": "Seed for initialisation, data, split and controls."})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda[:N]."})
+    num_threads: int = field(default=1, metadata={
+        "help": "Torch and BLAS CPU threads (0 = library defaults)."})
 
     def __post_init__(self) -> None:
         if self.n_folds < 2:
             raise InterplabError("n_folds must be >= 2 (each sequence is held out once), e.g. 5")
-        if self.context_length < 1:
-            raise InterplabError("context_length must be >= 1")
         if self.max_plot_points < 0 or self.num_threads < 0:
             raise InterplabError("max_plot_points and num_threads must be >= 0")
         if self.stop_loss_ratio and self.stop_loss_ratio <= 1:
@@ -104,14 +103,15 @@ class BeliefStudyConfig:
                 f"stop_loss_ratio must be > 1 (a loss above the floor, e.g. 1.02) or 0 to run all "
                 f"n_steps; got {self.stop_loss_ratio}"
             )
+        if self.train.stop_loss is not None:
+            raise InterplabError("set stop_loss_ratio (relative to the process's loss floor), "
+                                 "not train.stop_loss")
+        if self.train.seed != self.seed:  # one seed for the study
+            self.train = replace(self.train, seed=self.seed)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BeliefStudyConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise InterplabError(f"unknown BeliefStudyConfig keys: {sorted(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
 
 @dataclass
@@ -394,8 +394,8 @@ def run_belief_study(
     from interplab.compmech.beliefs import entropy_rate, optimal_cross_entropy
     from interplab.compmech.presets import get_process
     from interplab.compmech.regression import belief_dataset, residual_rows
-    from interplab.compmech.train import TrainConfig, evaluate, heldout_tokens, train_model
-    from interplab.compmech.transformer import GPT, GPTConfig, save_model
+    from interplab.compmech.train import evaluate, heldout_tokens, train_model
+    from interplab.compmech.transformer import GPT, save_model
 
     cfg = config or BeliefStudyConfig()
     t_start = time.perf_counter()
@@ -416,7 +416,7 @@ def run_belief_study(
         # ---- process and its exact floor
         t0 = time.perf_counter()
         process = get_process(cfg.process, **cfg.process_params)
-        floor = optimal_cross_entropy(process, cfg.context_length)
+        floor = optimal_cross_entropy(process, cfg.model.context_length)
         h_mu = entropy_rate(process)
         sym_p = process.symbol_distribution()
         unigram = float(-(sym_p[sym_p > 0] * np.log(sym_p[sym_p > 0])).sum())
@@ -425,23 +425,11 @@ def run_belief_study(
              f"optimal loss {floor.mean():.4f} nats (no-context {unigram:.4f})")
 
         # ---- model and training
-        gcfg = GPTConfig(
-            vocab_size=process.n_symbols,
-            context_length=cfg.context_length,
-            n_layers=cfg.n_layers,
-            d_model=cfg.d_model,
-            n_heads=cfg.n_heads,
-            d_mlp=cfg.d_mlp,
-        )
-        tcfg = TrainConfig(
-            n_steps=cfg.n_steps,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            warmup_steps=min(cfg.warmup_steps, cfg.n_steps),
+        gcfg = replace(cfg.model, vocab_size=process.n_symbols)
+        tcfg = replace(
+            cfg.train,
+            warmup_steps=min(cfg.train.warmup_steps, cfg.train.n_steps),
             seed=cfg.seed,
-            eval_every=cfg.eval_every,
-            eval_sequences=cfg.eval_sequences,
-            checkpoint_every=cfg.checkpoint_every,
             stop_loss=cfg.stop_loss_ratio * float(floor.mean()) if cfg.stop_loss_ratio else None,
         )
         seeds = _seeds(cfg, tcfg)
@@ -454,7 +442,7 @@ def run_belief_study(
         hist = train_model(model, process, tcfg, checkpoint_dir=ckpt, progress=progress)
         timings["training"] = time.perf_counter() - t0
         final_pp = np.asarray(hist.eval_loss_per_position[-1])
-        eval_tokens = heldout_tokens(process, cfg.context_length + 1, tcfg)  # training's own batch
+        eval_tokens = heldout_tokens(process, cfg.model.context_length + 1, tcfg)  # training's own batch
         untrained_loss = float(evaluate(untrained, eval_tokens)[0].mean())
         _say(progress, f"{hist.steps_run} steps ({hist.stop_reason}); final held-out loss "
              f"{final_pp.mean():.4f} vs floor {floor.mean():.4f} "
@@ -463,7 +451,7 @@ def run_belief_study(
         # ---- regression onto beliefs, with controls
         t0 = time.perf_counter()
         data = belief_dataset(
-            process, cfg.context_length, max_sequences=cfg.max_regression_sequences,
+            process, cfg.model.context_length, max_sequences=cfg.max_regression_sequences,
             seed=seeds["regression_sequences"],
         )
         # Folds of whole sequences: each sequence is held out once, its (sequence, position)
@@ -558,7 +546,7 @@ def run_belief_study(
                 "shuffled_control_pairs_per_fold": n_pairs,
                 "regression_weights_exact": data.exact,
                 "training_tokens": hist.tokens_seen,
-                "eval_sequences": cfg.eval_sequences,
+                "eval_sequences": cfg.train.eval_sequences,
                 "parameters": sum(p.numel() for p in model.parameters()),
             },
             seeds=seeds,

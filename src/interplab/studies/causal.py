@@ -32,33 +32,47 @@ TAIL = " This statement is:"
 class CausalConfig:
     """Everything that defines a causal-study run (saved with the result)."""
 
-    model: str = "smollm2-135m"
-    probes: list[str] = field(default_factory=lambda: ["diffmean", "logistic", "lda"])
-    max_per_dataset: int = 400  # statements of cities and of neg_cities
-    split: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])
-    n_shots: int = 4  # labelled examples in the few-shot prefix (from the training split)
-    n_prompts: int = 64  # held-out statements steered (half true, half false)
-    steer_layers: list[int] | None = None  # None: a window around the best validation layer
-    n_steer_layers: int = 4
-    steer_tokens: int = 2  # the statement's last tokens (its final word piece and the period)
-    doses: list[float] = field(default_factory=lambda: [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
-    n_null: int = 20
-    n_neutral: int = 4  # neutral texts (KJV) for ΔCE
-    neutral_tokens: int = 48
-    patch_pairs: int = 12
-    patch_layer_stride: int = 2
-    patch_tokens: int = 8  # final token positions of the prompt swept by patching
-    attr_pairs: int = 8
-    attr_layers: list[int] = field(default_factory=lambda: [3, 9, 15, 21, 27])
-    attr_tokens: int = 6
-    ig_steps: int = 4
-    n_exact: int = 12  # exactly patched nodes per hook kind
-    answer_true: list[str] = field(default_factory=lambda: [" TRUE", " True"])
-    answer_false: list[str] = field(default_factory=lambda: [" FALSE", " False"])
-    seed: int = 0
-    n_boot: int = 1000
-    batch_size: int = 64
-    device: str | None = None
+    model: str = field(default="smollm2-135m", metadata={"help": "Registry name, HF folder or .gguf."})
+    probes: list[str] = field(default_factory=lambda: ["diffmean", "logistic", "lda"],
+                              metadata={"help": "Probes whose directions are steered."})
+    max_per_dataset: int = field(default=400, metadata={
+        "help": "Statements kept of cities and of neg_cities (balanced)."})
+    split: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2], metadata={
+        "help": "Train, validation, test fractions (split by entity)."})
+    n_shots: int = field(default=4, metadata={
+        "help": "Labelled examples (training split) in the few-shot prefix."})
+    n_prompts: int = field(default=64, metadata={
+        "help": "Held-out statements steered (half true, half false)."})
+    steer_layers: list[int] | None = field(default=None, metadata={
+        "help": "Steered layers (none: a window around the best validation layer)."})
+    n_steer_layers: int = field(default=4, metadata={"help": "Width of that window."})
+    steer_tokens: int = field(default=2, metadata={
+        "help": "The statement's last tokens steered (final word piece and period)."})
+    doses: list[float] = field(default_factory=lambda: [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0],
+                               metadata={"help": "Doses in class-mean gaps per steered layer."})
+    n_null: int = field(default=20, metadata={"help": "Random directions in the null."})
+    n_neutral: int = field(default=4, metadata={"help": "Neutral (KJV) texts for ΔCE."})
+    neutral_tokens: int = field(default=48, metadata={"help": "Tokens per neutral text."})
+    patch_pairs: int = field(default=12, metadata={
+        "help": "True/false pairs about one city for the patching map."})
+    patch_layer_stride: int = field(default=2, metadata={"help": "Every k-th layer patched."})
+    patch_tokens: int = field(default=8, metadata={"help": "Final prompt tokens patched."})
+    attr_pairs: int = field(default=8, metadata={"help": "Pairs in the attribution comparison."})
+    attr_layers: list[int] = field(default_factory=lambda: [3, 9, 15, 21, 27], metadata={
+        "help": "Layers whose resid_post, attn_out, mlp_out are attributed."})
+    attr_tokens: int = field(default=6, metadata={"help": "Final prompt tokens attributed."})
+    ig_steps: int = field(default=4, metadata={"help": "Integrated-gradients steps."})
+    n_exact: int = field(default=12, metadata={"help": "Exactly patched nodes per hook kind."})
+    answer_true: list[str] = field(default_factory=lambda: ["TRUE", "True"], metadata={
+        "help": "Spellings of the true answer (read after a space); the first that is one "
+                "token is used."})
+    answer_false: list[str] = field(default_factory=lambda: ["FALSE", "False"], metadata={
+        "help": "Spellings of the false answer (read after a space); the first that is one "
+                "token is used."})
+    seed: int = field(default=0, metadata={"help": "Seed of splits, prompts, nulls."})
+    n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples."})
+    batch_size: int = field(default=64, metadata={"help": "Rows per forward pass."})
+    device: str | None = field(default=None, metadata={"help": "Torch device (default: CPU)."})
 
     def validate(self) -> None:
         from interplab.probes import PROBES
@@ -124,8 +138,8 @@ def _datasets(config: CausalConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 def _answers(lm: Any, config: CausalConfig) -> dict[str, Any]:
     from interplab.interventions.metrics import first_single_token
 
-    t_text, t_id = first_single_token(lm, config.answer_true)
-    f_text, f_id = first_single_token(lm, config.answer_false)
+    t_text, t_id = first_single_token(lm, [" " + w.strip() for w in config.answer_true])
+    f_text, f_id = first_single_token(lm, [" " + w.strip() for w in config.answer_false])
     return {"true": t_text, "true_id": t_id, "false": f_text, "false_id": f_id,
             "asked": {"true": config.answer_true, "false": config.answer_false}}
 

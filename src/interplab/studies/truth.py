@@ -353,6 +353,7 @@ def _harvest_one(lm: Any, ds: Any, layers: list[int], batch_size: int, with_logp
 
     from interplab.activations import harvest
     from interplab.fileio import atomic_write_bytes
+    from interplab.models import HookPoint
 
     path = _cache_path(cache_dir, identity, ds, layers, with_logprobs) if cache_dir else None
     if path is not None and path.is_file():
@@ -362,7 +363,7 @@ def _harvest_one(lm: Any, ds: Any, layers: list[int], batch_size: int, with_logp
                 return t["acts"], t.get("logprob"), True
         except Exception:  # noqa: BLE001 - a damaged cache file is re-harvested, not fatal
             pass
-    hooks = [f"blocks.{layer}.hook_resid_post" for layer in layers]
+    hooks = [HookPoint.resid_post(layer) for layer in layers]
     acts = harvest(lm, ds.statements, hooks, "last", batch_size=batch_size,
                    with_logprobs=with_logprobs, progress=False)
     X = torch.stack([acts[h] for h in hooks]).float().numpy()  # [L, n, d]
@@ -405,7 +406,7 @@ def run_truth(config: TruthConfig, *, progress: bool = True, console: Console | 
     safetensors file per model identity, dataset content hash and layer list) and reused by a
     later run, so a failure after the harvest never costs the harvest again.
     """
-    from interplab.models import load, reset_copy
+    from interplab.models import HookPoint, load, reset_copy
 
     config.validate()
     console = console or Console(stderr=True)
@@ -420,8 +421,7 @@ def run_truth(config: TruthConfig, *, progress: bool = True, console: Console | 
         t = time.perf_counter()
         lm = load(config.model, device=config.device)
         layers = list(range(lm.n_layers)) if config.layers is None else list(config.layers)
-        for layer in layers:
-            lm.parse_hook(f"blocks.{layer}.hook_resid_post")
+        lm.resolve_hooks([HookPoint.resid_post(layer) for layer in layers])
         timings["load_s"] = time.perf_counter() - t
         n_statements = sum(len(ds) for ds in datasets.values())
         console.print(f"loaded {lm.name} in {timings['load_s']:.0f} s; {len(datasets)} datasets, "

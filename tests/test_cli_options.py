@@ -1,0 +1,224 @@
+"""CLI options derived from config dataclasses: types, nesting, help text, and no drift between
+`--help` defaults and the dataclass defaults of every converted command."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from interplab.cli.options import config_fields, derive_options, from_config
+from interplab.errors import InterplabError
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclass(frozen=True)
+class Inner:
+    width: int = field(default=8, metadata={"help": "Inner width."})
+    dropout: float = 0.1
+
+
+@dataclass
+class Example:
+    name: str = field(default="run", metadata={"help": "A name."})
+    batch_size: int = field(default=64, metadata={"help": "Rows per batch."})
+    lr: float = 1e-3
+    folder: Path = Path("runs/x")
+    verbose: bool = False
+    fused: bool = True
+    mode: Literal["fast", "exact"] = "exact"
+    colour: Colour = Colour.RED
+    ks: list[int] = field(default_factory=lambda: [16, 32])
+    tags: tuple[str, ...] = ()
+    groups: list[list[str]] = field(default_factory=lambda: [["a", "b"], ["c"]])
+    params: dict[str, float] = field(default_factory=dict)
+    limit: int | None = 600
+    device: str | None = None
+    layers: list[int] | None = None
+    inner: Inner = field(default_factory=lambda: Inner(width=16))  # overrides Inner's default
+
+
+def _app(**kw) -> tuple[typer.Typer, list]:
+    seen: list = []
+    app = typer.Typer()
+
+    @app.command("go")
+    @from_config(Example, **kw)
+    def go(cfg: Example, out: Path = typer.Option(Path("o"), help="Output.")) -> None:
+        seen.append((cfg, out))
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    return app, seen
+
+
+def _run(args: list[str], **kw) -> Example:
+    app, seen = _app(**kw)
+    res = CliRunner().invoke(app, ["go", *args])
+    assert res.exit_code == 0, res.output
+    return seen[0][0]
+
+
+def test_defaults_come_from_the_dataclass():
+    cfg = _run([])
+    assert cfg == Example()
+    assert cfg.inner == Inner(width=16)  # the parent's default instance, not Inner()
+
+
+def test_every_type_parses():
+    cfg = _run(["--name", "a", "--batch-size", "8", "--lr", "0.5", "--folder", "f",
+                "--verbose", "--no-fused", "--mode", "fast", "--colour", "blue",
+                "--ks", "1,2", "--ks", "3", "--tags", "x,y", "--groups", "p+q", "--groups", "r",
+                "--params", "alpha=0.5", "--params", "x=2", "--limit", "none",
+                "--device", "cpu", "--layers", "0,3", "--width", "4", "--dropout", "0"])
+    assert cfg == Example(
+        name="a", batch_size=8, lr=0.5, folder=Path("f"), verbose=True, fused=False, mode="fast",
+        colour=Colour.BLUE, ks=[1, 2, 3], tags=("x", "y"), groups=[["p", "q"], ["r"]],
+        params={"alpha": 0.5, "x": 2.0}, limit=None, device="cpu", layers=[0, 3],
+        inner=Inner(width=4, dropout=0.0))
+    assert _run(["--ks", "none"]).ks == [] and _run(["--limit", "7"]).limit == 7
+
+
+def test_rename_exclude_and_help():
+    app, _ = _app(rename={"inner.width": "inner-width", "batch_size": "bs"}, exclude={"lr"})
+    res = CliRunner().invoke(app, ["go", "--help"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0
+    out = _plain(res.output)
+    assert "--inner-width" in out and "--bs" in out and "--lr" not in out
+    assert "Rows per batch." in out and "[default: 64]" in out and "[default: 16]" in out
+    assert "--fused" in out and "--no-fused" in out and "fast|exact" in out
+    assert _run(["--inner-width", "3"], rename={"inner.width": "inner-width"}).inner.width == 3
+
+
+def test_bad_values_give_one_clear_error():
+    app, _ = _app()
+    res = CliRunner().invoke(app, ["go", "--ks", "1,x"])
+    assert isinstance(res.exception, InterplabError)
+    assert "--ks '1,x' is not a comma-separated list of int values" in str(res.exception)
+    res = CliRunner().invoke(app, ["go", "--params", "alpha"])
+    assert "NAME=VALUE" in str(res.exception)
+    res = CliRunner().invoke(app, ["go", "--mode", "slow"])
+    assert res.exit_code == 2 and "slow" in res.output
+
+
+def test_definition_errors():
+    @dataclass
+    class Clash:
+        seed: int = 0
+        inner: Inner = field(default_factory=Inner)
+        width: int = 3
+
+    with pytest.raises(TypeError, match="inner.width and width both become --width"):
+        derive_options(Clash)
+    flags = [o.flag for o in derive_options(Clash, rename={"inner.width": "inner-width"})]
+    assert flags == ["--seed", "--inner-width", "--dropout", "--width"]
+    with pytest.raises(TypeError, match="no field"):
+        derive_options(Example, exclude={"nope"})
+
+    @dataclass
+    class Odd:
+        x: set[int] = field(default_factory=set)
+
+    with pytest.raises(TypeError, match="no command-line form"):
+        derive_options(Odd)
+    with pytest.raises(TypeError, match="clashes"):
+        from_config(Example)(lambda cfg, lr=typer.Option(1.0): None)
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def _converted_commands() -> list:
+    from interplab.cli.main import app
+
+    group = typer.main.get_command(app)
+    out = []
+
+    def walk(prefix: str, cmd) -> None:
+        if hasattr(cmd, "commands"):
+            for name, sub in cmd.commands.items():
+                walk(f"{prefix} {name}".strip(), sub)
+        elif config_fields(cmd.callback) is not None:
+            out.append((prefix, cmd))
+
+    walk("", group)
+    return out
+
+
+def test_converted_commands_cannot_drift_from_their_dataclass():
+    """Every option of every converted command: its click default, parsed as the command parses
+    it, equals the dataclass default; and every field not excluded has an option."""
+    commands = _converted_commands()
+    assert "belief" in {name for name, _ in commands}
+    for name, cmd in commands:
+        cls, opts = config_fields(cmd.callback)
+        by_param = {p.name: p for p in cmd.params}
+        for o in opts:
+            p = by_param[o.param]
+            assert o.flag in p.opts, (name, o.flag, p.opts)
+            assert o.parse(p.default) == o.default, (name, o.path)
+            value = _default_at(cls, o.path)
+            assert o.default == value, (name, o.path)
+
+
+def _default_at(cls: type, path: str):
+    obj = cls()
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def test_belief_help_shows_the_study_defaults():
+    from interplab.cli.main import app
+    from interplab.studies.belief import BeliefStudyConfig
+
+    d = BeliefStudyConfig()
+    res = CliRunner().invoke(app, ["belief", "--help"], env={"COLUMNS": "250"})
+    out = _plain(res.output)
+    lines = {ln.split()[1]: ln for ln in out.splitlines() if ln.strip().startswith("│ --")}
+    assert f"[default: {d.train.n_steps}]" in lines["--steps"]  # the study's 1500, not 3000
+    assert f"[default: {d.model.n_layers}]" in lines["--layers"]
+    assert f"[default: {d.train.lr}]" in lines["--lr"]
+    assert f"[default: {d.seed}]" in lines["--seed"]
+    assert "--vocab-size" not in out  # set from the process
+
+
+def test_belief_options_build_the_nested_config(monkeypatch):
+    from interplab.cli import belief as belief_cli
+    from interplab.studies import belief as study
+
+    seen = []
+    monkeypatch.setattr(study, "run_belief_study", lambda cfg, **kw: seen.append(cfg) or 1 / 0)
+    app = typer.Typer()
+    belief_cli.register(app)
+    app.callback()(lambda: None)
+    CliRunner().invoke(app, ["belief", "--steps", "7", "--layers", "2", "--context", "5",
+                             "--param", "x=0.1", "--seed", "3", "--threads", "2"])
+    (cfg,) = seen
+    assert cfg.train.n_steps == 7 and cfg.model.n_layers == 2 and cfg.model.context_length == 5
+    assert cfg.process_params == {"x": 0.1} and cfg.num_threads == 2
+    assert cfg.seed == cfg.train.seed == 3
+    assert dataclasses.replace(cfg.train, n_steps=1500, seed=0) == study.BeliefStudyConfig().train
+
+
+def test_cli_import_stays_light():
+    code = "import sys, interplab.cli.main; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"

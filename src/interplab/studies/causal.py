@@ -310,7 +310,7 @@ def _patch(lm: Any, config: CausalConfig, prefix: str, clean: list[str], corrupt
     gaps = np.asarray(r.info["donor_metric"]) - np.asarray(r.info["receiver_metric"])
     gap = bootstrap_statistic(np.mean, gaps, n_boot=config.n_boot, seed=config.seed)
     ids = lm.tokenizer(clean[0], add_special_tokens=False)["input_ids"]
-    tokens = lm.tokenizer.convert_ids_to_tokens(ids[-config.patch_tokens:])
+    tokens = [lm.tokenizer.decode([i]) for i in ids[-config.patch_tokens:]]
     return {"result": r.to_dict(), "layers": layers, "offsets": offsets, "grid": grid.tolist(),
             "gap": {"mean": gap[0], "lo": gap[1], "hi": gap[2],
                     "pairs_with_true_higher": float(np.mean(gaps > 0))},

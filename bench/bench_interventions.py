@@ -99,13 +99,13 @@ def per_node_sweep(lm, clean, bad, hooks, offsets, metric) -> np.ndarray:
 
 
 def main() -> None:
-    from interplab.controls import random_direction_like
-    from interplab.interventions import LogitDiff, attribute, patch, single_token, steer_many
+    from interplab.interventions import LogitDiff, single_token
     from interplab.models import load
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--skip-steer", action="store_true")
+    ap.add_argument("--skip-patch", action="store_true")
     args = ap.parse_args()
     lm = load("smollm2-135m")
     metric = LogitDiff(single_token(lm, " True"), single_token(lm, " False"))
@@ -113,6 +113,17 @@ def main() -> None:
     hooks = [f"blocks.{i}.hook_resid_post" for i in range(0, 30, 3)]
     offsets = list(range(-6, 0))
     report: dict = {"pairs": len(clean), "nodes": len(hooks) * len(offsets)}
+
+    if not args.skip_patch:
+        patch_sweeps(lm, clean, bad, hooks, offsets, metric, report)
+    attribution_cost(lm, clean, bad, offsets, metric, report)
+    if not args.skip_steer:
+        steering(lm, metric, report)
+    print(json.dumps(report), flush=True)
+
+
+def patch_sweeps(lm, clean, bad, hooks, offsets, metric, report) -> None:
+    from interplab.interventions import patch
 
     t = time.perf_counter()
     r = patch(lm, clean, bad, hooks, metric, positions=offsets, n_null=0, batch_size=64)
@@ -130,6 +141,10 @@ def main() -> None:
     report["patch_speedup_vs_per_node"] = report["patch_per_node_s"] / report["patch_batched_s"]
     print(json.dumps(report), flush=True)
 
+
+def attribution_cost(lm, clean, bad, offsets, metric, report) -> None:
+    from interplab.interventions import attribute
+
     all_hooks = [f"blocks.{i}.{k}" for i in range(30)
                  for k in ("hook_resid_post", "hook_attn_out", "hook_mlp_out")]
     a = attribute(lm, clean, bad, all_hooks, metric, positions=offsets, methods=["atp"],
@@ -143,27 +158,27 @@ def main() -> None:
         report[f"ig{k}_forward_equivalents_per_hook"] = g.cost["ig"]
     print(json.dumps(report), flush=True)
 
-    if not args.skip_steer:
-        from interplab.datasets import load_dataset
 
-        ds = load_dataset("cities", seed=0)
-        prompts = [s + TAIL for s in ds.statements[:64]]
-        hook = "blocks.12.hook_resid_post"
-        base = np.ones(lm.d_model)
-        dirs = {f"r{k}": {hook: random_direction_like(base, seed=(1, k))} for k in range(20)}
-        t = time.perf_counter()
-        out = steer_many(lm, prompts, dirs, [-3, -2, -1, 0, 1, 2, 3], metric, n_null=20,
-                         batch_size=128)
-        report["steer_s"] = time.perf_counter() - t
-        report["steer_rows"] = next(iter(out.values())).info["rows_run"]
-        # The same rows one forward each, timed on a sample and scaled.
-        from interplab.interventions import steer
+def steering(lm, metric, report) -> None:
+    from interplab.controls import random_direction_like
+    from interplab.datasets import load_dataset
+    from interplab.interventions import steer, steer_many
 
-        t = time.perf_counter()
-        steer(lm, prompts[:2], dirs["r0"], [1.0, 2.0], metric, n_null=0, batch_size=1)
-        per_row = (time.perf_counter() - t) / (2 * 3)
-        report["steer_one_row_per_forward_estimate_s"] = per_row * report["steer_rows"]
-    print(json.dumps(report), flush=True)
+    ds = load_dataset("cities", seed=0)
+    prompts = [s + TAIL for s in ds.statements[:64]]
+    hook = "blocks.12.hook_resid_post"
+    base = np.ones(lm.d_model)
+    dirs = {f"r{k}": {hook: random_direction_like(base, seed=(1, k))} for k in range(20)}
+    t = time.perf_counter()
+    out = steer_many(lm, prompts, dirs, [-3, -2, -1, 0, 1, 2, 3], metric, n_null=20,
+                     batch_size=128)
+    report["steer_s"] = time.perf_counter() - t
+    report["steer_rows"] = next(iter(out.values())).info["rows_run"]
+    # The same rows one forward each, timed on a sample and scaled.
+    t = time.perf_counter()
+    steer(lm, prompts[:2], dirs["r0"], [1.0, 2.0], metric, n_null=0, batch_size=1)
+    per_row = (time.perf_counter() - t) / (2 * 3)
+    report["steer_one_row_per_forward_estimate_s"] = per_row * report["steer_rows"]
 
 
 if __name__ == "__main__":

@@ -106,16 +106,19 @@ def _node_index(nodes: list[Node], length: np.ndarray, i: int) -> tuple[list[str
 def _atp(lm: LanguageModel, pairs: PairSet, nodes: list[Node], donor: dict[str, torch.Tensor],
          metric: engine.Metric, read: Positions, batch_size: int) -> np.ndarray:
     hooks = sorted({nd.hook for nd in nodes})
+    cols = {h: [j for j, nd in enumerate(nodes) if nd.hook == h] for h in hooks}
     n = len(pairs.receiver)
     out = np.zeros((n, len(nodes)))
     for sl in chunks(n, batch_size):
         rows = np.arange(sl.start, sl.stop)
         acts, grads = _grad_pass(lm, pairs.receiver, rows, metric, read, {}, hooks)
-        for r, i in enumerate(rows):
-            hs, ps = _node_index(nodes, pairs.length, i)
-            for j, (h, p) in enumerate(zip(hs, ps, strict=True)):
-                delta = donor[h][i, p] - acts[h][r, p].float().cpu()
-                out[i, j] = float(delta @ grads[h][r, p].float().cpu())
+        for h in hooks:
+            # [b, nodes of h] token index of each node in each pair; one gather per hook
+            pos = torch.as_tensor([[nodes[j].offsets[0] % int(pairs.length[i]) for j in cols[h]]
+                                   for i in rows])
+            r = torch.arange(len(rows))[:, None].expand_as(pos)
+            delta = donor[h][torch.as_tensor(rows)[:, None], pos] - acts[h][r, pos].float().cpu()
+            out[np.ix_(rows, cols[h])] = (delta * grads[h][r, pos].float().cpu()).sum(-1).numpy()
     return out
 
 

@@ -29,9 +29,9 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
-    from interplab.cli import belief, erasure, harvest, sae, truth, xor
+    from interplab.cli import belief, causal, erasure, harvest, sae, truth, xor
 
-    for module in (truth, harvest, sae, belief, xor, erasure):
+    for module in (truth, harvest, sae, belief, causal, xor, erasure):
         module.register(app)
 
 

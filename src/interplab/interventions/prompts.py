@@ -1,0 +1,170 @@
+"""Prompts for interventions: tokenised, batched with explicit position ids, read at one token.
+
+Positions are indices into a prompt's own tokens (as in :mod:`interplab.activations.positions`),
+so left and right padding give the same result. A shared ``prefix`` (e.g. few-shot examples) is
+run once; its keys and values are reused by every batch and it is never edited: interventions act
+on the prompts' own tokens, which come after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from interplab.activations.harvest import validate_texts
+from interplab.activations.positions import Positions
+from interplab.errors import InterplabError
+from interplab.models import LanguageModel
+
+
+@dataclass
+class Prompts:
+    """Tokenised prompts. ``ids[i]`` are prompt i's own tokens (after the shared prefix)."""
+
+    ids: list[list[int]]
+    prefix_ids: list[int]
+    has_bos: bool  # whether each prompt's own first token is BOS (never with a prefix)
+    prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer [1, h, P, hd]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(t) for t in self.ids], dtype=np.int64)
+
+    def select(self, positions: Positions, i: int) -> list[int]:
+        return positions.select(i, len(self.ids[i]), self.has_bos)
+
+
+def encode(lm: LanguageModel, prompts: Sequence[str], prefix: str | None = None) -> Prompts:
+    """Tokenise ``prompts`` (and run the shared ``prefix`` once, keeping its keys and values)."""
+    prompts = validate_texts(prompts)
+    if not prefix:
+        ids = lm.tokenize(prompts, truncation="error")
+        return Prompts(ids, [], lm.bos_token_id is not None)
+    prefix_ids = lm.tokenize([prefix], truncation="error")[0]
+    ids = [list(t) for t in lm.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    for i, t in enumerate(ids):
+        if not t:
+            raise InterplabError(f"prompt {i} tokenises to no tokens; remove empty prompts")
+        if len(prefix_ids) + len(t) > lm.n_ctx:
+            raise InterplabError(f"prefix + prompt {i} is {len(prefix_ids) + len(t)} tokens, more "
+                                 f"than the model's context of {lm.n_ctx}; shorten the prefix")
+    with torch.no_grad():  # not inference_mode: attribution backpropagates through the cache
+        out = lm.base(input_ids=torch.tensor([prefix_ids], device=lm.device), use_cache=True)
+    cache = out.get("cache") or out.past_key_values  # renamed to "cache" in transformers 5
+    kv = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+    return Prompts(ids, prefix_ids, False, kv)
+
+
+def as_prompts(lm: LanguageModel, prompts: Sequence[str] | Prompts,
+               prefix: str | None = None) -> Prompts:
+    if isinstance(prompts, Prompts):
+        if prefix:
+            raise InterplabError("give the prefix to encode(), not with already encoded prompts")
+        return prompts
+    return encode(lm, prompts, prefix)
+
+
+@dataclass
+class Batch:
+    """Rows of one forward pass: ``example[r]`` is the prompt of row r, its tokens start at column
+    ``start[r]`` of the padded ``[b, w]`` ids."""
+
+    example: np.ndarray  # [b]
+    start: np.ndarray  # [b]
+    length: np.ndarray  # [b]
+    ids: torch.Tensor
+    mask: torch.Tensor
+    position_ids: torch.Tensor
+
+    def columns(self, prompts: Prompts, positions: Positions
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(rows, cols, text_pos)`` of the selected tokens of every row of the batch."""
+        rows, cols, pos = [], [], []
+        for r, i in enumerate(self.example):
+            sel = prompts.select(positions, int(i))
+            rows.extend([r] * len(sel))
+            cols.extend(int(self.start[r]) + p for p in sel)
+            pos.extend(sel)
+        dev = self.ids.device
+        return (torch.tensor(rows, dtype=torch.long, device=dev),
+                torch.tensor(cols, dtype=torch.long, device=dev),
+                torch.tensor(pos, dtype=torch.long, device=dev))
+
+
+def make_batch(lm: LanguageModel, prompts: Prompts, example: np.ndarray,
+               padding_side: str = "right") -> Batch:
+    if padding_side not in ("left", "right"):
+        raise InterplabError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
+    example = np.asarray(example, dtype=np.int64)
+    lengths = prompts.lengths[example]
+    b, width = len(example), int(lengths.max())
+    ids = torch.full((b, width), lm.tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((b, width), dtype=torch.long)
+    start = np.zeros(b, dtype=np.int64) if padding_side == "right" else width - lengths
+    for r, i in enumerate(example):
+        s = int(start[r])
+        ids[r, s : s + lengths[r]] = torch.as_tensor(prompts.ids[i])
+        mask[r, s : s + lengths[r]] = 1
+    # Explicit position ids: a token's position is the same under left or right padding.
+    position_ids = (mask.cumsum(-1) - 1).clamp_min(0) + len(prompts.prefix_ids)
+    dev = lm.device
+    return Batch(example, start, lengths, ids.to(dev), mask.to(dev), position_ids.to(dev))
+
+
+def hidden(lm: LanguageModel, prompts: Prompts, batch: Batch) -> torch.Tensor:
+    """Final hidden states (after the final norm) ``[b, w, d]`` of a batch."""
+    kwargs = {}
+    mask = batch.mask
+    if prompts.prefix_kv is not None:
+        from transformers import DynamicCache
+
+        b = len(batch.example)
+        kv = [(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in prompts.prefix_kv]
+        kwargs = {"cache": DynamicCache(kv, config=lm.hf.config), "use_cache": True}
+        mask = torch.cat([torch.ones(b, len(prompts.prefix_ids), dtype=mask.dtype,
+                                     device=mask.device), mask], dim=1)
+    else:
+        kwargs = {"use_cache": False}
+    out = lm.base(input_ids=batch.ids, attention_mask=mask, position_ids=batch.position_ids,
+                  **kwargs)
+    return out.last_hidden_state
+
+
+def read_columns(prompts: Prompts, batch: Batch, read: Positions) -> torch.Tensor:
+    """Column of the one read token of each row ``[b]``."""
+    rows, cols, _ = batch.columns(prompts, read)
+    if rows.numel() != len(batch.example) or not torch.equal(rows, torch.arange(len(rows),
+                                                                              device=rows.device)):
+        raise InterplabError(f"the read position {read.spec!r} must select exactly one token of "
+                             "every prompt; use 'last' or 'index:N'")
+    return cols
+
+
+def read_logits(lm: LanguageModel, prompts: Prompts, batch: Batch, read: Positions) -> torch.Tensor:
+    """Logits ``[b, vocab]`` (float32) at each row's read token; only those rows are unembedded."""
+    h = hidden(lm, prompts, batch)
+    cols = read_columns(prompts, batch, read)
+    h = h[torch.arange(len(cols), device=h.device), cols]
+    return lm.hf.get_output_embeddings()(h).float()
+
+
+def token_ce(lm: LanguageModel, prompts: Prompts, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token cross-entropy (nats) over each row's own tokens ``[b]``, and the count."""
+    h = hidden(lm, prompts, batch)
+    logits = lm.hf.get_output_embeddings()(h).float()
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    tok_lp = logp.gather(-1, batch.ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    scored = (batch.mask[:, 1:] * batch.mask[:, :-1]).to(tok_lp.dtype)
+    return -(tok_lp * scored).sum(-1), scored.sum(-1)
+
+
+def chunks(n: int, size: int) -> list[slice]:
+    if size < 1:
+        raise InterplabError(f"batch_size must be at least 1, not {size}")
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]

@@ -165,7 +165,8 @@ def test_converted_commands_cannot_drift_from_their_dataclass():
     """Every option of every converted command: its click default, parsed as the command parses
     it, equals the dataclass default; and every field not excluded has an option."""
     commands = _converted_commands()
-    assert {"belief", "truth", "demo", "sae train"} <= {name for name, _ in commands}
+    assert {"belief", "truth", "demo", "sae train", "causal", "xor", "erase", "nulls",
+            "weights"} <= {name for name, _ in commands}
     for name, cmd in commands:
         cls, opts = config_fields(cmd.callback)
         by_param = {p.name: p for p in cmd.params}

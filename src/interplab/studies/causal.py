@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
 
 from interplab.errors import InterplabError
+from interplab.studies.config import JsonResult
 
 PROBE_LABELS = {"diffmean": "mass-mean", "logistic": "logistic", "lda": "LDA"}
 TAIL = " This statement is:"
@@ -93,7 +93,7 @@ class CausalConfig:
 
 
 @dataclass
-class CausalResult:
+class CausalResult(JsonResult):
     """A causal-study result: config, data, probes, steering, patching, attribution, findings."""
 
     config: dict[str, Any]
@@ -108,17 +108,6 @@ class CausalResult:
     findings: list[str]
     notes: list[str]
     timings: dict[str, float]
-
-    def to_json(self, path: str | Path) -> Path:
-        from interplab.fileio import atomic_write_json
-
-        return atomic_write_json(path, asdict(self))
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> CausalResult:
-        import json
-
-        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 # ---------------------------------------------------------------------------------- data

@@ -1,9 +1,12 @@
-"""Study configs from their JSON form (nested dataclasses, unknown keys refused)."""
+"""Study configs from their JSON form (nested dataclasses, unknown keys refused), and the JSON
+round trip every study result shares."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 from interplab.errors import InterplabError
@@ -28,3 +31,17 @@ def config_from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, dict):
             kwargs[name] = config_from_dict(tp, value, f"{where}.{name}")
     return cls(**kwargs)
+
+
+class JsonResult:
+    """Mixin for a study's result dataclass: ``to_json(path)`` writes ``asdict(self)`` atomically
+    (:func:`interplab.fileio.atomic_write_json`) and ``from_json(path)`` reads it back."""
+
+    def to_json(self, path: str | Path) -> Path:
+        from interplab.fileio import atomic_write_json
+
+        return atomic_write_json(path, dataclasses.asdict(self))  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls: type[T], path: str | Path) -> T:
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))

@@ -10,15 +10,14 @@ shuffled labels) → :class:`ErasureResult`.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from interplab.errors import InterplabError
+from interplab.studies.config import JsonResult
 
 DEFAULT_METHODS = ("leace", "orth", "mean-diff", "inlp", "oracle", "quadratic", "mean-match",
                    "median-match")
@@ -73,7 +72,7 @@ class ErasureConfig:
 
 
 @dataclass
-class ErasureResult:
+class ErasureResult(JsonResult):
     """Per method: ``checks[method]`` (:class:`~interplab.erasure.ErasureCheck` as a dict) and,
     for label-free methods, ``in_model[method] = {"erased": {...}, "random": {...}}`` (ΔCE, KL);
     ``directions`` holds the curves for real and shuffled labels."""
@@ -91,15 +90,6 @@ class ErasureResult:
     directions: dict[str, Any] | None
     notes: list[str]
     timings: dict[str, float]
-
-    def to_json(self, path: str | Path) -> Path:
-        from interplab.fileio import atomic_write_json
-
-        return atomic_write_json(path, asdict(self))
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> ErasureResult:
-        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def load_split(dataset: str, max_statements: int | None, test_fraction: float,

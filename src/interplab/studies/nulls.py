@@ -12,16 +12,15 @@ rows (an SAE that memorises noise can use many sparse features and still fail he
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from interplab.controls.nulls import DATA_NULLS, NULLS
 from interplab.errors import InterplabError
+from interplab.studies.config import JsonResult
 
 REAL = "model"
 
@@ -82,7 +81,7 @@ class NullsConfig:
 
 
 @dataclass
-class NullsResult:
+class NullsResult(JsonResult):
     """``probes[source][probe] = {"value", "lo", "hi", "n", "minus_null": {...} | None}``;
     ``random_directions[probe]`` a distribution summary; ``saes[source]`` train/held-out
     metrics. ``source`` is ``model`` (the real activations) or a null's name."""
@@ -98,15 +97,6 @@ class NullsResult:
     saes: dict[str, dict[str, Any]]
     notes: list[str]
     timings: dict[str, float]
-
-    def to_json(self, path: str | Path) -> Path:
-        from interplab.fileio import atomic_write_json
-
-        return atomic_write_json(path, asdict(self))
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> NullsResult:
-        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def source_rows(name: str, lm: Any, real: np.ndarray, reference: np.ndarray, hook: str,

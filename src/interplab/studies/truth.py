@@ -31,6 +31,7 @@ from rich.progress import Progress
 import interplab
 from interplab.errors import InterplabError
 from interplab.progress import LineProgress, progress_display
+from interplab.studies.config import JsonResult
 from interplab.threads import limit_threads, resolve_threads
 
 DEFAULT_DATASETS = [
@@ -131,7 +132,7 @@ class TruthConfig:
 
 
 @dataclass
-class TruthResult:
+class TruthResult(JsonResult):
     """A truth-study result: config, metrics with their controls, counts, seeds and versions."""
 
     config: dict[str, Any]
@@ -162,15 +163,6 @@ class TruthResult:
     pca: dict[str, Any]
     notes: list[str]
     timings: dict[str, float]
-
-    def to_json(self, path: str | Path) -> Path:
-        from interplab.fileio import atomic_write_json
-
-        return atomic_write_json(path, asdict(self))
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> TruthResult:
-        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
 
     # convenience accessors used by the report and tests
     def acc(self, train: str, probe: str, variant: str, layer: int, test: str) -> dict[str, float]:

@@ -4,13 +4,12 @@ network and, where available, a randomly initialised network of the same archite
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from interplab.errors import InterplabError
+from interplab.studies.config import JsonResult
 
 # The reset network permutes the last axis of every parameter: for a weight [out, in] that is
 # W·P with P a permutation (orthogonal), so its singular values equal the model's exactly.
@@ -45,7 +44,7 @@ class WeightsConfig:
 
 
 @dataclass
-class WeightsResult:
+class WeightsResult(JsonResult):
     """``networks[name]`` is a list of per-matrix analyses (see
     :func:`interplab.weights.analyse_matrix`) for ``model`` and each control that ran."""
 
@@ -55,15 +54,6 @@ class WeightsResult:
     reset_max_spectrum_difference: float | None
     notes: list[str]
     timings: dict[str, float]
-
-    def to_json(self, path: str | Path) -> Path:
-        from interplab.fileio import atomic_write_json
-
-        return atomic_write_json(path, asdict(self))
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> WeightsResult:
-        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def _control(lm: Any, name: str, seed: int) -> Any | None:

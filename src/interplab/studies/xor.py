@@ -19,7 +19,6 @@ JSON-serialisable :class:`XorResult`.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from rich.console import Console
 
 from interplab.errors import InterplabError
 from interplab.progress import progress_display
+from interplab.studies.config import JsonResult
 from interplab.threads import limit_threads
 
 DEFAULT_DATASETS = ["speaker_cities", "distractor_cities", "speaker_filler"]
@@ -110,7 +110,7 @@ class XorConfig:
 
 
 @dataclass
-class XorResult:
+class XorResult(JsonResult):
     """An XOR-study result: config, curves with controls, readings, generalization, summary."""
 
     config: dict[str, Any]
@@ -129,15 +129,6 @@ class XorResult:
     summary: list[str]
     notes: list[str]
     timings: dict[str, float]
-
-    def to_json(self, path: str | Path) -> Path:
-        from interplab.fileio import atomic_write_json
-
-        return atomic_write_json(path, asdict(self))
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> XorResult:
-        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 # ---------------------------------------------------------------------------------- probing

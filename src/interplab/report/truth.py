@@ -187,6 +187,18 @@ def _finding_rows(r: Any) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda v: (order.index(v["verdict"]), v["value"]))
 
 
+def _erasure_nulls_figures(r: Any) -> dict[str, Any]:
+    """The figures of the optional erasure and null section (none when it was not run)."""
+    from interplab.report.erasure import erasure_figures
+    from interplab.report.nulls import figure_probes
+
+    en = getattr(r, "erasure_nulls", None)
+    if not en:
+        return {"erasure_figures": {}, "nulls_figures": {}}
+    return {"erasure_figures": erasure_figures(en["erasure"]),
+            "nulls_figures": {"probes": figure_probes(en["nulls"])}}
+
+
 def write_truth_report(result: Any, path: str | Path) -> Path:
     """Write the HTML report of a :class:`~interplab.studies.truth.TruthResult` to ``path``."""
     r = result
@@ -209,7 +221,8 @@ def write_truth_report(result: Any, path: str | Path) -> Path:
                         for p, v in lik["probe_logprob_r"].get(first, {}).items()},
         })
     return render(
-        "truth.html", path, r=r, figures=figures, summary=_summary_rows(r),
+        "truth.html", path, r=r, figures=figures, **_erasure_nulls_figures(r),
+        summary=_summary_rows(r),
         transfers=_transfer_rows(r), findings=_finding_rows(r), verdict_words=VERDICT_WORDS,
         probe_labels=PROBE_LABELS, likelihood_rows=likelihood_rows,
         first_train=r.train_sets[0] if r.train_sets else "",

@@ -113,8 +113,11 @@ def source_rows(name: str, lm: Any, real: np.ndarray, reference: np.ndarray, hoo
                       batch_size=batch_size)
 
 
-def _probe_scores(config: NullsConfig, data: dict[str, np.ndarray], y: np.ndarray,
+def probe_scores(config: NullsConfig, data: dict[str, np.ndarray], y: np.ndarray,
                   split: Any) -> tuple[dict, dict]:
+    """Per source and probe, held-out accuracy and the paired difference real − source, with
+    intervals; the real probe's norm-matched random directions (``split.train``/``split.test``
+    index the rows of every source alike)."""
     from interplab.controls import (
         bootstrap_accuracy,
         distribution_summary,
@@ -239,7 +242,7 @@ def run_nulls(config: NullsConfig) -> NullsResult:
                            config.batch_size, texts=ds.statements) for s in sources}
     timings["harvest_s"] = time.perf_counter() - t0
     t = time.perf_counter()
-    probes, randoms = _probe_scores(config, data, ds.labels, split)
+    probes, randoms = probe_scores(config, data, ds.labels, split)
     timings["probes_s"] = time.perf_counter() - t
     saes: dict[str, Any] = {}
     if config.sae_sequences:

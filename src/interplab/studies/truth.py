@@ -98,6 +98,10 @@ class TruthConfig:
     pca_pairs: list[list[str]] = field(
         default_factory=lambda: [list(p) for p in DEFAULT_PCA_PAIRS], metadata={
             "help": "Dataset pairs of the PCA figure, joined with '+' (repeat the option)."})
+    erasure_nulls: bool = field(default=False, metadata={
+        "help": "Add an erasure and null section: at the first training set's chosen layer, "
+        "LEACE checked held out beside a same-rank random subspace, and each probe against the "
+        "data nulls (gaussian, gaussian-mixture, hypercube), method − null with a CI."})
 
     def validate(self) -> None:
         from interplab.probes import CENTERINGS, PROBES
@@ -163,6 +167,9 @@ class TruthResult(JsonResult):
     pca: dict[str, Any]
     notes: list[str]
     timings: dict[str, float]
+    # with config.erasure_nulls: {"train_set", "layer", "erasure": {...}, "nulls": {...}}
+    # (see interplab.studies.truth_erasure); None when off and in older result files
+    erasure_nulls: dict[str, Any] | None = None
 
     # convenience accessors used by the report and tests
     def acc(self, train: str, probe: str, variant: str, layer: int, test: str) -> dict[str, float]:
@@ -487,8 +494,25 @@ def run_truth(config: TruthConfig, *, progress: bool = True, console: Console | 
     t = time.perf_counter()
     analysis = _analysis_stage(config, datasets, splits, harvest, fits, timings)
     timings["analysis_s"] = time.perf_counter() - t
+    section = None
+    if config.erasure_nulls:
+        t = time.perf_counter()
+        section = _erasure_nulls(config, datasets, splits, harvest, analysis.best_layer)
+        timings["erasure_nulls_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
-    return _result(config, datasets, splits, harvest, analysis, notes, timings)
+    result = _result(config, datasets, splits, harvest, analysis, notes, timings)
+    result.erasure_nulls = section
+    return result
+
+
+def _erasure_nulls(config: TruthConfig, datasets: dict, splits: dict[str, Any],
+                   harvest: _Harvest, best_layer: dict) -> dict[str, Any] | None:
+    from interplab.studies.truth_erasure import erasure_and_nulls
+
+    ts = config.train_sets[0]
+    with limit_threads(1):
+        return erasure_and_nulls(config, datasets, splits, harvest.acts["model"], harvest.layers,
+                                 best_layer, _train_key(ts), [_short_name(n) for n in ts])
 
 
 @dataclass

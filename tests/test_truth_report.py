@@ -133,3 +133,21 @@ def test_report_keeps_the_users_matplotlib_backend(report, tmp_path):
         assert plt.get_fignums() == open_before  # no pyplot figure left open
     finally:
         matplotlib.use(old, force=True)
+
+
+def test_erasure_nulls_section_is_rendered_only_when_run(report, tmp_path):
+    path, _ = report
+    assert "Erasure and nulls" not in path.read_text(encoding="utf-8")
+    config = TruthConfig(model="tiny-llama", datasets=["cities", "neg_cities"],
+                         train_sets=[["cities"]], layers=[0, 3], probes=["diffmean", "logistic"],
+                         controls=["shuffled"], max_per_dataset=60, n_boot=50, erasure_nulls=True)
+    result = run_truth(config, progress=False)
+    en = result.erasure_nulls
+    assert en["train_set"] == "cities" and en["layer"] == result.best_layer["cities"]["logistic"]
+    assert set(en["nulls"]["probes"]) == {"model", "gaussian", "gaussian-mixture", "hypercube"}
+    html = write_truth_report(result, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert f"Erasure and nulls (trained on cities, layer {en['layer']})" in html
+    assert "Erasure checks (held-out)" in html and "model − this" in html
+    assert "Nulls run: gaussian, gaussian-mixture, hypercube" in html
+    for alt in ("held-out probe accuracy per method", "probe accuracy per source"):
+        assert re.search(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{500,}" alt="' + alt, html)

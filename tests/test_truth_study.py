@@ -404,3 +404,46 @@ def test_datasets_are_harvested_together_and_split_back(tmp_path, monkeypatch):
         assert np.allclose(X[1], alone["blocks.1.hook_resid_post"].numpy(), atol=1e-4)
         assert np.allclose(lp, alone.text_logprob.numpy(), atol=1e-3)
     assert np.array_equal(out["cities"][0], together["cities"][0])
+
+
+def test_erasure_nulls_section_on_planted_truth():
+    """LEACE takes the linear probe to chance where the same-rank random subspace does not, and
+    the probe beats every data null with an interval above zero."""
+    from types import SimpleNamespace
+
+    from interplab.controls.nulls import DATA_NULLS
+    from interplab.studies.truth_erasure import erasure_and_nulls
+
+    planted = _planted(400, 32, 2, seed=0)
+    datasets = {"a": SimpleNamespace(labels=planted.y)}
+    splits = {"a": SimpleNamespace(train=np.arange(280), test=np.arange(280, 400))}
+    acts = {"a": (planted.X, None)}
+    config = TruthConfig(probes=["diffmean", "logistic", "ccs"], n_boot=200)
+    en = erasure_and_nulls(config, datasets, splits, acts, [0, 1], {"a": {"logistic": 1}}, "a",
+                           ["a"])
+    assert en["layer"] == 1 and en["n_train"] == 280 and en["n_test"] == 120
+    check = en["erasure"]["checks"]["leace"]
+    lin, maj = check["accuracy"]["linear"], check["majority"]
+    assert lin["before"]["lo"] > maj + 0.2
+    assert lin["erased"]["lo"] <= maj and lin["erased"]["value"] < maj + 0.1
+    assert lin["random"]["lo"] > maj + 0.2  # a random rank-1 subspace leaves truth decodable
+    assert en["nulls"]["nulls_run"] == list(DATA_NULLS)
+    probes = en["nulls"]["probes"]
+    assert set(probes) == {"model", *DATA_NULLS}
+    for null in DATA_NULLS:
+        for probe in ("diffmean", "logistic"):  # CCS (a pair probe) is left out
+            cell = probes[null][probe]
+            assert cell["lo"] <= cell["value"] <= cell["hi"] and abs(cell["value"] - 0.5) < 0.2
+            diff = cell["model_minus_this"]
+            assert diff["lo"] <= diff["value"] <= diff["hi"] and diff["lo"] > 0
+    assert probes["model"]["logistic"]["model_minus_this"] is None
+    assert en["nulls"]["random_directions"]["logistic"]["n"] >= 20
+
+
+def test_erasure_nulls_is_off_by_default_and_old_results_load(tiny_run, tmp_path):
+    assert TruthConfig().erasure_nulls is False
+    assert tiny_run.erasure_nulls is None
+    data = json.loads(tiny_run.to_json(tmp_path / "r.json").read_text())
+    del data["erasure_nulls"]  # a result file written before the section existed
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert TruthResult.from_json(tmp_path / "old.json").erasure_nulls is None

@@ -31,6 +31,7 @@ def erasure_and_nulls(config: Any, datasets: dict, splits: dict, acts: dict, lay
     """The section for training set ``train_key`` (datasets ``names``), or None when no
     single-statement probe chose a layer for it."""
     from interplab.erasure import fit_eraser, verify_erasure
+    from interplab.models import HookPoint
     from interplab.studies.nulls import REAL, NullsConfig, probe_scores, source_rows
 
     chooser = next((p for p in LAYER_PROBES if p in best_layer.get(train_key, {})), None)
@@ -50,7 +51,7 @@ def erasure_and_nulls(config: Any, datasets: dict, splits: dict, acts: dict, lay
             for s in (REAL, *DATA_NULLS)}
     split = SimpleNamespace(train=np.arange(len(xtr)), test=np.arange(len(xtr), len(x)))
     scores, randoms = probe_scores(ncfg, data, np.concatenate([ytr, yte]), split)
-    hook = f"blocks.{layer}.hook_resid_post"
+    hook = HookPoint.resid_post(layer).name
     common = {"hook": hook, "n_train": len(xtr), "n_test": len(xte)}
     return {
         "train_set": train_key, "layer": layer, "layer_chosen_by": chooser, **common,

@@ -115,7 +115,15 @@ class CCSProbe(PairProbe):
         """``w·x̂ + b`` for ``X`` ``[n, d]``, normalised as the side it belongs to was in training."""
         self._check_fitted()
         X = self._validate_X(X, reset=False)
-        return self._normalise(X, negated) * self.norm_ @ self.direction_ - self.threshold_
+        return self._scoring_input(X, negated) @ self.direction_ - self.threshold_
+
+    def _scoring_input(self, X: np.ndarray, negated: bool = False) -> np.ndarray:
+        return self._normalise(X, negated) * self.norm_
+
+    def _scoring_frame(self) -> tuple:
+        stored = (None if self.centering == "per-dataset"
+                  else (self.mean_, self.mean_neg_, self.norm_neg_))
+        return (type(self), self.centering, self.norm_, *(stored or (None,)))
 
     def _optimise(self, zp_np: np.ndarray, zn_np: np.ndarray, d: int) -> tuple[np.ndarray, float]:
         zp = torch.tensor(zp_np, dtype=torch.float32)

@@ -305,3 +305,20 @@ def test_decision_functions_of_many_probes_equal_each_probes_own():
             for probe, row in zip(pairs, got, strict=True):
                 want = probe.decision_function(Xs, negated=negated)
                 assert np.allclose(row, want, rtol=1e-10, atol=1e-10)
+
+
+def test_ccs_written_out_gradient_equals_autograd():
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    zp, zn = torch.randn(300, 40, generator=gen), torch.randn(300, 40, generator=gen)
+    w, b = torch.randn(6, 40, generator=gen) / 6, torch.randn(6, generator=gen)
+    zn[:5] = zp[:5]  # ties p⁺ = p⁻, where min's gradient is shared
+    probe = CCSProbe(weight_decay=1e-2)
+    loss, gw, gb = probe._loss_and_grad(zp, zn, w, b)
+    wr, br = w.clone().requires_grad_(), b.clone().requires_grad_()
+    ref = CCSProbe._loss(zp, zn, wr, br).sum() + 1e-2 * (wr**2).sum()
+    ref.backward()
+    assert torch.allclose(loss, ref.detach(), rtol=1e-5)
+    assert torch.allclose(gw, wr.grad, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(gb, br.grad, rtol=1e-4, atol=1e-6)

@@ -262,3 +262,63 @@ def test_pca_basis_recovers_dominant_axis():
     assert abs(basis.components[0, 0]) > 0.99 and abs(basis.components[1, 1]) > 0.99
     assert basis.project(X).shape == (500, 2)
     assert basis.explained_variance_ratio[0] > 0.8
+
+
+@pytest.mark.parametrize("C", [1e-3, 1.0, 100.0])
+def test_logistic_solver_agrees_with_sklearn_on_hard_problems(C):
+    # Stated tolerance of the direct L-BFGS-B solver against LogisticRegression(C) (lbfgs): the
+    # same objective and stopping rule, so direction cosine ≥ 0.9999 and training accuracy within
+    # 0.5 %, also on shuffled labels (weakly regularised: hundreds of iterations) and anisotropic,
+    # non-centred inputs.
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = _data(n=400, seed=7, aniso=True, offset=3.0)
+    for labels in (y, shuffled_labels(y, seed=1)):
+        p = LogisticProbe(C=C).fit(X, labels)
+        Z = (X - X.mean(0)) / p.input_scale_
+        ref = LogisticRegression(C=C, max_iter=500).fit(Z, labels)
+        assert _cos(p.direction_, ref.coef_[0]) >= 0.9999
+        assert abs(p.score(X, labels) - ref.score(Z, labels)) <= 0.005
+        assert np.isclose(p.threshold_, -ref.intercept_[0], rtol=1e-3, atol=1e-3)
+
+
+def test_decision_functions_of_many_probes_equal_each_probes_own():
+    from interplab.probes.base import decision_functions
+
+    X, y = _data(n=300, seed=2)
+    Xt, _ = _data(n=120, seed=3, offset=1.0)
+    fits = [LogisticProbe(C=0.1).fit(X, y), LogisticProbe(C=0.1).fit(X, shuffled_labels(y, seed=0)),
+            LogisticProbe(C=0.1).fit(X[:200], y[:200]),  # another training mean
+            LogisticProbe(centering="per-dataset").fit(X, y), DiffMeanProbe().fit(X, y)]
+    fits.append(fits[0].with_direction(random_direction_like(fits[0].direction_, seed=0), X, y))
+    got = decision_functions(fits, Xt)
+    assert got.shape == (len(fits), len(Xt))
+    for probe, row in zip(fits, got, strict=True):
+        assert np.allclose(row, probe.decision_function(Xt), rtol=1e-10, atol=1e-10)
+    Xp, Xn, yp = _pairs()
+    for centering in ("train", "per-dataset"):
+        pairs = [CCSProbe(centering=centering, max_iter=20).fit_pairs(Xp, Xn, yp),
+                 CCSProbe(centering=centering, max_iter=20).fit_pairs(Xp, Xn[::-1], yp),
+                 CCSProbe(centering=centering, max_iter=20, seed=1).fit_pairs(Xp, Xn, yp)]
+        for negated, Xs in ((False, Xp[:100] + 1.0), (True, Xn[:100])):
+            got = decision_functions(pairs, Xs, negated=negated)
+            for probe, row in zip(pairs, got, strict=True):
+                want = probe.decision_function(Xs, negated=negated)
+                assert np.allclose(row, want, rtol=1e-10, atol=1e-10)
+
+
+def test_ccs_written_out_gradient_equals_autograd():
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    zp, zn = torch.randn(300, 40, generator=gen), torch.randn(300, 40, generator=gen)
+    w, b = torch.randn(6, 40, generator=gen) / 6, torch.randn(6, generator=gen)
+    zn[:5] = zp[:5]  # ties p⁺ = p⁻, where min's gradient is shared
+    probe = CCSProbe(weight_decay=1e-2)
+    loss, gw, gb = probe._loss_and_grad(zp, zn, w, b)
+    wr, br = w.clone().requires_grad_(), b.clone().requires_grad_()
+    ref = CCSProbe._loss(zp, zn, wr, br).sum() + 1e-2 * (wr**2).sum()
+    ref.backward()
+    assert torch.allclose(loss, ref.detach(), rtol=1e-5)
+    assert torch.allclose(gw, wr.grad, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(gb, br.grad, rtol=1e-4, atol=1e-6)

@@ -162,7 +162,16 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         """``(x − centre) · direction_ − threshold_`` per row of ``X`` ``[n, d]``; > 0 → ``classes_[1]``."""
         self._check_fitted()
         X = self._validate_X(X, reset=False)
-        return self._center(X) @ self.direction_ - self.threshold_
+        return self._scoring_input(X) @ self.direction_ - self.threshold_
+
+    def _scoring_input(self, X: np.ndarray, negated: bool = False) -> np.ndarray:
+        """``X`` transformed as ``decision_function`` does before the projection (centred)."""
+        return self._center(X)
+
+    def _scoring_frame(self) -> tuple:
+        """What ``_scoring_input`` depends on besides ``X``: probes with equal frames transform
+        ``X`` identically (see :func:`decision_functions`)."""
+        return (type(self), self.centering, None if self.centering == "per-dataset" else self.mean_)
 
     def predict_proba(self, X: object) -> np.ndarray:
         p1 = _sigmoid(self.decision_function(X) / self.scale_)
@@ -242,3 +251,38 @@ class PairProbe(LinearProbe):
         pp = self.predict_proba(X)[:, 1]
         pn = self.predict_proba(X_neg, negated=True)[:, 1]
         return self.classes_[(0.5 * (pp + 1 - pn) > 0.5).astype(np.int64)]
+
+
+def _same_frame(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(
+        np.array_equal(x, y) if isinstance(x, np.ndarray) or isinstance(y, np.ndarray) else x == y
+        for x, y in zip(a, b, strict=True))
+
+
+def decision_functions(probes: list[LinearProbe], X: object, negated: bool = False) -> np.ndarray:
+    """``[k, n]``: each fitted probe's ``decision_function(X)`` (``negated`` for pair probes).
+
+    Probes that transform ``X`` alike (same class, centring and stored statistics, e.g. the
+    shuffled-label refits and random directions of one layer) share one centring of ``X`` and one
+    matrix product, instead of one copy of ``X`` per probe.
+    """
+    groups: list[list[int]] = []
+    for i, probe in enumerate(probes):
+        probe._check_fitted()
+        frame = probe._scoring_frame()
+        match = next((g for g in groups if _same_frame(probes[g[0]]._scoring_frame(), frame)), None)
+        if match is None:
+            groups.append([i])
+        else:
+            match.append(i)
+    out: np.ndarray | None = None
+    for g in groups:
+        first = probes[g[0]]
+        Z = first._scoring_input(first._validate_X(X, reset=False), negated)
+        D = np.stack([probes[i].direction_ for i in g], axis=1)
+        thresholds = np.array([probes[i].threshold_ for i in g])
+        if out is None:
+            out = np.empty((len(probes), Z.shape[0]))
+        out[g] = (Z @ D).T - thresholds[:, None]
+    assert out is not None, "decision_functions needs at least one probe"
+    return out

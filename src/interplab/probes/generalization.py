@@ -23,7 +23,7 @@ from sklearn.base import clone
 from interplab.controls import bootstrap_accuracy, random_direction_like, shuffled_labels
 from interplab.errors import InterplabError
 from interplab.probes import make_probe
-from interplab.probes.base import LinearProbe, PairProbe
+from interplab.probes.base import LinearProbe, PairProbe, decision_functions
 
 VARIANTS = ("probe", "shuffled", "random")
 # bootstrap_accuracy lives in interplab.controls; importable from here as before
@@ -156,26 +156,21 @@ def fit_and_test(
             for k in range(n_random if "random" in variants else 0)]
         if random_fits:
             fitted["random"] = random_fits[0]
-        for v in variants:
-            for t, s in tests.items():
+        fits = {"probe": [fitted["probe"]], "shuffled": shuffled_fits, "random": random_fits}
+        order = [f for v in variants for f in fits[v]]
+        for t, s in tests.items():
+            # one centring of the test set and one matrix product for every fit of this layer
+            decs = iter(decision_functions(order, s.X[layer], negated=s.negated))
+            for v in variants:
+                dec = np.stack([next(decs) for _ in fits[v]])  # [fits of v, n]
+                hits = (dec > 0) == s.y
+                decision[v][t][layer] = dec[0]
+                correct[v][t][layer] = hits.mean(axis=0)
                 if v == "random":
-                    hits = np.stack([(_decide(f, s, layer) > 0) == s.y
-                                     for f in random_fits])  # [n_random, n]
                     random_acc[t][layer] = hits.mean(axis=1)
-                    correct[v][t][layer] = hits.mean(axis=0)
-                    decision[v][t][layer] = _decide(fitted[v], s, layer)
-                    continue
-                if v == "shuffled":
-                    hits = np.stack([(_decide(f, s, layer) > 0) == s.y
-                                     for f in shuffled_fits])  # [K, n]
+                elif v == "shuffled":
                     shuffle_acc[t][layer] = hits.mean(axis=1)
                     shuffle_correct[t][layer] = hits
-                    correct[v][t][layer] = hits.mean(axis=0)
-                    decision[v][t][layer] = _decide(fitted[v], s, layer)
-                    continue
-                dec = _decide(fitted[v], s, layer)
-                decision[v][t][layer] = dec
-                correct[v][t][layer] = (dec > 0).astype(np.int64) == s.y
         if on_layer is not None:
             on_layer()
     return ProbeOutcome(correct, decision, shuffle_acc, centering, shuffle_correct, random_acc)
@@ -199,8 +194,3 @@ def _new_probe(name: str, centering: str, seed: int) -> LinearProbe:
         probe.set_params(seed=seed)
     return probe
 
-
-def _decide(probe: LinearProbe, s: LabelledActs, layer: int) -> np.ndarray:
-    if isinstance(probe, PairProbe):
-        return probe.decision_function(s.X[layer], negated=s.negated)
-    return probe.decision_function(s.X[layer])

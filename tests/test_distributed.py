@@ -39,7 +39,9 @@ def ray_cluster():
         import ray
     except ImportError:
         skip_unless_strict("Ray is not installed (pip install 'interplab[ray]')")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    from interplab.distributed.executor import init_local_ray
+
+    init_local_ray(ray, num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
 
@@ -59,6 +61,17 @@ def _harvest(out: Path, executor=None, model: ModelSpec | None = None, **kw):
 
 
 # ------------------------------------------------------------------------------- no Ray needed
+
+
+def test_local_cluster_workers_keep_the_driver_priority(ray_cluster):
+    """Ray's default worker niceness (15) starves tasks on a busy machine; ours start at 0."""
+    import os
+
+    @ray_cluster.remote
+    def niceness() -> int:
+        return os.nice(0)
+
+    assert ray_cluster.get(niceness.remote()) == os.nice(0)
 
 
 def test_shard_plan_ends_at_chunk_boundaries_once_rows_reach_the_shard_size():

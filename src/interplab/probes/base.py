@@ -226,10 +226,10 @@ class PairProbe(LinearProbe):
 
     def fit_pairs(self, X: object, X_neg: object, y: object = None,
                   groups: object = None) -> PairProbe:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define fit_pairs(X, X_neg, y)")
 
     def decision_function(self, X: object, negated: bool = False) -> np.ndarray:  # type: ignore[override]
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define decision_function(X, negated)")
 
     def predict_proba(self, X: object, negated: bool = False) -> np.ndarray:  # type: ignore[override]
         p1 = _sigmoid(self.decision_function(X, negated) / self.scale_)

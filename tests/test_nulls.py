@@ -89,8 +89,40 @@ def test_null_battery_on_a_tiny_model(tmp_path):
     s = r.saes["hypercube"]
     assert s["train"]["n_rows"] + s["heldout"]["n_rows"] == 12 * 15
     assert 0 < s["heldout"]["features_used"] <= s["heldout"]["n_features"] == 2 * 64
-    d = s["heldout_fve_model_minus_this"]
-    assert d["lo"] <= d["value"] <= d["hi"] and r.saes["model"]["heldout_fve_model_minus_this"] is None
+    d = s["model_minus_this"]
+    for key in ("fve_train", "fve_heldout", "l0_heldout"):
+        assert d[key]["lo"] <= d[key]["value"] <= d[key]["hi"]
+    assert d["features_used_heldout"]["value"] == (
+        r.saes["model"]["heldout"]["features_used"] - s["heldout"]["features_used"])
+    assert r.saes["model"]["model_minus_this"] is None
     again = NullsResult.from_json(r.to_json(tmp_path / "n.json"))
     html = write_nulls_report(again, tmp_path / "n.html").read_text()
     assert "held-out" in html and "hypercube" in html
+    assert "SAE: model − null" in html and html.count("<td class=\"l\">hypercube</td>") == 3
+
+
+def test_sae_minus_null_is_zero_for_a_null_with_the_signal_and_positive_for_gaussian():
+    """Sparse dictionary data: an SAE explains held-out rows far better than on the Gaussian with
+    the same mean and covariance; on fresh rows of the same sparse source (a "null" that contains
+    the signal) the difference is about zero, its interval covering zero."""
+    import torch
+
+    from interplab.sae.synthetic import random_dictionary, sparse_dictionary_batches
+    from interplab.studies.nulls import REAL, NullsConfig, sae_comparison
+
+    dic = random_dictionary(64, 24, seed=0)
+    real, same = (next(sparse_dictionary_batches(dic, 3000, 1, mean_active=3.0, seed=s)).numpy()
+                  for s in (1, 2))
+    heldout = np.arange(3000) >= 2000
+    config = NullsConfig(sae_width=4, sae_k=4, sae_steps=400, sae_batch_size=256, n_boot=200)
+    torch.manual_seed(0)
+    out = sae_comparison(config, {REAL: real, "same-source": same,
+                                  "gaussian": data_null("gaussian", real[~heldout], 3000)},
+                         heldout)
+    assert out[REAL]["model_minus_this"] is None
+    gauss, same_d = out["gaussian"]["model_minus_this"], out["same-source"]["model_minus_this"]
+    assert out[REAL]["heldout"]["fve"] > 0.7
+    assert gauss["fve_heldout"]["lo"] > 0.15 and gauss["fve_train"]["lo"] > 0.15
+    for key in ("fve_train", "fve_heldout"):
+        d = same_d[key]
+        assert d["lo"] <= 0 <= d["hi"] and abs(d["value"]) < 0.05

@@ -7,7 +7,8 @@ real probe, the accuracies of ``n_random_directions`` norm-matched random direct
 distribution. SAEs: packed neutral text at the same hook (position 0 left out); for each source a
 TopK SAE is trained on the rows of some sequences and evaluated on the rows of the others:
 fraction of variance explained on train and held-out rows, L0 and the features used on held-out
-rows (an SAE that memorises noise can use many sparse features and still fail held out).
+rows (an SAE that memorises noise can use many sparse features and still fail held out),
+and the model's SAE minus each null's on each of these, with bootstrap intervals over rows.
 """
 
 from __future__ import annotations
@@ -82,9 +83,10 @@ class NullsConfig:
 
 @dataclass
 class NullsResult(JsonResult):
-    """``probes[source][probe] = {"value", "lo", "hi", "n", "minus_null": {...} | None}``;
+    """``probes[source][probe] = {"value", "lo", "hi", "n", "model_minus_this": {...} | None}``;
     ``random_directions[probe]`` a distribution summary; ``saes[source]`` train/held-out
-    metrics. ``source`` is ``model`` (the real activations) or a null's name."""
+    metrics with ``model_minus_this`` (:func:`sae_minus_null`). ``source`` is ``model`` (the
+    real activations) or a null's name."""
 
     config: dict[str, Any]
     model: dict[str, Any]
@@ -149,9 +151,10 @@ def probe_scores(config: NullsConfig, data: dict[str, np.ndarray], y: np.ndarray
 
 
 def train_and_score_sae(x: np.ndarray, heldout: np.ndarray, config: NullsConfig,
-                        seed: int) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray]]:
+                        seed: int) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, ...]]]:
     """Train a TopK SAE on the rows not in ``heldout`` (boolean ``[n]``); metrics on both parts,
-    and the per-row terms of held-out FVE (squared error, squared deviation from the mean)."""
+    and per part the per-row terms of its metrics: squared error, squared deviation from that
+    part's mean (FVE = 1 − Σ error / Σ deviation) and active features (L0)."""
     import torch
 
     from interplab.sae import SAEConfig, TrainerConfig, train_saes
@@ -170,35 +173,66 @@ def train_and_score_sae(x: np.ndarray, heldout: np.ndarray, config: NullsConfig,
     tcfg = TrainerConfig(total_steps=config.sae_steps, log_every_steps=0, seed=seed,
                          init_sample_size=min(8192, train.shape[0]))
     sae = train_saes(batches(), [sae_cfg], tcfg)[0].eval()
-    out = {}
+    out, terms = {}, {}
     with torch.no_grad():
         for part, rows in (("train", train), ("heldout", test)):
             feats = sae.encode(rows)
-            m = reconstruction_metrics(rows, sae.decode(feats), feats)
+            recon = sae.decode(feats)
+            m = reconstruction_metrics(rows, recon, feats)
             out[part] = {"fve": m.fraction_of_variance_explained, "l0": m.l0,
                          "features_used": m.n_alive, "n_features": m.n_features,
                          "n_rows": m.n_tokens}
-        rows = test.double()
-        err = (rows - sae.decode(sae.encode(test)).double()).pow(2).sum(1)
-        dev = (rows - rows.mean(0)).pow(2).sum(1)
+            r64 = rows.double()
+            terms[part] = ((r64 - recon.double()).pow(2).sum(1).numpy(),
+                           (r64 - r64.mean(0)).pow(2).sum(1).numpy(),
+                           (feats != 0).sum(1).double().numpy())
     out["generalisation_gap"] = out["train"]["fve"] - out["heldout"]["fve"]
-    return out, (err.numpy(), dev.numpy())
+    return out, terms
 
 
 def _fve(err: np.ndarray, dev: np.ndarray) -> float:
     return float(1 - err.sum() / dev.sum())
 
 
-def _minus_null(real: tuple[np.ndarray, np.ndarray], null: tuple[np.ndarray, np.ndarray],
-                config: NullsConfig) -> dict[str, float]:
-    """Held-out FVE of the model's SAE minus the null's, with a bootstrap interval over held-out
-    rows (resampled jointly: the rows are the same token positions)."""
+def _interval(statistic: Any, columns: list[np.ndarray], config: NullsConfig) -> dict[str, float]:
     from interplab.controls import bootstrap_statistic
 
-    (er, dr), (en, dn) = real, null
-    value, lo, hi = bootstrap_statistic(lambda a, b, c, d: _fve(a, b) - _fve(c, d), er, dr, en, dn,
-                                        n_boot=config.n_boot, seed=config.seed)
+    value, lo, hi = bootstrap_statistic(statistic, *columns, n_boot=config.n_boot,
+                                        seed=config.seed)
     return {"value": value, "lo": lo, "hi": hi}
+
+
+def sae_minus_null(real: tuple[dict, dict], null: tuple[dict, dict],
+                   config: NullsConfig) -> dict[str, dict[str, Any]]:
+    """The model's SAE minus the null's (each a ``train_and_score_sae`` output): FVE on training
+    and on held-out rows and held-out L0, each with a bootstrap interval over that part's rows
+    (the model's and the null's rows resampled jointly: they are the same token positions), and
+    the features used on held-out rows (a count of distinct features: no interval, since a
+    resample of rows can only lose features)."""
+    (m_real, t_real), (m_null, t_null) = real, null
+    out: dict[str, dict[str, Any]] = {}
+    for part in ("train", "heldout"):
+        (er, dr, _), (en, dn, _) = t_real[part], t_null[part]
+        out[f"fve_{part}"] = _interval(lambda a, b, c, d: _fve(a, b) - _fve(c, d),
+                                       [er, dr, en, dn], config)
+    out["l0_heldout"] = _interval(lambda a, b: float(a.mean() - b.mean()),
+                                  [t_real["heldout"][2], t_null["heldout"][2]], config)
+    used = m_real["heldout"]["features_used"] - m_null["heldout"]["features_used"]
+    out["features_used_heldout"] = {"value": used, "lo": None, "hi": None}
+    return out
+
+
+def sae_comparison(config: NullsConfig, rows: dict[str, np.ndarray],
+                   heldout: np.ndarray) -> dict[str, Any]:
+    """Per source (``rows[REAL]`` first, the real activations), a TopK SAE of ``config`` trained
+    on the rows not in ``heldout`` and scored on both parts, with ``model_minus_this``
+    (:func:`sae_minus_null`; None for the real activations)."""
+    trained = {s: train_and_score_sae(x, heldout, config, config.seed) for s, x in rows.items()}
+    out = {}
+    for source, (metrics, _) in trained.items():
+        out[source] = {**metrics, "model_minus_this": (
+            sae_minus_null(trained[REAL], trained[source], config) if source != REAL else None)}
+    return out
 
 
 def _sae_part(config: NullsConfig, lm: Any, hook: str, sources: list[str]) -> dict[str, Any]:
@@ -217,15 +251,9 @@ def _sae_part(config: NullsConfig, lm: Any, hook: str, sources: list[str]) -> di
     held_seq = rng.random(len(ids)) < config.sae_heldout_fraction
     heldout = np.repeat(held_seq, L)[keep]
     reference = real[keep][~heldout]
-    out, terms = {}, {}
-    for source in sources:
-        rows = source_rows(source, lm, real, reference, hook, "all", config.seed,
-                           config.batch_size, token_ids=ids)
-        out[source], terms[source] = train_and_score_sae(rows[keep], heldout, config, config.seed)
-    for source in sources:
-        out[source]["heldout_fve_model_minus_this"] = (
-            _minus_null(terms[REAL], terms[source], config) if source != REAL else None)
-    return out
+    rows = {s: source_rows(s, lm, real, reference, hook, "all", config.seed, config.batch_size,
+                           token_ids=ids)[keep] for s in sources}
+    return sae_comparison(config, rows, heldout)
 
 
 def run_nulls(config: NullsConfig) -> NullsResult:

@@ -144,10 +144,16 @@ def test_erasure_nulls_section_is_rendered_only_when_run(report, tmp_path):
     result = run_truth(config, progress=False)
     en = result.erasure_nulls
     assert en["train_set"] == "cities" and en["layer"] == result.best_layer["cities"]["logistic"]
-    assert set(en["nulls"]["probes"]) == {"model", "gaussian", "gaussian-mixture", "hypercube"}
+    nulls = ["gaussian", "gaussian-mixture", "hypercube", "shuffled-tokens", "layer0", "reset",
+             "random-init"]
+    assert en["nulls"]["nulls_run"] == nulls and list(en["nulls"]["probes"]) == ["model", *nulls]
+    for null in nulls:
+        d = en["nulls"]["probes"][null]["logistic"]["model_minus_this"]
+        assert d["lo"] <= d["value"] <= d["hi"]
     html = write_truth_report(result, tmp_path / "r.html").read_text(encoding="utf-8")
     assert f"Erasure and nulls (trained on cities, layer {en['layer']})" in html
     assert "Erasure checks (held-out)" in html and "model − this" in html
-    assert "Nulls run: gaussian, gaussian-mixture, hypercube" in html
+    assert "Nulls run: " + ", ".join(nulls) in html
+    assert "harvested for these" in html and "at the chosen layer only" in html
     for alt in ("held-out probe accuracy per method", "probe accuracy per source"):
         assert re.search(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{500,}" alt="' + alt, html)

@@ -440,6 +440,53 @@ def test_erasure_nulls_section_on_planted_truth():
     assert en["nulls"]["random_directions"]["logistic"]["n"] >= 20
 
 
+def test_erasure_nulls_minus_a_null_that_holds_the_signal_is_about_zero():
+    """A null source that carries the real signal (the real rows plus a little noise, row for
+    row) gives model − null ≈ 0 with an interval covering 0; the data nulls a clearly positive
+    difference."""
+    from types import SimpleNamespace
+
+    from interplab.studies.truth_erasure import erasure_and_nulls
+
+    planted = _planted(400, 32, 2, seed=0)
+    datasets = {"a": SimpleNamespace(labels=planted.y)}
+    splits = {"a": SimpleNamespace(train=np.arange(280), test=np.arange(280, 400))}
+    holds = planted.X[1] + 0.05 * np.random.default_rng(1).standard_normal(planted.X[1].shape)
+    config = TruthConfig(probes=["diffmean", "logistic"], n_boot=200)
+    en = erasure_and_nulls(config, datasets, splits, {"a": (planted.X, None)}, [0, 1],
+                           {"a": {"logistic": 1}}, "a", ["a"], model_rows={"holds-signal": holds})
+    nulls = en["nulls"]
+    assert nulls["nulls_run"] == ["gaussian", "gaussian-mixture", "hypercube", "holds-signal"]
+    for probe in ("diffmean", "logistic"):
+        d = nulls["probes"]["holds-signal"][probe]["model_minus_this"]
+        assert d["lo"] <= 0 <= d["hi"] and abs(d["value"]) < 0.05
+        assert nulls["probes"]["gaussian"][probe]["model_minus_this"]["lo"] > 0.2
+    assert any("not run: shuffled-tokens, layer0, reset, random-init" in n for n in nulls["notes"])
+
+
+def test_model_null_rows_reuse_the_reset_harvest_and_match_a_fresh_pass(tiny_models):
+    """The reset control's harvest is the reset null's rows (same network, texts, tokens), so
+    the section reuses it; both agree with a fresh model-null pass."""
+    from types import SimpleNamespace
+
+    from interplab.activations import harvest
+    from interplab.controls.nulls import model_null
+    from interplab.datasets import load_dataset
+    from interplab.models import reset_copy
+    from interplab.studies.truth_erasure import model_null_rows
+
+    lm = tiny_models["tiny-llama"]
+    ds = load_dataset("cities", seed=0, max_size=24)
+    hook = "blocks.2.hook_resid_post"
+    control = harvest(reset_copy(lm, seed=3), ds.statements, [hook], "last", progress=False)[hook]
+    fresh = model_null("reset", lm, ds.statements, hook, "last", seed=3)
+    assert np.allclose(control.numpy(), fresh, atol=1e-5)
+    splits = {"cities": SimpleNamespace(train=np.arange(16), test=np.arange(16, 24))}
+    config = TruthConfig(model="no-such-model", nulls=["gaussian", "reset"], seed=3)
+    rows = model_null_rows(config, {"cities": ds}, splits, ["cities"], 2, fresh)
+    assert list(rows) == ["reset"] and rows["reset"] is fresh  # no model loaded, no new pass
+
+
 def test_erasure_nulls_is_off_by_default_and_old_results_load(tiny_run, tmp_path):
     assert TruthConfig().erasure_nulls is False
     assert tiny_run.erasure_nulls is None

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 import interplab
+from interplab.controls.nulls import NULLS
 from interplab.errors import InterplabError
 from interplab.progress import LineProgress, progress_display
 from interplab.studies.config import JsonResult
@@ -100,8 +101,12 @@ class TruthConfig:
             "help": "Dataset pairs of the PCA figure, joined with '+' (repeat the option)."})
     erasure_nulls: bool = field(default=False, metadata={
         "help": "Add an erasure and null section: at the first training set's chosen layer, "
-        "LEACE checked held out beside a same-rank random subspace, and each probe against the "
-        "data nulls (gaussian, gaussian-mixture, hypercube), method − null with a CI."})
+        "LEACE checked held out beside a same-rank random subspace, and each probe against each "
+        "null source of --nulls, method − null with a CI."})
+    nulls: list[str] = field(default_factory=lambda: list(NULLS), metadata={
+        "help": "Null sources of the erasure and null section: gaussian, gaussian-mixture, "
+        "hypercube (no model pass); shuffled-tokens, layer0, reset, random-init (one harvest "
+        "each of that training set's train and test statements, at the chosen layer only)."})
 
     def validate(self) -> None:
         from interplab.probes import CENTERINGS, PROBES
@@ -131,6 +136,9 @@ class TruthConfig:
                 f"got {self.split}; e.g. 0.6,0.2,0.2")
         if self.n_shuffles < 1:
             raise InterplabError("n_shuffles must be at least 1")
+        bad = [n for n in self.nulls if n not in NULLS]
+        if bad:
+            raise InterplabError(f"unknown null(s) {bad}; choose from {', '.join(NULLS)}")
         if self.layers is not None and any(layer < 0 for layer in self.layers):
             raise InterplabError(f"layers must be non-negative block indices, got {self.layers}")
 
@@ -507,12 +515,24 @@ def run_truth(config: TruthConfig, *, progress: bool = True, console: Console | 
 
 def _erasure_nulls(config: TruthConfig, datasets: dict, splits: dict[str, Any],
                    harvest: _Harvest, best_layer: dict) -> dict[str, Any] | None:
-    from interplab.studies.truth_erasure import erasure_and_nulls
+    from interplab.studies.truth_erasure import chosen_layer, erasure_and_nulls, model_null_rows
 
     ts = config.train_sets[0]
+    key, names = _train_key(ts), [_short_name(n) for n in ts]
+    chosen = chosen_layer(config, best_layer, key)
+    if chosen is None:
+        return None
+    reset = harvest.acts.get("reset")
+    reset_rows = None
+    if reset is not None:  # the reset control's harvest: same network, texts and tokens
+        li = harvest.layers.index(chosen[1])
+        reset_rows = np.concatenate([reset[n][0][li][getattr(splits[n], part)]
+                                     for part in ("train", "test") for n in names])
+    model_rows = model_null_rows(config, datasets, splits, names, chosen[1], reset_rows)
     with limit_threads(1):
         return erasure_and_nulls(config, datasets, splits, harvest.acts["model"], harvest.layers,
-                                 best_layer, _train_key(ts), [_short_name(n) for n in ts])
+                                 best_layer, key, names, model_rows,
+                                 reused_reset="reset" in model_rows and reset_rows is not None)
 
 
 @dataclass

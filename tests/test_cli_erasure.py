@@ -11,12 +11,16 @@ def test_erase_command_writes_json_and_report(tmp_path, capsys):
     rc = main(["erase", "--model", "tiny-llama", "--layer", "1", "--max-statements", "80",
                "--methods", "leace,mean-match", "--directions-max-rounds", "1",
                "--neutral-sequences", "1", "--context-length", "8", "--n-boot", "50",
-               "--out", str(out)])
+               "--behaviour-prompts", "8", "--n-shots", "1", "--answer-true", "TRUE,the",
+               "--answer-false", "FALSE,and", "--out", str(out)])
     assert rc == 0
     result = json.loads((out / "erasure.json").read_text())
     assert set(result["checks"]) == {"leace", "mean-match"}
+    assert set(result["behaviour"]["erasers"]) == {"leace"}  # mean-match needs labels
+    assert result["behaviour"]["info"]["answers"] == {"true": " the", "false": " and"}
     assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
-    assert "directions to chance" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "directions to chance" in printed and "Δ separation" in printed
 
 
 def test_weights_command(tmp_path):

@@ -10,7 +10,8 @@ def test_erasure_study_on_a_tiny_model(tmp_path):
     config = ErasureConfig(model="tiny-llama", max_statements=200, layer=1,
                            methods=["leace", "inlp", "median-match"], inlp_rounds=2,
                            directions_max_rounds=3, neutral_sequences=3, context_length=16,
-                           n_boot=100, batch_size=16)
+                           n_boot=100, batch_size=16, behaviour_prompts=12, n_shots=1,
+                           answer_true=["TRUE", "the"], answer_false=["FALSE", "and"])
     result = run_erasure(config)
     assert set(result.checks) == {"leace", "inlp", "median-match"}
     assert set(result.in_model) == {"leace", "inlp"}  # median-match needs labels
@@ -26,3 +27,60 @@ def test_erasure_study_on_a_tiny_model(tmp_path):
     assert again.checks == json.loads(path.read_text())["checks"]
     html = write_erasure_report(again, tmp_path / "erasure.html").read_text()
     assert "random subspace" in html and "Not tested" in html and "data:image/png" in html
+    b = again.behaviour
+    assert set(b["erasers"]) == {"leace", "inlp"} and set(b["random"]) == {"1", "2"}
+    assert b["info"]["n_prompts"] == 12 and b["info"]["n_true"] == 6
+    assert b["random"]["1"]["n_random"] == 20 and b["random"]["1"]["separation_changes"]["n"] == 20
+    for e in (*b["erasers"].values(), *b["random"].values()):
+        for key in ("separation_change", "delta_true", "delta_false", "accuracy_change", "kl"):
+            assert e[key]["lo"] <= e[key]["value"] <= e[key]["hi"]
+        assert len(e["per_example_delta"]) == 12
+    assert "true/false answers under erasure" in html and "random subspace (rank 2)" in html
+
+
+def test_behaviour_summary_separates_a_real_effect_from_none():
+    """Scores whose true/false gap an edit removes give a separation change with an interval
+    below zero; an edit that only adds noise gives one covering zero."""
+    import numpy as np
+
+    from interplab.erasure import behaviour_summary
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([1, 0], 60)
+    base = np.where(y == 1, 0.3, -0.3) + 0.05 * rng.standard_normal(120)
+    erased = 0.05 * rng.standard_normal(120)
+    noisy = base + 0.05 * rng.standard_normal(120)
+    gone = behaviour_summary(erased, base, y, n_boot=300, seed=0)
+    kept = behaviour_summary(noisy, base, y, n_boot=300, seed=0)
+    assert abs(gone["separation_change"]["value"] + 0.6) < 0.05 and gone["separation_change"]["hi"] < -0.5
+    assert gone["delta_true"]["hi"] < 0 < gone["delta_false"]["lo"]
+    assert gone["accuracy_change"]["hi"] < -0.3
+    ch = kept["separation_change"]
+    assert ch["lo"] <= 0 <= ch["hi"] and abs(ch["value"]) < 0.05
+    assert kept["accuracy"]["value"] == 1.0 and kept["accuracy_change"]["value"] == 0.0
+
+
+def test_truth_behaviour_applies_the_edit_inside_the_forward_pass(tiny_models):
+    """An identity edit (rank 0) leaves every score and the KL exactly at zero change; erasing the
+    whole residual stream at the hook moves the scores."""
+    import numpy as np
+    import torch
+
+    from interplab.erasure import random_subspace_eraser, truth_behaviour
+    from interplab.interventions import ProbDiff
+
+    lm = tiny_models["tiny-llama"]
+    d = lm.d_model
+    erasers = {"identity": random_subspace_eraser(d, 0),
+               "everything": random_subspace_eraser(d, d, bias=torch.zeros(d, dtype=torch.float64))}
+    statements = ["Paris is in France.", "Paris is in Peru.", "Rome is in Italy.",
+                  "Rome is in Chile."]
+    the, and_ = (lm.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in (" the", " and"))
+    out = truth_behaviour(lm, "blocks.1.hook_resid_post", erasers, statements, [1, 0, 1, 0],
+                          "Oslo is in Norway. This statement is: the\n", ProbDiff(the, and_),
+                          n_random=20, n_boot=50)
+    same = out["erasers"]["identity"]
+    assert np.all(np.array(same["per_example_delta"]) == 0) and same["kl"]["value"] == 0
+    moved = out["erasers"]["everything"]
+    assert np.abs(moved["per_example_delta"]).max() > 1e-6 and moved["kl"]["value"] > 0
+    assert out["plain"]["accuracy"]["n"] == 4 and set(out["random"]) == {"0", str(d)}

@@ -33,6 +33,13 @@ def erase(cfg: ErasureConfig,
         lin = c["accuracy"]["linear"]
         typer.echo(f"{m:13s} linear {lin['before']['value']:.2f} → {lin['erased']['value']:.2f} "
                    f"(random subspace {lin['random']['value']:.2f}, chance {c['majority']:.2f})")
+    if result.behaviour:
+        b = result.behaviour
+        typer.echo(f"model's true/false separation {b['plain']['separation']['value']:+.3f}")
+        for m, e in b["erasers"].items():
+            c, rnd = e["separation_change"], b["random"][str(e["rank"])]["separation_change"]
+            typer.echo(f"{m:13s} Δ separation {c['value']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] "
+                       f"(random subspace {rnd['value']:+.3f}, p {e['random_p_value']:.3f})")
     if result.directions:
         d = result.directions
         typer.echo(f"directions to chance: {d['labels']['rounds_to_chance']} "

@@ -10,6 +10,7 @@ Methods (``fit.METHODS``): LEACE and its orthogonal, oracle and quadratic varian
 :func:`fit_eraser_from_store` streams the fit over an activation store of any size.
 """
 
+from interplab.erasure.behaviour import behaviour_summary, truth_behaviour
 from interplab.erasure.erasers import Eraser, LabelledEraser, LinearEraser
 from interplab.erasure.fit import (
     METHODS,
@@ -33,6 +34,7 @@ __all__ = [
     "LabelledEraser",
     "LinearEraser",
     "StreamingFit",
+    "behaviour_summary",
     "directions_curve",
     "erasure_cost",
     "erasure_costs",
@@ -42,5 +44,6 @@ __all__ = [
     "neutral_tokens",
     "random_subspace_eraser",
     "row_labels",
+    "truth_behaviour",
     "verify_erasure",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from interplab.errors import InterplabError
+from interplab.studies.causal import CausalConfig
 from interplab.studies.config import JsonResult
 
 DEFAULT_METHODS = ("leace", "orth", "mean-diff", "inlp", "oracle", "quadratic", "mean-match",
@@ -47,6 +48,18 @@ class ErasureConfig:
     neutral_sequences: int = field(default=32,
         metadata={"help": "Sequences of neutral text for the in-model ΔCE/KL (0 skips it)."})
     context_length: int = field(default=64, metadata={"help": "Tokens per neutral-text sequence."})
+    behaviour_prompts: int = field(default=64, metadata={
+        "help": "Held-out statements (half true) whose few-shot true/false answer is scored "
+        "with and without each label-free erasure (0 skips it)."})
+    behaviour_random: int = field(default=20, metadata={
+        "help": "Random subspaces of the same rank scored beside each erasure (at least 20)."})
+    n_shots: int = field(default=4, metadata={
+        "help": "Labelled training statements in the few-shot prefix of those prompts."})
+    answer_true: list[str] = field(default_factory=lambda: CausalConfig().answer_true, metadata={
+        "help": "Spellings of the true answer (read after a space); the first that is one token "
+        "is used (as in the causal study)."})
+    answer_false: list[str] = field(default_factory=lambda: CausalConfig().answer_false,
+        metadata={"help": "Spellings of the false answer, likewise."})
     corpus: str = field(default="kjv", metadata={"help": "Neutral corpus (kjv or python-docs)."})
     seed: int = field(default=0,
         metadata={"help": "Seed for the dataset, split, controls and classifiers."})
@@ -67,6 +80,12 @@ class ErasureConfig:
         if self.inlp_rounds < 1 or self.directions_max_rounds < 0 or self.neutral_sequences < 0:
             raise InterplabError("inlp_rounds must be ≥ 1; directions_max_rounds and "
                                  "neutral_sequences ≥ 0 (0 skips that part)")
+        if self.behaviour_prompts < 0 or self.n_shots < 1:
+            raise InterplabError("behaviour_prompts must be ≥ 0 (0 skips it) and n_shots ≥ 1")
+        if self.behaviour_prompts and self.behaviour_random < 20:
+            raise InterplabError(f"behaviour_random must be at least 20 (one random subspace is "
+                                 f"one draw, and the control is a distribution), not "
+                                 f"{self.behaviour_random}")
         if self.context_length < 2:
             raise InterplabError(f"context_length must be ≥ 2, got {self.context_length}")
 
@@ -75,7 +94,8 @@ class ErasureConfig:
 class ErasureResult(JsonResult):
     """Per method: ``checks[method]`` (:class:`~interplab.erasure.ErasureCheck` as a dict) and,
     for label-free methods, ``in_model[method] = {"erased": {...}, "random": {...}}`` (ΔCE, KL);
-    ``directions`` holds the curves for real and shuffled labels."""
+    ``directions`` holds the curves for real and shuffled labels; ``behaviour`` the change in
+    the model's own true/false answers."""
 
     config: dict[str, Any]
     model: dict[str, Any]
@@ -90,6 +110,9 @@ class ErasureResult(JsonResult):
     directions: dict[str, Any] | None
     notes: list[str]
     timings: dict[str, float]
+    # the model's own true/false answers with and without each label-free erasure
+    # (:func:`interplab.erasure.truth_behaviour`); None when skipped and in older result files
+    behaviour: dict[str, Any] | None = None
 
 
 def load_split(dataset: str, max_statements: int | None, test_fraction: float,
@@ -162,13 +185,12 @@ def run_erasure(config: ErasureConfig) -> ErasureResult:
     erasers, checks = _fit_and_check(config, xtr, ytr, xte, yte)
     timings["fit_and_check_s"] = time.perf_counter() - t
     in_model: dict[str, Any] = {}
-    notes = ["the change in the model's own true/false behaviour under erasure is not measured "
-             "(no interventions module to score it with)"]
+    notes: list[str] = []
+    bias = torch.from_numpy(xtr.mean(0))
     if config.neutral_sequences:
         t = time.perf_counter()
         tokens = neutral_tokens(lm, corpus=config.corpus, context_length=config.context_length,
                                 n_sequences=config.neutral_sequences)
-        bias = torch.from_numpy(xtr.mean(0))
         in_model = _in_model(lm, hook, {m: e for m, e in erasers.items() if not e.needs_labels},
                              tokens, config, bias)
         timings["in_model_s"] = time.perf_counter() - t
@@ -176,6 +198,12 @@ def run_erasure(config: ErasureConfig) -> ErasureResult:
         if skipped:
             notes.append(f"{', '.join(skipped)} need each row's label to apply, so they were not "
                          "run inside the model")
+    behaviour = None
+    label_free = {m: e for m, e in erasers.items() if not e.needs_labels}
+    if config.behaviour_prompts and label_free:
+        t = time.perf_counter()
+        behaviour = _behaviour(lm, hook, label_free, ds, split, config, bias)
+        timings["behaviour_s"] = time.perf_counter() - t
     directions = None
     if config.directions_max_rounds:
         t = time.perf_counter()
@@ -186,4 +214,26 @@ def run_erasure(config: ErasureConfig) -> ErasureResult:
     return ErasureResult(
         config=asdict(config), model=lm.identity(), dataset=ds.identity, layer=layer, hook=hook,
         n_train=len(split.train), n_test=len(split.test), split_rule=split.rule, checks=checks,
-        in_model=in_model, directions=directions, notes=notes, timings=timings)
+        in_model=in_model, directions=directions, notes=notes, timings=timings,
+        behaviour=behaviour)
+
+
+def _behaviour(lm: Any, hook: str, erasers: dict[str, Any], ds: Any, split: Any,
+               config: ErasureConfig, bias: Any) -> dict[str, Any]:
+    """The causal study's few-shot true/false prompts (its answer words; examples from the
+    training split) on held-out statements, scored with and without each eraser."""
+    from interplab.erasure import truth_behaviour
+    from interplab.interventions import ProbDiff
+    from interplab.studies.causal import TAIL, _answers, _held_out, _prefix
+
+    answers = _answers(lm, config)
+    prefix = _prefix(ds, split.train, answers, config.n_shots, config.seed)
+    rows = _held_out(ds, split.test, config.behaviour_prompts, config.seed)
+    out = truth_behaviour(
+        lm, hook, erasers, [ds.statements[i] for i in rows], ds.labels[rows], prefix,
+        ProbDiff(answers["true_id"], answers["false_id"]), tail=TAIL,
+        n_random=config.behaviour_random, bias=bias, batch_size=config.batch_size,
+        n_boot=config.n_boot, seed=config.seed)
+    out["info"].update(answers={k: answers[k] for k in ("true", "false")}, prefix=prefix,
+                       rows=rows.tolist())
+    return out

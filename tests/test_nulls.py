@@ -126,3 +126,16 @@ def test_sae_minus_null_is_zero_for_a_null_with_the_signal_and_positive_for_gaus
     for key in ("fve_train", "fve_heldout"):
         d = same_d[key]
         assert d["lo"] <= 0 <= d["hi"] and abs(d["value"]) < 0.05
+
+
+def test_sae_rows_leave_out_position_0_and_massive_norm_tokens():
+    """As the SAE study does: a few massive-norm tokens after position 0 would otherwise hold
+    most of the variance and decide every FVE."""
+    from interplab.studies.nulls import ordinary_rows
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 8)).astype(np.float32)
+    x[[0, 20]] *= 100  # position 0 of each sequence
+    x[[1, 27]] *= 50  # massive-norm tokens elsewhere
+    keep = ordinary_rows(x, np.tile(np.arange(20), 2))
+    assert keep.sum() == 36 and not keep[[0, 1, 20, 27]].any()

@@ -4,7 +4,8 @@ source (:mod:`interplab.controls.nulls`), and report method − null with an int
 Probes: statements of a dataset (entity split), last token at ``layer``; for each source and
 probe, held-out accuracy with a bootstrap interval and the paired difference real − null; for the
 real probe, the accuracies of ``n_random_directions`` norm-matched random directions as a
-distribution. SAEs: packed neutral text at the same hook (position 0 left out); for each source a
+distribution. SAEs: packed neutral text at the same hook (position 0 and massive-norm tokens left
+out, as the SAE study does); for each source a
 TopK SAE is trained on the rows of some sequences and evaluated on the rows of the others:
 fraction of variance explained on train and held-out rows, L0 and the features used on held-out
 rows (an SAE that memorises noise can use many sparse features and still fail held out),
@@ -245,15 +246,28 @@ def _sae_part(config: NullsConfig, lm: Any, hook: str, sources: list[str]) -> di
     acts = harvest_tokens(lm, ids, [hook], "all", batch_size=config.batch_size, progress=False)
     real = acts[hook].float().numpy()
     L = config.context_length
-    position = np.tile(np.arange(L), len(ids))
-    keep = position > 0  # the first token's norm is far outside the rest (attention sink)
+    keep = ordinary_rows(real, np.tile(np.arange(L), len(ids)))
     rng = np.random.default_rng(config.seed)
     held_seq = rng.random(len(ids)) < config.sae_heldout_fraction
     heldout = np.repeat(held_seq, L)[keep]
     reference = real[keep][~heldout]
     rows = {s: source_rows(s, lm, real, reference, hook, "all", config.seed, config.batch_size,
                            token_ids=ids)[keep] for s in sources}
-    return sae_comparison(config, rows, heldout)
+    out = sae_comparison(config, rows, heldout)
+    out[REAL]["rows_left_out"] = int((~keep).sum())
+    return out
+
+
+def ordinary_rows(x: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows the SAE part uses: the SAE study's default
+    :class:`~interplab.activations.exclusion.ExclusionRule` (position 0 and tokens whose norm is
+    far above the median) applied to the real activations. A handful of massive-norm tokens
+    would otherwise hold most of the variance and decide every FVE."""
+    import torch
+
+    from interplab.activations.exclusion import ExclusionRule
+
+    return ExclusionRule().keep_mask(torch.from_numpy(x), torch.from_numpy(position)).numpy()
 
 
 def run_nulls(config: NullsConfig) -> NullsResult:
@@ -283,6 +297,11 @@ def run_nulls(config: NullsConfig) -> NullsResult:
              "above chance on them is an artefact of the method or of the interval",
              "model nulls are harvested from the same texts at the same hook and positions, so "
              "their rows keep their statements' labels"]
+    if saes:
+        from interplab.activations.exclusion import ExclusionRule
+
+        notes.append(f"SAE part: {saes[REAL]['rows_left_out']} token rows left out "
+                     f"({ExclusionRule().describe()}), at the same positions for every source")
     return NullsResult(config=asdict(config), model=lm.identity(), dataset=ds.identity, hook=hook,
                        n_train=len(split.train), n_test=len(split.test), probes=probes,
                        random_directions=randoms, saes=saes, notes=notes, timings=timings)

@@ -589,7 +589,8 @@ def _analysis_stage(config: TruthConfig, datasets: dict, splits: dict[str, Any],
     t = time.perf_counter()
     test_names = list(datasets)
     train_keys = [_train_key(ts) for ts in config.train_sets]
-    accuracy, heldout, validation, best_layer = _aggregate(config, fits, test_names, layers)
+    accuracy, heldout, validation, best_layer = _aggregate(config, fits, test_names, layers,
+                                                           workers=resolve_threads())
     timings["bootstrap_s"] = time.perf_counter() - t
     scored = {key: {n: info for n, (_, info) in rows.items()} for key, rows in fits.rows.items()}
     likelihood = _likelihood(config, datasets, splits, harvest.acts["model"], test_names,
@@ -734,13 +735,25 @@ def _fit_job_runner(config: TruthConfig, datasets: dict, splits: dict[str, Any],
     return run
 
 
-def _aggregate(config: TruthConfig, fits: _Fits, test_names: list[str], layers: list[int]
-               ) -> tuple[dict, dict, dict, dict]:
-    """Bootstrap intervals per cell; the layer chosen on validation, the curve on test."""
+def _aggregate(config: TruthConfig, fits: _Fits, test_names: list[str], layers: list[int],
+               workers: int = 1) -> tuple[dict, dict, dict, dict]:
+    """Bootstrap intervals per cell; the layer chosen on validation, the curve on test. Each
+    (training set, probe, variant)'s intervals are one job for ``workers`` processes (the
+    intervals are seeded per cell, so they do not depend on ``workers``)."""
+    from interplab.parallel import map_jobs
+
+    cases = list(fits.correct)
+
+    def intervals(i: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        key, probe, variant = cases[i]
+        return ([_interval(fits, key, probe, variant, [t], config, config.seed + ti)
+                 for ti, t in enumerate(test_names)],
+                _interval(fits, key, probe, variant, fits.own[key], config, config.seed))
+
+    done = dict(zip(cases, map_jobs(intervals, len(cases), workers), strict=True))
     accuracy: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
-    for key, probe, variant in fits.correct:
-        cells = [_interval(fits, key, probe, variant, [t], config, config.seed + ti)
-                 for ti, t in enumerate(test_names)]
+    for key, probe, variant in cases:
+        cells = done[(key, probe, variant)][0]
         entry = {k: np.stack([c[k] for c in cells], axis=1).tolist()
                  for k in ("value", "lo", "hi")}
         entry["n"] = [c["n"] for c in cells]
@@ -758,7 +771,7 @@ def _aggregate(config: TruthConfig, fits: _Fits, test_names: list[str], layers: 
     best_layer: dict[str, dict[str, int]] = {}
     for (key, probe, variant), per_test in fits.correct.items():
         own = fits.own[key]
-        est = _interval(fits, key, probe, variant, own, config, config.seed)
+        est = done[(key, probe, variant)][1]
         heldout.setdefault(key, {}).setdefault(probe, {})[variant] = {
             k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in est.items()}
         if variant == "probe":

@@ -111,7 +111,7 @@ def fit_logistic(Z: np.ndarray, y: np.ndarray, C: float, max_iter: int,
     preconditioned coordinates ``w = L⁻ᵀ v``, where ``L Lᵀ`` is the objective's Hessian at
     ``w = 0`` (``ZᵀZ / 4n`` plus the penalty): the objective and its optimum are unchanged, but
     residual-stream activations, whose variance is concentrated in a few directions, then need
-    3–30 iterations instead of 100–400 (measured in docs/benchmarks.md). The iterates differ
+    6–41 iterations instead of 115–420 (measured in docs/benchmarks.md). The iterates differ
     from scikit-learn's, so the two solutions agree to the solver's tolerance, not bit for bit:
     the stopping rule is scikit-learn's (every entry of the gradient in ``w`` below ``1e-4``,
     enforced through a proportionally smaller ``gtol`` on ``v``), so this solution is at least as

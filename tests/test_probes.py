@@ -364,3 +364,20 @@ def test_preconditioned_logistic_solver_reaches_sklearns_optimum_in_few_iteratio
         # a warm start at the optimum stays there
         again, b_again, n_again = fit_logistic(Z, labels, C, 500, np.append(coef, intercept))
         assert _cos(again, coef) >= 0.999999 and n_again <= 5
+
+
+def test_with_directions_equals_with_direction_one_by_one():
+    X, y = _data(n=300, seed=2)
+    groups = np.repeat(["a", "b"], 150)
+    dirs = [random_direction_like(np.ones(D), seed=k) for k in range(4)]
+    for probe in (LogisticProbe(centering="per-dataset").fit(X, y, groups=groups),
+                  DiffMeanProbe().fit(X, y)):
+        many = probe.with_directions(dirs, X, y, groups=groups)
+        for d, got in zip(dirs, many, strict=True):
+            one = probe.with_direction(d, X, y, groups=groups)
+            assert np.array_equal(got.direction_, one.direction_)
+            assert (got.threshold_, got.scale_) == (one.threshold_, one.scale_)
+    Xp, Xn, yp = _pairs()
+    ccs = CCSProbe(centering="per-dataset", max_iter=20).fit_pairs(Xp, Xn, yp)
+    many = ccs.with_directions(dirs, Xp, yp)
+    assert [p.threshold_ for p in many] == [ccs.with_direction(d, Xp, yp).threshold_ for d in dirs]

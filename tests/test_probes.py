@@ -100,8 +100,16 @@ def test_massmean_iid_matches_the_reference_closed_form(n):
 def _sklearn_direction(Z, y, C, scale):
     from sklearn.linear_model import LogisticRegression
 
-    clf = LogisticRegression(C=C, max_iter=500).fit(Z, y)
+    # run to a tight tolerance: the optimum itself, which the probe's solver reaches to within
+    # its own (scikit-learn's default) tolerance along another path of iterates
+    clf = LogisticRegression(C=C, max_iter=100_000, tol=1e-12).fit(Z, y)
     return clf.coef_[0] / scale, -clf.intercept_[0]
+
+
+def _near_optimum(got, want, threshold, want_threshold):
+    """Within solver tolerance (gtol 1e-4): 0.2 % of the largest weight, 0.003 in threshold."""
+    return (np.allclose(got, want, rtol=0, atol=2e-3 * np.abs(want).max())
+            and np.isclose(threshold, want_threshold, rtol=0, atol=3e-3))
 
 
 def test_logistic_regularisation_is_stated_and_scale_free():
@@ -110,8 +118,8 @@ def test_logistic_regularisation_is_stated_and_scale_free():
     rms = np.sqrt((Xc**2).mean())
     p = LogisticProbe(C=0.3).fit(X, y)
     direction, threshold = _sklearn_direction(Xc / rms, y, 0.3, rms)
-    assert np.allclose(p.direction_, direction, rtol=1e-6, atol=1e-9)
-    assert np.isclose(p.threshold_, threshold) and p.C_ == 0.3 and np.isclose(p.input_scale_, rms)
+    assert _near_optimum(p.direction_, direction, p.threshold_, threshold)
+    assert p.C_ == 0.3 and np.isclose(p.input_scale_, rms)
     assert np.isclose(p.C_raw_, 0.3 / rms**2)
     # 100 × larger activations (a later layer, another model): the same probe
     big = LogisticProbe(C=0.3).fit(100 * X, y)
@@ -125,8 +133,7 @@ def test_logistic_raw_inputs_are_plain_sklearn_and_scale_dependent():
     Xc = X - X.mean(0)
     p = LogisticProbe(C=0.3, input_scale="none").fit(X, y)
     direction, threshold = _sklearn_direction(Xc, y, 0.3, 1.0)
-    assert np.allclose(p.direction_, direction, rtol=1e-6, atol=1e-9)
-    assert np.isclose(p.threshold_, threshold) and p.C_raw_ == 0.3
+    assert _near_optimum(p.direction_, direction, p.threshold_, threshold) and p.C_raw_ == 0.3
     # control: in raw units the same C regularises tiny activations far more strongly
     small = LogisticProbe(C=0.3, input_scale="none").fit(X / 100, y)
     assert np.linalg.norm(small.direction_ / 100) < 0.2 * np.linalg.norm(p.direction_)
@@ -144,8 +151,8 @@ def test_logistic_C_chosen_on_validation_folds():
     assert p.cv_accuracy_.max() > 0.8
     Xc = X - X.mean(0)
     rms = np.sqrt((Xc**2).mean())
-    direction, _ = _sklearn_direction(Xc / rms, y, p.C_, rms)  # refit on all rows at C_
-    assert np.allclose(p.direction_, direction, rtol=1e-6, atol=1e-9)
+    direction, threshold = _sklearn_direction(Xc / rms, y, p.C_, rms)  # refit on all rows at C_
+    assert _near_optimum(p.direction_, direction, p.threshold_, threshold)
     assert LogisticProbe(C="validation").fit(100 * X, y).C_ == p.C_  # scale-free choice
     with pytest.raises(InterplabError, match="n_folds"):
         LogisticProbe(C="validation").fit(X[:6], [0, 1, 0, 1, 0, 1])
@@ -266,20 +273,23 @@ def test_pca_basis_recovers_dominant_axis():
 
 @pytest.mark.parametrize("C", [1e-3, 1.0, 100.0])
 def test_logistic_solver_agrees_with_sklearn_on_hard_problems(C):
-    # Stated tolerance of the direct L-BFGS-B solver against LogisticRegression(C) (lbfgs): the
-    # same objective and stopping rule, so direction cosine ≥ 0.9999 and training accuracy within
-    # 0.5 %, also on shuffled labels (weakly regularised: hundreds of iterations) and anisotropic,
-    # non-centred inputs.
+    # Stated tolerance of the preconditioned L-BFGS-B solver against the optimum of
+    # LogisticRegression(C)'s objective (lbfgs run to a tight tolerance): direction cosine
+    # ≥ 0.9998 and training accuracy within 0.5 %, also on shuffled labels (weakly regularised)
+    # and anisotropic, non-centred inputs. (LogisticRegression(C=100) with its default tolerance
+    # stops at cosine 0.996 from that optimum on these data; the probe's solver at 0.9999.)
     from sklearn.linear_model import LogisticRegression
 
     X, y = _data(n=400, seed=7, aniso=True, offset=3.0)
     for labels in (y, shuffled_labels(y, seed=1)):
         p = LogisticProbe(C=C).fit(X, labels)
         Z = (X - X.mean(0)) / p.input_scale_
-        ref = LogisticRegression(C=C, max_iter=500).fit(Z, labels)
-        assert _cos(p.direction_, ref.coef_[0]) >= 0.9999
+        ref = LogisticRegression(C=C, max_iter=100_000, tol=1e-12).fit(Z, labels)
+        assert _cos(p.direction_, ref.coef_[0]) >= 0.9998
         assert abs(p.score(X, labels) - ref.score(Z, labels)) <= 0.005
-        assert np.isclose(p.threshold_, -ref.intercept_[0], rtol=1e-3, atol=1e-3)
+        # the threshold is a flat direction when weakly regularised: within 2 % (scikit-learn's
+        # default tolerance leaves it 5 % off at C=100)
+        assert np.isclose(p.threshold_, -ref.intercept_[0], rtol=2e-2, atol=1e-3)
 
 
 def test_decision_functions_of_many_probes_equal_each_probes_own():
@@ -322,3 +332,52 @@ def test_ccs_written_out_gradient_equals_autograd():
     assert torch.allclose(loss, ref.detach(), rtol=1e-5)
     assert torch.allclose(gw, wr.grad, rtol=1e-4, atol=1e-6)
     assert torch.allclose(gb, br.grad, rtol=1e-4, atol=1e-6)
+
+
+def _activation_like(n=600, d=160, seed=0):
+    """Inputs shaped like residual-stream activations: variance concentrated in a few rotated
+    directions (a power-law spectrum over a random basis), a weak label signal off those."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    X = (rng.standard_normal((n, d)) * (np.arange(1, d + 1) ** -1.2 * 30)) @ basis.T
+    y = (X @ basis[:, 5] + 0.5 * rng.standard_normal(n) > 0).astype(int)
+    return X, y
+
+
+@pytest.mark.parametrize("C", [1.0, 100.0])
+def test_preconditioned_logistic_solver_reaches_sklearns_optimum_in_few_iterations(C):
+    # L-BFGS-B in coordinates whitened by the Hessian at zero: the same objective, so the same
+    # optimum as LogisticRegression run to a tight tolerance, in a few tens of iterations where
+    # the plain solver needs hundreds on such ill-conditioned inputs.
+    from sklearn.linear_model import LogisticRegression
+
+    from interplab.probes.logistic import fit_logistic
+
+    X, y = _activation_like()
+    Z = (X - X.mean(0)) / np.sqrt(((X - X.mean(0)) ** 2).mean())
+    for labels in (y, shuffled_labels(y, seed=1)):
+        coef, intercept, n_iter = fit_logistic(Z, labels, C, 500)
+        ref = LogisticRegression(C=C, max_iter=100_000, tol=1e-12).fit(Z, labels)
+        assert _cos(coef, ref.coef_[0]) >= 0.99999
+        assert np.isclose(intercept, ref.intercept_[0], rtol=2e-2, atol=1e-3)
+        assert n_iter <= 60
+        # a warm start at the optimum stays there
+        again, b_again, n_again = fit_logistic(Z, labels, C, 500, np.append(coef, intercept))
+        assert _cos(again, coef) >= 0.999999 and n_again <= 5
+
+
+def test_with_directions_equals_with_direction_one_by_one():
+    X, y = _data(n=300, seed=2)
+    groups = np.repeat(["a", "b"], 150)
+    dirs = [random_direction_like(np.ones(D), seed=k) for k in range(4)]
+    for probe in (LogisticProbe(centering="per-dataset").fit(X, y, groups=groups),
+                  DiffMeanProbe().fit(X, y)):
+        many = probe.with_directions(dirs, X, y, groups=groups)
+        for d, got in zip(dirs, many, strict=True):
+            one = probe.with_direction(d, X, y, groups=groups)
+            assert np.array_equal(got.direction_, one.direction_)
+            assert (got.threshold_, got.scale_) == (one.threshold_, one.scale_)
+    Xp, Xn, yp = _pairs()
+    ccs = CCSProbe(centering="per-dataset", max_iter=20).fit_pairs(Xp, Xn, yp)
+    many = ccs.with_directions(dirs, Xp, yp)
+    assert [p.threshold_ for p in many] == [ccs.with_direction(d, Xp, yp).threshold_ for d in dirs]

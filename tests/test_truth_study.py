@@ -494,3 +494,26 @@ def test_erasure_nulls_is_off_by_default_and_old_results_load(tiny_run, tmp_path
     del data["erasure_nulls"]  # a result file written before the section existed
     (tmp_path / "old.json").write_text(json.dumps(data))
     assert TruthResult.from_json(tmp_path / "old.json").erasure_nulls is None
+
+
+def test_fits_are_the_same_in_parallel_workers_and_in_one_process(tmp_path, monkeypatch):
+    """The fit jobs run in forked workers when threads allow; the figures must not move."""
+    from interplab.parallel import fork_available
+
+    if not fork_available():
+        pytest.skip("worker processes are forked on Linux only")
+    config = TruthConfig(model="tiny-llama", datasets=["cities", "neg_cities", "larger_than"],
+                         train_sets=[["cities"], ["cities", "neg_cities"], ["larger_than"]],
+                         layers=[0, 2, 3], max_per_dataset=60, n_boot=50, n_shuffles=2)
+    runs = {}
+    for workers in ("1", "2"):  # the second run reads the first one's harvest from the cache
+        monkeypatch.setenv("INTERPLAB_THREADS", workers)
+        runs[workers] = run_truth(config, progress=False, cache_dir=tmp_path)
+    one, two = runs["1"], runs["2"]
+    assert one.timings["fit_workers"] == 1 and two.timings["fit_workers"] == 2
+    assert list(two.accuracy["cities"]) == config.probes  # the configuration's order
+    for field_name in ("accuracy", "heldout", "validation", "best_layer", "verdicts", "notes"):
+        # compared as JSON text, where NaN (a p-value that is not defined) equals NaN
+        assert json.dumps(getattr(two, field_name)) == json.dumps(getattr(one, field_name))
+    assert two.accuracy["cities"]["ccs"]["probe"]["value"] != one.accuracy["larger_than"]["lda"][
+        "probe"]["value"]  # the figures compared differ between probes: the test can fail

@@ -20,6 +20,7 @@ Centring is explicit:
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -198,12 +199,22 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         Used for the norm-matched random-direction control: the best a random direction can do
         when it is allowed the same threshold fitting as the probe.
         """
+        return self.with_directions([direction], X, y, groups)[0]
+
+    def with_directions(self, directions: Sequence[np.ndarray], X: object, y: object,
+                        groups: object = None) -> list[LinearProbe]:
+        """:meth:`with_direction` for each of ``directions``, centring ``X`` once for all."""
         self._check_fitted()
-        out = copy.copy(self)
-        out.direction_ = np.asarray(direction, dtype=np.float64)
+        base = copy.copy(self)
         X = as_array(X)
-        y01 = out._encode_labels(y, X.shape[0])
-        out._set_threshold(out._center_groups(X, as_groups(groups, X.shape[0])), y01, None)
+        y01 = base._encode_labels(y, X.shape[0])  # sets the copies' classes_, not this probe's
+        Xc = base._center_groups(X, as_groups(groups, X.shape[0]))
+        out = []
+        for direction in directions:
+            probe = copy.copy(base)
+            probe.direction_ = np.asarray(direction, dtype=np.float64)
+            probe._set_threshold(Xc, y01, None)
+            out.append(probe)
         return out
 
 

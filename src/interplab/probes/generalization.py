@@ -150,10 +150,10 @@ def fit_and_test(
                                  for ys in shuffled_ys]
         if shuffled_fits:
             fitted["shuffled"] = shuffled_fits[0]
-        random_fits = [fitted["probe"].with_direction(
-            random_direction_like(fitted["probe"].direction_, seed=(seed, layer, k)),
+        random_fits = fitted["probe"].with_directions(
+            [random_direction_like(fitted["probe"].direction_, seed=(seed, layer, k))
+             for k in range(n_random if "random" in variants else 0)],
             ref.X[layer], ref.y, groups=ref.groups)
-            for k in range(n_random if "random" in variants else 0)]
         if random_fits:
             fitted["random"] = random_fits[0]
         fits = {"probe": [fitted["probe"]], "shuffled": shuffled_fits, "random": random_fits}

@@ -494,8 +494,9 @@ def run_truth(config: TruthConfig, *, progress: bool = True, console: Console | 
     with progress_display(console, enabled=progress) as bar:
         harvest = _harvest_stage(config, datasets, bar, console, cache, timings)
         t = time.perf_counter()
+        # measured now: the CPUs other processes leave free decide how many fits run at once
         fits = _fit_everything(config, datasets, splits, harvest.acts, harvest.layers, bar, notes,
-                               timings)
+                               timings, workers=resolve_threads())
         timings["probes_s"] = time.perf_counter() - t
         console.print(f"fitted probes and controls in {timings['probes_s']:.0f} s")
 
@@ -608,7 +609,8 @@ def _analysis_stage(config: TruthConfig, datasets: dict, splits: dict[str, Any],
     t = time.perf_counter()
     test_names = list(datasets)
     train_keys = [_train_key(ts) for ts in config.train_sets]
-    accuracy, heldout, validation, best_layer = _aggregate(config, fits, test_names, layers)
+    accuracy, heldout, validation, best_layer = _aggregate(config, fits, test_names, layers,
+                                                           workers=resolve_threads())
     timings["bootstrap_s"] = time.perf_counter() - t
     scored = {key: {n: info for n, (_, info) in rows.items()} for key, rows in fits.rows.items()}
     likelihood = _likelihood(config, datasets, splits, harvest.acts["model"], test_names,
@@ -650,68 +652,128 @@ class _Fits:
     own: dict[str, list[str]]  # train key -> its datasets
 
 
+# Order of the fit jobs: the slow probes first, so the last job to finish is a short one.
+_FIT_ORDER = {"ccs": 0, "logistic": 1, "lda": 2}
+
+
+@dataclass(frozen=True)
+class _FitJob:
+    key: str  # the training set
+    names: tuple[str, ...]  # its datasets
+    source: str  # "model" or "reset"
+    probe: str
+
+
 def _fit_everything(config: TruthConfig, datasets: dict, splits: dict[str, Any], acts: dict,
                     layers: list[int], bar: Progress | LineProgress, notes: list[str],
-                    timings: dict[str, float]) -> _Fits:
-    from interplab.probes.generalization import LabelledActs, fit_and_test
+                    timings: dict[str, float], workers: int = 1) -> _Fits:
+    """Every probe on every training set and source (model, reset copy), with its controls.
 
-    variants = ["probe", *[c for c in ("shuffled", "random") if c in config.controls]]
+    The fits are independent jobs (training set × source × probe); ``workers`` processes run
+    them side by side, one thread each (:func:`interplab.parallel.map_jobs`), and the results do
+    not depend on ``workers``. ``timings["fit_<probe>_<source>_s"]`` add up the jobs' own times.
+    """
+    from interplab.parallel import map_jobs
+
     n_fits = len(config.train_sets) * len(config.probes) * (1 + ("reset" in acts))
     fit_task = bar.add_task("fit probes", total=n_fits * len(layers))
     fits = _Fits({}, {}, {}, {}, {})
-    negated = {b for _, b in _twin_couples(list(datasets))}
-    # Probe fits are many small problems: one BLAS/torch thread each is several times faster
-    # than two threads contending (and than torch's idle workers spinning next to BLAS's).
-    with limit_threads(1):
+    jobs: list[_FitJob] = []
+    for source in acts:
         for ts in config.train_sets:
             key, names = _train_key(ts), [_short_name(n) for n in ts]
             fits.own[key] = names
             fits.rows[key] = _scored_rows(names, datasets, splits)
-            for source, data in acts.items():
-                def part(name: str, rows: np.ndarray, data: dict = data) -> LabelledActs:
-                    return LabelledActs(data[name][0][:, rows], datasets[name].labels[rows],
-                                        negated=name in negated)
-
-                # groups name each row's dataset: per-dataset centring centres each component
-                train = LabelledActs.concatenate({n: part(n, splits[n].train) for n in names})
-                tests = {n: part(n, rows) for n, (rows, _) in fits.rows[key].items()}
-                tests.update({f"val:{n}": part(n, splits[n].val) for n in names})
-                pairs = (_training_pairs(names, datasets, splits, data)
-                         if any(map(is_pair_probe, config.probes)) else None)
-                for probe in config.probes:
-                    if is_pair_probe(probe) and pairs is None:
-                        if source == "model":
-                            notes.append(
-                                f"{_label(probe)} was not trained on {key}: it needs "
-                                "statement/negation pairs, and none of its datasets has its "
-                                "negated twin among the datasets of this run.")
-                        bar.advance(fit_task, len(layers))
-                        continue
-                    t_fit = time.perf_counter()
-                    outcome = fit_and_test(
-                        probe, train, tests, pairs=pairs, centering=config.centering,
-                        variants=variants if source == "model" else ["probe"],
-                        seed=config.seed, n_shuffles=config.n_shuffles,
-                        on_layer=lambda: bar.advance(fit_task),
-                    )
-                    fit_key = f"fit_{probe}_{source}_s"
-                    timings[fit_key] = timings.get(fit_key, 0.0) + time.perf_counter() - t_fit
-                    if source == "model" and "shuffled" in outcome.correct:
-                        fits.shuffle_correct[(key, probe)] = outcome.shuffle_correct
-                    for v in outcome.correct:
-                        name_v = v if source == "model" else "reset"
-                        fits.correct[(key, probe, name_v)] = outcome.correct[v]
-                        fits.decisions[(key, probe, name_v)] = outcome.decision[v]
+            for probe in sorted(config.probes, key=lambda p: _FIT_ORDER.get(p, len(_FIT_ORDER))):
+                if is_pair_probe(probe) and not _pair_rows(names, datasets, splits):
+                    if source == "model":
+                        notes.append(
+                            f"{_label(probe)} was not trained on {key}: it needs "
+                            "statement/negation pairs, and none of its datasets has its "
+                            "negated twin among the datasets of this run.")
+                    bar.advance(fit_task, len(layers))
+                    continue
+                jobs.append(_FitJob(key, tuple(names), source, probe))
+    run = _fit_job_runner(config, datasets, splits, acts, fits.rows)
+    outcomes = map_jobs(lambda i: run(jobs[i]), len(jobs), workers,
+                        on_done=lambda _: bar.advance(fit_task, len(layers)))
+    timings["fit_workers"] = workers
+    # filled in the order of the configuration (training set, source, probe), as the report reads it
+    sources, keys = list(acts), [_train_key(ts) for ts in config.train_sets]
+    done = sorted(zip(jobs, outcomes, strict=True), key=lambda jo: (
+        keys.index(jo[0].key), sources.index(jo[0].source), config.probes.index(jo[0].probe)))
+    for job, (outcome, seconds) in done:
+        fit_key = f"fit_{job.probe}_{job.source}_s"
+        timings[fit_key] = timings.get(fit_key, 0.0) + seconds
+        if job.source == "model" and "shuffled" in outcome.correct:
+            fits.shuffle_correct[(job.key, job.probe)] = outcome.shuffle_correct
+        for v in outcome.correct:
+            name_v = v if job.source == "model" else "reset"
+            fits.correct[(job.key, job.probe, name_v)] = outcome.correct[v]
+            fits.decisions[(job.key, job.probe, name_v)] = outcome.decision[v]
     return fits
 
 
-def _aggregate(config: TruthConfig, fits: _Fits, test_names: list[str], layers: list[int]
-               ) -> tuple[dict, dict, dict, dict]:
-    """Bootstrap intervals per cell; the layer chosen on validation, the curve on test."""
+def _fit_job_runner(config: TruthConfig, datasets: dict, splits: dict[str, Any], acts: dict,
+                    rows: dict[str, dict]) -> Any:
+    """A function running one :class:`_FitJob`: ``(ProbeOutcome, seconds)``. It keeps the
+    training and test arrays of the last (training set, source) it saw, which the next job in
+    the same process usually shares (the jobs come grouped so)."""
+    from interplab.probes.generalization import LabelledActs, fit_and_test
+
+    variants = ["probe", *[c for c in ("shuffled", "random") if c in config.controls]]
+    negated = {b for _, b in _twin_couples(list(datasets))}
+    last: dict[tuple[str, str], tuple] = {}
+
+    def arrays(job: _FitJob) -> tuple:
+        if (job.key, job.source) not in last:
+            last.clear()  # one group at a time: each holds a copy of every scored activation
+            data = acts[job.source]
+
+            def part(name: str, r: np.ndarray) -> LabelledActs:
+                return LabelledActs(data[name][0][:, r], datasets[name].labels[r],
+                                    negated=name in negated)
+
+            # groups name each row's dataset: per-dataset centring centres each component
+            train = LabelledActs.concatenate({n: part(n, splits[n].train) for n in job.names})
+            tests = {n: part(n, r) for n, (r, _) in rows[job.key].items()}
+            tests.update({f"val:{n}": part(n, splits[n].val) for n in job.names})
+            pairs = _training_pairs(list(job.names), datasets, splits, data)
+            last[(job.key, job.source)] = (train, tests, pairs)
+        return last[(job.key, job.source)]
+
+    def run(job: _FitJob) -> tuple[Any, float]:
+        train, tests, pairs = arrays(job)
+        t = time.perf_counter()
+        outcome = fit_and_test(
+            job.probe, train, tests, pairs=pairs if is_pair_probe(job.probe) else None,
+            centering=config.centering,
+            variants=variants if job.source == "model" else ["probe"],
+            seed=config.seed, n_shuffles=config.n_shuffles)
+        return outcome, time.perf_counter() - t
+
+    return run
+
+
+def _aggregate(config: TruthConfig, fits: _Fits, test_names: list[str], layers: list[int],
+               workers: int = 1) -> tuple[dict, dict, dict, dict]:
+    """Bootstrap intervals per cell; the layer chosen on validation, the curve on test. Each
+    (training set, probe, variant)'s intervals are one job for ``workers`` processes (the
+    intervals are seeded per cell, so they do not depend on ``workers``)."""
+    from interplab.parallel import map_jobs
+
+    cases = list(fits.correct)
+
+    def intervals(i: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        key, probe, variant = cases[i]
+        return ([_interval(fits, key, probe, variant, [t], config, config.seed + ti)
+                 for ti, t in enumerate(test_names)],
+                _interval(fits, key, probe, variant, fits.own[key], config, config.seed))
+
+    done = dict(zip(cases, map_jobs(intervals, len(cases), workers), strict=True))
     accuracy: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
-    for key, probe, variant in fits.correct:
-        cells = [_interval(fits, key, probe, variant, [t], config, config.seed + ti)
-                 for ti, t in enumerate(test_names)]
+    for key, probe, variant in cases:
+        cells = done[(key, probe, variant)][0]
         entry = {k: np.stack([c[k] for c in cells], axis=1).tolist()
                  for k in ("value", "lo", "hi")}
         entry["n"] = [c["n"] for c in cells]
@@ -729,7 +791,7 @@ def _aggregate(config: TruthConfig, fits: _Fits, test_names: list[str], layers: 
     best_layer: dict[str, dict[str, int]] = {}
     for (key, probe, variant), per_test in fits.correct.items():
         own = fits.own[key]
-        est = _interval(fits, key, probe, variant, own, config, config.seed)
+        est = done[(key, probe, variant)][1]
         heldout.setdefault(key, {}).setdefault(probe, {})[variant] = {
             k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in est.items()}
         if variant == "probe":
@@ -764,12 +826,11 @@ def _example(ds: Any, label: int) -> str:
     return ds.statements[int(idx[0])] if idx.size else ""
 
 
-def _training_pairs(names: list[str], datasets: dict, splits: dict[str, Any], data: dict) -> Any:
-    """Training pairs for pair probes (CCS): each training dataset with its negated twin
-    (train splits)."""
-    from interplab.probes.generalization import PairedActs
-
-    Xp, Xn, ys, groups = [], [], [], []
+def _pair_rows(names: list[str], datasets: dict, splits: dict[str, Any]
+               ) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """``(a, b, rows of a, rows of b)`` of the training pairs for pair probes (CCS): each
+    training dataset with its negated twin, rows in both train splits; empty if there are none."""
+    out = []
     for a, b in _twin_couples(list(datasets)):
         if a not in names and b not in names:
             continue
@@ -778,14 +839,23 @@ def _training_pairs(names: list[str], datasets: dict, splits: dict[str, Any], da
             continue
         ia, ib = rows
         keep = np.isin(ia, splits[a].train) & np.isin(ib, splits[b].train)
-        Xp.append(data[a][0][:, ia[keep]])
-        Xn.append(data[b][0][:, ib[keep]])
-        ys.append(datasets[a].labels[ia[keep]])
-        groups.append(np.full(int(keep.sum()), f"{a}/{b}"))
-    if not Xp or sum(len(y) for y in ys) == 0:
+        if keep.any():
+            out.append((a, b, ia[keep], ib[keep]))
+    return out
+
+
+def _training_pairs(names: list[str], datasets: dict, splits: dict[str, Any], data: dict) -> Any:
+    """Training pairs for pair probes (CCS), or None if there are none (see :func:`_pair_rows`)."""
+    from interplab.probes.generalization import PairedActs
+
+    found = _pair_rows(names, datasets, splits)
+    if not found:
         return None
-    return PairedActs(np.concatenate(Xp, axis=1), np.concatenate(Xn, axis=1), np.concatenate(ys),
-                      groups=np.concatenate(groups))
+    return PairedActs(np.concatenate([data[a][0][:, ia] for a, _, ia, _ in found], axis=1),
+                      np.concatenate([data[b][0][:, ib] for _, b, _, ib in found], axis=1),
+                      np.concatenate([datasets[a].labels[ia] for a, _, ia, _ in found]),
+                      groups=np.concatenate([np.full(len(ia), f"{a}/{b}")
+                                             for a, b, ia, _ in found]))
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

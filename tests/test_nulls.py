@@ -139,3 +139,21 @@ def test_sae_rows_leave_out_position_0_and_massive_norm_tokens():
     x[[1, 27]] *= 50  # massive-norm tokens elsewhere
     keep = ordinary_rows(x, np.tile(np.arange(20), 2))
     assert keep.sum() == 36 and not keep[[0, 1, 20, 27]].any()
+
+
+def test_nulls_report_renders_a_result_written_before_the_sae_differences(tmp_path):
+    """An older nulls.json (SAE part without model_minus_this) still renders, without the
+    model − null table."""
+    from interplab.report.nulls import write_nulls_report
+
+    probe = {"value": 0.8, "lo": 0.7, "hi": 0.9, "n": 10, "model_minus_this": None}
+    sae = {"train": {"fve": 0.9, "l0": 4.0, "features_used": 10, "n_features": 16, "n_rows": 50},
+           "heldout": {"fve": 0.8, "l0": 4.0, "features_used": 9, "n_features": 16, "n_rows": 20},
+           "generalisation_gap": 0.1, "heldout_fve_model_minus_this": None}
+    old = {"config": {"n_random_directions": 20, "sae_k": 4, "sae_width": 2, "sae_steps": 10},
+           "hook": "blocks.1.hook_resid_post", "n_train": 10, "n_test": 10,
+           "probes": {"model": {"diffmean": probe}}, "random_directions": {},
+           "saes": {"model": sae, "gaussian": sae}, "notes": [], "model": {"name": "m"},
+           "dataset": {"name": "d"}}
+    html = write_nulls_report(old, tmp_path / "old.html").read_text()
+    assert "FVE held-out" in html and "SAE: model − null" not in html

@@ -6,9 +6,17 @@ import sys
 import time
 
 import pytest
+import torch
 
+import interplab.threads as th
 from interplab.errors import InterplabError
-from interplab.threads import cpus_busy_elsewhere, resolve_threads, threads_for
+from interplab.threads import (
+    AdaptiveThreads,
+    cpus_busy_elsewhere,
+    pace,
+    resolve_threads,
+    threads_for,
+)
 
 
 def test_threads_for_leaves_the_busy_cpus_alone():
@@ -44,3 +52,73 @@ def test_busy_neighbours_are_measured_and_our_own_work_is_not():
         busy.wait()
     assert loaded > 0.6  # the neighbour keeps (most of) one CPU busy
     assert loaded > idle - 0.5  # a busy machine may already be busy; the neighbour adds to it
+
+
+class _ScriptedLoad:
+    """A clock and /proc readings under the test's control: ``elsewhere(n)`` makes the next
+    reading show ``n`` CPUs kept busy by other processes over 10 s."""
+
+    def __init__(self, monkeypatch):
+        self.t, self.busy, self.own = 0.0, 0, 0
+        self.clk = os.sysconf("SC_CLK_TCK")
+        monkeypatch.setattr(th, "cpus_available", lambda: 2)
+        monkeypatch.setattr(th, "cpus_busy_elsewhere", lambda *a: 0.0)
+        monkeypatch.setattr(th.time, "monotonic", lambda: self.t)
+        monkeypatch.setattr(th, "_busy_jiffies", lambda: (self.busy, self.own))
+
+    def elsewhere(self, n: float) -> None:
+        self.t += 10.0
+        self.own += int(1.0 * 10 * self.clk)
+        self.busy += int((1.0 + n) * 10 * self.clk)
+
+
+def test_auto_threads_follow_the_load_as_it_changes(monkeypatch):
+    load = _ScriptedLoad(monkeypatch)
+    monkeypatch.setenv("INTERPLAB_THREADS", "auto")
+    before = torch.get_num_threads()
+    with AdaptiveThreads(every_s=5.0) as pool:
+        assert pool.threads == 2 and torch.get_num_threads() == 2  # idle at the start
+        load.elsewhere(2.0)  # two busy neighbours start
+        pace()
+        assert torch.get_num_threads() == 1
+        load.t += 1.0  # less than every_s later: no new decision
+        pace()
+        assert pool.threads == 1
+        load.elsewhere(0.0)  # they stop
+        pace()
+        assert torch.get_num_threads() == 2
+    assert pool.used == [2, 1, 2]
+    assert torch.get_num_threads() == before
+
+
+def test_a_fixed_thread_count_is_never_changed_and_defers_to_an_auto_pool_around_it(monkeypatch):
+    load = _ScriptedLoad(monkeypatch)
+    with AdaptiveThreads(3) as fixed:
+        load.elsewhere(2.0)
+        pace()
+        assert torch.get_num_threads() == 3 and fixed.used == [3]
+    with AdaptiveThreads("auto") as outer, AdaptiveThreads(0) as inner:
+        load.elsewhere(2.0)
+        pace()  # the inner call keeps the count (0): the outer pool decides
+        assert torch.get_num_threads() == 1 and outer.used == [2, 1] and inner.used == [0]
+    assert th._ACTIVE is None
+
+
+def test_a_harvest_follows_the_load_between_batches(monkeypatch, tiny_models):
+    from interplab.activations import harvest
+
+    lm = tiny_models["tiny-llama"]
+    load = _ScriptedLoad(monkeypatch)
+    seen: list[int] = []
+
+    def forward_hook(*_):
+        seen.append(torch.get_num_threads())
+        load.elsewhere(2.0)  # neighbours start while the first batch runs
+
+    handle = lm.blocks[0].register_forward_hook(forward_hook)
+    try:
+        acts = harvest(lm, ["one two", "three four five", "six"], "blocks.0.hook_resid_post",
+                       batch_size=1, progress=False, threads="auto")
+    finally:
+        handle.remove()
+    assert seen == [2, 1, 1] and acts.info["threads"] == [2, 1]

@@ -58,7 +58,11 @@ def cpus_busy_elsewhere(window_s: float = 0.2) -> float:
         b1, o1 = _busy_jiffies()
     except (OSError, ValueError, IndexError):
         return 0.0
-    return max(0.0, ((b1 - b0) - (o1 - o0)) / (os.sysconf("SC_CLK_TCK") * window_s))
+    return _elsewhere(b1 - b0, o1 - o0, window_s)
+
+
+def _elsewhere(busy: int, own: int, seconds: float) -> float:
+    return max(0.0, (busy - own) / (os.sysconf("SC_CLK_TCK") * seconds))
 
 
 def threads_for(cpus: int, busy_elsewhere: float) -> int:
@@ -69,6 +73,11 @@ def threads_for(cpus: int, busy_elsewhere: float) -> int:
     the CPU share (measured in docs/benchmarks.md, "Speed under load").
     """
     return max(1, min(cpus, int(cpus - busy_elsewhere + 0.5)))
+
+
+def _is_auto(threads: int | str | None) -> bool:
+    spec = threads if threads is not None else os.environ.get(THREADS_ENV, "auto")
+    return isinstance(spec, str) and spec.strip().lower() == "auto"
 
 
 def resolve_threads(threads: int | str | None = None) -> int:
@@ -87,3 +96,78 @@ def resolve_threads(threads: int | str | None = None) -> int:
     if spec < 0:
         raise InterplabError(f"threads must be 'auto' or a whole number >= 0, not {spec}")
     return spec
+
+
+class AdaptiveThreads:
+    """The thread count of a long computation under ``"auto"``, re-decided while it runs.
+
+    A count measured once at the start is wrong for the rest of a long harvest whenever the load
+    at that moment was passing (another job finishing: one thread for the whole run) or changes
+    later (a neighbour starting: two threads contending with it). Inside ``with
+    AdaptiveThreads(threads) as pace:``, :func:`pace` (called between batches by the harvest
+    loops) compares the CPU time other processes used since the last decision with the elapsed
+    time and sets torch's thread count to :func:`threads_for` that load, at most every
+    ``every_s`` seconds and without sleeping. An explicit count (``threads=2``,
+    ``$INTERPLAB_THREADS=2``) is fixed, as before. ``used`` lists the counts in the order used;
+    both are restored on exit.
+    """
+
+    def __init__(self, threads: int | str | None = None, every_s: float = 5.0) -> None:
+        self.adaptive = _is_auto(threads)
+        self.threads = resolve_threads(threads)
+        self.every_s = every_s
+        self.used = [self.threads]
+        self._limit = limit_threads(self.threads)
+        self._mark: tuple[float, int, int] | None = None
+
+    def __enter__(self) -> AdaptiveThreads:
+        global _ACTIVE
+        self._limit.__enter__()
+        self._outer = _ACTIVE
+        if self.adaptive:  # a fixed count inside leaves the decision to the pool around it
+            _ACTIVE = self
+        self._mark = self._sample()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _ACTIVE
+        _ACTIVE = self._outer
+        self._limit.__exit__(*exc)
+
+    @staticmethod
+    def _sample() -> tuple[float, int, int] | None:
+        try:
+            return (time.monotonic(), *_busy_jiffies())
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def check(self) -> int:
+        """Re-decide the count if ``every_s`` has passed since the last decision; the count."""
+        if not self.adaptive or self._mark is None:
+            return self.threads
+        t0, b0, o0 = self._mark
+        if time.monotonic() - t0 < self.every_s:
+            return self.threads
+        mark = self._sample()
+        if mark is None:
+            return self.threads
+        t1, b1, o1 = mark
+        self._mark = mark
+        new = threads_for(cpus_available(), _elsewhere(b1 - b0, o1 - o0, t1 - t0))
+        if new != self.threads:
+            import torch
+
+            torch.set_num_threads(new)
+            self.threads = new
+            self.used.append(new)
+        return self.threads
+
+
+_ACTIVE: AdaptiveThreads | None = None
+
+
+def pace() -> None:
+    """Between two batches of long work: let the innermost :class:`AdaptiveThreads` re-decide
+    the thread count (nothing happens outside one)."""
+    if _ACTIVE is not None:
+        _ACTIVE.check()

@@ -20,7 +20,7 @@ from interplab.activations.positions import Positions
 from interplab.errors import InterplabError
 from interplab.models import HookPoint, LanguageModel, attach
 from interplab.models.hooks import HookLike
-from interplab.threads import limit_threads, resolve_threads
+from interplab.threads import AdaptiveThreads, pace
 
 
 class _StopForward(Exception):
@@ -161,6 +161,7 @@ def iter_harvest_ids(
     try:
         lengths = [len(t) for t in token_ids]
         for local in _batches_by_length(lengths, batch_size):
+            pace()  # under threads="auto", follow the load other processes put on the CPUs
             n = len(local)
             width = max(lengths[i] for i in local)
             ids = torch.full((n, width), pad_id, dtype=torch.long)
@@ -337,14 +338,15 @@ def harvest_tokens(
     """:func:`harvest` for sequences that are already token ids (e.g. packed corpus windows).
 
     ``threads`` (torch and BLAS threads for the pass; default ``$INTERPLAB_THREADS`` or
-    ``"auto"``: the CPUs other processes leave free, see :func:`interplab.threads.resolve_threads`)
-    is restored when the call returns."""
+    ``"auto"``: the CPUs other processes leave free, re-decided every few seconds as the pass
+    runs, see :class:`interplab.threads.AdaptiveThreads`) is restored when the call returns;
+    ``info["threads"]`` lists the counts used."""
     ids = validate_token_ids(lm, token_ids)
     points = lm.resolve_hooks(hooks)
     pos = Positions.parse(positions)
     pos.validate_count(len(ids))
     total = sum(len(t) for t in ids)
-    with (limit_threads(resolve_threads(threads)),
+    with (AdaptiveThreads(threads) as pool,
           tqdm(total=total, unit="tok", desc="harvest", disable=not progress, leave=False) as bar):
         batches = list(
             iter_harvest_ids(lm, ids, 0, points, pos, batch_size=batch_size, dtype=dtype,
@@ -353,5 +355,5 @@ def harvest_tokens(
         )
     out = assemble(batches, [hp.name for hp in points], lm.d_model, dtype)
     out.info = {"model": lm.identity(), "positions": pos.spec, "n_texts": len(ids),
-                "n_tokens": total}
+                "n_tokens": total, "threads": pool.used}
     return out

@@ -33,7 +33,7 @@ from interplab.errors import InterplabError
 from interplab.models import HookPoint, LanguageModel
 from interplab.models.hooks import HookLike
 from interplab.models.loading import weights_sha256
-from interplab.threads import limit_threads, resolve_threads
+from interplab.threads import AdaptiveThreads
 
 
 def dataset_identity(texts: Sequence[str], name: str | None = None) -> dict:
@@ -103,7 +103,8 @@ def harvest_to_store(
     written, and the manifest records the rule (``sae_exclusion``) and how many rows it dropped
     (``sae_exclusion_count``). ``None`` (the default for general harvesting) keeps every row.
     ``threads`` is the torch/BLAS thread count for the pass, as in :func:`harvest_tokens`
-    (default ``$INTERPLAB_THREADS`` or ``"auto"``), restored on return.
+    (default ``$INTERPLAB_THREADS`` or ``"auto"``, re-decided as the pass runs), restored on
+    return.
 
     ``executor`` (an :mod:`interplab.distributed` executor; None: a loop in this process) runs
     one task per shard. The shards' text ranges are planned before anything runs
@@ -160,7 +161,7 @@ def harvest_to_store(
                       **({"command": command} if command else {}))
         if writer.manifest["complete"]:
             return ActivationStore(out)
-        with limit_threads(resolve_threads(threads)):
+        with AdaptiveThreads(threads):
             _fill(writer, lm, ids, points, pos, chunk, rows_per_shard, progress=progress,
                   batch_size=batch_size, dtype=dtype, padding_side=padding_side,
                   compute_dtype=compute_dtype, exclusion=exclusion, executor=executor,

@@ -33,7 +33,7 @@ from interplab.controls.nulls import NULLS
 from interplab.errors import InterplabError
 from interplab.progress import LineProgress, progress_display
 from interplab.studies.config import JsonResult
-from interplab.threads import limit_threads, resolve_threads
+from interplab.threads import AdaptiveThreads, limit_threads, resolve_threads
 
 DEFAULT_DATASETS = [
     "cities", "neg_cities", "sp_en_trans", "neg_sp_en_trans",
@@ -561,21 +561,25 @@ def _harvest_stage(config: TruthConfig, datasets: dict, bar: Progress | LineProg
     console.print(f"loaded {lm.name} in {timings['load_s']:.0f} s; {len(datasets)} datasets, "
                   f"{n_statements} statements, {len(layers)} layers")
     t = time.perf_counter()
-    threads = resolve_threads()  # measured once: the CPUs other processes leave free now
-    model_acts, reused = _harvest_all(lm, datasets, layers, config.batch_size, bar, "model",
-                                      cache, threads=threads)
-    acts = {"model": model_acts}
-    timings["harvest_model_s"] = time.perf_counter() - t
-    timings["harvest_threads"] = threads
-    reset_identity = None
-    if "reset" in config.controls:
-        reset = reset_copy(lm, seed=config.seed)
-        reset_identity = reset.identity()
-        acts["reset"], hits = _harvest_all(reset, datasets, layers, config.batch_size, bar,
-                                           "reset network", cache, with_logprobs=False,
-                                           threads=threads)
-        reused += hits
-        del reset
+    # threads="auto" is re-decided between batches across both harvests (threads=0 below: the
+    # harvest calls leave the count to this pool), so a passing load does not fix it for good
+    with AdaptiveThreads() as pool:
+        model_acts, reused = _harvest_all(lm, datasets, layers, config.batch_size, bar, "model",
+                                          cache, threads=0)
+        acts = {"model": model_acts}
+        timings["harvest_model_s"] = time.perf_counter() - t
+        reset_identity = None
+        if "reset" in config.controls:
+            reset = reset_copy(lm, seed=config.seed)
+            reset_identity = reset.identity()
+            acts["reset"], hits = _harvest_all(reset, datasets, layers, config.batch_size, bar,
+                                               "reset network", cache, with_logprobs=False,
+                                               threads=0)
+            reused += hits
+            del reset
+    timings["harvest_threads"] = pool.used[0]
+    timings["harvest_thread_changes"] = len(pool.used) - 1
+    timings["harvest_threads_last"] = pool.used[-1]
     timings["harvest_s"] = time.perf_counter() - t
     timings["harvest_reset_s"] = timings["harvest_s"] - timings["harvest_model_s"]
     console.print(f"harvesting done in {timings['harvest_s']:.0f} s"

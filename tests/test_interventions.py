@@ -269,3 +269,110 @@ def test_attribution_through_a_cached_prefix_equals_the_joined_prompt(linear_lm)
     for m in ("atp", "ig"):
         assert np.allclose(cached.estimates[m], full.estimates[m], atol=1e-4)
     assert np.allclose(cached.exact, full.exact, atol=1e-4)
+
+
+def _ig_reference(lm, clean, bad, hook, positions, steps):
+    """IG the slow way: one full forward + backward per (pair, step), every block run each time."""
+    from interplab.activations.positions import Positions
+    from interplab.interventions import engine
+    from interplab.interventions.prompts import make_batch, read_logits
+    from interplab.models import edit_hooks
+
+    donor = engine.capture(lm, clean, [hook], batch_size=8)[hook]
+    out = np.zeros((len(bad), len(positions)))
+    for i in range(len(bad)):
+        pos = [o % len(bad.ids[i]) for o in positions]
+        for s in range(steps):
+            alpha, seen = (s + 0.5) / steps, {}
+
+            def fn(act, pos=pos, alpha=alpha, seen=seen, i=i):
+                new = act.detach().clone()
+                seen["delta"] = donor[i, pos] - new[0, pos]
+                new[0, pos] = new[0, pos] + alpha * seen["delta"]
+                seen["x"] = new.requires_grad_(True)
+                return new
+
+            with torch.enable_grad(), edit_hooks(lm, {hook: fn}):
+                logits = read_logits(lm, bad, make_batch(lm, bad, np.array([i])),
+                                     Positions.parse("last"))
+                (g,) = torch.autograd.grad(LogitDiff(A, B)(logits, torch.tensor([i])).sum(),
+                                           [seen["x"]])
+            out[i] += ((seen["delta"] * g[0, pos]).sum(-1) / steps).numpy()
+    return out
+
+
+@pytest.mark.parametrize("kind,hook", [
+    ("tiny-llama", "blocks.1.hook_resid_pre"), ("tiny-llama", "blocks.2.hook_attn_out"),
+    ("tiny-gpt2", "blocks.1.hook_mlp_out"), ("tiny-gpt2", "blocks.3.hook_resid_post"),
+    ("tiny-neox", "blocks.2.hook_attn_out"), ("tiny-neox", "blocks.0.hook_mlp_out")])
+def test_integrated_gradients_equal_a_full_forward_per_step(kind, hook):
+    lm = load(kind, seed=0)
+    clean, bad = _pairs(n=3)
+    if not lm.bos_token_id:  # GPT-2 style tokenizers add no BOS
+        clean, bad = (Prompts([t[1:] for t in p.ids], [], False) for p in (clean, bad))
+    positions = [-1, 3, 5, -7]  # -7 and 3 are one token of a 10-token prompt: counted once
+    r = attribute(lm, clean, bad, [hook], LogitDiff(A, B), positions=positions, methods=["ig"],
+                  ig_steps=5, n_exact=1, batch_size=3)  # 5 steps in groups of 3 and 2
+    ref = _ig_reference(lm, clean, bad, hook, positions, 5)
+    assert np.abs(ref).max() > 1e-3
+    assert np.allclose(r.estimates["ig"], ref, atol=1e-4 * max(1.0, np.abs(ref).max()))
+
+
+def test_integrated_gradients_run_the_blocks_below_the_hook_once_per_pair():
+    lm = load("tiny-llama", seed=0)
+    clean, bad = _pairs(n=4)
+    rows = {0: 0, 3: 0}
+
+    def counter(layer):
+        def fn(module, args, kwargs, output):
+            rows[layer] += output[0].shape[0] if isinstance(output, tuple) else output.shape[0]
+        return fn
+
+    handles = [lm.blocks[i].register_forward_hook(counter(i), with_kwargs=True) for i in rows]
+    try:
+        counts = []
+        for k in (1, 9):
+            rows.update({0: 0, 3: 0})
+            attribute(lm, clean, bad, ["blocks.2.hook_resid_post"], LogitDiff(A, B),
+                      positions=[-1], methods=["ig"], ig_steps=k, n_exact=1)
+            counts.append(dict(rows))
+    finally:
+        for h in handles:
+            h.remove()
+    assert counts[1][0] == counts[0][0]  # below the hook: not one row more for 8 more steps
+    assert counts[1][3] - counts[0][3] == 4 * 8  # above it: one row per pair and step
+
+
+def test_attribution_backpropagates_to_activations_only(linear_lm):
+    clean, bad = _pairs(n=3)
+    flags = []
+
+    def metric(logits, ex):
+        if logits.requires_grad:  # the passes that backpropagate
+            flags.append(any(p.requires_grad for p in linear_lm.hf.parameters()))
+        return LogitDiff(A, B)(logits, ex)
+
+    attribute(linear_lm, clean, bad, [LAST], metric, positions=[-1, -2], ig_steps=2, n_exact=1)
+    assert flags and not any(flags)  # no parameter was part of any backward graph
+    assert all(p.requires_grad and p.grad is None for p in linear_lm.hf.parameters())
+
+
+def test_capture_stops_after_the_last_hook():
+    from interplab.interventions import engine
+
+    lm = load("tiny-llama", seed=0)
+    clean, _ = _pairs(n=2)
+    ran = []
+    handle = lm.blocks[2].register_forward_hook(lambda *a: ran.append(1))
+    try:
+        acts = engine.capture(lm, clean, ["blocks.1.hook_resid_post", "blocks.0.hook_mlp_out"],
+                              batch_size=8)
+    finally:
+        handle.remove()
+    assert not ran
+    from interplab.models import edit_hooks
+
+    full = []
+    with torch.no_grad(), edit_hooks(lm, {"blocks.1.hook_resid_post": full.append}):
+        lm.hf(torch.tensor(clean.ids))  # the whole model: same activations
+    assert torch.allclose(acts["blocks.1.hook_resid_post"], full[0], atol=1e-5)

@@ -3,8 +3,9 @@
 1. A layer × position activation-patching sweep over city-statement pairs: `patch` (cached clean
    run, patched runs batched) against the same sweep written naively (one forward per patch,
    the clean activation read from the same cache).
-2. Attribution cost in forward-pass equivalents: attribution patching for every node of 90 hooks,
-   integrated gradients per hook, exact patching per node.
+2. Attribution cost in forward-pass equivalents (medians of 3 interleaved repetitions):
+   attribution patching for every node of 90 hooks, integrated gradients per hook at three
+   depths, exact patching per node.
 3. Steering workload: 7 doses × 20 random directions × 64 prompts (8,960 steered rows).
 
 Usage: python bench/bench_interventions.py [--pairs 8] [--skip-steer]
@@ -142,20 +143,43 @@ def patch_sweeps(lm, clean, bad, hooks, offsets, metric, report) -> None:
     print(json.dumps(report), flush=True)
 
 
-def attribution_cost(lm, clean, bad, offsets, metric, report) -> None:
-    from interplab.interventions import attribute
+def attribution_cost(lm, clean, bad, offsets, metric, report, repeats: int = 3) -> None:
+    """Seconds of each method over seconds of one plain forward of the corrupted prompts, as
+    medians over ``repeats`` interleaved repetitions (a shared machine's noise is large)."""
+    from interplab.activations.positions import Positions
+    from interplab.interventions import attribute, engine
+    from interplab.interventions.prompts import encode
 
     all_hooks = [f"blocks.{i}.{k}" for i in range(30)
                  for k in ("hook_resid_post", "hook_attn_out", "hook_mlp_out")]
-    a = attribute(lm, clean, bad, all_hooks, metric, positions=offsets, methods=["atp"],
-                  n_exact=4, batch_size=64)
-    report["atp_forward_equivalents_all_nodes"] = a.cost["atp"]
-    report["atp_nodes"] = len(a.nodes)
-    report["exact_forward_equivalents_per_node"] = a.cost["exact_per_node"]
-    for k in (4, 8):
-        g = attribute(lm, clean, bad, ["blocks.12.hook_resid_post"], metric, positions=offsets,
-                      methods=["ig"], ig_steps=k, n_exact=2, batch_size=64)
-        report[f"ig{k}_forward_equivalents_per_hook"] = g.cost["ig"]
+    bad_prompts = encode(lm, bad)
+    runs = {
+        "atp_all_nodes": lambda: attribute(lm, clean, bad, all_hooks, metric, positions=offsets,
+                                           methods=["atp"], n_exact=4, batch_size=64),
+        **{f"ig{k}_layer{layer}": (lambda k=k, layer=layer: attribute(
+            lm, clean, bad, [f"blocks.{layer}.hook_resid_post"], metric, positions=offsets,
+            methods=["ig"], ig_steps=k, n_exact=1, batch_size=64))
+           for k in (4, 8) for layer in (3, 15, 27)},
+    }
+    seconds: dict[str, list[float]] = {"forward": [], **{name: [] for name in runs}}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            t = time.perf_counter()
+            engine.clean_run(lm, bad_prompts, metric, read=Positions.parse("last"), batch_size=64)
+            seconds["forward"].append(time.perf_counter() - t)
+            r = run()
+            method = "atp" if name.startswith("atp") else "ig"
+            seconds[name].append(r.cost[method] * r.cost["forward_s"])
+            if name.startswith("atp"):
+                report["atp_nodes"] = len(r.nodes)
+                seconds.setdefault("exact_per_node", []).append(
+                    r.cost["exact_per_node"] * r.cost["forward_s"])
+    fwd = float(np.median(seconds["forward"]))
+    report["forward_s_median"] = fwd
+    report["forward_s_all"] = seconds["forward"]
+    for name, vals in seconds.items():
+        if name != "forward":
+            report[f"{name}_forward_equivalents"] = float(np.median(vals)) / fwd
     print(json.dumps(report), flush=True)
 
 

@@ -376,3 +376,45 @@ def test_capture_stops_after_the_last_hook():
     with torch.no_grad(), edit_hooks(lm, {"blocks.1.hook_resid_post": full.append}):
         lm.hf(torch.tensor(clean.ids))  # the whole model: same activations
     assert torch.allclose(acts["blocks.1.hook_resid_post"], full[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["tiny-llama", "tiny-gpt2", "tiny-neox"])
+def test_patching_every_head_of_a_layer_is_patching_its_attention_output(kind):
+    lm = load(kind, seed=0)
+    clean, bad = _pairs(n=3)
+    z, attn_out = "blocks.2.attn.hook_z", "blocks.2.hook_attn_out"
+    whole = patch(lm, clean, bad, [z, attn_out], LogitDiff(A, B), positions=[-1, 3, -3],
+                  per_head=False, n_null=0)
+    e = np.asarray(whole.effects).reshape(3, 2, 3)  # [pair, hook, position]
+    assert np.abs(e[:, 1]).max() > 1e-3
+    assert np.allclose(e[:, 0], e[:, 1], atol=1e-5)  # o_proj acts on each token alone
+    heads = patch(lm, clean, bad, [z], LogitDiff(A, B), positions=[-1], n_null=2, null_nodes=1)
+    assert [nd["head"] for nd in heads.info["nodes"]] == list(range(lm.n_heads))
+    assert heads.proof[z]["n_edited"] == 3 * lm.n_heads
+
+
+def test_head_attribution_on_a_model_linear_in_the_heads():
+    # Without the last block's MLP, the logits are linear above its o_proj: per-head effects add
+    # up, and attribution patching is exact per head.
+    linear_lm = _linear_lm()
+    with torch.no_grad():
+        linear_lm.blocks[3].mlp.down_proj.weight.zero_()
+    clean, bad = _pairs(n=4)
+    z, attn_out = "blocks.3.attn.hook_z", "blocks.3.hook_attn_out"
+    r = attribute(linear_lm, clean, bad, [z, attn_out], LogitDiff(A, B), positions=[-1, 3],
+                  n_exact=50, ig_steps=2)
+    nodes = r.nodes
+    atp, exact = np.asarray(r.estimates["atp"]), np.asarray(r.exact)
+    assert len(r.exact_nodes) == len(nodes) == 2 * linear_lm.n_heads + 2
+    assert np.allclose(atp, exact, atol=1e-4) and np.allclose(r.estimates["ig"], exact, atol=1e-4)
+    for p in (-1, 3):
+        per_head = [j for j, nd in enumerate(nodes) if nd["hook"] == z and nd["positions"] == [p]]
+        layer = next(j for j, nd in enumerate(nodes) if nd["hook"] == attn_out
+                     and nd["positions"] == [p])
+        assert len(per_head) == linear_lm.n_heads
+        assert np.allclose(exact[:, per_head].sum(1), exact[:, layer], atol=1e-4)
+    assert np.abs(exact).max() > 1e-2
+    # Control: with the MLP after attention, attribution per head is only an approximation.
+    r = attribute(_linear_lm(), clean, bad, [z], LogitDiff(A, B), positions=[-1], methods=["atp"],
+                  n_exact=50)
+    assert r.agreement["all"]["atp"]["max_abs_error"] > 1e-3

@@ -34,7 +34,14 @@ from interplab.activations.positions import Positions
 from interplab.errors import InterplabError
 from interplab.interventions import engine
 from interplab.interventions.metrics import metric_name
-from interplab.interventions.patch import Node, PairSet, _PatchEdits, encode_pairs, sweep_nodes
+from interplab.interventions.patch import (
+    Node,
+    PairSet,
+    _PatchEdits,
+    encode_pairs,
+    head_split,
+    sweep_nodes,
+)
 from interplab.interventions.prompts import (
     Prompts,
     chunks,
@@ -105,15 +112,6 @@ def _grad_pass(lm: LanguageModel, prompts: Prompts, rows: np.ndarray, metric: en
                   for h, g in zip(watch, grads, strict=True)}
 
 
-def _node_index(nodes: list[Node], length: np.ndarray, i: int) -> tuple[list[str], list[int]]:
-    hooks, pos = [], []
-    for nd in nodes:
-        o = nd.offsets[0]
-        hooks.append(nd.hook)
-        pos.append(o if o >= 0 else int(length[i]) + o)
-    return hooks, pos
-
-
 def _atp(lm: LanguageModel, pairs: PairSet, nodes: list[Node], donor: dict[str, torch.Tensor],
          metric: engine.Metric, read: Positions, batch_size: int) -> np.ndarray:
     hooks = sorted({nd.hook for nd in nodes})
@@ -129,8 +127,18 @@ def _atp(lm: LanguageModel, pairs: PairSet, nodes: list[Node], donor: dict[str, 
                                    for i in rows])
             r = torch.arange(len(rows))[:, None].expand_as(pos)
             delta = donor[h][torch.as_tensor(rows)[:, None], pos] - acts[h][r, pos].float().cpu()
-            out[np.ix_(rows, cols[h])] = (delta * grads[h][r, pos].float().cpu()).sum(-1).numpy()
+            prod = delta * grads[h][r, pos].float().cpu()  # [b, nodes of h, d]
+            out[np.ix_(rows, cols[h])] = (prod * _feature_mask(nodes, cols[h], prod.shape[-1])
+                                          ).sum(-1).numpy()
     return out
+
+
+def _feature_mask(nodes: list[Node], cols: list[int], width: int) -> torch.Tensor:
+    """``[len(cols), width]``: 1 on the features each node stands for (one head, or all)."""
+    mask = torch.zeros(len(cols), width)
+    for c, j in enumerate(cols):
+        mask[c, nodes[j].features] = 1.0
+    return mask
 
 
 def _ig(lm: LanguageModel, pairs: PairSet, nodes: list[Node], donor: dict[str, torch.Tensor],
@@ -151,13 +159,14 @@ def _ig(lm: LanguageModel, pairs: PairSet, nodes: list[Node], donor: dict[str, t
         for i in range(n):
             pos = [nodes[j].offsets[0] % int(pairs.length[i]) for j in cols]
             moved = sorted(set(pos))
-            grad_sum = torch.zeros(len(moved), lm.d_model)
+            grad_sum: torch.Tensor | float = 0.0
             for sl in chunks(steps, batch_size):
                 g, delta = _ig_pass(lm, pairs.receiver, i, metric, read, hook, moved,
                                     donor[hook][i, moved], alphas[sl], wide_from)
                 grad_sum += g
-            per_pos = (delta * grad_sum).sum(-1) / steps  # [moved]
-            out[i, cols] = per_pos[[moved.index(p) for p in pos]].numpy()
+            per_feature = (delta * grad_sum)[[moved.index(p) for p in pos]] / steps  # [cols, d]
+            out[i, cols] = (per_feature * _feature_mask(nodes, cols, delta.shape[-1])
+                            ).sum(-1).numpy()
     return out
 
 
@@ -233,8 +242,9 @@ def attribute(lm: LanguageModel, clean: Sequence[str] | Prompts,
               positions: str | Sequence[int] = "all", read: str = "last",
               prefix: str | None = None, methods: Sequence[str] = METHODS, ig_steps: int = 8,
               n_exact: int = 24, top_k: int = 5, warn_below: float = 0.5, batch_size: int = 32,
-              seed: int = 0) -> AttributionResult:
-    """Estimate the patching effect of every node (hook × position) with each of ``methods``,
+              per_head: bool = True, seed: int = 0) -> AttributionResult:
+    """Estimate the patching effect of every node (hook × position, and × head for a per-head
+    hook such as ``blocks.3.attn.hook_z`` unless ``per_head=False``) with each of ``methods``,
     compute exact patching on ``n_exact`` seeded random nodes per hook kind, and compare."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -244,7 +254,8 @@ def attribute(lm: LanguageModel, clean: Sequence[str] | Prompts,
     for h in hooks:
         lm.parse_hook(h)
     pairs = encode_pairs(lm, clean, corrupted, direction="denoise", prefix=prefix)
-    nodes = sweep_nodes(hooks, positions, "per-position", pairs.length)
+    nodes = sweep_nodes(hooks, positions, "per-position", pairs.length,
+                        head_split(lm, hooks, per_head))
     rd = Positions.parse(read)
     t = time.perf_counter()
     base, _ = engine.clean_run(lm, pairs.receiver, metric, read=rd, batch_size=batch_size)

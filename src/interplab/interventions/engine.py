@@ -117,7 +117,7 @@ def capture(lm: LanguageModel, prompts: Prompts, hooks: Sequence[str], *, batch_
     Each forward pass ends as soon as every hook has fired: blocks above the last hook never run.
     """
     n, width = len(prompts), int(prompts.lengths.max())
-    out = {h: torch.zeros(n, width, lm.d_model) for h in hooks}
+    out: dict[str, torch.Tensor] = {}
     for sl in chunks(n, batch_size):
         batch = make_batch(lm, prompts, np.arange(sl.start, sl.stop))
         store: dict[str, torch.Tensor] = {}
@@ -125,7 +125,7 @@ def capture(lm: LanguageModel, prompts: Prompts, hooks: Sequence[str], *, batch_
         def keep(h: str, store: dict = store) -> ActFn:
             def fn(act: torch.Tensor) -> None:
                 store[h] = act.detach().float().cpu()
-                if len(store) == len(out):
+                if len(store) == len(set(hooks)):
                     raise _StopForward
             return fn
 
@@ -133,6 +133,7 @@ def capture(lm: LanguageModel, prompts: Prompts, hooks: Sequence[str], *, batch_
                 contextlib.suppress(_StopForward):
             hidden(lm, prompts, batch)
         for h in hooks:
+            out.setdefault(h, torch.zeros(n, width, store[h].shape[-1]))
             for r, i in enumerate(batch.example):
                 length = int(batch.length[r])
                 out[h][i, :length] = store[h][r, :length]

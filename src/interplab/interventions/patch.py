@@ -35,14 +35,28 @@ MODES = ("per-position", "whole")
 
 @dataclass(frozen=True)
 class Node:
-    """A hook and the token offsets patched together (negative offsets count from the end)."""
+    """A hook and the token offsets patched together (negative offsets count from the end); for
+    a per-head hook (``attn.hook_z``) optionally one ``head``, features
+    ``head * head_width : (head + 1) * head_width``."""
 
     hook: str
     offsets: tuple[int, ...]
+    head: int | None = None
+    head_width: int = 0
 
     @property
     def label(self) -> dict[str, Any]:
-        return {"hook": self.hook, "positions": list(self.offsets)}
+        out: dict[str, Any] = {"hook": self.hook, "positions": list(self.offsets)}
+        if self.head is not None:
+            out["head"] = self.head
+        return out
+
+    @property
+    def features(self) -> slice:
+        """The features of the activation this node patches."""
+        if self.head is None:
+            return slice(None)
+        return slice(self.head * self.head_width, (self.head + 1) * self.head_width)
 
 
 @dataclass
@@ -73,8 +87,10 @@ def encode_pairs(lm: LanguageModel, clean: Sequence[str] | Prompts,
 
 
 def sweep_nodes(hooks: Sequence[str], positions: str | Sequence[int], mode: str,
-                lengths: np.ndarray) -> list[Node]:
-    """Nodes of a sweep: each hook × each offset, or each hook with all offsets together."""
+                lengths: np.ndarray, heads: dict[str, tuple[int, int]] | None = None
+                ) -> list[Node]:
+    """Nodes of a sweep: each hook × each offset, or each hook with all offsets together; a hook
+    in ``heads`` (hook → (n_heads, head width)) is split into one node per head as well."""
     if mode not in MODES:
         raise InterplabError(f"mode must be one of {MODES}, not {mode!r}")
     if isinstance(positions, str):
@@ -91,9 +107,22 @@ def sweep_nodes(hooks: Sequence[str], positions: str | Sequence[int], mode: str,
         if not offsets or short:
             raise InterplabError(f"token offsets {short or '[]'} fall outside the shortest "
                                  f"prompt ({int(lengths.min())} tokens)")
-    if mode == "whole":
-        return [Node(h, offsets) for h in hooks]
-    return [Node(h, (o,)) for h in hooks for o in offsets]
+    groups = [offsets] if mode == "whole" else [(o,) for o in offsets]
+    heads = heads or {}
+    return [Node(h, g, head, heads[h][1]) if h in heads else Node(h, g)
+            for h in hooks for g in groups
+            for head in (range(heads[h][0]) if h in heads else [None])]
+
+
+def head_split(lm: LanguageModel, hooks: Sequence[str], per_head: bool
+               ) -> dict[str, tuple[int, int]]:
+    """(n_heads, head width) of each per-head hook in ``hooks`` when ``per_head`` is set."""
+    if not per_head:
+        return {}
+    width = lm.d_model // lm.n_heads  # o_proj's input is n_heads * d_head wide
+    cfg = lm.hf.config
+    width = int(getattr(cfg, "head_dim", None) or width)
+    return {h: (lm.n_heads, width) for h in hooks if lm.parse_hook(h).per_head}
 
 
 class _PatchEdits:
@@ -107,11 +136,12 @@ class _PatchEdits:
         self.null_dirs, self.proof, self.length = null_dirs, proof, length
 
     def __call__(self, batch: Batch, sl: slice) -> dict:
-        per_hook: dict[str, tuple[list, list, list, list, list]] = {}
+        per_hook: dict[str, tuple[list, ...]] = {}
         for r, (ex, j, k) in enumerate(zip(batch.example, self.job_node[sl], self.job_null[sl],
                                            strict=True)):
             node = self.nodes[j]
-            rows, cols, exs, pos, null = per_hook.setdefault(node.hook, ([], [], [], [], []))
+            rows, cols, exs, pos, null, feats = per_hook.setdefault(node.hook, tuple(
+                [] for _ in range(6)))
             n_tok = int(self.length[ex])
             for o in node.offsets:
                 p = o if o >= 0 else n_tok + o
@@ -120,18 +150,26 @@ class _PatchEdits:
                 exs.append(int(ex))
                 pos.append(p)
                 null.append(int(k))
-        return {h: self._fn(h, *map(torch.as_tensor, v)) for h, v in per_hook.items()}
+                feats.append(node.features)
+        return {h: self._fn(h, *map(torch.as_tensor, v[:5]), v[5]) for h, v in per_hook.items()}
 
     def _fn(self, hook: str, rows: torch.Tensor, cols: torch.Tensor, exs: torch.Tensor,
-            pos: torch.Tensor, null: torch.Tensor):  # noqa: ANN202
+            pos: torch.Tensor, null: torch.Tensor, feats: list[slice]):  # noqa: ANN202
         def fn(act: torch.Tensor) -> torch.Tensor:
             act = act.clone()
             old = act[rows, cols]
-            new = self.donor[hook][exs, pos].to(act.device, act.dtype)
+            keep = torch.ones_like(old, dtype=torch.bool)  # [k, d]: the features patched
+            for e, f in enumerate(feats):
+                if f != slice(None):
+                    keep[e] = False
+                    keep[e, f] = True
+            new = torch.where(keep, self.donor[hook][exs, pos].to(act.device, act.dtype), old)
             if self.null_dirs is not None and bool((null >= 0).any()):
                 is_null = null >= 0
                 norm = (new - old).norm(dim=-1, keepdim=True)
-                rand = self.null_dirs[null.clamp_min(0)].to(act.device, act.dtype) * norm + old
+                rand = self.null_dirs[null.clamp_min(0), :old.shape[-1]].to(act.device, act.dtype)
+                rand = rand * keep
+                rand = rand / rand.norm(dim=-1, keepdim=True) * norm + old
                 new = torch.where(is_null[:, None].to(act.device), rand, new)
             act[rows, cols] = new
             self.proof.record(hook, new - old)
@@ -143,8 +181,9 @@ class _PatchEdits:
 def patch(lm: LanguageModel, clean: Sequence[str] | Prompts, corrupted: Sequence[str] | Prompts,
           hooks: Sequence[str], metric: engine.Metric, *, positions: str | Sequence[int] = "all",
           mode: str = "per-position", direction: str = "denoise", read: str = "last",
-          prefix: str | None = None, n_null: int = 20, null_nodes: int = 3, batch_size: int = 32,
-          n_boot: int = 1000, seed: int = 0) -> InterventionResult:
+          prefix: str | None = None, per_head: bool = True, n_null: int = 20,
+          null_nodes: int = 3, batch_size: int = 32, n_boot: int = 1000, seed: int = 0
+          ) -> InterventionResult:
     """Patch every node (hook × position, or hook × all positions) of every pair.
 
     ``direction="denoise"`` runs the corrupted prompt with clean activations patched in;
@@ -153,6 +192,8 @@ def patch(lm: LanguageModel, clean: Sequence[str] | Prompts, corrupted: Sequence
     effect by the mean (donor − receiver) metric gap. The null, for the ``null_nodes`` nodes of
     largest mean |effect|: ``n_null`` random directions, each scaled per token to the norm of
     that node's patch. Side effects: KL(receiver ‖ patched) at the read token per node.
+    A per-head hook (``blocks.{i}.attn.hook_z``) gives one node per head (``per_head=False``:
+    all heads together).
     """
     t0 = time.perf_counter()
     for h in hooks:
@@ -160,7 +201,7 @@ def patch(lm: LanguageModel, clean: Sequence[str] | Prompts, corrupted: Sequence
     if not hooks:
         raise InterplabError("name at least one hook to patch, e.g. blocks.3.hook_resid_post")
     pairs = encode_pairs(lm, clean, corrupted, direction=direction, prefix=prefix)
-    nodes = sweep_nodes(hooks, positions, mode, pairs.length)
+    nodes = sweep_nodes(hooks, positions, mode, pairs.length, head_split(lm, hooks, per_head))
     rd = Positions.parse(read)
     donor = engine.capture(lm, pairs.donor, hooks, batch_size=batch_size)
     base, base_logp = engine.clean_run(lm, pairs.receiver, metric, read=rd, batch_size=batch_size)
@@ -199,7 +240,9 @@ def _patch_null(lm: LanguageModel, pairs: PairSet, nodes: list[Node],
                 batch_size: int, seed: int) -> dict[str, Any]:
     """Null for the nodes of largest mean |effect|: random directions with each patch's norm."""
     top = np.argsort(-np.abs(effects.mean(axis=0)), kind="stable")[:max(null_nodes, 1)]
-    unit = np.ones(lm.d_model) / np.sqrt(lm.d_model)
+    # Drawn at the widest hook; a narrower hook takes the first features, renormalised.
+    width = max(donor[nodes[j].hook].shape[-1] for j in top)
+    unit = np.ones(width) / np.sqrt(width)
     dirs = torch.tensor(np.stack([random_direction_like(unit, seed=(seed, k))
                                   for k in range(n_null)]), dtype=torch.float32)
     n = len(pairs.receiver)

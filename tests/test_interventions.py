@@ -418,3 +418,68 @@ def test_head_attribution_on_a_model_linear_in_the_heads():
     r = attribute(_linear_lm(), clean, bad, [z], LogitDiff(A, B), positions=[-1], methods=["atp"],
                   n_exact=50)
     assert r.agreement["all"]["atp"]["max_abs_error"] > 1e-3
+
+
+def test_patching_runs_the_blocks_below_a_hook_once_per_pair_and_equals_full_forwards():
+    from interplab.activations.positions import Positions
+    from interplab.interventions import engine
+    from interplab.interventions.prompts import make_batch, read_logits
+    from interplab.models import edit_hooks
+
+    lm = load("tiny-llama", seed=0)
+    clean, bad = _pairs(n=3)
+    hooks = ["blocks.1.attn.hook_z", "blocks.2.hook_resid_post"]
+    rows = {0: 0, 3: 0}
+
+    def counter(layer):
+        def fn(module, args, output):
+            rows[layer] += output[0].shape[0] if isinstance(output, tuple) else output.shape[0]
+        return fn
+
+    handles = [lm.blocks[i].register_forward_hook(counter(i)) for i in rows]
+    try:
+        r = patch(lm, clean, bad, hooks, LogitDiff(A, B), positions=[2, 3, -1], n_null=0)
+    finally:
+        for h in handles:
+            h.remove()
+    nodes = r.info["nodes"]
+    assert len(nodes) == 3 * lm.n_heads + 3
+    # capture (ends before block 3), receiver and donor runs: 3 rows each; the sweep: block 0
+    # once per pair and hook, block 3 once per pair and node.
+    assert rows == {0: 3 * 3 + 3 * 2, 3: 3 * 2 + 3 * len(nodes)}
+    donor = engine.capture(lm, clean, hooks, batch_size=8)
+    d_head = lm.d_model // lm.n_heads
+    for i in range(3):
+        batch = make_batch(lm, bad, np.array([i]))
+        for j, nd in enumerate(nodes):
+            p = nd["positions"][0] % 10
+            f = slice(None) if "head" not in nd else slice(nd["head"] * d_head,
+                                                          (nd["head"] + 1) * d_head)
+
+            def fn(act, h=nd["hook"], p=p, f=f, i=i):
+                act = act.clone()
+                act[0, p, f] = donor[h][i, p, f]
+                return act
+
+            with torch.no_grad(), edit_hooks(lm, {nd["hook"]: fn}):
+                m = LogitDiff(A, B)(read_logits(lm, bad, batch, Positions.parse("last")),
+                                    torch.tensor([i]))
+            assert float(m[0]) - r.baseline[i] == pytest.approx(r.effects[i][j], abs=1e-5)
+
+
+def test_patching_through_a_cached_prefix_equals_the_joined_prompt(linear_lm):
+    prefix = "Once upon a time there was a test. "
+    clean, bad = ["The cat sat on the mat."], ["The cat sat on the hat."]
+    pre = linear_lm.tokenize([prefix])[0]
+
+    def joined(texts):
+        return Prompts([pre + linear_lm.tokenizer(t, add_special_tokens=False)["input_ids"]
+                        for t in texts], [], True)
+
+    hooks = ["blocks.1.hook_resid_pre", "blocks.2.attn.hook_z"]
+    kw = {"positions": [-3, -2, -1], "n_null": 2, "null_nodes": 1}
+    cached = patch(linear_lm, clean, bad, hooks, LogitDiff(A, B), prefix=prefix, **kw)
+    full = patch(linear_lm, joined(clean), joined(bad), hooks, LogitDiff(A, B), **kw)
+    assert np.abs(full.effects).max() > 1e-3
+    assert np.allclose(cached.effects, full.effects, atol=1e-4)
+    assert cached.null["nodes"].keys() == full.null["nodes"].keys()

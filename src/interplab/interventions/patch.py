@@ -7,6 +7,7 @@ of batched forward passes, one row per (pair, node), where a node is a hook and 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,14 +21,22 @@ from interplab.controls import random_direction_like
 from interplab.errors import InterplabError
 from interplab.interventions import engine
 from interplab.interventions.metrics import metric_name
-from interplab.interventions.prompts import Batch, Prompts, as_prompts
+from interplab.interventions.prompts import (
+    Batch,
+    Prompts,
+    as_prompts,
+    chunks,
+    hidden,
+    make_batch,
+    read_columns,
+)
 from interplab.interventions.result import (
     InterventionResult,
     null_comparison,
     side_effects,
     summarise,
 )
-from interplab.models import LanguageModel
+from interplab.models import LanguageModel, edit_hooks
 
 DIRECTIONS = ("denoise", "noise")
 MODES = ("per-position", "whole")
@@ -210,10 +219,8 @@ def patch(lm: LanguageModel, clean: Sequence[str] | Prompts, corrupted: Sequence
     proof = engine.Proof(list(hooks))
     job_ex = np.repeat(np.arange(n), len(nodes))
     job_node = np.tile(np.arange(len(nodes)), n)
-    out = engine.run_jobs(lm, pairs.receiver, job_ex,
-                          _PatchEdits(nodes, donor, job_node, np.full(len(job_ex), -1), None,
-                                      proof, pairs.length),
-                          metric, read=rd, batch_size=batch_size, reference_logp=base_logp)
+    out = _run_widened(lm, pairs, nodes, donor, job_ex, job_node, np.full(len(job_ex), -1),
+                       None, proof, metric, rd, batch_size, reference_logp=base_logp)
     proof.check(f"patching ({direction})")
     effects = (out.metric - base[job_ex]).reshape(n, len(nodes))
     kl = out.kl.reshape(n, len(nodes))
@@ -234,6 +241,45 @@ def patch(lm: LanguageModel, clean: Sequence[str] | Prompts, corrupted: Sequence
         proof=proof.to_dict(), baseline=base.tolist(), info=info)
 
 
+def _run_widened(lm: LanguageModel, pairs: PairSet, nodes: list[Node],
+                 donor: dict[str, torch.Tensor], job_ex: np.ndarray, job_node: np.ndarray,
+                 job_null: np.ndarray, null_dirs: torch.Tensor | None, proof: engine.Proof,
+                 metric: engine.Metric, rd: Positions, batch_size: int,
+                 reference_logp: torch.Tensor | None = None) -> engine.Outputs:
+    """Metric (and KL) of every job (a pair and a node patched in it, or a null draw).
+
+    The jobs of one pair at one hook share everything below that hook, so the blocks below it
+    run once, on the pair's own row; the hook then widens the row into one row per job (up to
+    ``batch_size``), each patched at its node, and only the blocks above the hook run per job.
+    """
+    metric_out, kl_out = np.zeros(len(job_ex)), np.zeros(len(job_ex))
+    groups: dict[tuple[int, str], list[int]] = {}
+    for r, (i, j) in enumerate(zip(job_ex, job_node, strict=True)):
+        groups.setdefault((int(i), nodes[j].hook), []).append(r)
+    for (i, hook), rows in groups.items():
+        hp = lm.parse_hook(hook)
+        wide_from = hp.layer if hp.kind == "resid_pre" else hp.layer + 1
+        one = make_batch(lm, pairs.receiver, np.array([i]))
+        col = int(read_columns(pairs.receiver, one, rd)[0])
+        for sl in chunks(len(rows), batch_size):
+            idx = np.asarray(rows[sl])
+            k = len(idx)
+            wide = dataclasses.replace(one, example=np.full(k, i), start=np.zeros(k, np.int64),
+                                       length=np.full(k, one.length[0]))
+            edit = _PatchEdits(nodes, donor, job_node[idx], job_null[idx], null_dirs, proof,
+                               pairs.length)(wide, slice(None))[hook]
+            with torch.inference_mode(), edit_hooks(
+                    lm, {hook: lambda act, edit=edit, k=k: edit(act.expand(k, -1, -1))}):
+                h = hidden(lm, pairs.receiver, one, widen=(wide_from, k))
+                logits = lm.hf.get_output_embeddings()(h[:, col]).float()
+            ex = torch.full((k,), i, device=logits.device)
+            metric_out[idx] = metric(logits, ex).double().cpu().numpy()
+            if reference_logp is not None:
+                ref, logp = reference_logp[i], torch.log_softmax(logits, dim=-1)
+                kl_out[idx] = (ref.exp() * (ref - logp)).sum(-1).double().cpu().numpy()
+    return engine.Outputs(metric_out, kl_out if reference_logp is not None else None)
+
+
 def _patch_null(lm: LanguageModel, pairs: PairSet, nodes: list[Node],
                 donor: dict[str, torch.Tensor], effects: np.ndarray, base: np.ndarray,
                 metric: engine.Metric, rd: Positions, n_null: int, null_nodes: int,
@@ -250,9 +296,8 @@ def _patch_null(lm: LanguageModel, pairs: PairSet, nodes: list[Node],
     job_node = np.tile(np.repeat(top, n_null), n)
     job_null = np.tile(np.arange(n_null), n * len(top))
     proof = engine.Proof(sorted({nodes[j].hook for j in top}))
-    out = engine.run_jobs(lm, pairs.receiver, job_ex,
-                          _PatchEdits(nodes, donor, job_node, job_null, dirs, proof, pairs.length),
-                          metric, read=rd, batch_size=batch_size)
+    out = _run_widened(lm, pairs, nodes, donor, job_ex, job_node, job_null, dirs, proof, metric,
+                       rd, batch_size)
     moved = (out.metric - base[job_ex]).reshape(n, len(top), n_null).mean(axis=0)  # [top, K]
     return {"method": "norm-matched random direction in place of each patch's change",
             "nodes": {str(int(j)): {**nodes[j].label, **null_comparison(

@@ -1,8 +1,10 @@
 """Activation patching: clean → corrupted (denoising) and corrupted → clean (noising).
 
-The donor run is computed once and cached (every activation at every hook); patched runs are rows
-of batched forward passes, one row per (pair, node), where a node is a hook and a token position
-(per-position sweep) or a hook and a set of positions patched together (whole-layer sweep).
+The donor run is computed once and cached (every activation at every hook); each patch is one row
+of a forward pass, where a node is a hook and a token position (per-position sweep) or a hook and a
+set of positions patched together (whole-layer sweep), and for a per-head hook one head. The
+patches of one pair at one hook share the blocks below that hook: those run once per pair and hook,
+and the hook widens the row into one row per patch (:func:`_run_widened`).
 """
 
 from __future__ import annotations

@@ -114,10 +114,12 @@ def main() -> None:
     ap.add_argument("--skip-steer", action="store_true")
     ap.add_argument("--skip-patch", action="store_true")
     ap.add_argument("--only-transformerlens", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3, help="repetitions timed (medians reported)")
+    ap.add_argument("--ig-layers", type=int, nargs="+", default=[3, 15, 27])
     args = ap.parse_args()
     if args.only_transformerlens:
         report = {}
-        transformerlens_sweep(args.pairs, report)
+        transformerlens_sweep(args.pairs, report, repeats=args.repeats)
         print(json.dumps(report), flush=True)
         return
     lm = load("smollm2-135m")
@@ -129,7 +131,7 @@ def main() -> None:
 
     if not args.skip_patch:
         patch_sweeps(lm, clean, bad, hooks, offsets, metric, report)
-    attribution_cost(lm, clean, bad, offsets, metric, report)
+    attribution_cost(lm, clean, bad, offsets, metric, report, args.repeats, args.ig_layers)
     if not args.skip_steer:
         steering(lm, metric, report)
     print(json.dumps(report), flush=True)
@@ -155,7 +157,8 @@ def patch_sweeps(lm, clean, bad, hooks, offsets, metric, report) -> None:
     print(json.dumps(report), flush=True)
 
 
-def attribution_cost(lm, clean, bad, offsets, metric, report, repeats: int = 3) -> None:
+def attribution_cost(lm, clean, bad, offsets, metric, report, repeats: int = 3,
+                     ig_layers: tuple[int, ...] = (3, 15, 27)) -> None:
     """Seconds of each method over seconds of one plain forward of the corrupted prompts, as
     medians over ``repeats`` interleaved repetitions (a shared machine's noise is large)."""
     from interplab.activations.positions import Positions
@@ -171,7 +174,7 @@ def attribution_cost(lm, clean, bad, offsets, metric, report, repeats: int = 3) 
         **{f"ig{k}_layer{layer}": (lambda k=k, layer=layer: attribute(
             lm, clean, bad, [f"blocks.{layer}.hook_resid_post"], metric, positions=offsets,
             methods=["ig"], ig_steps=k, n_exact=1, batch_size=64))
-           for k in (4, 8) for layer in (3, 15, 27)},
+           for k in (4, 8) for layer in ig_layers},
     }
     seconds: dict[str, list[float]] = {"forward": [], **{name: [] for name in runs}}
     for _ in range(repeats):

@@ -113,6 +113,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--skip-steer", action="store_true")
     ap.add_argument("--skip-patch", action="store_true")
+    ap.add_argument("--skip-attribution", action="store_true")
     ap.add_argument("--only-transformerlens", action="store_true")
     ap.add_argument("--repeats", type=int, default=3, help="repetitions timed (medians reported)")
     ap.add_argument("--ig-layers", type=int, nargs="+", default=[3, 15, 27])
@@ -131,7 +132,8 @@ def main() -> None:
 
     if not args.skip_patch:
         patch_sweeps(lm, clean, bad, hooks, offsets, metric, report)
-    attribution_cost(lm, clean, bad, offsets, metric, report, args.repeats, args.ig_layers)
+    if not args.skip_attribution:
+        attribution_cost(lm, clean, bad, offsets, metric, report, args.repeats, args.ig_layers)
     if not args.skip_steer:
         steering(lm, metric, report)
     print(json.dumps(report), flush=True)

@@ -188,6 +188,10 @@ def test_a_hook_that_never_fires_raises():
     with pytest.raises(HookNeverFiredError, match="never fired"):
         steer(lm, _prompts(4), np.ones(lm.d_model), [0.0, 1.0], LogitDiff(A, B),
               hooks=["blocks.2.hook_resid_post"], n_null=0)
+    clean, bad = _pairs(n=2)
+    with pytest.raises(HookNeverFiredError, match="never fired"):
+        patch(lm, clean, bad, ["blocks.2.hook_resid_post"], LogitDiff(A, B), positions=[3, 4],
+              n_null=0)
 
 
 def test_a_patch_that_changes_nothing_raises():

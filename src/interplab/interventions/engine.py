@@ -132,6 +132,12 @@ def capture(lm: LanguageModel, prompts: Prompts, hooks: Sequence[str], *, batch_
         with torch.inference_mode(), edit_hooks(lm, {h: keep(h) for h in hooks}), \
                 contextlib.suppress(_StopForward):
             hidden(lm, prompts, batch)
+        missing = [h for h in hooks if h not in store]
+        if missing:
+            raise HookNeverFiredError(
+                f"capturing activations: hook(s) {missing} never fired during the forward pass; "
+                "the model does not run through the modules these hooks are attached to (were "
+                "its blocks replaced after loading?)")
         for h in hooks:
             out.setdefault(h, torch.zeros(n, width, store[h].shape[-1]))
             for r, i in enumerate(batch.example):

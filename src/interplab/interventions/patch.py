@@ -273,6 +273,10 @@ def _run_widened(lm: LanguageModel, pairs: PairSet, nodes: list[Node],
             with torch.inference_mode(), edit_hooks(
                     lm, {hook: lambda act, edit=edit, k=k: edit(act.expand(k, -1, -1))}):
                 h = hidden(lm, pairs.receiver, one, widen=(wide_from, k))
+                if h.shape[0] != k:  # the hook never ran (or the layout dropped the rows)
+                    proof.check("patching")
+                    raise InterplabError(f"{type(lm.hf).__name__} did not carry the {k} patched "
+                                         f"rows from {hook} to its output; use batch_size=1")
                 logits = lm.hf.get_output_embeddings()(h[:, col]).float()
             ex = torch.full((k,), i, device=logits.device)
             metric_out[idx] = metric(logits, ex).double().cpu().numpy()

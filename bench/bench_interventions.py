@@ -3,11 +3,18 @@
 1. A layer × position activation-patching sweep over city-statement pairs: `patch` (cached clean
    run, patched runs batched) against the same sweep written naively (one forward per patch,
    the clean activation read from the same cache).
-2. Attribution cost in forward-pass equivalents: attribution patching for every node of 90 hooks,
-   integrated gradients per hook, exact patching per node.
+2. Attribution cost in forward-pass equivalents (medians of 3 interleaved repetitions):
+   attribution patching for every node of 90 hooks, integrated gradients per hook at three
+   depths, exact patching per node.
 3. Steering workload: 7 doses × 20 random directions × 64 prompts (8,960 steered rows).
 
-Usage: python bench/bench_interventions.py [--pairs 8] [--skip-steer]
+4. TransformerLens's activation-patching helper (`patching.get_act_patch_resid_pre`, one forward
+   per layer × position with every pair in it) against `patch` on the same sweep, on a GPT-2
+   (12 layers, d_model 768, random weights built in-process and loaded into both). Skipped when
+   `transformer_lens` is not importable.
+
+Usage: python bench/bench_interventions.py [--pairs 8] [--skip-steer] [--skip-patch]
+       [--only-transformerlens]
 """
 
 from __future__ import annotations
@@ -106,7 +113,16 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--skip-steer", action="store_true")
     ap.add_argument("--skip-patch", action="store_true")
+    ap.add_argument("--skip-attribution", action="store_true")
+    ap.add_argument("--only-transformerlens", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3, help="repetitions timed (medians reported)")
+    ap.add_argument("--ig-layers", type=int, nargs="+", default=[3, 15, 27])
     args = ap.parse_args()
+    if args.only_transformerlens:
+        report = {}
+        transformerlens_sweep(args.pairs, report, repeats=args.repeats)
+        print(json.dumps(report), flush=True)
+        return
     lm = load("smollm2-135m")
     metric = LogitDiff(single_token(lm, " True"), single_token(lm, " False"))
     clean, bad = city_pairs(lm, args.pairs)
@@ -116,7 +132,8 @@ def main() -> None:
 
     if not args.skip_patch:
         patch_sweeps(lm, clean, bad, hooks, offsets, metric, report)
-    attribution_cost(lm, clean, bad, offsets, metric, report)
+    if not args.skip_attribution:
+        attribution_cost(lm, clean, bad, offsets, metric, report, args.repeats, args.ig_layers)
     if not args.skip_steer:
         steering(lm, metric, report)
     print(json.dumps(report), flush=True)
@@ -142,21 +159,114 @@ def patch_sweeps(lm, clean, bad, hooks, offsets, metric, report) -> None:
     print(json.dumps(report), flush=True)
 
 
-def attribution_cost(lm, clean, bad, offsets, metric, report) -> None:
-    from interplab.interventions import attribute
+def attribution_cost(lm, clean, bad, offsets, metric, report, repeats: int = 3,
+                     ig_layers: tuple[int, ...] = (3, 15, 27)) -> None:
+    """Seconds of each method over seconds of one plain forward of the corrupted prompts, as
+    medians over ``repeats`` interleaved repetitions (a shared machine's noise is large)."""
+    from interplab.activations.positions import Positions
+    from interplab.interventions import attribute, engine
+    from interplab.interventions.prompts import encode
 
     all_hooks = [f"blocks.{i}.{k}" for i in range(30)
                  for k in ("hook_resid_post", "hook_attn_out", "hook_mlp_out")]
-    a = attribute(lm, clean, bad, all_hooks, metric, positions=offsets, methods=["atp"],
-                  n_exact=4, batch_size=64)
-    report["atp_forward_equivalents_all_nodes"] = a.cost["atp"]
-    report["atp_nodes"] = len(a.nodes)
-    report["exact_forward_equivalents_per_node"] = a.cost["exact_per_node"]
-    for k in (4, 8):
-        g = attribute(lm, clean, bad, ["blocks.12.hook_resid_post"], metric, positions=offsets,
-                      methods=["ig"], ig_steps=k, n_exact=2, batch_size=64)
-        report[f"ig{k}_forward_equivalents_per_hook"] = g.cost["ig"]
+    bad_prompts = encode(lm, bad)
+    runs = {
+        "atp_all_nodes": lambda: attribute(lm, clean, bad, all_hooks, metric, positions=offsets,
+                                           methods=["atp"], n_exact=4, batch_size=64),
+        **{f"ig{k}_layer{layer}": (lambda k=k, layer=layer: attribute(
+            lm, clean, bad, [f"blocks.{layer}.hook_resid_post"], metric, positions=offsets,
+            methods=["ig"], ig_steps=k, n_exact=1, batch_size=64))
+           for k in (4, 8) for layer in ig_layers},
+    }
+    seconds: dict[str, list[float]] = {"forward": [], **{name: [] for name in runs}}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            t = time.perf_counter()
+            engine.clean_run(lm, bad_prompts, metric, read=Positions.parse("last"), batch_size=64)
+            seconds["forward"].append(time.perf_counter() - t)
+            r = run()
+            method = "atp" if name.startswith("atp") else "ig"
+            seconds[name].append(r.cost[method] * r.cost["forward_s"])
+            if name.startswith("atp"):
+                report["atp_nodes"] = len(r.nodes)
+                seconds.setdefault("exact_per_node", []).append(
+                    r.cost["exact_per_node"] * r.cost["forward_s"])
+    fwd = float(np.median(seconds["forward"]))
+    report["forward_s_median"] = fwd
+    report["forward_s_all"] = seconds["forward"]
+    for name, vals in seconds.items():
+        if name != "forward":
+            report[f"{name}_forward_equivalents"] = float(np.median(vals)) / fwd
     print(json.dumps(report), flush=True)
+
+
+def transformerlens_sweep(n_pairs: int, report: dict, seq: int = 16, repeats: int = 3) -> None:
+    """resid_pre patching over every layer × position: TransformerLens's helper vs `patch`."""
+    try:
+        from transformer_lens import patching
+        from transformer_lens.model_bridge import TransformerBridge
+        from transformer_lens.model_bridge.sources import transformers as _tl_source  # noqa: F401
+    except ImportError as exc:
+        report["transformerlens"] = f"skipped: transformer_lens is not importable ({exc})"
+        return
+    import tempfile
+
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from interplab.interventions import LogitDiff, Prompts, patch
+    from interplab.models import LanguageModel
+    from interplab.models.tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer(add_bos=False)
+    cfg = GPT2Config(n_embd=768, n_layer=12, n_head=12, n_positions=128, vocab_size=len(tok),
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1,
+                     eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(cfg).eval()
+    with tempfile.TemporaryDirectory() as d:  # the bridge reads config and tokenizer by path
+        hf.config.save_pretrained(d)
+        tok.save_pretrained(d)
+        bridge = TransformerBridge.boot_transformers(
+            d, hf_model=hf, tokenizer=AutoTokenizer.from_pretrained(d), device="cpu")
+    lm = LanguageModel(hf, tok, "gpt2-768x12-random")
+    rng = np.random.default_rng(0)
+    clean = rng.integers(5, 300, (n_pairs, seq))
+    bad = clean.copy()
+    bad[:, seq // 2] = rng.integers(5, 300, n_pairs)
+    a, b = 10, 20
+    last = LogitDiff(a, b)
+    hooks = [f"blocks.{i}.hook_resid_pre" for i in range(12)]
+    clean_t, bad_t = torch.as_tensor(clean), torch.as_tensor(bad)
+
+    def tl_metric(logits):  # [batch, pos, vocab] -> [batch]
+        return logits[:, -1, a] - logits[:, -1, b]
+
+    def run_tl():
+        with torch.no_grad():
+            _, cache = bridge.run_with_cache(clean_t)
+            return patching.get_act_patch_resid_pre(bridge, bad_t, cache, tl_metric,
+                                                    reduce="mean")
+
+    def run_ours():
+        return patch(lm, Prompts(clean.tolist(), [], False), Prompts(bad.tolist(), [], False),
+                     hooks, last, positions="all", n_null=0, batch_size=64)
+
+    times: dict[str, list[float]] = {"tl": [], "ours": []}
+    for _ in range(repeats):
+        for name, fn in (("tl", run_tl), ("ours", run_ours)):
+            t = time.perf_counter()
+            out = fn()
+            times[name].append(time.perf_counter() - t)
+            if name == "tl":
+                tl_out = out.detach().double().numpy()  # [layer, pos]
+            else:
+                ours = (np.asarray(out.effects) + np.asarray(out.baseline)[:, None]).mean(0)
+    report["transformerlens_sweep"] = {
+        "model": "GPT-2 config, 12 layers, d_model 768, random weights", "pairs": n_pairs,
+        "positions": seq, "patches": 12 * seq * n_pairs,
+        "transformerlens_s": times["tl"], "interplab_s": times["ours"],
+        "ratio_of_medians": float(np.median(times["tl"]) / np.median(times["ours"])),
+        "max_abs_diff": float(np.abs(tl_out - ours.reshape(12, seq)).max())}
 
 
 def steering(lm, metric, report) -> None:

@@ -177,3 +177,14 @@ def test_naming_hook_points_does_not_import_transformers():
     src = str(Path(__file__).resolve().parents[1] / "src")
     subprocess.run([sys.executable, "-c", code], check=True,
                    env={**os.environ, "PYTHONPATH": src})
+
+
+def test_per_head_hook_names():
+    from interplab.models import HookPoint
+
+    hp = HookPoint.parse("blocks.2.attn.hook_z")
+    assert hp == HookPoint.z(2) and hp.per_head and hp.name == "blocks.2.attn.hook_z"
+    assert HookPoint.resid_pre(2) < hp < HookPoint.attn_out(2)  # the order they fire in
+    for bad in ("blocks.2.hook_z", "blocks.2.attn.hook_resid_post"):
+        with pytest.raises(HookNameError, match="attn.hook_z"):
+            HookPoint.parse(bad)

@@ -188,6 +188,10 @@ def test_a_hook_that_never_fires_raises():
     with pytest.raises(HookNeverFiredError, match="never fired"):
         steer(lm, _prompts(4), np.ones(lm.d_model), [0.0, 1.0], LogitDiff(A, B),
               hooks=["blocks.2.hook_resid_post"], n_null=0)
+    clean, bad = _pairs(n=2)
+    with pytest.raises(HookNeverFiredError, match="never fired"):
+        patch(lm, clean, bad, ["blocks.2.hook_resid_post"], LogitDiff(A, B), positions=[3, 4],
+              n_null=0)
 
 
 def test_a_patch_that_changes_nothing_raises():
@@ -269,3 +273,217 @@ def test_attribution_through_a_cached_prefix_equals_the_joined_prompt(linear_lm)
     for m in ("atp", "ig"):
         assert np.allclose(cached.estimates[m], full.estimates[m], atol=1e-4)
     assert np.allclose(cached.exact, full.exact, atol=1e-4)
+
+
+def _ig_reference(lm, clean, bad, hook, positions, steps):
+    """IG the slow way: one full forward + backward per (pair, step), every block run each time."""
+    from interplab.activations.positions import Positions
+    from interplab.interventions import engine
+    from interplab.interventions.prompts import make_batch, read_logits
+    from interplab.models import edit_hooks
+
+    donor = engine.capture(lm, clean, [hook], batch_size=8)[hook]
+    out = np.zeros((len(bad), len(positions)))
+    for i in range(len(bad)):
+        pos = [o % len(bad.ids[i]) for o in positions]
+        for s in range(steps):
+            alpha, seen = (s + 0.5) / steps, {}
+
+            def fn(act, pos=pos, alpha=alpha, seen=seen, i=i):
+                new = act.detach().clone()
+                seen["delta"] = donor[i, pos] - new[0, pos]
+                new[0, pos] = new[0, pos] + alpha * seen["delta"]
+                seen["x"] = new.requires_grad_(True)
+                return new
+
+            with torch.enable_grad(), edit_hooks(lm, {hook: fn}):
+                logits = read_logits(lm, bad, make_batch(lm, bad, np.array([i])),
+                                     Positions.parse("last"))
+                (g,) = torch.autograd.grad(LogitDiff(A, B)(logits, torch.tensor([i])).sum(),
+                                           [seen["x"]])
+            out[i] += ((seen["delta"] * g[0, pos]).sum(-1) / steps).numpy()
+    return out
+
+
+@pytest.mark.parametrize("kind,hook", [
+    ("tiny-llama", "blocks.1.hook_resid_pre"), ("tiny-llama", "blocks.2.hook_attn_out"),
+    ("tiny-gpt2", "blocks.1.hook_mlp_out"), ("tiny-gpt2", "blocks.3.hook_resid_post"),
+    ("tiny-neox", "blocks.2.hook_attn_out"), ("tiny-neox", "blocks.0.hook_mlp_out")])
+def test_integrated_gradients_equal_a_full_forward_per_step(kind, hook):
+    lm = load(kind, seed=0)
+    clean, bad = _pairs(n=3)
+    if not lm.bos_token_id:  # GPT-2 style tokenizers add no BOS
+        clean, bad = (Prompts([t[1:] for t in p.ids], [], False) for p in (clean, bad))
+    positions = [-1, 3, 5, -7]  # -7 and 3 are one token of a 10-token prompt: counted once
+    r = attribute(lm, clean, bad, [hook], LogitDiff(A, B), positions=positions, methods=["ig"],
+                  ig_steps=5, n_exact=1, batch_size=3)  # 5 steps in groups of 3 and 2
+    ref = _ig_reference(lm, clean, bad, hook, positions, 5)
+    assert np.abs(ref).max() > 1e-3
+    assert np.allclose(r.estimates["ig"], ref, atol=1e-4 * max(1.0, np.abs(ref).max()))
+
+
+def test_integrated_gradients_run_the_blocks_below_the_hook_once_per_pair():
+    lm = load("tiny-llama", seed=0)
+    clean, bad = _pairs(n=4)
+    rows = {0: 0, 3: 0}
+
+    def counter(layer):
+        def fn(module, args, kwargs, output):
+            rows[layer] += output[0].shape[0] if isinstance(output, tuple) else output.shape[0]
+        return fn
+
+    handles = [lm.blocks[i].register_forward_hook(counter(i), with_kwargs=True) for i in rows]
+    try:
+        counts = []
+        for k in (1, 9):
+            rows.update({0: 0, 3: 0})
+            attribute(lm, clean, bad, ["blocks.2.hook_resid_post"], LogitDiff(A, B),
+                      positions=[-1], methods=["ig"], ig_steps=k, n_exact=1)
+            counts.append(dict(rows))
+    finally:
+        for h in handles:
+            h.remove()
+    assert counts[1][0] == counts[0][0]  # below the hook: not one row more for 8 more steps
+    assert counts[1][3] - counts[0][3] == 4 * 8  # above it: one row per pair and step
+
+
+def test_attribution_backpropagates_to_activations_only(linear_lm):
+    clean, bad = _pairs(n=3)
+    flags = []
+
+    def metric(logits, ex):
+        if logits.requires_grad:  # the passes that backpropagate
+            flags.append(any(p.requires_grad for p in linear_lm.hf.parameters()))
+        return LogitDiff(A, B)(logits, ex)
+
+    attribute(linear_lm, clean, bad, [LAST], metric, positions=[-1, -2], ig_steps=2, n_exact=1)
+    assert flags and not any(flags)  # no parameter was part of any backward graph
+    assert all(p.requires_grad and p.grad is None for p in linear_lm.hf.parameters())
+
+
+def test_capture_stops_after_the_last_hook():
+    from interplab.interventions import engine
+
+    lm = load("tiny-llama", seed=0)
+    clean, _ = _pairs(n=2)
+    ran = []
+    handle = lm.blocks[2].register_forward_hook(lambda *a: ran.append(1))
+    try:
+        acts = engine.capture(lm, clean, ["blocks.1.hook_resid_post", "blocks.0.hook_mlp_out"],
+                              batch_size=8)
+    finally:
+        handle.remove()
+    assert not ran
+    from interplab.models import edit_hooks
+
+    full = []
+    with torch.no_grad(), edit_hooks(lm, {"blocks.1.hook_resid_post": full.append}):
+        lm.hf(torch.tensor(clean.ids))  # the whole model: same activations
+    assert torch.allclose(acts["blocks.1.hook_resid_post"], full[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["tiny-llama", "tiny-gpt2", "tiny-neox"])
+def test_patching_every_head_of_a_layer_is_patching_its_attention_output(kind):
+    lm = load(kind, seed=0)
+    clean, bad = _pairs(n=3)
+    z, attn_out = "blocks.2.attn.hook_z", "blocks.2.hook_attn_out"
+    whole = patch(lm, clean, bad, [z, attn_out], LogitDiff(A, B), positions=[-1, 3, -3],
+                  per_head=False, n_null=0)
+    e = np.asarray(whole.effects).reshape(3, 2, 3)  # [pair, hook, position]
+    assert np.abs(e[:, 1]).max() > 1e-3
+    assert np.allclose(e[:, 0], e[:, 1], atol=1e-5)  # o_proj acts on each token alone
+    heads = patch(lm, clean, bad, [z], LogitDiff(A, B), positions=[-1], n_null=2, null_nodes=1)
+    assert [nd["head"] for nd in heads.info["nodes"]] == list(range(lm.n_heads))
+    assert heads.proof[z]["n_edited"] == 3 * lm.n_heads
+
+
+def test_head_attribution_on_a_model_linear_in_the_heads():
+    # Without the last block's MLP, the logits are linear above its o_proj: per-head effects add
+    # up, and attribution patching is exact per head.
+    linear_lm = _linear_lm()
+    with torch.no_grad():
+        linear_lm.blocks[3].mlp.down_proj.weight.zero_()
+    clean, bad = _pairs(n=4)
+    z, attn_out = "blocks.3.attn.hook_z", "blocks.3.hook_attn_out"
+    r = attribute(linear_lm, clean, bad, [z, attn_out], LogitDiff(A, B), positions=[-1, 3],
+                  n_exact=50, ig_steps=2)
+    nodes = r.nodes
+    atp, exact = np.asarray(r.estimates["atp"]), np.asarray(r.exact)
+    assert len(r.exact_nodes) == len(nodes) == 2 * linear_lm.n_heads + 2
+    assert np.allclose(atp, exact, atol=1e-4) and np.allclose(r.estimates["ig"], exact, atol=1e-4)
+    for p in (-1, 3):
+        per_head = [j for j, nd in enumerate(nodes) if nd["hook"] == z and nd["positions"] == [p]]
+        layer = next(j for j, nd in enumerate(nodes) if nd["hook"] == attn_out
+                     and nd["positions"] == [p])
+        assert len(per_head) == linear_lm.n_heads
+        assert np.allclose(exact[:, per_head].sum(1), exact[:, layer], atol=1e-4)
+    assert np.abs(exact).max() > 1e-2
+    # Control: with the MLP after attention, attribution per head is only an approximation.
+    r = attribute(_linear_lm(), clean, bad, [z], LogitDiff(A, B), positions=[-1], methods=["atp"],
+                  n_exact=50)
+    assert r.agreement["all"]["atp"]["max_abs_error"] > 1e-3
+
+
+def test_patching_runs_the_blocks_below_a_hook_once_per_pair_and_equals_full_forwards():
+    from interplab.activations.positions import Positions
+    from interplab.interventions import engine
+    from interplab.interventions.prompts import make_batch, read_logits
+    from interplab.models import edit_hooks
+
+    lm = load("tiny-llama", seed=0)
+    clean, bad = _pairs(n=3)
+    hooks = ["blocks.1.attn.hook_z", "blocks.2.hook_resid_post"]
+    rows = {0: 0, 3: 0}
+
+    def counter(layer):
+        def fn(module, args, output):
+            rows[layer] += output[0].shape[0] if isinstance(output, tuple) else output.shape[0]
+        return fn
+
+    handles = [lm.blocks[i].register_forward_hook(counter(i)) for i in rows]
+    try:
+        r = patch(lm, clean, bad, hooks, LogitDiff(A, B), positions=[2, 3, -1], n_null=0)
+    finally:
+        for h in handles:
+            h.remove()
+    nodes = r.info["nodes"]
+    assert len(nodes) == 3 * lm.n_heads + 3
+    # capture (ends before block 3), receiver and donor runs: 3 rows each; the sweep: block 0
+    # once per pair and hook, block 3 once per pair and node.
+    assert rows == {0: 3 * 3 + 3 * 2, 3: 3 * 2 + 3 * len(nodes)}
+    donor = engine.capture(lm, clean, hooks, batch_size=8)
+    d_head = lm.d_model // lm.n_heads
+    for i in range(3):
+        batch = make_batch(lm, bad, np.array([i]))
+        for j, nd in enumerate(nodes):
+            p = nd["positions"][0] % 10
+            f = slice(None) if "head" not in nd else slice(nd["head"] * d_head,
+                                                          (nd["head"] + 1) * d_head)
+
+            def fn(act, h=nd["hook"], p=p, f=f, i=i):
+                act = act.clone()
+                act[0, p, f] = donor[h][i, p, f]
+                return act
+
+            with torch.no_grad(), edit_hooks(lm, {nd["hook"]: fn}):
+                m = LogitDiff(A, B)(read_logits(lm, bad, batch, Positions.parse("last")),
+                                    torch.tensor([i]))
+            assert float(m[0]) - r.baseline[i] == pytest.approx(r.effects[i][j], abs=1e-5)
+
+
+def test_patching_through_a_cached_prefix_equals_the_joined_prompt(linear_lm):
+    prefix = "Once upon a time there was a test. "
+    clean, bad = ["The cat sat on the mat."], ["The cat sat on the hat."]
+    pre = linear_lm.tokenize([prefix])[0]
+
+    def joined(texts):
+        return Prompts([pre + linear_lm.tokenizer(t, add_special_tokens=False)["input_ids"]
+                        for t in texts], [], True)
+
+    hooks = ["blocks.1.hook_resid_pre", "blocks.2.attn.hook_z"]
+    kw = {"positions": [-3, -2, -1], "n_null": 2, "null_nodes": 1}
+    cached = patch(linear_lm, clean, bad, hooks, LogitDiff(A, B), prefix=prefix, **kw)
+    full = patch(linear_lm, joined(clean), joined(bad), hooks, LogitDiff(A, B), **kw)
+    assert np.abs(full.effects).max() > 1e-3
+    assert np.allclose(cached.effects, full.effects, atol=1e-4)
+    assert cached.null["nodes"].keys() == full.null["nodes"].keys()

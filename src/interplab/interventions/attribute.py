@@ -4,12 +4,16 @@ For pairs (clean, corrupted) and nodes (hook × token position), each method est
 effect on the metric of patching the clean activation into the corrupted run:
 
 * attribution patching (AtP): ``(a_clean − a_corr) · ∂metric/∂a`` at the corrupted run; one
-  clean forward and one forward + backward on the corrupted prompts, for every node at once;
+  clean forward (ending at the last hook) and one forward + backward on the corrupted prompts,
+  for every node at once;
 * integrated gradients (IG, ``k`` steps): the gradient averaged over ``k`` midpoints of the
   straight line from ``a_corr`` to ``a_clean``, all selected positions of one hook moved
-  together; ``k`` forward + backward rows per pair and hook. With one position per hook the
-  estimate converges to exact patching of that node as ``k`` grows;
+  together; per pair and hook, the blocks below the hook run once and those above it ``k``
+  times (forward + backward). With one position per hook the estimate converges to exact
+  patching of that node as ``k`` grows;
 * exact patching, on a seeded random sample of nodes per hook kind (the ground truth).
+
+Backward passes compute activation gradients only: no parameter requires grad during them.
 
 Agreement with exact patching (Spearman rank correlation and top-k overlap of the mean effects)
 is reported per hook kind, with a warning where attribution patching disagrees.
@@ -30,8 +34,22 @@ from interplab.activations.positions import Positions
 from interplab.errors import InterplabError
 from interplab.interventions import engine
 from interplab.interventions.metrics import metric_name
-from interplab.interventions.patch import Node, PairSet, _PatchEdits, encode_pairs, sweep_nodes
-from interplab.interventions.prompts import Prompts, chunks, make_batch, read_logits
+from interplab.interventions.patch import (
+    Node,
+    PairSet,
+    _PatchEdits,
+    encode_pairs,
+    head_split,
+    sweep_nodes,
+)
+from interplab.interventions.prompts import (
+    Prompts,
+    chunks,
+    hidden,
+    make_batch,
+    read_columns,
+    read_logits,
+)
 from interplab.models import LanguageModel, edit_hooks
 
 METHODS = ("atp", "ig")
@@ -85,22 +103,13 @@ def _grad_pass(lm: LanguageModel, prompts: Prompts, rows: np.ndarray, metric: en
 
     batch = make_batch(lm, prompts, rows)
     fns = {h: watcher(h, edits.get(h)) for h in watch}
-    with torch.enable_grad(), edit_hooks(lm, fns):
+    with torch.enable_grad(), engine.activation_grads_only(lm), edit_hooks(lm, fns):
         logits = read_logits(lm, prompts, batch, read)
         value = metric(logits, torch.as_tensor(batch.example, device=logits.device)).sum()
         grads = torch.autograd.grad(value, [seen[h] for h in watch], allow_unused=True)
     acts = {h: seen[h].detach() for h in watch}
     return acts, {h: (g if g is not None else torch.zeros_like(acts[h])).detach()
                   for h, g in zip(watch, grads, strict=True)}
-
-
-def _node_index(nodes: list[Node], length: np.ndarray, i: int) -> tuple[list[str], list[int]]:
-    hooks, pos = [], []
-    for nd in nodes:
-        o = nd.offsets[0]
-        hooks.append(nd.hook)
-        pos.append(o if o >= 0 else int(length[i]) + o)
-    return hooks, pos
 
 
 def _atp(lm: LanguageModel, pairs: PairSet, nodes: list[Node], donor: dict[str, torch.Tensor],
@@ -118,47 +127,76 @@ def _atp(lm: LanguageModel, pairs: PairSet, nodes: list[Node], donor: dict[str, 
                                    for i in rows])
             r = torch.arange(len(rows))[:, None].expand_as(pos)
             delta = donor[h][torch.as_tensor(rows)[:, None], pos] - acts[h][r, pos].float().cpu()
-            out[np.ix_(rows, cols[h])] = (delta * grads[h][r, pos].float().cpu()).sum(-1).numpy()
+            prod = delta * grads[h][r, pos].float().cpu()  # [b, nodes of h, d]
+            out[np.ix_(rows, cols[h])] = (prod * _feature_mask(nodes, cols[h], prod.shape[-1])
+                                          ).sum(-1).numpy()
     return out
+
+
+def _feature_mask(nodes: list[Node], cols: list[int], width: int) -> torch.Tensor:
+    """``[len(cols), width]``: 1 on the features each node stands for (one head, or all)."""
+    mask = torch.zeros(len(cols), width)
+    for c, j in enumerate(cols):
+        mask[c, nodes[j].features] = 1.0
+    return mask
 
 
 def _ig(lm: LanguageModel, pairs: PairSet, nodes: list[Node], donor: dict[str, torch.Tensor],
-        recv: dict[str, torch.Tensor], metric: engine.Metric, read: Positions, steps: int,
-        batch_size: int) -> np.ndarray:
-    """IG per hook: all of the hook's node positions move together along the path."""
+        metric: engine.Metric, read: Positions, steps: int, batch_size: int) -> np.ndarray:
+    """IG per hook: all of the hook's node positions move together along the path.
+
+    One pass per example and group of up to ``batch_size`` steps: the blocks below the hook run
+    once, on the example's own row, and the hook widens that row into one row per step, so only
+    the blocks above the hook run (and are differentiated) once per step.
+    """
     n = len(pairs.receiver)
     out = np.zeros((n, len(nodes)))
     alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
-    job_ex = np.repeat(np.arange(n), steps)
-    job_a = np.tile(np.arange(steps), n)
     for hook in sorted({nd.hook for nd in nodes}):
+        hp = lm.parse_hook(hook)
+        wide_from = hp.layer if hp.kind == "resid_pre" else hp.layer + 1
         cols = [j for j, nd in enumerate(nodes) if nd.hook == hook]
-        grad_sum = torch.zeros(n, donor[hook].shape[1], lm.d_model)
-        for sl in chunks(len(job_ex), batch_size):
-            ex = job_ex[sl]
-            pos = [[nodes[j].offsets[0] % int(pairs.length[i]) for j in cols] for i in ex]
-            rows = torch.as_tensor([r for r, p in enumerate(pos) for _ in p])
-            cidx = torch.as_tensor([c for p in pos for c in p])
-            exr = torch.as_tensor(ex)[rows]
-            a = alphas[job_a[sl]][rows, None]
-
-            def interp(act: torch.Tensor, rows: torch.Tensor = rows, cidx: torch.Tensor = cidx,
-                       exr: torch.Tensor = exr, a: torch.Tensor = a, hook: str = hook
-                       ) -> torch.Tensor:
-                new = act.clone()
-                old = act[rows, cidx]
-                new[rows, cidx] = old + a.to(act) * (donor[hook][exr, cidx].to(act) - old)
-                return new
-
-            _, grads = _grad_pass(lm, pairs.receiver, ex, metric, read, {hook: interp}, [hook])
-            grad_sum.index_put_((exr, cidx), grads[hook][rows, cidx].float().cpu(),
-                                accumulate=True)
         for i in range(n):
-            for j in cols:
-                p = nodes[j].offsets[0] % int(pairs.length[i])
-                delta = donor[hook][i, p] - recv[hook][i, p]
-                out[i, j] = float(delta @ grad_sum[i, p] / steps)
+            pos = [nodes[j].offsets[0] % int(pairs.length[i]) for j in cols]
+            moved = sorted(set(pos))
+            grad_sum: torch.Tensor | float = 0.0
+            for sl in chunks(steps, batch_size):
+                g, delta = _ig_pass(lm, pairs.receiver, i, metric, read, hook, moved,
+                                    donor[hook][i, moved], alphas[sl], wide_from)
+                grad_sum += g
+            per_feature = (delta * grad_sum)[[moved.index(p) for p in pos]] / steps  # [cols, d]
+            out[i, cols] = (per_feature * _feature_mask(nodes, cols, delta.shape[-1])
+                            ).sum(-1).numpy()
     return out
+
+
+def _ig_pass(lm: LanguageModel, prompts: Prompts, i: int, metric: engine.Metric,
+             read: Positions, hook: str, pos: list[int], target: torch.Tensor,
+             alphas: torch.Tensor, wide_from: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient summed over the steps ``alphas`` ``[moved, d]`` at positions ``pos`` of example
+    ``i``, with ``hook`` moved to ``act + alpha (target - act)`` there, and ``target - act``."""
+    k = len(alphas)
+    seen: dict[str, torch.Tensor] = {}
+
+    def widen(act: torch.Tensor) -> torch.Tensor:  # [1, w, d] -> [k, w, d]
+        old = act[0, pos]
+        seen["delta"] = target.to(act) - old
+        new = act.detach().expand(k, -1, -1).clone()
+        new[:, pos] = old + alphas[:, None, None].to(act) * seen["delta"]
+        seen["x"] = new.requires_grad_(True)
+        return new
+
+    batch = make_batch(lm, prompts, np.array([i]))
+    with torch.enable_grad(), engine.activation_grads_only(lm), edit_hooks(lm, {hook: widen}):
+        h = hidden(lm, prompts, batch, widen=(wide_from, k))
+        if h.shape[0] != k:  # pragma: no cover - a layout that does not broadcast rows
+            raise InterplabError(f"{type(lm.hf).__name__} did not carry the {k} rows of integrated "
+                                 f"gradients from {hook} to its output; run with ig_steps=1")
+        col = int(read_columns(prompts, batch, read)[0])
+        logits = lm.hf.get_output_embeddings()(h[:, col]).float()
+        value = metric(logits, torch.full((k,), i, device=logits.device)).sum()
+        (grad,) = torch.autograd.grad(value, [seen["x"]])
+    return grad[:, pos].sum(0).float().cpu(), seen["delta"].detach().float().cpu()
 
 
 def _sample_nodes(nodes: list[Node], n_exact: int, seed: int, lm: LanguageModel
@@ -204,8 +242,9 @@ def attribute(lm: LanguageModel, clean: Sequence[str] | Prompts,
               positions: str | Sequence[int] = "all", read: str = "last",
               prefix: str | None = None, methods: Sequence[str] = METHODS, ig_steps: int = 8,
               n_exact: int = 24, top_k: int = 5, warn_below: float = 0.5, batch_size: int = 32,
-              seed: int = 0) -> AttributionResult:
-    """Estimate the patching effect of every node (hook × position) with each of ``methods``,
+              per_head: bool = True, seed: int = 0) -> AttributionResult:
+    """Estimate the patching effect of every node (hook × position, and × head for a per-head
+    hook such as ``blocks.3.attn.hook_z`` unless ``per_head=False``) with each of ``methods``,
     compute exact patching on ``n_exact`` seeded random nodes per hook kind, and compare."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -215,7 +254,8 @@ def attribute(lm: LanguageModel, clean: Sequence[str] | Prompts,
     for h in hooks:
         lm.parse_hook(h)
     pairs = encode_pairs(lm, clean, corrupted, direction="denoise", prefix=prefix)
-    nodes = sweep_nodes(hooks, positions, "per-position", pairs.length)
+    nodes = sweep_nodes(hooks, positions, "per-position", pairs.length,
+                        head_split(lm, hooks, per_head))
     rd = Positions.parse(read)
     t = time.perf_counter()
     base, _ = engine.clean_run(lm, pairs.receiver, metric, read=rd, batch_size=batch_size)
@@ -224,12 +264,10 @@ def attribute(lm: LanguageModel, clean: Sequence[str] | Prompts,
     donor = engine.capture(lm, pairs.donor, list(hooks), batch_size=batch_size)
     capture_s = time.perf_counter() - t
     estimates, cost = {}, {"forward_s": forward_s}
-    recv = engine.capture(lm, pairs.receiver, list(hooks), batch_size=batch_size) \
-        if "ig" in methods else {}
     for m in methods:
         t = time.perf_counter()
         est = (_atp(lm, pairs, nodes, donor, metric, rd, batch_size) if m == "atp"
-               else _ig(lm, pairs, nodes, donor, recv, metric, rd, ig_steps, batch_size))
+               else _ig(lm, pairs, nodes, donor, metric, rd, ig_steps, batch_size))
         estimates[m] = est
         cost[m] = (time.perf_counter() - t + capture_s) / forward_s
     sample = _sample_nodes(nodes, n_exact, seed, lm)

@@ -8,15 +8,24 @@ changed and by how much (:class:`Proof`), so an edit that never ran is an error,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from interplab.activations.harvest import _StopForward
 from interplab.activations.positions import Positions
 from interplab.interventions.errors import HookNeverFiredError, InterventionNoOpError
-from interplab.interventions.prompts import Batch, Prompts, chunks, make_batch, read_logits
+from interplab.interventions.prompts import (
+    Batch,
+    Prompts,
+    chunks,
+    hidden,
+    make_batch,
+    read_logits,
+)
 from interplab.models import LanguageModel, edit_hooks
 from interplab.models.hooks import ActFn
 
@@ -103,9 +112,12 @@ def clean_run(lm: LanguageModel, prompts: Prompts, metric: Metric, *, read: Posi
 
 def capture(lm: LanguageModel, prompts: Prompts, hooks: Sequence[str], *, batch_size: int
             ) -> dict[str, torch.Tensor]:
-    """Every activation of ``prompts`` at ``hooks``: ``[n, max_len, d]`` (zero past a prompt's end)."""
+    """Every activation of ``prompts`` at ``hooks``: ``[n, max_len, d]`` (zero past a prompt's end).
+
+    Each forward pass ends as soon as every hook has fired: blocks above the last hook never run.
+    """
     n, width = len(prompts), int(prompts.lengths.max())
-    out = {h: torch.zeros(n, width, lm.d_model) for h in hooks}
+    out: dict[str, torch.Tensor] = {}
     for sl in chunks(n, batch_size):
         batch = make_batch(lm, prompts, np.arange(sl.start, sl.stop))
         store: dict[str, torch.Tensor] = {}
@@ -113,17 +125,40 @@ def capture(lm: LanguageModel, prompts: Prompts, hooks: Sequence[str], *, batch_
         def keep(h: str, store: dict = store) -> ActFn:
             def fn(act: torch.Tensor) -> None:
                 store[h] = act.detach().float().cpu()
+                if len(store) == len(set(hooks)):
+                    raise _StopForward
             return fn
 
-        with torch.inference_mode(), edit_hooks(lm, {h: keep(h) for h in hooks}):
-            from interplab.interventions.prompts import hidden
-
+        with torch.inference_mode(), edit_hooks(lm, {h: keep(h) for h in hooks}), \
+                contextlib.suppress(_StopForward):
             hidden(lm, prompts, batch)
+        missing = [h for h in hooks if h not in store]
+        if missing:
+            raise HookNeverFiredError(
+                f"capturing activations: hook(s) {missing} never fired during the forward pass; "
+                "the model does not run through the modules these hooks are attached to (were "
+                "its blocks replaced after loading?)")
         for h in hooks:
+            out.setdefault(h, torch.zeros(n, width, store[h].shape[-1]))
             for r, i in enumerate(batch.example):
                 length = int(batch.length[r])
                 out[h][i, :length] = store[h][r, :length]
     return out
+
+
+@contextlib.contextmanager
+def activation_grads_only(lm: LanguageModel) -> Iterator[None]:
+    """Within the block no parameter requires grad, so a forward pass records a graph only from
+    the first activation marked ``requires_grad`` upward and a backward pass computes activation
+    gradients only. The parameters' flags are restored on exit."""
+    params = [p for p in lm.hf.parameters() if p.requires_grad]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def run_ce(lm: LanguageModel, texts: Prompts, job_example: np.ndarray, edits: EditFactory, *,

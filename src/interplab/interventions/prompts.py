@@ -117,15 +117,26 @@ def make_batch(lm: LanguageModel, prompts: Prompts, example: np.ndarray,
     return Batch(example, start, lengths, ids.to(dev), mask.to(dev), position_ids.to(dev))
 
 
-def hidden(lm: LanguageModel, prompts: Prompts, batch: Batch) -> torch.Tensor:
-    """Final hidden states (after the final norm) ``[b, w, d]`` of a batch."""
+def hidden(lm: LanguageModel, prompts: Prompts, batch: Batch,
+           widen: tuple[int, int] | None = None) -> torch.Tensor:
+    """Final hidden states (after the final norm) ``[b, w, d]`` of a batch.
+
+    ``widen=(layer, k)`` is for a hook that turns the batch's one row into ``k`` rows at block
+    ``layer`` (the result is then ``[k, w, d]``): the shared prefix's keys and values are repeated
+    ``k`` times from that block on.
+    """
     kwargs = {}
     mask = batch.mask
     if prompts.prefix_kv is not None:
         from transformers import DynamicCache
 
         b = len(batch.example)
-        kv = [(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in prompts.prefix_kv]
+
+        def rows(layer: int) -> int:
+            return widen[1] if widen is not None and layer >= widen[0] else b
+
+        kv = [(k.expand(rows(i), -1, -1, -1), v.expand(rows(i), -1, -1, -1))
+              for i, (k, v) in enumerate(prompts.prefix_kv)]
         kwargs = {"cache": DynamicCache(kv, config=lm.hf.config), "use_cache": True}
         mask = torch.cat([torch.ones(b, len(prompts.prefix_ids), dtype=mask.dtype,
                                      device=mask.device), mask], dim=1)

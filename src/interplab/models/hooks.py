@@ -10,6 +10,11 @@ We expose the community names (``blocks.{i}.hook_resid_pre``, ``hook_resid_post`
 ``hook_mlp_out``    what block i adds to the residual stream from its MLP
 ==================  ==========================================================================
 
+One more hook point is per attention head: ``blocks.{i}.attn.hook_z``, the input of block i's
+attention output projection (``o_proj``, GPT-2's ``c_proj``, NeoX's ``dense``), i.e. every head's
+output concatenated, ``[batch, seq, n_heads * d_head]``; head h is features
+``h * d_head : (h + 1) * d_head``.
+
 For models with "sandwich" norms (Gemma 2/3), ``attn_out``/``mlp_out`` are read after the
 post-attention / post-feed-forward norms, since that is what is added to the residual stream; so
 ``resid_post == resid_pre + attn_out + mlp_out`` holds for every supported layout (NeoX's parallel
@@ -37,12 +42,16 @@ from interplab.errors import InterplabError
 if TYPE_CHECKING:
     from interplab.models.language_model import LanguageModel
 
-# The kinds in the order they fire within a block during the forward pass.
+# The residual-stream kinds (d_model wide) in the order they fire within a block.
 KINDS = ("resid_pre", "attn_out", "mlp_out", "resid_post")
 HOOK_KINDS = tuple(f"hook_{k}" for k in KINDS)
-_HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_(\w+)$")
+# Per-head kinds, named blocks.<layer>.attn.hook_<kind>.
+HEAD_KINDS = ("z",)
+_ORDER = ("resid_pre", "z", "attn_out", "mlp_out", "resid_post")  # firing order within a block
+_HOOK_RE = re.compile(r"^blocks\.(\d+)\.(attn\.)?hook_(\w+)$")
 _FORMS = ("'blocks.<layer>.hook_<kind>' with <kind> one of "
-          + ", ".join(KINDS) + " (e.g. 'blocks.0.hook_resid_post')")
+          + ", ".join(KINDS) + " (e.g. 'blocks.0.hook_resid_post'), or 'blocks.<layer>.attn.hook_z' "
+          "(per-head attention outputs)")
 
 
 class HookNameError(InterplabError):
@@ -67,8 +76,8 @@ class HookPoint:
         if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 0:
             raise HookNameError(f"a hook point's layer must be a non-negative integer, not "
                                 f"{self.layer!r}")
-        if self.kind not in KINDS:
-            raise HookNameError(f"unknown hook kind {self.kind!r}; the kinds are {', '.join(KINDS)}")
+        if self.kind not in _ORDER:
+            raise HookNameError(f"unknown hook kind {self.kind!r}; the kinds are {', '.join(_ORDER)}")
 
     @classmethod
     def parse(cls, name: str | HookPoint) -> HookPoint:
@@ -83,9 +92,9 @@ class HookPoint:
             raise HookNameError(f"a hook point is a name such as 'blocks.0.hook_resid_post' or a "
                                 f"HookPoint, not a {type(name).__name__} ({name!r})")
         m = _HOOK_RE.match(name.strip())
-        if m is None or m.group(2) not in KINDS:
+        if m is None or m.group(3) not in (HEAD_KINDS if m.group(2) else KINDS):
             raise HookNameError(f"unknown hook point {name!r}; hook names look like {_FORMS}")
-        return cls(int(m.group(1)), m.group(2))
+        return cls(int(m.group(1)), m.group(3))
 
     @classmethod
     def resid_pre(cls, layer: int) -> HookPoint:
@@ -107,16 +116,29 @@ class HookPoint:
         """The output of block ``layer`` (before the model's final norm)."""
         return cls(layer, "resid_post")
 
+    @classmethod
+    def z(cls, layer: int) -> HookPoint:
+        """Every attention head's output of block ``layer``, before the output projection."""
+        return cls(layer, "z")
+
+    @property
+    def per_head(self) -> bool:
+        """Whether the activation is split into heads (``[..., n_heads * d_head]``)."""
+        return self.kind in HEAD_KINDS
+
     @property
     def name(self) -> str:
-        """The TransformerLens-style name, ``blocks.{layer}.hook_{kind}``."""
+        """The TransformerLens-style name, ``blocks.{layer}.hook_{kind}`` (per-head kinds:
+        ``blocks.{layer}.attn.hook_{kind}``)."""
+        if self.per_head:
+            return f"blocks.{self.layer}.attn.hook_{self.kind}"
         return f"blocks.{self.layer}.hook_{self.kind}"
 
     def __str__(self) -> str:
         return self.name
 
     def _key(self) -> tuple[int, int]:
-        return self.layer, KINDS.index(self.kind)
+        return self.layer, _ORDER.index(self.kind)
 
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, HookPoint):
@@ -154,12 +176,13 @@ def resolve_hooks(hooks: HookLike | Iterable[HookLike], n_layers: int,
     except HookNameError as exc:
         raise HookNameError(
             f"{exc}. Valid hook points for {model}: blocks.0..{n_layers - 1}."
-            "{" + ", ".join(HOOK_KINDS) + "}"
+            "{" + ", ".join(HOOK_KINDS) + ", attn.hook_z}"
         ) from None
 
 
 def hook_points(n_layers: int) -> list[HookPoint]:
-    """Every hook point of a model with ``n_layers`` blocks, in forward order."""
+    """Every residual-stream hook point of a model with ``n_layers`` blocks, in forward order
+    (the per-head ``attn.hook_z`` points are not listed)."""
     return [HookPoint(i, k) for i in range(n_layers) for k in KINDS]
 
 
@@ -200,6 +223,17 @@ def _attn_module(block: nn.Module) -> nn.Module:
     raise InterplabError(f"cannot find the attention module of block {type(block).__name__}")
 
 
+def _out_proj(block: nn.Module) -> nn.Module:
+    """The attention output projection, whose input is every head's output."""
+    for attr in ("self_attn", "attn", "attention"):
+        attn = getattr(block, attr, None)
+        for proj in ("o_proj", "c_proj", "dense"):
+            if attn is not None and hasattr(attn, proj):
+                return getattr(attn, proj)
+    raise InterplabError(f"cannot find the attention output projection of block "
+                         f"{type(block).__name__}; per-head hooks (attn.hook_z) need one")
+
+
 def _mlp_module(block: nn.Module) -> nn.Module:
     if hasattr(block, "post_feedforward_layernorm"):
         return block.post_feedforward_layernorm
@@ -228,7 +262,8 @@ def attach(lm: LanguageModel, hook: HookLike, fn: ActFn) -> torch.utils.hooks.Re
     removes it."""
     hp = parse_hook(hook, lm.n_layers)
     block = lm.blocks[hp.layer]
-    if hp.kind == "resid_pre":
+    if hp.kind in ("resid_pre", "z"):
+        target = block if hp.kind == "resid_pre" else _out_proj(block)
 
         def pre(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
             if args:
@@ -239,7 +274,7 @@ def attach(lm: LanguageModel, hook: HookLike, fn: ActFn) -> torch.utils.hooks.Re
                 return None
             return args, {**kwargs, "hidden_states": new}
 
-        return block.register_forward_pre_hook(pre, with_kwargs=True)
+        return target.register_forward_pre_hook(pre, with_kwargs=True)
 
     module = {
         "resid_post": block,

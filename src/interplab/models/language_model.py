@@ -65,6 +65,12 @@ class LanguageModel:
         return int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
 
     @property
+    def n_heads(self) -> int:
+        """Attention heads per block (query heads)."""
+        cfg = self.hf.config
+        return int(getattr(cfg, "num_attention_heads", None) or cfg.n_head)
+
+    @property
     def n_ctx(self) -> int:
         """Longest sequence (in tokens) the model's position scheme supports."""
         cfg = self.hf.config

@@ -201,3 +201,16 @@ def test_sae_train_null_control_on_a_tiny_store(tmp_path, capsys):
     old = run_sae_study(cfg, tmp_path / "plain", progress=False).to_dict()
     assert old.pop("null_control") is None and not (tmp_path / "plain" / "null_control.json").exists()
     assert SaeStudyResult(**old).null_control is None
+
+
+def test_null_control_on_a_model_source_retrains_batchtopk(tmp_path):
+    cfg = SaeStudyConfig(model="tiny-llama", hook=HOOK, corpus="python-docs", context_length=32,
+                         max_sequences=40, arch=["batchtopk"], k=[4], width=64, batch_size=32,
+                         trainer=replace(SaeStudyConfig().trainer, total_steps=4),
+                         null_control="gaussian-mixture")
+    nc = run_sae_study(cfg, tmp_path, progress=False).null_control
+    assert nc["not_compared"] == {} and list(nc["compared"]) == ["batchtopk_w64_k4"]
+    c = nc["compared"]["batchtopk_w64_k4"]
+    assert 256 <= nc["n_rows"] <= 40 * 31 and c["model"]["heldout"]["n_rows"] == nc["n_heldout"]
+    assert c["null"]["train"]["n_rows"] == nc["n_rows"] - nc["n_heldout"]
+    assert json.loads((tmp_path / "null_control.json").read_text()) == json.loads(json.dumps(nc))

@@ -5,8 +5,10 @@ pass over an activation store, or over a model's activations streamed from a pac
 the sweep into one :class:`~interplab.sae.SAEConfig` per run, lays out the trainer settings
 (:class:`~interplab.sae.TrainerConfig` defaults, the run length, dead-feature windows, log and
 checkpoint paths), hands the per-run configs to an executor (:func:`train_sweep`: one trainer, one
-pass, in this process) and saves one folder per SAE, named by :func:`sae_name`. The result
-(:class:`SaeStudyResult`) is JSON-serialisable.
+pass, in this process) and saves one folder per SAE, named by :func:`sae_name`. With
+``null_control`` it then retrains each TopK/BatchTopK config on a sample of the rows and on a data
+null fitted to them (:func:`null_comparison`). The result (:class:`SaeStudyResult`) is
+JSON-serialisable.
 
 Defaults: every optimisation default is :class:`~interplab.sae.TrainerConfig`'s except the four
 this study sets in ``SaeStudyConfig.trainer`` (warm-ups and checkpoint interval); SAE

@@ -93,3 +93,124 @@ def test_run_hands_the_per_run_configs_to_the_executor(tmp_path):
     assert result.tokens_read > 0 and result.tokens_excluded < result.tokens_read
     again = json.loads(result.save(tmp_path / "result.json").read_text())
     assert again["config"]["store"] == str(store) and again["runs"][1]["name"] == "relu_w32_l1"
+
+
+# -- --null-control ------------------------------------------------------------------------------
+
+class _RowsStore:
+    """What ``DataSource.batches`` reads of a store: seeded shuffled batches with positions."""
+
+    complete = True
+
+    def __init__(self, x):
+        import torch
+
+        self.x = torch.as_tensor(x, dtype=torch.float32)
+
+    def iter_batches(self, batch_size, hook, *, seed, epochs, drop_last, with_position):
+        import torch
+
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(epochs):
+            order = torch.randperm(len(self.x), generator=g)
+            for i in range(0, len(order) - batch_size + 1, batch_size):
+                idx = order[i:i + batch_size]
+                yield self.x[idx], idx % 40  # every 40th row is a position 0
+
+
+def _rows_source(x) -> DataSource:
+    return DataSource(hook=HOOK, d_in=x.shape[1], n_rows=len(x), identity={"store": "rows"},
+                      model_name=None, context_length=None, store=_RowsStore(x))
+
+
+def _compare(x, null="gaussian"):
+    from interplab.studies.sae import null_comparison
+
+    cfg = SaeStudyConfig(store="rows", arch=["topk", "relu"], k=[4], width=96, null_control=null)
+    data = _rows_source(x)
+    rule = cfg.exclusion_rule()
+    return null_comparison(cfg, data, rule, sweep_configs(cfg, data, rule))
+
+
+def test_null_control_beats_a_gaussian_null_on_sparse_dictionary_data():
+    from interplab.sae.synthetic import random_dictionary, sparse_dictionary_batches
+
+    x = next(sparse_dictionary_batches(random_dictionary(64, 24, seed=0), 3000, 1,
+                                       mean_active=3.0, seed=1)).numpy()
+    out = _compare(x)
+    assert out["null"] == "gaussian" and 2500 < out["n_rows"] < 3000  # position 0 left out
+    assert out["n_heldout"] == round(out["n_rows"] * 0.25)
+    assert list(out["compared"]) == ["topk_w96_k4"]
+    assert "λ" in out["not_compared"]["relu_w96_l1"]
+    c = out["compared"]["topk_w96_k4"]
+    assert c["model"]["heldout"]["fve"] > 0.7 > c["null"]["heldout"]["fve"]
+    assert c["model"]["heldout"]["l0"] <= 4 and c["model"]["train"]["n_features"] == 96
+    d = c["model_minus_null"]
+    assert d["fve_heldout"]["lo"] > 0.15 and d["fve_train"]["lo"] > 0.15
+    assert d["fve_heldout"]["lo"] <= d["fve_heldout"]["value"] <= d["fve_heldout"]["hi"]
+
+
+def test_null_control_is_about_zero_when_the_data_is_itself_gaussian():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3000, 24)) * np.linspace(0.5, 2.0, 24) + 1.0).astype(np.float32)
+    d = _compare(x)["compared"]["topk_w96_k4"]["model_minus_null"]
+    for key in ("fve_train", "fve_heldout"):
+        assert d[key]["lo"] <= 0 <= d[key]["hi"] and abs(d[key]["value"]) < 0.05, (key, d[key])
+
+
+def test_null_control_with_too_few_rows_says_so():
+    import numpy as np
+
+    out = _compare(np.random.default_rng(0).standard_normal((200, 24)).astype(np.float32))
+    assert out["compared"] == {} and "only" in out["not_compared"]["topk_w96_k4"]
+
+
+def test_unknown_null_control_is_refused_before_any_training(tmp_path):
+    def executor(*args):
+        raise AssertionError("trained")
+
+    with pytest.raises(InterplabError, match="unknown --null-control 'reset'; choose one of "
+                                             "gaussian, gaussian-mixture, hypercube"):
+        run_sae_study(SaeStudyConfig(store=tmp_path, null_control="reset"), tmp_path / "out",
+                      execute=executor)
+    assert not (tmp_path / "out").exists()
+
+
+def test_sae_train_null_control_on_a_tiny_store(tmp_path, capsys):
+    from interplab.cli.main import main
+    from interplab.studies.sae import SaeStudyResult
+
+    store = _harvest(tmp_path / "acts", 20)
+    out = tmp_path / "saes"
+    assert main(["sae", "train", "--store", str(store), "--out", str(out), "--hook", HOOK,
+                 "--arch", "topk,relu", "--k", "4", "--width", "64", "--steps", "4",
+                 "--batch-size", "32", "--null-control", "hypercube"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    nc = json.loads((out / "null_control.json").read_text())
+    assert nc["null"] == "hypercube" and nc["n_rows"] >= 256
+    assert list(nc["compared"]) == ["topk_w64_k4"] and list(nc["not_compared"]) == ["relu_w64_l1"]
+    assert set(nc["compared"]["topk_w64_k4"]["model_minus_null"]) == {
+        "fve_train", "fve_heldout", "l0_heldout", "features_used_heldout"}
+    assert "null control (hypercube" in err and "topk_w64_k4: held-out FVE" in err
+    assert "relu_w64_l1: not compared" in err
+    # A result written before the field existed still loads, without the section.
+    cfg = SaeStudyConfig(store=store, arch=["topk"], k=[4], width=64, batch_size=32,
+                         trainer=replace(SaeStudyConfig().trainer, total_steps=2))
+    old = run_sae_study(cfg, tmp_path / "plain", progress=False).to_dict()
+    assert old.pop("null_control") is None and not (tmp_path / "plain" / "null_control.json").exists()
+    assert SaeStudyResult(**old).null_control is None
+
+
+def test_null_control_on_a_model_source_retrains_batchtopk(tmp_path):
+    cfg = SaeStudyConfig(model="tiny-llama", hook=HOOK, corpus="python-docs", context_length=32,
+                         max_sequences=40, arch=["batchtopk"], k=[4], width=64, batch_size=32,
+                         trainer=replace(SaeStudyConfig().trainer, total_steps=4),
+                         null_control="gaussian-mixture")
+    nc = run_sae_study(cfg, tmp_path, progress=False).null_control
+    assert nc["not_compared"] == {} and list(nc["compared"]) == ["batchtopk_w64_k4"]
+    c = nc["compared"]["batchtopk_w64_k4"]
+    assert 256 <= nc["n_rows"] <= 40 * 31 and c["model"]["heldout"]["n_rows"] == nc["n_heldout"]
+    assert c["null"]["train"]["n_rows"] == nc["n_rows"] - nc["n_heldout"]
+    assert json.loads((tmp_path / "null_control.json").read_text()) == json.loads(json.dumps(nc))

@@ -79,6 +79,20 @@ def train(
         if m:
             console.print(f"  {run.name}: FVE {m['fraction_of_variance_explained']:.3f}, "
                           f"L0 {m['l0']:.1f}, alive {m['fraction_alive']:.2f}")
+    if result.null_control:
+        _print_null_control(result.null_control, out)
+
+
+def _print_null_control(nc: dict, out: Path) -> None:
+    console.print(f"null control ({nc['null']}; retrained on {nc['n_rows']} sampled rows, "
+                  f"{nc['n_heldout']} held out) → {out / 'null_control.json'}")
+    for name, c in nc["compared"].items():
+        d = c["model_minus_null"]["fve_heldout"]
+        console.print(f"  {name}: held-out FVE {c['model']['heldout']['fve']:.3f} vs null "
+                      f"{c['null']['heldout']['fve']:.3f}, model − null {d['value']:+.3f} "
+                      f"[{d['lo']:+.3f}, {d['hi']:+.3f}]", highlight=False)
+    for name, why in nc["not_compared"].items():
+        console.print(f"  {name}: not compared ({why})", highlight=False)
 
 
 # Option names of the first release of `sae train`, kept working.

@@ -151,11 +151,14 @@ def probe_scores(config: NullsConfig, data: dict[str, np.ndarray], y: np.ndarray
     return probes, randoms
 
 
-def train_and_score_sae(x: np.ndarray, heldout: np.ndarray, config: NullsConfig,
-                        seed: int) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, ...]]]:
-    """Train a TopK SAE on the rows not in ``heldout`` (boolean ``[n]``); metrics on both parts,
-    and per part the per-row terms of its metrics: squared error, squared deviation from that
-    part's mean (FVE = 1 − Σ error / Σ deviation) and active features (L0)."""
+def train_and_score_sae(x: np.ndarray, heldout: np.ndarray, config: NullsConfig, seed: int,
+                        sae_config: Any = None
+                        ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, ...]]]:
+    """Train a TopK SAE (``config``'s width and k, or ``sae_config``, an
+    :class:`~interplab.sae.SAEConfig` of width ``x``'s) on the rows not in ``heldout`` (boolean
+    ``[n]``) for ``config.sae_steps`` steps; metrics on both parts, and per part the per-row
+    terms of its metrics: squared error, squared deviation from that part's mean
+    (FVE = 1 − Σ error / Σ deviation) and active features (L0)."""
     import torch
 
     from interplab.sae import SAEConfig, TrainerConfig, train_saes
@@ -170,7 +173,7 @@ def train_and_score_sae(x: np.ndarray, heldout: np.ndarray, config: NullsConfig,
             yield train[torch.randint(0, train.shape[0], (config.sae_batch_size,), generator=g)]
 
     d = x.shape[1]
-    sae_cfg = SAEConfig("topk", d, config.sae_width * d, k=config.sae_k, seed=seed)
+    sae_cfg = sae_config or SAEConfig("topk", d, config.sae_width * d, k=config.sae_k, seed=seed)
     tcfg = TrainerConfig(total_steps=config.sae_steps, log_every_steps=0, seed=seed,
                          init_sample_size=min(8192, train.shape[0]))
     sae = train_saes(batches(), [sae_cfg], tcfg)[0].eval()

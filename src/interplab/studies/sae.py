@@ -5,8 +5,10 @@ pass over an activation store, or over a model's activations streamed from a pac
 the sweep into one :class:`~interplab.sae.SAEConfig` per run, lays out the trainer settings
 (:class:`~interplab.sae.TrainerConfig` defaults, the run length, dead-feature windows, log and
 checkpoint paths), hands the per-run configs to an executor (:func:`train_sweep`: one trainer, one
-pass, in this process) and saves one folder per SAE, named by :func:`sae_name`. The result
-(:class:`SaeStudyResult`) is JSON-serialisable.
+pass, in this process) and saves one folder per SAE, named by :func:`sae_name`. With
+``null_control`` it then retrains each TopK/BatchTopK config on a sample of the rows and on a data
+null fitted to them (:func:`null_comparison`). The result (:class:`SaeStudyResult`) is
+JSON-serialisable.
 
 Defaults: every optimisation default is :class:`~interplab.sae.TrainerConfig`'s except the four
 this study sets in ``SaeStudyConfig.trainer`` (warm-ups and checkpoint interval); SAE
@@ -29,6 +31,9 @@ from interplab.errors import InterplabError
 from interplab.sae.config import SAEConfig, TrainerConfig
 
 HELD_OUT_FRACTION = 0.05  # last 5 % of a corpus's documents: never trained on by this study
+NULL_SAMPLE_ROWS = 16_384  # --null-control: ordinary rows drawn for the retrained comparison
+NULL_HELDOUT_FRACTION = 0.25  # of those rows, scored but never trained on
+NULL_MIN_ROWS = 256  # fewer ordinary rows than this: no comparison
 TOPK_FAMILY = ("topk", "batchtopk")  # swept over k; every other architecture over λ
 
 
@@ -71,6 +76,10 @@ class SaeStudyConfig:
     norm_ratio: float | None = field(default=None, metadata={
         "help": "Leave out tokens with a norm above this × the batch median (0: no norm test; "
         "default: the standard exclusion rule's ratio)."})
+    null_control: str | None = field(default=None, metadata={
+        "help": "After training, retrain each TopK/BatchTopK config on a sample of the rows and "
+        "on this data null fitted to them (gaussian | gaussian-mixture | hypercube), and report "
+        "model − null with intervals."})
 
     def validate(self) -> None:
         """One clear error for a config that cannot run (before any data is read)."""
@@ -84,6 +93,11 @@ class SaeStudyConfig:
                                  f"{architectures()}")
         if self.trainer.total_steps < 0 or self.batch_size < 1:
             raise InterplabError("steps must be >= 0 (0: one pass) and batch_size >= 1")
+        from interplab.controls.nulls import DATA_NULLS
+
+        if self.null_control is not None and self.null_control not in DATA_NULLS:
+            raise InterplabError(f"unknown --null-control {self.null_control!r}; choose one of "
+                                 f"{', '.join(DATA_NULLS)} (model nulls: `interplab nulls`)")
 
     def exclusion_rule(self) -> Any:
         """The :class:`~interplab.activations.exclusion.ExclusionRule` of this run."""
@@ -129,6 +143,8 @@ class SaeStudyResult:
     input_scale: float
     scale_tokens: int
     warnings: list[str]
+    # With --null-control (see :func:`null_comparison`); None otherwise and in older results.
+    null_control: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -339,6 +355,78 @@ def train_sweep(runs: list[SAEConfig], tcfg: TrainerConfig, data: DataSource,
                         tokens_read=count.n_seen, tokens_excluded=count.n_excluded)
 
 
+# -- null control (--null-control) ---------------------------------------------------------------
+
+NULL_NOTE = ("each compared config is retrained from scratch on the sample's training rows and, "
+             "identically, on the null fitted to them, then scored on both parts; the full run's "
+             "SAE is not scored against the null (an SAE trained on real rows says nothing about "
+             "what training on structureless data would have found)")
+NOT_RETRAINED = ("λ-penalised: its sparsity follows the λ warm-up over the full run, which a "
+                 "short retrain on a sample does not reproduce")
+
+
+def null_sample(data: DataSource, rule: Any, seed: int, n_rows: int = NULL_SAMPLE_ROWS) -> Any:
+    """Up to ``n_rows`` rows that ``rule`` keeps, from the start of a seeded pass over the
+    study's data (``data.batches``), as float32 numpy ``[n, d_in]``."""
+    import numpy as np
+    import torch
+
+    batches, _ = data.batches(256, seed, 1, rule)
+    parts, total = [], 0
+    for x in batches:
+        parts.append(x.detach().float().cpu())
+        total += len(x)
+        if total >= n_rows:
+            break
+    close = getattr(batches, "close", None)
+    if close is not None:
+        close()
+    if not parts:
+        return np.empty((0, data.d_in), dtype=np.float32)
+    return torch.cat(parts)[:n_rows].numpy()
+
+
+def null_comparison(cfg: SaeStudyConfig, data: DataSource, rule: Any,
+                    runs: list[SAEConfig]) -> dict[str, Any]:
+    """Each TopK/BatchTopK config of ``runs`` retrained on a sample of the study's rows and on the
+    data null ``cfg.null_control`` fitted to the sample's training rows (same number of rows),
+    both scored on training and held-out rows: per config ``model`` and ``null`` metrics
+    (:func:`~interplab.studies.nulls.train_and_score_sae`) and ``model_minus_null``
+    (:func:`~interplab.studies.nulls.sae_minus_null`, bootstrap intervals over rows). Configs
+    not retrained are listed in ``not_compared`` with the reason."""
+    import numpy as np
+
+    from interplab.controls.nulls import data_null
+    from interplab.studies.nulls import NullsConfig, sae_minus_null, train_and_score_sae
+
+    seed = cfg.trainer.seed
+    settings = NullsConfig(seed=seed)
+    x = null_sample(data, rule, seed)
+    heldout = np.zeros(len(x), dtype=bool)
+    heldout[np.random.default_rng(seed).permutation(len(x))[:round(len(x) *
+                                                                    NULL_HELDOUT_FRACTION)]] = True
+    out: dict[str, Any] = {
+        "null": cfg.null_control, "n_rows": len(x), "n_heldout": int(heldout.sum()),
+        "sample": f"the first {len(x)} rows of a seeded pass over the training data "
+                  f"({rule.describe()}); {int(heldout.sum())} of them, drawn at random, held out",
+        "steps": settings.sae_steps, "batch_size": settings.sae_batch_size,
+        "n_boot": settings.n_boot, "seed": seed, "note": NULL_NOTE, "compared": {},
+        "not_compared": {sae_name(c): NOT_RETRAINED for c in runs
+                         if c.architecture not in TOPK_FAMILY}}
+    retrain = [c for c in runs if c.architecture in TOPK_FAMILY]
+    if len(x) < NULL_MIN_ROWS:
+        out["not_compared"].update({sae_name(c): f"only {len(x)} rows to sample (at least "
+                                    f"{NULL_MIN_ROWS} needed)" for c in retrain})
+        return out
+    null = data_null(cfg.null_control or "", x[~heldout], n=len(x), seed=seed)
+    for c in retrain:
+        fits = [train_and_score_sae(rows, heldout, settings, seed, sae_config=replace(c))
+                for rows in (x, null)]
+        out["compared"][sae_name(c)] = {"model": fits[0][0], "null": fits[1][0],
+                                        "model_minus_null": sae_minus_null(*fits, settings)}
+    return out
+
+
 def run_sae_study(cfg: SaeStudyConfig, out_dir: str | Path, progress: bool = True,
                   execute: Executor = train_sweep) -> SaeStudyResult:
     """Train the sweep of ``cfg`` into ``out_dir`` (one sub-folder per SAE, plus the training log
@@ -370,9 +458,15 @@ def run_sae_study(cfg: SaeStudyConfig, out_dir: str | Path, progress: bool = Tru
         results.append(SaeRun(name=name, path=str(out_dir / name), architecture=c.architecture,
                               d_sae=c.d_sae, k=c.k, sparsity_coefficient=c.sparsity_coefficient,
                               metrics=metrics))
+    null = None
+    if cfg.null_control:  # fresh configs: the trainer wrote its scale into the trained ones
+        from interplab.fileio import atomic_write_json
+
+        null = null_comparison(cfg, data, rule, sweep_configs(cfg, data, rule))
+        atomic_write_json(out_dir / "null_control.json", null)
     return SaeStudyResult(
         config=cfg.to_dict(), data=tcfg.data_identity or {}, runs=results, steps=outcome.steps,
         tokens_seen=outcome.tokens_seen, n_rows=data.n_rows, tokens_read=outcome.tokens_read,
         tokens_excluded=outcome.tokens_excluded, exclusion=rule.to_dict(),
         exclusion_description=rule.describe(), input_scale=outcome.input_scale,
-        scale_tokens=outcome.scale_tokens, warnings=warnings)
+        scale_tokens=outcome.scale_tokens, warnings=warnings, null_control=null)

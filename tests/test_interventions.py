@@ -256,14 +256,20 @@ def test_embedded_model_unembedding_direction_steers_and_last_layer_patch_reprod
     assert np.allclose(np.asarray(p.effects)[:, 0], gap, atol=1e-3)
 
 
-def test_attribution_through_a_cached_prefix_equals_the_joined_prompt(linear_lm):
-    prefix = "Once upon a time there was a test. "
-    clean, bad = ["The cat sat on the mat."], ["The cat sat on the hat."]
-    pre = linear_lm.tokenize([prefix])[0]
+PREFIX = "Once upon a time there was a test. "
 
-    def joined(texts):
-        return Prompts([pre + linear_lm.tokenizer(t, add_special_tokens=False)["input_ids"]
-                        for t in texts], [], True)
+
+def _joined_with_prefix(lm):
+    """``texts`` → Prompts of PREFIX's tokens followed by each text's, as one prompt each (the
+    reference a run through the cached prefix must equal)."""
+    pre = lm.tokenize([PREFIX])[0]
+    return lambda texts: Prompts(
+        [pre + lm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts], [], True)
+
+
+def test_attribution_through_a_cached_prefix_equals_the_joined_prompt(linear_lm):
+    clean, bad = ["The cat sat on the mat."], ["The cat sat on the hat."]
+    prefix, joined = PREFIX, _joined_with_prefix(linear_lm)
 
     hooks = ["blocks.2.hook_resid_post"]
     cached = attribute(linear_lm, clean, bad, hooks, LogitDiff(A, B), positions=[-3, -2, -1],
@@ -472,13 +478,8 @@ def test_patching_runs_the_blocks_below_a_hook_once_per_pair_and_equals_full_for
 
 
 def test_patching_through_a_cached_prefix_equals_the_joined_prompt(linear_lm):
-    prefix = "Once upon a time there was a test. "
     clean, bad = ["The cat sat on the mat."], ["The cat sat on the hat."]
-    pre = linear_lm.tokenize([prefix])[0]
-
-    def joined(texts):
-        return Prompts([pre + linear_lm.tokenizer(t, add_special_tokens=False)["input_ids"]
-                        for t in texts], [], True)
+    prefix, joined = PREFIX, _joined_with_prefix(linear_lm)
 
     hooks = ["blocks.1.hook_resid_pre", "blocks.2.attn.hook_z"]
     kw = {"positions": [-3, -2, -1], "n_null": 2, "null_nodes": 1}

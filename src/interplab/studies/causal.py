@@ -124,7 +124,9 @@ def _datasets(config: CausalConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     return out, splits
 
 
-def _answers(lm: Any, config: CausalConfig) -> dict[str, Any]:
+def answer_tokens(lm: Any, config: CausalConfig) -> dict[str, Any]:
+    """The first spelling of the true and false answers that is one token for ``lm``, with its id
+    (shared with the erasure study's behaviour part, which scores the same prompts)."""
     from interplab.interventions.metrics import first_single_token
 
     t_text, t_id = first_single_token(lm, [" " + w.strip() for w in config.answer_true])
@@ -133,7 +135,7 @@ def _answers(lm: Any, config: CausalConfig) -> dict[str, Any]:
             "asked": {"true": config.answer_true, "false": config.answer_false}}
 
 
-def _prefix(ds: Any, rows: np.ndarray, answers: dict[str, Any], n: int, seed: int) -> str:
+def few_shot_prefix(ds: Any, rows: np.ndarray, answers: dict[str, Any], n: int, seed: int) -> str:
     """Few-shot examples from the training split, alternating true and false."""
     rng = np.random.default_rng((seed, 1))
     true_rows = rng.permutation(rows[ds.labels[rows] == 1])
@@ -146,7 +148,7 @@ def _prefix(ds: Any, rows: np.ndarray, answers: dict[str, Any], n: int, seed: in
     return "\n".join(lines) + "\n"
 
 
-def _held_out(ds: Any, rows: np.ndarray, n: int, seed: int) -> np.ndarray:
+def held_out_rows(ds: Any, rows: np.ndarray, n: int, seed: int) -> np.ndarray:
     """``n`` test-split rows, half true and half false."""
     rng = np.random.default_rng((seed, 2))
     half = [rng.permutation(rows[ds.labels[rows] == v])[: n // 2 + (v == 0) * (n % 2)]
@@ -440,10 +442,10 @@ def run_causal(config: CausalConfig, *, console: Console | None = None) -> Causa
     t0 = time.perf_counter()
     datasets, splits = _datasets(config)
     lm = load(config.model, device=config.device)
-    answers = _answers(lm, config)
+    answers = answer_tokens(lm, config)
     metric = ProbDiff(answers["true_id"], answers["false_id"])
     cities, test = datasets["cities"], splits["cities"].test
-    prefix = _prefix(cities, splits["cities"].train, answers, config.n_shots, config.seed)
+    prefix = few_shot_prefix(cities, splits["cities"].train, answers, config.n_shots, config.seed)
     timings["load_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -454,7 +456,7 @@ def run_causal(config: CausalConfig, *, console: Console | None = None) -> Causa
     console.print(f"probes fitted in {timings['probes_s']:.0f} s; steering layers {layers}")
 
     t = time.perf_counter()
-    rows = _held_out(cities, test, config.n_prompts, config.seed)
+    rows = held_out_rows(cities, test, config.n_prompts, config.seed)
     statements = [cities.statements[i] for i in rows]
     steering = _steer(lm, config, prefix, statements, cities.labels[rows], directions, layers,
                       metric, _neutral_texts(lm, config))

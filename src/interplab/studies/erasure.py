@@ -224,11 +224,11 @@ def _behaviour(lm: Any, hook: str, erasers: dict[str, Any], ds: Any, split: Any,
     training split) on held-out statements, scored with and without each eraser."""
     from interplab.erasure import truth_behaviour
     from interplab.interventions import ProbDiff
-    from interplab.studies.causal import TAIL, _answers, _held_out, _prefix
+    from interplab.studies.causal import TAIL, answer_tokens, few_shot_prefix, held_out_rows
 
-    answers = _answers(lm, config)
-    prefix = _prefix(ds, split.train, answers, config.n_shots, config.seed)
-    rows = _held_out(ds, split.test, config.behaviour_prompts, config.seed)
+    answers = answer_tokens(lm, config)
+    prefix = few_shot_prefix(ds, split.train, answers, config.n_shots, config.seed)
+    rows = held_out_rows(ds, split.test, config.behaviour_prompts, config.seed)
     out = truth_behaviour(
         lm, hook, erasers, [ds.statements[i] for i in rows], ds.labels[rows], prefix,
         ProbDiff(answers["true_id"], answers["false_id"]), tail=TAIL,

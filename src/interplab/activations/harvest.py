@@ -8,7 +8,7 @@ reduce padding and every row comes back in input order with its (text, position,
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +17,14 @@ import torch
 from tqdm.auto import tqdm
 
 from interplab.activations.positions import Positions
+from interplab.activations.prefixes import PrefixPlan, plan_prefixes
 from interplab.errors import InterplabError
 from interplab.models import HookPoint, LanguageModel, attach
 from interplab.models.hooks import HookLike
 from interplab.threads import AdaptiveThreads, pace
+
+# Keys and values of shared prefixes kept at once (see interplab.activations.prefixes).
+PREFIX_KV_BUDGET_BYTES = 256 * 2**20
 
 
 class _StopForward(Exception):
@@ -107,6 +111,98 @@ def _batches_by_length(lengths: Sequence[int], batch_size: int) -> list[np.ndarr
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def _kv_slot_bytes(lm: LanguageModel) -> int:
+    """Bytes of keys and values one token holds across all blocks (an estimate for budgeting)."""
+    cfg = lm.hf.config
+    heads = lm.n_heads
+    kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(cfg, "head_dim", None) or lm.d_model // heads)
+    return 2 * lm.n_layers * kv_heads * head_dim * lm.dtype.itemsize
+
+
+def _can_share_prefixes(lm: LanguageModel) -> bool:
+    """Prefix sharing needs a plain causal key/value cache: no sliding-window layers."""
+    cfg = lm.hf.config
+    sliding = getattr(cfg, "sliding_window", None)
+    if sliding and getattr(cfg, "use_sliding_window", True):
+        return False
+    return not any("sliding" in str(t) for t in (getattr(cfg, "layer_types", None) or ()))
+
+
+@dataclass
+class _PrefixTable:
+    """Keys and values of every shared prefix, right-aligned in ``depth`` slots; row ``n_groups``
+    is all zeros (texts without a prefix)."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block: [groups + 1, heads, depth, head_dim]
+    depth: int
+    logprob: np.ndarray  # per text: log-probability of its prefix tokens and of its first own token
+    n_scored: np.ndarray
+
+    def rows(self, group: np.ndarray, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.as_tensor(np.where(group < 0, len(self.kv[0][0]) - 1, group))
+        g = g.to(self.kv[0][0].device)
+        return [(k[g, :, self.depth - width :], v[g, :, self.depth - width :]) for k, v in self.kv]
+
+
+def _run_prefixes(lm: LanguageModel, plan: PrefixPlan, token_ids: Sequence[Sequence[int]],
+                  batch_size: int, run: Callable[..., torch.Tensor | None],
+                  with_logprobs: bool) -> _PrefixTable:
+    """Run each shared prefix once (right-padded batches) and keep its keys and values."""
+    depth = plan.max_depth
+    kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+    logprob = np.zeros(len(token_ids), dtype=np.float64)
+    n_scored = np.zeros(len(token_ids), dtype=np.int64)
+    for batch in _batches_by_length([len(p) for p in plan.prefixes], batch_size):
+        with torch.inference_mode():
+            _prefix_batch(lm, plan, token_ids, batch, run, with_logprobs, kv, logprob, n_scored)
+    return _PrefixTable(kv, depth, logprob, n_scored)
+
+
+def _prefix_batch(lm: LanguageModel, plan: PrefixPlan, token_ids: Sequence[Sequence[int]],
+                  batch: np.ndarray, run: Callable[..., torch.Tensor | None],
+                  with_logprobs: bool, kv: list[tuple[torch.Tensor, torch.Tensor]],
+                  logprob: np.ndarray, n_scored: np.ndarray) -> None:
+    """One right-padded batch of prefixes: fill their rows of ``kv`` (allocated on the first
+    batch) and, with log-probabilities, their members' prefix terms."""
+    from transformers import DynamicCache
+
+    depth = plan.max_depth
+    width = max(len(plan.prefixes[g]) for g in batch)
+    ids = torch.full((len(batch), width), lm.tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, g in enumerate(batch):
+        ids[r, : len(plan.prefixes[g])] = torch.as_tensor(plan.prefixes[g])
+        mask[r, : len(plan.prefixes[g])] = 1
+    cache = DynamicCache(config=lm.hf.config)
+    hidden = run(ids.to(lm.device), mask.to(lm.device),
+                 torch.arange(width).expand(len(batch), -1), cache)
+    done = [(layer.keys, layer.values) for layer in cache.layers
+            if getattr(layer, "keys", None) is not None and layer.keys.numel()]
+    if not kv:
+        kv.extend((k.new_zeros((plan.n_groups + 1, k.shape[1], depth, k.shape[3])),
+                   v.new_zeros((plan.n_groups + 1, v.shape[1], depth, v.shape[3])))
+                  for k, v in done)
+    if len(done) != len(kv):  # pragma: no cover - every batch stops at the same block
+        raise RuntimeError("the prefix passes filled different numbers of blocks")
+    for r, g in enumerate(batch):
+        d = len(plan.prefixes[g])
+        for (k_all, v_all), (k, v) in zip(kv, done, strict=True):
+            k_all[g, :, depth - d :] = k[r, :, :d]
+            v_all[g, :, depth - d :] = v[r, :, :d]
+        if with_logprobs:
+            # The prefix's own tokens (shared) and each member's first own token, which the
+            # prefix's last position predicts.
+            members = np.flatnonzero(plan.group == g)
+            logits = _vocab_logits(lm, hidden[r, :d]).float()  # [d, vocab]
+            lse = torch.logsumexp(logits, dim=-1)
+            p = torch.as_tensor(plan.prefixes[g], device=logits.device)
+            inner = float((logits[:-1].gather(-1, p[1:, None])[:, 0] - lse[:-1]).double().sum())
+            first = torch.as_tensor([token_ids[i][d] for i in members], device=logits.device)
+            logprob[members] = inner + (logits[-1, first] - lse[-1]).double().cpu().numpy()
+            n_scored[members] = d
+
+
 def iter_harvest_ids(
     lm: LanguageModel,
     token_ids: Sequence[Sequence[int]],
@@ -120,15 +216,21 @@ def iter_harvest_ids(
     compute_dtype: torch.dtype | None = None,
     progress: tqdm | None = None,
     with_logprobs: bool = False,
+    share_prefixes: bool = True,
+    info: dict[str, Any] | None = None,
 ) -> Iterator[_Batch]:
     """Yield batches of harvested rows for already tokenised texts (batched by length).
 
     ``hooks`` come from :meth:`LanguageModel.resolve_hooks` (checked, without duplicates); rows
     carry activations keyed by hook name. ``text_offset`` is added to local indices so rows carry
-    global text indices. Rows within a
-    batch are in (text, position) order; batches are in length order, not input order. With
-    ``with_logprobs`` the full model runs (no early stop) and each text's log-probability is
-    returned too.
+    global text indices. Rows within a batch are in (text, position) order; batches are in length
+    order, not input order. With ``with_logprobs`` the full model runs (no early stop) and each
+    text's log-probability is returned too.
+
+    With ``share_prefixes`` (and right padding), token prefixes that several texts share before
+    their first harvested position run once (:mod:`interplab.activations.prefixes`); each text's
+    own tokens then run on the prefix's keys and values. ``info``, if given, receives
+    ``shared_prefix_groups`` and ``shared_prefix_tokens_saved``.
     """
     if padding_side not in ("left", "right"):
         raise InterplabError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
@@ -139,59 +241,100 @@ def iter_harvest_ids(
     pad_id = lm.tokenizer.pad_token_id
     has_bos = lm.bos_token_id is not None
     captured: dict[str, torch.Tensor] = {}
-    gather: dict[str, torch.Tensor] = {}
+    gather: dict[str, torch.Tensor | None] = {"b": None, "s": None}
+    lengths = [len(t) for t in token_ids]
+    selected = [positions.select(i + text_offset, n, has_bos) for i, n in enumerate(lengths)]
 
     def capture(name: str):
         def fn(act: torch.Tensor) -> None:
-            captured[name] = act[gather["b"], gather["s"]].to(dtype)
+            if gather["b"] is not None:  # None while shared prefixes run
+                captured[name] = act[gather["b"], gather["s"]].to(dtype)
 
         return fn
 
     def stop(_act: torch.Tensor) -> None:
         raise _StopForward
 
-    handles = [attach(lm, hp, capture(hp.name)) for hp in hooks]
-    if not with_logprobs:
-        handles.append(attach(lm, _stop_hook(hooks), stop))  # registered last: fires after the captures
     autocast = (
         torch.autocast(device_type=device.type, dtype=compute_dtype)
         if compute_dtype is not None and compute_dtype != lm.dtype
         else contextlib.nullcontext()
     )
+
+    def run(ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor,
+            cache: Any = None) -> torch.Tensor | None:
+        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids.to(device),
+                  "use_cache": cache is not None}
+        if cache is not None:
+            inputs["cache"] = cache
+        with torch.inference_mode(), autocast:
+            if with_logprobs:
+                return lm.base(**inputs).last_hidden_state
+            with contextlib.suppress(_StopForward):
+                lm.base(**inputs)
+        return None
+
+    handles = [attach(lm, hp, capture(hp.name)) for hp in hooks]
+    if not with_logprobs:
+        handles.append(attach(lm, _stop_hook(hooks), stop))  # registered last: fires after the captures
     try:
-        lengths = [len(t) for t in token_ids]
-        for local in _batches_by_length(lengths, batch_size):
+        plan = None
+        if share_prefixes and padding_side == "right" and _can_share_prefixes(lm):
+            caps = [min(min(sel, default=n - 1), n - 1) for sel, n in zip(selected, lengths,
+                                                                           strict=True)]
+            plan = plan_prefixes(token_ids, caps,
+                                 max_slots=PREFIX_KV_BUDGET_BYTES // _kv_slot_bytes(lm))
+        depth = plan.depth if plan is not None else np.zeros(len(lengths), dtype=np.int64)
+        group = plan.group if plan is not None else np.full(len(lengths), -1, dtype=np.int64)
+        if info is not None:
+            info["shared_prefix_groups"] = plan.n_groups if plan is not None else 0
+            info["shared_prefix_tokens_saved"] = plan.saved_tokens if plan is not None else 0
+        table = None
+        if plan is not None and plan.n_groups:
+            table = _run_prefixes(lm, plan, token_ids, batch_size, run, with_logprobs)
+        own = np.asarray(lengths, dtype=np.int64) - depth  # tokens each text runs itself
+        order = np.lexsort((depth, own))  # by own length, then prefix length
+        for local in (order[i : i + batch_size] for i in range(0, len(order), batch_size)):
             pace()  # under threads="auto", follow the load other processes put on the CPUs
             n = len(local)
-            width = max(lengths[i] for i in local)
+            width = int(own[local].max())
+            prefix_width = int(depth[local].max())
             ids = torch.full((n, width), pad_id, dtype=torch.long)
             mask = torch.zeros((n, width), dtype=torch.long)
             rows_b, rows_s, t_idx, t_pos, t_tok = [], [], [], [], []
             for b, i in enumerate(local):
-                seq = token_ids[i]
+                seq, d = token_ids[i], int(depth[i])
                 start = 0 if padding_side == "right" else width - len(seq)
-                ids[b, start : start + len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-                mask[b, start : start + len(seq)] = 1
-                sel = positions.select(int(i) + text_offset, len(seq), has_bos)
+                ids[b, start : start + len(seq) - d] = torch.as_tensor(seq[d:], dtype=torch.long)
+                mask[b, start : start + len(seq) - d] = 1
+                sel = selected[i]
                 rows_b.extend([b] * len(sel))
-                rows_s.extend(start + p for p in sel)
+                rows_s.extend(start + p - d for p in sel)
                 t_idx.extend([int(i) + text_offset] * len(sel))
                 t_pos.extend(sel)
                 t_tok.extend(seq[p] for p in sel)
-            position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+            position_ids = (mask.cumsum(-1) - 1).clamp_min(0) + torch.as_tensor(depth[local])[:, None]
+            cache = None
+            full_mask = mask
+            if prefix_width:
+                from transformers import DynamicCache
+
+                cache = DynamicCache(table.rows(group[local], prefix_width), config=lm.hf.config)
+                slots = torch.arange(prefix_width)[None, :] >= (prefix_width
+                                                                 - torch.as_tensor(depth[local]))[:, None]
+                full_mask = torch.cat([slots.long(), mask], dim=1)
             gather["b"] = torch.as_tensor(rows_b, dtype=torch.long, device=device)
             gather["s"] = torch.as_tensor(rows_s, dtype=torch.long, device=device)
             captured.clear()
+            hidden = run(ids.to(device), full_mask.to(device), position_ids, cache)
+            gather["b"] = gather["s"] = None
             lp = ns = None
-            with torch.inference_mode(), autocast:
-                inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device),
-                          "position_ids": position_ids.to(device), "use_cache": False}
-                if with_logprobs:
-                    hidden = lm.base(**inputs).last_hidden_state
+            if with_logprobs:
+                with torch.inference_mode():
                     lp, ns = _text_logprobs(lm, hidden, ids.to(device), mask.to(device))
-                else:
-                    with contextlib.suppress(_StopForward):
-                        lm.base(**inputs)
+                if table is not None:
+                    lp = lp + table.logprob[local]
+                    ns = ns + table.n_scored[local]
             missing = [h for h in names if h not in captured]
             if missing:  # pragma: no cover - would mean a hook never fired
                 raise RuntimeError(f"hooks {missing} did not fire during the forward pass")
@@ -285,6 +428,7 @@ def harvest(
     with_logprobs: bool = False,
     progress: bool = True,
     threads: int | str | None = None,
+    share_prefixes: bool = True,
 ) -> Activations:
     """Harvest activations of ``texts`` at ``hooks`` and ``positions`` into memory.
 
@@ -295,6 +439,9 @@ def harvest(
     ``with_logprobs`` the whole model runs and ``text_logprob`` holds each text's log-probability.
     ``hooks`` are names or :class:`HookPoint` objects; activations come back keyed by name, hooks
     in forward order (by layer, then resid_pre, attn_out, mlp_out, resid_post), duplicates once.
+    With ``share_prefixes`` a token prefix that several texts share before their first harvested
+    position runs once (:mod:`interplab.activations.prefixes`); the results are the same up to
+    floating-point rounding, and ``info`` says how many tokens that saved.
     """
     texts = validate_texts(texts)
     if max_length is not None and max_length < 1:
@@ -302,7 +449,8 @@ def harvest(
     ids = lm.tokenize(texts, max_length=max_length, truncation=truncation)
     return harvest_tokens(lm, ids, hooks, positions, batch_size=batch_size, dtype=dtype,
                           padding_side=padding_side, compute_dtype=compute_dtype,
-                          with_logprobs=with_logprobs, progress=progress, threads=threads)
+                          with_logprobs=with_logprobs, progress=progress, threads=threads,
+                          share_prefixes=share_prefixes)
 
 
 def validate_token_ids(lm: LanguageModel, token_ids: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -334,6 +482,7 @@ def harvest_tokens(
     with_logprobs: bool = False,
     progress: bool = True,
     threads: int | str | None = None,
+    share_prefixes: bool = True,
 ) -> Activations:
     """:func:`harvest` for sequences that are already token ids (e.g. packed corpus windows).
 
@@ -346,14 +495,16 @@ def harvest_tokens(
     pos = Positions.parse(positions)
     pos.validate_count(len(ids))
     total = sum(len(t) for t in ids)
+    info: dict[str, Any] = {}
     with (AdaptiveThreads(threads) as pool,
           tqdm(total=total, unit="tok", desc="harvest", disable=not progress, leave=False) as bar):
         batches = list(
             iter_harvest_ids(lm, ids, 0, points, pos, batch_size=batch_size, dtype=dtype,
                              padding_side=padding_side, compute_dtype=compute_dtype, progress=bar,
-                             with_logprobs=with_logprobs)
+                             with_logprobs=with_logprobs, share_prefixes=share_prefixes,
+                             info=info)
         )
     out = assemble(batches, [hp.name for hp in points], lm.d_model, dtype)
     out.info = {"model": lm.identity(), "positions": pos.spec, "n_texts": len(ids),
-                "n_tokens": total, "threads": pool.used}
+                "n_tokens": total, "threads": pool.used, **info}
     return out

@@ -166,14 +166,15 @@ def nnsight_stop(lm, layers: list[int], last_only: bool, logprobs: bool = False)
 
 
 def ours(lm, layers: list[int], positions: str, logprobs: bool = False,
-         batch_size: int = 32) -> Callable:
+         batch_size: int = 32, share_prefixes: bool = True) -> Callable:
     from interplab.activations import harvest_tokens
 
     hooks = [f"blocks.{la}.hook_resid_post" for la in layers]
 
     def run(batch):
         return harvest_tokens(lm, batch, hooks, positions, batch_size=batch_size,
-                              with_logprobs=logprobs, progress=False)
+                              with_logprobs=logprobs, progress=False,
+                              share_prefixes=share_prefixes)
 
     return run
 
@@ -256,6 +257,7 @@ def section_windows(lm, args) -> dict:
 
 
 def section_statements(lm, args) -> dict:
+    from interplab.activations.prefixes import plan_prefixes
     from interplab.datasets import load_csv, load_dataset
 
     n = lm.n_layers
@@ -275,23 +277,41 @@ def section_statements(lm, args) -> dict:
                  "tokens_min_median_max": [min(lengths), float(np.median(lengths)), max(lengths)],
                  "datasets": STATEMENT_SETS, "batch": args.batch_size, "chunk": args.chunk,
                  "our_batch": args.our_batch_size or args.batch_size,
+                 "shared_prefix_tokens_saved": sum(
+                     plan_prefixes(c, [len(t) - 1 for t in c]).saved_tokens for c in chunks),
                  "runs": {}}
     for key in args.layer_sets.split(","):
         layers = layer_sets[key]
         for lp in {"both": (False, True), "no": (False,), "yes": (True,)}[args.logprobs]:
+            ours_bs = args.our_batch_size or args.batch_size
             contenders = {"hook that stops" if not lp else "hooks + full logits":
                           hook_stop(lm, layers, last_only=True, logprobs=lp),
                           "interplab harvest_tokens": ours(lm, layers, "last", logprobs=lp,
-                                                           batch_size=args.our_batch_size
-                                                           or args.batch_size)}
+                                                           batch_size=ours_bs),
+                          "interplab, no prefix sharing": ours(lm, layers, "last", logprobs=lp,
+                                                               batch_size=ours_bs,
+                                                               share_prefixes=False)}
             if have_nnsight():
                 contenders["nnsight .stop()" if not lp else "nnsight + lm_head output"] = (
                     nnsight_stop(lm, layers, last_only=True, logprobs=lp))
+            first = chunks[0][: args.batch_size]
+            mine = contenders["interplab harvest_tokens"](first)
+            theirs = contenders["hook that stops" if not lp else "hooks + full logits"](first)
+            rel = max(float(((mine[f"blocks.{la}.hook_resid_post"] - theirs[la]).norm(dim=-1)
+                             / theirs[la].norm(dim=-1)).max()) for la in layers)
+            lp_diff = (float((mine.text_logprob - theirs[-1].double()).abs().max()) if lp
+                       else None)
             res = interleaved(contenders, chunks, args.batch_size)
             name = f"{key} layers" + (", log-probabilities" if lp else "")
-            out["runs"][name] = {"per_contender": res, "ratios": ratios(
-                res, "interplab harvest_tokens",
-                [n for n in contenders if not n.startswith("interplab")])}
+            baselines = [n for n in contenders if not n.startswith("interplab")]
+            out["runs"][name] = {
+                "per_contender": res,
+                "max_relative_difference_vs_hook": rel,
+                "max_abs_logprob_difference_vs_hooks": lp_diff,
+                "ratios": ratios(res, "interplab harvest_tokens", baselines),
+                "ratios_no_prefix_sharing": ratios(res, "interplab, no prefix sharing", baselines),
+                "prefix_sharing_gain": res["interplab harvest_tokens"]["tok_s"]
+                / res["interplab, no prefix sharing"]["tok_s"]}
             print(name, json.dumps(out["runs"][name]["ratios"]), file=sys.stderr, flush=True)
     return out
 

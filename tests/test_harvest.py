@@ -129,19 +129,23 @@ def test_logprobs_match_a_plain_forward_pass(tiny_models):
 
 @pytest.mark.parametrize("arch", ["tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-neox"])
 def test_logprobs_project_only_the_scored_positions(tiny_models, arch):
-    """The vocabulary projection sees one row per scored token (no padding, no last tokens), and
-    the log-probabilities still match a plain forward pass of each text alone."""
+    """The vocabulary projection sees one row per scored token (no padding, no last tokens; a
+    shared prefix's positions once), and the log-probabilities still match a plain forward pass
+    of each text alone."""
     lm = tiny_models[arch]
     head = lm.hf.get_output_embeddings()
-    rows_seen: list[int] = []
-    handle = head.register_forward_hook(lambda _m, inp, _o: rows_seen.append(inp[0].shape[:-1].numel()))
-    try:
-        acts = harvest(lm, TEXTS, HOOKS[0], "last", batch_size=4, with_logprobs=True,
-                       progress=False)
-    finally:
-        handle.remove()
     n_scored = sum(len(t) - 1 for t in lm.tokenize(TEXTS))
-    assert sum(rows_seen) == n_scored
+    for share in (False, True):
+        rows_seen: list[int] = []
+        handle = head.register_forward_hook(
+            lambda _m, inp, _o, seen=rows_seen: seen.append(inp[0].shape[:-1].numel()))
+        try:
+            acts = harvest(lm, TEXTS, HOOKS[0], "last", batch_size=4, with_logprobs=True,
+                           progress=False, share_prefixes=share)
+        finally:
+            handle.remove()
+        assert sum(rows_seen) == n_scored - acts.info["shared_prefix_tokens_saved"]
+        assert share or acts.info["shared_prefix_tokens_saved"] == 0
     for i, text in enumerate(TEXTS):
         ids = torch.tensor([lm.tokenize([text])[0]])
         with torch.inference_mode():

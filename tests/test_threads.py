@@ -118,7 +118,8 @@ def test_a_harvest_follows_the_load_between_batches(monkeypatch, tiny_models):
     handle = lm.blocks[0].register_forward_hook(forward_hook)
     try:
         acts = harvest(lm, ["one two", "three four five", "six"], "blocks.0.hook_resid_post",
-                       batch_size=1, progress=False, threads="auto")
+                       batch_size=1, progress=False, threads="auto",
+                       share_prefixes=False)  # one pass per text, no pass for the shared BOS
     finally:
         handle.remove()
     assert seen == [2, 1, 1] and acts.info["threads"] == [2, 1]

@@ -25,6 +25,8 @@ from interplab.threads import AdaptiveThreads, pace
 
 # Keys and values of shared prefixes kept at once (see interplab.activations.prefixes).
 PREFIX_KV_BUDGET_BYTES = 256 * 2**20
+# Prefixes are shared only when that saves at least this fraction of the tokens.
+MIN_PREFIX_SAVING = 0.02
 
 
 class _StopForward(Exception):
@@ -154,6 +156,7 @@ def _run_prefixes(lm: LanguageModel, plan: PrefixPlan, token_ids: Sequence[Seque
     logprob = np.zeros(len(token_ids), dtype=np.float64)
     n_scored = np.zeros(len(token_ids), dtype=np.int64)
     for batch in _batches_by_length([len(p) for p in plan.prefixes], batch_size):
+        pace()
         with torch.inference_mode():
             _prefix_batch(lm, plan, token_ids, batch, run, with_logprobs, kv, logprob, n_scored)
     return _PrefixTable(kv, depth, logprob, n_scored)
@@ -279,11 +282,14 @@ def iter_harvest_ids(
         handles.append(attach(lm, _stop_hook(hooks), stop))  # registered last: fires after the captures
     try:
         plan = None
-        if share_prefixes and padding_side == "right" and _can_share_prefixes(lm):
+        runs_a_block = with_logprobs or _stop_hook(hooks) != HookPoint.resid_pre(0)
+        if share_prefixes and padding_side == "right" and runs_a_block and _can_share_prefixes(lm):
             caps = [min(min(sel, default=n - 1), n - 1) for sel, n in zip(selected, lengths,
                                                                            strict=True)]
             plan = plan_prefixes(token_ids, caps,
                                  max_slots=PREFIX_KV_BUDGET_BYTES // _kv_slot_bytes(lm))
+            if plan.saved_tokens < MIN_PREFIX_SAVING * sum(lengths):
+                plan = None  # e.g. only a BOS in common: not worth a second kind of pass
         depth = plan.depth if plan is not None else np.zeros(len(lengths), dtype=np.int64)
         group = plan.group if plan is not None else np.full(len(lengths), -1, dtype=np.int64)
         if info is not None:

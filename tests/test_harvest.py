@@ -171,3 +171,30 @@ def test_harvest_runs_with_the_thread_policy_and_restores_it(tiny_models, monkey
     finally:
         handle.remove()
     assert torch.get_num_threads() == before
+
+
+def test_length_batches_are_the_cheapest_cut_of_the_sorted_texts():
+    import itertools
+    import random
+
+    from interplab.activations.harvest import PASS_COST_SLOTS, batches_by_length
+
+    def cost(batches, lengths):
+        return sum(len(b) * max(lengths[i] for i in b) + PASS_COST_SLOTS for b in batches)
+
+    rng = random.Random(0)
+    for _ in range(100):
+        lengths = [rng.choice([1, 2, 3, 5, 40, 90, 200]) for _ in range(rng.randint(1, 8))]
+        size = rng.randint(1, 4)
+        batches = batches_by_length(lengths, size)
+        flat = np.concatenate(batches)
+        assert sorted(flat.tolist()) == list(range(len(lengths)))
+        assert all(1 <= len(b) <= size for b in batches)
+        assert np.all(np.diff(np.asarray(lengths)[flat]) >= 0)
+        order = np.argsort(lengths, kind="stable")
+        cheapest = min(
+            cost([order[a:b] for a, b in zip((0, *cuts), (*cuts, len(order)), strict=True)], lengths)
+            for k in range(len(order))
+            for cuts in itertools.combinations(range(1, len(order)), k)
+            if all(b - a <= size for a, b in zip((0, *cuts), (*cuts, len(order)), strict=True)))
+        assert cost(batches, lengths) == cheapest

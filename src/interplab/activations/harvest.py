@@ -25,6 +25,9 @@ from interplab.threads import AdaptiveThreads, pace
 
 # Keys and values of shared prefixes kept at once (see interplab.activations.prefixes).
 PREFIX_KV_BUDGET_BYTES = 256 * 2**20
+# What one more forward pass costs, in padded token slots (per-pass overheads and the lower
+# efficiency of smaller matrix products): batching trades it against padding.
+PASS_COST_SLOTS = 64
 # Prefixes are shared only when that saves at least this fraction of the tokens.
 MIN_PREFIX_SAVING = 0.02
 
@@ -108,9 +111,26 @@ def _stop_hook(hooks: Sequence[HookPoint]) -> HookPoint:
     return last if last.kind == "resid_pre" else HookPoint.resid_post(last.layer)
 
 
-def _batches_by_length(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
-    order = np.argsort(np.asarray(lengths), kind="stable")
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+def batches_by_length(lengths: Sequence[int], batch_size: int,
+                      order: np.ndarray | None = None) -> list[np.ndarray]:
+    """Batches of at most ``batch_size`` texts, in ascending length (or in ``order``, which must
+    sort ``lengths`` ascending), cut where the padded slots plus :data:`PASS_COST_SLOTS` per batch
+    are least (exact dynamic programming over the sorted order)."""
+    order = np.argsort(np.asarray(lengths), kind="stable") if order is None else np.asarray(order)
+    width = np.asarray(lengths, dtype=np.int64)[order]
+    n = len(width)
+    best = np.zeros(n + 1)
+    start = np.zeros(n + 1, dtype=np.int64)
+    for j in range(1, n + 1):  # the last batch is width[i:j], padded to width[j - 1]
+        i = np.arange(max(0, j - batch_size), j)
+        cost = best[i] + (j - i) * width[j - 1] + PASS_COST_SLOTS
+        k = int(np.argmin(cost))
+        best[j], start[j] = cost[k], i[k]
+    cuts = [n]
+    while cuts[-1] > 0:
+        cuts.append(int(start[cuts[-1]]))
+    cuts.reverse()
+    return [order[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
 def _kv_slot_bytes(lm: LanguageModel) -> int:
@@ -155,7 +175,7 @@ def _run_prefixes(lm: LanguageModel, plan: PrefixPlan, token_ids: Sequence[Seque
     kv: list[tuple[torch.Tensor, torch.Tensor]] = []
     logprob = np.zeros(len(token_ids), dtype=np.float64)
     n_scored = np.zeros(len(token_ids), dtype=np.int64)
-    for batch in _batches_by_length([len(p) for p in plan.prefixes], batch_size):
+    for batch in batches_by_length([len(p) for p in plan.prefixes], batch_size):
         pace()
         with torch.inference_mode():
             _prefix_batch(lm, plan, token_ids, batch, run, with_logprobs, kv, logprob, n_scored)
@@ -300,7 +320,7 @@ def iter_harvest_ids(
             table = _run_prefixes(lm, plan, token_ids, batch_size, run, with_logprobs)
         own = np.asarray(lengths, dtype=np.int64) - depth  # tokens each text runs itself
         order = np.lexsort((depth, own))  # by own length, then prefix length
-        for local in (order[i : i + batch_size] for i in range(0, len(order), batch_size)):
+        for local in batches_by_length(own, batch_size, order):
             pace()  # under threads="auto", follow the load other processes put on the CPUs
             n = len(local)
             width = int(own[local].max())

@@ -29,9 +29,28 @@ def paths_statements(names: str, max_size: int | None) -> list[str]:
     return [s for n in names.split(",") for s in load_dataset(n, max_size=max_size).statements]
 
 
-def flop_bound(model: str, statements: list[str], timings: dict) -> dict:
+def count_shared_prefixes() -> dict[str, int]:
+    """Tokens the harvests did not run thanks to shared prefixes, per model variant (filled as
+    the study runs)."""
+    import importlib
+
+    module = importlib.import_module("interplab.activations.harvest")
+    saved: dict[str, int] = {}
+    inner = module.harvest_tokens
+
+    def counted(lm, *args, **kwargs):
+        acts = inner(lm, *args, **kwargs)
+        saved[lm.variant] = saved.get(lm.variant, 0) + int(acts.info["shared_prefix_tokens_saved"])
+        return acts
+
+    module.harvest_tokens = counted
+    return saved
+
+
+def flop_bound(model: str, statements: list[str], timings: dict, saved: dict[str, int]) -> dict:
     """Achieved GFLOP/s of the two harvests against a float32 matrix product of the model's own
-    shapes on this machine (same thread count): near 1 means the harvest is FLOP-bound."""
+    shapes on this machine (same thread count): near 1 means the harvest is FLOP-bound. FLOPs
+    count the tokens actually run (a shared prefix once), padding not included."""
     import torch
 
     from interplab.models import load
@@ -43,8 +62,12 @@ def flop_bound(model: str, statements: list[str], timings: dict) -> dict:
     body = sum(p.numel() for p in lm.hf.parameters()) - lm.embed.weight.numel()
     # 2 FLOPs per weight per token; the model pass also projects every scored token (n - 1 per
     # statement) onto the vocabulary; attention over ~15 tokens is negligible next to this.
-    model_flop = 2 * n_tok * body + 2 * (n_tok - len(statements)) * head
-    reset_flop = 2 * n_tok * body
+    # A shared prefix runs (and projects its positions) once: each saved token is one token
+    # fewer through the body and one scored position fewer through the head.
+    run_model = n_tok - saved.get("original", 0)
+    run_reset = n_tok - sum(v for k, v in saved.items() if k != "original")
+    model_flop = 2 * run_model * body + 2 * (run_model - len(statements)) * head
+    reset_flop = 2 * run_reset * body
     a, w = torch.randn(1024, lm.d_model), torch.randn(lm.d_model, 4 * lm.d_model)
     with limit_threads(int(timings.get("harvest_threads", 0))):
         for _ in range(3):
@@ -55,7 +78,8 @@ def flop_bound(model: str, statements: list[str], timings: dict) -> dict:
         gemm = 50 * 2 * a.shape[0] * w.numel() / (time.perf_counter() - t) / 1e9
     model_gflops = model_flop / timings["harvest_model_s"] / 1e9
     reset_gflops = reset_flop / max(timings["harvest_reset_s"], 1e-9) / 1e9
-    return {"n_tokens": n_tok, "model_pass_gflop": model_flop / 1e9,
+    return {"n_tokens": n_tok, "tokens_not_run_shared_prefixes": saved,
+            "model_pass_gflop": model_flop / 1e9, "reset_pass_gflop": reset_flop / 1e9,
             "model_harvest_gflop_s": model_gflops, "reset_harvest_gflop_s": reset_gflops,
             "gemm_gflop_s": gemm, "model_harvest_over_gemm": model_gflops / gemm,
             "reset_harvest_over_gemm": reset_gflops / gemm}
@@ -80,6 +104,7 @@ def main() -> None:
         config = TruthConfig(model=args.model, datasets=paths,
                              max_per_dataset=args.max_per_dataset or None,
                              layers=[int(x) for x in args.layers.split(",")] if args.layers else None)
+        saved = count_shared_prefixes()
         c0, t0 = os.times(), time.perf_counter()
         result = run_truth(config, progress=False)
         t = time.perf_counter()
@@ -89,7 +114,7 @@ def main() -> None:
         c1 = os.times()
     timings = dict(result.timings)
     bound = flop_bound(args.model, paths_statements(args.datasets, args.max_per_dataset or None),
-                       timings)
+                       timings, saved)
     timings["report_s"] = report_s
     fits = {k: v for k, v in timings.items() if k.startswith("fit_")}
     out = {"n_statements": sum(ds["n"] if "n" in ds else ds.get("n_rows", 0)

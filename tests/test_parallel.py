@@ -48,3 +48,37 @@ def test_an_error_in_a_job_is_raised_here():
 
     with pytest.raises(ValueError, match="job 2 failed"):
         map_jobs(job, 5, workers=2)
+
+
+_FRESH = """
+import json, sys
+from interplab.parallel import map_jobs
+
+def job(i):
+    import interplab.probes.logistic  # noqa: F401  (loads SciPy and scikit-learn inside the job)
+    import torch
+    from threadpoolctl import threadpool_info
+    return [torch.get_num_threads()] + [d["num_threads"] for d in threadpool_info()]
+
+assert "sklearn" not in sys.modules and "scipy.linalg" not in sys.modules
+print(json.dumps(map_jobs(job, 2, int(sys.argv[1]))))
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_thread_pool_a_job_uses_is_limited(workers):
+    """Libraries loaded first inside a job (SciPy's OpenBLAS, scikit-learn's OpenMP) are limited
+    to one thread too: threadpoolctl reaches only libraries loaded when the limit is set."""
+    import json
+    import subprocess
+    import sys
+
+    if workers > 1 and not fork_available():
+        pytest.skip("forked workers need Linux")
+    env = {k: v for k, v in os.environ.items()  # the libraries' own defaults (all CPUs)
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", _FRESH, str(workers)], capture_output=True,
+                         text=True, check=True, env={**env, "PYTHONPATH": "src"})
+    counts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert all(len(c) >= 4 for c in counts)  # torch, and at least two BLAS/OpenMP libraries
+    assert all(n == 1 for c in counts for n in c), counts

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import Any
 
-from interplab.threads import limit_threads
+from interplab.threads import limit_threads, load_thread_pools
 
 # The job of the running map_jobs call; set before the workers are forked, so they inherit it.
 _JOB: Callable[[int], Any] | None = None
@@ -34,6 +34,7 @@ def _one_thread() -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
+    load_thread_pools()
     torch.set_num_threads(1)
     threadpool_limits(limits=1)
 

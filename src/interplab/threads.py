@@ -18,6 +18,8 @@ def limit_threads(n: int | None) -> Iterator[None]:
         yield
         return
     import torch
+
+    load_thread_pools()
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
     old = torch.get_num_threads()
@@ -27,6 +29,17 @@ def limit_threads(n: int | None) -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(old)
+
+
+def load_thread_pools() -> None:
+    """Load every BLAS/OpenMP library our numerical code uses, so a thread limit reaches them.
+
+    threadpoolctl limits only the libraries already loaded. scikit-learn brings SciPy's OpenBLAS
+    and its own OpenMP runtime; left unloaded until a probe module is first imported inside a
+    limited block, they kept their default thread counts (2 threads per job here, oversubscribed
+    beside other processes)."""
+    import sklearn  # noqa: F401  (loads scipy's OpenBLAS and scikit-learn's libgomp too)
+    import torch  # noqa: F401
 
 
 THREADS_ENV = "INTERPLAB_THREADS"

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import DynamicCache
 
 from interplab.activations.positions import Positions
 from interplab.activations.prefixes import PrefixPlan, plan_prefixes
@@ -188,8 +189,6 @@ def _prefix_batch(lm: LanguageModel, plan: PrefixPlan, token_ids: Sequence[Seque
                   logprob: np.ndarray, n_scored: np.ndarray) -> None:
     """One right-padded batch of prefixes: fill their rows of ``kv`` (allocated on the first
     batch) and, with log-probabilities, their members' prefix terms."""
-    from transformers import DynamicCache
-
     depth = plan.max_depth
     width = max(len(plan.prefixes[g]) for g in batch)
     ids = torch.full((len(batch), width), lm.tokenizer.pad_token_id, dtype=torch.long)
@@ -343,8 +342,6 @@ def iter_harvest_ids(
             cache = None
             full_mask = mask
             if prefix_width:
-                from transformers import DynamicCache
-
                 cache = DynamicCache(table.rows(group[local], prefix_width), config=lm.hf.config)
                 slots = torch.arange(prefix_width)[None, :] >= (prefix_width
                                                                  - torch.as_tensor(depth[local]))[:, None]

@@ -257,7 +257,8 @@ def section_windows(lm, args) -> dict:
 
 
 def section_statements(lm, args) -> dict:
-    from interplab.activations.prefixes import plan_prefixes
+    from interplab.activations.harvest import PREFIX_KV_BUDGET_BYTES, _kv_slot_bytes
+    from interplab.activations.prefixes import plan_prefix_tree
     from interplab.datasets import load_csv, load_dataset
 
     n = lm.n_layers
@@ -278,7 +279,9 @@ def section_statements(lm, args) -> dict:
                  "datasets": STATEMENT_SETS, "batch": args.batch_size, "chunk": args.chunk,
                  "our_batch": args.our_batch_size or args.batch_size,
                  "shared_prefix_tokens_saved": sum(
-                     plan_prefixes(c, [len(t) - 1 for t in c]).saved_tokens for c in chunks),
+                     plan_prefix_tree(c, [len(t) - 1 for t in c],
+                                      max_slots=PREFIX_KV_BUDGET_BYTES // _kv_slot_bytes(lm)
+                                      ).saved_tokens for c in chunks),
                  "runs": {}}
     for key in args.layer_sets.split(","):
         layers = layer_sets[key]

@@ -18,14 +18,14 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from interplab.activations.positions import Positions
-from interplab.activations.prefixes import PrefixPlan, plan_prefixes
+from interplab.activations.prefixes import PrefixTree, plan_prefix_tree
 from interplab.errors import InterplabError
 from interplab.models import HookPoint, LanguageModel, attach
 from interplab.models.hooks import HookLike
 from interplab.threads import AdaptiveThreads, pace
 
 # Keys and values of shared prefixes kept at once (see interplab.activations.prefixes).
-PREFIX_KV_BUDGET_BYTES = 256 * 2**20
+PREFIX_KV_BUDGET_BYTES = 512 * 2**20
 # What one more forward pass costs, in padded token slots (per-pass overheads and the lower
 # efficiency of smaller matrix products): batching trades it against padding.
 PASS_COST_SLOTS = 64
@@ -153,76 +153,137 @@ def _can_share_prefixes(lm: LanguageModel) -> bool:
 
 
 @dataclass
-class _PrefixTable:
-    """Keys and values of every shared prefix, right-aligned in ``depth`` slots; row ``n_groups``
-    is all zeros (texts without a prefix)."""
+class _PrefixStore:
+    """Keys and values of every prefix node's own tokens, in one flat table per block (the last
+    slot all zeros), and each text's log-probability terms from its prefix."""
 
-    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per block: [groups + 1, heads, depth, head_dim]
-    depth: int
+    keys: list[torch.Tensor]  # per block: [slots + 1, kv heads, head_dim]
+    values: list[torch.Tensor]
+    chain: list[np.ndarray]  # per node: the slots of its whole prefix, root first
     logprob: np.ndarray  # per text: log-probability of its prefix tokens and of its first own token
     n_scored: np.ndarray
 
-    def rows(self, group: np.ndarray, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        g = torch.as_tensor(np.where(group < 0, len(self.kv[0][0]) - 1, group))
-        g = g.to(self.kv[0][0].device)
-        return [(k[g, :, self.depth - width :], v[g, :, self.depth - width :]) for k, v in self.kv]
+    def rows(self, nodes: np.ndarray, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per block, keys and values ``[rows, heads, width, head_dim]`` of the prefix each row
+        runs on, right-aligned (node -1: no prefix, all zeros, masked by the caller)."""
+        zero = len(self.keys[0]) - 1
+        idx = np.full((len(nodes), width), zero, dtype=np.int64)
+        for r, v in enumerate(nodes):
+            if v >= 0:
+                idx[r, width - len(self.chain[v]) :] = self.chain[v]
+        at = torch.as_tensor(idx, device=self.keys[0].device)
+        return [(k[at].transpose(1, 2), v[at].transpose(1, 2))
+                for k, v in zip(self.keys, self.values, strict=True)]
 
 
-def _run_prefixes(lm: LanguageModel, plan: PrefixPlan, token_ids: Sequence[Sequence[int]],
-                  batch_size: int, run: Callable[..., torch.Tensor | None],
-                  with_logprobs: bool) -> _PrefixTable:
-    """Run each shared prefix once (right-padded batches) and keep its keys and values."""
-    depth = plan.max_depth
-    kv: list[tuple[torch.Tensor, torch.Tensor]] = []
-    logprob = np.zeros(len(token_ids), dtype=np.float64)
-    n_scored = np.zeros(len(token_ids), dtype=np.int64)
-    for batch in batches_by_length([len(p) for p in plan.prefixes], batch_size):
-        pace()
-        with torch.inference_mode():
-            _prefix_batch(lm, plan, token_ids, batch, run, with_logprobs, kv, logprob, n_scored)
-    return _PrefixTable(kv, depth, logprob, n_scored)
+def _batch_inputs(lm: LanguageModel, seqs: Sequence[Sequence[int]], local: np.ndarray,
+                  depth: np.ndarray, node: np.ndarray, store: _PrefixStore | None, pad_id: int,
+                  padding_side: str = "right") -> tuple[Any, ...]:
+    """Inputs of one pass over ``seqs[local]``, each without its first ``depth`` tokens, which
+    its prefix node (``node``, in ``store``) supplies as keys and values.
+
+    Returns ``ids``, ``mask`` (own tokens), the attention mask over prefix slots and own tokens,
+    ``position_ids``, the cache (or None) and the number of prefix slots.
+    """
+    own = [len(seqs[i]) - int(depth[i]) for i in local]
+    width = max(own)
+    ids = torch.full((len(local), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(local), width), dtype=torch.long)
+    for b, i in enumerate(local):
+        start = 0 if padding_side == "right" else width - own[b]
+        ids[b, start : start + own[b]] = torch.as_tensor(seqs[i][int(depth[i]):], dtype=torch.long)
+        mask[b, start : start + own[b]] = 1
+    d = torch.as_tensor(depth[local])
+    position_ids = (mask.cumsum(-1) - 1).clamp_min(0) + d[:, None]
+    prefix_width = int(d.max())
+    if not prefix_width:
+        return ids, mask, mask, position_ids, None, 0
+    assert store is not None
+    slots = torch.arange(prefix_width)[None, :] >= (prefix_width - d)[:, None]
+    cache = DynamicCache(store.rows(node[local], prefix_width), config=lm.hf.config)
+    return ids, mask, torch.cat([slots.long(), mask], dim=1), position_ids, cache, prefix_width
 
 
-def _prefix_batch(lm: LanguageModel, plan: PrefixPlan, token_ids: Sequence[Sequence[int]],
-                  batch: np.ndarray, run: Callable[..., torch.Tensor | None],
-                  with_logprobs: bool, kv: list[tuple[torch.Tensor, torch.Tensor]],
-                  logprob: np.ndarray, n_scored: np.ndarray) -> None:
-    """One right-padded batch of prefixes: fill their rows of ``kv`` (allocated on the first
-    batch) and, with log-probabilities, their members' prefix terms."""
-    depth = plan.max_depth
-    width = max(len(plan.prefixes[g]) for g in batch)
-    ids = torch.full((len(batch), width), lm.tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for r, g in enumerate(batch):
-        ids[r, : len(plan.prefixes[g])] = torch.as_tensor(plan.prefixes[g])
-        mask[r, : len(plan.prefixes[g])] = 1
-    cache = DynamicCache(config=lm.hf.config)
-    hidden = run(ids.to(lm.device), mask.to(lm.device),
-                 torch.arange(width).expand(len(batch), -1), cache)
-    done = [(layer.keys, layer.values) for layer in cache.layers
-            if getattr(layer, "keys", None) is not None and layer.keys.numel()]
-    if not kv:
-        kv.extend((k.new_zeros((plan.n_groups + 1, k.shape[1], depth, k.shape[3])),
-                   v.new_zeros((plan.n_groups + 1, v.shape[1], depth, v.shape[3])))
-                  for k, v in done)
-    if len(done) != len(kv):  # pragma: no cover - every batch stops at the same block
-        raise RuntimeError("the prefix passes filled different numbers of blocks")
-    for r, g in enumerate(batch):
-        d = len(plan.prefixes[g])
-        for (k_all, v_all), (k, v) in zip(kv, done, strict=True):
-            k_all[g, :, depth - d :] = k[r, :, :d]
-            v_all[g, :, depth - d :] = v[r, :, :d]
-        if with_logprobs:
-            # The prefix's own tokens (shared) and each member's first own token, which the
-            # prefix's last position predicts.
-            members = np.flatnonzero(plan.group == g)
-            logits = _vocab_logits(lm, hidden[r, :d]).float()  # [d, vocab]
-            lse = torch.logsumexp(logits, dim=-1)
-            p = torch.as_tensor(plan.prefixes[g], device=logits.device)
-            inner = float((logits[:-1].gather(-1, p[1:, None])[:, 0] - lse[:-1]).double().sum())
-            first = torch.as_tensor([token_ids[i][d] for i in members], device=logits.device)
-            logprob[members] = inner + (logits[-1, first] - lse[-1]).double().cpu().numpy()
-            n_scored[members] = d
+def _run_prefix_tree(lm: LanguageModel, tree: PrefixTree, token_ids: Sequence[Sequence[int]],
+                     batch_size: int, run: Callable[..., torch.Tensor | None],
+                     with_logprobs: bool) -> _PrefixStore:
+    """Run every prefix node once, wave by wave (a node's own tokens on its parent's keys and
+    values), and keep the keys and values of its own tokens.
+
+    With log-probabilities, a node's own positions are projected onto the vocabulary once: the
+    tokens they predict inside the prefix are shared by everything below the node, and its last
+    position scores the first own token of each child node and of each text on it.
+    """
+    own = tree.own
+    offset = np.concatenate([[0], np.cumsum(own)])
+    chain: list[np.ndarray] = []
+    for v in range(tree.n_nodes):  # parents come first
+        mine = np.arange(offset[v], offset[v + 1])
+        chain.append(np.concatenate([chain[tree.parent[v]], mine]) if tree.parent[v] >= 0
+                     else mine)
+    store = _PrefixStore([], [], chain, np.zeros(len(token_ids)),
+                         np.zeros(len(token_ids), dtype=np.int64))
+    children: list[list[int]] = [[] for _ in range(tree.n_nodes)]
+    for v, p in enumerate(tree.parent):
+        if p >= 0:
+            children[p].append(v)
+    on_node: list[list[int]] = [[] for _ in range(tree.n_nodes)]
+    for i, v in enumerate(tree.text_node):
+        if v >= 0:
+            on_node[v].append(i)
+    above = np.zeros(tree.n_nodes)  # log-probability of a node's tokens before its own tokens
+    parent_depth = tree.parent_depth
+    pad_id = lm.tokenizer.pad_token_id
+    for wave in tree.waves:
+        order = wave[np.lexsort((parent_depth[wave], own[wave]))]
+        for batch in batches_by_length(own, batch_size, order):
+            pace()
+            ids, _, full_mask, position_ids, cache, width = _batch_inputs(
+                lm, tree.tokens, batch, parent_depth, tree.parent, store, pad_id)
+            with torch.inference_mode():
+                cache = cache if cache is not None else DynamicCache(config=lm.hf.config)
+                hidden = run(ids.to(lm.device), full_mask.to(lm.device), position_ids, cache)
+                done = [(layer.keys, layer.values) for layer in cache.layers
+                        if getattr(layer, "keys", None) is not None and layer.keys.numel()]
+                if not store.keys:
+                    for kv, out in ((store.keys, [k for k, _ in done]),
+                                    (store.values, [v for _, v in done])):
+                        kv.extend(t.new_zeros((offset[-1] + 1, t.shape[1], t.shape[3]))
+                                  for t in out)
+                if len(done) != len(store.keys):  # pragma: no cover - every pass stops alike
+                    raise RuntimeError("the prefix passes filled different numbers of blocks")
+                for r, v in enumerate(batch):
+                    # row r's slots: its parent's prefix (right-aligned in `width`), own tokens
+                    lo, hi = offset[v], offset[v + 1]
+                    for k_all, v_all, (k, vv) in zip(store.keys, store.values, done, strict=True):
+                        k_all[lo:hi] = k[r, :, width : width + hi - lo].transpose(0, 1)
+                        v_all[lo:hi] = vv[r, :, width : width + hi - lo].transpose(0, 1)
+                    if with_logprobs:
+                        _node_logprobs(lm, tree, token_ids, v, hidden[r, : hi - lo], above,
+                                       children[v], on_node[v], store)
+    return store
+
+
+def _node_logprobs(lm: LanguageModel, tree: PrefixTree, token_ids: Sequence[Sequence[int]],
+                   v: int, hidden: torch.Tensor, above: np.ndarray, children: list[int],
+                   texts: list[int], store: _PrefixStore) -> None:
+    """Node ``v``'s log-probability terms: those its own positions predict inside the prefix
+    (added to ``above[v]``, the tokens before), then, from its last position, the first own
+    token of each child node (into ``above``) and of each text on it (into ``store``)."""
+    d = int(tree.depth[v])
+    own_tokens = tree.tokens[v][d - len(hidden) :]
+    logits = _vocab_logits(lm, hidden).float()  # [own tokens, vocab]
+    lse = torch.logsumexp(logits, dim=-1)
+    p = torch.as_tensor(own_tokens, device=logits.device)
+    inner = above[v] + float((logits[:-1].gather(-1, p[1:, None])[:, 0] - lse[:-1]).double().sum())
+    last = logits[-1] - lse[-1]
+    if children:
+        nxt = torch.as_tensor([tree.tokens[c][d] for c in children], device=logits.device)
+        above[children] = inner + last[nxt].double().cpu().numpy()
+    if texts:
+        nxt = torch.as_tensor([token_ids[i][d] for i in texts], device=logits.device)
+        store.logprob[texts] = inner + last[nxt].double().cpu().numpy()
+        store.n_scored[texts] = d
 
 
 def iter_harvest_ids(
@@ -250,9 +311,9 @@ def iter_harvest_ids(
     text's log-probability is returned too.
 
     With ``share_prefixes`` (and right padding), token prefixes that several texts share before
-    their first harvested position run once (:mod:`interplab.activations.prefixes`); each text's
-    own tokens then run on the prefix's keys and values. ``info``, if given, receives
-    ``shared_prefix_groups`` and ``shared_prefix_tokens_saved``.
+    their first harvested position run once, at every depth (:mod:`interplab.activations.prefixes`);
+    each text's own tokens then run on its prefix's keys and values. ``info``, if given, receives
+    ``shared_prefix_nodes``, ``shared_prefix_waves`` and ``shared_prefix_tokens_saved``.
     """
     if padding_side not in ("left", "right"):
         raise InterplabError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
@@ -300,52 +361,40 @@ def iter_harvest_ids(
     if not with_logprobs:
         handles.append(attach(lm, _stop_hook(hooks), stop))  # registered last: fires after the captures
     try:
-        plan = None
+        tree = None
         runs_a_block = with_logprobs or _stop_hook(hooks) != HookPoint.resid_pre(0)
         if share_prefixes and padding_side == "right" and runs_a_block and _can_share_prefixes(lm):
             caps = [min(min(sel, default=n - 1), n - 1) for sel, n in zip(selected, lengths,
                                                                            strict=True)]
-            plan = plan_prefixes(token_ids, caps,
-                                 max_slots=PREFIX_KV_BUDGET_BYTES // _kv_slot_bytes(lm))
-            if plan.saved_tokens < MIN_PREFIX_SAVING * sum(lengths):
-                plan = None  # e.g. only a BOS in common: not worth a second kind of pass
-        depth = plan.depth if plan is not None else np.zeros(len(lengths), dtype=np.int64)
-        group = plan.group if plan is not None else np.full(len(lengths), -1, dtype=np.int64)
+            tree = plan_prefix_tree(token_ids, caps,
+                                    max_slots=PREFIX_KV_BUDGET_BYTES // _kv_slot_bytes(lm))
+            if not tree.n_nodes or tree.saved_tokens < MIN_PREFIX_SAVING * sum(lengths):
+                tree = None  # e.g. only a BOS in common: not worth a second kind of pass
+        depth = tree.text_depth if tree is not None else np.zeros(len(lengths), dtype=np.int64)
+        node = tree.text_node if tree is not None else np.full(len(lengths), -1, dtype=np.int64)
         if info is not None:
-            info["shared_prefix_groups"] = plan.n_groups if plan is not None else 0
-            info["shared_prefix_tokens_saved"] = plan.saved_tokens if plan is not None else 0
-        table = None
-        if plan is not None and plan.n_groups:
-            table = _run_prefixes(lm, plan, token_ids, batch_size, run, with_logprobs)
+            info["shared_prefix_nodes"] = tree.n_nodes if tree is not None else 0
+            info["shared_prefix_waves"] = len(tree.waves) if tree is not None else 0
+            info["shared_prefix_tokens_saved"] = tree.saved_tokens if tree is not None else 0
+        store = None
+        if tree is not None:
+            store = _run_prefix_tree(lm, tree, token_ids, batch_size, run, with_logprobs)
         own = np.asarray(lengths, dtype=np.int64) - depth  # tokens each text runs itself
         order = np.lexsort((depth, own))  # by own length, then prefix length
         for local in batches_by_length(own, batch_size, order):
             pace()  # under threads="auto", follow the load other processes put on the CPUs
-            n = len(local)
-            width = int(own[local].max())
-            prefix_width = int(depth[local].max())
-            ids = torch.full((n, width), pad_id, dtype=torch.long)
-            mask = torch.zeros((n, width), dtype=torch.long)
+            ids, mask, full_mask, position_ids, cache, _ = _batch_inputs(
+                lm, token_ids, local, depth, node, store, pad_id, padding_side)
             rows_b, rows_s, t_idx, t_pos, t_tok = [], [], [], [], []
             for b, i in enumerate(local):
                 seq, d = token_ids[i], int(depth[i])
-                start = 0 if padding_side == "right" else width - len(seq)
-                ids[b, start : start + len(seq) - d] = torch.as_tensor(seq[d:], dtype=torch.long)
-                mask[b, start : start + len(seq) - d] = 1
+                start = 0 if padding_side == "right" else ids.shape[1] - len(seq)
                 sel = selected[i]
                 rows_b.extend([b] * len(sel))
                 rows_s.extend(start + p - d for p in sel)
                 t_idx.extend([int(i) + text_offset] * len(sel))
                 t_pos.extend(sel)
                 t_tok.extend(seq[p] for p in sel)
-            position_ids = (mask.cumsum(-1) - 1).clamp_min(0) + torch.as_tensor(depth[local])[:, None]
-            cache = None
-            full_mask = mask
-            if prefix_width:
-                cache = DynamicCache(table.rows(group[local], prefix_width), config=lm.hf.config)
-                slots = torch.arange(prefix_width)[None, :] >= (prefix_width
-                                                                 - torch.as_tensor(depth[local]))[:, None]
-                full_mask = torch.cat([slots.long(), mask], dim=1)
             gather["b"] = torch.as_tensor(rows_b, dtype=torch.long, device=device)
             gather["s"] = torch.as_tensor(rows_s, dtype=torch.long, device=device)
             captured.clear()
@@ -355,9 +404,9 @@ def iter_harvest_ids(
             if with_logprobs:
                 with torch.inference_mode():
                     lp, ns = _text_logprobs(lm, hidden, ids.to(device), mask.to(device))
-                if table is not None:
-                    lp = lp + table.logprob[local]
-                    ns = ns + table.n_scored[local]
+                if store is not None:
+                    lp = lp + store.logprob[local]
+                    ns = ns + store.n_scored[local]
             missing = [h for h in names if h not in captured]
             if missing:  # pragma: no cover - would mean a hook never fired
                 raise RuntimeError(f"hooks {missing} did not fire during the forward pass")

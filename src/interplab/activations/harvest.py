@@ -258,32 +258,42 @@ def _run_prefix_tree(lm: LanguageModel, tree: PrefixTree, token_ids: Sequence[Se
                     for k_all, v_all, (k, vv) in zip(store.keys, store.values, done, strict=True):
                         k_all[lo:hi] = k[r, :, width : width + hi - lo].transpose(0, 1)
                         v_all[lo:hi] = vv[r, :, width : width + hi - lo].transpose(0, 1)
-                    if with_logprobs:
-                        _node_logprobs(lm, tree, token_ids, v, hidden[r, : hi - lo], above,
-                                       children[v], on_node[v], store)
+                if with_logprobs:
+                    _node_logprobs(lm, tree, token_ids, batch, hidden, own, above, children,
+                                   on_node, store)
     return store
 
 
 def _node_logprobs(lm: LanguageModel, tree: PrefixTree, token_ids: Sequence[Sequence[int]],
-                   v: int, hidden: torch.Tensor, above: np.ndarray, children: list[int],
-                   texts: list[int], store: _PrefixStore) -> None:
-    """Node ``v``'s log-probability terms: those its own positions predict inside the prefix
-    (added to ``above[v]``, the tokens before), then, from its last position, the first own
-    token of each child node (into ``above``) and of each text on it (into ``store``)."""
-    d = int(tree.depth[v])
-    own_tokens = tree.tokens[v][d - len(hidden) :]
-    logits = _vocab_logits(lm, hidden).float()  # [own tokens, vocab]
+                   batch: np.ndarray, hidden: torch.Tensor, own: np.ndarray, above: np.ndarray,
+                   children: list[list[int]], on_node: list[list[int]],
+                   store: _PrefixStore) -> None:
+    """Log-probability terms of the nodes of one pass (one vocabulary projection for all).
+
+    Per node v: what its own positions predict inside the prefix (added to ``above[v]``, the
+    tokens before them), then, from its last position, the first own token of each child node
+    (into ``above``) and of each text on it (into ``store``)."""
+    rows = torch.as_tensor(np.repeat(np.arange(len(batch)), own[batch]), device=hidden.device)
+    cols = torch.as_tensor(np.concatenate([np.arange(own[v]) for v in batch]),
+                           device=hidden.device)
+    logits = _vocab_logits(lm, hidden[rows, cols]).float()  # [own tokens of the pass, vocab]
     lse = torch.logsumexp(logits, dim=-1)
-    p = torch.as_tensor(own_tokens, device=logits.device)
-    inner = above[v] + float((logits[:-1].gather(-1, p[1:, None])[:, 0] - lse[:-1]).double().sum())
-    last = logits[-1] - lse[-1]
-    if children:
-        nxt = torch.as_tensor([tree.tokens[c][d] for c in children], device=logits.device)
-        above[children] = inner + last[nxt].double().cpu().numpy()
-    if texts:
-        nxt = torch.as_tensor([token_ids[i][d] for i in texts], device=logits.device)
-        store.logprob[texts] = inner + last[nxt].double().cpu().numpy()
-        store.n_scored[texts] = d
+    # what each position predicts: the next own token of its node, or (last position) nothing yet
+    nxt = np.concatenate([tree.tokens[v][tree.depth[v] - own[v] + 1 :] + [0] for v in batch])
+    token_lp = logits.gather(-1, torch.as_tensor(nxt, device=logits.device)[:, None])[:, 0] - lse
+    token_lp = token_lp.double().cpu().numpy()
+    end = np.cumsum(own[batch])
+    for r, v in enumerate(batch):
+        d = int(tree.depth[v])
+        inner = above[v] + float(token_lp[end[r] - own[v] : end[r] - 1].sum())
+        last = logits[end[r] - 1] - lse[end[r] - 1]
+        if children[v]:
+            nxt_c = torch.as_tensor([tree.tokens[c][d] for c in children[v]], device=last.device)
+            above[children[v]] = inner + last[nxt_c].double().cpu().numpy()
+        if on_node[v]:
+            nxt_t = torch.as_tensor([token_ids[i][d] for i in on_node[v]], device=last.device)
+            store.logprob[on_node[v]] = inner + last[nxt_t].double().cpu().numpy()
+            store.n_scored[on_node[v]] = d
 
 
 def iter_harvest_ids(

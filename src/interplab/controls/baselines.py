@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from interplab.controls.bootstrap import percentile_interval, resample_counts
+from interplab.controls.bootstrap import percentile_interval, resample_counts, seeded_draws
 
 
 def shuffled_labels(y: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -44,9 +44,13 @@ def shuffled_accuracy_interval(hits: np.ndarray, *, n_boot: int = 1000, seed: in
     if hits.ndim != 3 or 0 in hits.shape:
         raise ValueError(f"hits must be a non-empty [rows, shuffles, statements] array, got {hits.shape}")
     k, n_shuffles, n = hits.shape
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, n_shuffles, size=n_boot)  # [B]
-    counts = resample_counts(rng, n, n_boot)  # [B, n]
+
+    def draw() -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        picks = rng.integers(0, n_shuffles, size=n_boot)  # [B]
+        return picks, resample_counts(rng, n, n_boot)  # [B, n]
+
+    picks, counts = seeded_draws(seed, ("shuffled", n, n_shuffles, int(n_boot)), draw)
     boots = np.empty((n_boot, k))
     for j in range(n_shuffles):
         boots[picks == j] = counts[picks == j] @ hits[:, j, :].T / n

@@ -2,14 +2,51 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
+
+# Seeded bootstrap draws kept for reuse (a study asks for the same seed and size once per probe
+# and control); drawing them is most of an interval's cost. Bounded in bytes, least recent out.
+SEEDED_DRAWS_CACHE_BYTES = 256 * 2**20
+_seeded: OrderedDict[tuple, tuple[np.ndarray, ...]] = OrderedDict()
+_seeded_lock = threading.Lock()
 
 
 def resample_counts(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
     """``[n_boot, n]`` multiplicities of ``n`` rows in ``n_boot`` resamples with replacement."""
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+
+
+def seeded_draws(seed: object, key: tuple,
+                 draw: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """``draw()``, arrays drawn from a generator seeded by the integer ``seed``, computed once per
+    ``(seed, *key)`` and then reused, read-only. Any other seed (None: fresh entropy) draws anew."""
+    if not isinstance(seed, (int, np.integer)):
+        return draw()
+    key = (int(seed), *key)
+    with _seeded_lock:
+        if key in _seeded:
+            _seeded.move_to_end(key)
+            return _seeded[key]
+    arrays = draw()
+    for a in arrays:
+        a.flags.writeable = False
+    with _seeded_lock:
+        _seeded[key] = arrays
+        while (sum(a.nbytes for v in _seeded.values() for a in v) > SEEDED_DRAWS_CACHE_BYTES
+               and len(_seeded) > 1):
+            _seeded.popitem(last=False)
+    return arrays
+
+
+def seeded_resample_counts(seed: int, n: int, n_boot: int) -> np.ndarray:
+    """``resample_counts(np.random.default_rng(seed), n, n_boot)``, drawn once per
+    ``(seed, n, n_boot)`` (see :func:`seeded_draws`)."""
+    return seeded_draws(seed, ("counts", int(n), int(n_boot)), lambda: (
+        resample_counts(np.random.default_rng(seed), n, n_boot),))[0]
 
 
 def percentile_interval(boots: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -35,7 +72,7 @@ def bootstrap_accuracy(correct: np.ndarray, *, n_boot: int = 1000, seed: int = 0
     if correct.ndim != 2 or correct.shape[1] == 0:
         raise ValueError(f"correct must be a non-empty [rows, statements] array, got {correct.shape}")
     n = correct.shape[1]
-    boots = resample_counts(np.random.default_rng(seed), n, n_boot) @ correct.T / n  # [B, k]
+    boots = seeded_resample_counts(seed, n, n_boot) @ correct.T / n  # [B, k]
     lo, hi = percentile_interval(boots, level)
     return {"value": correct.mean(axis=1).tolist(), "lo": lo.tolist(), "hi": hi.tolist(), "n": n}
 

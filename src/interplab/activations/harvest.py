@@ -252,12 +252,17 @@ def _run_prefix_tree(lm: LanguageModel, tree: PrefixTree, token_ids: Sequence[Se
                                   for t in out)
                 if len(done) != len(store.keys):  # pragma: no cover - every pass stops alike
                     raise RuntimeError("the prefix passes filled different numbers of blocks")
-                for r, v in enumerate(batch):
-                    # row r's slots: its parent's prefix (right-aligned in `width`), own tokens
-                    lo, hi = offset[v], offset[v + 1]
-                    for k_all, v_all, (k, vv) in zip(store.keys, store.values, done, strict=True):
-                        k_all[lo:hi] = k[r, :, width : width + hi - lo].transpose(0, 1)
-                        v_all[lo:hi] = vv[r, :, width : width + hi - lo].transpose(0, 1)
+                # each row's slots: its parent's prefix (right-aligned in `width`), then its own
+                # tokens, which go to the node's slots of the store
+                rows = np.repeat(np.arange(len(batch)), own[batch])
+                cols = width + np.concatenate([np.arange(own[v]) for v in batch])
+                slots = torch.as_tensor(np.concatenate([np.arange(offset[v], offset[v + 1])
+                                                        for v in batch]), device=lm.device)
+                at_r = torch.as_tensor(rows, device=lm.device)
+                at_c = torch.as_tensor(cols, device=lm.device)
+                for k_all, v_all, (k, vv) in zip(store.keys, store.values, done, strict=True):
+                    k_all[slots] = k[at_r, :, at_c]
+                    v_all[slots] = vv[at_r, :, at_c]
                 if with_logprobs:
                     _node_logprobs(lm, tree, token_ids, batch, hidden, own, above, children,
                                    on_node, store)

@@ -517,3 +517,28 @@ def test_fits_are_the_same_in_parallel_workers_and_in_one_process(tmp_path, monk
         assert json.dumps(getattr(two, field_name)) == json.dumps(getattr(one, field_name))
     assert two.accuracy["cities"]["ccs"]["probe"]["value"] != one.accuracy["larger_than"]["lda"][
         "probe"]["value"]  # the figures compared differ between probes: the test can fail
+
+
+def test_analysis_stage_runs_on_the_threads_the_policy_gives(monkeypatch):
+    """Beside busy processes `auto` gives one thread; an SVD on a larger BLAS pool then spin-waits
+    (the PCA views once took 100 s instead of 5 under load): the stage must use the policy's."""
+    from threadpoolctl import threadpool_info
+
+    import interplab.studies.truth as truth
+
+    seen = []
+    inner = truth._pca_views
+
+    def pca_views(*args, **kwargs):
+        seen.append(max(p["num_threads"] for p in threadpool_info()))
+        seen.append(torch.get_num_threads())
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(truth, "_pca_views", pca_views)
+    monkeypatch.setattr(truth, "resolve_threads", lambda *a, **k: 1)
+    config = TruthConfig(model="tiny-llama", datasets=["cities"], train_sets=[["cities"]],
+                         layers=[0, 1], probes=["diffmean"], controls=["shuffled"],
+                         max_per_dataset=60, n_boot=20)
+    with truth.limit_threads(2):  # a process whose pools are larger than the policy's count
+        run_truth(config, progress=False)
+    assert seen == [1, 1]

@@ -501,7 +501,11 @@ def run_truth(config: TruthConfig, *, progress: bool = True, console: Console | 
         console.print(f"fitted probes and controls in {timings['probes_s']:.0f} s")
 
     t = time.perf_counter()
-    analysis = _analysis_stage(config, datasets, splits, harvest, fits, timings)
+    # The PCA views' SVDs and the rest use BLAS: a pool larger than the CPUs other processes
+    # leave free spin-waits at every barrier (25 x slower beside two busy loops), so the stage
+    # runs on the threads the policy gives it now.
+    with limit_threads(resolve_threads()):
+        analysis = _analysis_stage(config, datasets, splits, harvest, fits, timings)
     timings["analysis_s"] = time.perf_counter() - t
     section = None
     if config.erasure_nulls:

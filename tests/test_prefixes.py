@@ -130,21 +130,27 @@ def test_shared_prefixes_keep_every_log_probability(tiny_models, arch):
     assert torch.allclose(shared.text_logprob, plain.text_logprob, atol=1e-4, rtol=0)
 
 
-def test_shared_prefixes_run_fewer_tokens(tiny_models):
-    lm = tiny_models["tiny-llama"]
-    stem = [5, 6, 7, 8, 9, 10, 11, 12]
-    ids = [stem + [20 + k, 40 + k] for k in range(16)]
+def _harvest_counting_block0_slots(lm, ids):
+    """Harvest the last token at block 1 (batches of 16); also the token slots block 0 saw."""
     seen = []
     handle = lm.blocks[0].register_forward_pre_hook(
         lambda _m, args, kwargs: seen.append((args[0] if args else kwargs["hidden_states"]).shape[:2]),
         with_kwargs=True)
     try:
-        shared = harvest_tokens(lm, ids, "blocks.1.hook_resid_post", "last", batch_size=16,
-                                progress=False)
+        acts = harvest_tokens(lm, ids, "blocks.1.hook_resid_post", "last", batch_size=16,
+                              progress=False)
     finally:
         handle.remove()
+    return acts, sum(b * s for b, s in seen)
+
+
+def test_shared_prefixes_run_fewer_tokens(tiny_models):
+    lm = tiny_models["tiny-llama"]
+    stem = [5, 6, 7, 8, 9, 10, 11, 12]
+    ids = [stem + [20 + k, 40 + k] for k in range(16)]
+    shared, slots = _harvest_counting_block0_slots(lm, ids)
     # The stem runs once (8 tokens), then every text's own 2 tokens: 8 + 16 x 2, not 16 x 10.
-    assert sum(b * s for b, s in seen) == 8 + 16 * 2
+    assert slots == 8 + 16 * 2
     assert shared.info["shared_prefix_tokens_saved"] == 15 * 8
     # With "all" positions nothing can be shared: every token is harvested.
     every = harvest_tokens(lm, ids, "blocks.1.hook_resid_post", "all", progress=False)
@@ -188,17 +194,9 @@ def test_prefixes_of_prefixes_run_their_common_root_once(tiny_models):
     long_stem, short_stem = root + [8, 9, 10, 11], root + [12, 13]
     ids = ([long_stem + [20 + k, 40 + k] for k in range(8)]
            + [short_stem + [60 + k, 80 + k] for k in range(8)])
-    seen = []
-    handle = lm.blocks[0].register_forward_pre_hook(
-        lambda _m, args, kwargs: seen.append((args[0] if args else kwargs["hidden_states"]).shape[:2]),
-        with_kwargs=True)
-    try:
-        shared = harvest_tokens(lm, ids, "blocks.1.hook_resid_post", "last", batch_size=16,
-                                progress=False)
-    finally:
-        handle.remove()
+    shared, slots = _harvest_counting_block0_slots(lm, ids)
     # The root once (3 tokens), then the two stems' own tokens (4 and 2, one pass padded to 4),
     # then every text's own 2: not 16 texts of 9 or 7 tokens.
-    assert sum(b * s for b, s in seen if s) == 3 + 2 * 4 + 16 * 2
+    assert slots == 3 + 2 * 4 + 16 * 2
     assert shared.info["shared_prefix_waves"] == 2
     assert shared.info["shared_prefix_tokens_saved"] == 8 * 9 + 8 * 7 - (3 + 4 + 2 + 16 * 2)

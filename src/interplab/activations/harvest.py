@@ -253,19 +253,17 @@ def _run_prefix_tree(lm: LanguageModel, tree: PrefixTree, token_ids: Sequence[Se
                 if len(done) != len(store.keys):  # pragma: no cover - every pass stops alike
                     raise RuntimeError("the prefix passes filled different numbers of blocks")
                 # each row's slots: its parent's prefix (right-aligned in `width`), then its own
-                # tokens, which go to the node's slots of the store
-                rows = np.repeat(np.arange(len(batch)), own[batch])
-                cols = width + np.concatenate([np.arange(own[v]) for v in batch])
-                slots = torch.as_tensor(np.concatenate([np.arange(offset[v], offset[v + 1])
-                                                        for v in batch]), device=lm.device)
-                at_r = torch.as_tensor(rows, device=lm.device)
-                at_c = torch.as_tensor(cols, device=lm.device)
+                # tokens (row r, position p), which go to the node's slots of the store
+                r = np.repeat(np.arange(len(batch)), own[batch])
+                p = np.concatenate([np.arange(own[v]) for v in batch])
+                at_r, at_p, slots = (torch.as_tensor(a, device=lm.device)
+                                     for a in (r, p, offset[batch][r] + p))
                 for k_all, v_all, (k, vv) in zip(store.keys, store.values, done, strict=True):
-                    k_all[slots] = k[at_r, :, at_c]
-                    v_all[slots] = vv[at_r, :, at_c]
+                    k_all[slots] = k[at_r, :, at_p + width]
+                    v_all[slots] = vv[at_r, :, at_p + width]
                 if with_logprobs:
-                    _node_logprobs(lm, tree, token_ids, batch, hidden, own, above, children,
-                                   on_node, store)
+                    _node_logprobs(lm, tree, token_ids, batch, hidden[at_r, at_p], own, above,
+                                   children, on_node, store)
     return store
 
 
@@ -273,15 +271,13 @@ def _node_logprobs(lm: LanguageModel, tree: PrefixTree, token_ids: Sequence[Sequ
                    batch: np.ndarray, hidden: torch.Tensor, own: np.ndarray, above: np.ndarray,
                    children: list[list[int]], on_node: list[list[int]],
                    store: _PrefixStore) -> None:
-    """Log-probability terms of the nodes of one pass (one vocabulary projection for all).
+    """Log-probability terms of the nodes of one pass (one vocabulary projection for all);
+    ``hidden`` holds the final-norm states of their own tokens, node after node.
 
     Per node v: what its own positions predict inside the prefix (added to ``above[v]``, the
     tokens before them), then, from its last position, the first own token of each child node
     (into ``above``) and of each text on it (into ``store``)."""
-    rows = torch.as_tensor(np.repeat(np.arange(len(batch)), own[batch]), device=hidden.device)
-    cols = torch.as_tensor(np.concatenate([np.arange(own[v]) for v in batch]),
-                           device=hidden.device)
-    logits = _vocab_logits(lm, hidden[rows, cols]).float()  # [own tokens of the pass, vocab]
+    logits = _vocab_logits(lm, hidden).float()  # [own tokens of the pass, vocab]
     lse = torch.logsumexp(logits, dim=-1)
     # what each position predicts: the next own token of its node, or (last position) nothing yet
     nxt = np.concatenate([tree.tokens[v][tree.depth[v] - own[v] + 1 :] + [0] for v in batch])

@@ -24,6 +24,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class PrefixTree:
         """Tokens not run thanks to the tree (each node's own tokens still run once)."""
         return int(self.text_depth.sum()) - int(self.own.sum())
 
-    @property
+    @cached_property
     def waves(self) -> list[np.ndarray]:
         """Nodes by distance from their root: a wave runs once the one before it has."""
         level = np.zeros(self.n_nodes, dtype=np.int64)

@@ -101,7 +101,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         paths = [str(load_dataset(n).to_csv(Path(d) / f"{n}.csv"))
                  for n in args.datasets.split(",")]
-        config = TruthConfig(model=args.model, datasets=paths,
+        config = TruthConfig.make(model=args.model, datasets=paths,
                              max_per_dataset=args.max_per_dataset or None,
                              layers=[int(x) for x in args.layers.split(",")] if args.layers else None)
         saved = count_shared_prefixes()

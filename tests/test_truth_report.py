@@ -25,9 +25,9 @@ def report(tmp_path_factory):
         writer.writerow(["statement", "label"])
         for i in range(60):
             writer.writerow([f"{EVIL} claim number {i} is {'right' if i % 2 else 'wrong'}.", i % 2])
-    config = TruthConfig(model="tiny-gpt2", datasets=["cities", "neg_cities", str(path_csv)],
+    config = TruthConfig.make(model="tiny-gpt2", datasets=["cities", "neg_cities", str(path_csv)],
                          train_sets=[["cities"], ["evil"]], layers=[1, 2],
-                         probes=["diffmean", "ccs"], max_per_dataset=60, n_boot=50)
+                         probes=["diffmean", "ccs"], max_per_dataset=60, n_boot=100)
     result = run_truth(config, progress=False)
     path = write_truth_report(result, tmp / "report.html")
     return path, result
@@ -138,9 +138,9 @@ def test_report_keeps_the_users_matplotlib_backend(report, tmp_path):
 def test_erasure_nulls_section_is_rendered_only_when_run(report, tmp_path):
     path, _ = report
     assert "Erasure and nulls" not in path.read_text(encoding="utf-8")
-    config = TruthConfig(model="tiny-llama", datasets=["cities", "neg_cities"],
+    config = TruthConfig.make(model="tiny-llama", datasets=["cities", "neg_cities"],
                          train_sets=[["cities"]], layers=[0, 3], probes=["diffmean", "logistic"],
-                         controls=["shuffled"], max_per_dataset=60, n_boot=50, erasure_nulls=True)
+                         controls=["shuffled"], max_per_dataset=60, n_boot=100, erasure_nulls=True)
     result = run_truth(config, progress=False)
     en = result.erasure_nulls
     assert en["train_set"] == "cities" and en["layer"] == result.best_layer["cities"]["logistic"]

@@ -4,21 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from interplab.controls import bootstrap_mean
 from interplab.errors import InterplabError
 from interplab.probes import CCSProbe
-from interplab.probes.generalization import LabelledActs, bootstrap_accuracy, fit_and_test
-from interplab.studies.truth import (
-    TruthConfig,
-    TruthResult,
-    _aggregate,
-    _control_comment,
-    _Fits,
-    _make_splits,
-    _scored_rows,
-    _verdicts,
-    is_pair_probe,
-    run_truth,
-)
+from interplab.probes.generalization import LabelledActs, fit_and_test
+from interplab.studies.truth import TruthConfig, TruthResult, is_pair_probe, run_truth
+from interplab.studies.truth.fits import Fits, aggregate
+from interplab.studies.truth.wording import control_comment, verdicts
+from interplab.study.data import StatementData, load_statements
 from tests.conftest import skip_unless_strict
 
 
@@ -50,10 +43,10 @@ def test_engine_finds_planted_truth_and_controls_fail(probe):
     assert acc["random"]["same"][1] < acc["probe"]["same"][1] - 0.25
 
 
-def test_bootstrap_accuracy_matches_binomial_width():
+def test_bootstrap_mean_matches_binomial_width():
     rng = np.random.default_rng(0)
     correct = rng.random((3, 500)) < np.array([[0.5], [0.8], [0.95]])
-    est = bootstrap_accuracy(correct, n_boot=2000, seed=0)
+    est = bootstrap_mean(correct, n_boot=2000, seed=0)
     for k, p in enumerate(est["value"]):
         half = 1.96 * np.sqrt(p * (1 - p) / 500)
         assert abs((est["hi"][k] - est["lo"][k]) / 2 - half) < 0.25 * half + 0.003
@@ -61,18 +54,18 @@ def test_bootstrap_accuracy_matches_binomial_width():
 
 def test_config_errors_are_clear():
     with pytest.raises(InterplabError, match="unknown probe"):
-        TruthConfig(probes=["svm"]).validate()
+        TruthConfig.make(probes=["svm"]).validate()
     with pytest.raises(InterplabError, match="not among the datasets"):
-        TruthConfig(datasets=["cities"], train_sets=[["larger_than"]]).validate()
+        TruthConfig.make(datasets=["cities"], train_sets=[["larger_than"]]).validate()
     with pytest.raises(InterplabError, match="control"):
-        TruthConfig(controls=["placebo"]).validate()
+        TruthConfig.make(controls=["placebo"]).validate()
     with pytest.raises(InterplabError, match="three positive fractions"):
-        TruthConfig(split=[0.8, 0.0, 0.2]).validate()  # no validation split, no layer choice
+        TruthConfig.make(split=[0.8, 0.0, 0.2]).validate()  # no validation split, no layer choice
 
 
 @pytest.fixture(scope="module")
 def tiny_run():
-    config = TruthConfig(
+    config = TruthConfig.make(
         model="tiny-llama", datasets=["cities", "neg_cities", "larger_than"],
         train_sets=[["cities"], ["larger_than"]], layers=[0, 3], probes=["diffmean", "ccs"],
         max_per_dataset=60, n_boot=100,
@@ -86,10 +79,10 @@ def test_layer_is_chosen_on_validation_and_reported_on_test():
     ones, half = np.ones(n), (np.arange(n) % 2).astype(float)
     per_test = {"a": np.stack([half, ones]), "val:a": np.stack([ones, half]),
                 "b": np.stack([ones, ones])}
-    fits = _Fits(correct={("a", "diffmean", "probe"): per_test},
+    fits = Fits(correct={("a", "diffmean", "probe"): per_test},
                  decisions={("a", "diffmean", "probe"): {k: v - 0.5 for k, v in per_test.items()}},
                  shuffle_correct={}, rows={}, own={"a": ["a"]})
-    accuracy, heldout, validation, best = _aggregate(TruthConfig(n_boot=50), fits, ["a", "b"],
+    accuracy, heldout, validation, best = aggregate(TruthConfig.make(n_boot=100), fits, ["a", "b"],
                                                      [3, 7])
     assert best == {"a": {"diffmean": 3}}
     assert validation["a"]["diffmean"]["value"] == [1.0, 0.5]
@@ -97,12 +90,14 @@ def test_layer_is_chosen_on_validation_and_reported_on_test():
 
 
 def test_untouched_targets_use_all_rows_except_twins_of_training_rows():
-    from interplab.datasets import load_dataset, paired
+    from interplab.datasets import paired
 
-    config = TruthConfig(datasets=["cities", "neg_cities", "larger_than"])
-    datasets = {n: load_dataset(n, seed=0, max_size=80) for n in config.datasets}
-    splits = _make_splits(datasets, config)
-    rows = _scored_rows(["cities"], datasets, splits)
+    config = TruthConfig.make(datasets=["cities", "neg_cities", "larger_than"],
+                              max_per_dataset=80)
+    data = load_statements(config.datasets, config.data, config.run.seed)
+    datasets, splits = data.datasets, data.splits
+    assert all(len(ds) == 80 for ds in datasets.values())
+    rows = data.scored_rows(["cities"])
     assert rows["cities"][1]["rows"] == "test split"
     np.testing.assert_array_equal(rows["cities"][0], splits["cities"].test)
     assert rows["larger_than"][1] == {"rows": "all rows", "n": 80, "twins_left_out": 0}
@@ -113,7 +108,7 @@ def test_untouched_targets_use_all_rows_except_twins_of_training_rows():
     assert kept | twins_of_train == set(range(80))
     assert rows["neg_cities"][1]["twins_left_out"] == len(twins_of_train) > 0
     # a mixed training set scores both of its datasets on their test splits, twins together
-    mixed = _scored_rows(["cities", "neg_cities"], datasets, splits)
+    mixed = data.scored_rows(["cities", "neg_cities"])
     assert mixed["neg_cities"][1]["rows"] == "test split"
     test_pairs = np.isin(ia, splits["cities"].test)
     assert set(ib[test_pairs].tolist()) <= set(splits["neg_cities"].test.tolist())
@@ -135,7 +130,7 @@ def test_verdicts_are_graded_and_corrected_over_the_whole_matrix():
         "hi": [[c["hi"][0][0] for c in cells]], "n": [c["n"][0] for c in cells],
         "positive_rate": [[0.5] * len(cells)]}}}}
     scored = {"t": {t: {"twins_left_out": 0} for t in tests}}
-    rows = {r["test"]: r for r in _verdicts(accuracy, {"t": {"diffmean": 0}}, ["t"], tests, [0],
+    rows = {r["test"]: r for r in verdicts(accuracy, {"t": {"diffmean": 0}}, ["t"], tests, [0],
                                             scored)}
     assert rows["weak"]["p"] < 0.05 and rows["weak"]["verdict"] == "chance"
     assert rows["strong"]["verdict"] == "inverted" and rows["strong"]["q"] < 1e-10
@@ -171,12 +166,12 @@ def plain_csvs(tmp_path_factory):
 
 def test_ccs_without_pairs_is_refused_before_the_model_is_loaded(plain_csvs):
     cities, _, neg_shuffled = plain_csvs
-    config = TruthConfig(model="no-such-model", datasets=[str(cities), str(neg_shuffled)],
+    config = TruthConfig.make(model="no-such-model", datasets=[str(cities), str(neg_shuffled)],
                          train_sets=[["cities"]], layers=[0], probes=["diffmean", "ccs"])
     with pytest.raises(InterplabError, match="needs statement/negation pairs"):
         run_truth(config, progress=False)
     # without CCS nothing needs pairs: the run gets as far as loading the model
-    config.probes = ["diffmean"]
+    config.probe.probes = ["diffmean"]
     with pytest.raises(InterplabError, match="no-such-model"):
         run_truth(config, progress=False)
 
@@ -185,17 +180,17 @@ def test_tiny_training_set_is_refused_before_the_model_is_loaded(tmp_path):
     from interplab.datasets import load_dataset
 
     path = _write_plain_csv(load_dataset("cities", seed=0, max_size=12), tmp_path / "few.csv")
-    config = TruthConfig(model="no-such-model", datasets=[str(path)], train_sets=[["few"]])
+    config = TruthConfig.make(model="no-such-model", datasets=[str(path)], train_sets=[["few"]])
     with pytest.raises(InterplabError, match=r"in its (train|val|test) split"):
         run_truth(config, progress=False)
 
 
 def test_harvest_is_cached_and_reused(tmp_path, monkeypatch):
-    import interplab.activations as activations
+    import interplab.study.harvest as activations
 
-    config = TruthConfig(model="tiny-llama", datasets=["cities"], train_sets=[["cities"]],
+    config = TruthConfig.make(model="tiny-llama", datasets=["cities"], train_sets=[["cities"]],
                          layers=[0, 1], probes=["diffmean"], controls=["reset"],
-                         max_per_dataset=60, n_boot=20)
+                         max_per_dataset=60, n_boot=100)
     first = run_truth(config, progress=False, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("cities-*.safetensors"))) == 2  # the model and its reset copy
 
@@ -210,7 +205,7 @@ def test_harvest_is_cached_and_reused(tmp_path, monkeypatch):
         run_truth(config, progress=False, cache_dir=tmp_path)
     # Same name, same config, other weights (e.g. a fine-tuned folder saved over the old one):
     # the cache must not serve the old model's activations.
-    import interplab.models as models
+    import interplab.studies.truth.run as models
 
     real_load = models.load
 
@@ -249,7 +244,7 @@ def test_tiny_run_has_every_number_with_its_controls(tiny_run, tmp_path):
     assert again.summary == r.summary
 
 
-def test_tiny_run_reports_splits_scopes_and_verdicts(tiny_run):
+def test_tiny_run_reports_splits_scopes_andverdicts(tiny_run):
     r = tiny_run
     by_name = {d["name"]: d for d in r.datasets}
     assert by_name["cities"]["split_rule"].startswith("by entity")
@@ -272,7 +267,7 @@ def test_embedded_model_represents_city_truth_and_controls_do_not():
         skip_unless_strict("the gguf package is not installed (pip install gguf)")
     from interplab.errors import InterplabError as _Err
 
-    config = TruthConfig(model="smollm2-135m", datasets=["cities", "neg_cities"],
+    config = TruthConfig.make(model="smollm2-135m", datasets=["cities", "neg_cities"],
                          train_sets=[["cities"]], layers=[12], probes=["diffmean"],
                          max_per_dataset=300, n_boot=200, n_shuffles=3)
     try:
@@ -292,10 +287,10 @@ def test_shuffled_interval_covers_the_spread_between_shuffles():
     n = 50
     hits = np.stack([np.ones(n, bool), np.zeros(n, bool)])[None]  # [L=1, K=2, n]
     key = ("a", "diffmean", "shuffled")
-    fits = _Fits(correct={key: {"a": hits.mean(axis=1), "val:a": hits.mean(axis=1)}},
+    fits = Fits(correct={key: {"a": hits.mean(axis=1), "val:a": hits.mean(axis=1)}},
                  decisions={key: {"a": np.zeros((1, n))}},
                  shuffle_correct={("a", "diffmean"): {"a": hits}}, rows={}, own={"a": ["a"]})
-    accuracy, heldout, _, _ = _aggregate(TruthConfig(n_boot=200), fits, ["a"], [0])
+    accuracy, heldout, _, _ = aggregate(TruthConfig.make(n_boot=200), fits, ["a"], [0])
     cell = accuracy["a"]["diffmean"]["shuffled"]
     assert cell["value"][0][0] == 0.5
     assert cell["lo"][0][0] < 0.05 and cell["hi"][0][0] > 0.95
@@ -312,13 +307,13 @@ def test_any_registered_pair_probe_gets_the_pair_handling(plain_csvs, monkeypatc
     monkeypatch.setitem(PROBES, "pairs-v2", _NamelessPairProbe)
     assert is_pair_probe("pairs-v2") and not is_pair_probe("diffmean")
     cities, _, neg_shuffled = plain_csvs
-    config = TruthConfig(model="no-such-model", datasets=[str(cities), str(neg_shuffled)],
+    config = TruthConfig.make(model="no-such-model", datasets=[str(cities), str(neg_shuffled)],
                          train_sets=[["cities"]], layers=[0], probes=["diffmean", "pairs-v2"])
     with pytest.raises(InterplabError, match="needs statement/negation pairs.*leave pairs-v2 out"):
         run_truth(config, progress=False)
     off = {"value": 0.2, "lo": 0.1, "hi": 0.3}
-    assert "broken statement/negation pairs" in _control_comment("shuffled", "pairs-v2", off, off)
-    assert "shuffled labels" in _control_comment("shuffled", "diffmean", off, off)
+    assert "broken statement/negation pairs" in control_comment("shuffled", "pairs-v2", off, off)
+    assert "shuffled labels" in control_comment("shuffled", "diffmean", off, off)
 
 
 @pytest.mark.parametrize("where", ["progress", "fit"])
@@ -328,7 +323,7 @@ def test_failing_study_run_leaves_thread_counts_unchanged(where, monkeypatch, tm
     from rich.progress import Progress
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    import interplab.probes.generalization as generalization
+    import interplab.studies.truth.fits as generalization
 
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
@@ -339,9 +334,9 @@ def test_failing_study_run_leaves_thread_counts_unchanged(where, monkeypatch, tm
         real_add = Progress.add_task
         monkeypatch.setattr(Progress, "add_task", lambda self, description, *a, **k: boom()
                             if description == "fit probes" else real_add(self, description, *a, **k))
-    config = TruthConfig(model="tiny-llama", datasets=["cities"], train_sets=[["cities"]],
+    config = TruthConfig.make(model="tiny-llama", datasets=["cities"], train_sets=[["cities"]],
                          layers=[0], probes=["diffmean"], controls=[], max_per_dataset=60,
-                         n_boot=20)
+                         n_boot=100)
     before = torch.get_num_threads()
     torch.set_num_threads(2)  # not the study's 1, so a leak shows
     try:
@@ -355,10 +350,20 @@ def test_failing_study_run_leaves_thread_counts_unchanged(where, monkeypatch, tm
         torch.set_num_threads(before)
 
 
-def test_every_interval_follows_n_boot():
+def test_too_few_bootstrap_draws_are_refused():
+    for n_boot in (0, 1, 99):
+        with pytest.raises(InterplabError, match="at least 100"):
+            TruthConfig.make(n_boot=n_boot).validate()
+
+
+def test_every_interval_follows_n_boot(monkeypatch):
     """With one bootstrap draw every interval collapses to that draw (lo == hi), the
-    log-probability/label correlation's included: no interval keeps a resample count of its own."""
-    config = TruthConfig(model="tiny-llama", datasets=["cities", "larger_than"],
+    log-probability/label correlation's included: no interval keeps a resample count of its own.
+    (A user cannot ask for one draw; the minimum is lifted here to see every interval follow.)"""
+    import interplab.study.settings as settings
+
+    monkeypatch.setattr(settings, "MIN_BOOT", 1)
+    config = TruthConfig.make(model="tiny-llama", datasets=["cities", "larger_than"],
                          train_sets=[["cities"]], layers=[0], probes=["diffmean"], controls=[],
                          max_per_dataset=60, n_boot=1)
     r = run_truth(config, progress=False)
@@ -372,55 +377,99 @@ def test_every_interval_follows_n_boot():
 
 def test_datasets_are_harvested_together_and_split_back(tmp_path, monkeypatch):
     """Several datasets go through one harvest call (so its length sorting spans them); each
-    gets back exactly its own rows, and a dataset already cached is not harvested again."""
-    import interplab.activations as activations
+    gets back exactly its own rows. The calls are fixed from the whole dataset list, so a run
+    that lost part of its cache (an interrupted run) harvests the same group again and gets
+    bit-identical numbers, and a fully cached group is not harvested at all."""
+    import interplab.study.harvest as spine
     from interplab.datasets import load_dataset
     from interplab.models import load
     from interplab.progress import LineProgress
-    from interplab.studies.truth import _harvest_all
 
     lm = load("tiny-llama")
     datasets = {n: load_dataset(n, max_size=40) for n in ("cities", "larger_than", "sp_en_trans")}
     calls: list[int] = []
-    real = activations.harvest
+    real = spine.harvest
 
     def counting(lm, texts, *args, **kwargs):
         calls.append(len(texts))
         return real(lm, texts, *args, **kwargs)
 
-    monkeypatch.setattr(activations, "harvest", counting)
+    monkeypatch.setattr(spine, "harvest", counting)
     from rich.console import Console
 
     bar = LineProgress(Console(quiet=True))
-    together, _ = _harvest_all(lm, {"cities": datasets["cities"]}, [0, 1], 8, bar, "m", tmp_path)
+    first, reused = spine.harvest_statements(lm, datasets, [0, 1], batch_size=8, progress=bar,
+                                             cache_dir=tmp_path)
+    assert reused == 0 and calls == [120]  # the three datasets in one call
     calls.clear()
-    out, reused = _harvest_all(lm, datasets, [0, 1], 8, bar, "m", tmp_path)
-    assert reused == 1 and calls == [80]  # cities came from the cache, the other two in one call
+    again, reused = spine.harvest_statements(lm, datasets, [0, 1], batch_size=8,
+                                             cache_dir=tmp_path)
+    assert reused == 3 and calls == []
+    next(tmp_path.glob("larger_than-*.safetensors")).unlink()  # as if interrupted before it
+    resumed, reused = spine.harvest_statements(lm, datasets, [0, 1], batch_size=8,
+                                               cache_dir=tmp_path)
+    assert reused == 0 and calls == [120]  # the whole group again, never a smaller one
     for name, ds in datasets.items():
         alone = real(lm, ds.statements, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"],
                      "last", with_logprobs=True, progress=False)
-        X, lp = out[name]
+        X, lp = first[name]
         assert X.shape == (2, len(ds), lm.d_model)
         assert np.allclose(X[1], alone["blocks.1.hook_resid_post"].numpy(), atol=1e-4)
         assert np.allclose(lp, alone.text_logprob.numpy(), atol=1e-3)
-    assert np.array_equal(out["cities"][0], together["cities"][0])
+        assert np.array_equal(resumed[name].acts, first[name].acts)
+        assert np.array_equal(resumed[name].logprob, first[name].logprob)
+        assert np.array_equal(again[name].acts, first[name].acts)
+
+
+def test_a_cache_file_that_is_not_finite_is_harvested_again(tmp_path):
+    """A damaged cache (NaN written into it) is never read into a result: it is replaced."""
+    from safetensors.numpy import load_file, save_file
+
+    from interplab.datasets import load_dataset
+    from interplab.models import load
+    from interplab.study.harvest import harvest_statements
+
+    lm = load("tiny-llama")
+    datasets = {"cities": load_dataset("cities", max_size=20)}
+    first, _ = harvest_statements(lm, datasets, [0], batch_size=8, cache_dir=tmp_path)
+    path = next(tmp_path.glob("cities-*.safetensors"))
+    t = load_file(str(path))
+    t["acts"][0, 3, 5] = np.nan
+    save_file(t, str(path))
+    again, reused = harvest_statements(lm, datasets, [0], batch_size=8, cache_dir=tmp_path)
+    assert reused == 0 and np.isfinite(again["cities"].acts).all()
+    assert np.array_equal(again["cities"].acts, first["cities"].acts)
+    assert np.isfinite(load_file(str(path))["acts"]).all()
+
+
+def _acts(planted):
+    from interplab.study.harvest import StatementActs
+
+    return StatementActs(planted.X, None)
+
+
+def _planted_data(planted):
+    """One planted dataset "a" with a 280/0/120 split, as the spine's StatementData."""
+    from types import SimpleNamespace
+
+    split = SimpleNamespace(train=np.arange(280), val=np.arange(0), test=np.arange(280, 400))
+    return StatementData({"a": SimpleNamespace(labels=planted.y)}, {"a": split})
 
 
 def test_erasure_nulls_section_on_planted_truth():
     """LEACE takes the linear probe to chance where the same-rank random subspace does not, and
     the probe beats every data null with an interval above zero."""
-    from types import SimpleNamespace
 
     from interplab.controls.nulls import DATA_NULLS
-    from interplab.studies.truth_erasure import erasure_and_nulls
+    from interplab.studies.truth.erasure_nulls import erasure_nulls_section
+    from interplab.study.harvest import StatementActs
 
     planted = _planted(400, 32, 2, seed=0)
-    datasets = {"a": SimpleNamespace(labels=planted.y)}
-    splits = {"a": SimpleNamespace(train=np.arange(280), test=np.arange(280, 400))}
-    acts = {"a": (planted.X, None)}
-    config = TruthConfig(probes=["diffmean", "logistic", "ccs"], n_boot=200)
-    en = erasure_and_nulls(config, datasets, splits, acts, [0, 1], {"a": {"logistic": 1}}, "a",
-                           ["a"])
+    data = _planted_data(planted)
+    acts = {"model": {"a": StatementActs(planted.X, None)}}
+    config = TruthConfig.make(probes=["diffmean", "logistic", "ccs"], n_boot=200,
+                              train_sets=[["a"]], nulls=list(DATA_NULLS))
+    en = erasure_nulls_section(config, data, acts, [0, 1], {"a": {"logistic": 1}})
     assert en["layer"] == 1 and en["n_train"] == 280 and en["n_test"] == 120
     check = en["erasure"]["checks"]["leace"]
     lin, maj = check["accuracy"]["linear"], check["majority"]
@@ -444,17 +493,17 @@ def test_erasure_nulls_minus_a_null_that_holds_the_signal_is_about_zero():
     """A null source that carries the real signal (the real rows plus a little noise, row for
     row) gives model − null ≈ 0 with an interval covering 0; the data nulls a clearly positive
     difference."""
-    from types import SimpleNamespace
 
-    from interplab.studies.truth_erasure import erasure_and_nulls
+    from interplab.controls.nulls import DATA_NULLS
+    from interplab.studies.truth import erasure_nulls
 
     planted = _planted(400, 32, 2, seed=0)
-    datasets = {"a": SimpleNamespace(labels=planted.y)}
-    splits = {"a": SimpleNamespace(train=np.arange(280), test=np.arange(280, 400))}
+    data = _planted_data(planted)
     holds = planted.X[1] + 0.05 * np.random.default_rng(1).standard_normal(planted.X[1].shape)
-    config = TruthConfig(probes=["diffmean", "logistic"], n_boot=200)
-    en = erasure_and_nulls(config, datasets, splits, {"a": (planted.X, None)}, [0, 1],
-                           {"a": {"logistic": 1}}, "a", ["a"], model_rows={"holds-signal": holds})
+    config = TruthConfig.make(probes=["diffmean", "logistic"], n_boot=200, train_sets=[["a"]],
+                              nulls=list(DATA_NULLS))
+    en = erasure_nulls._section(config, data, {"a": _acts(planted)}, 1, 1, "logistic", "a",
+                                ["a"], {"holds-signal": holds}, reused_reset=False)
     nulls = en["nulls"]
     assert nulls["nulls_run"] == ["gaussian", "gaussian-mixture", "hypercube", "holds-signal"]
     for probe in ("diffmean", "logistic"):
@@ -470,10 +519,10 @@ def test_model_null_rows_reuse_the_reset_harvest_and_match_a_fresh_pass(tiny_mod
     from types import SimpleNamespace
 
     from interplab.activations import harvest
-    from interplab.controls.nulls import model_null
     from interplab.datasets import load_dataset
     from interplab.models import reset_copy
-    from interplab.studies.truth_erasure import model_null_rows
+    from interplab.studies.truth.erasure_nulls import model_null_rows
+    from interplab.study.nulls import model_null
 
     lm = tiny_models["tiny-llama"]
     ds = load_dataset("cities", seed=0, max_size=24)
@@ -482,8 +531,9 @@ def test_model_null_rows_reuse_the_reset_harvest_and_match_a_fresh_pass(tiny_mod
     fresh = model_null("reset", lm, ds.statements, hook, "last", seed=3)
     assert np.allclose(control.numpy(), fresh, atol=1e-5)
     splits = {"cities": SimpleNamespace(train=np.arange(16), test=np.arange(16, 24))}
-    config = TruthConfig(model="no-such-model", nulls=["gaussian", "reset"], seed=3)
-    rows = model_null_rows(config, {"cities": ds}, splits, ["cities"], 2, fresh)
+    config = TruthConfig.make(model="no-such-model", nulls=["gaussian", "reset"], seed=3)
+    data = StatementData({"cities": ds}, splits)
+    rows = model_null_rows(config, data, ["cities"], 2, fresh)
     assert list(rows) == ["reset"] and rows["reset"] is fresh  # no model loaded, no new pass
 
 
@@ -502,16 +552,16 @@ def test_fits_are_the_same_in_parallel_workers_and_in_one_process(tmp_path, monk
 
     if not fork_available():
         pytest.skip("worker processes are forked on Linux only")
-    config = TruthConfig(model="tiny-llama", datasets=["cities", "neg_cities", "larger_than"],
+    config = TruthConfig.make(model="tiny-llama", datasets=["cities", "neg_cities", "larger_than"],
                          train_sets=[["cities"], ["cities", "neg_cities"], ["larger_than"]],
-                         layers=[0, 2, 3], max_per_dataset=60, n_boot=50, n_shuffles=2)
+                         layers=[0, 2, 3], max_per_dataset=60, n_boot=100, n_shuffles=2)
     runs = {}
     for workers in ("1", "2"):  # the second run reads the first one's harvest from the cache
         monkeypatch.setenv("INTERPLAB_THREADS", workers)
         runs[workers] = run_truth(config, progress=False, cache_dir=tmp_path)
     one, two = runs["1"], runs["2"]
     assert one.timings["fit_workers"] == 1 and two.timings["fit_workers"] == 2
-    assert list(two.accuracy["cities"]) == config.probes  # the configuration's order
+    assert list(two.accuracy["cities"]) == config.probe.probes  # the configuration's order
     for field_name in ("accuracy", "heldout", "validation", "best_layer", "verdicts", "notes"):
         # compared as JSON text, where NaN (a p-value that is not defined) equals NaN
         assert json.dumps(getattr(two, field_name)) == json.dumps(getattr(one, field_name))
@@ -524,21 +574,21 @@ def test_analysis_stage_runs_on_the_threads_the_policy_gives(monkeypatch):
     (the PCA views once took 100 s instead of 5 under load): the stage must use the policy's."""
     from threadpoolctl import threadpool_info
 
-    import interplab.studies.truth as truth
+    import interplab.studies.truth.run as truth
 
     seen = []
-    inner = truth._pca_views
+    inner = truth.pca_views
 
     def pca_views(*args, **kwargs):
         seen.append(max(p["num_threads"] for p in threadpool_info()))
         seen.append(torch.get_num_threads())
         return inner(*args, **kwargs)
 
-    monkeypatch.setattr(truth, "_pca_views", pca_views)
+    monkeypatch.setattr(truth, "pca_views", pca_views)
     monkeypatch.setattr(truth, "resolve_threads", lambda *a, **k: 1)
-    config = TruthConfig(model="tiny-llama", datasets=["cities"], train_sets=[["cities"]],
+    config = TruthConfig.make(model="tiny-llama", datasets=["cities"], train_sets=[["cities"]],
                          layers=[0, 1], probes=["diffmean"], controls=["shuffled"],
-                         max_per_dataset=60, n_boot=20)
+                         max_per_dataset=60, n_boot=100)
     with truth.limit_threads(2):  # a process whose pools are larger than the policy's count
         run_truth(config, progress=False)
     assert seen == [1, 1]

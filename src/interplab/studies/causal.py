@@ -434,7 +434,7 @@ def run_causal(config: CausalConfig, *, console: Console | None = None) -> Causa
     """Run the causal study described by ``config``; returns the result."""
     from interplab.interventions import ProbDiff
     from interplab.models import load
-    from interplab.studies.truth import _versions
+    from interplab.study.result import versions as _versions
 
     config.validate()
     console = console or Console(stderr=True)

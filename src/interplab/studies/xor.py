@@ -29,7 +29,8 @@ from rich.console import Console
 
 from interplab.errors import InterplabError
 from interplab.progress import progress_display
-from interplab.studies.config import JsonResult
+from interplab.study.result import StudyResult, versions
+from interplab.study.settings import LAST_TOKEN, FlatConfig, RunConfig, SplitConfig
 from interplab.threads import limit_threads
 
 DEFAULT_DATASETS = ["speaker_cities", "distractor_cities", "speaker_filler"]
@@ -48,12 +49,11 @@ CENTERING = "train"  # nothing about a test set is used
 
 
 @dataclass
-class XorConfig:
+class XorConfig(FlatConfig):
     """Everything that defines an XOR-study run (saved with the result); the CLI options of
     ``interplab xor`` are derived from these fields."""
 
-    model: str = field(default="smollm2-135m",
-                       metadata={"help": "Registry name, HF folder or .gguf file."})
+    run: RunConfig = field(default_factory=RunConfig)
     datasets: list[str] = field(
         default_factory=lambda: list(DEFAULT_DATASETS),
         metadata={"help": "speaker_cities, distractor_cities, speaker_filler, distractor_filler."})
@@ -67,25 +67,19 @@ class XorConfig:
     controls: list[str] = field(
         default_factory=lambda: list(CONTROLS),
         metadata={"help": "Any of shuffled, reset, random_init ('none' for none)."})
-    max_per_dataset: int | None = field(
-        default=800, metadata={"help": "Rows per dataset, as whole entity groups so every "
-                                       "feature stays balanced ('none': all)."})
-    split: list[float] = field(
-        default_factory=lambda: [0.6, 0.2, 0.2],
-        metadata={"help": "Train, validation, test fractions (split by entity)."})
+    # XOR datasets are cut to size by their generator, as whole entity groups, so every feature
+    # combination stays exactly balanced: a larger default than the statement studies'.
+    data: SplitConfig = field(default_factory=lambda: SplitConfig(max_per_dataset=800))
     generalization: bool = field(
         default=True, metadata={"help": "Train a truth probe with a feature held constant and "
                                         "test it with the feature flipped."})
-    seed: int = field(default=0, metadata={"help": "Seed for data, splits, controls."})
-    n_boot: int = field(default=1000, metadata={"help": "Bootstrap draws per interval."})
     n_shuffles: int = field(default=3, metadata={"help": "Shuffled-label fits per probe."})
-    batch_size: int = field(default=64, metadata={"help": "Texts per forward pass."})
-    device: str | None = field(default=None, metadata={"help": "cpu or cuda[:N] (default: "
-                                                               "the model's)."})
 
     def validate(self) -> None:
         from interplab.datasets.xor import GENERATORS
 
+        self.run.validate()
+        self.data.validate()
         if not self.datasets:
             raise InterplabError("no datasets given; name at least one, e.g. speaker_cities")
         unknown = [d for d in self.datasets if d not in GENERATORS]
@@ -97,21 +91,20 @@ class XorConfig:
             raise InterplabError(f"unknown control(s) {bad}; choose from {', '.join(CONTROLS)}")
         if not self.tokens or any(t not in TOKEN_MODES for t in self.tokens):
             raise InterplabError(f"tokens must be one or both of {TOKEN_MODES}, got {self.tokens}")
-        if (len(self.split) != 3 or min(self.split) <= 0 or abs(sum(self.split) - 1) > 1e-6):
-            raise InterplabError(f"split must be three positive fractions (train, validation, "
-                                 f"test) summing to 1, got {self.split}; e.g. 0.6,0.2,0.2")
         if self.layers is not None and any(layer < 0 for layer in self.layers):
             raise InterplabError(f"layers must be non-negative block indices, got {self.layers}")
-        if self.layer_step < 1 or self.n_shuffles < 1 or self.n_boot < 10:
-            raise InterplabError("layer_step and n_shuffles must be at least 1, n_boot at least 10")
-        if self.max_per_dataset is not None and self.max_per_dataset < 40:
-            raise InterplabError(f"max_per_dataset {self.max_per_dataset} is too small for three "
+        if self.layer_step < 1 or self.n_shuffles < 1:
+            raise InterplabError("layer_step and n_shuffles must be at least 1")
+        if self.data.max_per_dataset and self.data.max_per_dataset < 40:
+            raise InterplabError(f"max_per_dataset {self.data.max_per_dataset} is too small for three "
                                  "splits of a balanced design; use at least 40 (or none)")
 
 
 @dataclass
-class XorResult(JsonResult):
+class XorResult(StudyResult):
     """An XOR-study result: config, curves with controls, readings, generalization, summary."""
+
+    study = "xor"
 
     config: dict[str, Any]
     versions: dict[str, str]
@@ -147,7 +140,7 @@ def feature_curves(X: np.ndarray, y: np.ndarray, split: Any, *, shuffled: bool, 
     and for the probe ``val`` (validation accuracy per layer, which chooses the layer). The
     shuffled-label interval is that of one shuffled probe (it covers the spread between shuffles).
     """
-    from interplab.controls import bootstrap_accuracy, shuffled_accuracy_interval
+    from interplab.controls import bootstrap_mean, shuffled_accuracy_interval
     from interplab.probes.generalization import LabelledActs, fit_and_test
 
     def part(rows: np.ndarray) -> LabelledActs:
@@ -156,7 +149,7 @@ def feature_curves(X: np.ndarray, y: np.ndarray, split: Any, *, shuffled: bool, 
     variants = ["probe", "shuffled"] if shuffled else ["probe"]
     out = fit_and_test(PROBE, part(split.train), {"val": part(split.val), "test": part(split.test)},
                        centering=CENTERING, variants=variants, seed=seed, n_shuffles=n_shuffles)
-    probe = _as_curve(bootstrap_accuracy(out.correct["probe"]["test"], n_boot=n_boot, seed=seed))
+    probe = _as_curve(bootstrap_mean(out.correct["probe"]["test"], n_boot=n_boot, seed=seed))
     probe["val"] = out.correct["probe"]["val"].mean(axis=1).tolist()
     curves = {"probe": probe}
     if shuffled:
@@ -183,7 +176,7 @@ def generalization_curves(X: np.ndarray, held: np.ndarray, label: np.ndarray, sp
     the probe's validation accuracy on held = 1; ``explained`` (at that layer) is the share of
     the drop each reading recovers, with CIs.
     """
-    from interplab.controls import bootstrap_accuracy, bootstrap_statistic
+    from interplab.controls import bootstrap_mean, bootstrap_statistic
 
     held, label = np.asarray(held), np.asarray(label)
     tr, va, te = split.train, split.val, split.test
@@ -194,9 +187,9 @@ def generalization_curves(X: np.ndarray, held: np.ndarray, label: np.ndarray, sp
         per_layer = [_generalization_layer(X[li], held, label, rows) for li in range(len(X))]
     hits = {k: np.stack([p["hits"][k] for p in per_layer]).astype(np.float64)
             for k in ("in", "out", "both", "ablated", "recentred")}
-    curves = {k: _as_curve(bootstrap_accuracy(h, n_boot=n_boot, seed=seed))
+    curves = {k: _as_curve(bootstrap_mean(h, n_boot=n_boot, seed=seed))
               for k, h in hits.items()}
-    curves["drop"] = _as_curve(bootstrap_accuracy(hits["both"] - hits["out"], n_boot=n_boot,
+    curves["drop"] = _as_curve(bootstrap_mean(hits["both"] - hits["out"], n_boot=n_boot,
                                                   seed=seed))
     val_in = [p["val_in"] for p in per_layer]
     li = int(np.argmax(val_in))
@@ -281,9 +274,9 @@ def _load(config: XorConfig) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
 
     datasets, splits, features = {}, {}, {}
     for name in config.datasets:
-        ds = load_dataset(name, seed=config.seed, max_size=config.max_per_dataset)
+        ds = load_dataset(name, seed=config.run.seed, max_size=config.data.max_per_dataset or None)
         datasets[name] = ds
-        splits[name] = entity_split(ds, tuple(config.split), seed=config.seed)
+        splits[name] = entity_split(ds, tuple(config.data.split), seed=config.run.seed)
         features[name] = feature_table(ds)
     return datasets, splits, features
 
@@ -315,29 +308,31 @@ def _networks(lm: Any, config: XorConfig) -> dict[str, Any]:
 
     nets = {"model": lm}
     if "reset" in config.controls:
-        nets["reset"] = reset_copy(lm, seed=config.seed)
+        nets["reset"] = reset_copy(lm, seed=config.run.seed)
     if "random_init" in config.controls:
         from interplab.models import random_init_copy
 
-        nets["random_init"] = random_init_copy(lm, seed=config.seed)
+        nets["random_init"] = random_init_copy(lm, seed=config.run.seed)
     return nets
 
 
 def _harvest(config: XorConfig, datasets: dict, layers: list[int], nets: dict, bar: Any,
              cache: Path | None) -> tuple[dict, int]:
     """acts[tokens][network][dataset] = X ``[L, n, d]``, through the truth study's cache."""
-    from interplab.studies.truth import TOKENS, _harvest_all
+    from interplab.study.harvest import harvest_statements
 
     acts: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     reused = 0
     for mode in config.tokens:
         for net, lm in nets.items():
             positions_of = (lambda ds, lm=lm: _body_positions(lm, ds)) if mode == "mean" else None
-            tokens = TOKENS if mode == "last" else f"mean over the statement; {TOKEN_WORDS['mean']}"
-            out, hits = _harvest_all(lm, datasets, layers, config.batch_size, bar,
-                                     f"{net}, {mode}", cache, with_logprobs=False,
-                                     tokens=tokens, positions_of=positions_of)
-            acts.setdefault(mode, {})[net] = {name: X for name, (X, _) in out.items()}
+            tokens = (LAST_TOKEN if mode == "last"
+                      else f"mean over the statement; {TOKEN_WORDS['mean']}")
+            out, hits = harvest_statements(
+                lm, datasets, layers, batch_size=config.run.batch_size, progress=bar,
+                label=f"{net}, {mode}", cache_dir=cache, with_logprobs=False,
+                threads=config.run.threads, tokens=tokens, positions_of=positions_of)
+            acts.setdefault(mode, {})[net] = {name: part.acts for name, part in out.items()}
             reused += hits
     return acts, reused
 
@@ -428,7 +423,7 @@ def run_xor(config: XorConfig, *, progress: bool = True, console: Console | None
     timings["datasets_s"] = time.perf_counter() - t0
     with progress_display(console, enabled=progress) as bar:
         t = time.perf_counter()
-        lm = load(config.model, device=config.device)
+        lm = load(config.run.model, device=config.run.device)
         layers = _layers(config, lm.n_layers)
         nets = _networks(lm, config)
         timings["load_s"] = time.perf_counter() - t
@@ -453,17 +448,11 @@ def run_xor(config: XorConfig, *, progress: bool = True, console: Console | None
     summary = _summary(identities["model"]["name"], readings, general, layers, aliases)
     timings["total_s"] = time.perf_counter() - t0
     return XorResult(
-        config=asdict(config), versions=_versions(), model=identities["model"],
+        config=asdict(config), versions=versions(), model=identities["model"],
         control_models={n: i for n, i in identities.items() if n != "model"},
         datasets=[_dataset_info(ds, splits[n], features[n]) for n, ds in datasets.items()],
         layers=layers, curves=curves, readings=readings, generalization=general,
         method=_method(config, splits), summary=summary, notes=notes, timings=timings)
-
-
-def _versions() -> dict[str, str]:
-    from interplab.studies.truth import _versions as truth_versions
-
-    return truth_versions()
 
 
 def _layers(config: XorConfig, n_layers: int) -> list[int]:
@@ -487,8 +476,8 @@ def _all_curves(config: XorConfig, acts: dict, features: dict, splits: dict, bar
                     for net, data in per_net.items():
                         got = feature_curves(data[name], y, splits[name],
                                              shuffled=net == "model" and "shuffled" in
-                                             config.controls, seed=config.seed,
-                                             n_boot=config.n_boot, n_shuffles=config.n_shuffles)
+                                             config.controls, seed=config.run.seed,
+                                             n_boot=config.run.n_boot, n_shuffles=config.n_shuffles)
                         entry[net] = got["probe"]
                         if "shuffled" in got:
                             entry["shuffled"] = got["shuffled"]
@@ -508,7 +497,7 @@ def _all_generalization(config: XorConfig, acts: dict, features: dict, splits: d
                 continue
             for held in (f for f in BASIC_FEATURES if f in feats and f != "label"):
                 g = generalization_curves(per_net["model"][name], feats[held], feats["label"],
-                                          splits[name], seed=config.seed, n_boot=config.n_boot)
+                                          splits[name], seed=config.run.seed, n_boot=config.run.n_boot)
                 out.setdefault(mode, {}).setdefault(name, {})[held] = g
     return out
 
@@ -531,7 +520,7 @@ def _method(config: XorConfig, splits: dict) -> dict[str, Any]:
                        "over all cells of the basic features",
         "layer_selection": "each network's layer is the one with the highest validation "
                            "accuracy; test accuracy is reported at that layer",
-        "intervals": f"95 % percentile bootstrap over test statements ({config.n_boot} draws); "
+        "intervals": f"95 % percentile bootstrap over test statements ({config.run.n_boot} draws); "
                      "the shuffled-label interval is that of one shuffled probe",
         "verdicts": "exact binomial test against 0.5 per reading, Benjamini-Hochberg per network",
         "artefact_rule": "a XOR is a token-level artefact when a control network reads it "

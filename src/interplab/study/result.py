@@ -1,0 +1,127 @@
+"""Results save and load one way; configs come back from their JSON form.
+
+A study's result is a dataclass that derives from :class:`StudyResult`: its file carries the
+study's name, the full config that produced it and the library versions, so
+``interplab rerun result.json`` can run the same study again (:mod:`interplab.studies.registry`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import typing
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import interplab
+from interplab.errors import InterplabError
+from interplab.fileio import atomic_write_text
+
+T = TypeVar("T")
+R = TypeVar("R", bound="StudyResult")
+
+
+def versions() -> dict[str, str]:
+    """Versions of interplab, Python and the numerical libraries a result depends on (those
+    installed; nothing is imported for this)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"interplab": interplab.__version__, "python": platform.python_version()}
+    for package in ("torch", "transformers", "scikit-learn", "numpy", "scipy"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:  # pragma: no cover - every one is a dependency
+            continue
+    return out
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """``cls(**data)`` where nested dataclass fields may be given as dicts (as ``asdict`` wrote
+    them); a key that is not a field is one clear error naming it."""
+    where = where or cls.__name__
+    if not isinstance(data, dict):
+        raise InterplabError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - names
+    if unknown:
+        raise InterplabError(f"unknown {where} keys: {sorted(unknown)}")
+    kwargs = dict(data)
+    for name, value in data.items():
+        tp = _dataclass_of(hints[name])
+        if tp is not None and isinstance(value, dict):
+            kwargs[name] = config_from_dict(tp, value, f"{where}.{name}")
+        elif isinstance(value, list):
+            inner = _list_item_dataclass(hints[name])
+            if inner is not None:
+                kwargs[name] = [config_from_dict(inner, v, f"{where}.{name}[{i}]")
+                                if isinstance(v, dict) else v for i, v in enumerate(value)]
+    return cls(**kwargs)
+
+
+def _dataclass_of(tp: Any) -> type | None:
+    """The dataclass type of a field typed ``X`` or ``X | None``, else None."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    if len(args) == 1 and isinstance(args[0], type) and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
+
+
+def _list_item_dataclass(tp: Any) -> type | None:
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp) or (None,)
+        return _dataclass_of(item)
+    return None
+
+
+class StudyResult:
+    """Mixin for a study's result dataclass. Subclasses set ``study`` (the registry name) and have
+    ``config`` (the config as a dict) and ``versions`` fields; ``to_json``/``from_json`` are the
+    one way results are saved and read."""
+
+    study: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write the result atomically as ``{"study": ..., <fields>}``."""
+        body = {"study": self.study, **self.to_dict()}
+        return atomic_write_text(path, json.dumps(body, indent=1, allow_nan=True,
+                                                  ensure_ascii=False, default=str))
+
+    @classmethod
+    def from_dict(cls: type[R], data: dict[str, Any]) -> R:
+        data = dict(data)
+        study = data.pop("study", cls.study)
+        if study != cls.study:
+            raise InterplabError(f"this is a {study!r} result, not a {cls.study!r} one")
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        required = {f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                    if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING}
+        if set(data) - names or required - set(data):
+            raise InterplabError(
+                f"this {cls.study} result was written by a different interplab version (its "
+                f"fields differ: unknown {sorted(set(data) - names)}, missing "
+                f"{sorted(required - set(data))}); run the study again to get a current file")
+        return config_from_dict(cls, data, cls.__name__)
+
+    @classmethod
+    def from_json(cls: type[R], path: str | Path) -> R:
+        return cls.from_dict(read_result(path))
+
+
+def read_result(path: str | Path) -> dict[str, Any]:
+    """A result file's JSON object, with a clear error for a file that is not one."""
+    p = Path(path)
+    if not p.is_file():
+        raise InterplabError(f"result file {p} does not exist")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InterplabError(f"{p} is not a result file (not JSON: {exc})") from None
+    if not isinstance(data, dict) or "config" not in data:
+        raise InterplabError(f"{p} is not an interplab result file (no 'config' in it)")
+    return data

@@ -12,9 +12,9 @@ from interplab.controls.baselines import (
     shuffled_labels,
 )
 from interplab.controls.bootstrap import bootstrap_accuracy, bootstrap_statistic
+from interplab.controls.nulls import DATA_NULLS, MODEL_NULLS, NULLS, data_null, model_null
 
 bootstrap_mean = bootstrap_accuracy
-from interplab.controls.nulls import DATA_NULLS, MODEL_NULLS, NULLS, data_null, model_null
 
 __all__ = [
     "DATA_NULLS",

@@ -79,10 +79,10 @@ def test_study_learns_and_controls_behave(mess3_run):
 
 def test_result_json_roundtrip_and_report(mess3_run, tmp_path):
     r, _ = mess3_run
-    path = r.save(tmp_path / "result.json")
+    path = r.to_json(tmp_path / "result.json")
     data = json.loads(path.read_text())
     assert data["config"]["train"]["n_steps"] == 300 and data["versions"]["torch"] == torch.__version__
-    again = BeliefStudyResult.load(path)
+    again = BeliefStudyResult.from_json(path)
     assert again.regression == r.regression and again.best_layer == r.best_layer
     html_path = render_belief_report(again, tmp_path / "report.html")
     html = html_path.read_text()
@@ -118,7 +118,7 @@ def test_other_processes_run_and_bad_config_fails(tmp_path):
 
 
 def test_cli_command(tmp_path):
-    from interplab.cli import belief
+    from interplab.cli import studies as belief
 
     app = typer.Typer()
     belief.register(app)

@@ -201,7 +201,7 @@ def test_belief_help_shows_the_study_defaults():
 
 
 def test_belief_options_build_the_nested_config(monkeypatch):
-    from interplab.cli import belief as belief_cli
+    from interplab.cli import studies as belief_cli
     from interplab.studies import belief as study
 
     seen = []

@@ -70,7 +70,7 @@ def test_weights_study_report(tmp_path):
     from interplab.report.weights import write_weights_report
     from interplab.studies.weights import WeightsConfig, WeightsResult, run_weights
 
-    result = run_weights(WeightsConfig(model="tiny-qwen2", top_directions=1, top_tokens=3))
+    result = run_weights(WeightsConfig.make(model="tiny-qwen2", top_directions=1, top_tokens=3))
     assert set(result.networks) == {"model", "reset", "random-init"}
     assert result.reset_max_spectrum_difference < 1e-10
     again = WeightsResult.from_json(result.to_json(tmp_path / "w.json"))

@@ -1,6 +1,5 @@
-"""`interplab erase`, `interplab nulls` and `interplab weights`: thin shells over
-:mod:`interplab.studies.erasure`, :mod:`interplab.studies.nulls` and
-:mod:`interplab.studies.weights`; options are derived from their config dataclasses."""
+"""`interplab erase` and `interplab nulls`: thin shells over :mod:`interplab.studies.erasure` and
+:mod:`interplab.studies.nulls`; options are derived from their config dataclasses."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ import typer
 from interplab.cli.options import from_config
 from interplab.studies.erasure import ErasureConfig
 from interplab.studies.nulls import NullsConfig
-from interplab.studies.weights import WeightsConfig
 
 
 def _written(json_path: Path, html_path: Path) -> None:
@@ -65,23 +63,7 @@ def nulls(cfg: NullsConfig,
     _written(result.to_json(out / "nulls.json"), write_nulls_report(result, out / "report.html"))
 
 
-def weights(cfg: WeightsConfig,
-            out: Path = typer.Option(Path("runs/weights"), help="Folder for weights.json and report.html.")
-            ) -> None:
-    """SVD of every block's attention-output and MLP matrices against a random-matrix null."""
-    from interplab.report.weights import write_weights_report
-    from interplab.studies.weights import run_weights
-
-    result = run_weights(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, mats in result.networks.items():
-        typer.echo(f"{name:12s} {sum(m['n_above'] for m in mats)} singular values above the null "
-                   f"in {len(mats)} matrices")
-    _written(result.to_json(out / "weights.json"), write_weights_report(result, out / "report.html"))
-
-
 def register(app: typer.Typer) -> None:
-    """Add ``erase``, ``nulls`` and ``weights`` to ``app``."""
+    """Add ``erase`` and ``nulls`` to ``app``."""
     app.command("erase")(from_config(ErasureConfig)(erase))
     app.command("nulls")(from_config(NullsConfig)(nulls))
-    app.command("weights")(from_config(WeightsConfig)(weights))

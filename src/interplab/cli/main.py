@@ -29,9 +29,9 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
-    from interplab.cli import belief, causal, erasure, harvest, sae, truth, xor
+    from interplab.cli import causal, erasure, harvest, sae, studies, truth
 
-    for module in (truth, harvest, sae, belief, causal, xor, erasure):
+    for module in (studies, truth, harvest, sae, causal, erasure):
         module.register(app)
 
 

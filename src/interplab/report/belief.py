@@ -179,3 +179,18 @@ def render_belief_report(result: Any, path: str | Path) -> Path:
     r = _as_dict(result)
     figures = {"loss": _figure_loss(r), "simplex": _figure_simplex(r), "r2": _figure_r2(r)}
     return render("belief.html", path, r=r, figures=figures)
+
+
+def summary_lines(result: Any) -> list[str]:
+    """What ``interplab belief`` prints: training against the floor, regression against its
+    controls, and which targets were met."""
+    t, tr = result.targets, result.training
+    return [
+        f"{tr['steps_run']} steps ({tr['stop_reason']}); loss {result.final_loss:.4f} vs floor "
+        f"{result.optimal_loss:.4f} (ratio {result.loss_ratio:.4f}, untrained "
+        f"{result.untrained_loss:.4f}); at {t['site']} on unseen prefixes: R² {t['r2_unseen']:.4f} "
+        f"(untrained {t['untrained_r2_unseen']:.4f}), RMSE trained/untrained "
+        f"{t['rmse_ratio']:.3f}; shuffled max R² {t['max_shuffled_r2']:.4f}; best single layer "
+        f"R² {result.best_r2:.4f} at {result.best_layer}; targets met: loss {t['loss_met']}, "
+        f"R² {t['r2_met']}, RMSE ratio {t['rmse_ratio_met']}, shuffled {t['shuffled_met']}; "
+        f"{result.timings['total']:.0f} s"]

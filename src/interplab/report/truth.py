@@ -227,3 +227,22 @@ def write_truth_report(result: Any, path: str | Path) -> Path:
         probe_labels=PROBE_LABELS, likelihood_rows=likelihood_rows,
         first_train=r.train_sets[0] if r.train_sets else "",
     )
+
+
+def summary_lines(result: Any) -> list[str]:
+    """What ``interplab truth`` prints: test accuracy at the chosen layer beside each control,
+    then the summary and the notes."""
+    lines = [f"truth study · {result.model['name']} (test accuracy at the layer chosen on "
+             "validation; controls: shuffled, random, reset)"]
+    for train in result.train_sets:
+        for probe, layer in result.best_layer.get(train, {}).items():
+            li = result.layers.index(layer)
+            e = result.heldout[train][probe]
+            p = e["probe"]
+            controls = " ".join(f"{v} {e[v]['value'][li]:.2f}" if v in e else f"{v} –"
+                                for v in ("shuffled", "random", "reset"))
+            lines.append(f"  {train:24s} {probe:10s} layer {layer:<3d} "
+                         f"{p['value'][li]:.2f} [{p['lo'][li]:.2f}, {p['hi'][li]:.2f}]  {controls}")
+    lines.extend(f"• {s}" for s in result.summary)
+    lines.extend(f"note: {n}" for n in result.notes)
+    return lines

@@ -65,3 +65,9 @@ def write_weights_report(result: Any, path: str | Path) -> Path:
     figures = {"spectra": figure_spectra(r["networks"]["model"]),
                "counts": figure_counts(r["networks"])}
     return render("weights.html", path, r=r, figures=figures)
+
+
+def summary_lines(result: Any) -> list[str]:
+    """What ``interplab weights`` prints: singular values above the null, per network."""
+    return [f"{name:12s} {sum(m['n_above'] for m in mats)} singular values above the null in "
+            f"{len(mats)} matrices" for name, mats in result.networks.items()]

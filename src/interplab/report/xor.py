@@ -118,3 +118,8 @@ def write_xor_report(result: Any, path: str | Path) -> Path:
     return render("xor.html", path, r=r, panels=panels, general=_general_rows(r),
                   token_words=TOKEN_WORDS, network_words=NETWORK_WORDS,
                   verdict_words=VERDICT_WORDS)
+
+
+def summary_lines(result: Any) -> list[str]:
+    """What ``interplab xor`` prints: the summary sentences."""
+    return [f"• {sentence}" for sentence in result.summary]

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import platform
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -42,7 +41,7 @@ import numpy as np
 
 from interplab.compmech.config import GPTConfig, TrainConfig
 from interplab.errors import InterplabError
-from interplab.studies.config import config_from_dict
+from interplab.study.result import StudyResult, config_from_dict
 from interplab.threads import limit_threads
 
 TARGET_LOSS_RATIO = 1.02  # final loss within 2 % of the optimal floor
@@ -147,9 +146,11 @@ class LayerScore:
 
 
 @dataclass
-class BeliefStudyResult:
+class BeliefStudyResult(StudyResult):
     """Config, process facts, training curve vs optimal floor, regression scores with controls,
     counts, seeds, versions, timings, and the points the simplex figure draws."""
+
+    study = "belief"
 
     config: dict[str, Any]
     process: dict[str, Any]
@@ -177,20 +178,10 @@ class BeliefStudyResult:
     timings: dict[str, float]
     figure_data: dict[str, Any]
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self, indent: int | None = 1) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=True)
-
-    def save(self, path: str | Path) -> Path:
-        from interplab.fileio import atomic_write_text
-
-        return atomic_write_text(path, self.to_json())
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BeliefStudyResult:
         d = dict(data)
+        d.pop("study", None)
         names = {f.name for f in fields(cls)}
         layer_names = {f.name for f in fields(LayerScore)}
         if set(d) != names or any(set(r) != layer_names for r in d.get("regression", [])):
@@ -200,10 +191,6 @@ class BeliefStudyResult:
             )
         d["regression"] = [LayerScore(**r) for r in d["regression"]]
         return cls(**d)
-
-    @classmethod
-    def load(cls, path: str | Path) -> BeliefStudyResult:
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
     def score(self, layer: str) -> LayerScore:
         for r in self.regression:

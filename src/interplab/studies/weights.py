@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from interplab.errors import InterplabError
-from interplab.studies.config import JsonResult
+from interplab.study.result import StudyResult, versions
+from interplab.study.settings import FlatConfig, RunConfig
 
 # The reset network permutes the last axis of every parameter: for a weight [out, in] that is
 # W·P with P a permutation (orthogonal), so its singular values equal the model's exactly.
@@ -20,22 +21,19 @@ RESET_NOTE = ("the reset network permutes the columns of every matrix (W·P, P o
 
 
 @dataclass
-class WeightsConfig:
+class WeightsConfig(FlatConfig):
     """Everything that defines a weight-SVD run (saved with the result)."""
 
-    model: str = field(default="smollm2-135m",
-        metadata={"help": "Model: registry name, HF folder or .gguf file."})
+    run: RunConfig = field(default_factory=RunConfig)
     top_directions: int = field(default=3,
         metadata={"help": "Top singular directions per matrix read out as tokens."})
     top_tokens: int = field(default=8,
         metadata={"help": "Tokens listed at each end of a direction."})
     controls: tuple[str, ...] = field(default=("reset", "random-init"),
         metadata={"help": "Control networks whose spectra are computed too (reset, random-init)."})
-    seed: int = field(default=0,
-        metadata={"help": "Seed of the control networks and the shuffled-entries null."})
-    device: str | None = field(default=None, metadata={"help": "Device (none: auto)."})
 
     def validate(self) -> None:
+        self.run.validate()
         if self.top_directions < 0 or self.top_tokens < 1:
             raise InterplabError("top_directions must be ≥ 0 and top_tokens ≥ 1")
         bad = [c for c in self.controls if c not in ("reset", "random-init")]
@@ -44,11 +42,14 @@ class WeightsConfig:
 
 
 @dataclass
-class WeightsResult(JsonResult):
+class WeightsResult(StudyResult):
     """``networks[name]`` is a list of per-matrix analyses (see
     :func:`interplab.weights.analyse_matrix`) for ``model`` and each control that ran."""
 
+    study = "weights"
+
     config: dict[str, Any]
+    versions: dict[str, str]
     model: dict[str, Any]
     networks: dict[str, list[dict[str, Any]]]
     reset_max_spectrum_difference: float | None
@@ -71,13 +72,13 @@ def run_weights(config: WeightsConfig) -> WeightsResult:
 
     config.validate()
     t0 = time.perf_counter()
-    lm = load(config.model, device=config.device)
+    lm = load(config.run.model, device=config.run.device)
     opts = {"top_directions": config.top_directions, "top_tokens": config.top_tokens,
-            "seed": config.seed}
+            "seed": config.run.seed}
     networks = {"model": analyse_weights(lm, **opts)}
     notes: list[str] = []
     for name in config.controls:
-        control = _control(lm, name, config.seed)
+        control = _control(lm, name, config.run.seed)
         if control is None:
             notes.append(f"control {name} is not available in this version of interplab.models")
             continue
@@ -87,6 +88,6 @@ def run_weights(config: WeightsConfig) -> WeightsResult:
     if "reset" in networks:
         diff = spectrum_difference(networks["model"], networks["reset"])
         notes.append(RESET_NOTE)
-    return WeightsResult(config=asdict(config), model=lm.identity(), networks=networks,
+    return WeightsResult(config=asdict(config), versions=versions(), model=lm.identity(), networks=networks,
                          reset_max_spectrum_difference=diff, notes=notes,
                          timings={"total_s": time.perf_counter() - t0})

@@ -125,3 +125,45 @@ def read_result(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or "config" not in data:
         raise InterplabError(f"{p} is not an interplab result file (no 'config' in it)")
     return data
+
+
+# Fields that record how a run went, not what it found: never compared between runs.
+RUN_RECORD = ("timings", "versions")
+
+
+def differences(old: Any, new: Any, path: str = "", *, limit: int = 20) -> list[str]:
+    """Where two results' JSON objects differ (``RUN_RECORD`` fields aside): one line per
+    differing leaf, numbers with their absolute difference; at most ``limit`` lines, then a
+    count of the rest."""
+    found: list[str] = []
+    _diff(old, new, path, found)
+    if len(found) > limit:
+        return [*found[:limit], f"... and {len(found) - limit} more"]
+    return found
+
+
+def _diff(a: Any, b: Any, path: str, found: list[str]) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if not path and key in RUN_RECORD:
+                continue
+            where = f"{path}.{key}" if path else str(key)
+            if key not in a or key not in b:
+                found.append(f"{where}: only in the {'new' if key in b else 'old'} result")
+            else:
+                _diff(a[key], b[key], where, found)
+        return
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            found.append(f"{path}: {len(a)} items before, {len(b)} now")
+            return
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _diff(x, y, f"{path}[{i}]", found)
+        return
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:  # both NaN
+        return
+    if a != b:
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            found.append(f"{path}: {a!r} → {b!r} (|Δ| {abs(a - b):.3g})")
+        else:
+            found.append(f"{path}: {str(a)[:60]!r} → {str(b)[:60]!r}")

@@ -1,0 +1,86 @@
+"""Study commands generated from :data:`interplab.studies.registry.STUDIES` (options from each
+config dataclass; the run → save JSON → render report → print summary steps written once), and
+``interplab rerun``, which runs a result file's own config again and says what changed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from interplab.cli.options import from_config
+from interplab.studies.registry import STUDIES, Study
+
+console = Console()
+
+
+def execute(study: Study, config: Any, out: Path, progress: bool = True) -> tuple[Any, Path]:
+    """Run ``study`` with ``config`` into ``out`` and print its summary and files."""
+    result, json_path, html_path, lines = study.execute(config, out, progress=progress)
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print(f"results: [bold]{json_path}[/]")
+    console.print(f"report:  [bold]{html_path}[/]")
+    return result, json_path
+
+
+def study_command(study: Study) -> Any:
+    """The typer command of ``study``."""
+
+    def command(
+        config: Any,
+        out: Path = typer.Option(Path(f"runs/{study.name}"), "--out",
+                                 help=f"Folder for {study.json_name}, report.html and what the "
+                                 "run keeps (cached activations, checkpoints)."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    ) -> None:
+        execute(study, config, out, progress=not quiet)
+
+    command.__name__ = study.name.replace("-", "_")
+    command.__doc__ = study.help
+    return from_config(study.config_class(), rename=dict(study.rename),
+                       exclude=set(study.exclude))(command)
+
+
+def rerun(
+    result: Path = typer.Argument(..., help="A result file written by a study (e.g. "
+                                  "runs/demo/truth.json)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the new result and report (kept "
+                             "apart from the original's)."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads for the new run (0: the "
+                                "saved config's setting). A run at one thread repeats bit for "
+                                "bit; with more, sums may differ in their last digits."),
+) -> None:
+    """Run the study a result file names again, with the config saved in it, and compare."""
+    from interplab.errors import InterplabError
+    from interplab.studies.registry import study_of
+    from interplab.study.result import config_from_dict, differences, read_result
+
+    old = read_result(result)
+    study = study_of(old, result)
+    config = config_from_dict(study.config_class(), old["config"])
+    if threads:
+        if not hasattr(config, "run"):
+            raise InterplabError(f"the {study.name} study has no --threads setting to override")
+        config.run.threads = threads
+    if Path(out).resolve() == Path(result).resolve().parent:
+        raise InterplabError(f"--out {out} holds the result being re-run; choose another folder")
+    console.print(f"re-running the [bold]{study.name}[/] study of {result} → {out}")
+    _, json_path = execute(study, config, out)
+    new = json.loads(Path(json_path).read_text(encoding="utf-8"))
+    diff = differences(old, new)
+    if not diff:
+        console.print(f"[green]identical[/] to {result} (timings and versions aside)")
+    else:
+        console.print(f"[yellow]{len(diff)} difference(s)[/] from {result}:")
+        for line in diff:
+            console.print(f"  {line}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    for study in STUDIES.values():
+        app.command(study.name)(study_command(study))
+    app.command("rerun")(rerun)

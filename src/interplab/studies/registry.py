@@ -1,0 +1,133 @@
+"""Every study in one table: its command, config, run, result file, report and printed summary.
+
+The CLI generates each study's command from its entry (``cli/studies.py``: options from the
+config dataclass, then run → save JSON → render the report → print the summary, written once),
+and ``interplab rerun result.json`` finds the study a result file names and runs its saved
+config again. Entries name code by ``"module:attribute"`` so that reading this table (to build
+``interplab --help``) imports no study's run code and no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from interplab.errors import InterplabError
+
+
+def _resolve(target: str) -> Callable[..., Any]:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study: ``run(config, out_dir, progress)`` returns its result (a
+    :class:`~interplab.study.result.StudyResult`), ``report(result, path)`` writes its HTML
+    page, ``summary(result)`` gives the lines the command prints."""
+
+    name: str
+    config: str  # "module:ConfigClass" (torch-free module)
+    result: str  # "module:ResultClass"
+    run: str
+    report: str
+    summary: str
+    json_name: str
+    help: str
+    rename: dict[str, str] = field(default_factory=dict)
+    exclude: frozenset[str] = frozenset()
+
+    def config_class(self) -> type:
+        return _resolve(self.config)  # type: ignore[return-value]
+
+    def result_class(self) -> type:
+        return _resolve(self.result)  # type: ignore[return-value]
+
+    def execute(self, config: Any, out: Path, progress: bool = True
+                ) -> tuple[Any, Path, Path, list[str]]:
+        """Run ``config`` into ``out``: the result, its JSON and HTML paths, the summary lines.
+        The result file is written before the report, so a failing figure loses nothing."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        result = _resolve(self.run)(config, out, progress)
+        json_path = result.to_json(out / self.json_name)
+        html_path = _resolve(self.report)(result, out / "report.html")
+        return result, json_path, html_path, list(_resolve(self.summary)(result))
+
+
+# -- how each study runs into a folder (its cache, checkpoints) --------------------------------
+
+def run_truth_into(config: Any, out: Path, progress: bool) -> Any:
+    from interplab.studies.truth.run import run_truth
+
+    # Harvested activations stay in the output folder: a re-run (or a run that failed after the
+    # harvest) reuses them instead of running the model again.
+    return run_truth(config, progress=progress, cache_dir=out / "activations")
+
+
+def run_xor_into(config: Any, out: Path, progress: bool) -> Any:
+    from interplab.studies.xor import run_xor
+
+    return run_xor(config, cache_dir=out / "activations", progress=progress)
+
+
+def run_belief_into(config: Any, out: Path, progress: bool) -> Any:
+    from interplab.studies.belief import run_belief_study
+
+    return run_belief_study(config, out_dir=out, progress=progress)
+
+
+def run_plain(target: str) -> Callable[[Any, Path, bool], Any]:
+    def run(config: Any, out: Path, progress: bool) -> Any:
+        return _resolve(target)(config)
+
+    return run
+
+
+STUDIES: dict[str, Study] = {s.name: s for s in (
+    Study("truth", "interplab.studies.truth.config:TruthConfig",
+          "interplab.studies.truth.config:TruthResult",
+          "interplab.studies.registry:run_truth_into", "interplab.report.truth:write_truth_report",
+          "interplab.report.truth:summary_lines", "truth.json",
+          "Run the truth study: probes across layers and datasets, with controls, and a report.",
+          rename={"train_sets": "train"}),
+    Study("xor", "interplab.studies.xor:XorConfig", "interplab.studies.xor:XorResult",
+          "interplab.studies.registry:run_xor_into", "interplab.report.xor:write_xor_report",
+          "interplab.report.xor:summary_lines", "xor.json",
+          "XOR study: probes for features, their XORs, controls and the generalization cost.",
+          exclude=frozenset({"data.pair_by", "data.group_column"})),
+    Study("weights", "interplab.studies.weights:WeightsConfig",
+          "interplab.studies.weights:WeightsResult",
+          "interplab.studies.registry:run_weights_into",
+          "interplab.report.weights:write_weights_report",
+          "interplab.report.weights:summary_lines", "weights.json",
+          "SVD of every block's attention-output and MLP matrices against a random-matrix null."),
+    Study("belief", "interplab.studies.belief:BeliefStudyConfig",
+          "interplab.studies.belief:BeliefStudyResult",
+          "interplab.studies.registry:run_belief_into",
+          "interplab.report.belief:render_belief_report",
+          "interplab.report.belief:summary_lines", "result.json",
+          "Belief-state geometry: process → toy transformer → regression onto beliefs → report.",
+          rename={"process_params": "param", "model.context_length": "context",
+                  "model.n_layers": "layers", "model.n_heads": "heads", "train.n_steps": "steps",
+                  "num_threads": "threads"},
+          # set by the study itself: the vocabulary from the process, the training seed from
+          # --seed, the stopping loss from --stop-loss-ratio
+          exclude=frozenset({"model.vocab_size", "train.seed", "train.stop_loss"})),
+)}
+
+run_weights_into = run_plain("interplab.studies.weights:run_weights")
+
+
+def study_of(data: dict[str, Any], path: str | Path = "") -> Study:
+    """The registry entry of a result file's JSON object."""
+    name = data.get("study")
+    if name not in STUDIES:
+        known = ", ".join(STUDIES)
+        raise InterplabError(
+            f"{path or 'this result'} does not name a study this version can re-run "
+            f"(study: {name!r}; known: {known}); it may predate re-runnable results")
+    return STUDIES[name]

@@ -49,7 +49,7 @@ def plan_sweep(store: str | os.PathLike, hook: str, sae_configs: list[SAEConfig]
     """One task per configuration, in the order given. Every task gets the sweep's seed
     (``trainer_config.seed``) for its data order and initialisation sample, its own log and
     checkpoint folder, and as many epochs over the store as ``total_steps`` batches need."""
-    from interplab.studies.sae import sae_name
+    from interplab.sae.sweep import sae_name
 
     names = [sae_name(c) for c in sae_configs]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -107,7 +107,7 @@ def study_executor(executor):
 
     def execute(runs, tcfg, data, cfg):
         from interplab.sae import load_sae
-        from interplab.studies.sae import SweepOutcome
+        from interplab.sae.sweep import SweepOutcome
 
         if data.store is None or cfg.extend_steps:
             raise InterplabError("a distributed sweep trains from a --store (harvest one with "

@@ -29,6 +29,7 @@ from typing import Any
 
 from interplab.errors import InterplabError
 from interplab.sae.config import SAEConfig, TrainerConfig
+from interplab.sae.sweep import SweepOutcome, sae_name
 
 HELD_OUT_FRACTION = 0.05  # last 5 % of a corpus's documents: never trained on by this study
 NULL_SAMPLE_ROWS = 16_384  # --null-control: ordinary rows drawn for the retrained comparison
@@ -313,26 +314,6 @@ def _resample_every(checkpoint_dir: Path, total: int, extend_steps: bool) -> int
         raise InterplabError(f"--extend-steps: there is no checkpoint in {checkpoint_dir} to "
                              "extend; drop the flag to start a new run")
     return read_checkpoint_meta(checkpoint_dir)["trainer_config"]["resample_every_steps"]
-
-
-def sae_name(c: SAEConfig) -> str:
-    """The folder name of a trained SAE, e.g. ``topk_w4608_k32`` or ``relu_w4608_l0.5``."""
-    return f"{c.architecture}_w{c.d_sae}_" + (f"k{c.k}" if c.k else f"l{c.sparsity_coefficient:g}")
-
-
-@dataclass
-class SweepOutcome:
-    """What an executor returns: the finalised SAEs (in the order of the configs given) and the
-    trainer's counters."""
-
-    saes: list[Any]  # SparseAutoencoder, normalisation folded in
-    last_metrics: list[dict[str, float]]  # per SAE, the last training-log entry
-    steps: int
-    tokens_seen: int
-    input_scale: float
-    scale_tokens: int
-    tokens_read: int
-    tokens_excluded: int
 
 
 Executor = Callable[[list[SAEConfig], TrainerConfig, DataSource, "SaeStudyConfig"], SweepOutcome]

@@ -1,0 +1,209 @@
+"""The study spine: layering, settings with one home, results that re-run."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+import interplab
+from interplab.errors import InterplabError
+from interplab.study.settings import ProbeConfig, RunConfig, SplitConfig
+
+SRC = Path(interplab.__file__).parent
+STUDIES = SRC / "studies"
+
+
+def _study_modules() -> dict[str, Path]:
+    """Each study by name: a module ``studies/x.py`` or a package ``studies/x/``."""
+    out = {}
+    for p in STUDIES.iterdir():
+        if p.name.startswith("_") or p.name in ("registry.py", "__pycache__"):
+            continue
+        if p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").is_file()):
+            out[p.stem] = p
+    return out
+
+
+def _imports(path: Path) -> set[str]:
+    files = [path] if path.is_file() else list(path.rglob("*.py"))
+    found = set()
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+    return found
+
+
+def test_no_study_imports_another_study():
+    studies = _study_modules()
+    assert {"truth", "causal", "xor", "erasure", "nulls", "weights", "belief", "sae"} <= set(studies)
+    for name, path in studies.items():
+        others = {f"interplab.studies.{o}" for o in studies if o != name}
+        bad = {m for m in _imports(path) if any(m == o or m.startswith(o + ".") for o in others)}
+        assert not bad, f"the {name} study imports another study: {sorted(bad)}"
+
+
+def test_lower_layers_never_import_studies_or_the_cli():
+    upper = ("interplab.studies", "interplab.cli", "interplab.report")
+    for package in ("models", "activations", "datasets", "probes", "sae", "interventions",
+                    "erasure", "weights", "compmech", "controls", "distributed", "study"):
+        bad = {m for m in _imports(SRC / package) if m.startswith(upper)}
+        assert not bad, f"interplab.{package} imports {sorted(bad)}"
+    # the statistics stay pure: nothing in controls runs a model
+    assert not {m for m in _imports(SRC / "controls")
+                if m.startswith(("interplab.models", "interplab.activations"))}
+
+
+def _shared_fields() -> dict[str, type]:
+    return {f.name: cls for cls in (RunConfig, SplitConfig, ProbeConfig)
+            for f in dataclasses.fields(cls)}
+
+
+def _study_configs() -> list[type]:
+    from interplab.studies.registry import STUDIES
+
+    return [s.config_class() for s in STUDIES.values()]
+
+
+def test_study_configs_nest_the_shared_settings_instead_of_redeclaring_them():
+    shared = _shared_fields()
+    configs = _study_configs()
+    assert len(configs) >= 4
+    for cls in configs:
+        if cls.__name__ == "BeliefStudyConfig":  # a toy GPT trained in the study: no LM, no probes
+            continue
+        own = {f.name for f in dataclasses.fields(cls)}
+        redeclared = own & set(shared)
+        assert not redeclared, f"{cls.__name__} re-declares {sorted(redeclared)}"
+        default = cls()
+        # run settings and the split convention are never overridden by a study
+        if hasattr(default, "run"):
+            assert default.run == RunConfig(), cls.__name__
+        if hasattr(default, "data"):
+            assert default.data.split == SplitConfig().split, cls.__name__
+        if hasattr(default, "probe"):
+            assert default.probe.centering == ProbeConfig().centering, cls.__name__
+
+
+def test_the_check_fails_on_a_config_that_redeclares_a_default():
+    @dataclasses.dataclass
+    class Drifting:
+        run: RunConfig = dataclasses.field(default_factory=RunConfig)
+        batch_size: int = 32
+
+    assert {f.name for f in dataclasses.fields(Drifting)} & set(_shared_fields()) == {"batch_size"}
+
+
+def test_default_model_is_written_once():
+    hits = []
+    for f in SRC.rglob("*.py"):
+        text = f.read_text(encoding="utf-8")
+        if '"smollm2-135m"' in text:
+            hits.append(f.relative_to(SRC).as_posix())
+    # the registry of embedded files names it as a key; the default itself lives in defaults.py
+    assert sorted(hits) == ["defaults.py", "models/loading.py"], hits
+
+
+def test_run_settings_are_checked():
+    for bad, match in ((RunConfig(n_boot=5), "at least 100"), (RunConfig(batch_size=0), "batch"),
+                       (RunConfig(threads=0), "threads"), (RunConfig(device="gpu"), "device"),
+                       (SplitConfig(split=[0.5, 0.5, 0.0]), "three positive")):
+        with pytest.raises(InterplabError, match=match):
+            bad.validate()
+    cfg = RunConfig(device="CUDA:1")
+    cfg.validate()
+    assert cfg.device == "cuda:1"
+
+
+def test_flat_construction_routes_each_setting_to_its_nested_config():
+    from interplab.studies.truth import TruthConfig
+
+    cfg = TruthConfig.make(model="tiny-llama", seed=3, probes=["diffmean"], split=[0.5, 0.25, 0.25],
+                           datasets=["cities"])
+    assert cfg.run.model == "tiny-llama" and cfg.run.seed == 3
+    assert cfg.probe.probes == ["diffmean"] and cfg.data.split == [0.5, 0.25, 0.25]
+    assert cfg.datasets == ["cities"]
+    with pytest.raises(TypeError):
+        TruthConfig.make(no_such_setting=1)
+
+
+def test_dataset_name_clashes_are_refused(tmp_path):
+    from interplab.study.data import load_statements
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "mine.csv").write_text("statement,label\nx is y.,1\nx is z.,0\n")
+    (tmp_path / "cities.csv").write_text("statement,label\nx is y.,1\nx is z.,0\n")
+    with pytest.raises(InterplabError, match=r"both be called 'mine'.*a/mine\.csv.*b/mine\.csv"):
+        load_statements([str(tmp_path / "a" / "mine.csv"), str(tmp_path / "b" / "mine.csv")],
+                        SplitConfig(), 0)
+    with pytest.raises(InterplabError, match="both be called 'cities'"):
+        load_statements([str(tmp_path / "cities.csv"), "cities"], SplitConfig(), 0)
+
+
+def test_layer_rule_chooses_on_validation():
+    import numpy as np
+
+    from interplab.study.layers import choose_layer, fixed_layer
+
+    choice = choose_layer([3, 7, 9], np.array([0.6, 0.9, 0.9]))
+    assert choice.layer == 7 and "validation" in choice.rule  # first of the tied best
+    with pytest.raises(InterplabError, match="does not exist"):
+        fixed_layer(12, 4)
+
+
+def test_result_differences_name_what_changed():
+    from interplab.study.result import differences
+
+    old = {"a": [1.0, 2.0], "b": {"c": "x"}, "timings": {"t": 1.0}, "n": float("nan")}
+    assert differences(old, json.loads(json.dumps(old))) == []
+    new = {"a": [1.0, 2.5], "b": {"c": "y"}, "timings": {"t": 9.0}, "n": float("nan")}
+    diff = differences(old, new)
+    assert diff == ["a[1]: 2.0 → 2.5 (|Δ| 0.5)", "b.c: 'x' → 'y'"]
+
+
+def test_rerun_reproduces_a_truth_result_exactly_at_one_thread(tmp_path):
+    from typer.testing import CliRunner
+
+    from interplab.cli.main import app
+
+    first = tmp_path / "first"
+    args = ["truth", "--model", "tiny-llama", "--datasets", "cities,neg_cities",
+            "--train", "cities", "--layers", "0,2", "--probes", "diffmean,logistic",
+            "--max-per-dataset", "60", "--n-boot", "100", "--threads", "1", "--quiet",
+            "--out", str(first)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    saved = json.loads((first / "truth.json").read_text())
+    assert saved["study"] == "truth" and saved["config"]["run"]["threads"] == 1
+    assert saved["versions"]["interplab"] == interplab.__version__
+    res = CliRunner().invoke(app, ["rerun", str(first / "truth.json"), "--out",
+                                   str(tmp_path / "again")])
+    assert res.exit_code == 0, res.output
+    assert "identical" in res.output
+    again = json.loads((tmp_path / "again" / "truth.json").read_text())
+    for d in (saved, again):
+        d.pop("timings")
+    assert json.dumps(again) == json.dumps(saved)
+    # and the comparison can fail: a changed number is listed
+    saved["accuracy"]["cities"]["diffmean"]["probe"]["value"][0][0] += 0.25
+    (tmp_path / "edited.json").write_text(json.dumps(saved))
+    res = CliRunner().invoke(app, ["rerun", str(tmp_path / "edited.json"), "--out",
+                                   str(tmp_path / "third")])
+    assert res.exit_code == 0 and "differ" in res.output
+    assert "accuracy.cities.diffmean.probe.value[0][0]" in res.output
+
+
+def test_rerun_refuses_a_file_that_is_not_a_result(tmp_path):
+    from interplab.cli.main import main
+
+    (tmp_path / "x.json").write_text('{"config": {}, "study": "astrology"}')
+    assert main(["rerun", str(tmp_path / "x.json"), "--out", str(tmp_path / "o")]) == 2
+    (tmp_path / "y.json").write_text("not json")
+    assert main(["rerun", str(tmp_path / "y.json"), "--out", str(tmp_path / "o")]) == 2

@@ -488,3 +488,45 @@ def test_patching_through_a_cached_prefix_equals_the_joined_prompt(linear_lm):
     assert np.abs(full.effects).max() > 1e-3
     assert np.allclose(cached.effects, full.effects, atol=1e-4)
     assert cached.null["nodes"].keys() == full.null["nodes"].keys()
+
+
+def test_reference_sets_leave_out_massive_first_tokens_and_say_so(monkeypatch):
+    """On a model without BOS, position 0 of every reference text carries a massive activation;
+    a few such rows would decide the mean. They are left out by default, counted, and a mean
+    still dominated by a few rows is flagged."""
+    from types import SimpleNamespace
+
+    import interplab.interventions.ablate as ablate_mod
+    from interplab.activations.exclusion import ExclusionRule
+
+    rng = np.random.default_rng(0)
+    n_texts, length, d = 6, 8, 16
+    x = rng.standard_normal((n_texts * length, d)).astype(np.float32)
+    position = np.tile(np.arange(length), n_texts)
+    x[position == 0] *= 1000.0  # the attention-sink rows
+    acts = {"h": torch.as_tensor(x)}
+    where = torch.as_tensor(position)
+
+    class Acts(dict):  # what harvest returns: rows per hook, with each row's position
+        position = where
+
+    monkeypatch.setattr(ablate_mod, "harvest", lambda *a, **k: Acts(acts))
+    lm = SimpleNamespace()
+    ordinary = x[position != 0]
+    ref = ablate_mod._reference(lm, "mean", ["h"], None, ["t"] * n_texts, "all", 8,
+                                ExclusionRule())
+    assert ref.info["left_out"]["h"] == n_texts and ref.info["rows"]["h"] == len(ordinary)
+    np.testing.assert_allclose(ref.values["h"].numpy(), ordinary.mean(0), rtol=1e-5, atol=1e-6)
+    assert ref.info["warnings"] == []
+    raw = ablate_mod._reference(lm, "mean", ["h"], None, ["t"] * n_texts, "all", 8,
+                                ExclusionRule.none())
+    assert raw.info["left_out"]["h"] == 0
+    assert float(raw.values["h"].norm()) > 50 * float(ref.values["h"].norm())
+    assert raw.info["warnings"] and "dominated" in raw.info["warnings"][0]
+    med = ablate_mod._reference(lm, "median", ["h"], None, ["t"] * n_texts, "all", 8,
+                                ExclusionRule())
+    # one median definition: numpy's (the midpoint of the two middle values), as erasure uses
+    np.testing.assert_allclose(med.values["h"].numpy(), np.median(ordinary, axis=0), rtol=1e-6)
+    assert len(ordinary) % 2 == 0  # an even count, where the lower median would differ
+    assert not np.allclose(med.values["h"].numpy(),
+                           torch.as_tensor(ordinary).median(0).values.numpy())

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from interplab.activations import harvest
+from interplab.activations.exclusion import ExclusionRule
 from interplab.activations.positions import Positions
 from interplab.controls import random_direction_like
 from interplab.errors import InterplabError
@@ -33,12 +35,27 @@ from interplab.models import LanguageModel
 METHODS = ("zero", "mean", "median", "resample", "directional")
 
 
+@dataclass
+class Reference:
+    """What mean, median and resample ablation replace activations with, per hook: the
+    replacement vector (mean, median) or the rows to draw from (resample), and what was left
+    out of the reference set."""
+
+    values: dict[str, torch.Tensor]
+    name: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# A reference mean is "dominated" when this share of its rows carries over half its sum of norms.
+DOMINANT_SHARE = 0.05
+
+
 def _reference(lm: LanguageModel, method: str, hooks: Sequence[str], prompts: Sequence[str] | None,
                reference: Sequence[str] | str | None, reference_positions: str,
-               batch_size: int) -> tuple[dict[str, torch.Tensor], str]:
-    """Reference activations per hook ``[rows, d]`` and the reference set's name."""
+               batch_size: int, exclusion: ExclusionRule) -> Reference:
+    """The reference values per hook, from the reference texts' ordinary tokens."""
     if method in ("zero", "directional"):
-        return {}, "none"
+        return Reference({}, "none")
     if reference is None:
         raise InterplabError(f"{method} ablation needs a reference set of texts "
                              "(reference=[...]), or reference='evaluated' to use the evaluated "
@@ -53,17 +70,43 @@ def _reference(lm: LanguageModel, method: str, hooks: Sequence[str], prompts: Se
         texts, name = list(reference), f"{len(reference)} reference texts"
     acts = harvest(lm, texts, list(hooks), reference_positions, batch_size=batch_size,
                    progress=False)
-    return {h: acts[h].float() for h in hooks}, name
+    values, info = {}, {"exclusion": exclusion.describe(), "rows": {}, "left_out": {},
+                        "warnings": []}
+    for h in hooks:
+        x = acts[h].float()
+        keep = exclusion.keep_mask(x, acts.position)
+        if not bool(keep.any()):
+            raise InterplabError(f"every reference row at {h} was left out ({exclusion.describe()}"
+                                 "); give longer reference texts")
+        rows = x[keep]
+        info["rows"][h], info["left_out"][h] = int(keep.sum()), int((~keep).sum())
+        norms = rows.norm(dim=-1).sort(descending=True).values
+        top = max(1, int(np.ceil(DOMINANT_SHARE * len(norms))))
+        share = float(norms[:top].sum() / norms.sum()) if float(norms.sum()) > 0 else 0.0
+        if method == "mean" and share > 0.5:
+            info["warnings"].append(
+                f"{h}: {top} of {len(norms)} reference rows carry {share:.0%} of the norm; the "
+                "mean is dominated by them (median ablation, or a stricter exclusion, is safer)")
+        values[h] = _reference_value(method, rows)
+    return Reference(values, name, info)
+
+
+def _reference_value(method: str, rows: torch.Tensor) -> torch.Tensor:
+    """The mean, the median (midpoint of the two middle values for an even count, as numpy's
+    median and the erasure package's median matching use) or the rows themselves."""
+    if method == "mean":
+        return rows.mean(0)
+    if method == "median":
+        return torch.from_numpy(np.median(rows.double().numpy(), axis=0)).float()
+    return rows
 
 
 def _replacement(method: str, ref: torch.Tensor | None, old: torch.Tensor, r_hat: torch.Tensor | None,
                  rng: torch.Generator) -> torch.Tensor:
     if method == "zero":
         return torch.zeros_like(old)
-    if method == "mean":
-        return ref.mean(0).to(old).expand_as(old)
-    if method == "median":
-        return ref.median(0).values.to(old).expand_as(old)
+    if method in ("mean", "median"):  # ref: the reference's mean or median vector
+        return ref.to(old).expand_as(old)
     if method == "resample":
         return ref[torch.randint(len(ref), (len(old),), generator=rng)].to(old)
     return old - (old @ r_hat.to(old))[:, None] * r_hat.to(old)[None]
@@ -116,6 +159,7 @@ def ablate(lm: LanguageModel, prompts: Sequence[str] | Prompts, hooks: Sequence[
            metric: engine.Metric, *, method: str = "mean", positions: str | Positions = "last",
            read: str | Positions = "last", reference: Sequence[str] | str | None = None,
            reference_positions: str = "all-but-bos",
+           reference_exclusion: ExclusionRule | None = None,
            direction: Mapping[str, Any] | None = None, prefix: str | None = None,
            n_null: int = 20, neutral_texts: Sequence[str] | None = None,
            neutral_positions: str | Positions = "all", batch_size: int = 32, n_boot: int = 1000,
@@ -123,7 +167,9 @@ def ablate(lm: LanguageModel, prompts: Sequence[str] | Prompts, hooks: Sequence[
     """Ablate ``hooks`` at ``positions`` of every prompt; effects are metric(ablated) − metric.
 
     ``method``: ``zero``; ``mean`` / ``median`` / ``resample`` (a random reference token's
-    activation) over ``reference`` (texts, harvested at ``reference_positions``); ``directional``
+    activation) over ``reference`` (texts, harvested at ``reference_positions``, less the rows
+    ``reference_exclusion`` leaves out: by default position 0 and massive-norm tokens, which
+    on a model without a BOS token would otherwise dominate the mean); ``directional``
     removes ``(x·r̂)r̂`` for ``direction[hook]``. The null (``n_null`` draws): directional
     ablation of random directions, or for the other methods a random direction with the norm of
     each token's change. Side effects: KL at the read token; ΔCE on ``neutral_texts`` ablated at
@@ -139,8 +185,9 @@ def ablate(lm: LanguageModel, prompts: Sequence[str] | Prompts, hooks: Sequence[
     texts = None if isinstance(prompts, Prompts) else list(prompts)
     p = as_prompts(lm, prompts, prefix)
     pos, rd = Positions.parse(positions), Positions.parse(read)
-    refs, ref_name = _reference(lm, method, hooks, texts, reference, reference_positions,
-                                batch_size)
+    rule = ExclusionRule() if reference_exclusion is None else reference_exclusion
+    ref = _reference(lm, method, hooks, texts, reference, reference_positions, batch_size, rule)
+    refs, ref_name = ref.values, ref.name
     dirs = _unit_directions(lm, method, hooks, direction)
     proof = engine.Proof(list(hooks))
     base, base_logp = engine.clean_run(lm, p, metric, read=rd, batch_size=batch_size)
@@ -166,7 +213,8 @@ def ablate(lm: LanguageModel, prompts: Sequence[str] | Prompts, hooks: Sequence[
                                   neutral=ce[1] if ce else None),
         proof=proof.to_dict(), baseline=base.tolist(),
         info={"method": method, "reference": ref_name, "reference_positions":
-              reference_positions if refs else None, "n_prompts": n, "seed": seed,
+              reference_positions if refs else None, "reference_rows": ref.info,
+              "n_prompts": n, "seed": seed,
               "seconds": time.perf_counter() - t0})
 
 

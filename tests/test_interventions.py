@@ -494,9 +494,8 @@ def test_reference_sets_leave_out_massive_first_tokens_and_say_so(monkeypatch):
     """On a model without BOS, position 0 of every reference text carries a massive activation;
     a few such rows would decide the mean. They are left out by default, counted, and a mean
     still dominated by a few rows is flagged."""
-    from types import SimpleNamespace
-
     import importlib
+    from types import SimpleNamespace
 
     from interplab.activations.exclusion import ExclusionRule
 

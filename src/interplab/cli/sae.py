@@ -6,7 +6,6 @@ dashboard_from_config`, with options derived from :class:`~interplab.studies.sae
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 
 import typer
@@ -14,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from interplab.cli.executor import executor_option, ray_address_option, workers_option
-from interplab.cli.options import from_config
+from interplab.cli.options import command_line, from_config
 from interplab.sae.config import DashboardConfig, SaeEvalConfig
 from interplab.studies.sae import SaeStudyConfig
 
@@ -24,10 +23,16 @@ sae_app = typer.Typer(help="Train, evaluate and inspect sparse autoencoders.",
                       no_args_is_help=True)
 
 
-def _resume_command() -> str:
-    if sys.argv[1:3] == ["sae", "train"]:
-        return "interplab " + shlex.join(sys.argv[1:])
-    return "the same `interplab sae train` command"
+def _resume_command(cfg: SaeStudyConfig, out: Path, executor: str, ray_address: str,
+                    workers: int) -> str:
+    """The `sae train` command line of ``cfg``, generated from it, with the output folder and
+    the executor (a Ray sweep keeps one checkpoint per SAE, the local one a shared one)."""
+    extra = ["--out", str(out)]
+    if executor != "local":
+        extra += ["--executor", executor] + (["--ray-address", ray_address] if ray_address
+                                             else []) + (["--workers", str(workers)] if workers
+                                                         else [])
+    return f"{command_line('interplab sae train', train_cmd, cfg)} {shlex.join(extra)}"
 
 
 def train(
@@ -53,7 +58,8 @@ def train(
                                    else train_sweep)
     except TrainingInterrupted as exc:
         console.print(f"interrupted: {exc}; train_log.jsonl holds the steps up to it; the SAE "
-                      f"folders are written when training ends. Resume with: {_resume_command()}",
+                      f"folders are written when training ends. Resume with: "
+                      f"{_resume_command(cfg, out, executor, ray_address, workers)}",
                       highlight=False)
         raise typer.Exit(128 + exc.signum) from None
     console.print(f"trained {len(result.runs)} SAE(s) for {result.steps} steps "

@@ -225,7 +225,7 @@ def test_disk_full_names_the_file_and_the_resume_command(tmp_path, capsys, monke
     assert main(args) == 0 and ActivationStore(out).complete
 
 
-def test_store_for_sae_training_leaves_out_position_zero_and_records_the_rule(tmp_path):
+def test_store_for_sae_training_leaves_out_position_zero_and_records_the_rule(tmp_path, capsys):
     texts = _texts(tmp_path)
     args = ["harvest", "--model", "tiny-llama", "--texts", str(texts), "--hooks", HOOK,
             "--positions", "all"]
@@ -239,3 +239,39 @@ def test_store_for_sae_training_leaves_out_position_zero_and_records_the_rule(tm
     count = sae.manifest["sae_exclusion_count"]
     assert count["n_seen"] == every.n_rows and count["n_excluded"] == every.n_rows - sae.n_rows
     assert "--for-sae" in sae.manifest["command"]
+    capsys.readouterr()
+    for store, shown in ((sae, f"{count['n_excluded']} of {count['n_seen']} tokens left out"),
+                         (every, "none (every selected token is stored)")):
+        assert main(["store", "info", str(store.path)]) == 0
+        assert shown in " ".join(capsys.readouterr().out.split())
+
+
+def test_resume_command_is_generated_from_the_config_and_round_trips(tmp_path, monkeypatch):
+    """The command recorded in the manifest is the config written back as options: run again,
+    it builds the same config (with absolute paths), whatever options the first run had."""
+    import shlex
+
+    from interplab.studies import harvest as study
+
+    seen = []
+    monkeypatch.setattr(study, "run_harvest", lambda cfg, **kw: seen.append((cfg, kw)) or 1 / 0)
+    texts = _texts(tmp_path, 3)
+    monkeypatch.chdir(tmp_path)
+    for extra in ([], ["--positions", "last", "--column", "body", "--batch-size", "4",
+                       "--rows-per-shard", "7", "--dtype", "float16", "--compute-dtype",
+                       "bfloat16", "--device", "cpu", "--max-length", "12", "--strict-length",
+                       "--for-sae", "--executor", "local"]):
+        seen.clear()
+        with pytest.raises(ZeroDivisionError):
+            main(["harvest", "--model", "tiny-gpt2", "--texts", texts.name, "--hooks",
+                  f"{HOOK},blocks.0.hook_mlp_out", "--out", "acts", *extra])
+        cfg, kw = seen[0]
+        command = kw["command"]
+        argv = shlex.split(command)
+        assert argv[:2] == ["interplab", "harvest"] and "--executor" not in argv
+        assert str(tmp_path / "acts") in argv and str(texts) in argv  # absolute paths
+        assert ("--for-sae" in argv) == ("--for-sae" in extra)
+        with pytest.raises(ZeroDivisionError):
+            main(argv[1:])
+        assert seen[1][0] == cfg.absolute() and seen[1][1]["command"] == command
+    assert cfg.max_length == 12 and cfg.strict_length and cfg.compute_dtype == "bfloat16"

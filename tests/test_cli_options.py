@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -144,43 +145,76 @@ def _plain(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
-def _converted_commands() -> list:
+# Commands with no config to derive options from: each takes only a store folder argument.
+NON_CONFIG_COMMANDS = {"store info", "store verify"}
+
+
+def _all_commands() -> list:
+    """(name, click command) of every leaf command registered on the app, e.g. "sae eval"."""
     from interplab.cli.main import app
 
-    group = typer.main.get_command(app)
     out = []
 
     def walk(prefix: str, cmd) -> None:
         if hasattr(cmd, "commands"):
             for name, sub in cmd.commands.items():
                 walk(f"{prefix} {name}".strip(), sub)
-        elif config_fields(cmd.callback) is not None:
+        else:
             out.append((prefix, cmd))
 
-    walk("", group)
+    walk("", typer.main.get_command(app))
     return out
 
 
+def _converted_commands() -> list:
+    return [(name, cmd) for name, cmd in _all_commands() if config_fields(cmd.callback)]
+
+
+def test_every_command_is_derived_from_a_config():
+    """Not a hand-kept list: every registered command and subcommand is built by from_config,
+    except the explicit few that have no settings to derive."""
+    names = {name for name, _ in _all_commands()}
+    assert {"harvest", "sae eval", "sae dashboard", "sae train", "truth", "belief"} <= names
+    assert names >= NON_CONFIG_COMMANDS  # the exemptions are real commands, not stale names
+    hand_written = {name for name, cmd in _all_commands() if config_fields(cmd.callback) is None}
+    assert hand_written == NON_CONFIG_COMMANDS
+
+
 def test_converted_commands_cannot_drift_from_their_dataclass():
-    """Every option of every converted command: its click default, parsed as the command parses
-    it, equals the dataclass default; and every field not excluded has an option."""
+    """Every option of every command built from a config: its click default, parsed as the
+    command parses it, equals the dataclass default (a field without one is a required option);
+    and every field not excluded has an option."""
     commands = _converted_commands()
-    assert {"belief", "truth", "demo", "sae train", "causal", "xor", "erase", "nulls",
-            "weights"} <= {name for name, _ in commands}
+    assert len(commands) == len(_all_commands()) - len(NON_CONFIG_COMMANDS)
+    checked = 0
     for name, cmd in commands:
         cls, opts = config_fields(cmd.callback)
         by_param = {p.name: p for p in cmd.params}
         for o in opts:
             p = by_param[o.param]
             assert o.flag in p.opts, (name, o.flag, p.opts)
-            assert o.parse(p.default) == o.default, (name, o.path)
             value = _default_at(cls, o.path)
             assert o.default == value, (name, o.path)
+            if value is dataclasses.MISSING:
+                assert p.required, (name, o.flag)
+            else:
+                assert not p.required and o.parse(p.default) == value, (name, o.path)
+            checked += 1
+    assert checked > 150
 
 
 def _default_at(cls: type, path: str):
-    obj = cls()
-    for part in path.split("."):
+    """The default of the field at ``path`` (MISSING for a field without one)."""
+    head, _, rest = path.partition(".")
+    f = {f.name: f for f in dataclasses.fields(cls)}[head]
+    if not rest:
+        if f.default is not dataclasses.MISSING:
+            return f.default
+        if f.default_factory is not dataclasses.MISSING:
+            return f.default_factory()
+        return dataclasses.MISSING
+    obj = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    for part in rest.split("."):
         obj = getattr(obj, part)
     return obj
 
@@ -239,3 +273,87 @@ def test_every_converted_help_shows_the_dataclass_defaults():
                 assert f"[default: {o.default}]" in lines[o.flag], (name, o.flag)
                 checked += 1
     assert checked > 40
+
+
+def test_boolean_flags_show_no_type_label():
+    app, _ = _app()
+    out = _plain(CliRunner().invoke(app, ["go", "--help"], env={"COLUMNS": "250"}).output)
+    line = next(ln for ln in out.splitlines() if "--no-fused" in ln)
+    assert "<bool>" not in line and "--fused" in line
+    assert "<int>" in next(ln for ln in out.splitlines() if "--batch-size" in ln)  # control
+    from interplab.cli.main import app as real
+
+    for name in ("harvest", "sae eval", "sae train"):
+        out = _plain(CliRunner().invoke(real, [*name.split(), "--help"],
+                                        env={"COLUMNS": "250"}).output)
+        flags = [ln for ln in out.splitlines() if re.search(r"--no-[a-z]", ln)]
+        assert flags and not [ln for ln in flags if "<bool>" in ln], name
+
+
+def test_command_summaries_are_whole_first_paragraphs():
+    """`interplab --help` lists each command with the whole first paragraph of its docstring
+    on one line, not cut where the docstring's source line ends."""
+    import inspect
+
+    from interplab.cli.main import app
+
+    checked = 0
+    root = typer.main.get_command(app)
+    for prefix, group in [([], root), *(([n], g) for n, g in root.commands.items()
+                                        if hasattr(g, "commands"))]:
+        res = CliRunner().invoke(app, [*prefix, "--help"], env={"COLUMNS": "400"})
+        out = _plain(res.output)
+        for name, cmd in group.commands.items():
+            doc = cmd.callback.__doc__ if cmd.callback and cmd.callback.__doc__ else cmd.help
+            first = " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
+            line = next(ln for ln in out.splitlines() if ln.strip("│ ").startswith(name + " "))
+            assert first in line, (name, first, line)
+            checked += 1
+    assert checked >= 16
+
+
+def test_a_parent_config_overrides_a_nested_help_text():
+    @dataclass
+    class Parent:
+        inner: Inner = field(default_factory=Inner, metadata={"help": {"width": "Wider."}})
+
+    helps = {o.flag: o.help for o in derive_options(Parent)}
+    assert helps["--width"] == "Wider." and helps["--dropout"] == ""
+    assert derive_options(Example, only={"inner"})[0].help == "Inner width."  # control
+
+
+@pytest.mark.parametrize("args", [
+    [],
+    ["--name", "a b", "--batch-size", "8", "--lr", "0.25", "--folder", "f/g", "--verbose",
+     "--no-fused", "--mode", "fast", "--colour", "blue", "--ks", "1,2,3", "--tags", "x,y",
+     "--groups", "p+q", "--groups", "r", "--params", "alpha=0.5", "--limit", "none",
+     "--device", "cpu", "--layers", "0,3", "--width", "4", "--dropout", "0"],
+    ["--ks", "none", "--limit", "7", "--groups", "z", "--inner-width", "2"],
+])
+def test_command_line_round_trips_to_the_same_config(args):
+    from interplab.cli.options import command_line
+
+    rename = {"inner.width": "inner-width"} if "--inner-width" in args else None
+    app, seen = _app(rename=rename)
+    assert CliRunner().invoke(app, ["go", *args]).exit_code == 0
+    cfg = seen[-1][0]
+    go = typer.main.get_command(app).commands["go"].callback
+    for include_defaults in (False, True):
+        line = command_line("prog go", go, cfg, include_defaults=include_defaults)
+        argv = shlex.split(line)
+        assert argv[:2] == ["prog", "go"]
+        res = CliRunner().invoke(app, argv[1:])
+        assert res.exit_code == 0, (line, res.output)
+        assert seen[-1][0] == cfg, line
+    assert command_line("prog go", go, Example()) == "prog go"  # defaults are left out
+
+
+def test_command_line_refuses_what_no_option_can_say():
+    from interplab.cli.options import command_line
+
+    app, _ = _app(exclude={"lr"})
+    go = typer.main.get_command(app).commands["go"].callback
+    with pytest.raises(ValueError, match="lr"):
+        command_line("prog go", go, Example(lr=0.5))
+    with pytest.raises(ValueError, match="--tags"):
+        command_line("prog go", go, Example(tags=("a,b",)))

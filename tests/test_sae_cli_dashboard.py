@@ -69,6 +69,14 @@ def test_train_eval_dashboard_round_trip(tmp_path, store):
     text = html.read_text()
     assert text.count('class="feature"') == 3 and "data:image/png;base64," in text
     assert "http://" not in text and "https://" not in text  # self-contained
+    # The page names its text (held out by default) and the rule that left tokens out.
+    from interplab.datasets.corpus import corpus_split
+
+    held = corpus_split("python-docs", "held_out")[1]
+    flat = " ".join(text.split())
+    assert "6 sequences of 32 tokens" in flat and held.split(" (")[0] in flat
+    assert "position 0 and ‖x‖ &gt; 10 × batch median" in flat
+    assert "spread evenly over the density range" in flat
 
 
 @pytest.mark.parametrize("args, message", [
@@ -148,3 +156,57 @@ def test_mixing_buffer_yields_every_non_bos_activation_once_shuffled(lm):
     assert float(d.min(1).values.max()) < 0.05  # cdist and batch-size float noise; others ≥ 1
     # (Repeated tokens in the corpus can give near-identical rows, so no uniqueness check.)
     assert not torch.equal(d.argmin(1)[:32], torch.arange(32))
+
+
+def test_dashboard_leaves_out_massive_norm_tokens_as_training_does():
+    """A token planted with ~300 × the ordinary norm would top the cards; under the SAE's
+    exclusion rule (the default) it tops none, and is counted as left out."""
+    from interplab.activations.exclusion import ExclusionRule
+    from interplab.models import load
+    from interplab.sae import SAEConfig, create_sae
+    from interplab.sae.dashboard import feature_dashboards
+
+    lm = load("tiny-llama", seed=0)
+    planted = 7
+    with torch.no_grad():
+        lm.hf.get_input_embeddings().weight[planted] *= 300
+    g = torch.Generator().manual_seed(0)
+    toks = torch.randint(10, lm.tokenizer.vocab_size, (8, 32), generator=g)
+    toks[:, 0] = lm.bos_token_id
+    for i in range(8):
+        toks[i, 4 + 3 * i] = planted
+    sae = create_sae(SAEConfig("relu", lm.d_model, 32, seed=1)).eval()
+    every = list(range(32))
+
+    def centres(data):
+        return [int(toks[c["sequence"], c["position"]]) for f in data.features
+                for c in f.top_contexts[:1]]
+
+    data = feature_dashboards(lm, sae, HOOK, toks, features=every)
+    assert centres(data) and planted not in centres(data)
+    assert data.n_excluded >= 8 and data.n_tokens == 8 * 31 - data.n_excluded
+    assert all(f.max_activation < 1e3 for f in data.features)
+    # Control: with every token kept, the planted token tops cards.
+    control = feature_dashboards(lm, sae, HOOK, toks, features=every,
+                                 exclusion=ExclusionRule.none())
+    assert centres(control).count(planted) >= 4 and control.n_excluded == 0
+
+
+def test_dashboard_shows_non_ascii_tokens_as_characters(tmp_path):
+    from interplab.report.sae_dashboard import render_dashboard
+    from interplab.sae.dashboard import DashboardData, FeatureDashboard
+
+    f = FeatureDashboard(
+        index=3, density=0.5, n_fired=1, max_activation=2.0, histogram_counts=[1],
+        histogram_edges=[0.0, 2.0],
+        top_contexts=[{"activation": 2.0, "tokens": ["ч", "é<b>", "x"], "acts": [2.0, 0.0, 0.5],
+                       "excluded": [False, True, False], "centre": 0, "sequence": 0,
+                       "position": 1}],
+        promoted=[("ч", 1.5), (" naïve", 1.0)], suppressed=[("\n", -1.0), ("日本", -0.5)])
+    data = DashboardData(model="m", hook=HOOK, sae={"architecture": "topk", "d_sae": 8, "k": 2},
+                         n_tokens=2, features=[f], text="two tokens")
+    html = render_dashboard(data, tmp_path / "d.html").read_text(encoding="utf-8")
+    assert "&#34;ч&#34;" in html and "&#34; naïve&#34;" in html and "&#34;日本&#34;" in html
+    assert "\\u04" not in html and "\\u65e5" not in html and "\\u00ef" not in html
+    assert "&#34;\\n&#34;" in html  # whitespace stays visible as an escape
+    assert "é&lt;b&gt;" in html and "tok excl" in html  # context text escaped; excluded marked

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -110,7 +111,7 @@ def test_interrupt_writes_a_checkpoint_and_prints_the_resume_command(tmp_path, s
            "--out", str(out), "--hook", HOOK, "--arch", "topk", "--k", "8", "--width", "2048",
            "--steps", "100000", "--batch-size", "256", "--log-every", "1",
            "--checkpoint-every", "0"]
-    env = {**os.environ, "PYTHONPATH": SRC, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": SRC, "HF_HUB_OFFLINE": "1", "COLUMNS": "1000"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     log = out / "train_log.jsonl"
@@ -129,6 +130,32 @@ def test_interrupt_writes_a_checkpoint_and_prints_the_resume_command(tmp_path, s
     assert step >= 3
     assert f"{signal.Signals(sig).name} at step {step} of 100000" in err
     assert "Resume with: interplab sae train --store" in err and "--steps 100000" in err
+    # The command is generated from the config: run again, it builds the same config and --out.
+    resume = shlex.split(err.split("Resume with: ", 1)[1].strip())
+    assert resume[:3] == ["interplab", "sae", "train"]
+    assert _config_of(resume[1:]) == _config_of(cmd[3:])
+
+
+def _config_of(argv: list[str]):
+    """The (SaeStudyConfig, out) that `interplab <argv>` would train, without training."""
+    import typer
+    from typer.testing import CliRunner
+
+    from interplab.cli import sae as sae_cli
+    from interplab.studies import sae as study
+
+    seen = []
+    original = study.run_sae_study
+    study.run_sae_study = lambda cfg, out, **kw: seen.append((cfg, Path(out))) or 1 / 0
+    try:
+        app = typer.Typer()
+        sae_cli.register(app)
+        app.callback()(lambda: None)
+        CliRunner().invoke(app, argv)
+    finally:
+        study.run_sae_study = original
+    (found,) = seen
+    return found
 
 
 # -- damaged SAE folders --------------------------------------------------------------------------

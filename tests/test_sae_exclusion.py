@@ -186,7 +186,8 @@ def test_store_batches_carry_their_positions(tmp_path, lm):
 
 
 def test_cli_eval_ce_uses_the_held_out_slice(lm):
-    from interplab.cli.sae import _corpus_split, _corpus_tokens
+    from interplab.datasets.corpus import corpus_split as _corpus_split
+    from interplab.datasets.corpus import corpus_tokens as _corpus_tokens
 
     train, _ = _corpus_split("python-docs", "train")
     held, desc = _corpus_split("python-docs", "held_out")

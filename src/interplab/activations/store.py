@@ -704,9 +704,29 @@ class ActivationStore:
             "positions": m["positions"], "dataset": m["dataset"], "dtype": m["dtype"],
             "d_model": m["d_model"], "n_rows": self.n_rows, "n_shards": len(self.shards),
             "texts_done": m["texts_done"], "complete": self.complete,
+            "sae_exclusion": self.exclusion_summary(),
             "interplab_version": m.get("interplab_version"),
             "bytes": sum(s.get("bytes", 0) for s in self.shards),
         }
+
+    def exclusion_summary(self) -> str:
+        """What a ``--for-sae`` harvest left out, from the manifest: the rule and how many of the
+        tokens it saw (``"none"`` for a store that keeps every row)."""
+        from interplab.activations.exclusion import ExclusionRule
+
+        rule = self.manifest.get("sae_exclusion")
+        if rule is None:
+            return "none (every selected token is stored)"
+        count = self.manifest.get("sae_exclusion_count") or {"n_seen": 0, "n_excluded": 0}
+        return (f"{count['n_excluded']} of {count['n_seen']} tokens left out "
+                f"({ExclusionRule.from_dict(rule).describe()})")
+
+    def fingerprint(self) -> str:
+        """sha256 of what the rows are: the identity fields of the manifest and every shard's
+        checksum (two stores with the same fingerprint hold the same rows)."""
+        blob = {"identity": {k: self.manifest.get(k) for k in IDENTITY_KEYS},
+                "shards": [[s.get("sha256"), s.get("n_rows")] for s in self.shards]}
+        return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
     def __repr__(self) -> str:
         return (f"ActivationStore({str(self.path)!r}, rows={self.n_rows}, hooks={self.hooks}, "

@@ -1,9 +1,9 @@
-"""`interplab harvest` and `interplab store info|verify`."""
+"""`interplab harvest` (options derived from :class:`~interplab.studies.harvest.HarvestConfig`) and
+`interplab store info|verify`."""
 
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import Path
 
 import typer
@@ -11,96 +11,46 @@ from rich.console import Console
 from rich.table import Table
 
 from interplab.cli.executor import executor_option, ray_address_option, workers_option
+from interplab.cli.options import command_line, from_config
 from interplab.errors import InterplabError
+from interplab.studies.harvest import HarvestConfig
 
 console = Console()
 err_console = Console(stderr=True)
 store_app = typer.Typer(help="Inspect and check activation stores.", no_args_is_help=True)
 
 
-def harvest_cmd(
-    texts: Path = typer.Option(..., "--texts", help=".txt (one per line), .jsonl or .csv file"),
-    hooks: str = typer.Option(..., "--hooks", help="comma-separated, e.g. blocks.15.hook_resid_post"),
-    out: Path = typer.Option(..., "--out", help="store folder (re-run the same command to resume)"),
-    model: str = typer.Option("smollm2-135m", "--model", help="registry name, HF folder or .gguf"),
-    positions: str = typer.Option("all", "--positions",
-                                  help="last | all | all-but-bos | index:N"),
-    column: str = typer.Option("text", "--column", help="column/field for .csv/.jsonl"),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    rows_per_shard: int = typer.Option(65536, "--rows-per-shard"),
-    dtype: str = typer.Option("float32", "--dtype", help="float32 | float16 | bfloat16 (stored)"),
-    compute_dtype: str = typer.Option("", "--compute-dtype",
-                                      help="run matrix products in this dtype (e.g. bfloat16)"),
-    device: str = typer.Option("", "--device", help="cpu, cuda, ... (default: cuda if present)"),
-    max_length: int = typer.Option(0, "--max-length", help="truncate texts to this many tokens"),
-    strict_length: bool = typer.Option(False, "--strict-length",
-                                       help="error (not warn) on texts longer than the context"),
-    for_sae: bool = typer.Option(False, "--for-sae", help="a store for SAE training: leave out "
-                                 "position 0 and tokens with a norm > 10 × the batch median "
-                                 "(the rule and the count are recorded in the manifest)"),
+def harvest(
+    cfg: HarvestConfig,
     executor: str = executor_option("this process", "one task per shard; the same store, "
                                     "byte for byte"),
     ray_address: str = ray_address_option(),
     workers: int = workers_option("tasks"),
 ) -> None:
     """Harvest activations of a model on texts into an on-disk activation store."""
-    for flag, value, least in (("--batch-size", batch_size, 1), ("--rows-per-shard", rows_per_shard, 1),
-                               ("--max-length", max_length, 0)):
-        if value < least:
-            raise InterplabError(f"{flag} must be at least {least}, not {value}")
-    from interplab.activations import harvest_to_store
-    from interplab.activations.exclusion import ExclusionRule
-    from interplab.activations.store import parse_dtype
-    from interplab.activations.texts import read_texts
-    from interplab.distributed import ModelSpec, make_executor
-    from interplab.models import HookPoint
+    from interplab.distributed import make_executor
+    from interplab.studies.harvest import run_harvest
 
-    command = _resume_command(locals())
+    cfg.validate()
+    command = resume_command(cfg)
     runner = make_executor(executor, address=ray_address, workers=workers, progress=True)
-    text_list = read_texts(texts, column=column)
-    hook_list = [HookPoint.parse(h) for h in hooks.split(",") if h.strip()]
-    if not hook_list:
-        raise InterplabError("--hooks is empty; name at least one hook point")
-    stored_dtype = parse_dtype(dtype)
-    compute = parse_dtype(compute_dtype) if compute_dtype else None
-    local_file = Path(model).expanduser()
-    spec = ModelSpec(str(local_file.resolve()) if local_file.exists() else model,
-                     device=device or None)  # workers may start in another folder
     try:
-        lm = spec.load()
         with runner:
-            store = harvest_to_store(
-                lm, text_list, hook_list, out, positions,
-                batch_size=batch_size, rows_per_shard=rows_per_shard, dtype=stored_dtype,
-                dataset_name=texts.name, max_length=max_length or None,
-                truncation="error" if strict_length else "warn", compute_dtype=compute,
-                command=command, exclusion=ExclusionRule() if for_sae else None,
-                executor=runner if runner.remote else None, worker_model=spec,
-            )
+            store = run_harvest(cfg, executor=runner, command=command)
     except KeyboardInterrupt:
-        _report_interrupt(out, command)
+        _report_interrupt(cfg.out, command)
         raise typer.Exit(130) from None
     _print_info(store.info())
 
 
-def _resume_command(options: dict) -> str:
-    """The command line that repeats (and so resumes) this harvest, with absolute paths. The
-    executor flags are left out: any executor resumes a store and writes the same shards."""
-    model = options["model"]
-    if Path(model).expanduser().exists():
-        model = str(Path(model).expanduser().resolve())
-    args = ["interplab", "harvest", "--model", model, "--texts", str(options["texts"].resolve()),
-            "--hooks", options["hooks"], "--out", str(options["out"].resolve()),
-            "--positions", options["positions"], "--column", options["column"],
-            "--batch-size", str(options["batch_size"]),
-            "--rows-per-shard", str(options["rows_per_shard"]), "--dtype", options["dtype"]]
-    for flag in ("compute_dtype", "device", "max_length"):
-        if options[flag]:
-            args += ["--" + flag.replace("_", "-"), str(options[flag])]
-    for flag in ("strict_length", "for_sae"):
-        if options[flag]:
-            args.append("--" + flag.replace("_", "-"))
-    return shlex.join(args)
+harvest_cmd = from_config(HarvestConfig)(harvest)
+
+
+def resume_command(cfg: HarvestConfig) -> str:
+    """The command line that repeats (and so resumes) the harvest ``cfg``, with absolute paths,
+    generated from the config. The executor options are left out: any executor resumes a store
+    and writes the same shards."""
+    return command_line("interplab harvest", harvest_cmd, cfg.absolute())
 
 
 def _report_interrupt(out: Path, command: str) -> None:

@@ -33,6 +33,26 @@ def _register_commands() -> None:
 
     for module in (studies, truth, harvest, sae, causal, erasure):
         module.register(app)
+    _reflow_help(app)
+
+
+def _reflow_help(typer_app: typer.Typer) -> None:
+    """Each command's help from its docstring with every paragraph on one line (the terminal
+    wraps it), and its summary in the command list the whole first paragraph: rich help would
+    otherwise keep the docstring's line breaks and cut a sentence in the middle."""
+    import inspect
+
+    for info in typer_app.registered_commands:
+        doc = info.help or (info.callback.__doc__ if info.callback else None)
+        if not doc:
+            continue
+        paragraphs = [" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n")]
+        info.help = "\n\n".join(p for p in paragraphs if p)
+        if info.short_help is None:
+            info.short_help = paragraphs[0]
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
 
 
 _register_commands()

@@ -28,10 +28,14 @@ torch imports: the CLI imports it to build ``interplab --help``. Types:
   items joined with ``+`` (``--train cities+neg_cities``); ``dict[str, X]``: repeated
   ``NAME=VALUE``;
 * nested dataclasses: flattened under their own field names; two fields that would get the same
-  option name are a definition error that asks for a ``rename``.
+  option name are a definition error that asks for a ``rename``. A parent config whose meaning of
+  a nested field differs (e.g. ``0`` steps = one pass) gives the nested field's help text in its
+  own field's metadata: ``metadata={"help": {"total_steps": "... (0: one pass)"}}``.
 
 :func:`config_fields` lists, for a command built this way, which option comes from which field,
 so a test can check that every ``--help`` default equals the dataclass default.
+:func:`command_line` turns a config back into the command line that builds it (e.g. the command
+that resumes a harvest), so no command lists its flags a second time.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import inspect
+import shlex
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -108,18 +113,23 @@ def _field_default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
-def _walk(cls: type, base: Any, prefix: str = "") -> Iterable[tuple]:
-    """(path, field, type, default) of every leaf field; nested dataclasses are descended into,
-    with defaults read from ``base`` (the parent's default instance) when there is one."""
+def _walk(cls: type, base: Any, prefix: str = "",
+          helps: Mapping[str, str] | None = None) -> Iterable[tuple]:
+    """(path, field, type, default, help) of every leaf field; nested dataclasses are descended
+    into, with defaults read from ``base`` (the parent's default instance) when there is one and
+    help texts overridden by the parent field's ``metadata["help"]`` when that is a dict."""
     hints = _hints(cls)
+    helps = helps or {}
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         default = getattr(base, f.name) if base is not None else _field_default(f)
         if _is_dataclass_type(tp):
             sub = default if default is not dataclasses.MISSING else None
-            yield from _walk(tp, sub, f"{prefix}{f.name}.")
+            own = f.metadata.get("help")
+            yield from _walk(tp, sub, f"{prefix}{f.name}.", own if isinstance(own, dict) else {})
         else:
-            yield f"{prefix}{f.name}", f, tp, default
+            yield (f"{prefix}{f.name}", f, tp, default,
+                   helps.get(f.name) or f.metadata.get("help", ""))
 
 
 def _default_instance(cls: type) -> Any:
@@ -152,7 +162,7 @@ def derive_options(cls: type, rename: Mapping[str, str] | None = None,
         raise TypeError(f"options.from_config({cls.__name__}): no field(s) {sorted(unknown)}")
     out: list[ConfigOption] = []
     seen: dict[str, str] = {}
-    for path, f, tp, default in _walk(cls, _default_instance(cls)):
+    for path, f, tp, default, help_text in _walk(cls, _default_instance(cls)):
         if path in excluded or any(path.startswith(e + ".") for e in excluded):
             continue
         _kind(tp)  # unsupported types fail here, at definition time
@@ -162,8 +172,7 @@ def derive_options(cls: type, rename: Mapping[str, str] | None = None,
             raise TypeError(f"options.from_config({cls.__name__}): {seen[flag]} and {path} both "
                             f"become {flag}; pass rename={{{path!r}: 'other-name'}} or exclude one")
         seen[flag] = path
-        out.append(ConfigOption(path, path.replace(".", "__"), flag, tp, default,
-                                f.metadata.get("help", "")))
+        out.append(ConfigOption(path, path.replace(".", "__"), flag, tp, default, help_text))
     return out
 
 
@@ -225,6 +234,7 @@ def _typer_param(opt: ConfigOption) -> inspect.Parameter:
     if kind == "bool":
         decls = [f"{opt.flag}/--no-{opt.flag[2:]}"]
         annotation = bool
+        extra["metavar"] = ""  # the --x/--no-x pair says it all; no "<bool>" label
     elif kind in ("list", "dict"):
         annotation = list[str]
         default = default if default is not None else []
@@ -357,3 +367,76 @@ def from_config(cls: type, *, rename: Mapping[str, str] | None = None,
 def config_fields(command: Callable) -> tuple[type, list[ConfigOption]] | None:
     """The config class and derived options of a command built with :func:`from_config`."""
     return getattr(command, "__config_options__", None)
+
+
+def _value_at(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _words(opt: ConfigOption, value: Any) -> list[str]:
+    """The command-line words that give ``opt`` the config value ``value`` (the inverse of
+    :meth:`ConfigOption.parse`)."""
+    kind = _kind(opt.tp)
+    flag = opt.flag
+    if kind == "bool":
+        return [flag if value else f"--no-{flag[2:]}"]
+    if value is None:
+        return [] if opt.default is None else [flag, "none"]
+    if kind == "enum":
+        return [flag, str(value.value)]
+    if kind in ("scalar", "literal"):
+        return [flag, str(value)]
+    if kind == "dict":
+        if not value and opt.default:
+            raise ValueError(f"{opt.flag}: an empty mapping cannot be written on the command "
+                             "line when the default is not empty")
+        return [w for k, v in value.items() for w in (flag, f"{k}={v}")]
+    if not value:
+        return [flag, "none"]
+    item_tp = typing.get_args(_strip_optional(opt.tp)[0])[0]
+    if typing.get_origin(item_tp) in (list, tuple):
+        return [w for inner in value for w in (flag, _joined(opt, inner, "+"))]
+    return [flag, _joined(opt, value, ",")]
+
+
+def _joined(opt: ConfigOption, items: Iterable[Any], sep: str) -> str:
+    words = [str(v.value if isinstance(v, enum.Enum) else v) for v in items]
+    bad = [w for w in words if sep in w or w.strip() != w or not w]
+    if bad:
+        raise ValueError(f"{opt.flag}: the item(s) {bad} cannot be written as a {sep!r}-separated "
+                         "list on the command line")
+    return sep.join(words)
+
+
+def config_argv(command: Callable, cfg: Any, *, include_defaults: bool = False) -> list[str]:
+    """The options (a list of words) that make ``command`` (built with :func:`from_config`) build
+    ``cfg``: every option whose value differs from its default, or every option with
+    ``include_defaults``. A field the command does not expose must hold its default (else
+    ``ValueError``: no command line builds that config)."""
+    found = config_fields(command)
+    if found is None:
+        raise TypeError(f"{getattr(command, '__name__', command)!r} was not built by from_config")
+    cls, opts = found
+    if not isinstance(cfg, cls):
+        raise TypeError(f"expected a {cls.__name__}, got a {type(cfg).__name__}")
+    exposed = {o.path for o in opts}
+    for path, _f, _tp, default, _help in _walk(cls, _default_instance(cls)):
+        if path not in exposed and _value_at(cfg, path) != default:
+            raise ValueError(f"{cls.__name__}.{path} = {_value_at(cfg, path)!r} is not its "
+                             f"default ({default!r}) and has no option; no command line builds "
+                             "this config")
+    argv: list[str] = []
+    for o in opts:
+        value = _value_at(cfg, o.path)
+        if include_defaults or o.default is dataclasses.MISSING or value != o.default:
+            argv += _words(o, value)
+    return argv
+
+
+def command_line(name: str, command: Callable, cfg: Any, *, include_defaults: bool = False) -> str:
+    """``name`` (e.g. ``"interplab harvest"``) followed by :func:`config_argv`, shell-quoted: the
+    command line that runs ``command`` with the config ``cfg``."""
+    return shlex.join([*name.split(), *config_argv(command, cfg,
+                                                   include_defaults=include_defaults)])

@@ -1,46 +1,38 @@
-"""`interplab sae train | eval | dashboard`: thin shells over :mod:`interplab.studies.sae` (whose
-:class:`~interplab.studies.sae.SaeStudyConfig` the ``train`` options are derived from) and
-:mod:`interplab.sae`."""
+"""`interplab sae train | eval | dashboard`: thin shells over :func:`interplab.studies.sae.
+run_sae_study`, :func:`interplab.sae.evaluate.evaluate_sae` and :func:`interplab.sae.dashboard.
+dashboard_from_config`, with options derived from :class:`~interplab.studies.sae.SaeStudyConfig`,
+:class:`~interplab.sae.config.SaeEvalConfig` and :class:`~interplab.sae.config.DashboardConfig`."""
 
 from __future__ import annotations
 
-import json
 import shlex
-import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from interplab.cli.executor import executor_option, ray_address_option, workers_option
-from interplab.cli.options import from_config
-from interplab.errors import InterplabError
+from interplab.cli.options import command_line, from_config
+from interplab.sae.config import DashboardConfig, SaeEvalConfig
 from interplab.studies.sae import SaeStudyConfig
-from interplab.studies.sae import corpus_split as _corpus_split
-from interplab.studies.sae import corpus_tokens as _corpus_tokens
 
 console = Console(stderr=True)
+out_console = Console()
 sae_app = typer.Typer(help="Train, evaluate and inspect sparse autoencoders.",
                       no_args_is_help=True)
 
 
-def _ints(s: str, name: str) -> list[int]:
-    try:
-        return [int(v) for v in s.split(",") if v.strip()]
-    except ValueError:
-        raise InterplabError(f"{name} must be comma-separated integers, got {s!r}") from None
-
-
-def _resume_command() -> str:
-    if sys.argv[1:3] == ["sae", "train"]:
-        return "interplab " + shlex.join(sys.argv[1:])
-    return "the same `interplab sae train` command"
-
-
-def _exclusion_rule(no_exclusion: bool, norm_ratio: float):
-    from interplab.activations.exclusion import ExclusionRule
-
-    return ExclusionRule.none() if no_exclusion else ExclusionRule(norm_ratio=norm_ratio or None)
+def _resume_command(cfg: SaeStudyConfig, out: Path, executor: str, ray_address: str,
+                    workers: int) -> str:
+    """The `sae train` command line of ``cfg``, generated from it, with the output folder and
+    the executor (a Ray sweep keeps one checkpoint per SAE, the local one a shared one)."""
+    extra = ["--out", str(out)]
+    if executor != "local":
+        extra += ["--executor", executor] + (["--ray-address", ray_address] if ray_address
+                                             else []) + (["--workers", str(workers)] if workers
+                                                         else [])
+    return f"{command_line('interplab sae train', train_cmd, cfg)} {shlex.join(extra)}"
 
 
 def train(
@@ -66,7 +58,8 @@ def train(
                                    else train_sweep)
     except TrainingInterrupted as exc:
         console.print(f"interrupted: {exc}; train_log.jsonl holds the steps up to it; the SAE "
-                      f"folders are written when training ends. Resume with: {_resume_command()}",
+                      f"folders are written when training ends. Resume with: "
+                      f"{_resume_command(cfg, out, executor, ray_address, workers)}",
                       highlight=False)
         raise typer.Exit(128 + exc.signum) from None
     console.print(f"trained {len(result.runs)} SAE(s) for {result.steps} steps "
@@ -74,11 +67,16 @@ def train(
     console.print(f"excluded {result.tokens_excluded} of {result.tokens_read} tokens read "
                   f"({result.exclusion_description}); input scale {result.input_scale:.4g} from "
                   f"{result.scale_tokens} ordinary tokens")
-    for run in result.runs:
+    logged = [run for run in result.runs if run.metrics]
+    if logged:
+        n = logged[0].metrics.get("n_tokens", cfg.batch_size)
+        console.print(f"last training-log entry, on one training batch of {n} rows (`sae eval "
+                      "--store` scores every row of a store):", highlight=False)
+    for run in logged:
         m = run.metrics
-        if m:
-            console.print(f"  {run.name}: FVE {m['fraction_of_variance_explained']:.3f}, "
-                          f"L0 {m['l0']:.1f}, alive {m['fraction_alive']:.2f}")
+        console.print(f"  {run.name}: FVE {m['fraction_of_variance_explained']:.3f}, "
+                      f"L0 {m['l0']:.1f}, alive {m['fraction_alive']:.2f} (features firing "
+                      f"on that batch)", highlight=False)
     if result.null_control:
         _print_null_control(result.null_control, out)
 
@@ -110,121 +108,70 @@ train_cmd = sae_app.command("train")(
     from_config(SaeStudyConfig, rename=TRAIN_RENAME, exclude=TRAIN_EXCLUDE)(train))
 
 
-@sae_app.command("eval")
-def eval_cmd(
-    sae_path: Path = typer.Option(..., "--sae", help="SAE folder (ours, SAELens, "
-                                  "dictionary_learning)"),
-    store: Path = typer.Option(None, "--store", help="activation store for reconstruction"),
-    model: str = typer.Option("", "--model", help="model for CE loss recovered"),
-    hook: str = typer.Option("", "--hook", help="default: the SAE's own hook"),
-    context_lengths: str = typer.Option("", "--context-lengths",
-                                        help="e.g. 128,512 (default: the SAE's)"),
-    corpus: str = typer.Option("kjv", "--corpus"),
-    n_sequences: int = typer.Option(32, "--n-sequences"),
-    max_tokens: int = typer.Option(0, "--max-tokens", help="limit for the store evaluation"),
-    out: Path = typer.Option(None, "--out", help="write the metrics as JSON here"),
-    device: str = typer.Option("cpu", "--device"),
-    allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="evaluate on an "
-                                          "unfinished harvest (recorded in the output)"),
-    norm_ratio: float = typer.Option(0.0, "--norm-ratio", help="override the SAE's exclusion "
-                                     "norm ratio (default: the rule it was trained with)"),
-    no_exclusion: bool = typer.Option(False, "--no-exclusion", help="headline on every token"),
+def eval_(
+    cfg: SaeEvalConfig,
+    out: Path | None = typer.Option(None, "--out", help="JSON file for the full result "
+                                    "(default: eval.json in the SAE folder)."),
 ) -> None:
-    """Reconstruction metrics on a store and/or CE loss recovered with the SAE spliced in.
+    """Reconstruction metrics over every row of a store and/or CE loss recovered with the SAE
+    spliced into the model.
 
-    Headline metrics are on ordinary tokens (position 0 and massive-norm tokens left out, by the
-    rule the SAE was trained with, else the default); all-token metrics are reported beside them.
-    CE is computed on the held-out tail of the corpus."""
-    from interplab.activations.exclusion import ExclusionRule
-    from interplab.sae import load_sae
-    from interplab.sae.evaluate import evaluate_reconstruction_split
+    The SAE's recorded model and hook are checked against the store's and the model's first (a
+    mismatch is refused unless --allow-mismatch). Headline metrics are on ordinary tokens
+    (position 0 and massive-norm tokens left out, by the rule the SAE was trained with); CE is
+    computed on the held-out tail of the corpus. Prints a short table and writes the full result
+    as JSON."""
+    from interplab.sae.evaluate import evaluate_sae
 
-    sae = load_sae(sae_path, device=device)
-    hook = hook or sae.config.hook or ""
-    rule = ExclusionRule.from_dict(sae.config.exclusion)
-    if no_exclusion or norm_ratio:
-        rule = _exclusion_rule(no_exclusion, norm_ratio)
-    result: dict = {"sae": str(sae_path), "config": sae.config.to_dict(),
-                    "exclusion": rule.to_dict()}
-    if store is None and not model:
-        raise InterplabError("nothing to evaluate: give --store and/or --model")
-    if store is not None:
-        from interplab.activations import ActivationStore
-
-        st = ActivationStore(store)
-        st.require_complete(allow_incomplete)
-        result["store"] = {"path": str(store), "complete": st.complete,
-                           "texts_done": st.texts_done, "n_texts": st.n_texts}
-        h = hook if hook in st.hooks else (st.hooks[0] if len(st.hooks) == 1 else hook)
-        if st.d_model != sae.d_in:
-            raise InterplabError(f"store {store} has d={st.d_model} but the SAE takes "
-                                 f"d_in={sae.d_in}; use the store of the SAE's hook")
-        split = evaluate_reconstruction_split(
-            sae, st.iter_batches(4096, h, shuffle=False, with_position=True), rule,
-            max_tokens=max_tokens or None)
-        result["reconstruction"] = split.to_dict()
-        for label, m in (("ordinary tokens", split.ordinary), ("all tokens", split.all_tokens)):
-            console.print(f"reconstruction on {m.n_tokens} {label}: FVE "
-                          f"{m.fraction_of_variance_explained:.4f}, MSE {m.mse:.4g}, "
-                          f"L0 {m.l0:.1f}")
-        console.print(f"  excluded {split.exclusion['n_excluded']} of "
-                      f"{split.exclusion['n_seen']} tokens ({rule.describe()})")
-    if model:
-        from interplab.models import load
-        from interplab.sae.ce_eval import ce_loss_recovered
-
-        lm = load(model, device=device)
-        if not hook:
-            raise InterplabError("the SAE names no hook; pass --hook")
-        lengths = _ints(context_lengths, "--context-lengths") or [sae.config.context_length or 128]
-        toks, bos_id = _corpus_tokens(lm, corpus, max(lengths), n_sequences, part="held_out")
-        held = _corpus_split(corpus, "held_out")[1]
-        console.print(f"CE on {toks.shape[0]} sequences from the held-out slice: {held}")
-        ev = ce_loss_recovered(lm, sae, hook, toks, context_lengths=lengths, progress=True,
-                               bos_token_id=bos_id, exclusion=rule)
-        result["ce"] = {**ev.to_dict(), "data": held, "n_sequences": int(toks.shape[0])}
-        for r in ev.results:
-            console.print(
-                f"L={r.context_length} ({r.n_tokens} tokens, {r.n_excluded_positions} positions "
-                f"excluded): loss recovered vs mean ablation {r.loss_recovered_vs_mean:.4f}, "
-                f"CE increase {r.ce_increase:+.4f} nats (clean {r.clean_loss:.4f}, SAE "
-                f"{r.sae_loss:.4f}), KL {r.kl_sae:.4f} (vs zero ablation, not a headline: "
-                f"{r.loss_recovered_vs_zero:.4f})", markup=False)
-    text = json.dumps(result, indent=2)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-    else:
-        typer.echo(text)
+    result = evaluate_sae(cfg, progress=True)
+    path = result.save(out if out is not None else cfg.sae / "eval.json")
+    _print_checks(result.notes, result.mismatches())
+    for on, rows in result.headline():
+        out_console.print(f"on {on}:", highlight=False, markup=False)
+        table = Table(box=None, show_header=False, pad_edge=False)
+        for _ in range(3):
+            table.add_column(overflow="fold")
+        for row in rows:
+            table.add_row(f"  {row[0]}", *row[1:])
+        out_console.print(table, highlight=False)
+    for line in result.exclusion_lines():
+        out_console.print(f"left out: {line}", highlight=False, markup=False)
+    out_console.print(f"full result (all-token metrics, per-feature densities, CE vs zero "
+                      f"ablation, ...) → {path}", highlight=False, markup=False)
 
 
-@sae_app.command("dashboard")
-def dashboard_cmd(
-    sae_path: Path = typer.Option(..., "--sae"),
-    model: str = typer.Option(..., "--model"),
-    out: Path = typer.Option(..., "--out", help="HTML file to write"),
-    features: str = typer.Option("", "--features", help="feature ids; default: most active"),
-    n_features: int = typer.Option(12, "--n-features"),
-    hook: str = typer.Option("", "--hook"),
-    corpus: str = typer.Option("kjv", "--corpus"),
-    n_sequences: int = typer.Option(64, "--n-sequences"),
-    context_length: int = typer.Option(128, "--context-length"),
-    device: str = typer.Option("cpu", "--device"),
+def _print_checks(notes: list[str], mismatches: list[str]) -> None:
+    for n in notes:
+        console.print(f"note: {n}", highlight=False, markup=False)
+    for m in mismatches:
+        console.print(f"[yellow]warning:[/] evaluated despite a mismatch (--allow-mismatch): {m}",
+                      highlight=False)
+
+
+eval_cmd = sae_app.command("eval")(from_config(SaeEvalConfig)(eval_))
+
+
+def dashboard(
+    cfg: DashboardConfig,
+    out: Path = typer.Option(..., "--out", help="HTML file to write."),
 ) -> None:
-    """Write a self-contained HTML dashboard for chosen features."""
-    from interplab.models import load
+    """Write a self-contained HTML dashboard of SAE features on held-out text.
+
+    Tokens are counted as in training (BOS, position 0 and massive-norm tokens left out); the
+    page names the text, the rule and how the features were chosen."""
     from interplab.report.sae_dashboard import render_dashboard
-    from interplab.sae import load_sae
-    from interplab.sae.dashboard import feature_dashboards
+    from interplab.sae.dashboard import dashboard_from_config
 
-    sae = load_sae(sae_path, device=device)
-    lm = load(model, device=device)
-    hook = hook or sae.config.hook or ""
-    toks, bos_id = _corpus_tokens(lm, corpus, context_length, n_sequences)
-    data = feature_dashboards(lm, sae, hook, toks, features=_ints(features, "--features") or None,
-                              n_features=n_features, bos_token_id=bos_id)
-    render_dashboard(data, out)
-    console.print(f"dashboard for {len(data.features)} features → {out}")
+    data = dashboard_from_config(cfg)
+    identity = data.identity or {}
+    _print_checks(identity.get("notes", []), identity.get("mismatches", []))
+    path = render_dashboard(data, out)
+    console.print(f"dashboard for {len(data.features)} features on {data.text}; "
+                  f"{data.n_tokens} tokens counted, {data.n_excluded} left out "
+                  f"({data.exclusion_description}) → {path}", highlight=False, markup=False)
+
+
+dashboard_cmd = sae_app.command("dashboard")(from_config(DashboardConfig)(dashboard))
 
 
 def register(app: typer.Typer) -> None:

@@ -28,9 +28,11 @@ import torch
 
 from interplab.errors import InterplabError
 
-__all__ = ["CORPORA", "Corpus", "load_corpus", "pack_tokens"]
+__all__ = ["CORPORA", "Corpus", "corpus_split", "corpus_tokens", "load_corpus", "pack_tokens"]
 
 CORPORA = ("kjv", "python-docs")
+HELD_OUT_FRACTION = 0.05  # the last 5 % of a corpus's documents: never trained on by SAE work
+CORPUS_PARTS = ("train", "held_out", "all")
 
 
 @dataclass
@@ -141,3 +143,32 @@ def pack_tokens(
     if bos == "each":
         seqs = torch.cat([torch.full((n, 1), bos_token_id, dtype=torch.long), seqs], 1)
     return seqs
+
+
+def corpus_split(corpus: str, part: str) -> tuple[list[str], str]:
+    """The ``train``, ``held_out`` or ``all`` documents of a packaged corpus, and a description
+    naming them. ``held_out`` is the last :data:`HELD_OUT_FRACTION` of the documents, which
+    ``sae train --model`` never uses (for ``kjv`` these chapters also come long after the first
+    60 that the README's example store is harvested from)."""
+    if part not in CORPUS_PARTS:
+        raise InterplabError(f"unknown corpus part {part!r}; choose one of {list(CORPUS_PARTS)}")
+    docs = load_corpus(corpus).documents
+    n_hold = max(1, round(len(docs) * HELD_OUT_FRACTION))
+    cut = len(docs) - n_hold
+    if part == "held_out":
+        return docs[cut:], (f"{corpus} documents {cut}–{len(docs) - 1} (last {n_hold} of "
+                            f"{len(docs)}; `sae train --model` never uses them)")
+    if part == "all":
+        return docs, f"{corpus} documents 0–{len(docs) - 1} (all)"
+    return docs[:cut], f"{corpus} documents 0–{cut - 1} (the last {n_hold} are held out)"
+
+
+def corpus_tokens(lm, corpus: str, context_length: int, max_sequences: int | None,
+                  part: str | None = None) -> tuple[torch.Tensor, int]:
+    """Packed ``[n, context_length]`` ids of the corpus (``part``: train | held_out | None = all),
+    and the BOS id each sequence starts with (the model's BOS, else its EOS)."""
+    bos_id = lm.bos_token_id if lm.bos_token_id is not None else lm.tokenizer.eos_token_id
+    docs = corpus_split(corpus, part or "all")[0]
+    toks = pack_tokens(docs, lm.tokenizer, context_length, bos="each",
+                       bos_token_id=bos_id, max_sequences=max_sequences)
+    return toks, bos_id

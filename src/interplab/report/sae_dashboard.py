@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from interplab.report.html import figure_png, new_figure, render
 from interplab.sae.dashboard import DashboardData
 
-__all__ = ["render_dashboard"]
+__all__ = ["render_dashboard", "shown_token"]
 
 
 def _histogram(counts: list[int], edges: list[float]) -> str | None:
@@ -28,18 +29,31 @@ def _shade(act: float, max_act: float) -> str:
     return f"rgba(192, 57, 43, {a:.2f})"
 
 
+def shown_token(token: str) -> str:
+    """A token as the page shows it in lists: quoted, with whitespace and control characters
+    visible as escapes (``"\\n"``) and every other character as itself (``"ч"``, not
+    ``"\\u0447"``); the template escapes it for HTML."""
+    return json.dumps(token, ensure_ascii=False)
+
+
 def render_dashboard(data: DashboardData, path: str | Path) -> Path:
     """Write ``data`` to ``path`` as HTML: every token and label is escaped by the template."""
     features = []
     for f in data.features:
         contexts = []
         for c in f.top_contexts:
+            excluded = c.get("excluded") or [False] * len(c["tokens"])
             contexts.append({
                 "activation": c["activation"],
                 "tokens": [{"text": t, "act": a, "bg": _shade(a, f.max_activation),
-                            "centre": i == c["centre"]}
-                           for i, (t, a) in enumerate(zip(c["tokens"], c["acts"], strict=True))],
+                            "centre": i == c["centre"], "excluded": x}
+                           for i, (t, a, x) in enumerate(zip(c["tokens"], c["acts"], excluded,
+                                                             strict=True))],
             })
         features.append({"f": f, "hist": _histogram(f.histogram_counts, f.histogram_edges),
-                         "contexts": contexts})
-    return render("sae_dashboard.html", path, data=data, features=features)
+                         "contexts": contexts,
+                         "promoted": [(shown_token(t), v) for t, v in f.promoted],
+                         "suppressed": [(shown_token(t), v) for t, v in f.suppressed]})
+    identity = data.identity or {}
+    return render("sae_dashboard.html", path, data=data, features=features,
+                  mismatches=identity.get("mismatches", []), notes=identity.get("notes", []))

@@ -4,7 +4,8 @@ configs and the command line read their defaults without loading torch."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from interplab.errors import InterplabError
 
@@ -46,6 +47,12 @@ class SAEConfig:
     normalisation_tokens: int = 0  # ordinary tokens the scale was estimated on
     # The ExclusionRule (to_dict) of the tokens left out of training and of headline metrics.
     exclusion: dict | None = None
+    # Provenance, recorded when a trained SAE is saved and checked before it is applied
+    # (interplab.sae.identity): the model's identity (name, architecture, config and weights
+    # sha256) and what the training rows were (a store's path and fingerprint, or a corpus part).
+    # None: an SAE from an older version or another library, which cannot be checked.
+    model_identity: dict | None = None
+    data: dict | None = None
     training_tokens: int = 0
     seed: int = 0
     extra: dict = field(default_factory=dict)
@@ -137,3 +144,116 @@ class TrainerConfig:
             )
         if not 0 <= self.lr_decay_fraction <= 1:
             raise InterplabError("lr_decay_fraction must lie in [0, 1]")
+
+
+_ALLOW_MISMATCH_HELP = ("Apply the SAE even where its recorded model or hook differs from the one "
+                        "given (e.g. a transfer experiment); the mismatch is recorded in the "
+                        "output. Without it a mismatch is refused.")
+_NORM_RATIO_HELP = ("Override the norm test of the exclusion rule: leave out tokens with a norm "
+                    "above this × the batch median (0: no norm test, as in `sae train`; default: "
+                    "the rule the SAE was trained with, else 10).")
+
+
+def exclusion_rule_for(recorded: dict | None, exclusion: bool, norm_ratio: float | None) -> Any:
+    """The :class:`~interplab.activations.exclusion.ExclusionRule` an evaluation applies: the one
+    an SAE records (``recorded``; None: the default rule), with its norm test replaced by
+    ``norm_ratio`` when given (0: none), or no rule at all when ``exclusion`` is False."""
+    from interplab.activations.exclusion import ExclusionRule
+
+    if not exclusion:
+        return ExclusionRule.none()
+    rule = ExclusionRule.from_dict(recorded)
+    if norm_ratio is None:
+        return rule
+    return ExclusionRule(first_position=rule.first_position, norm_ratio=norm_ratio or None)
+
+
+@dataclass(kw_only=True)
+class SaeEvalConfig:
+    """What ``sae eval`` measures: reconstruction on a store and/or the model's loss with the SAE
+    spliced in (:func:`interplab.sae.evaluate.evaluate_sae`)."""
+
+    sae: Path = field(metadata={
+        "help": "SAE folder (interplab, SAELens or dictionary_learning)."})
+    store: Path | None = field(default=None, metadata={
+        "help": "Activation store for the reconstruction metrics (FVE, MSE, L0, alive) over all "
+        "its rows."})
+    model: str | None = field(default=None, metadata={
+        "help": "Model for CE loss recovered, CE increase and KL with the SAE spliced in, on "
+        "the held-out slice of --corpus."})
+    hook: str | None = field(default=None, metadata={
+        "help": "Hook point (default: the SAE's own; another one is a mismatch, see "
+        "--allow-mismatch)."})
+    context_lengths: list[int] = field(default_factory=list, metadata={
+        "help": "Context lengths for CE, e.g. 128,512 (default: the SAE's training context "
+        "length, else 128)."})
+    corpus: str = field(default="kjv", metadata={
+        "help": "Corpus whose held-out slice (its last 5 % of documents) the CE metrics run on: "
+        "kjv | python-docs."})
+    n_sequences: int = field(default=32, metadata={"help": "Held-out sequences for CE."})
+    max_tokens: int = field(default=0, metadata={
+        "help": "Evaluate only the store's first N rows (0: the whole store)."})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda[:N]."})
+    allow_incomplete: bool = field(default=False, metadata={
+        "help": "Evaluate on an unfinished harvest (recorded in the output)."})
+    allow_mismatch: bool = field(default=False, metadata={"help": _ALLOW_MISMATCH_HELP})
+    exclusion: bool = field(default=True, metadata={
+        "help": "Headline metrics on ordinary tokens: position 0 and massive-norm tokens left "
+        "out by the rule the SAE was trained with (--no-exclusion: every token)."})
+    norm_ratio: float | None = field(default=None, metadata={"help": _NORM_RATIO_HELP})
+
+    def validate(self) -> None:
+        if self.store is None and not self.model:
+            raise InterplabError("nothing to evaluate: give --store and/or --model")
+        if self.n_sequences < 1 or self.max_tokens < 0:
+            raise InterplabError("--n-sequences must be at least 1 and --max-tokens at least 0")
+        if any(L < 2 for L in self.context_lengths):
+            raise InterplabError(f"--context-lengths {self.context_lengths}: each must be at "
+                                 "least 2 (one prediction needs two tokens)")
+
+    def exclusion_rule(self, recorded: dict | None) -> Any:
+        return exclusion_rule_for(recorded, self.exclusion, self.norm_ratio)
+
+
+@dataclass(kw_only=True)
+class DashboardConfig:
+    """What ``sae dashboard`` shows: which features, on which text
+    (:func:`interplab.sae.dashboard.dashboard_from_config`)."""
+
+    sae: Path = field(metadata={
+        "help": "SAE folder (interplab, SAELens or dictionary_learning)."})
+    model: str = field(metadata={
+        "help": "The model the SAE reads (registry name, HF folder or .gguf file)."})
+    features: list[int] = field(default_factory=list, metadata={
+        "help": "Feature ids to show (default: --n-features features that fired on the text, "
+        "spread evenly over the density range from the densest to the rarest)."})
+    n_features: int = field(default=12, metadata={
+        "help": "How many features to pick when --features is not given."})
+    hook: str | None = field(default=None, metadata={
+        "help": "Hook point (default: the SAE's own; another one is a mismatch, see "
+        "--allow-mismatch)."})
+    corpus: str = field(default="kjv", metadata={
+        "help": "Packaged corpus the text comes from: kjv | python-docs."})
+    corpus_part: Literal["held_out", "train", "all"] = field(default="held_out", metadata={
+        "help": "Which of its documents: held_out (the last 5 %, which `sae train --model` never "
+        "uses; for kjv also far from the first chapters a store is usually harvested from), "
+        "train (the rest) or all."})
+    n_sequences: int = field(default=64, metadata={
+        "help": "Sequences of --context-length tokens, each starting with BOS."})
+    context_length: int = field(default=128, metadata={"help": "Tokens per sequence."})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda[:N]."})
+    allow_mismatch: bool = field(default=False, metadata={"help": _ALLOW_MISMATCH_HELP})
+    exclusion: bool = field(default=True, metadata={
+        "help": "Leave out position 0 and massive-norm tokens by the rule the SAE was trained "
+        "with, as training did (--no-exclusion: every token but BOS)."})
+    norm_ratio: float | None = field(default=None, metadata={"help": _NORM_RATIO_HELP})
+
+    def validate(self) -> None:
+        if self.n_features < 1 or self.n_sequences < 1:
+            raise InterplabError("--n-features and --n-sequences must be at least 1")
+        if self.context_length < 2:
+            raise InterplabError(f"--context-length must be at least 2, not "
+                                 f"{self.context_length}")
+
+    def exclusion_rule(self, recorded: dict | None) -> Any:
+        return exclusion_rule_for(recorded, self.exclusion, self.norm_ratio)

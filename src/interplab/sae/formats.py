@@ -1,8 +1,9 @@
 """Saving and loading SAEs: our folder format, SAELens folders, dictionary_learning checkpoints.
 
 - **interplab**: a folder with ``config.json`` (the :class:`SAEConfig`, plus ``"format":
-  "interplab-sae"``) and ``weights.safetensors`` (parameters and buffers). Normalisation is
-  always folded into the saved weights. Never pickle.
+  "interplab-sae"``; SAEs trained by ``interplab.studies.sae`` record there the model identity,
+  hook and training data they belong to) and ``weights.safetensors`` (parameters and buffers),
+  each written atomically. Normalisation is always folded into the saved weights. Never pickle.
 - **SAELens**: a folder with ``cfg.json`` and ``sae_weights.safetensors`` holding ``W_enc [d_in,
   d_sae]``, ``b_enc``, ``W_dec [d_sae, d_in]``, ``b_dec`` (+ ``threshold`` for jumprelu; ``b_gate``,
   ``r_mag``, ``b_mag`` for gated). ``apply_b_dec_to_input=false`` SAEs are converted exactly by
@@ -19,9 +20,10 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from interplab.errors import InterplabError
+from interplab.fileio import atomic_write_safetensors, atomic_write_text
 from interplab.sae.base import SAEConfig, SparseAutoencoder, create_sae
 
 __all__ = [
@@ -45,10 +47,10 @@ def save_sae(sae: SparseAutoencoder, path: str | os.PathLike) -> Path:
     d = Path(path)
     d.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in sae.state_dict().items()}
-    save_file(tensors, str(d / WEIGHTS_FILE), metadata={"format": FORMAT})
+    atomic_write_safetensors(d / WEIGHTS_FILE, tensors, metadata={"format": FORMAT})
     cfg = {"format": FORMAT, "format_version": 1, "interplab_version": __version__,
            **sae.config.to_dict()}
-    (d / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
+    atomic_write_text(d / CONFIG_FILE, json.dumps(cfg, indent=2))
     return d
 
 
@@ -143,7 +145,7 @@ def export_saelens(sae: SparseAutoencoder, path: str | os.PathLike) -> Path:
     tensors = {k: v.detach().float().contiguous().cpu() for k, v in w.items()}
     d = Path(path)
     d.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(d / "sae_weights.safetensors"))
+    atomic_write_safetensors(d / "sae_weights.safetensors", tensors)
     layer = _layer_of(c.hook)
     cfg = {
         "architecture": _SAELENS_ARCH[arch],
@@ -169,7 +171,7 @@ def export_saelens(sae: SparseAutoencoder, path: str | os.PathLike) -> Path:
     }
     if arch == "topk":
         cfg["k"] = c.k
-    (d / "cfg.json").write_text(json.dumps(cfg, indent=2))
+    atomic_write_text(d / "cfg.json", json.dumps(cfg, indent=2))
     return d
 
 

@@ -20,7 +20,6 @@ This module imports torch only inside functions, so the command line can read th
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -31,7 +30,6 @@ from interplab.errors import InterplabError
 from interplab.sae.config import SAEConfig, TrainerConfig
 from interplab.sae.sweep import SweepOutcome, sae_name
 
-HELD_OUT_FRACTION = 0.05  # last 5 % of a corpus's documents: never trained on by this study
 NULL_SAMPLE_ROWS = 16_384  # --null-control: ordinary rows drawn for the retrained comparison
 NULL_HELDOUT_FRACTION = 0.25  # of those rows, scored but never trained on
 NULL_MIN_ROWS = 256  # fewer ordinary rows than this: no comparison
@@ -65,7 +63,9 @@ class SaeStudyConfig:
     # checkpoint paths, data_identity and progress are set by the study.
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
         total_steps=0, lr_warmup_steps=100, sparsity_warmup_steps=500,
-        checkpoint_every_steps=500))
+        checkpoint_every_steps=500), metadata={"help": {
+            "total_steps": "Optimizer steps, one batch each (0: one pass over the data, i.e. "
+                           "one epoch of the store or of the corpus's training part)."}})
     extend_steps: bool = field(default=False, metadata={
         "help": "Continue the run in the output folder up to a larger --steps (all other "
         "settings unchanged)."})
@@ -76,7 +76,7 @@ class SaeStudyConfig:
         "token)."})
     norm_ratio: float | None = field(default=None, metadata={
         "help": "Leave out tokens with a norm above this × the batch median (0: no norm test; "
-        "default: the standard exclusion rule's ratio)."})
+        "default: the standard exclusion rule's ratio, 10)."})
     null_control: str | None = field(default=None, metadata={
         "help": "After training, retrain each TopK/BatchTopK config on a sample of the rows and "
         "on this data null fitted to them (gaussian | gaussian-mixture | hypercube), and report "
@@ -158,39 +158,9 @@ class SaeStudyResult:
 
 # -- data -----------------------------------------------------------------------------------------
 
-def corpus_split(corpus: str, part: str) -> tuple[list[str], str]:
-    """The ``train`` or ``held_out`` documents of a packaged corpus, and a description."""
-    from interplab.datasets.corpus import load_corpus
-
-    docs = load_corpus(corpus).documents
-    n_hold = max(1, round(len(docs) * HELD_OUT_FRACTION))
-    cut = len(docs) - n_hold
-    if part == "held_out":
-        return docs[cut:], (f"{corpus} documents {cut}–{len(docs) - 1} (last {n_hold} of "
-                            f"{len(docs)}; `sae train --model` never uses them)")
-    return docs[:cut], f"{corpus} documents 0–{cut - 1} (the last {n_hold} are held out)"
-
-
-def corpus_tokens(lm: Any, corpus: str, context_length: int, max_sequences: int | None,
-                  part: str | None = None) -> tuple[Any, int]:
-    """Packed ``[n, context_length]`` ids of the corpus (``part``: train | held_out | None = all),
-    and the BOS id each sequence starts with."""
-    from interplab.datasets.corpus import load_corpus, pack_tokens
-
-    bos_id = lm.bos_token_id if lm.bos_token_id is not None else lm.tokenizer.eos_token_id
-    docs = load_corpus(corpus).documents if part is None else corpus_split(corpus, part)[0]
-    toks = pack_tokens(docs, lm.tokenizer, context_length, bos="each",
-                       bos_token_id=bos_id, max_sequences=max_sequences)
-    return toks, bos_id
-
-
 def store_fingerprint(st: Any) -> str:
-    """sha256 of what a store's rows are: its identity fields and every shard's checksum."""
-    from interplab.activations.store import IDENTITY_KEYS
-
-    blob = {"identity": {k: st.manifest.get(k) for k in IDENTITY_KEYS},
-            "shards": [[s.get("sha256"), s.get("n_rows")] for s in st.shards]}
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+    """sha256 of what a store's rows are (:meth:`ActivationStore.fingerprint`)."""
+    return st.fingerprint()
 
 
 @dataclass
@@ -210,6 +180,10 @@ class DataSource:
     lm: Any = None  # LanguageModel
     tokens: Any = None  # [n, context_length] ids (with a model)
     bos_id: int | None = None
+    # Recorded in each saved SAE's config (SAEConfig.model_identity / .data) and checked by
+    # `sae eval` and `sae dashboard` (interplab.sae.identity).
+    model_identity: dict[str, Any] | None = None
+    provenance: dict[str, Any] | None = None
 
     def batches(self, batch_size: int, seed: int, epochs: int, rule: Any
                 ) -> tuple[Iterator[Any], Any]:
@@ -234,7 +208,9 @@ def resolve_data(cfg: SaeStudyConfig) -> DataSource:
     hook, or raise one clear error naming the fix."""
     if cfg.store is not None:
         return _store_source(cfg)
+    from interplab.datasets.corpus import corpus_split, corpus_tokens
     from interplab.models import load
+    from interplab.models.loading import weights_sha256
 
     lm = load(cfg.model, device=cfg.trainer.device)
     if not cfg.hook:
@@ -244,9 +220,15 @@ def resolve_data(cfg: SaeStudyConfig) -> DataSource:
                                  part="train")
     identity = {"model": lm.identity(), "hook": cfg.hook, "corpus": cfg.corpus,
                 "context_length": cfg.context_length, "max_sequences": cfg.max_sequences}
+    provenance = {"kind": "corpus", "corpus": cfg.corpus, "part": "train",
+                  "documents": corpus_split(cfg.corpus, "train")[1],
+                  "context_length": cfg.context_length, "max_sequences": cfg.max_sequences,
+                  "n_sequences": int(toks.shape[0])}
     return DataSource(hook=cfg.hook, d_in=lm.d_model, n_rows=int((toks != bos_id).sum()),
                       identity=identity, model_name=lm.name, context_length=cfg.context_length,
-                      lm=lm, tokens=toks, bos_id=bos_id)
+                      lm=lm, tokens=toks, bos_id=bos_id,
+                      model_identity={**lm.identity(), "weights_sha256": weights_sha256(lm.hf)},
+                      provenance=provenance)
 
 
 def _store_source(cfg: SaeStudyConfig) -> DataSource:
@@ -260,9 +242,16 @@ def _store_source(cfg: SaeStudyConfig) -> DataSource:
                              f"{st.hooks}); pass --hook with one of them")
     model = st.manifest.get("model")
     model_name = model.get("name") if isinstance(model, dict) else model
+    fingerprint = store_fingerprint(st)
+    provenance = {"kind": "store", "path": str(Path(cfg.store).resolve()),
+                  "fingerprint": fingerprint, "dataset": st.manifest.get("dataset"),
+                  "positions": st.manifest.get("positions"), "n_rows": st.n_rows,
+                  "sae_exclusion": st.manifest.get("sae_exclusion")}
     return DataSource(hook=hook, d_in=st.d_model, n_rows=st.n_rows,
-                      identity={"store": store_fingerprint(st), "hook": hook},
-                      model_name=model_name, context_length=None, store=st)
+                      identity={"store": fingerprint, "hook": hook},
+                      model_name=model_name, context_length=None, store=st,
+                      model_identity=model if isinstance(model, dict) else None,
+                      provenance=provenance)
 
 
 # -- the sweep ------------------------------------------------------------------------------------
@@ -434,6 +423,7 @@ def run_sae_study(cfg: SaeStudyConfig, out_dir: str | Path, progress: bool = Tru
     for i, sae in enumerate(outcome.saes):
         c = sae.config
         name = sae_name(c)
+        c.model_identity, c.data = data.model_identity, data.provenance
         save_sae(sae, out_dir / name)
         metrics = outcome.last_metrics[i] if i < len(outcome.last_metrics) else {}
         results.append(SaeRun(name=name, path=str(out_dir / name), architecture=c.architecture,

@@ -146,7 +146,9 @@ def _plain(text: str) -> str:
 
 
 # Commands with no config to derive options from: each takes only a store folder argument.
-NON_CONFIG_COMMANDS = {"store info", "store verify"}
+# Commands with no settings of their own to derive: the store commands take only a folder, and
+# `rerun` takes a result file whose saved config is the run's config.
+NON_CONFIG_COMMANDS = {"store info", "store verify", "rerun"}
 
 
 def _all_commands() -> list:

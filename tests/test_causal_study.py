@@ -22,7 +22,7 @@ def test_tiny_run_report_and_json(tmp_path):
     assert set(r.steering) == {"diffmean", "logistic", "lda"}
     for s in r.steering.values():
         assert len(s["effects"]) == 8 and len(s["effects"][0]) == 7
-        assert s["null"]["n_null"] == 20 and s["proof"]
+        assert s["null"]["k"] == 20 and s["proof"]
     assert r.data["answers"]["true"] == " the"  # the tiny tokenizer has no single-token TRUE
     assert any("Answer tokens" in n for n in r.notes)
     steered = set(r.data["steered_rows"])

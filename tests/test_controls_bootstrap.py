@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from interplab.controls import bootstrap_accuracy, bootstrap_statistic
+from interplab.controls import bootstrap_mean, bootstrap_statistic
 
 
 def _pearson(a, b):
@@ -35,7 +35,7 @@ def test_statistic_interval_ignores_undefined_draws_and_refuses_bad_columns():
 
 def test_accuracy_and_statistic_bootstraps_agree_on_a_mean():
     correct = (np.random.default_rng(2).random(300) < 0.7).astype(float)
-    acc = bootstrap_accuracy(correct[None], n_boot=4000, seed=0)
+    acc = bootstrap_mean(correct[None], n_boot=4000, seed=0)
     value, lo, hi = bootstrap_statistic(np.mean, correct, n_boot=4000, seed=1)
     assert value == pytest.approx(acc["value"][0])
     assert lo == pytest.approx(acc["lo"][0], abs=0.01) and hi == pytest.approx(acc["hi"][0], abs=0.01)
@@ -48,19 +48,19 @@ def test_reused_draws_give_the_intervals_a_fresh_draw_gives(monkeypatch):
     rng = np.random.default_rng(1)
     correct = rng.random((3, 150)) < 0.7
     hits = rng.random((3, 4, 150)) < 0.5
-    first = bootstrap_accuracy(correct, n_boot=300, seed=5)
+    first = bootstrap_mean(correct, n_boot=300, seed=5)
     first_shuffled = shuffled_accuracy_interval(hits, n_boot=300, seed=5)
     # the same seed again is served from memory, and gives exactly the same interval
-    assert bootstrap_accuracy(correct, n_boot=300, seed=5) == first
+    assert bootstrap_mean(correct, n_boot=300, seed=5) == first
     assert shuffled_accuracy_interval(hits, n_boot=300, seed=5) == first_shuffled
     # with nothing kept (a zero budget), each call draws anew: still the same numbers
     monkeypatch.setattr(boot, "SEEDED_DRAWS_CACHE_BYTES", 0)
     boot._seeded.clear()
-    assert bootstrap_accuracy(correct, n_boot=300, seed=5) == first
+    assert bootstrap_mean(correct, n_boot=300, seed=5) == first
     assert shuffled_accuracy_interval(hits, n_boot=300, seed=5) == first_shuffled
     assert len(boot._seeded) == 1  # only the latest is kept when the budget is exceeded
     # another seed is another draw; reused arrays cannot be changed by a caller
-    assert bootstrap_accuracy(correct, n_boot=300, seed=6) != first
+    assert bootstrap_mean(correct, n_boot=300, seed=6) != first
     counts = boot.seeded_resample_counts(5, 150, 300)
     with pytest.raises(ValueError):
         counts[0, 0] = 1.0

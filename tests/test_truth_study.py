@@ -6,7 +6,7 @@ import torch
 
 from interplab.errors import InterplabError
 from interplab.probes import CCSProbe
-from interplab.probes.generalization import LabelledActs, bootstrap_accuracy, fit_and_test
+from interplab.probes.generalization import LabelledActs, bootstrap_mean, fit_and_test
 from interplab.studies.truth import (
     TruthConfig,
     TruthResult,
@@ -50,10 +50,10 @@ def test_engine_finds_planted_truth_and_controls_fail(probe):
     assert acc["random"]["same"][1] < acc["probe"]["same"][1] - 0.25
 
 
-def test_bootstrap_accuracy_matches_binomial_width():
+def test_bootstrap_mean_matches_binomial_width():
     rng = np.random.default_rng(0)
     correct = rng.random((3, 500)) < np.array([[0.5], [0.8], [0.95]])
-    est = bootstrap_accuracy(correct, n_boot=2000, seed=0)
+    est = bootstrap_mean(correct, n_boot=2000, seed=0)
     for k, p in enumerate(est["value"]):
         half = 1.96 * np.sqrt(p * (1 - p) / 500)
         assert abs((est["hi"][k] - est["lo"][k]) / 2 - half) < 0.25 * half + 0.003

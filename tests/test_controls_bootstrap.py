@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from interplab.controls import bootstrap_mean, bootstrap_p_value, bootstrap_statistic, bootstrap_test
+from interplab.controls import (
+    bootstrap_mean,
+    bootstrap_p_value,
+    bootstrap_statistic,
+    bootstrap_test,
+)
 
 
 def _pearson(a, b):

@@ -59,7 +59,8 @@ def benjamini_hochberg(p_values: np.ndarray | list[float]) -> np.ndarray:
     m = ok.size
     scaled = flat[order] * m / np.arange(1, m + 1)
     q = np.minimum.accumulate(scaled[::-1])[::-1]  # step-up: monotone from the largest p down
-    out.reshape(-1)[order] = np.minimum(q, 1.0)
+    # q >= p exactly (p·m/m can round below p)
+    out.reshape(-1)[order] = np.minimum(np.maximum(q, flat[order]), 1.0)
     return out
 
 

@@ -399,8 +399,8 @@ def null_comparison(cfg: SaeStudyConfig, data: DataSource, rule: Any,
     ``not_compared`` with the reason."""
     import numpy as np
 
-    from interplab.controls.nulls import data_null
     from interplab.controls.multiple import correct_cells
+    from interplab.controls.nulls import data_null
     from interplab.studies.nulls import NullsConfig, sae_cells, sae_minus_null, train_and_score_sae
 
     seed = cfg.trainer.seed

@@ -12,7 +12,7 @@ TINY = {"model": "tiny-llama", "n_shots": 1, "max_per_dataset": 200, "n_prompts"
         "n_steer_layers": 2, "patch_pairs": 4, "attr_pairs": 3, "attr_layers": [1, 3],
         "patch_tokens": 4, "attr_tokens": 3, "n_exact": 4, "ig_steps": 2, "n_boot": 200,
         "n_neutral": 2, "neutral_tokens": 16, "answer_true": ["TRUE", "True", "the"],
-        "answer_false": ["FALSE", "False", "and"]}
+        "answer_false": ["FALSE", "False", "and"], "n_null": 20}
 
 
 def test_tiny_run_report_and_json(tmp_path):
@@ -116,7 +116,7 @@ def test_cli_builds_the_config_from_its_options(monkeypatch):
     app.command("other")(lambda: None)
     CliRunner().invoke(app, ["causal", "--layers", "5,6", "--answer-true", "Yes,True"])
     assert seen[0].steer_layers == [5, 6] and seen[0].answer_true == ["Yes", "True"]
-    assert seen[0].doses == CausalConfig().doses and seen[0].n_null == 20
+    assert seen[0].doses == CausalConfig().doses and seen[0].n_null == 200
 
 
 def test_config_refuses_a_dose_series_without_zero_or_negatives():

@@ -50,7 +50,11 @@ class CausalConfig:
         "help": "The statement's last tokens steered (final word piece and period)."})
     doses: list[float] = field(default_factory=lambda: [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0],
                                metadata={"help": "Doses in class-mean gaps per steered layer."})
-    n_null: int = field(default=20, metadata={"help": "Random directions in the null."})
+    n_null: int = field(default=200, metadata={
+        "help": "Random directions in the null (a p-value's floor is 1/(k+1)). The 6 p-values "
+                "(3 probes, 3 patched nodes) are corrected together: with 200 a lone effect at "
+                "its floor gets q = 0.030, three get q < 0.01; q < 0.01 alone needs 600 (about 8× "
+                "the run time)."})
     n_neutral: int = field(default=4, metadata={"help": "Neutral (KJV) texts for ΔCE."})
     neutral_tokens: int = field(default=48, metadata={"help": "Tokens per neutral text."})
     patch_pairs: int = field(default=12, metadata={
@@ -515,15 +519,18 @@ def check_prompts_fit(lm: Any, ds: Any, train_rows: np.ndarray, answers: dict[st
                       n_shots: int, seed: int, prompts: list[str]) -> str:
     """The ``n_shots`` few-shot prefix, after checking that it and the longest of ``prompts``
     fit the model's context; if not, one error naming the largest ``--n-shots`` that fits."""
-    def needed(n: int) -> tuple[int, int]:
-        prefix = few_shot_prefix(ds, train_rows, answers, n, seed)
-        ids = lm.tokenizer(prompts, add_special_tokens=False, verbose=False)["input_ids"]
-        return len(lm.tokenizer(prefix, verbose=False)["input_ids"]), max(len(t) for t in ids)
+    t = max(len(ids) for ids in lm.tokenizer(prompts, add_special_tokens=False,
+                                              verbose=False)["input_ids"])
 
-    p, t = needed(n_shots)
+    def prefix_tokens(n: int) -> int:  # with BOS, as the prefix is run
+        prefix = few_shot_prefix(ds, train_rows, answers, n, seed)
+        return len(lm.tokenizer(prefix, verbose=False)["input_ids"])
+
+    p = prefix_tokens(n_shots)
     if p + t <= lm.n_ctx:
         return few_shot_prefix(ds, train_rows, answers, n_shots, seed)
-    fits = next((n for n in range(n_shots - 1, 0, -1) if sum(needed(n)) <= lm.n_ctx), None)
+    fits = next((n for n in range(n_shots - 1, 0, -1) if prefix_tokens(n) + t <= lm.n_ctx),
+                None)
     advice = (f"lower --n-shots (at most {fits} fits)" if fits else
               "even --n-shots 1 does not fit; use a model with a longer context")
     raise InterplabError(f"the {n_shots}-shot prefix ({p} tokens) and the longest prompt ({t} "

@@ -21,6 +21,7 @@ def test_erase_command_writes_json_and_report(tmp_path, capsys):
     assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
     printed = capsys.readouterr().out
     assert "directions to chance" in printed and "Δ separation" in printed
+    assert "vs random subspaces: " in printed and ("q = " in printed or "q ≤ " in printed)
 
 
 def test_weights_command(tmp_path):

@@ -36,6 +36,29 @@ def test_erasure_study_on_a_tiny_model(tmp_path):
             assert e[key]["lo"] <= e[key]["value"] <= e[key]["hi"]
         assert len(e["per_example_delta"]) == 12
     assert "true/false answers under erasure" in html and "random subspace (rank 2)" in html
+    # the erasers' p-values against their random subspaces are one corrected family
+    stats = again.statistics
+    assert stats["m"] == 2 and set(stats["tests"]) == {"leace", "inlp"}
+    for name, e in b["erasers"].items():
+        t = e["vs_random"]
+        assert t["k"] == 20 and t["p"] >= 1 / 21 and t["q"] == stats["tests"][name]["q"] >= t["p"]
+        assert t["verdict"] in ("above the null", "below the null", "not significant")
+    assert "vs random subspaces (corrected)" in html and "q " in html
+    # two tests with 20 random subspaces each: a lone eraser at its floor gets q = 2/21
+    assert stats["floor_q_alone"] == 2 / 21 and stats["notes"]
+
+
+def test_behaviour_prompts_longer_than_the_context_are_refused_before_the_fits(monkeypatch):
+    import pytest
+
+    from interplab.errors import InterplabError
+    from interplab.studies import erasure as study
+
+    monkeypatch.setattr(study, "_fit_and_check", lambda *a, **k: pytest.fail("fitted"))
+    config = ErasureConfig(model="tiny-llama", max_statements=200, layer=1, n_shots=4,
+                           behaviour_prompts=12, answer_true=["the"], answer_false=["and"])
+    with pytest.raises(InterplabError, match="lower --n-shots"):
+        run_erasure(config)
 
 
 def test_behaviour_summary_separates_a_real_effect_from_none():

@@ -7,7 +7,7 @@ from interplab.controls import shuffled_accuracy_interval
 from interplab.probes.generalization import (
     LabelledActs,
     PairedActs,
-    bootstrap_accuracy,
+    bootstrap_mean,
     fit_and_test,
 )
 
@@ -100,7 +100,7 @@ def test_shuffled_interval_covers_the_spread_between_shuffles():
     assert abs(est["sd_over_shuffles"][0] - 0.141) < 0.02  # population sd of 0.3 … 0.7
     assert est["lo"][0] < 0.33 and est["hi"][0] > 0.67  # a single shuffle can land anywhere there
     # what the bootstrap of the averaged correctness reports: ±0.01 around 0.5
-    mean_only = bootstrap_accuracy(hits.mean(axis=1), seed=0)
+    mean_only = bootstrap_mean(hits.mean(axis=1), seed=0)
     assert mean_only["hi"][0] - mean_only["lo"][0] < 0.05
 
 

@@ -73,7 +73,7 @@ def test_planted_direction_steers_with_its_slope_and_the_null_does_not(linear_lm
     assert r.summary["slope"] == pytest.approx(expected, rel=1e-3)
     assert r.summary["slope_lo"] > 0 and r.summary["wrong_way"] == 0.0
     assert np.allclose(r.summary["mean"], np.asarray(DOSES) * expected, rtol=1e-3, atol=1e-4)
-    assert r.null["n_null"] == 20 and r.null["beyond_null"] and r.null["p_value"] == 1 / 21
+    assert r.null["k"] == 20 and r.null["at_floor"] and r.null["p"] == 1 / 21
     # Control: random directions of the same norm move the metric far less, either way.
     assert abs(r.null["mean"]) < 0.2 * r.null["effect"]
     assert min(r.null["values"]) < 0 < max(r.null["values"])
@@ -209,7 +209,7 @@ def test_ablations_with_a_named_reference_set(linear_lm, planted):
                direction={LAST: planted}, n_null=20)
     # Removing the planted direction zeroes the logit difference (it is linear in it).
     assert np.allclose(np.asarray(r.effects)[:, 0], -np.asarray(r.baseline), atol=1e-4)
-    assert r.null["n_null"] == 20 and r.null["beyond_null"]
+    assert r.null["k"] == 20 and r.null["at_floor"]
     with pytest.raises(InterplabError, match="reference set"):
         ablate(linear_lm, prompts, [LAST], LogitDiff(A, B), method="mean")
     ref = ["Some reference text here.", "Another one, a little longer than that."]
@@ -248,7 +248,7 @@ def test_embedded_model_unembedding_direction_steers_and_last_layer_patch_reprod
     d = (W[t] - W[f]).numpy()
     r = steer(lm, prompts, d, [-1.0, 0.0, 1.0], LogitDiff(t, f), hooks=[last], n_null=20)
     assert r.summary["slope_lo"] > 0 and r.summary["wrong_way"] == 0.0
-    assert r.null["beyond_null"]
+    assert r.null["at_floor"]
     clean, bad = prompts[:2], ["The city of Paris is in Peru. This statement is:",
                                "The city of Lima is in France. This statement is:"]
     p = patch(lm, clean, bad, [last], LogitDiff(t, f), mode="whole", direction="noise", n_null=0)

@@ -99,6 +99,16 @@ def test_null_battery_on_a_tiny_model(tmp_path):
     html = write_nulls_report(again, tmp_path / "n.html").read_text()
     assert "held-out" in html and "hypercube" in html
     assert "SAE: model − null" in html and html.count("<td class=\"l\">hypercube</td>") == 3
+    # every p-value of the battery is one corrected family, its q and verdict in each cell
+    stats = again.statistics
+    assert stats["m"] == len(config.nulls) * (1 + 3) + 1 == len(stats["tests"])
+    cells = [again.probes[n]["diffmean"]["model_minus_this"] for n in config.nulls]
+    cells += [again.saes[n]["model_minus_this"][k] for n in config.nulls
+              for k in ("fve_train", "fve_heldout", "l0_heldout")]
+    cells.append(again.random_directions["diffmean"]["probe_test"])
+    for c in cells:
+        assert c["q"] == stats["tests"][c["test"]]["q"] >= c["p"] and "verdict" in c
+    assert "Verdicts read q-values" in html and "q " in html
 
 
 def test_sae_minus_null_is_zero_for_a_null_with_the_signal_and_positive_for_gaussian():
@@ -126,6 +136,38 @@ def test_sae_minus_null_is_zero_for_a_null_with_the_signal_and_positive_for_gaus
     for key in ("fve_train", "fve_heldout"):
         d = same_d[key]
         assert d["lo"] <= 0 <= d["hi"] and abs(d["value"]) < 0.05
+    # corrected together: the Gaussian's differences survive, the same source's do not
+    from interplab.studies.nulls import nulls_statistics
+
+    stats = nulls_statistics({}, {}, out)
+    assert stats["m"] == 6
+    for key in ("fve_train", "fve_heldout"):
+        assert gauss[key]["verdict"] == "above the null" and gauss[key]["at_floor"]
+        assert same_d[key]["verdict"] == "not significant" and same_d[key]["p"] > 0.05
+
+
+def test_probe_differences_and_random_directions_with_a_planted_signal():
+    """A planted truth direction: the probe beats a Gaussian null and its random directions after
+    correction; a null that is a copy of the real rows differs by exactly 0 (p = 1)."""
+    from types import SimpleNamespace
+
+    from interplab.studies.nulls import REAL, NullsConfig, nulls_statistics, probe_scores
+
+    rng = np.random.default_rng(0)
+    n, d = 600, 16
+    y = rng.integers(0, 2, n)
+    x = rng.standard_normal((n, d)) + 1.5 * np.outer(2 * y - 1, np.eye(d)[0])
+    split = SimpleNamespace(train=np.arange(400), test=np.arange(400, n))
+    data = {REAL: x, "gaussian": data_null("gaussian", x[:400], n, seed=1), "copy": x.copy()}
+    config = NullsConfig(probes=["diffmean"], n_random_directions=100, n_boot=500)
+    probes, randoms = probe_scores(config, data, y, split)
+    stats = nulls_statistics(probes, randoms, {})
+    assert stats["m"] == 3
+    gauss, copy = (probes[s]["diffmean"]["model_minus_this"] for s in ("gaussian", "copy"))
+    assert gauss["verdict"] == "above the null" and gauss["at_floor"] and gauss["q_bound"]
+    assert copy["value"] == 0 and copy["p"] == 1 and copy["verdict"] == "not significant"
+    t = randoms["diffmean"]["probe_test"]
+    assert t["k"] == 100 and t["at_floor"] and t["verdict"] == "above the null" and t["z"] > 3
 
 
 def test_sae_rows_leave_out_position_0_and_massive_norm_tokens():

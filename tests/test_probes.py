@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from interplab.controls import bootstrap_accuracy, random_direction_like, shuffled_labels
+from interplab.controls import bootstrap_mean, random_direction_like, shuffled_labels
 from interplab.errors import InterplabError
 from interplab.probes import (
     PROBES,
@@ -254,11 +254,11 @@ def test_accuracy_ci_covers_and_shrinks():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)
     pred = np.where(rng.random(400) < 0.8, y, 1 - y)
-    est = bootstrap_accuracy((pred == y)[None], seed=0)
+    est = bootstrap_mean((pred == y)[None], seed=0)
     lo, value, hi = est["lo"][0], est["value"][0], est["hi"][0]
     assert lo < value < hi and est["n"] == 400
     assert 0.04 < hi - lo < 0.1  # ≈ 2 × 1.96 × √(0.16/400) = 0.078
-    small = bootstrap_accuracy((pred[:50] == y[:50])[None], seed=0)
+    small = bootstrap_mean((pred[:50] == y[:50])[None], seed=0)
     assert small["hi"][0] - small["lo"][0] > hi - lo
 
 

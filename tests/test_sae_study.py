@@ -148,6 +148,16 @@ def test_null_control_beats_a_gaussian_null_on_sparse_dictionary_data():
     d = c["model_minus_null"]
     assert d["fve_heldout"]["lo"] > 0.15 and d["fve_train"]["lo"] > 0.15
     assert d["fve_heldout"]["lo"] <= d["fve_heldout"]["value"] <= d["fve_heldout"]["hi"]
+    # the planted structure survives the correction across configs and metrics
+    assert out["statistics"]["m"] == 3 and out["statistics"]["alpha"] == 0.05
+    for key in ("fve_train", "fve_heldout"):
+        assert d[key]["verdict"] == "above the null" and d[key]["at_floor"] and d[key]["q_bound"]
+        assert out["statistics"]["tests"][f"{key}: topk_w96_k4"]["q"] == d[key]["q"]
+    assert out["summary"] == [
+        f"topk_w96_k4: held-out FVE {c['model']['heldout']['fve']:.3f} vs null "
+        f"{c['null']['heldout']['fve']:.3f}, model − null {d['fve_heldout']['value']:+.3f} "
+        f"[{d['fve_heldout']['lo']:+.3f}, {d['fve_heldout']['hi']:+.3f}], above the null after "
+        f"correction (q ≤ {d['fve_heldout']['q']:.3f})"]
 
 
 def test_null_control_is_about_zero_when_the_data_is_itself_gaussian():
@@ -155,9 +165,12 @@ def test_null_control_is_about_zero_when_the_data_is_itself_gaussian():
 
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((3000, 24)) * np.linspace(0.5, 2.0, 24) + 1.0).astype(np.float32)
-    d = _compare(x)["compared"]["topk_w96_k4"]["model_minus_null"]
+    out = _compare(x)
+    d = out["compared"]["topk_w96_k4"]["model_minus_null"]
     for key in ("fve_train", "fve_heldout"):
         assert d[key]["lo"] <= 0 <= d[key]["hi"] and abs(d[key]["value"]) < 0.05, (key, d[key])
+        assert d[key]["verdict"] == "not significant" and d[key]["p"] > 0.05
+    assert "not significant after correction (q = " in out["summary"][0]
 
 
 def test_null_control_with_too_few_rows_says_so():

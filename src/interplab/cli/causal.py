@@ -21,8 +21,8 @@ def causal(
     from interplab.report.causal import write_causal_report
     from interplab.studies.causal import run_causal
 
-    out.mkdir(parents=True, exist_ok=True)
     result = run_causal(cfg)
+    out.mkdir(parents=True, exist_ok=True)
     json_path = result.to_json(out / "causal.json")
     html_path = write_causal_report(result, out / "report.html")
     for line in result.findings:

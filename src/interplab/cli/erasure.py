@@ -22,6 +22,7 @@ def erase(cfg: ErasureConfig,
           ) -> None:
     """Erase a concept at one layer with every method; held-out checks with a random-subspace
     control, in-model ΔCE/KL, and how many linear directions carry it."""
+    from interplab.controls import format_p
     from interplab.report.erasure import write_erasure_report
     from interplab.studies.erasure import run_erasure
 
@@ -36,8 +37,10 @@ def erase(cfg: ErasureConfig,
         typer.echo(f"model's true/false separation {b['plain']['separation']['value']:+.3f}")
         for m, e in b["erasers"].items():
             c, rnd = e["separation_change"], b["random"][str(e["rank"])]["separation_change"]
+            t = e["vs_random"]
             typer.echo(f"{m:13s} Δ separation {c['value']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] "
-                       f"(random subspace {rnd['value']:+.3f}, p {e['random_p_value']:.3f})")
+                       f"(random subspace {rnd['value']:+.3f}; vs random subspaces: "
+                       f"{t['verdict']}, {format_p(t['q'], at_floor=t['q_bound'], name='q')})")
     if result.directions:
         d = result.directions
         typer.echo(f"directions to chance: {d['labels']['rounds_to_chance']} "

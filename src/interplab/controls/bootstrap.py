@@ -1,10 +1,20 @@
-"""Percentile bootstrap intervals: the one implementation every study and control uses."""
+"""Percentile bootstrap intervals and p-values: the one implementation every study and control
+uses.
+
+One resampling path: the seeded multiplicities of :func:`seeded_resample_counts` serve the mean
+of per-example values (:func:`bootstrap_mean`, a matrix product) and any other statistic
+(:func:`bootstrap_statistic`, :func:`bootstrap_test`, the same resamples as row indices); the
+shuffled-label interval (:func:`interplab.controls.shuffled_accuracy_interval`) draws its
+resamples with the same :func:`resample_counts`. A p-value from bootstrap draws inverts the
+percentile interval (:func:`bootstrap_p_value`).
+"""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -56,25 +66,77 @@ def percentile_interval(boots: np.ndarray, level: float) -> tuple[np.ndarray, np
     return lo, hi
 
 
-def bootstrap_accuracy(correct: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
-                       level: float = 0.95) -> dict[str, list]:
-    """Accuracy and percentile-bootstrap interval for each row of ``correct`` ``[k, n]``.
+def mean_draws(values: np.ndarray, *, n_boot: int, seed: int) -> np.ndarray:
+    """``[n_boot, k]`` bootstrap draws of the mean of each row of ``values`` ``[k, n]``: the
+    seeded resamples of :func:`seeded_resample_counts`, the same for every row (common random
+    numbers)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] == 0:
+        raise ValueError(f"values must be a non-empty [rows, examples] array, got {values.shape}")
+    n = values.shape[1]
+    return seeded_resample_counts(seed, n, n_boot) @ values.T / n
+
+
+def bootstrap_p_value(draws: np.ndarray, null: float = 0.0) -> float:
+    """Two-sided percentile-bootstrap p-value of "the statistic equals ``null``".
+
+    The smallest ``α`` at which the equal-tailed ``1 − α`` percentile interval of ``draws``
+    excludes ``null``: twice the share of draws on the far side of ``null`` (ties count on both
+    sides), each count raised by one as in a permutation test, so the p-value is never 0 and its
+    floor is ``2 / (B + 1)`` for ``B`` finite draws. NaN draws (statistic undefined on that
+    resample) are left out; NaN when none is left.
+    """
+    d = np.asarray(draws, dtype=np.float64).reshape(-1)
+    d = d[~np.isnan(d)]
+    if d.size == 0:
+        return float("nan")
+    below, above = int(np.sum(d <= null)), int(np.sum(d >= null))
+    return float(min(1.0, 2 * (1 + min(below, above)) / (d.size + 1)))
+
+
+def bootstrap_p_floor(n_boot: int) -> float:
+    """The smallest p-value :func:`bootstrap_p_value` can give from ``n_boot`` draws."""
+    return min(1.0, 2 / (n_boot + 1))
+
+
+def bootstrap_mean(values: np.ndarray, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                   null: float | None = None) -> dict[str, list]:
+    """Mean and percentile-bootstrap interval for each row of ``values`` ``[k, n]`` of per-example
+    values (0/1 correctness, KL, an effect, a paired difference).
 
     Entries may be fractions (the share of several shuffled fits that got a row right); the
     interval is then that of the mean of the shuffles, without the spread between them (use
     :func:`interplab.controls.shuffled_accuracy_interval` for the shuffled-label control).
 
-    The same resampled row sets are used for every row of ``correct`` (common random numbers),
+    The same resampled examples are used for every row of ``values`` (common random numbers),
     so differences between probes at one test set are not blurred by resampling noise.
-    Returns ``value``, ``lo``, ``hi`` (lists of length ``k``) and ``n``.
+    Returns ``value``, ``lo``, ``hi`` (lists of length ``k``) and ``n``; with ``null`` also ``p``
+    (per row, :func:`bootstrap_p_value` of "the mean equals ``null``") and ``p_floor``.
     """
-    correct = np.asarray(correct, dtype=np.float64)
-    if correct.ndim != 2 or correct.shape[1] == 0:
-        raise ValueError(f"correct must be a non-empty [rows, statements] array, got {correct.shape}")
-    n = correct.shape[1]
-    boots = seeded_resample_counts(seed, n, n_boot) @ correct.T / n  # [B, k]
+    values = np.asarray(values, dtype=np.float64)
+    boots = mean_draws(values, n_boot=n_boot, seed=seed)  # [B, k]
     lo, hi = percentile_interval(boots, level)
-    return {"value": correct.mean(axis=1).tolist(), "lo": lo.tolist(), "hi": hi.tolist(), "n": n}
+    out = {"value": values.mean(axis=1).tolist(), "lo": lo.tolist(), "hi": hi.tolist(),
+           "n": values.shape[1]}
+    if null is not None:
+        out["p"] = [bootstrap_p_value(boots[:, i], null) for i in range(boots.shape[1])]
+        out["p_floor"] = bootstrap_p_floor(n_boot)
+    return out
+
+
+def _statistic_draws(statistic: Callable[..., float], columns: tuple[np.ndarray, ...],
+                     n_boot: int, seed: int) -> tuple[float, np.ndarray]:
+    cols = [np.asarray(c) for c in columns]
+    n = len(cols[0]) if cols else 0
+    if n == 0 or any(len(c) != n for c in cols):
+        raise ValueError("bootstrap_statistic needs one or more non-empty columns of equal length")
+    rows = np.arange(n)
+    counts = seeded_resample_counts(seed, n, n_boot).astype(np.int64)  # [B, n]
+    boots = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = np.repeat(rows, counts[b])  # resample b as row indices (a multiset: order-free)
+        boots[b] = statistic(*(c[idx] for c in cols))
+    return float(statistic(*cols)), boots
 
 
 def bootstrap_statistic(statistic: Callable[..., float], *columns: np.ndarray, n_boot: int = 1000,
@@ -82,15 +144,27 @@ def bootstrap_statistic(statistic: Callable[..., float], *columns: np.ndarray, n
     """``statistic(*columns)`` and its percentile-bootstrap interval ``(value, lo, hi)``.
 
     The rows of all ``columns`` (each ``[n]``) are resampled together, so a statistic of paired
-    values (e.g. the correlation of a log-probability with a label) keeps its pairs. Draws on
-    which the statistic is undefined (NaN, e.g. a resample with one label only) are left out.
+    values (e.g. the correlation of a log-probability with a label) keeps its pairs. The
+    resamples are :func:`bootstrap_mean`'s (same seed and size, same draws), so
+    ``bootstrap_statistic(np.mean, x)`` gives ``bootstrap_mean(x[None])``'s interval. Draws on
+    which the statistic is undefined (NaN, e.g. a resample with one label only) are left out;
+    ``statistic`` must not depend on the order of the rows.
     """
-    cols = [np.asarray(c) for c in columns]
-    n = len(cols[0]) if cols else 0
-    if n == 0 or any(len(c) != n for c in cols):
-        raise ValueError("bootstrap_statistic needs one or more non-empty columns of equal length")
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))  # [B, n]
-    boots = np.array([statistic(*(c[i] for c in cols)) for i in idx], dtype=np.float64)
+    value, boots = _statistic_draws(statistic, columns, n_boot, seed)
     alpha = (1 - level) / 2
     lo, hi = np.nanquantile(boots, [alpha, 1 - alpha])
-    return float(statistic(*cols)), float(lo), float(hi)
+    return value, float(lo), float(hi)
+
+
+def bootstrap_test(statistic: Callable[..., float], *columns: np.ndarray, null: float = 0.0,
+                   n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """:func:`bootstrap_statistic` with the bootstrap p-value of "the statistic equals ``null``"
+    (:func:`bootstrap_p_value`, from the same draws): ``value``, ``lo``, ``hi``, ``p``,
+    ``p_floor`` and ``at_floor``."""
+    value, boots = _statistic_draws(statistic, columns, n_boot, seed)
+    alpha = (1 - level) / 2
+    lo, hi = np.nanquantile(boots, [alpha, 1 - alpha])
+    p = bootstrap_p_value(boots, null)
+    floor = bootstrap_p_floor(int(np.sum(~np.isnan(boots))))
+    return {"value": value, "lo": float(lo), "hi": float(hi), "p": p, "p_floor": floor,
+            "at_floor": bool(p <= floor)}

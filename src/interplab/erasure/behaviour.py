@@ -30,9 +30,9 @@ def _separation(score: np.ndarray, y: np.ndarray) -> float:
 
 
 def _interval(values: np.ndarray, n_boot: int, seed: int) -> dict[str, float]:
-    from interplab.controls import bootstrap_accuracy
+    from interplab.controls import bootstrap_mean
 
-    b = bootstrap_accuracy(np.asarray(values, dtype=np.float64)[None], n_boot=n_boot, seed=seed)
+    b = bootstrap_mean(np.asarray(values, dtype=np.float64)[None], n_boot=n_boot, seed=seed)
     return {"value": b["value"][0], "lo": b["lo"][0], "hi": b["hi"][0], "n": b["n"]}
 
 
@@ -77,9 +77,10 @@ def truth_behaviour(lm: Any, hook: str, erasers: Mapping[str, LinearEraser],
     few-shot ``prefix``) plainly and with each label-free eraser at ``hook``; see the module
     docstring. ``random[rank]`` pools ``n_random`` random subspaces of each rank used (centred at
     ``bias``): the summary of the per-example mean over them, and the distribution of their
-    separation changes, against which each eraser's is placed (``beyond_random``)."""
+    separation changes, against which each eraser's is placed (``vs_random``: the two-sided
+    :func:`interplab.controls.null_p_value`, uncorrected; the erasure study corrects it)."""
     from interplab.activations import Positions
-    from interplab.controls import distribution_summary
+    from interplab.controls import distribution_summary, null_p_value
     from interplab.erasure.random_subspace import random_subspace_eraser
     from interplab.interventions import engine
     from interplab.interventions.prompts import encode
@@ -117,10 +118,8 @@ def truth_behaviour(lm: Any, hook: str, erasers: Mapping[str, LinearEraser],
         summary = behaviour_summary(score, base, y, n_boot=n_boot, seed=seed, kl=kl)
         null = result["random"][str(eraser.rank)]["separation_changes"]["values"]
         change = summary["separation_change"]["value"]
-        exceed = int(np.sum(np.abs(null) >= abs(change)))
         result["erasers"][name] = {**summary, "rank": eraser.rank,
-                                   "random_p_value": (1 + exceed) / (len(null) + 1),
-                                   "beyond_random": exceed == 0}
+                                   "vs_random": null_p_value(change, null).to_dict()}
     plain = behaviour_summary(base, base, y, n_boot=n_boot, seed=seed)
     result["plain"] = {k: plain[k] for k in ("score_true", "score_false", "separation",
                                               "accuracy")}

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from interplab.controls import bootstrap_accuracy, shuffled_labels
+from interplab.controls import bootstrap_mean, shuffled_labels
 from interplab.erasure.classifiers import correct, linear_classifier, majority_rate, raw_directions
 from interplab.erasure.erasers import LinearEraser, as_labels, as_tensor64
 from interplab.errors import InterplabError
@@ -78,7 +78,7 @@ def inlp(X: Any, y: Any, *, n_rounds: int = 10, X_test: Any = None, y_test: Any 
         clf = linear_classifier(C)
         if held_out:
             hits = correct(clf, xr, labels, _project(xt, q, mean), yt)
-            acc = bootstrap_accuracy(hits[None], n_boot=n_boot, seed=seed + r)
+            acc = bootstrap_mean(hits[None], n_boot=n_boot, seed=seed + r)
             result.rounds.append({"erased": r, "value": acc["value"][0], "lo": acc["lo"][0],
                                   "hi": acc["hi"][0]})
             if result.rounds_to_chance is None and acc["lo"][0] <= result.majority:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from interplab.controls import bootstrap_accuracy
+from interplab.controls import bootstrap_mean
 from interplab.controls.multiple import ONE_CLASS_RATE
 from interplab.erasure.classifiers import (
     linear_classifier,
@@ -118,7 +118,7 @@ def verify_erasure(eraser: Eraser, X_train: Any, y_train: Any, X_test: Any, y_te
                  for c, (a, b) in views.items()} for p in PROBES}
     hits = {p: {c: (v == yte_np).astype(np.float64) for c, v in pc.items()} for p, pc in preds.items()}
     rows = np.stack([hits[p][c] for p in PROBES for c in CONDITIONS])
-    boot = bootstrap_accuracy(rows, n_boot=n_boot, seed=seed)
+    boot = bootstrap_mean(rows, n_boot=n_boot, seed=seed)
     acc: dict[str, dict[str, dict[str, float]]] = {p: {} for p in PROBES}
     for i, (p, c) in enumerate((p, c) for p in PROBES for c in CONDITIONS):
         share = float(np.bincount(preds[p][c]).max() / len(preds[p][c]))

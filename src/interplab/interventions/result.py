@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from interplab.controls import bootstrap_accuracy, bootstrap_statistic
+from interplab.controls import bootstrap_mean, bootstrap_statistic, null_p_value
 
 
 @dataclass
@@ -27,7 +27,7 @@ class InterventionResult:
     intended way"). ``summary`` holds ``mean``/``lo``/``hi`` per dose and, for dose series, the
     ``slope`` (per unit dose) with ``slope_lo``/``slope_hi`` and ``wrong_way``. ``null`` compares
     the effect at ``null["dose"]`` with the same intervention along norm-matched random
-    directions. ``side_effects`` holds KL(reference ‖ intervened) at the read token and ΔCE on
+    directions (:func:`null_comparison`). ``side_effects`` holds KL(reference ‖ intervened) at the read token and ΔCE on
     neutral text per dose. ``proof`` is per hook: fires, token activations changed, ‖Δ‖.
     """
 
@@ -77,7 +77,7 @@ def summarise(effects: np.ndarray, doses: list[float] | None, *, n_boot: int, se
     """Mean and CI per column; for a dose series (≥ 2 distinct doses) the slope, its CI and the
     share of examples moved the wrong way (slope of the opposite sign to ``expected_sign``)."""
     effects = np.asarray(effects, dtype=np.float64)
-    b = bootstrap_accuracy(effects.T, n_boot=n_boot, seed=seed)
+    b = bootstrap_mean(effects.T, n_boot=n_boot, seed=seed)
     out: dict[str, Any] = {"mean": b["value"], "lo": b["lo"], "hi": b["hi"], "n": b["n"],
                            "sd": effects.std(axis=0, ddof=1).tolist() if len(effects) > 1
                            else [0.0] * effects.shape[1]}
@@ -92,15 +92,16 @@ def summarise(effects: np.ndarray, doses: list[float] | None, *, n_boot: int, se
 
 
 def null_comparison(effect: float, null_effects: np.ndarray, dose: float) -> dict[str, Any]:
-    """Where the mean ``effect`` falls among the null draws' mean effects (two-sided p-value)."""
+    """Where the mean ``effect`` falls among the null draws' mean effects: the two-sided
+    :func:`interplab.controls.null_p_value` (keys ``p``, ``k``, ``z``, ``at_floor``; ``p`` is
+    uncorrected: a study corrects every p-value it emits together), the draws and their
+    mean, sd and the effect's percentile among them."""
     null = np.asarray(null_effects, dtype=np.float64)
     k = len(null)
-    exceed = int(np.sum(np.abs(null) >= abs(effect)))
-    return {"dose": dose, "effect": float(effect), "n_null": k, "values": null.tolist(),
+    return {"dose": dose, "effect": float(effect), "values": null.tolist(),
             "mean": float(null.mean()), "sd": float(null.std(ddof=1)) if k > 1 else 0.0,
             "percentile": float(100.0 * np.mean(null < effect)),
-            "p_value": (1 + exceed) / (k + 1),
-            "beyond_null": bool(exceed == 0)}
+            **null_p_value(effect, null).to_dict()}
 
 
 def side_effects(kl: np.ndarray | None, delta_ce: list[float] | None, *, n_boot: int, seed: int,
@@ -109,7 +110,7 @@ def side_effects(kl: np.ndarray | None, delta_ce: list[float] | None, *, n_boot:
     out: dict[str, Any] = {"kl_note": "KL(reference ‖ intervened) of the next-token distribution "
                                       "at the read token, nats"}
     if kl is not None:
-        b = bootstrap_accuracy(np.asarray(kl, dtype=np.float64).T, n_boot=n_boot, seed=seed)
+        b = bootstrap_mean(np.asarray(kl, dtype=np.float64).T, n_boot=n_boot, seed=seed)
         out.update(kl_mean=b["value"], kl_lo=b["lo"], kl_hi=b["hi"])
     out["delta_ce"] = delta_ce
     out["neutral"] = neutral

@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.base import clone
 
-from interplab.controls import bootstrap_accuracy, random_direction_like, shuffled_labels
+from interplab.controls import bootstrap_mean, random_direction_like, shuffled_labels
 from interplab.errors import InterplabError
 from interplab.probes import make_probe
 from interplab.probes.base import LinearProbe, PairProbe, decision_functions
 
 VARIANTS = ("probe", "shuffled", "random")
-# bootstrap_accuracy lives in interplab.controls; importable from here as before
-__all__ = ["VARIANTS", "LabelledActs", "PairedActs", "ProbeOutcome", "bootstrap_accuracy",
+__all__ = ["VARIANTS", "LabelledActs", "PairedActs", "ProbeOutcome", "bootstrap_mean",
            "fit_and_test"]
 
 
@@ -76,7 +75,7 @@ class ProbeOutcome:
     each row right, ``shuffle_acc[test]`` holds each shuffle's accuracy ``[n_layers, K]`` and
     ``shuffle_correct[test]`` each shuffle's correctness ``[n_layers, K, n_test]``: give it to
     :func:`interplab.controls.shuffled_accuracy_interval` for an interval that includes the
-    spread between shuffles (``bootstrap_accuracy`` of the averaged ``correct`` does not).
+    spread between shuffles (``bootstrap_mean`` of the averaged ``correct`` does not).
     """
 
     correct: dict[str, dict[str, np.ndarray]]

@@ -34,7 +34,8 @@ def _figure_dose(r: dict[str, Any]) -> str:
     null = next(iter(steering.values()))["null"]
     ax.errorbar([null["dose"]], [null["mean"]], yerr=[[null["mean"] - min(null["values"])],
                                                       [max(null["values"]) - null["mean"]]],
-                fmt="kx", capsize=4, label=f"{null['n_null']} random directions (range)")
+                fmt="kx", capsize=4,
+                label=f"{null.get('k', null.get('n_null'))} random directions (range)")
     ax.axhline(0, color="grey", lw=0.6)
     ax.set_xlabel("dose (class-mean gaps at each steered layer)")
     ax.set_ylabel("change of P(true) − P(false), intended direction")

@@ -47,7 +47,26 @@ def environment() -> jinja2.Environment:
     env.filters["pct"] = lambda v: "–" if v is None or v != v else f"{100 * v:.0f}%"
     env.filters["f2"] = lambda v: "–" if v is None or v != v else f"{v:.2f}"
     env.filters["f"] = lambda v, nd=4: "n/a" if v is None or v != v else f"{v:.{nd}f}"
+    env.filters["ptext"] = p_text
+    env.filters["qtext"] = q_text
     return env
+
+
+def p_text(cell: dict[str, Any]) -> str:
+    """A tested cell's raw p-value (keys ``p``, ``at_floor`` and ``k`` or ``p_floor``), at its
+    floor as an upper bound: "p ≤ 0.048 (floor, k = 20)"."""
+    from interplab.controls.pvalues import format_p
+
+    if "k" in cell:
+        return format_p(cell["p"], at_floor=cell.get("at_floor", False), k=cell["k"])
+    return format_p(cell["p"], at_floor=cell.get("at_floor", False))
+
+
+def q_text(cell: dict[str, Any]) -> str:
+    """A tested cell's corrected q-value (keys ``q``, ``q_bound``): "q = 0.012" or "q ≤ 0.048"."""
+    from interplab.controls.pvalues import format_p
+
+    return format_p(cell.get("q"), at_floor=cell.get("q_bound", False), name="q")
 
 
 def render(template: str, path: str | Path, **context: Any) -> Path:

@@ -50,7 +50,11 @@ class CausalConfig:
         "help": "The statement's last tokens steered (final word piece and period)."})
     doses: list[float] = field(default_factory=lambda: [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0],
                                metadata={"help": "Doses in class-mean gaps per steered layer."})
-    n_null: int = field(default=20, metadata={"help": "Random directions in the null."})
+    n_null: int = field(default=200, metadata={
+        "help": "Random directions in the null (a p-value's floor is 1/(k+1)). The 6 p-values "
+                "(3 probes, 3 patched nodes) are corrected together: with 200 a lone effect at "
+                "its floor gets q = 0.030, three get q < 0.01; q < 0.01 alone needs 600 (about 8× "
+                "the run time)."})
     n_neutral: int = field(default=4, metadata={"help": "Neutral (KJV) texts for ΔCE."})
     neutral_tokens: int = field(default=48, metadata={"help": "Tokens per neutral text."})
     patch_pairs: int = field(default=12, metadata={
@@ -58,8 +62,9 @@ class CausalConfig:
     patch_layer_stride: int = field(default=2, metadata={"help": "Every k-th layer patched."})
     patch_tokens: int = field(default=8, metadata={"help": "Final prompt tokens patched."})
     attr_pairs: int = field(default=8, metadata={"help": "Pairs in the attribution comparison."})
-    attr_layers: list[int] = field(default_factory=lambda: [3, 9, 15, 21, 27], metadata={
-        "help": "Layers whose resid_post, attn_out, mlp_out are attributed."})
+    attr_layers: list[int] | None = field(default=None, metadata={
+        "help": "Layers whose resid_post, attn_out, mlp_out are attributed (none: five spread "
+                "evenly, block ⌊(i + ½)·L/5⌋ of L; 3,9,15,21,27 on a 30-block model)."})
     attr_tokens: int = field(default=6, metadata={"help": "Final prompt tokens attributed."})
     ig_steps: int = field(default=4, metadata={"help": "Integrated-gradients steps."})
     n_exact: int = field(default=12, metadata={"help": "Exactly patched nodes per hook kind."})
@@ -90,6 +95,34 @@ class CausalConfig:
                      "patch_tokens", "attr_tokens", "ig_steps", "n_steer_layers"):
             if getattr(self, name) < 1:
                 raise InterplabError(f"{name} must be at least 1")
+        if self.patch_layer_stride < 1:
+            raise InterplabError(f"--patch-layer-stride must be at least 1 (every k-th layer is "
+                                 f"patched), not {self.patch_layer_stride}")
+        for option, layers in (("--layers", self.steer_layers), ("--attr-layers",
+                                                                   self.attr_layers)):
+            if layers is not None and (not layers or min(layers) < 0):
+                raise InterplabError(f"{option} must list block indices ≥ 0, got {layers}")
+
+    def check_layers(self, n_layers: int) -> None:
+        """Refuse layer options outside a model of ``n_layers`` blocks (once it is loaded, before
+        anything runs on it)."""
+        last = n_layers - 1
+        for option, layers in (("--layers", self.steer_layers), ("--attr-layers",
+                                                                   self.attr_layers)):
+            bad = sorted({layer for layer in layers or [] if layer > last})
+            if bad:
+                raise InterplabError(f"{option}: layer(s) {', '.join(map(str, bad))} do not exist; "
+                                     f"the model has {n_layers} blocks (0–{last})")
+        if self.steer_layers is None and self.n_steer_layers > n_layers:
+            raise InterplabError(f"--n-layers {self.n_steer_layers} is wider than the model's "
+                                 f"{n_layers} blocks; give at most {n_layers}")
+
+    def attribution_layers(self, n_layers: int) -> list[int]:
+        """``attr_layers``, or five blocks spread evenly over ``n_layers`` (fewer when the model
+        has fewer than five)."""
+        if self.attr_layers is not None:
+            return sorted(set(self.attr_layers))
+        return sorted({int((i + 0.5) * n_layers / 5) for i in range(5)})
 
 
 @dataclass
@@ -108,6 +141,9 @@ class CausalResult(JsonResult):
     findings: list[str]
     notes: list[str]
     timings: dict[str, float]
+    # every p-value of the study corrected as one family (controls.multiple.Family.to_dict());
+    # None in results written before the correction
+    statistics: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------------- data
@@ -233,6 +269,8 @@ def _steer(lm: Any, config: CausalConfig, prefix: str, statements: list[str], la
 
 
 def _comparison(steering: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per probe at the null's dose; its test against the null (raw ``p``, ``k``, ``z``,
+    ``at_floor``, and after :func:`_statistics` the corrected ``q``, ``q_bound``, ``verdict``)."""
     rows = []
     for name, r in steering.items():
         s, null, side = r["summary"], r["null"], r["side_effects"]
@@ -242,10 +280,34 @@ def _comparison(steering: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                      "slope": s["slope"], "slope_lo": s["slope_lo"], "slope_hi": s["slope_hi"],
                      "wrong_way": s["wrong_way"], "null_mean": null["mean"],
                      "null_sd": null["sd"], "null_max": max(null["values"]),
-                     "p_value": null["p_value"], "percentile": null["percentile"],
-                     "beyond_null": null["beyond_null"], "kl": side["kl_mean"][k],
-                     "delta_ce": side["delta_ce"][k] if side["delta_ce"] else None})
+                     "percentile": null["percentile"], "kl": side["kl_mean"][k],
+                     "delta_ce": side["delta_ce"][k] if side["delta_ce"] else None,
+                     **{key: null[key] for key in ("p", "k", "z", "at_floor")}})
     return rows
+
+
+def _statistics(steering: dict[str, dict[str, Any]], comparison: list[dict[str, Any]],
+                patching: dict[str, Any]) -> dict[str, Any]:
+    """Every p-value the study emits (each probe's steering effect and each patched node tested
+    against its random-direction null) corrected as one family (Benjamini–Hochberg,
+    :func:`interplab.controls.correct_family`); ``q``, ``q_bound`` and ``verdict`` are written
+    into each tested cell as well."""
+    from interplab.controls.multiple import correct_cells
+
+    cells: list[tuple[str, Any, float | None]] = []
+    for row in comparison:
+        cells.append((f"steer {row['probe']}", [row, steering[row["probe"]]["null"]],
+                      row["effect"]))
+    pnull = patching["result"]["null"]
+    for node in (pnull or {}).get("nodes", {}).values():
+        offsets = ",".join(str(o) for o in node["positions"])
+        cells.append((f"patch {node['hook']} @{offsets}", node, node["effect"]))
+    family = correct_cells(cells)
+    out = family.to_dict()
+    out["family"] = ("every p-value of this study: each probe direction's steering effect and "
+                     "each patched node of the null, each against its norm-matched random "
+                     "directions (two-sided)")
+    return out
 
 
 # ---------------------------------------------------------------------------------- patching
@@ -313,14 +375,16 @@ def _attribute(lm: Any, config: CausalConfig, prefix: str, clean: list[str], cor
                metric: Any) -> dict[str, Any]:
     from interplab.interventions import attribute
 
-    layers = [layer for layer in config.attr_layers if layer < lm.n_layers]
+    layers = config.attribution_layers(lm.n_layers)
     hooks = [f"blocks.{layer}.{k}" for layer in layers
              for k in ("hook_resid_post", "hook_attn_out", "hook_mlp_out")]
     r = attribute(lm, clean[: config.attr_pairs], corrupt[: config.attr_pairs], hooks, metric,
                   positions=list(range(-config.attr_tokens, 0)), prefix=prefix,
                   ig_steps=config.ig_steps, n_exact=config.n_exact,
                   batch_size=config.batch_size, seed=config.seed)
-    return r.to_dict()
+    rule = ("as given (--attr-layers)" if config.attr_layers is not None else
+            "five blocks spread evenly, ⌊(i + ½)·L/5⌋")
+    return {**r.to_dict(), "layers": layers, "layers_rule": rule}
 
 
 # ---------------------------------------------------------------------------------- findings
@@ -330,9 +394,7 @@ def _steer_findings(comparison: list[dict[str, Any]], layers: list[int], answers
     span = f"layers {layers[0]}–{layers[-1]}" if len(layers) > 1 else f"layer {layers[0]}"
     metric = f"P({answers['true']!r}) − P({answers['false']!r})"
     for row in comparison:
-        verdict = ("beyond every random direction (p = {:.3f})".format(row["p_value"])
-                   if row["beyond_null"] else
-                   "not beyond the random-direction null (p = {:.2f})".format(row["p_value"]))
+        verdict = _verdict_text(row)
         out.append(
             f"{row['label']}: adding its direction at {span} (dose {row['dose']:g} class-mean "
             f"gaps) moved {metric} by {row['effect']:+.3f} [{row['lo']:+.3f}, {row['hi']:+.3f}] "
@@ -341,10 +403,11 @@ def _steer_findings(comparison: list[dict[str, Any]], layers: list[int], answers
             f"{verdict}. Slope {row['slope']:+.3f} per gap [{row['slope_lo']:+.3f}, "
             f"{row['slope_hi']:+.3f}]; {100 * row['wrong_way']:.0f}% of statements moved the "
             f"wrong way; KL at the answer {row['kl']:.3f} nats.")
-    causal = [r["label"] for r in comparison if r["beyond_null"] and r["lo"] > 0]
-    out.append("No probe direction has a causal effect beyond the null." if not causal else
-               f"Causal beyond the null (effect interval above 0 and beyond all random "
-               f"directions): {', '.join(causal)}.")
+    causal = [r["label"] for r in comparison if r["verdict"] == "above the null" and r["lo"] > 0]
+    out.append("No probe direction has a causal effect beyond the null after correction."
+               if not causal else
+               f"Causal beyond the null (effect interval above 0 and above the random-direction "
+               f"null after correction): {', '.join(causal)}.")
     by = {r["probe"]: r for r in comparison}
     if "diffmean" in by and "logistic" in by:
         a, b = by["diffmean"], by["logistic"]
@@ -356,6 +419,28 @@ def _steer_findings(comparison: list[dict[str, Any]], layers: list[int], answers
                                             "separate them." if overlap else
                                             "; their intervals do not overlap."))
     return out
+
+
+def _verdict_text(row: dict[str, Any]) -> str:
+    """A tested cell's corrected verdict, with its q-value and the raw p beside it."""
+    from interplab.controls import format_p
+
+    q = format_p(row["q"], at_floor=row["q_bound"], name="q")
+    raw = format_p(row["p"], at_floor=row["at_floor"], k=row["k"])
+    words = {"above the null": "beyond the random-direction null, in the intended direction",
+             "below the null": "beyond the random-direction null, the wrong way",
+             "not significant": "not beyond the random-direction null"}
+    return f"{words.get(row['verdict'], row['verdict'])} after correction ({q}; {raw} uncorrected)"
+
+
+def _patch_null_findings(p: dict[str, Any]) -> list[str]:
+    null = p["result"]["null"]
+    if not null or not null.get("nodes"):
+        return []
+    parts = [f"{node['hook']} at offset(s) {','.join(map(str, node['positions']))} "
+             f"({node['effect']:+.3f}): {_verdict_text(node)}" for node in null["nodes"].values()]
+    return ["Patching's strongest nodes against random directions of the patch's norm: "
+            + "; ".join(parts) + "."]
 
 
 def _patch_findings(p: dict[str, Any]) -> list[str]:
@@ -430,6 +515,29 @@ def _harvest(lm: Any, datasets: dict, batch_size: int) -> dict[str, np.ndarray]:
     return out
 
 
+def check_prompts_fit(lm: Any, ds: Any, train_rows: np.ndarray, answers: dict[str, Any],
+                      n_shots: int, seed: int, prompts: list[str]) -> str:
+    """The ``n_shots`` few-shot prefix, after checking that it and the longest of ``prompts``
+    fit the model's context; if not, one error naming the largest ``--n-shots`` that fits."""
+    t = max(len(ids) for ids in lm.tokenizer(prompts, add_special_tokens=False,
+                                              verbose=False)["input_ids"])
+
+    def prefix_tokens(n: int) -> int:  # with BOS, as the prefix is run
+        prefix = few_shot_prefix(ds, train_rows, answers, n, seed)
+        return len(lm.tokenizer(prefix, verbose=False)["input_ids"])
+
+    p = prefix_tokens(n_shots)
+    if p + t <= lm.n_ctx:
+        return few_shot_prefix(ds, train_rows, answers, n_shots, seed)
+    fits = next((n for n in range(n_shots - 1, 0, -1) if prefix_tokens(n) + t <= lm.n_ctx),
+                None)
+    advice = (f"lower --n-shots (at most {fits} fits)" if fits else
+              "even --n-shots 1 does not fit; use a model with a longer context")
+    raise InterplabError(f"the {n_shots}-shot prefix ({p} tokens) and the longest prompt ({t} "
+                         f"tokens) need {p + t} tokens, more than the model's context of "
+                         f"{lm.n_ctx}; {advice}")
+
+
 def run_causal(config: CausalConfig, *, console: Console | None = None) -> CausalResult:
     """Run the causal study described by ``config``; returns the result."""
     from interplab.interventions import ProbDiff
@@ -442,10 +550,15 @@ def run_causal(config: CausalConfig, *, console: Console | None = None) -> Causa
     t0 = time.perf_counter()
     datasets, splits = _datasets(config)
     lm = load(config.model, device=config.device)
+    config.check_layers(lm.n_layers)
     answers = answer_tokens(lm, config)
     metric = ProbDiff(answers["true_id"], answers["false_id"])
     cities, test = datasets["cities"], splits["cities"].test
-    prefix = few_shot_prefix(cities, splits["cities"].train, answers, config.n_shots, config.seed)
+    rows = held_out_rows(cities, test, config.n_prompts, config.seed)
+    statements = [cities.statements[i] for i in rows]
+    clean, corrupt, skipped = _patch_pairs(lm, cities, test, config.patch_pairs, config.seed)
+    prefix = check_prompts_fit(lm, cities, splits["cities"].train, answers, config.n_shots,
+                               config.seed, [s + TAIL for s in statements] + clean + corrupt)
     timings["load_s"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -456,8 +569,6 @@ def run_causal(config: CausalConfig, *, console: Console | None = None) -> Causa
     console.print(f"probes fitted in {timings['probes_s']:.0f} s; steering layers {layers}")
 
     t = time.perf_counter()
-    rows = held_out_rows(cities, test, config.n_prompts, config.seed)
-    statements = [cities.statements[i] for i in rows]
     steering = _steer(lm, config, prefix, statements, cities.labels[rows], directions, layers,
                       metric, _neutral_texts(lm, config))
     comparison = _comparison(steering)
@@ -465,7 +576,6 @@ def run_causal(config: CausalConfig, *, console: Console | None = None) -> Causa
     console.print(f"steering done in {timings['steer_s']:.0f} s")
 
     t = time.perf_counter()
-    clean, corrupt, skipped = _patch_pairs(lm, cities, test, config.patch_pairs, config.seed)
     patching = _patch(lm, config, prefix, clean, corrupt, metric)
     timings["patch_s"] = time.perf_counter() - t
     console.print(f"patching done in {timings['patch_s']:.0f} s")
@@ -474,13 +584,20 @@ def run_causal(config: CausalConfig, *, console: Console | None = None) -> Causa
     timings["attribute_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
+    statistics = _statistics(steering, comparison, patching)
     findings = (_steer_findings(comparison, layers, answers) + _patch_findings(patching)
-                + _attr_findings(attribution))
+                + _patch_null_findings(patching) + _attr_findings(attribution))
     notes = [f"Answer tokens: {answers['true']!r} (id {answers['true_id']}) and "
              f"{answers['false']!r} (id {answers['false_id']}), the first single-token "
              f"spellings among {config.answer_true} / {config.answer_false}.",
              f"{skipped} city pairs were skipped for patching because the true and false "
-             "country have different token counts."]
+             "country have different token counts.",
+             f"Multiple comparisons: the {statistics['m']} p-values of this study (steering per "
+             f"probe, patching's null nodes) are corrected together with Benjamini–Hochberg at "
+             f"a false discovery rate of {statistics['alpha']:g}; verdicts read the corrected "
+             f"q-values. With {config.n_null} random directions a p-value's floor is "
+             f"1/{config.n_null + 1} = {1 / (config.n_null + 1):.4f}; a test at that floor gets "
+             f"q = {statistics['floor_q_alone']:.3g} when no other test is significant."]
     notes += attribution.get("warnings", [])
     data = {"answers": answers, "prefix": prefix, "prompt_example": prefix + statements[0] + TAIL,
             "steered_rows": rows.tolist(), "steered_labels": cities.labels[rows].tolist(),
@@ -495,4 +612,4 @@ def run_causal(config: CausalConfig, *, console: Console | None = None) -> Causa
     return CausalResult(config=asdict(config), versions=_versions(), model=lm.identity(),
                         data=data, probes=probes, steering=steering, comparison=comparison,
                         patching=patching, attribution=attribution, findings=findings,
-                        notes=notes, timings=timings)
+                        notes=notes, timings=timings, statistics=statistics)

@@ -113,6 +113,10 @@ class ErasureResult(JsonResult):
     # the model's own true/false answers with and without each label-free erasure
     # (:func:`interplab.erasure.truth_behaviour`); None when skipped and in older result files
     behaviour: dict[str, Any] | None = None
+    # every p-value of the study (each eraser's separation change against its random
+    # subspaces) corrected as one family (controls.multiple.Family.to_dict()); None when the
+    # behaviour part is skipped and in older result files
+    statistics: dict[str, Any] | None = None
 
 
 def load_split(dataset: str, max_statements: int | None, test_fraction: float,
@@ -177,6 +181,7 @@ def run_erasure(config: ErasureConfig) -> ErasureResult:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     ds, split, lm, layer, hook, acts = harvest_split(config)
+    prompts = _behaviour_prompts(lm, ds, split, config) if config.behaviour_prompts else None
     acts = acts.to(torch.float64).numpy()
     timings["harvest_s"] = time.perf_counter() - t0
     xtr, ytr = acts[split.train], ds.labels[split.train]
@@ -198,11 +203,12 @@ def run_erasure(config: ErasureConfig) -> ErasureResult:
         if skipped:
             notes.append(f"{', '.join(skipped)} need each row's label to apply, so they were not "
                          "run inside the model")
-    behaviour = None
+    behaviour = statistics = None
     label_free = {m: e for m, e in erasers.items() if not e.needs_labels}
-    if config.behaviour_prompts and label_free:
+    if prompts is not None and label_free:
         t = time.perf_counter()
-        behaviour = _behaviour(lm, hook, label_free, ds, split, config, bias)
+        behaviour = _behaviour(lm, hook, label_free, ds, config, bias, prompts)
+        statistics = _statistics(behaviour)
         timings["behaviour_s"] = time.perf_counter() - t
     directions = None
     if config.directions_max_rounds:
@@ -215,20 +221,31 @@ def run_erasure(config: ErasureConfig) -> ErasureResult:
         config=asdict(config), model=lm.identity(), dataset=ds.identity, layer=layer, hook=hook,
         n_train=len(split.train), n_test=len(split.test), split_rule=split.rule, checks=checks,
         in_model=in_model, directions=directions, notes=notes, timings=timings,
-        behaviour=behaviour)
+        behaviour=behaviour, statistics=statistics)
 
 
-def _behaviour(lm: Any, hook: str, erasers: dict[str, Any], ds: Any, split: Any,
-               config: ErasureConfig, bias: Any) -> dict[str, Any]:
+def _behaviour_prompts(lm: Any, ds: Any, split: Any, config: ErasureConfig
+                       ) -> tuple[dict[str, Any], str, np.ndarray]:
+    """The causal study's answer words, few-shot prefix (examples from the training split) and
+    held-out rows, checked to fit the model's context before anything runs."""
+    from interplab.studies.causal import TAIL, answer_tokens, check_prompts_fit, held_out_rows
+
+    answers = answer_tokens(lm, config)
+    rows = held_out_rows(ds, split.test, config.behaviour_prompts, config.seed)
+    prefix = check_prompts_fit(lm, ds, split.train, answers, config.n_shots, config.seed,
+                               [ds.statements[i] + TAIL for i in rows])
+    return answers, prefix, rows
+
+
+def _behaviour(lm: Any, hook: str, erasers: dict[str, Any], ds: Any, config: ErasureConfig,
+               bias: Any, prompts: tuple[dict[str, Any], str, np.ndarray]) -> dict[str, Any]:
     """The causal study's few-shot true/false prompts (its answer words; examples from the
     training split) on held-out statements, scored with and without each eraser."""
     from interplab.erasure import truth_behaviour
     from interplab.interventions import ProbDiff
-    from interplab.studies.causal import TAIL, answer_tokens, few_shot_prefix, held_out_rows
+    from interplab.studies.causal import TAIL
 
-    answers = answer_tokens(lm, config)
-    prefix = few_shot_prefix(ds, split.train, answers, config.n_shots, config.seed)
-    rows = held_out_rows(ds, split.test, config.behaviour_prompts, config.seed)
+    answers, prefix, rows = prompts
     out = truth_behaviour(
         lm, hook, erasers, [ds.statements[i] for i in rows], ds.labels[rows], prefix,
         ProbDiff(answers["true_id"], answers["false_id"]), tail=TAIL,
@@ -236,4 +253,19 @@ def _behaviour(lm: Any, hook: str, erasers: dict[str, Any], ds: Any, split: Any,
         n_boot=config.n_boot, seed=config.seed)
     out["info"].update(answers={k: answers[k] for k in ("true", "false")}, prefix=prefix,
                        rows=rows.tolist())
+    return out
+
+
+def _statistics(behaviour: dict[str, Any]) -> dict[str, Any]:
+    """Each eraser's separation change against the random subspaces of its rank (two-sided),
+    the study's p-values, corrected as one family; ``q``, ``q_bound`` and ``verdict`` are
+    written into each eraser's ``vs_random`` as well."""
+    from interplab.controls.multiple import correct_cells
+
+    family = correct_cells([(name, e["vs_random"], e["separation_change"]["value"])
+                            for name, e in behaviour["erasers"].items()])
+    out = family.to_dict()
+    out["family"] = ("every p-value of this study: each label-free eraser's change of the "
+                     "model's true/false separation against random subspaces of the same rank "
+                     "(two-sided)")
     return out

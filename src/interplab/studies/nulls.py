@@ -10,6 +10,10 @@ TopK SAE is trained on the rows of some sequences and evaluated on the rows of t
 fraction of variance explained on train and held-out rows, L0 and the features used on held-out
 rows (an SAE that memorises noise can use many sparse features and still fail held out),
 and the model's SAE minus each null's on each of these, with bootstrap intervals over rows.
+
+Every p-value the battery emits (model − null per probe and source, the probe against its random
+directions, model − null per SAE metric and source) is one family, corrected with
+Benjamini–Hochberg (:func:`nulls_statistics`); the verdicts read the corrected q-values.
 """
 
 from __future__ import annotations
@@ -85,9 +89,11 @@ class NullsConfig:
 @dataclass
 class NullsResult(JsonResult):
     """``probes[source][probe] = {"value", "lo", "hi", "n", "model_minus_this": {...} | None}``;
-    ``random_directions[probe]`` a distribution summary; ``saes[source]`` train/held-out
-    metrics with ``model_minus_this`` (:func:`sae_minus_null`). ``source`` is ``model`` (the
-    real activations) or a null's name."""
+    ``random_directions[probe]`` a distribution summary with ``probe_test`` (the real probe's
+    accuracy among them); ``saes[source]`` train/held-out metrics with ``model_minus_this``
+    (:func:`sae_minus_null`). ``source`` is ``model`` (the real activations) or a null's name.
+    Each tested cell holds its raw ``p`` and, corrected as one family (``statistics``,
+    :func:`nulls_statistics`), ``q``, ``q_bound`` and ``verdict``."""
 
     config: dict[str, Any]
     model: dict[str, Any]
@@ -100,6 +106,9 @@ class NullsResult(JsonResult):
     saes: dict[str, dict[str, Any]]
     notes: list[str]
     timings: dict[str, float]
+    # the family of every p-value above (controls.multiple.Family.to_dict()); None in older
+    # result files
+    statistics: dict[str, Any] | None = None
 
 
 def source_rows(name: str, lm: Any, real: np.ndarray, reference: np.ndarray, hook: str,
@@ -119,11 +128,15 @@ def source_rows(name: str, lm: Any, real: np.ndarray, reference: np.ndarray, hoo
 def probe_scores(config: NullsConfig, data: dict[str, np.ndarray], y: np.ndarray,
                   split: Any) -> tuple[dict, dict]:
     """Per source and probe, held-out accuracy and the paired difference real − source, with
-    intervals; the real probe's norm-matched random directions (``split.train``/``split.test``
-    index the rows of every source alike)."""
+    intervals and the bootstrap p-value of "no difference" (``p``, ``p_floor``, ``at_floor``);
+    the real probe's norm-matched random directions, with ``probe_test``: the real probe's
+    accuracy among them (:func:`~interplab.controls.null_p_value`, one-sided: does it beat
+    them?). ``split.train``/``split.test`` index the rows of every source alike. The p-values
+    are raw: :func:`nulls_statistics` corrects them."""
     from interplab.controls import (
-        bootstrap_accuracy,
+        bootstrap_mean,
         distribution_summary,
+        null_p_value,
         random_direction_accuracies,
     )
     from interplab.probes import make_probe
@@ -135,17 +148,21 @@ def probe_scores(config: NullsConfig, data: dict[str, np.ndarray], y: np.ndarray
             probe = make_probe(name).fit(x[tr], y[tr])
             hits[source, name] = (probe.predict(x[te]) == y[te]).astype(np.float64)
             if source == REAL:
-                randoms[name] = distribution_summary(random_direction_accuracies(
-                    probe, x[tr], y[tr], x[te], y[te], n=config.n_random_directions,
-                    seed=config.seed))
+                accs = random_direction_accuracies(probe, x[tr], y[tr], x[te], y[te],
+                                                   n=config.n_random_directions, seed=config.seed)
+                observed = float(hits[source, name].mean())
+                randoms[name] = {**distribution_summary(accs), "probe_test": {
+                    "observed": observed, "effect": observed - float(accs.mean()),
+                    **null_p_value(observed, accs, alternative="greater").to_dict()}}
     for source in data:
         probes[source] = {}
         for name in config.probes:
             rows = [hits[source, name]] + ([hits[REAL, name] - hits[source, name]]
                                            if source != REAL else [])
-            b = bootstrap_accuracy(np.stack(rows), n_boot=config.n_boot, seed=config.seed)
-            diff = ({"value": b["value"][1], "lo": b["lo"][1], "hi": b["hi"][1]}
-                    if source != REAL else None)
+            b = bootstrap_mean(np.stack(rows), n_boot=config.n_boot, seed=config.seed, null=0.0)
+            diff = ({"value": b["value"][1], "lo": b["lo"][1], "hi": b["hi"][1],
+                     "p": b["p"][1], "p_floor": b["p_floor"],
+                     "at_floor": b["p"][1] <= b["p_floor"]} if source != REAL else None)
             probes[source][name] = {"value": b["value"][0], "lo": b["lo"][0], "hi": b["hi"][0],
                                     "n": b["n"], "model_minus_this": diff}
     return probes, randoms
@@ -198,21 +215,22 @@ def _fve(err: np.ndarray, dev: np.ndarray) -> float:
     return float(1 - err.sum() / dev.sum())
 
 
-def _interval(statistic: Any, columns: list[np.ndarray], config: NullsConfig) -> dict[str, float]:
-    from interplab.controls import bootstrap_statistic
+def _interval(statistic: Any, columns: list[np.ndarray], config: NullsConfig) -> dict[str, Any]:
+    """``value``, ``lo``, ``hi`` and the bootstrap p-value of "the statistic is 0" (``p``,
+    ``p_floor``, ``at_floor``; :func:`~interplab.controls.bootstrap_test`)."""
+    from interplab.controls import bootstrap_test
 
-    value, lo, hi = bootstrap_statistic(statistic, *columns, n_boot=config.n_boot,
-                                        seed=config.seed)
-    return {"value": value, "lo": lo, "hi": hi}
+    return bootstrap_test(statistic, *columns, null=0.0, n_boot=config.n_boot, seed=config.seed)
 
 
 def sae_minus_null(real: tuple[dict, dict], null: tuple[dict, dict],
                    config: NullsConfig) -> dict[str, dict[str, Any]]:
     """The model's SAE minus the null's (each a ``train_and_score_sae`` output): FVE on training
     and on held-out rows and held-out L0, each with a bootstrap interval over that part's rows
-    (the model's and the null's rows resampled jointly: they are the same token positions), and
-    the features used on held-out rows (a count of distinct features: no interval, since a
-    resample of rows can only lose features)."""
+    (the model's and the null's rows resampled jointly: they are the same token positions) and
+    the bootstrap p-value of "no difference" (raw: correct it with the rest of the study's
+    family, :func:`sae_cells`), and the features used on held-out rows (a count of distinct
+    features: no interval or test, since a resample of rows can only lose features)."""
     (m_real, t_real), (m_null, t_null) = real, null
     out: dict[str, dict[str, Any]] = {}
     for part in ("train", "heldout"):
@@ -223,6 +241,45 @@ def sae_minus_null(real: tuple[dict, dict], null: tuple[dict, dict],
                                   [t_real["heldout"][2], t_null["heldout"][2]], config)
     used = m_real["heldout"]["features_used"] - m_null["heldout"]["features_used"]
     out["features_used_heldout"] = {"value": used, "lo": None, "hi": None}
+    return out
+
+
+SAE_TESTED = ("fve_train", "fve_heldout", "l0_heldout")
+
+
+def sae_cells(diff: dict[str, Any], what: str) -> list[tuple[str, dict[str, Any], float]]:
+    """The tested cells of one :func:`sae_minus_null` output, labelled ``"{metric}: {what}"``,
+    for :func:`interplab.controls.multiple.correct_cells`."""
+    return [(f"{key}: {what}", diff[key], diff[key]["value"]) for key in SAE_TESTED
+            if diff.get(key, {}).get("p") is not None]
+
+
+def nulls_statistics(probes: dict[str, dict[str, Any]], randoms: dict[str, dict[str, Any]],
+                     saes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Every p-value of a null battery (:func:`probe_scores`' model − null per probe and source
+    and each probe against its random directions; :func:`sae_comparison`'s model − null per
+    metric and source) corrected as one family (Benjamini–Hochberg); ``q``, ``q_bound`` and
+    ``verdict`` are written into each tested cell. Returns the family's summary."""
+    from interplab.controls.multiple import correct_cells
+
+    cells: list[tuple[str, Any, float | None]] = []
+    for name, rd in randoms.items():
+        if rd.get("probe_test"):
+            cells.append((f"{name}: model vs random directions", rd["probe_test"],
+                          rd["probe_test"]["effect"]))
+    for source, by_probe in probes.items():
+        for name, c in by_probe.items():
+            d = c.get("model_minus_this")
+            if d and d.get("p") is not None:
+                cells.append((f"{name}: model − {source}", d, d["value"]))
+    for source, m in saes.items():
+        if m.get("model_minus_this"):
+            cells += sae_cells(m["model_minus_this"], f"model − {source}")
+    out = correct_cells(cells).to_dict()
+    out["family"] = ("every p-value of this battery: each probe's model − null accuracy "
+                     "difference per source and its accuracy against its random directions "
+                     "(one-sided: above them), each SAE metric's model − null difference per "
+                     "source (bootstrap p-values, two-sided)")
     return out
 
 
@@ -305,6 +362,9 @@ def run_nulls(config: NullsConfig) -> NullsResult:
 
         notes.append(f"SAE part: {saes[REAL]['rows_left_out']} token rows left out "
                      f"({ExclusionRule().describe()}), at the same positions for every source")
+    statistics = nulls_statistics(probes, randoms, saes)
+    notes += statistics["notes"]
     return NullsResult(config=asdict(config), model=lm.identity(), dataset=ds.identity, hook=hook,
                        n_train=len(split.train), n_test=len(split.test), probes=probes,
-                       random_directions=randoms, saes=saes, notes=notes, timings=timings)
+                       random_directions=randoms, saes=saes, notes=notes, timings=timings,
+                       statistics=statistics)

@@ -362,12 +362,16 @@ def null_comparison(cfg: SaeStudyConfig, data: DataSource, rule: Any,
     data null ``cfg.null_control`` fitted to the sample's training rows (same number of rows),
     both scored on training and held-out rows: per config ``model`` and ``null`` metrics
     (:func:`~interplab.studies.nulls.train_and_score_sae`) and ``model_minus_null``
-    (:func:`~interplab.studies.nulls.sae_minus_null`, bootstrap intervals over rows). Configs
-    not retrained are listed in ``not_compared`` with the reason."""
+    (:func:`~interplab.studies.nulls.sae_minus_null`, bootstrap intervals over rows and bootstrap
+    p-values). The p-values of every compared config and metric are corrected as one family
+    (Benjamini–Hochberg): ``q``, ``q_bound`` and ``verdict`` in each tested cell, the family in
+    ``statistics`` and one line per config in ``summary``. Configs not retrained are listed in
+    ``not_compared`` with the reason."""
     import numpy as np
 
+    from interplab.controls.multiple import correct_cells
     from interplab.controls.nulls import data_null
-    from interplab.studies.nulls import NullsConfig, sae_minus_null, train_and_score_sae
+    from interplab.studies.nulls import NullsConfig, sae_cells, sae_minus_null, train_and_score_sae
 
     seed = cfg.trainer.seed
     settings = NullsConfig(seed=seed)
@@ -394,7 +398,25 @@ def null_comparison(cfg: SaeStudyConfig, data: DataSource, rule: Any,
                 for rows in (x, null)]
         out["compared"][sae_name(c)] = {"model": fits[0][0], "null": fits[1][0],
                                         "model_minus_null": sae_minus_null(*fits, settings)}
+    family = correct_cells([cell for name, c in out["compared"].items()
+                            for cell in sae_cells(c["model_minus_null"], name)])
+    out["statistics"] = {**family.to_dict(), "family": (
+        "every compared config's model − null difference in training FVE, held-out FVE and "
+        "held-out L0 (bootstrap p-values over rows, two-sided)")}
+    out["summary"] = [null_control_line(name, c) for name, c in out["compared"].items()]
     return out
+
+
+def null_control_line(name: str, compared: dict[str, Any]) -> str:
+    """One config's held-out FVE, model vs null, with the difference's interval and its corrected
+    verdict (q-value; a p-value at its floor makes q an upper bound, printed "≤")."""
+    from interplab.controls import format_p
+
+    d = compared["model_minus_null"]["fve_heldout"]
+    q = format_p(d["q"], at_floor=d["q_bound"], name="q")
+    return (f"{name}: held-out FVE {compared['model']['heldout']['fve']:.3f} vs null "
+            f"{compared['null']['heldout']['fve']:.3f}, model − null {d['value']:+.3f} "
+            f"[{d['lo']:+.3f}, {d['hi']:+.3f}], {d['verdict']} after correction ({q})")
 
 
 def run_sae_study(cfg: SaeStudyConfig, out_dir: str | Path, progress: bool = True,

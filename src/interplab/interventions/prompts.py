@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from interplab.activations.harvest import validate_texts
 from interplab.activations.positions import Positions
+from interplab.datasets import StatementDataset
 from interplab.errors import InterplabError
+from interplab.interventions.metrics import first_single_token
 from interplab.models import LanguageModel
 
 
@@ -179,3 +182,62 @@ def chunks(n: int, size: int) -> list[slice]:
     if size < 1:
         raise InterplabError(f"batch_size must be at least 1, not {size}")
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+# -- the few-shot true/false prompt (the causal and erasure studies score the same one) --------
+
+TAIL = " This statement is:"  # what follows each statement; the answer word comes next
+
+
+def answer_tokens(lm: LanguageModel, answer_true: Sequence[str], answer_false: Sequence[str]
+                  ) -> dict[str, Any]:
+    """The first spelling of the true and false answers that is one token for ``lm``, with its
+    id (read after a space)."""
+    t_text, t_id = first_single_token(lm, [" " + w.strip() for w in answer_true])
+    f_text, f_id = first_single_token(lm, [" " + w.strip() for w in answer_false])
+    return {"true": t_text, "true_id": t_id, "false": f_text, "false_id": f_id,
+            "asked": {"true": list(answer_true), "false": list(answer_false)}}
+
+
+def few_shot_prefix(ds: StatementDataset, rows: np.ndarray, answers: dict[str, Any], n: int, seed: int) -> str:
+    """Few-shot examples from the training split, alternating true and false."""
+    rng = np.random.default_rng((seed, 1))
+    true_rows = rng.permutation(rows[ds.labels[rows] == 1])
+    false_rows = rng.permutation(rows[ds.labels[rows] == 0])
+    lines = []
+    for k in range(n):
+        i = int((true_rows if k % 2 == 0 else false_rows)[k // 2])
+        word = answers["true" if ds.labels[i] == 1 else "false"]
+        lines.append(f"{ds.statements[i]}{TAIL}{word}")
+    return "\n".join(lines) + "\n"
+
+
+def held_out_rows(ds: StatementDataset, rows: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` test-split rows, half true and half false."""
+    rng = np.random.default_rng((seed, 2))
+    half = [rng.permutation(rows[ds.labels[rows] == v])[: n // 2 + (v == 0) * (n % 2)]
+            for v in (0, 1)]
+    return np.sort(np.concatenate(half))
+
+
+def check_prompts_fit(lm: LanguageModel, ds: StatementDataset, train_rows: np.ndarray, answers: dict[str, Any],
+                      n_shots: int, seed: int, prompts: list[str]) -> str:
+    """The ``n_shots`` few-shot prefix, after checking that it and the longest of ``prompts``
+    fit the model's context; if not, one error naming the largest ``--n-shots`` that fits."""
+    t = max(len(ids) for ids in lm.tokenizer(prompts, add_special_tokens=False,
+                                              verbose=False)["input_ids"])
+
+    def prefix_tokens(n: int) -> int:  # with BOS, as the prefix is run
+        prefix = few_shot_prefix(ds, train_rows, answers, n, seed)
+        return len(lm.tokenizer(prefix, verbose=False)["input_ids"])
+
+    p = prefix_tokens(n_shots)
+    if p + t <= lm.n_ctx:
+        return few_shot_prefix(ds, train_rows, answers, n_shots, seed)
+    fits = next((n for n in range(n_shots - 1, 0, -1) if prefix_tokens(n) + t <= lm.n_ctx),
+                None)
+    advice = (f"lower --n-shots (at most {fits} fits)" if fits else
+              "even --n-shots 1 does not fit; use a model with a longer context")
+    raise InterplabError(f"the {n_shots}-shot prefix ({p} tokens) and the longest prompt ({t} "
+                         f"tokens) need {p + t} tokens, more than the model's context of "
+                         f"{lm.n_ctx}; {advice}")

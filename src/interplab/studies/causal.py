@@ -22,10 +22,15 @@ import numpy as np
 from rich.console import Console
 
 from interplab.errors import InterplabError
+from interplab.interventions.prompts import (
+    TAIL,
+    answer_tokens,
+    check_prompts_fit,
+    held_out_rows,
+)
 from interplab.studies.config import JsonResult
 
 PROBE_LABELS = {"diffmean": "mass-mean", "logistic": "logistic", "lda": "LDA"}
-TAIL = " This statement is:"
 
 
 @dataclass
@@ -158,38 +163,6 @@ def _datasets(config: CausalConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             ds = ds.balanced_subsample(config.max_per_dataset, seed=config.seed)
         out[name], splits[name] = ds, entity_split(ds, tuple(config.split), seed=config.seed)
     return out, splits
-
-
-def answer_tokens(lm: Any, config: CausalConfig) -> dict[str, Any]:
-    """The first spelling of the true and false answers that is one token for ``lm``, with its id
-    (shared with the erasure study's behaviour part, which scores the same prompts)."""
-    from interplab.interventions.metrics import first_single_token
-
-    t_text, t_id = first_single_token(lm, [" " + w.strip() for w in config.answer_true])
-    f_text, f_id = first_single_token(lm, [" " + w.strip() for w in config.answer_false])
-    return {"true": t_text, "true_id": t_id, "false": f_text, "false_id": f_id,
-            "asked": {"true": config.answer_true, "false": config.answer_false}}
-
-
-def few_shot_prefix(ds: Any, rows: np.ndarray, answers: dict[str, Any], n: int, seed: int) -> str:
-    """Few-shot examples from the training split, alternating true and false."""
-    rng = np.random.default_rng((seed, 1))
-    true_rows = rng.permutation(rows[ds.labels[rows] == 1])
-    false_rows = rng.permutation(rows[ds.labels[rows] == 0])
-    lines = []
-    for k in range(n):
-        i = int((true_rows if k % 2 == 0 else false_rows)[k // 2])
-        word = answers["true" if ds.labels[i] == 1 else "false"]
-        lines.append(f"{ds.statements[i]}{TAIL}{word}")
-    return "\n".join(lines) + "\n"
-
-
-def held_out_rows(ds: Any, rows: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """``n`` test-split rows, half true and half false."""
-    rng = np.random.default_rng((seed, 2))
-    half = [rng.permutation(rows[ds.labels[rows] == v])[: n // 2 + (v == 0) * (n % 2)]
-            for v in (0, 1)]
-    return np.sort(np.concatenate(half))
 
 
 # ---------------------------------------------------------------------------------- probes
@@ -515,29 +488,6 @@ def _harvest(lm: Any, datasets: dict, batch_size: int) -> dict[str, np.ndarray]:
     return out
 
 
-def check_prompts_fit(lm: Any, ds: Any, train_rows: np.ndarray, answers: dict[str, Any],
-                      n_shots: int, seed: int, prompts: list[str]) -> str:
-    """The ``n_shots`` few-shot prefix, after checking that it and the longest of ``prompts``
-    fit the model's context; if not, one error naming the largest ``--n-shots`` that fits."""
-    t = max(len(ids) for ids in lm.tokenizer(prompts, add_special_tokens=False,
-                                              verbose=False)["input_ids"])
-
-    def prefix_tokens(n: int) -> int:  # with BOS, as the prefix is run
-        prefix = few_shot_prefix(ds, train_rows, answers, n, seed)
-        return len(lm.tokenizer(prefix, verbose=False)["input_ids"])
-
-    p = prefix_tokens(n_shots)
-    if p + t <= lm.n_ctx:
-        return few_shot_prefix(ds, train_rows, answers, n_shots, seed)
-    fits = next((n for n in range(n_shots - 1, 0, -1) if prefix_tokens(n) + t <= lm.n_ctx),
-                None)
-    advice = (f"lower --n-shots (at most {fits} fits)" if fits else
-              "even --n-shots 1 does not fit; use a model with a longer context")
-    raise InterplabError(f"the {n_shots}-shot prefix ({p} tokens) and the longest prompt ({t} "
-                         f"tokens) need {p + t} tokens, more than the model's context of "
-                         f"{lm.n_ctx}; {advice}")
-
-
 def run_causal(config: CausalConfig, *, console: Console | None = None) -> CausalResult:
     """Run the causal study described by ``config``; returns the result."""
     from interplab.interventions import ProbDiff
@@ -551,7 +501,7 @@ def run_causal(config: CausalConfig, *, console: Console | None = None) -> Causa
     datasets, splits = _datasets(config)
     lm = load(config.model, device=config.device)
     config.check_layers(lm.n_layers)
-    answers = answer_tokens(lm, config)
+    answers = answer_tokens(lm, config.answer_true, config.answer_false)
     metric = ProbDiff(answers["true_id"], answers["false_id"])
     cities, test = datasets["cities"], splits["cities"].test
     rows = held_out_rows(cities, test, config.n_prompts, config.seed)

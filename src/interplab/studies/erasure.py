@@ -228,9 +228,14 @@ def _behaviour_prompts(lm: Any, ds: Any, split: Any, config: ErasureConfig
                        ) -> tuple[dict[str, Any], str, np.ndarray]:
     """The causal study's answer words, few-shot prefix (examples from the training split) and
     held-out rows, checked to fit the model's context before anything runs."""
-    from interplab.studies.causal import TAIL, answer_tokens, check_prompts_fit, held_out_rows
+    from interplab.interventions.prompts import (
+        TAIL,
+        answer_tokens,
+        check_prompts_fit,
+        held_out_rows,
+    )
 
-    answers = answer_tokens(lm, config)
+    answers = answer_tokens(lm, config.answer_true, config.answer_false)
     rows = held_out_rows(ds, split.test, config.behaviour_prompts, config.seed)
     prefix = check_prompts_fit(lm, ds, split.train, answers, config.n_shots, config.seed,
                                [ds.statements[i] + TAIL for i in rows])
@@ -243,7 +248,7 @@ def _behaviour(lm: Any, hook: str, erasers: dict[str, Any], ds: Any, config: Era
     training split) on held-out statements, scored with and without each eraser."""
     from interplab.erasure import truth_behaviour
     from interplab.interventions import ProbDiff
-    from interplab.studies.causal import TAIL
+    from interplab.interventions.prompts import TAIL
 
     answers, prefix, rows = prompts
     out = truth_behaviour(

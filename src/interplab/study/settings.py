@@ -160,3 +160,26 @@ class ProbeConfig:
         if self.centering not in CENTERINGS:
             raise InterplabError(f"centering must be one of {list(CENTERINGS)}, got "
                                  f"{self.centering!r}")
+
+
+@dataclass
+class PromptConfig:
+    """The few-shot true/false prompt the causal and erasure studies score: labelled training
+    statements, each followed by " This statement is:" and its answer word, then the statement
+    asked about. The answer is read as P(true word) − P(false word)."""
+
+    n_shots: int = field(default=4, metadata={
+        "help": "Labelled training statements in the few-shot prefix."})
+    answer_true: list[str] = field(default_factory=lambda: ["TRUE", "True"], metadata={
+        "help": "Spellings of the true answer (read after a space); the first that is one "
+                "token is used."})
+    answer_false: list[str] = field(default_factory=lambda: ["FALSE", "False"], metadata={
+        "help": "Spellings of the false answer (read after a space); the first that is one "
+                "token is used."})
+
+    def validate(self) -> None:
+        if self.n_shots < 1:
+            raise InterplabError(f"--n-shots must be at least 1, got {self.n_shots}")
+        if not self.answer_true or not self.answer_false:
+            raise InterplabError("give at least one spelling of each answer word "
+                                 "(--answer-true, --answer-false)")

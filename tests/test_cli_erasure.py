@@ -8,9 +8,9 @@ from interplab.cli.main import main
 
 def test_erase_command_writes_json_and_report(tmp_path, capsys):
     out = tmp_path / "erase"
-    rc = main(["erase", "--model", "tiny-llama", "--layer", "1", "--max-statements", "80",
+    rc = main(["erase", "--model", "tiny-llama", "--layer", "1", "--max-per-dataset", "80",
                "--methods", "leace,mean-match", "--directions-max-rounds", "1",
-               "--neutral-sequences", "1", "--context-length", "8", "--n-boot", "50",
+               "--neutral-sequences", "1", "--context-length", "8", "--n-boot", "100",
                "--behaviour-prompts", "8", "--n-shots", "1", "--answer-true", "TRUE,the",
                "--answer-false", "FALSE,and", "--out", str(out)])
     assert rc == 0

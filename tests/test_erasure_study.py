@@ -7,7 +7,7 @@ from interplab.studies.erasure import ErasureConfig, ErasureResult, run_erasure
 
 
 def test_erasure_study_on_a_tiny_model(tmp_path):
-    config = ErasureConfig(model="tiny-llama", max_statements=200, layer=1,
+    config = ErasureConfig.make(model="tiny-llama", max_per_dataset=200, layer=1,
                            methods=["leace", "inlp", "median-match"], inlp_rounds=2,
                            directions_max_rounds=3, neutral_sequences=3, context_length=16,
                            n_boot=100, batch_size=16, behaviour_prompts=12, n_shots=1,
@@ -52,10 +52,10 @@ def test_behaviour_prompts_longer_than_the_context_are_refused_before_the_fits(m
     import pytest
 
     from interplab.errors import InterplabError
-    from interplab.studies import erasure as study
+    from interplab.studies.erasure import run as study
 
     monkeypatch.setattr(study, "_fit_and_check", lambda *a, **k: pytest.fail("fitted"))
-    config = ErasureConfig(model="tiny-llama", max_statements=200, layer=1, n_shots=4,
+    config = ErasureConfig.make(model="tiny-llama", max_per_dataset=200, layer=1, n_shots=4,
                            behaviour_prompts=12, answer_true=["the"], answer_false=["and"])
     with pytest.raises(InterplabError, match="lower --n-shots"):
         run_erasure(config)

@@ -7,11 +7,10 @@ from interplab.controls import (
     DATA_NULLS,
     data_null,
     distribution_summary,
-    model_null,
     random_direction_accuracies,
 )
-from interplab.controls.nulls import shuffle_tokens
 from interplab.errors import InterplabError
+from interplab.study.nulls import model_null, shuffle_tokens
 
 
 def reference(n=3000, d=6, seed=0):
@@ -76,7 +75,7 @@ def test_null_battery_on_a_tiny_model(tmp_path):
     from interplab.report.nulls import write_nulls_report
     from interplab.studies.nulls import NullsConfig, NullsResult, run_nulls
 
-    config = NullsConfig(model="tiny-llama", layer=1, max_statements=160,
+    config = NullsConfig.make(model="tiny-llama", layer=1, max_per_dataset=160,
                          nulls=["gaussian", "hypercube", "shuffled-tokens", "layer0", "reset"],
                          probes=["diffmean"], sae_sequences=12, context_length=16, sae_width=2,
                          sae_k=4, sae_steps=20, sae_batch_size=32, n_boot=100)
@@ -118,13 +117,15 @@ def test_sae_minus_null_is_zero_for_a_null_with_the_signal_and_positive_for_gaus
     import torch
 
     from interplab.sae.synthetic import random_dictionary, sparse_dictionary_batches
-    from interplab.studies.nulls import REAL, NullsConfig, sae_comparison
+    from interplab.studies.nulls import NullsConfig
+    from interplab.studies.nulls.run import sae_comparison
+    from interplab.study.nulls import REAL
 
     dic = random_dictionary(64, 24, seed=0)
     real, same = (next(sparse_dictionary_batches(dic, 3000, 1, mean_active=3.0, seed=s)).numpy()
                   for s in (1, 2))
     heldout = np.arange(3000) >= 2000
-    config = NullsConfig(sae_width=4, sae_k=4, sae_steps=400, sae_batch_size=256, n_boot=200)
+    config = NullsConfig.make(sae_width=4, sae_k=4, sae_steps=400, sae_batch_size=256, n_boot=200)
     torch.manual_seed(0)
     out = sae_comparison(config, {REAL: real, "same-source": same,
                                   "gaussian": data_null("gaussian", real[~heldout], 3000)},
@@ -137,7 +138,7 @@ def test_sae_minus_null_is_zero_for_a_null_with_the_signal_and_positive_for_gaus
         d = same_d[key]
         assert d["lo"] <= 0 <= d["hi"] and abs(d["value"]) < 0.05
     # corrected together: the Gaussian's differences survive, the same source's do not
-    from interplab.studies.nulls import nulls_statistics
+    from interplab.study.nulls import nulls_statistics
 
     stats = nulls_statistics({}, {}, out)
     assert stats["m"] == 6
@@ -149,18 +150,16 @@ def test_sae_minus_null_is_zero_for_a_null_with_the_signal_and_positive_for_gaus
 def test_probe_differences_and_random_directions_with_a_planted_signal():
     """A planted truth direction: the probe beats a Gaussian null and its random directions after
     correction; a null that is a copy of the real rows differs by exactly 0 (p = 1)."""
-    from types import SimpleNamespace
-
-    from interplab.studies.nulls import REAL, NullsConfig, nulls_statistics, probe_scores
+    from interplab.study.nulls import REAL, nulls_statistics, probe_scores
 
     rng = np.random.default_rng(0)
     n, d = 600, 16
     y = rng.integers(0, 2, n)
     x = rng.standard_normal((n, d)) + 1.5 * np.outer(2 * y - 1, np.eye(d)[0])
-    split = SimpleNamespace(train=np.arange(400), test=np.arange(400, n))
     data = {REAL: x, "gaussian": data_null("gaussian", x[:400], n, seed=1), "copy": x.copy()}
-    config = NullsConfig(probes=["diffmean"], n_random_directions=100, n_boot=500)
-    probes, randoms = probe_scores(config, data, y, split)
+    probes, randoms = probe_scores(["diffmean"], "train", data, y, np.arange(400),
+                                   np.arange(400, n), seed=0, n_boot=500,
+                                   n_random_directions=100)
     stats = nulls_statistics(probes, randoms, {})
     assert stats["m"] == 3
     gauss, copy = (probes[s]["diffmean"]["model_minus_this"] for s in ("gaussian", "copy"))
@@ -173,7 +172,7 @@ def test_probe_differences_and_random_directions_with_a_planted_signal():
 def test_sae_rows_leave_out_position_0_and_massive_norm_tokens():
     """As the SAE study does: a few massive-norm tokens after position 0 would otherwise hold
     most of the variance and decide every FVE."""
-    from interplab.studies.nulls import ordinary_rows
+    from interplab.studies.nulls.run import ordinary_rows
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((40, 8)).astype(np.float32)

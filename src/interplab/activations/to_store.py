@@ -110,7 +110,7 @@ def harvest_to_store(
     one task per shard. The shards' text ranges are planned before anything runs
     (:func:`plan_shards`) and recorded in shard order, so every executor writes the same store,
     byte for byte, and resumes the same way. A remote executor (Ray) loads the model in each
-    worker from ``worker_model`` (e.g. ``interplab.distributed.ModelSpec("smollm2-135m")``) and
+    worker from ``worker_model`` (e.g. ``interplab.distributed.ModelSpec(DEFAULT_MODEL)``) and
     checks that its weights hash to ``lm``'s; the store folder must be on storage every worker
     can write (see docs/distributed.md).
     """

@@ -18,7 +18,7 @@ from interplab.controls.bootstrap import (
     bootstrap_test,
 )
 from interplab.controls.multiple import FDR_LEVEL, FamilyTest, correct_family
-from interplab.controls.nulls import DATA_NULLS, MODEL_NULLS, NULLS, data_null, model_null
+from interplab.controls.nulls import DATA_NULLS, MODEL_NULLS, NULLS, data_null
 from interplab.controls.pvalues import NullTest, format_p, null_p_value
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "data_null",
     "distribution_summary",
     "format_p",
-    "model_null",
     "null_p_value",
     "random_direction_accuracies",
     "random_direction_like",

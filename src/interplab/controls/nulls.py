@@ -8,10 +8,9 @@ activations go (probes, SAEs, studies). Two families:
   to X: clusters, but no concept), ``hypercube`` (uniform per coordinate with X's mean and
   variance: most of the mass "in the corners");
 * from the model (:data:`MODEL_NULLS`), harvested at the same hook and positions:
-  ``shuffled-tokens`` (each text's tokens in a seeded random order, the first token kept first),
-  ``layer0`` (the embeddings: ``blocks.0.hook_resid_pre``), ``reset`` (the weight-permuted
-  network, :func:`interplab.models.reset_copy`) and ``random-init`` (a randomly initialised
-  network of the same architecture, ``interplab.models.random_init_copy`` where available).
+  ``shuffled-tokens``, ``layer0``, ``reset`` and ``random-init``. They run the model, so they
+  are made in :mod:`interplab.study.nulls`; only their names are listed here (statistics stay
+  pure: nothing in ``interplab.controls`` runs a model).
 
 Rows of a model null correspond one to one with the input texts (and so with their labels); rows
 of a data null do not correspond to anything (labels given to them are arbitrary by construction).
@@ -19,7 +18,6 @@ of a data null do not correspond to anything (labels given to them are arbitrary
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -79,47 +77,3 @@ def data_null(name: str, X: Any, n: int | None = None, seed: int = 0) -> np.ndar
     if name not in makers:
         raise InterplabError(f"unknown data null {name!r}; choose one of {', '.join(DATA_NULLS)}")
     return makers[name](X, len(X) if n is None else n, seed)
-
-
-def shuffle_tokens(token_ids: Sequence[Sequence[int]], seed: int = 0) -> list[list[int]]:
-    """Each sequence's tokens in a seeded random order; the first token (BOS where the tokenizer
-    adds one) stays first."""
-    rng = np.random.default_rng(seed)
-    return [[t[0], *rng.permutation(t[1:]).tolist()] if len(t) > 1 else list(t) for t in token_ids]
-
-
-def null_model(lm: Any, name: str, seed: int = 0) -> Any:
-    """The control network of ``name`` (``reset`` or ``random-init``)."""
-    from interplab import models
-
-    if name == "reset":
-        return models.reset_copy(lm, seed=seed)
-    make = getattr(models, "random_init_copy", None)
-    if make is None:
-        raise InterplabError("the random-init null needs interplab.models.random_init_copy, which "
-                             "this version does not have; leave random-init out")
-    return make(lm, seed=seed)
-
-
-def model_null(name: str, lm: Any, texts: Sequence[str] | None, hook: str, positions: str = "last",
-               *, token_ids: Sequence[Sequence[int]] | None = None, seed: int = 0,
-               batch_size: int = 32) -> np.ndarray:
-    """Rows of the model null ``name`` at ``hook`` and ``positions`` for ``texts`` (or ready
-    ``token_ids``), one set of rows per text as the real harvest gives."""
-    from interplab.activations import harvest_tokens
-
-    if name not in MODEL_NULLS:
-        raise InterplabError(f"unknown model null {name!r}; choose one of {', '.join(MODEL_NULLS)}")
-    if (texts is None) == (token_ids is None):
-        raise InterplabError("give either texts or token_ids")
-    ids = lm.tokenize(list(texts)) if token_ids is None else [list(t) for t in token_ids]
-    lm.parse_hook(hook)
-    net, at = lm, hook
-    if name == "shuffled-tokens":
-        ids = shuffle_tokens(ids, seed)
-    elif name == "layer0":
-        at = "blocks.0.hook_resid_pre"
-    else:
-        net = null_model(lm, name, seed)
-    acts = harvest_tokens(net, ids, [at], positions, batch_size=batch_size, progress=False)
-    return acts[at].float().numpy()

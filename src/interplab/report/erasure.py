@@ -70,3 +70,31 @@ def write_erasure_report(result: Any, path: str | Path) -> Path:
     """Write the study's self-contained HTML report to ``path``."""
     r = _as_dict(result)
     return render("erasure.html", path, r=r, figures=erasure_figures(r))
+
+
+def summary_lines(result: Any) -> list[str]:
+    """What ``interplab erase`` prints: each method's held-out check beside its random subspace,
+    the change in the model's own answers with its corrected verdict, the directions curve."""
+    from interplab.controls import format_p
+
+    lines = [f"layer {result.layer}: {result.layer_choice['rule']}"] if getattr(
+        result, "layer_choice", None) else []
+    for m, c in result.checks.items():
+        lin = c["accuracy"]["linear"]
+        lines.append(f"{m:13s} linear {lin['before']['value']:.2f} → {lin['erased']['value']:.2f} "
+                     f"(random subspace {lin['random']['value']:.2f}, chance {c['majority']:.2f})")
+    if result.behaviour:
+        b = result.behaviour
+        lines.append(f"model's true/false separation {b['plain']['separation']['value']:+.3f}")
+        for m, e in b["erasers"].items():
+            c, rnd = e["separation_change"], b["random"][str(e["rank"])]["separation_change"]
+            t = e["vs_random"]
+            lines.append(f"{m:13s} Δ separation {c['value']:+.3f} [{c['lo']:+.3f}, "
+                         f"{c['hi']:+.3f}] (random subspace {rnd['value']:+.3f}; vs random "
+                         f"subspaces: {t['verdict']}, "
+                         f"{format_p(t['q'], at_floor=t['q_bound'], name='q')})")
+    if result.directions:
+        d = result.directions
+        lines.append(f"directions to chance: {d['labels']['rounds_to_chance']} "
+                     f"(shuffled labels: {d['shuffled']['rounds_to_chance']})")
+    return lines

@@ -65,3 +65,15 @@ def write_nulls_report(result: Any, path: str | Path) -> Path:
     if r["saes"]:
         figures["saes"] = figure_saes(r)
     return render("nulls.html", path, r=r, figures=figures)
+
+
+def summary_lines(result: Any) -> list[str]:
+    """What ``interplab nulls`` prints: each source's probe accuracies and SAE FVE."""
+    lines = []
+    for source, cells in result.probes.items():
+        line = ", ".join(f"{p} {c['value']:.2f}" for p, c in cells.items())
+        sae = result.saes.get(source)
+        extra = (f"; SAE FVE train {sae['train']['fve']:.3f} / held-out {sae['heldout']['fve']:.3f}"
+                 if sae else "")
+        lines.append(f"{source:16s} {line}{extra}")
+    return lines

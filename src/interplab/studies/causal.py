@@ -22,12 +22,6 @@ import numpy as np
 from rich.console import Console
 
 from interplab.errors import InterplabError
-from interplab.interventions.prompts import (
-    TAIL,
-    answer_tokens,
-    check_prompts_fit,
-    held_out_rows,
-)
 from interplab.studies.config import JsonResult
 
 PROBE_LABELS = {"diffmean": "mass-mean", "logistic": "logistic", "lda": "LDA"}
@@ -212,6 +206,8 @@ def _steer_window(config: CausalConfig, val: dict[str, list[float]], n_layers: i
 # ---------------------------------------------------------------------------------- steering
 def _statement_positions(lm: Any, statements: list[str]) -> list[list[int]]:
     """Indices (in each prompt's own tokens) of each statement's last tokens, checked."""
+    from interplab.interventions.prompts import TAIL
+
     out = []
     for s in statements:
         st = lm.tokenizer(s, add_special_tokens=False)["input_ids"]
@@ -228,6 +224,7 @@ def _steer(lm: Any, config: CausalConfig, prefix: str, statements: list[str], la
            neutral: list[str]) -> dict[str, Any]:
     from interplab.activations import Positions
     from interplab.interventions import steer_many
+    from interplab.interventions.prompts import TAIL
 
     ends = _statement_positions(lm, statements)
     pos = Positions.explicit([list(range(e - config.steer_tokens, e)) for e in ends])
@@ -291,6 +288,7 @@ def _patch_pairs(lm: Any, sub: Any, test: np.ndarray, n: int, seed: int
     Both claims of a city are drawn from the full dataset, restricted to the entity groups of
     the test split (a group is on one side only, so no statement here was trained on)."""
     from interplab.datasets import load_dataset
+    from interplab.interventions.prompts import TAIL
 
     ds = load_dataset("cities", seed=seed)
     groups = set(np.asarray(sub.groups)[test].tolist())
@@ -491,6 +489,12 @@ def _harvest(lm: Any, datasets: dict, batch_size: int) -> dict[str, np.ndarray]:
 def run_causal(config: CausalConfig, *, console: Console | None = None) -> CausalResult:
     """Run the causal study described by ``config``; returns the result."""
     from interplab.interventions import ProbDiff
+    from interplab.interventions.prompts import (
+        TAIL,
+        answer_tokens,
+        check_prompts_fit,
+        held_out_rows,
+    )
     from interplab.models import load
     from interplab.study.result import versions as _versions
 

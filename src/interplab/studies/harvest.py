@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from interplab.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from interplab.errors import InterplabError
 
 FOR_SAE_HELP = ("A store for SAE training: leave out position 0 and tokens with a norm > 10 × the "
@@ -27,7 +28,7 @@ class HarvestConfig:
     """Everything that determines a harvest: which model, texts, hooks and positions, and how the
     rows are computed and stored."""
 
-    model: str = field(default="smollm2-135m", metadata={
+    model: str = field(default=DEFAULT_MODEL, metadata={
         "help": "Registry name, HF folder or .gguf file."})
     texts: Path = field(metadata={"help": ".txt (one text per line), .jsonl or .csv file."})
     hooks: list[str] = field(metadata={
@@ -37,7 +38,7 @@ class HarvestConfig:
         "help": "Positions to keep: last | all | all-but-bos | index:N."})
     column: str = field(default="text", metadata={
         "help": "Column (.csv) or field (.jsonl) holding the text."})
-    batch_size: int = field(default=32, metadata={"help": "Texts per forward pass."})
+    batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata={"help": "Texts per forward pass."})
     rows_per_shard: int = field(default=65536, metadata={"help": "Rows per shard file."})
     dtype: str = field(default="float32", metadata={
         "help": "Stored dtype: float32 | float16 | bfloat16."})

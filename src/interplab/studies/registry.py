@@ -105,6 +105,19 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           "interplab.report.weights:write_weights_report",
           "interplab.report.weights:summary_lines", "weights.json",
           "SVD of every block's attention-output and MLP matrices against a random-matrix null."),
+    Study("erase", "interplab.studies.erasure.config:ErasureConfig",
+          "interplab.studies.erasure.config:ErasureResult",
+          "interplab.studies.registry:run_erasure_into",
+          "interplab.report.erasure:write_erasure_report",
+          "interplab.report.erasure:summary_lines", "erasure.json",
+          "Erase a concept at one layer with every method; held-out checks with a "
+          "random-subspace control, in-model ΔCE/KL, and how many linear directions carry it."),
+    Study("nulls", "interplab.studies.nulls.config:NullsConfig",
+          "interplab.studies.nulls.config:NullsResult",
+          "interplab.studies.registry:run_nulls_into", "interplab.report.nulls:write_nulls_report",
+          "interplab.report.nulls:summary_lines", "nulls.json",
+          "Run probes and SAEs on real activations and on every null source; report method − "
+          "null."),
     Study("belief", "interplab.studies.belief:BeliefStudyConfig",
           "interplab.studies.belief:BeliefStudyResult",
           "interplab.studies.registry:run_belief_into",
@@ -120,6 +133,8 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
 )}
 
 run_weights_into = run_plain("interplab.studies.weights:run_weights")
+run_erasure_into = run_plain("interplab.studies.erasure.run:run_erasure")
+run_nulls_into = run_plain("interplab.studies.nulls.run:run_nulls")
 
 
 def study_of(data: dict[str, Any], path: str | Path = "") -> Study:

@@ -28,6 +28,7 @@ from typing import Any
 
 from interplab.errors import InterplabError
 from interplab.sae.config import SAEConfig, TrainerConfig
+from interplab.sae.nulls import SaeNullConfig
 from interplab.sae.sweep import SweepOutcome, sae_name
 
 NULL_SAMPLE_ROWS = 16_384  # --null-control: ordinary rows drawn for the retrained comparison
@@ -81,6 +82,11 @@ class SaeStudyConfig:
         "help": "After training, retrain each TopK/BatchTopK config on a sample of the rows and "
         "on this data null fitted to them (gaussian | gaussian-mixture | hypercube), and report "
         "model − null with intervals."})
+    null_steps: int = field(default=SaeNullConfig.sae_steps, metadata={
+        "help": "--null-control: training steps of each SAE retrained on the sample and on the "
+        "null."})
+    null_batch_size: int = field(default=SaeNullConfig.sae_batch_size, metadata={
+        "help": "--null-control: rows per training step of those SAEs."})
 
     def validate(self) -> None:
         """One clear error for a config that cannot run (before any data is read)."""
@@ -96,6 +102,8 @@ class SaeStudyConfig:
             raise InterplabError("steps must be >= 0 (0: one pass) and batch_size >= 1")
         from interplab.controls.nulls import DATA_NULLS
 
+        if self.null_steps < 1 or self.null_batch_size < 1:
+            raise InterplabError("--null-steps and --null-batch-size must be at least 1")
         if self.null_control is not None and self.null_control not in DATA_NULLS:
             raise InterplabError(f"unknown --null-control {self.null_control!r}; choose one of "
                                  f"{', '.join(DATA_NULLS)} (model nulls: `interplab nulls`)")
@@ -361,8 +369,8 @@ def null_comparison(cfg: SaeStudyConfig, data: DataSource, rule: Any,
     """Each TopK/BatchTopK config of ``runs`` retrained on a sample of the study's rows and on the
     data null ``cfg.null_control`` fitted to the sample's training rows (same number of rows),
     both scored on training and held-out rows: per config ``model`` and ``null`` metrics
-    (:func:`~interplab.studies.nulls.train_and_score_sae`) and ``model_minus_null``
-    (:func:`~interplab.studies.nulls.sae_minus_null`, bootstrap intervals over rows and bootstrap
+    (:func:`~interplab.sae.nulls.train_and_score_sae`, ``--null-steps`` steps of
+    ``--null-batch-size`` rows) and ``model_minus_null`` (:func:`~interplab.sae.nulls.sae_minus_null`, bootstrap intervals over rows and bootstrap
     p-values). The p-values of every compared config and metric are corrected as one family
     (Benjamini–Hochberg): ``q``, ``q_bound`` and ``verdict`` in each tested cell, the family in
     ``statistics`` and one line per config in ``summary``. Configs not retrained are listed in
@@ -371,10 +379,11 @@ def null_comparison(cfg: SaeStudyConfig, data: DataSource, rule: Any,
 
     from interplab.controls.multiple import correct_cells
     from interplab.controls.nulls import data_null
-    from interplab.studies.nulls import NullsConfig, sae_cells, sae_minus_null, train_and_score_sae
+    from interplab.sae.nulls import sae_cells, sae_minus_null, train_and_score_sae
+    from interplab.study.settings import RunConfig
 
-    seed = cfg.trainer.seed
-    settings = NullsConfig(seed=seed)
+    seed, n_boot = cfg.trainer.seed, RunConfig.n_boot
+    settings = SaeNullConfig(sae_steps=cfg.null_steps, sae_batch_size=cfg.null_batch_size)
     x = null_sample(data, rule, seed)
     heldout = np.zeros(len(x), dtype=bool)
     heldout[np.random.default_rng(seed).permutation(len(x))[:round(len(x) *
@@ -384,7 +393,7 @@ def null_comparison(cfg: SaeStudyConfig, data: DataSource, rule: Any,
         "sample": f"the first {len(x)} rows of a seeded pass over the training data "
                   f"({rule.describe()}); {int(heldout.sum())} of them, drawn at random, held out",
         "steps": settings.sae_steps, "batch_size": settings.sae_batch_size,
-        "n_boot": settings.n_boot, "seed": seed, "note": NULL_NOTE, "compared": {},
+        "n_boot": n_boot, "seed": seed, "note": NULL_NOTE, "compared": {},
         "not_compared": {sae_name(c): NOT_RETRAINED for c in runs
                          if c.architecture not in TOPK_FAMILY}}
     retrain = [c for c in runs if c.architecture in TOPK_FAMILY]
@@ -397,7 +406,8 @@ def null_comparison(cfg: SaeStudyConfig, data: DataSource, rule: Any,
         fits = [train_and_score_sae(rows, heldout, settings, seed, sae_config=replace(c))
                 for rows in (x, null)]
         out["compared"][sae_name(c)] = {"model": fits[0][0], "null": fits[1][0],
-                                        "model_minus_null": sae_minus_null(*fits, settings)}
+                                        "model_minus_null": sae_minus_null(
+                                            *fits, n_boot=n_boot, seed=seed)}
     family = correct_cells([cell for name, c in out["compared"].items()
                             for cell in sae_cells(c["model_minus_null"], name)])
     out["statistics"] = {**family.to_dict(), "family": (

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,12 +24,14 @@ import torch
 from safetensors.numpy import load_file, save
 
 from interplab.activations import Positions, harvest
-from interplab.datasets import StatementDataset
+from interplab.datasets import Split, StatementDataset
 from interplab.fileio import atomic_write_bytes
-from interplab.models import HookPoint, LanguageModel
+from interplab.models import HookPoint, LanguageModel, load
 from interplab.models.loading import weights_sha256
 from interplab.progress import LineProgress
-from interplab.study.settings import LAST_TOKEN
+from interplab.study.data import StatementData, load_statements
+from interplab.study.layers import LayerChoice, choose_layer_by_probe, fixed_layer
+from interplab.study.settings import LAST_TOKEN, RunConfig, SplitConfig
 
 # Statements of several datasets go through one harvest call (up to this many per call).
 HARVEST_GROUP = 2048
@@ -148,3 +151,52 @@ def harvest_statements(
         if progress is not None:
             progress.advance(task, len(names))
     return {name: out[name] for name in datasets}, reused
+
+
+@dataclass
+class AtLayer:
+    """One statement dataset read at one block: its entity split, the model, the layer and how
+    it was chosen, and the last-token resid_post rows ``acts [n, d]`` (float32)."""
+
+    data: StatementData
+    name: str
+    lm: LanguageModel
+    choice: LayerChoice
+    acts: np.ndarray
+
+    @property
+    def hook(self) -> str:
+        return HookPoint.resid_post(self.choice.layer).name
+
+    @property
+    def dataset(self) -> StatementDataset:
+        return self.data.datasets[self.name]
+
+    @property
+    def split(self) -> Split:
+        return self.data.splits[self.name]
+
+
+def statements_at_layer(run: RunConfig, split: SplitConfig, dataset: str, layer: int | None, *,
+                        probe: str = "logistic", centering: str = "train",
+                        cache_dir: Path | None = None) -> AtLayer:
+    """``dataset`` loaded and split by the spine's convention, and its statements' last-token
+    resid_post at ``layer``; with ``layer`` None, at the block chosen on validation
+    (:func:`~interplab.study.layers.choose_layer_by_probe`: every block is harvested once)."""
+    data = load_statements([dataset], split, run.seed)
+    name = data.names[0]
+    data.check_training([name])
+    lm = load(run.model, device=run.device)
+    ds = data.datasets[name]
+    if layer is not None:
+        choice = fixed_layer(layer, lm.n_layers)
+        layers = [choice.layer]
+    else:
+        layers = list(range(lm.n_layers))
+    out, _ = harvest_statements(lm, {name: ds}, layers, batch_size=run.batch_size,
+                                cache_dir=cache_dir, with_logprobs=False, threads=run.threads)
+    X = out[name].acts
+    if layer is None:
+        s = data.splits[name]
+        choice = choose_layer_by_probe(X, ds.labels, s.train, s.val, layers, probe, centering)
+    return AtLayer(data, name, lm, choice, np.ascontiguousarray(X[layers.index(choice.layer)]))

@@ -46,3 +46,20 @@ def fixed_layer(layer: int, n_layers: int) -> LayerChoice:
     if not 0 <= layer < n_layers:
         raise InterplabError(f"layer {layer} does not exist: the model has blocks 0-{n_layers - 1}")
     return LayerChoice(int(layer), RULE_FIXED)
+
+
+def choose_layer_by_probe(X: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray,
+                          layers: list[int], probe: str = "logistic",
+                          centering: str = "train") -> LayerChoice:
+    """The layer where ``probe`` fitted on the ``train`` rows of ``X [L, n, d]`` is most accurate
+    on the ``val`` rows (the test rows are not looked at)."""
+    from interplab.probes import make_probe
+
+    if len(val) == 0:
+        raise InterplabError("choosing a layer needs a validation split; give three split "
+                             "fractions (e.g. --split 0.6,0.2,0.2) or fix the layer (--layer)")
+    scores = [float((make_probe(probe, centering=centering).fit(X[li][train], y[train])
+                     .predict(X[li][val]) == y[val]).mean()) for li in range(len(layers))]
+    choice = choose_layer(layers, scores)
+    return LayerChoice(choice.layer, f"{RULE_VALIDATION} ({probe} probe accuracy)",
+                       choice.validation)

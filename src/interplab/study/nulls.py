@@ -21,11 +21,18 @@ from typing import Any
 import numpy as np
 
 from interplab.activations import harvest_tokens
-from interplab.controls import bootstrap_mean, distribution_summary, random_direction_accuracies
+from interplab.controls import (
+    bootstrap_mean,
+    distribution_summary,
+    null_p_value,
+    random_direction_accuracies,
+)
+from interplab.controls.multiple import correct_cells
 from interplab.controls.nulls import DATA_NULLS, MODEL_NULLS, data_null
 from interplab.errors import InterplabError
 from interplab.models import LanguageModel, random_init_copy, reset_copy
 from interplab.probes import make_probe
+from interplab.sae.nulls import sae_cells
 
 REAL = "model"  # the real activations (the model's own), scored beside every null source
 N_RANDOM_DIRECTIONS = 20
@@ -100,11 +107,14 @@ def probe_scores(probes: list[str], centering: str, data: dict[str, np.ndarray],
                  groups: np.ndarray | None = None,
                  n_random_directions: int = N_RANDOM_DIRECTIONS) -> tuple[dict, dict]:
     """Per source and probe, held-out accuracy and the paired difference real − source, with
-    intervals; the real probe's norm-matched random directions.
+    intervals and the bootstrap p-value of "no difference" (``p``, ``p_floor``, ``at_floor``);
+    the real probe's norm-matched random directions, with ``probe_test``: the real probe's
+    accuracy among them (:func:`~interplab.controls.null_p_value`, one-sided: does it beat
+    them?). The p-values are raw: :func:`nulls_statistics` corrects them.
 
     ``train``/``test`` index the rows of every source alike; ``groups`` (one dataset name per
     row) makes ``per-dataset`` centring centre each dataset by its own mean in fitting and in
-    scoring, exactly as the probes of the study's headline are centred."""
+    scoring, exactly as the probes of a study's headline are centred."""
     hits, out, randoms = {}, {}, {}
     g_tr = None if groups is None else groups[train]
     g_te = None if groups is None else groups[test]
@@ -113,17 +123,48 @@ def probe_scores(probes: list[str], centering: str, data: dict[str, np.ndarray],
             probe = make_probe(name, centering=centering).fit(x[train], y[train], groups=g_tr)
             hits[source, name] = (_decisions(probe, x[test], g_te) == y[test]).astype(np.float64)
             if source == REAL:
-                randoms[name] = distribution_summary(random_direction_accuracies(
-                    probe, x[train], y[train], x[test], y[test], n=n_random_directions,
-                    seed=seed))
+                accs = random_direction_accuracies(probe, x[train], y[train], x[test], y[test],
+                                                   n=n_random_directions, seed=seed)
+                observed = float(hits[source, name].mean())
+                randoms[name] = {**distribution_summary(accs), "probe_test": {
+                    "observed": observed, "effect": observed - float(accs.mean()),
+                    **null_p_value(observed, accs, alternative="greater").to_dict()}}
     for source in data:
         out[source] = {}
         for name in probes:
             rows = [hits[source, name]] + ([hits[REAL, name] - hits[source, name]]
                                            if source != REAL else [])
-            b = bootstrap_mean(np.stack(rows), n_boot=n_boot, seed=seed)
-            diff = ({"value": b["value"][1], "lo": b["lo"][1], "hi": b["hi"][1]}
-                    if source != REAL else None)
+            b = bootstrap_mean(np.stack(rows), n_boot=n_boot, seed=seed, null=0.0)
+            diff = ({"value": b["value"][1], "lo": b["lo"][1], "hi": b["hi"][1],
+                     "p": b["p"][1], "p_floor": b["p_floor"],
+                     "at_floor": b["p"][1] <= b["p_floor"]} if source != REAL else None)
             out[source][name] = {"value": b["value"][0], "lo": b["lo"][0], "hi": b["hi"][0],
                                  "n": b["n"], "model_minus_this": diff}
     return out, randoms
+
+
+def nulls_statistics(probes: dict[str, dict[str, Any]], randoms: dict[str, dict[str, Any]],
+                     saes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Every p-value of a null battery (:func:`probe_scores`' model − null per probe and source
+    and each probe against its random directions; the SAE part's model − null per metric and
+    source) corrected as one family (Benjamini–Hochberg); ``q``, ``q_bound`` and ``verdict`` are
+    written into each tested cell. Returns the family's summary."""
+    cells: list[tuple[str, Any, float | None]] = []
+    for name, rd in randoms.items():
+        if rd.get("probe_test"):
+            cells.append((f"{name}: model vs random directions", rd["probe_test"],
+                          rd["probe_test"]["effect"]))
+    for source, by_probe in probes.items():
+        for name, c in by_probe.items():
+            d = c.get("model_minus_this")
+            if d and d.get("p") is not None:
+                cells.append((f"{name}: model − {source}", d, d["value"]))
+    for source, m in saes.items():
+        if m.get("model_minus_this"):
+            cells += sae_cells(m["model_minus_this"], f"model − {source}")
+    out = correct_cells(cells).to_dict()
+    out["family"] = ("every p-value of this battery: each probe's model − null accuracy "
+                     "difference per source and its accuracy against its random directions "
+                     "(one-sided: above them), each SAE metric's model − null difference per "
+                     "source (bootstrap p-values, two-sided)")
+    return out

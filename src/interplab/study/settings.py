@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from interplab.defaults import DEFAULT_MODEL
+from interplab.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from interplab.errors import InterplabError
 
 DEFAULT_SPLIT = (0.6, 0.2, 0.2)
@@ -80,7 +80,7 @@ class RunConfig:
         "help": "Seed of the splits, subsamples, probes, controls and bootstrap."})
     n_boot: int = field(default=1000, metadata={
         "help": f"Bootstrap resamples of each interval (at least {MIN_BOOT})."})
-    batch_size: int = field(default=64, metadata={"help": "Texts per forward pass."})
+    batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata={"help": "Texts per forward pass."})
     device: str | None = field(default=None, metadata={
         "help": "cpu, cuda or cuda:N (none: cuda when available, else cpu)."})
     threads: int | None = field(default=None, metadata={

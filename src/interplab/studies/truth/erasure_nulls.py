@@ -22,7 +22,14 @@ from interplab.models import HookPoint, load
 from interplab.studies.truth.config import TruthConfig
 from interplab.study.data import StatementData, short_name, train_key
 from interplab.study.harvest import StatementActs
-from interplab.study.nulls import N_RANDOM_DIRECTIONS, REAL, model_null, probe_scores, source_rows
+from interplab.study.nulls import (
+    N_RANDOM_DIRECTIONS,
+    REAL,
+    model_null,
+    nulls_statistics,
+    probe_scores,
+    source_rows,
+)
 from interplab.threads import limit_threads
 
 ERASER = "leace"
@@ -127,6 +134,7 @@ def _section(config: TruthConfig, data: StatementData, acts: dict[str, Statement
     scores, randoms = probe_scores(
         probes, config.probe.centering, rows, np.concatenate([ytr, yte]), train, test,
         seed=seed, n_boot=n_boot, groups=np.concatenate([gtr, gte]))
+    statistics = nulls_statistics(scores, randoms, {})
     hook = HookPoint.resid_post(layer).name
     common = {"hook": hook, "n_train": len(xtr), "n_test": len(xte)}
     return {
@@ -139,5 +147,6 @@ def _section(config: TruthConfig, data: StatementData, acts: dict[str, Statement
         "nulls": {**common, "probes": scores, "random_directions": randoms, "saes": {},
                   "config": {"n_random_directions": N_RANDOM_DIRECTIONS,
                              "centering": config.probe.centering},
-                  "nulls_run": run, "notes": _nulls_notes(run, len(x), reused_reset)},
+                  "nulls_run": run, "statistics": statistics,
+                  "notes": _nulls_notes(run, len(x), reused_reset) + statistics["notes"]},
     }

@@ -207,3 +207,29 @@ def test_rerun_refuses_a_file_that_is_not_a_result(tmp_path):
     assert main(["rerun", str(tmp_path / "x.json"), "--out", str(tmp_path / "o")]) == 2
     (tmp_path / "y.json").write_text("not json")
     assert main(["rerun", str(tmp_path / "y.json"), "--out", str(tmp_path / "o")]) == 2
+
+
+@pytest.mark.parametrize("centering", ["per-dataset", "train"])
+def test_the_truth_null_section_uses_the_headlines_centring(centering, monkeypatch):
+    """The erasure/null section fits its probes with the centring the headline used (it once
+    fitted train-centred probes under a page saying "per-dataset")."""
+    import interplab.studies.truth.erasure_nulls as section
+    from interplab.studies.truth import TruthConfig, run_truth
+
+    seen = []
+    real = section.probe_scores
+
+    def spy(probes, centering_used, *args, **kwargs):
+        seen.append(centering_used)
+        return real(probes, centering_used, *args, **kwargs)
+
+    monkeypatch.setattr(section, "probe_scores", spy)
+    config = TruthConfig.make(model="tiny-llama", datasets=["cities"], train_sets=[["cities"]],
+                              layers=[0, 1], probes=["diffmean", "logistic"], controls=[],
+                              max_per_dataset=80, n_boot=100, erasure_nulls=True,
+                              nulls=["gaussian"], centering=centering)
+    r = run_truth(config, progress=False)
+    assert seen == [centering]
+    assert r.method["centering"] == centering == r.erasure_nulls["centering"]
+    assert r.erasure_nulls["nulls"]["config"]["centering"] == centering
+    assert r.erasure_nulls["nulls"]["statistics"]["m"] >= 1  # its p-values corrected as a family

@@ -27,3 +27,8 @@ class ConfigFieldError(InterplabError):
 
     def with_flag(self, flag: str) -> "ConfigFieldError":
         return ConfigFieldError(self.owner, self.field, self.problem, flag)
+
+
+class ResumableError(InterplabError):
+    """A run stopped (e.g. a write failed on a full disk) but kept what it had saved, so running
+    the same command again resumes it; the CLI adds that command to the message."""

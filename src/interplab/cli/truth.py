@@ -21,12 +21,27 @@ def _run(config, out: Path) -> None:  # noqa: ANN001 - TruthConfig, imported laz
     out.mkdir(parents=True, exist_ok=True)
     # Harvested activations stay in the output folder: a re-run (or a run that failed after the
     # harvest) reuses them instead of running the model again.
-    result = run_truth(config, cache_dir=out / "activations")
+    try:
+        result = run_truth(config, cache_dir=out / "activations")
+    except KeyboardInterrupt:
+        _report_interrupt(out / "activations")
+        raise typer.Exit(130) from None
     json_path = result.to_json(out / "truth.json")
     html_path = write_truth_report(result, out / "report.html")
     _print_summary(result)
     console.print(f"results: [bold]{json_path}[/]")
     console.print(f"report:  [bold]{html_path}[/]")
+
+
+def _report_interrupt(cache: Path) -> None:
+    from interplab.cli import command_line
+
+    files = sorted(cache.glob("*.safetensors")) if cache.is_dir() else []
+    kept = (f"{len(files)} harvested activation file(s) are kept in {cache}; a re-run reuses them "
+            "instead of running the model again" if files else
+            "no harvest had finished yet, so nothing was kept")
+    Console(stderr=True).print(f"interrupted: {kept}. Run the same command again to resume: "
+                               f"{command_line()}", highlight=False, soft_wrap=True, markup=False)
 
 
 def _print_summary(result) -> None:  # noqa: ANN001

@@ -19,9 +19,10 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from interplab.errors import InterplabError
+from interplab.fileio import atomic_write_safetensors, atomic_write_text
 from interplab.sae.base import SAEConfig, SparseAutoencoder, create_sae
 
 __all__ = [
@@ -45,10 +46,11 @@ def save_sae(sae: SparseAutoencoder, path: str | os.PathLike) -> Path:
     d = Path(path)
     d.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in sae.state_dict().items()}
-    save_file(tensors, str(d / WEIGHTS_FILE), metadata={"format": FORMAT})
+    # Atomic writes: a full disk raises OSError naming the file and leaves no half-written one.
+    atomic_write_safetensors(d / WEIGHTS_FILE, tensors, metadata={"format": FORMAT})
     cfg = {"format": FORMAT, "format_version": 1, "interplab_version": __version__,
            **sae.config.to_dict()}
-    (d / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
+    atomic_write_text(d / CONFIG_FILE, json.dumps(cfg, indent=2))
     return d
 
 
@@ -143,7 +145,7 @@ def export_saelens(sae: SparseAutoencoder, path: str | os.PathLike) -> Path:
     tensors = {k: v.detach().float().contiguous().cpu() for k, v in w.items()}
     d = Path(path)
     d.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(d / "sae_weights.safetensors"))
+    atomic_write_safetensors(d / "sae_weights.safetensors", tensors)
     layer = _layer_of(c.hook)
     cfg = {
         "architecture": _SAELENS_ARCH[arch],
@@ -169,7 +171,7 @@ def export_saelens(sae: SparseAutoencoder, path: str | os.PathLike) -> Path:
     }
     if arch == "topk":
         cfg["k"] = c.k
-    (d / "cfg.json").write_text(json.dumps(cfg, indent=2))
+    atomic_write_text(d / "cfg.json", json.dumps(cfg, indent=2))
     return d
 
 
@@ -290,7 +292,17 @@ def load_dictionary_learning(
     try:
         sd = torch.load(d / "ae.pt", map_location="cpu", weights_only=True)
     except Exception as exc:  # pickled objects beyond tensors are refused here
-        raise InterplabError(f"{d / 'ae.pt'} is not a plain tensor state dict ({exc})") from exc
+        from interplab.models.loading import pickle_refusal
+
+        refused = pickle_refusal(d / "ae.pt", exc, "convert it where you trust it: re-save the "
+                                 "state dict of tensors alone with torch.save(ae.state_dict(), "
+                                 "'ae.pt')")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InterplabError(refused or f"{d / 'ae.pt'} is not a readable PyTorch state dict "
+                             f"({first}); restore the file") from None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise InterplabError(f"{d / 'ae.pt'} holds a {type(sd).__name__}, not a state dict of "
+                             "tensors; re-save it with torch.save(ae.state_dict(), 'ae.pt')")
     arch = _DL_CLASSES[cls_name]
     g = lambda key: sd[key].float()  # noqa: E731
     shift_from_bdec = False

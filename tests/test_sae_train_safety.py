@@ -298,3 +298,24 @@ def test_trainer_config_refuses_values_out_of_range(field, value, problem):
 def test_sae_config_refuses_values_out_of_range(kw, message):
     with pytest.raises(InterplabError, match=message):
         SAEConfig(**{"architecture": "topk", "d_in": 8, "d_sae": 16, "k": 4, **kw})
+
+
+def test_second_signal_stops_at_once_naming_the_last_checkpoint(tmp_path):
+    from interplab.sae.trainer import TrainingInterrupted
+
+    ckpt = tmp_path / "ckpt"
+    trainer = SAETrainer(_configs(), _tconfig(ckpt, checkpoint_every_steps=2))
+
+    def impatient(t):
+        if t.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # finish the step, then checkpoint ...
+            os.kill(os.getpid(), signal.SIGINT)  # ... no: stop now
+
+    with pytest.raises(KeyboardInterrupt) as e:
+        trainer.fit(_batches(), callback=impatient)
+    exc = e.value
+    assert isinstance(exc, TrainingInterrupted), type(exc)
+    assert exc.signum == signal.SIGINT and exc.checkpoint_step == 2
+    assert exc.checkpoint == ckpt / CHECKPOINT_FILE and _checkpoint_step(ckpt) == 2
+    assert "a second SIGINT stopped it at once" in str(exc) and "holds step 2" in str(exc)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored

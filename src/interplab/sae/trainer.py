@@ -464,7 +464,7 @@ class SAETrainer:
         return ResumableError(
             f"could not write {path} ({exc.strerror or exc}) at step {self.step} of "
             f"{self.config.total_steps}; {kept}. Free disk space, then run the same command "
-            "again to resume")
+            "again to resume.")
 
     @torch.no_grad()
     def load_checkpoint(self, directory: str | os.PathLike, extend_steps: bool = False) -> None:

@@ -9,6 +9,7 @@ import os
 import pickle
 import re
 import struct
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -194,8 +195,10 @@ def load(
 
             tok = _folder_tokenizer(path)
             try:
-                model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
-                                                             dtype=dtype)
+                with warnings.catch_warnings():  # torch warns before refusing a pickle protocol
+                    warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+                    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
+                                                                 dtype=dtype)
             except InterplabError:
                 raise
             except _UNREADABLE as exc:

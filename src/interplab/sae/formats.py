@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -290,7 +291,9 @@ def load_dictionary_learning(
         raise InterplabError(f"dictionary_learning dict_class {cls_name!r} in {d} is not supported; "
                              f"supported: {sorted(_DL_CLASSES)}")
     try:
-        sd = torch.load(d / "ae.pt", map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns before refusing a newer pickle protocol
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            sd = torch.load(d / "ae.pt", map_location="cpu", weights_only=True)
     except Exception as exc:  # pickled objects beyond tensors are refused here
         from interplab.models.loading import pickle_refusal
 

@@ -263,3 +263,11 @@ def test_double_ctrl_c_during_training_prints_no_traceback(store, tmp_path):
     # Either the first signal's checkpoint was written, or the second stopped it at once and
     # the message says which checkpoint (if any) is kept.
     assert "checkpoint written to" in err or "a second SIGINT stopped it at once" in err
+
+
+def test_usage_errors_are_click_messages_not_tracebacks(capsys):
+    assert main(["sae", "train", "--bogus"]) == 2
+    err = _err(capsys)
+    assert "No such option: --bogus" in err
+    assert main(["store", "info"]) == 2
+    assert "Missing argument" in _err(capsys)

@@ -17,8 +17,8 @@ import errno
 import functools
 import signal
 import sys
+from typing import Any
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -59,7 +59,7 @@ class _Interrupted(Exception):  # noqa: N818 - a carrier, not an error
     """A KeyboardInterrupt (``__cause__``) carried out of a command past typer."""
 
 
-def _carry_interrupts(command: click.Command) -> None:
+def _carry_interrupts(command: Any) -> None:
     """Wrap the callback of ``command`` and of every sub-command so that a KeyboardInterrupt
     leaves as :class:`_Interrupted` (typer would turn it into a silent exit 130)."""
     callback = command.callback
@@ -71,7 +71,7 @@ def _carry_interrupts(command: click.Command) -> None:
             except KeyboardInterrupt as exc:
                 _quiet_shutdown()
                 raise _Interrupted() from exc
-            except click.exceptions.Exit as exc:  # a command that reported its own interrupt
+            except typer.Exit as exc:  # a command that reported its own interrupt
                 if exc.exit_code in _INTERRUPTED:
                     _quiet_shutdown()
                 raise
@@ -146,12 +146,14 @@ def _run(args: list[str]) -> int:
         return 2
     except SystemExit as exc:  # typer/click exit paths
         return int(exc.code or 0)
-    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
-        if isinstance(exc, click.exceptions.ClickException):
+    except typer.Abort:
+        return 1
+    except Exception as exc:  # usage errors arrive here with standalone_mode=False
+        # click's ClickException, or the same class in the copy of click newer typers carry
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None),
+                                                               int):
             exc.show()
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 1
         raise
     return 0
 

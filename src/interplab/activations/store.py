@@ -684,6 +684,10 @@ class ActivationStore:
         ``shards_in_buffer`` of them at a time into one buffer, and draws batches from a random
         permutation of its rows, so rows are shuffled across shards while memory stays at one
         buffer (plus a batch) whatever the store's size. Same seed, same batches.
+
+        Batches are cut across epochs, so a ``batch_size`` larger than the store is refused when
+        ``epochs > 1`` (a batch would hold rows several times) or ``drop_last`` (no batch could
+        be drawn). Each shard's sha256 is checked the first time this process reads it.
         """
         if batch_size < 1:
             raise InterplabError(f"batch_size must be at least 1, not {batch_size}")

@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +53,35 @@ def test_safetensors_writer_writes_save_file_bytes_atomically(tmp_path, monkeypa
         atomic_write_safetensors(target, {"w": torch.zeros(2)})
     assert target.read_bytes() == old
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.safetensors"]
+
+
+def test_failed_safetensors_write_is_an_os_error_naming_the_file(tmp_path):
+    """A real write failure (the file-size limit standing in for a full disk): safetensors
+    reports it as its own error type; the writer raises OSError with the errno and the target's
+    name, and leaves the old file and no temporary file behind."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import errno, resource, signal, sys
+        import torch
+        from interplab.fileio import atomic_write_safetensors
+        target = sys.argv[1]
+        atomic_write_safetensors(target, {"a": torch.zeros(4)})  # small: fits the limit
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit: EFBIG, not a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+        try:
+            atomic_write_safetensors(target, {"a": torch.zeros(100_000)})
+        except OSError as exc:
+            print(exc.errno == errno.EFBIG, exc.filename == target, exc.strerror)
+    """)
+    target = tmp_path / "w.safetensors"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    out = subprocess.run([sys.executable, "-c", script, str(target)], env=env, text=True,
+                         capture_output=True, timeout=120)
+    assert out.stdout.split()[:2] == ["True", "True"], out.stdout + out.stderr
+    from safetensors.torch import load_file
+
+    assert load_file(target)["a"].shape == (4,)  # the old file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]

@@ -159,3 +159,50 @@ def test_models_load_with_fused_attention_in_float32(name):
         assert model.hf.config._attn_implementation == "sdpa"
         assert model.dtype == torch.float32
     assert load(name, dtype=torch.bfloat16).dtype == torch.bfloat16
+
+
+class _Payload:
+    """Unpickling this writes a file: the proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_unreadable_model_files_are_one_line(tiny_models, tmp_path):
+    import os
+    import pickle
+
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(os.urandom(4096))
+    with pytest.raises(InterplabError) as e:
+        load(junk)
+    msg = str(e.value)
+    assert msg.startswith(f"{junk} is not loadable: ") and "GGUF magic bytes" in msg
+    assert len(msg.splitlines()) == 1
+
+    folder = tmp_path / "model"
+    lm = tiny_models["tiny-gpt2"]
+    lm.hf.save_pretrained(folder)
+    lm.tokenizer.save_pretrained(folder)
+    # A plain state dict in a pickle file loads (torch reads it without running code) ...
+    state = {k: v.clone() for k, v in lm.hf.state_dict().items()}
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    load(folder)
+    # ... a pickle that needs code is refused in one line, and the code never runs.
+    marker = tmp_path / "code-ran"
+    for protocol in (2, 4):
+        (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"w": _Payload(marker)},
+                                                                protocol=protocol))
+        with pytest.raises(InterplabError) as e:
+            load(folder)
+        msg = str(e.value)
+        assert msg.startswith(f"refused: {folder / 'pytorch_model.bin'} needs pickle")
+        assert "can run code" in msg and "save_pretrained" in msg and "weights_only" not in msg
+        assert len(msg.splitlines()) == 1 and not marker.exists()
+    (folder / "pytorch_model.bin").write_bytes(b"garbage")
+    with pytest.raises(InterplabError, match=r"pytorch_model.bin is not a PyTorch checkpoint"):
+        load(folder)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 import torch
@@ -165,11 +166,40 @@ def test_load_dictionary_learning_standard_and_topk(tmp_path):
         assert torch.allclose(sae(X), ref, atol=1e-5)
 
 
+class _Payload:
+    """Unpickling this writes a file: the proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _one_line_refusal(exc_info, path) -> str:
+    msg = str(exc_info.value)
+    assert len(msg.splitlines()) == 1 and "weights_only" not in msg
+    assert msg.startswith(f"refused: {path} needs pickle") and "can run code" in msg
+    assert "load it yourself if you trust it" in msg
+    return msg
+
+
 def test_dictionary_learning_rejects_pickled_objects(tmp_path):
     _write_dl(tmp_path, "AutoEncoder", {"encoder.weight": torch.zeros(3, 2),
                                         "evil": torch.nn.Linear(2, 2)})
-    with pytest.raises(InterplabError, match="not a plain tensor state dict"):
+    with pytest.raises(InterplabError) as e:
         load_dictionary_learning(tmp_path)
+    assert "torch.nn.modules.linear.Linear" in _one_line_refusal(e, tmp_path / "ae.pt")
+    marker = tmp_path / "code-ran"
+    for protocol in (2, 4):  # protocol 4 frames fail differently inside torch's reader
+        (tmp_path / "ae.pt").write_bytes(pickle.dumps({"w": _Payload(marker)}, protocol=protocol))
+        with pytest.raises(InterplabError) as e:
+            load_sae(tmp_path)
+        _one_line_refusal(e, tmp_path / "ae.pt")
+        assert not marker.exists()
+    (tmp_path / "ae.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(InterplabError, match=r"ae.pt is not a PyTorch checkpoint \(neither"):
+        load_sae(tmp_path)
 
 
 def test_dimension_mismatch_is_a_clear_error(tmp_path):

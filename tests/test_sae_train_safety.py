@@ -255,3 +255,67 @@ def test_checkpoint_goes_through_the_atomic_writer(tmp_path, atomic_writes):
     assert CHECKPOINT_FILE in atomic_writes
     assert _checkpoint_step(ckpt) == 10 and not list(ckpt.glob("*.tmp"))
     _assert_checkpoint_finite(ckpt)
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("lr", float("nan"), "must be a positive finite number"),
+    ("lr", -0.01, "must be a positive finite number"),
+    ("lr", 0.0, "must be a positive finite number"),
+    ("adam_betas", (1.5, 0.9), "must be two numbers in [0, 1)"),
+    ("adam_betas", (0.9,), "must be two numbers in [0, 1)"),
+    ("lr_warmup_steps", -1, "must be a whole number ≥ 0"),
+    ("lr_decay_fraction", 1.5, "must be a number in [0, 1]"),
+    ("dead_window_tokens", 0, "must be a positive whole number"),
+    ("init_sample_size", 2.5, "must be a positive whole number"),
+    ("resample_every_steps", 0, "must be a positive whole number"),
+    ("seed", -3, "must be a whole number ≥ 0"),
+    ("total_steps", -1, "must be a whole number ≥ 0"),
+    ("device", "gpu", "must be cpu, cuda"),
+])
+def test_trainer_config_refuses_values_out_of_range(field, value, problem):
+    import re
+
+    from interplab.errors import ConfigFieldError
+
+    with pytest.raises(ConfigFieldError,
+                       match=rf"^TrainerConfig\.{field} {re.escape(problem)}.*, not ") as e:
+        TrainerConfig(**{"total_steps": 10, field: value})
+    assert e.value.field == field
+    TrainerConfig(total_steps=0)  # 0 steps: a study's "one pass"; the trainer asks for ≥ 1
+    with pytest.raises(InterplabError, match="total_steps must be ≥ 1"):
+        SAETrainer([SAEConfig("relu", 8, 16)], TrainerConfig(total_steps=0))
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"d_sae": -4}, r"the width d_sae \(--width\) must be a positive whole number, not -4"),
+    ({"d_sae": 0}, r"the width d_sae \(--width\) must be a positive whole number"),
+    ({"k": 0}, r"k \(--k\) must be a positive whole number, not 0"),
+    ({"k": 40}, r"k=40 is larger than the SAE width d_sae=16"),
+    ({"sparsity_coefficient": float("nan")}, r"λ \(--sparsity\) must be a finite number ≥ 0"),
+    ({"jumprelu_bandwidth": 0.0}, r"jumprelu_bandwidth must be a positive finite number"),
+    ({"batchtopk_threshold_momentum": 2.0}, r"momentum must be a number in \(0, 1\]"),
+])
+def test_sae_config_refuses_values_out_of_range(kw, message):
+    with pytest.raises(InterplabError, match=message):
+        SAEConfig(**{"architecture": "topk", "d_in": 8, "d_sae": 16, "k": 4, **kw})
+
+
+def test_second_signal_stops_at_once_naming_the_last_checkpoint(tmp_path):
+    from interplab.sae.trainer import TrainingInterrupted
+
+    ckpt = tmp_path / "ckpt"
+    trainer = SAETrainer(_configs(), _tconfig(ckpt, checkpoint_every_steps=2))
+
+    def impatient(t):
+        if t.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # finish the step, then checkpoint ...
+            os.kill(os.getpid(), signal.SIGINT)  # ... no: stop now
+
+    with pytest.raises(KeyboardInterrupt) as e:
+        trainer.fit(_batches(), callback=impatient)
+    exc = e.value
+    assert isinstance(exc, TrainingInterrupted), type(exc)
+    assert exc.signum == signal.SIGINT and exc.checkpoint_step == 2
+    assert exc.checkpoint == ckpt / CHECKPOINT_FILE and _checkpoint_step(ckpt) == 2
+    assert "a second SIGINT stopped it at once" in str(exc) and "holds step 2" in str(exc)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored

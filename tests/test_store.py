@@ -422,3 +422,119 @@ def test_store_harvest_runs_with_the_thread_policy_and_restores_it(tiny_models, 
         handle.remove()
     assert set(seen[: len(seen) // 2]) == {1} and set(seen[len(seen) // 2 :]) == {3}
     assert torch.get_num_threads() == before
+
+
+def _flip_one_float(out, shard):
+    """Change one stored activation of a shard in place: the file stays a valid safetensors
+    file of the same size, only its bytes (and so its sha256) differ from the manifest's."""
+    s = ActivationStore(out)
+    loc = s._header(shard)[HOOKS[0]]
+    f = out / s.shards[shard]["file"]
+    data = bytearray(f.read_bytes())
+    data[loc.offset + 4 * 7 + 1] ^= 0x01
+    f.write_bytes(bytes(data))
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 1_000_000))
+
+
+def test_reads_refuse_a_shard_altered_after_the_harvest(tiny_models, tmp_path):
+    out = tmp_path / "s"
+    s = _write(tiny_models["tiny-gpt2"], out)
+    before = s.load(HOOKS[0])
+    _flip_one_float(out, 1)
+    fresh = ActivationStore(out)
+    for read in (lambda: fresh.load(HOOKS[0]), lambda: list(fresh.iter_batches(64, HOOKS[0])),
+                 lambda: list(fresh.iter_batches(64, HOOKS[0], shuffle=False)),
+                 lambda: fresh.rows([s.shards[0]["n_rows"] + 2], HOOKS[0]),
+                 lambda: fresh.metadata()):
+        with pytest.raises(InterplabError, match=r"shard-00001.safetensors of the store .* fails "
+                                                 r"its sha256 check.*interplab store verify"):
+            read()
+    assert torch.equal(fresh.shard_tensor(0, HOOKS[0]), before[: s.shards[0]["n_rows"]])
+    assert any("shard 1" in p and "altered" in p for p in fresh.verify().problems)
+
+
+def test_shards_are_hashed_once_per_process(tiny_models, tmp_path, monkeypatch):
+    out = tmp_path / "s"
+    s = _write(tiny_models["tiny-gpt2"], out)
+    calls = []
+    real = store._sha256_file
+    monkeypatch.setattr(store, "_sha256_file", lambda p: calls.append(Path(p).name) or real(p))
+    ActivationStore(out).load(HOOKS[0])
+    assert calls == []  # the writer of this process hashed the bytes it wrote
+    f = out / s.shards[2]["file"]
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 1_000_000))  # touched: re-hash
+    for _ in range(2):
+        reader = ActivationStore(out)
+        reader.load(HOOKS[0])
+        list(reader.iter_batches(64, HOOKS[1], seed=1))
+    assert calls == [s.shards[2]["file"]]
+
+
+def test_harvest_that_would_keep_no_row_is_refused_before_writing(tiny_models, tmp_path):
+    from interplab.activations.exclusion import ExclusionRule
+
+    lm = tiny_models["tiny-llama"]
+    out = tmp_path / "s"
+    with pytest.raises(InterplabError, match=r"every row would be left out: the positions "
+                                             r"'index:0' select only position 0"):
+        harvest_to_store(lm, MANY, HOOKS, out, "index:0", exclusion=ExclusionRule(),
+                         progress=False)
+    assert not out.exists()
+    # The same selector without the exclusion, or a later position with it, harvests.
+    assert harvest_to_store(lm, MANY, HOOKS, out, "index:0", progress=False).n_rows == len(MANY)
+    kept = harvest_to_store(lm, MANY, HOOKS, tmp_path / "t", "index:1",
+                            exclusion=ExclusionRule(norm_ratio=None), progress=False)
+    assert kept.n_rows == len(MANY)
+
+
+def test_empty_store_is_refused_by_the_training_gate(tiny_models, tmp_path, monkeypatch):
+    from interplab.activations import to_store
+    from interplab.activations.exclusion import ExclusionRule
+
+    # A store written before the harvest refused such runs: complete, 0 rows, all excluded.
+    monkeypatch.setattr(to_store, "_check_some_row_is_kept", lambda *a: None)
+    out = tmp_path / "s"
+    with pytest.raises(InterplabError, match=r"kept no rows: the SAE exclusion \(position 0"):
+        harvest_to_store(tiny_models["tiny-llama"], MANY, HOOKS, out, "index:0",
+                         exclusion=ExclusionRule(), progress=False)
+    s = ActivationStore(out)
+    assert s.n_rows == 0 and not s.complete  # never marked complete; the next run replaces it
+    m = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**m, "complete": True}))
+    s = ActivationStore(out)
+    with pytest.raises(InterplabError, match=r"holds no rows: the SAE exclusion \(position 0.*"
+                                             r"left out all 60 rows"):
+        s.require_complete()
+    with pytest.raises(InterplabError, match="holds no rows"):
+        list(s.iter_batches(8, HOOKS[0], drop_last=True))
+    assert list(s.iter_batches(8, HOOKS[0])) == []  # a plain read of nothing is no error
+
+
+def test_a_batch_never_holds_a_row_twice(tiny_models, tmp_path):
+    s = harvest_to_store(tiny_models["tiny-gpt2"], TEXTS[:2], HOOKS, tmp_path / "s", "all",
+                         progress=False)
+    n = s.n_rows
+    with pytest.raises(InterplabError, match=rf"batch size 4096 is larger than .* holds {n} rows: "
+                                             r"one batch would read every row about \d+ times; "
+                                             rf"use a batch size of at most {n}"):
+        s.iter_batches(4096, HOOKS[0], epochs=456, drop_last=True)
+    with pytest.raises(InterplabError, match="not one full batch"):
+        s.iter_batches(n + 1, HOOKS[0], drop_last=True)
+    assert sum(len(b) for b in s.iter_batches(n + 1, HOOKS[0])) == n  # one partial batch is fine
+    one_pass = list(s.iter_batches(n, HOOKS[0], epochs=1, drop_last=True))
+    assert len(one_pass) == 1 and len(torch.unique(one_pass[0], dim=0)) == n
+
+
+def test_shard_whose_rows_were_all_excluded_reads_as_empty(tiny_models, tmp_path):
+    from interplab.activations.exclusion import ExclusionRule
+
+    # Texts 0-3 are one token long (position 0 only: every row excluded), so shard 0 is empty.
+    lm = tiny_models["tiny-gpt2"]
+    short = [t for t in ("a", "b", "c", "d") if len(lm.tokenize([t])[0]) == 1]
+    assert len(short) == 4
+    s = harvest_to_store(lm, short + MANY[:8], HOOKS, tmp_path / "s", "all", batch_size=4,
+                         rows_per_shard=1, texts_per_chunk=4,
+                         exclusion=ExclusionRule(norm_ratio=None), progress=False)
+    assert s.shards[0]["n_rows"] == 0 and s.n_rows > 0
+    got = torch.cat(list(s.iter_batches(16, HOOKS[0], seed=0)))
+    assert got.shape[0] == s.n_rows

@@ -157,3 +157,30 @@ def test_erasure_nulls_section_is_rendered_only_when_run(report, tmp_path):
     assert "harvested for these" in html and "at the chosen layer only" in html
     for alt in ("held-out probe accuracy per method", "probe accuracy per source"):
         assert re.search(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{500,}" alt="' + alt, html)
+
+
+@pytest.mark.parametrize("name", ["cost$_$", "a$x$b", "$", "price \\$5 $$"])
+def test_plain_text_is_drawn_literally(name):
+    from matplotlib.text import Text
+
+    from interplab.report.html import plain_text
+
+    drawn, is_math = Text(0, 0, plain_text(name))._preprocess_math(plain_text(name))
+    assert (drawn, is_math) == (name, False)
+
+
+def test_dollar_signs_in_a_dataset_name_reach_the_figures_as_text(tmp_path):
+    """A dataset file called cost$_$.csv: matplotlib would parse `$_$` as (broken) math."""
+    path_csv = tmp_path / "cost$_$.csv"
+    with path_csv.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["statement", "label"])
+        for i in range(60):
+            writer.writerow([f"Item {i} costs ${i}.", i % 2])
+    config = TruthConfig(model="tiny-gpt2", datasets=["cities", str(path_csv)],
+                         train_sets=[["cost$_$"]], layers=[1], probes=["diffmean"],
+                         max_per_dataset=60, n_boot=20)
+    result = run_truth(config, progress=False)
+    assert result.train_sets == ["cost$_$"]
+    html = write_truth_report(result, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "cost$_$" in html and html.count("data:image/png;base64,") >= 3

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,11 +68,26 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None =
                                               ensure_ascii=False))
 
 
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
 def atomic_write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
                              metadata: Mapping[str, str] | None = None) -> Path:
     """``tensors`` (contiguous, CPU) as a safetensors file with optional string ``metadata``,
-    written atomically (the bytes of ``safetensors.torch.save_file``)."""
+    written atomically (the bytes of ``safetensors.torch.save_file``). A failed write (a full
+    disk, a quota) raises :class:`OSError` naming ``path``, as the other writers here do
+    (safetensors reports it as its own error type, with the OS error number in the text)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    return atomic_write(path, lambda tmp: save_file(dict(tensors), str(tmp),
-                                                    metadata=dict(metadata) if metadata else None))
+    def write(tmp: Path) -> None:
+        try:
+            save_file(dict(tensors), str(tmp), metadata=dict(metadata) if metadata else None)
+        except SafetensorError as exc:
+            found = _OS_ERROR.search(str(exc))
+            if found is None:
+                raise
+            code = int(found.group(1))
+            raise OSError(code, os.strerror(code), str(path)) from exc
+
+    return atomic_write(path, write)

@@ -75,6 +75,24 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+# Shards whose sha256 matched their manifest entry in this process, keyed by (resolved path,
+# size, mtime in ns, expected sha256): a reader hashes each shard once per process, and again only
+# when the file (or the manifest's checksum) changes.
+_VERIFIED_SHARDS: set[tuple[str, int, int, str]] = set()
+
+
+def _shard_key(path: Path, sha256: str) -> tuple[str, int, int, str]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns, sha256)
+
+
+def remember_verified(path: Path, sha256: str) -> None:
+    """Record that the shard file at ``path`` has the checksum ``sha256`` (its writer hashed the
+    bytes it wrote, or a reader hashed the file), so readers in this process do not hash it
+    again while its size and modification time stay the same."""
+    _VERIFIED_SHARDS.add(_shard_key(path, sha256))
+
+
 def resume_hint(manifest: dict[str, Any]) -> str:
     """How to finish a store's harvest: its recorded command, or the generic advice."""
     command = manifest.get("command")
@@ -209,8 +227,10 @@ def write_shard_file(folder: Path, index: int, tensors: dict[str, torch.Tensor],
         atomic_write_bytes(folder / name, data)
     except OSError as exc:  # name the shard, whatever the OS named
         raise OSError(exc.errno, exc.strerror or str(exc), str(folder / name)) from exc
-    return {"file": name, "n_rows": int(tensors["text_index"].shape[0]),
-            "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    sha = hashlib.sha256(data).hexdigest()
+    remember_verified(folder / name, sha)  # a reader in this process need not hash it again
+    return {"file": name, "n_rows": int(tensors["text_index"].shape[0]), "sha256": sha,
+            "bytes": len(data)}
 
 
 
@@ -480,14 +500,35 @@ class ActivationStore:
 
     def require_complete(self, allow_incomplete: bool = False) -> None:
         """Raise unless the harvest finished (or ``allow_incomplete``): an interrupted store
-        holds only a prefix of the texts, which silently biases whatever is trained on it."""
-        if self.complete or allow_incomplete:
-            return
-        raise InterplabError(
-            f"the store {self.path} is incomplete: its harvest stopped after {self.texts_done} of "
-            f"{self.n_texts} texts. Finish it first ({resume_hint(self.manifest)}), or pass "
-            "--allow-incomplete (allow_incomplete=True) to use the rows it holds"
-        )
+        holds only a prefix of the texts, which silently biases whatever is trained on it. A
+        store without a single row is refused either way: there is nothing to train or
+        evaluate on."""
+        if not self.complete and not allow_incomplete:
+            raise InterplabError(
+                f"the store {self.path} is incomplete: its harvest stopped after "
+                f"{self.texts_done} of {self.n_texts} texts. Finish it first "
+                f"({resume_hint(self.manifest)}), or pass --allow-incomplete "
+                "(allow_incomplete=True) to use the rows it holds"
+            )
+        if self.n_rows == 0:
+            raise InterplabError(f"the store {self.path} holds no rows: {self._why_empty()}")
+
+    def _why_empty(self) -> str:
+        count = self.manifest.get("sae_exclusion_count") or {}
+        rule = self.manifest.get("sae_exclusion")
+        if count.get("n_seen") and count.get("n_excluded") == count["n_seen"]:
+            from interplab.activations.exclusion import ExclusionRule
+
+            described = ExclusionRule.from_dict(rule).describe() if isinstance(rule, dict) \
+                else "the SAE exclusion"
+            return (f"the SAE exclusion ({described}) left out all {count['n_seen']} rows its "
+                    f"positions ({self.manifest['positions']}) selected. Harvest again into a new "
+                    "--out folder with positions past the first token (e.g. --positions all)")
+        if not self.complete:
+            return f"its harvest has written none yet; {resume_hint(self.manifest)}"
+        return (f"its positions ({self.manifest['positions']}) selected no token of its "
+                f"{self.n_texts} texts. Harvest again into a new --out folder with other "
+                "--positions")
 
     def __len__(self) -> int:
         return self.n_rows
@@ -508,8 +549,31 @@ class ActivationStore:
             if not path.is_file():
                 raise InterplabError(f"shard {path} is missing; run `interplab store verify "
                                      f"{self.path}` and harvest again into a new --out folder")
+            self._check_checksum(shard, path)
             self._headers[shard] = _read_header(path, self._expect(shard))
         return self._headers[shard]
+
+    def _check_checksum(self, shard: int, path: Path) -> None:
+        """Refuse a shard whose size or sha256 differs from its manifest entry. Hashed once per
+        process (streamed; cached by path, size and modification time), so every read that
+        trains or evaluates sees the bytes the harvest wrote."""
+        entry = self.shards[shard]
+        key = _shard_key(path, entry["sha256"])
+        if key in _VERIFIED_SHARDS:
+            return
+        size = key[1]
+        if "bytes" in entry and size != entry["bytes"]:
+            problem = f"has {size} bytes, the manifest says {entry['bytes']} (truncated or extended)"
+        elif _sha256_file(path) != entry["sha256"]:
+            problem = "fails its sha256 check: its bytes changed after the harvest wrote it"
+        else:
+            _VERIFIED_SHARDS.add(key)
+            return
+        raise InterplabError(
+            f"shard {entry['file']} of the store {self.path} {problem}; training or evaluating "
+            f"on it would use altered activations. Run `interplab store verify {self.path}` and "
+            "harvest again into a new --out folder"
+        )
 
     def _expect(self, shard: int) -> dict[str, Any]:
         return {"n_rows": self.shards[shard]["n_rows"], "hooks": self.hooks,
@@ -586,6 +650,8 @@ class ActivationStore:
         """Read a shard's tensor straight into ``out`` (plain reads: no mapped pages stay
         resident, so memory is what the caller allocated)."""
         loc = self._header(shard)[key]
+        if out.size == 0:  # a shard whose every row was left out by the SAE exclusion
+            return
         view = memoryview(out).cast("B")
         with open(self.path / self.shards[shard]["file"], "rb") as f:
             f.seek(loc.offset)
@@ -618,10 +684,36 @@ class ActivationStore:
         ``shards_in_buffer`` of them at a time into one buffer, and draws batches from a random
         permutation of its rows, so rows are shuffled across shards while memory stays at one
         buffer (plus a batch) whatever the store's size. Same seed, same batches.
+
+        Batches are cut across epochs, so a ``batch_size`` larger than the store is refused when
+        ``epochs > 1`` (a batch would hold rows several times) or ``drop_last`` (no batch could
+        be drawn). Each shard's sha256 is checked the first time this process reads it.
         """
         if batch_size < 1:
             raise InterplabError(f"batch_size must be at least 1, not {batch_size}")
-        key = self._hook(hook)
+        if epochs < 1:
+            raise InterplabError(f"epochs must be at least 1, not {epochs}")
+        if batch_size > self.n_rows and (epochs > 1 or drop_last):
+            # Batches are cut across epochs: a batch larger than the store would hold rows
+            # several times (and with drop_last, one epoch would yield no batch at all).
+            if not self.n_rows:
+                raise InterplabError(f"the store {self.path} holds no rows: no batch can be "
+                                     "drawn from it")
+            why = (f"one batch would read every row about {-(-batch_size // self.n_rows)} times"
+                   if epochs > 1 else "not one full batch can be drawn")
+            raise InterplabError(
+                f"batch size {batch_size} is larger than the store {self.path}, which holds "
+                f"{self.n_rows} rows: {why}; use a batch size of at most {self.n_rows} "
+                "(--batch-size)")
+        return self._batches(batch_size, self._hook(hook), shuffle=shuffle, seed=seed,
+                             epochs=epochs, shards_in_buffer=shards_in_buffer,
+                             drop_last=drop_last, device=device, dtype=dtype,
+                             with_position=with_position)
+
+    def _batches(self, batch_size: int, key: str, *, shuffle: bool, seed: int, epochs: int,
+                 shards_in_buffer: int, drop_last: bool, device: str | torch.device | None,
+                 dtype: torch.dtype, with_position: bool,
+                 ) -> Iterator[torch.Tensor] | Iterator[tuple[torch.Tensor, torch.Tensor]]:
         np_dtype = _ST_DTYPES[self._st_dtype()]
         k = max(1, shards_in_buffer)
         rng = np.random.default_rng(seed)
@@ -681,6 +773,7 @@ class ActivationStore:
             return f"has {size} bytes, manifest says {s['bytes']} (truncated or extended)"
         if _sha256_file(p) != s["sha256"]:
             return "fails its sha256 check (altered)"
+        remember_verified(p, s["sha256"])
         try:
             self._headers[i] = _read_header(p, self._expect(i))
         except InterplabError as exc:

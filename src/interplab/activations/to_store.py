@@ -138,6 +138,7 @@ def harvest_to_store(
     n_texts = len(ids)
     pos.validate_count(n_texts)
     _check_positions(lm, pos, ids)
+    _check_some_row_is_kept(lm, pos, ids, exclusion)
     chunk = texts_per_chunk or 8 * batch_size
     header = {
         "interplab_version": interplab.__version__,
@@ -166,6 +167,14 @@ def harvest_to_store(
                   batch_size=batch_size, dtype=dtype, padding_side=padding_side,
                   compute_dtype=compute_dtype, exclusion=exclusion, executor=executor,
                   worker_model=worker_model)
+        if writer.manifest["n_rows"] == 0:  # left incomplete: the next run replaces it
+            count = writer.manifest.get("sae_exclusion_count") or {}
+            raise InterplabError(
+                f"the harvest into {writer.path} kept no rows: the SAE exclusion "
+                f"({exclusion.describe() if exclusion else 'none'}) left out all "
+                f"{count.get('n_seen', 0)} rows the positions {pos.spec!r} selected, so the store "
+                "would be empty. Choose positions with ordinary tokens (e.g. all) or harvest "
+                "without the exclusion (no --for-sae)")
         writer.finish()
     return ActivationStore(out)
 
@@ -183,6 +192,30 @@ def _check_positions(lm: LanguageModel, pos: Positions, ids: Sequence[Sequence[i
         has_bos = lm.bos_token_id is not None
         for i, t in enumerate(ids):
             pos.select(i, len(t), has_bos)
+
+
+def _check_some_row_is_kept(lm: LanguageModel, pos: Positions, ids: Sequence[Sequence[int]],
+                            exclusion: ExclusionRule | None) -> None:
+    """Refuse, before anything is written, a harvest whose positions select no row, or only
+    rows at position 0 that the SAE exclusion leaves out (a complete store of 0 rows)."""
+    has_bos = lm.bos_token_id is not None
+    drop_first = exclusion is not None and exclusion.first_position
+    selected = False
+    for i, t in enumerate(ids):
+        chosen = pos.select(i, len(t), has_bos)
+        selected = selected or bool(chosen)
+        if any(p != 0 for p in chosen) or (chosen and not drop_first):
+            return
+    if not selected:
+        raise InterplabError(
+            f"the positions {pos.spec!r} select no token of any of the {len(ids)} texts, so the "
+            "store would hold no rows; choose other positions (e.g. all)")
+    raise InterplabError(
+        f"every row would be left out: the positions {pos.spec!r} select only position 0 of "
+        f"each of the {len(ids)} texts, and the SAE exclusion (--for-sae: "
+        f"{exclusion.describe() if exclusion else ''}) leaves position 0 out of the store. "
+        "Choose positions past the first token (e.g. all, or index:N with N >= 1), or harvest "
+        "without --for-sae")
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,30 @@
 
 Each sub-module registers its commands on the shared Typer app; heavy imports happen inside the
 commands so that `interplab --help` stays fast.
+
+Errors reach the user as one line: an :class:`InterplabError` prints its message (exit 2; a
+:class:`ResumableError` adds the command that resumes the run), a failed write names the file
+(a full disk adds the command to run again), and Ctrl-C prints what was kept and the command to
+run again (exit 130). Typer turns a KeyboardInterrupt into a silent exit 130, so each command's
+callback is wrapped to carry the interrupt past it (:func:`_carry_interrupts`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
+import signal
 import sys
+from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from interplab.errors import InterplabError
+from interplab import cli
+from interplab.cli import command_line
+from interplab.errors import InterplabError, ResumableError
 
 app = typer.Typer(
     name="interplab",
@@ -21,6 +35,9 @@ app = typer.Typer(
     add_completion=False,
 )
 err_console = Console(stderr=True)
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_INTERRUPTED = (128 + signal.SIGINT, 128 + signal.SIGTERM)  # exit codes after a signal
+_PROCESS = [False]  # whether main() runs as the process's command (it read sys.argv)
 
 
 @app.callback()
@@ -58,31 +75,105 @@ def _reflow_help(typer_app: typer.Typer) -> None:
 _register_commands()
 
 
+class _Interrupted(Exception):  # noqa: N818 - a carrier, not an error
+    """A KeyboardInterrupt (``__cause__``) carried out of a command past typer."""
+
+
+def _carry_interrupts(command: Any) -> None:
+    """Wrap the callback of ``command`` and of every sub-command so that a KeyboardInterrupt
+    leaves as :class:`_Interrupted` (typer would turn it into a silent exit 130)."""
+    callback = command.callback
+    if callback is not None and not getattr(callback, "_carries_interrupts", False):
+        @functools.wraps(callback)
+        def carrying(*args, **kwargs):
+            try:
+                return callback(*args, **kwargs)
+            except KeyboardInterrupt as exc:
+                _quiet_shutdown()
+                raise _Interrupted() from exc
+            except typer.Exit as exc:  # a command that reported its own interrupt
+                if exc.exit_code in _INTERRUPTED:
+                    _quiet_shutdown()
+                raise
+
+        carrying._carries_interrupts = True  # type: ignore[attr-defined]
+        command.callback = carrying
+    for sub in getattr(command, "commands", {}).values():
+        _carry_interrupts(sub)
+
+
+def _report_interrupt(interrupt: BaseException | None) -> int:
+    signum = getattr(interrupt, "signum", signal.SIGINT)
+    name = signal.Signals(signum).name
+    detail = f"{interrupt}; " if str(interrupt or "") else ""
+    err_console.print(
+        f"interrupted ({name}): {detail}files the command had finished writing are kept. Run "
+        "the same command again to resume from them (harvest, sae train and truth do; others "
+        f"start over): {command_line()}",
+        highlight=False, soft_wrap=True, markup=False)
+    return 128 + signum
+
+
+def _print_error(message: str) -> None:
+    # The message may hold user text (paths, names) with brackets: never read it as markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _quiet_shutdown() -> None:
+    """After an interrupt, when this process is the command (``main()`` read ``sys.argv``),
+    ignore further Ctrl-C while it reports and shuts down, so an impatient second Ctrl-C cannot
+    print a traceback from an exit handler."""
+    if _PROCESS[0]:
+        with contextlib.suppress(ValueError):  # ValueError: not the main thread
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print a one-line message and exit with status 2."""
+    cli.ARGS[:] = sys.argv[1:] if argv is None else argv  # for "run it again" messages
+    _PROCESS[0] = argv is None
+    code = _run(cli.ARGS)
+    if code in _INTERRUPTED:
+        _quiet_shutdown()
+    return code
+
+
+def _run(args: list[str]) -> int:
     try:
-        rv = app(args=argv, standalone_mode=False)
+        command = typer.main.get_command(app)
+        _carry_interrupts(command)
+        rv = command.main(args=args, standalone_mode=False)
         if isinstance(rv, int):  # click returns an Exit's code in non-standalone mode
             return rv
+    except _Interrupted as exc:
+        return _report_interrupt(exc.__cause__)
+    except KeyboardInterrupt as exc:  # outside any command (e.g. while options are parsed)
+        _quiet_shutdown()
+        return _report_interrupt(exc)
     except InterplabError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        message = str(exc)
+        if isinstance(exc, ResumableError):
+            message += f" Resume with: {command_line()}"
+        _print_error(message)
         return 2
     except OSError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        message = str(exc)
+        if exc.errno in _DISK_FULL:
+            message = (f"could not write {exc.filename or 'a file'} ({exc.strerror}); free disk "
+                       "space, then run the same command again (a harvest or SAE run resumes "
+                       f"from what it kept): {command_line()}")
+        _print_error(message)
         return 2
-    except KeyboardInterrupt:
-        err_console.print("interrupted; re-run the same command to resume where supported")
-        return 130
     except SystemExit as exc:  # typer/click exit paths
         return int(exc.code or 0)
-    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except typer.Abort:
+        return 1
+    except Exception as exc:  # usage errors arrive here with standalone_mode=False
+        # click's ClickException, or the same class in the copy of click newer typers carry
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None),
+                                                               int):
             exc.show()
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 1
         raise
     return 0
 

@@ -52,7 +52,7 @@ from typing import Any
 
 import typer
 
-from interplab.errors import InterplabError
+from interplab.errors import ConfigFieldError, InterplabError
 
 _SCALARS = (int, float, str, Path)
 
@@ -322,9 +322,12 @@ def _build(cls: type, base: Any, values: dict[str, Any], prefix: str = "") -> An
                 kwargs[f.name] = _build(hints[f.name], sub_base, values, path + ".")
         elif path in values:
             kwargs[f.name] = values[path]
-    if base is not None and base is not dataclasses.MISSING:
-        return dataclasses.replace(base, **kwargs)
-    return cls(**kwargs)
+    try:
+        if base is not None and base is not dataclasses.MISSING:
+            return dataclasses.replace(base, **kwargs)
+        return cls(**kwargs)
+    except ConfigFieldError as exc:  # a field out of range: name it by its path from the root
+        raise exc.under(prefix) from None
 
 
 def from_config(cls: type, *, rename: Mapping[str, str] | None = None,
@@ -347,7 +350,11 @@ def from_config(cls: type, *, rename: Mapping[str, str] | None = None,
 
         def command(**kwargs: Any) -> Any:
             values = {o.path: o.parse(kwargs.pop(o.param)) for o in opts}
-            cfg = _build(cls, None, values)
+            try:
+                cfg = _build(cls, None, values)
+            except ConfigFieldError as exc:  # name the option the user typed
+                flag = next((o.flag for o in opts if o.path == exc.field), None)
+                raise (exc.with_flag(flag) if flag else exc) from None
             return func(cfg, **kwargs)
 
         params = [*(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in rest),

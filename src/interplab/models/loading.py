@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
+import pickle
+import re
+import struct
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -45,6 +50,50 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+# What transformers (and torch.load or the gguf reader under it) raise for a file it cannot read.
+_UNREADABLE = (ValueError, OSError, RuntimeError, KeyError, TypeError, IndexError, EOFError,
+               struct.error, pickle.UnpicklingError)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def pickle_refusal(file: Path, exc: BaseException, convert: str) -> str | None:
+    """One line saying why ``torch.load(file, weights_only=True)`` refused ``file`` (``exc`` or
+    an exception it was raised from), or None if ``exc`` is no such refusal. ``convert`` says
+    how to turn the file into one that loads without running code. torch's own message ends by
+    suggesting ``weights_only=False``, the one thing a user must not do with an untrusted
+    file, so it is never shown."""
+    chain, cause = [], exc
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    err = next((e for e in chain if isinstance(e, pickle.UnpicklingError)), None)
+    if err is None:
+        return None
+    head = b""
+    with contextlib.suppress(OSError), open(file, "rb") as fh:
+        head = fh.read(2)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    if found or head[:1] == b"\x80" or head == b"PK":  # a pickle stream, or torch's zip of one
+        names = f" (it calls {found.group(1)})" if found else ""
+        return (f"refused: {file} needs pickle{names}, which can run code; {convert}, or load it "
+                "yourself if you trust it")
+    return (f"{file} is not a PyTorch checkpoint (neither a zip archive nor a pickle); restore "
+            "the file")
+
+
+def _not_loadable(what: Path, exc: BaseException) -> InterplabError:
+    """One line for a model file or folder that cannot be loaded, naming why."""
+    bins = sorted(what.glob("*.bin")) if what.is_dir() else [what]
+    refused = pickle_refusal(bins[0], exc, "convert it to safetensors where you trust it (load "
+                             "the model yourself, then model.save_pretrained(folder))") \
+        if bins else None
+    return InterplabError(refused or f"{what} is not loadable: {_first_line(exc)}")
+
+
 def _load_gguf(path: Path, dtype: torch.dtype) -> tuple:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -54,6 +103,10 @@ def _load_gguf(path: Path, dtype: torch.dtype) -> tuple:
     except ImportError as exc:
         raise InterplabError(f"loading GGUF files needs the 'gguf' package ({exc}); "
                              "pip install gguf") from exc
+    except InterplabError:
+        raise
+    except _UNREADABLE as exc:
+        raise _not_loadable(path, exc) from None
     return model, tok
 
 
@@ -141,7 +194,15 @@ def load(
             from transformers import AutoModelForCausalLM
 
             tok = _folder_tokenizer(path)
-            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+            try:
+                with warnings.catch_warnings():  # torch warns before refusing a pickle protocol
+                    warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+                    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
+                                                                 dtype=dtype)
+            except InterplabError:
+                raise
+            except _UNREADABLE as exc:
+                raise _not_loadable(path, exc) from None
             name, source = path.name, str(path.resolve())
         elif allow_download and "/" in spec_str and not path.exists():
             from transformers import AutoModelForCausalLM, AutoTokenizer

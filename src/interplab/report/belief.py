@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from interplab.report.html import figure_png, new_figure, render
+from interplab.report.html import figure_png, new_figure, plain_text, render
 
 
 def _as_dict(result: Any) -> dict[str, Any]:
@@ -110,7 +110,7 @@ def _figure_simplex(r: dict[str, Any]) -> str:
             pos = np.asarray(fd["position"], dtype=float) + 1
             jitter = np.random.default_rng(0).uniform(-0.25, 0.25, len(pos))
             ax.scatter(pts[:, 0], pos + jitter, s=size, c=colours, linewidths=0)
-            ax.set_xlabel(f"P({r['process']['states'][0]})")
+            ax.set_xlabel(plain_text(f"P({r['process']['states'][0]})"))
             ax.set_ylabel("symbols read")
             ax.axvline(0, color="k", lw=0.5)
             ax.axvline(1, color="k", lw=0.5)
@@ -122,7 +122,7 @@ def _figure_simplex(r: dict[str, Any]) -> str:
             else:
                 ax.scatter(verts[:, 0], verts[:, 1], marker="x", c="k", s=20)
             for name, v in zip(r["process"]["states"], verts, strict=True):
-                ax.annotate(name, v, fontsize=8, ha="center", va="center",
+                ax.annotate(plain_text(name), v, fontsize=8, ha="center", va="center",
                             xytext=(0, -9 if v[1] <= verts[:, 1].mean() else 8),
                             textcoords="offset points")
             ax.scatter(xy[:, 0], xy[:, 1], s=size, c=colours, linewidths=0)
@@ -135,7 +135,7 @@ def _figure_simplex(r: dict[str, Any]) -> str:
             ax.set_aspect("equal")
             ax.set_xticks([])
             ax.set_yticks([])
-        ax.set_title(title, fontsize=9)
+        ax.set_title(plain_text(title), fontsize=9)
     proj = "2-simplex" if n_states == 3 else ("P(first state) by position" if n_states == 2
                                              else "top-2 principal axes of the true beliefs")
     fig.suptitle(f"Beliefs over hidden states ({proj}); colour = true belief", fontsize=10)
@@ -145,7 +145,7 @@ def _figure_simplex(r: dict[str, Any]) -> str:
 
 def _figure_r2(r: dict[str, Any]) -> str:
     regs = r["regression"]
-    labels = [s["layer"].replace(".hook_", "\n") for s in regs]
+    labels = [plain_text(s["layer"].replace(".hook_", "\n")) for s in regs]
     x = np.arange(len(regs))
     w = 0.27
     fig, (ax, ax2) = new_figure((max(11.0, 2.4 * len(regs)), 4.0), 1, 2)

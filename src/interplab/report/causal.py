@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from interplab.report.html import figure_png, new_figure, render
+from interplab.report.html import figure_png, new_figure, plain_text, render
 
 
 def _as_dict(result: Any) -> dict[str, Any]:
@@ -28,9 +28,9 @@ def _figure_dose(r: dict[str, Any]) -> str:
     for name, s in steering.items():
         label = next(c["label"] for c in r["comparison"] if c["probe"] == name)
         d, m = np.asarray(s["doses"]), s["summary"]
-        ax.plot(d, m["mean"], "o-", ms=3, label=label)
+        ax.plot(d, m["mean"], "o-", ms=3, label=plain_text(label))
         ax.fill_between(d, m["lo"], m["hi"], alpha=0.2)
-        ax2.plot(d, s["side_effects"]["kl_mean"], "o-", ms=3, label=label)
+        ax2.plot(d, s["side_effects"]["kl_mean"], "o-", ms=3, label=plain_text(label))
     null = next(iter(steering.values()))["null"]
     ax.errorbar([null["dose"]], [null["mean"]], yerr=[[null["mean"] - min(null["values"])],
                                                       [max(null["values"]) - null["mean"]]],
@@ -55,7 +55,7 @@ def _figure_patch(p: dict[str, Any]) -> str:
     lim = max(float(np.abs(grid).max()), 1e-9)
     im = ax.imshow(grid, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, origin="lower")
     ax.set_yticks(range(len(p["layers"])), [str(v) for v in p["layers"]])
-    ax.set_xticks(range(len(p["offsets"])), [f"{t}\n{o}" for t, o in
+    ax.set_xticks(range(len(p["offsets"])), [plain_text(f"{t}\n{o}") for t, o in
                                              zip(p["tokens_of_first_pair"], p["offsets"],
                                                  strict=True)], fontsize=7)
     ax.set_ylabel("layer (resid_post)")

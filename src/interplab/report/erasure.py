@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from interplab.report.html import figure_png, new_figure, render
+from interplab.report.html import figure_png, new_figure, plain_text, render
 
 BARS = (("linear", "before", "linear, before"), ("linear", "erased", "linear, erased"),
         ("linear", "random", "linear, random subspace"), ("mlp", "erased", "MLP, erased"),
@@ -35,7 +35,7 @@ def figure_checks(r: dict[str, Any]) -> str:
     for i, m in enumerate(methods):
         maj = r["checks"][m]["majority"]
         ax.hlines(maj, i - 0.45, i + 0.45, colors="k", linestyles="--", lw=0.8)
-    ax.set_xticks(x, methods, fontsize=8)
+    ax.set_xticks(x, [plain_text(m) for m in methods], fontsize=8)
     ax.set_ylim(0.3, 1.02)
     ax.set_ylabel("held-out accuracy")
     ax.set_title("Probe accuracy after erasure (dashed: chance)")

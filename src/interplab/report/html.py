@@ -30,6 +30,15 @@ def new_figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1,
     return fig, fig.subplots(nrows, ncols, **subplots)
 
 
+def plain_text(value: Any) -> str:
+    """``value`` as text matplotlib draws literally. matplotlib reads text between two ``$`` as
+    math: a dataset called ``cost$_$`` makes drawing fail, and ``a$x$`` is typeset in italics.
+    Every ``$`` is escaped (``\\$``, drawn as ``$``). Use it on every string from data or
+    configuration that reaches a figure: titles, axis labels, legend entries, tick labels and
+    annotations."""
+    return str(value).replace("$", "\\$")
+
+
 def figure_png(fig: Any, dpi: int = 110) -> str:
     """Encode a matplotlib figure (from :func:`new_figure`) as a ``data:image/png;base64,...``
     URI."""

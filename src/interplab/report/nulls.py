@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from interplab.report.html import figure_png, new_figure, render
+from interplab.report.html import figure_png, new_figure, plain_text, render
 
 
 def _as_dict(result: Any) -> dict[str, Any]:
@@ -29,13 +29,14 @@ def figure_probes(r: dict[str, Any]) -> str:
         cells = [r["probes"][s][p] for s in sources]
         v = np.array([c["value"] for c in cells])
         err = np.array([[c["value"] - c["lo"] for c in cells], [c["hi"] - c["value"] for c in cells]])
-        ax.bar(x + (i - len(probes) / 2 + 0.5) * w, v, w, yerr=err, capsize=2, label=p)
+        ax.bar(x + (i - len(probes) / 2 + 0.5) * w, v, w, yerr=err, capsize=2,
+               label=plain_text(p))
         rd = r["random_directions"].get(p)
         if rd:
             ax.scatter(np.full(rd["n"], x[0] + (i - len(probes) / 2 + 0.5) * w), rd["values"],
                        s=6, color="k", zorder=3, label="random directions" if i == 0 else None)
     ax.axhline(0.5, color="k", ls="--", lw=0.8)
-    ax.set_xticks(x, sources, fontsize=8, rotation=20)
+    ax.set_xticks(x, [plain_text(s) for s in sources], fontsize=8, rotation=20)
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(0.2, 1.02)
     ax.legend(fontsize=7)
@@ -49,11 +50,11 @@ def figure_saes(r: dict[str, Any]) -> str:
     fig, (ax, ax2) = new_figure((max(9.0, 1.6 * len(sources)), 3.4), 1, 2)
     for off, part in ((-0.2, "train"), (0.2, "heldout")):
         ax.bar(x + off, [r["saes"][s][part]["fve"] for s in sources], 0.4, label=part)
-    ax.set_xticks(x, sources, fontsize=8, rotation=20)
+    ax.set_xticks(x, [plain_text(s) for s in sources], fontsize=8, rotation=20)
     ax.set_ylabel("fraction of variance explained")
     ax.legend(fontsize=7)
     ax2.bar(x, [r["saes"][s]["heldout"]["features_used"] for s in sources], 0.6)
-    ax2.set_xticks(x, sources, fontsize=8, rotation=20)
+    ax2.set_xticks(x, [plain_text(s) for s in sources], fontsize=8, rotation=20)
     ax2.set_ylabel("features used on held-out rows")
     fig.tight_layout()
     return figure_png(fig)

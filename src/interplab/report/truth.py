@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from interplab.controls.multiple import VERDICT_WORDS
-from interplab.report.html import figure_png, new_figure, render
+from interplab.report.html import figure_png, new_figure, plain_text, render
 from interplab.studies.truth import PROBE_LABELS
 
 VARIANT_STYLE = {
@@ -54,13 +54,14 @@ def _accuracy_by_layer(r: Any, train: str) -> str:
                        label="log-probability threshold")
         best = r.best_layer[train][probe]
         ax.axvline(best, color="#1f4e9c", lw=0.6, alpha=0.5)
-        ax.set_title(f"{PROBE_LABELS.get(probe, probe)} (layer {best} chosen on validation)",
+        ax.set_title(plain_text(f"{PROBE_LABELS.get(probe, probe)} (layer {best} chosen on "
+                                "validation)"),
                      fontsize=9)
         ax.set_xlabel("layer")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.25)
-    axes[0][0].set_ylabel(f"test accuracy\n(trained on {train})")
+    axes[0][0].set_ylabel(plain_text(f"test accuracy\n(trained on {train})"))
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, -0.2))
@@ -93,14 +94,15 @@ def _heatmap(r: Any, probe: str) -> str:
             dark = abs(vals[i, j] - 0.5) > 0.3
             ax.text(j, i, text, ha="center", va="center", fontsize=7,
                     color="white" if dark else "black")
-    ax.set_xticks(range(len(tests)), tests, rotation=35, ha="right", fontsize=8)
+    ax.set_xticks(range(len(tests)), [plain_text(t) for t in tests], rotation=35, ha="right",
+                  fontsize=8)
     ax.set_yticks(range(len(trains)),
-                  [f"{t} (L{r.best_layer[t][probe]})" for t in trains], fontsize=8)
+                  [plain_text(f"{t} (L{r.best_layer[t][probe]})") for t in trains], fontsize=8)
     ax.set_xlabel("test set (own datasets: test split; others: all rows but twins of "
                   "training rows)", fontsize=8)
     ax.set_ylabel("trained on")
-    ax.set_title(f"{PROBE_LABELS.get(probe, probe)}: accuracy at each row's chosen layer "
-                 "(sh = shuffled control, rs = reset network)", fontsize=9)
+    ax.set_title(plain_text(f"{PROBE_LABELS.get(probe, probe)}: accuracy at each row's chosen "
+                            "layer (sh = shuffled control, rs = reset network)"), fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
     return figure_png(fig)
 
@@ -119,7 +121,7 @@ def _pca_grid(r: Any) -> str:
         ax.scatter(x[lab == 0], y[lab == 0], s=6, c="#c0392b", alpha=0.6, label="false")
         ax.scatter(x[lab == 1], y[lab == 1], s=6, c="#1f4e9c", alpha=0.6, label="true")
         ev = d["explained"]
-        ax.set_title(f"{name}\nPC1 {ev[0]:.0%}, PC2 {ev[1]:.0%}", fontsize=9)
+        ax.set_title(plain_text(f"{name}\nPC1 {ev[0]:.0%}, PC2 {ev[1]:.0%}"), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     axes.flat[0].legend(fontsize=7, loc="best")
@@ -138,7 +140,7 @@ def _pca_cross(r: Any, view: dict[str, Any]) -> str:
         x, y = np.asarray(xs), np.asarray(ys)
         ax.scatter(x[lab == 0], y[lab == 0], s=6, c="#c0392b", alpha=0.6, label="false")
         ax.scatter(x[lab == 1], y[lab == 1], s=6, c="#1f4e9c", alpha=0.6, label="true")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(plain_text(title), fontsize=9)
         ax.set_xlabel("PC1")
     axes[0].set_ylabel("PC2")
     axes[0].legend(fontsize=7)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from interplab.report.html import figure_png, new_figure, render
+from interplab.report.html import figure_png, new_figure, plain_text, render
 
 
 def _as_dict(result: Any) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def figure_spectra(mats: list[dict[str, Any]]) -> str:
         ax.axhline(1.0, color="k", ls="--", lw=0.8)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(kind, fontsize=9)
+        ax.set_title(plain_text(kind), fontsize=9)
         ax.set_xlabel("rank")
     axes[0][0].set_ylabel("singular value / MP upper edge")
     fig.tight_layout()
@@ -51,8 +51,9 @@ def figure_counts(networks: dict[str, list[dict[str, Any]]]) -> str:
     for ax, kind in zip(axes[0], kinds, strict=True):
         for name, mats in networks.items():
             rows = [m for m in mats if m["kind"] == kind]
-            ax.plot([m["block"] for m in rows], [m["n_above"] for m in rows], "o-", ms=3, label=name)
-        ax.set_title(kind, fontsize=9)
+            ax.plot([m["block"] for m in rows], [m["n_above"] for m in rows], "o-", ms=3,
+                    label=plain_text(name))
+        ax.set_title(plain_text(kind), fontsize=9)
         ax.set_xlabel("block")
     axes[0][0].set_ylabel("singular values above the null")
     axes[0][0].legend(fontsize=7)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from interplab.controls.multiple import VERDICT_WORDS
-from interplab.report.html import figure_png, new_figure, render
+from interplab.report.html import figure_png, new_figure, plain_text, render
 from interplab.studies.xor import NETWORK_WORDS, TOKEN_WORDS
 
 STYLE = {
@@ -54,7 +54,7 @@ def _feature_panels(r: Any, mode: str, name: str) -> str:
                       and x["feature"] == feature)
         ax.axvline(chosen["model"]["layer"], color="#1f4e9c", lw=0.6, alpha=0.5)
         ax.axhline(0.5, color="black", lw=0.6)
-        ax.set_title(feature.replace("^", " ⊕ "), fontsize=9)
+        ax.set_title(plain_text(feature.replace("^", " ⊕ ")), fontsize=9)
         ax.set_ylim(0.3, 1.02)
         ax.grid(alpha=0.25)
     for ax in axes[-1]:
@@ -65,14 +65,14 @@ def _feature_panels(r: Any, mode: str, name: str) -> str:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, -0.04))
-    fig.suptitle(f"{name}: logistic probe per layer ({mode})", fontsize=10)
+    fig.suptitle(plain_text(f"{name}: logistic probe per layer ({mode})"), fontsize=10)
     return figure_png(fig)
 
 
 def _generalization_panel(r: Any, g: dict[str, Any], held: str) -> str:
     fig, (acc, geo) = new_figure((10.5, 3.2), 1, 2)
     for key, (color, ls, label) in GENERAL_STYLE.items():
-        _band(acc, r.layers, g[key], color, ls, label.format(h=held))
+        _band(acc, r.layers, g[key], color, ls, plain_text(label.format(h=held)))
     acc.axhline(0.5, color="black", lw=0.6)
     acc.axvline(r.layers[g["layer_index"]], color="#1f4e9c", lw=0.6, alpha=0.5)
     acc.set_ylim(0, 1.02)
@@ -80,11 +80,12 @@ def _generalization_panel(r: Any, g: dict[str, Any], held: str) -> str:
     acc.set_ylabel("truth accuracy")
     acc.legend(fontsize=7, loc="lower left")
     acc.grid(alpha=0.25)
-    geo.plot(r.layers, g["cos_xor"], color="#c0392b", label=f"cos({held}=1 probe, {held}^label probe)")
+    geo.plot(r.layers, g["cos_xor"], color="#c0392b",
+             label=plain_text(f"cos({held}=1 probe, {held}^label probe)"))
     geo.plot(r.layers, g["cos_xor_both"], color="#2e8b57",
-             label=f"cos(both-values probe, {held}^label probe)")
+             label=plain_text(f"cos(both-values probe, {held}^label probe)"))
     geo.plot(r.layers, g["separation_ratio"], color="#555555", ls="--",
-             label=f"class separation {held}=0 / {held}=1")
+             label=plain_text(f"class separation {held}=0 / {held}=1"))
     geo.axhline(0, color="black", lw=0.6)
     geo.set_xlabel("layer")
     geo.legend(fontsize=7)

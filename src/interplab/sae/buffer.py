@@ -39,10 +39,19 @@ class MixingBuffer:
             raise InterplabError("tokens must be [n_sequences, seq_len] ids")
         if buffer_tokens < 2 * batch_size:
             raise InterplabError(f"buffer_tokens ({buffer_tokens}) must be ≥ 2 × batch_size")
+        bos = bos_token_id if bos_token_id is not None else lm.bos_token_id
+        rows = int((tokens != bos).sum()) if bos is not None else int(tokens.numel())
+        if epochs > 1 and batch_size > rows:
+            # The buffer carries rows across epochs: such a batch would hold rows several times.
+            raise InterplabError(
+                f"batch size {batch_size} is larger than the {rows} tokens of one pass over the "
+                f"{tokens.shape[0]} sequences: one batch would read every token about "
+                f"{-(-batch_size // max(rows, 1))} times; use a batch size of at most {rows} "
+                "(--batch-size) or more sequences")
         self.lm, self.hook, self.tokens = lm, hook, tokens
         self.batch_size, self.buffer_tokens = batch_size, buffer_tokens
         self.model_batch_size, self.seed, self.epochs = model_batch_size, seed, epochs
-        self.bos = bos_token_id if bos_token_id is not None else lm.bos_token_id
+        self.bos = bos
         self.exclusion = exclusion if exclusion is not None else ExclusionRule()
         self.exclusion_count = ExclusionCount()
 

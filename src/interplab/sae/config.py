@@ -3,11 +3,13 @@ configs and the command line read their defaults without loading torch."""
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from interplab.errors import InterplabError
+from interplab.errors import ConfigFieldError, InterplabError
 
 # Fields older interplab versions wrote into SAE configs and no longer do; reading ignores them.
 # ``normalisation_folded`` was always True: saved weights always take raw activations.
@@ -17,6 +19,55 @@ RETIRED_CONFIG_FIELDS = frozenset({"normalisation_folded"})
 def without_retired(d: dict) -> dict:
     """``d`` without the :data:`RETIRED_CONFIG_FIELDS` (an old config.json or checkpoint)."""
     return {k: v for k, v in d.items() if k not in RETIRED_CONFIG_FIELDS}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class _Checker:
+    """Range checks of one config instance; each failure is a :class:`ConfigFieldError`."""
+
+    def __init__(self, obj: Any, labels: dict[str, str] | None = None):
+        self.obj, self.owner, self.labels = obj, type(obj).__name__, labels or {}
+
+    def fail(self, name: str, problem: str) -> ConfigFieldError:
+        return ConfigFieldError(self.owner, name, f"{problem}, not {getattr(self.obj, name)!r}",
+                                flag=self.labels.get(name))
+
+    def integer(self, name: str, least: int, optional: bool = False, note: str = "") -> None:
+        v = getattr(self.obj, name)
+        if optional and v is None:
+            return
+        if not _is_int(v) or v < least:
+            kind = {0: "a whole number ≥ 0", 1: "a positive whole number"}.get(
+                least, f"a whole number ≥ {least}")
+            raise self.fail(name, f"must be {kind}{note}")
+
+    def number(self, name: str, low: float, high: float = math.inf, *, low_open: bool = False,
+               high_open: bool = False) -> None:
+        v = getattr(self.obj, name)
+        ok = _is_number(v) and (v > low if low_open else v >= low) and (
+            v < high if high_open else v <= high)
+        if ok:
+            return
+        if high == math.inf:
+            kind = ("a positive finite number" if low == 0 and low_open else
+                    f"a finite number {'>' if low_open else '≥'} {low:g}")
+        else:
+            kind = (f"a number in {'(' if low_open else '['}{low:g}, {high:g}"
+                    f"{')' if high_open else ']'}")
+        raise self.fail(name, f"must be {kind}")
+
+
+# How the fields of SAEConfig that `interplab sae train` sets are named on its command line.
+_SAE_LABELS = {"d_sae": "the width d_sae (--width)", "k": "k (--k)",
+               "sparsity_coefficient": "the sparsity coefficient λ (--sparsity)",
+               "seed": "the seed (--seed)"}
 
 
 @dataclass
@@ -53,9 +104,34 @@ class SAEConfig:
     # None: an SAE from an older version or another library, which cannot be checked.
     model_identity: dict | None = None
     data: dict | None = None
+    # Rows the optimizer stepped on: a row read in two epochs counts twice, so this exceeds the
+    # distinct rows of the data only when a run is longer than one pass.
     training_tokens: int = 0
     seed: int = 0
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Every numeric field in its range, or one :class:`ConfigFieldError` naming it."""
+        c = _Checker(self, _SAE_LABELS)
+        for name in ("d_in", "d_sae"):
+            c.integer(name, 1)
+        c.integer("k", 1, optional=True)
+        if self.k is not None and self.k > self.d_sae:
+            raise InterplabError(f"k={self.k} is larger than the SAE width d_sae={self.d_sae}; "
+                                 "lower --k or raise --width")
+        c.number("sparsity_coefficient", 0)
+        c.integer("aux_k", 1, optional=True)
+        c.number("aux_k_coefficient", 0)
+        c.number("jumprelu_bandwidth", 0, low_open=True)
+        c.number("jumprelu_init_threshold", 0, low_open=True)
+        c.number("batchtopk_threshold_momentum", 0, 1, low_open=True)
+        c.integer("context_length", 1, optional=True)
+        c.number("normalisation_scale", 0, low_open=True)
+        for name in ("normalisation_tokens", "training_tokens", "seed"):
+            c.integer(name, 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,7 +154,10 @@ class SAEConfig:
         for k in ("d_in", "d_sae"):
             if not isinstance(d[k], int) or isinstance(d[k], bool):
                 raise InterplabError(f"{where}: {k} must be an integer, got {d[k]!r}")
-        return cls(**d)
+        try:
+            return cls(**d)
+        except InterplabError as exc:
+            raise InterplabError(f"{where}: {exc}; restore the file or re-save the SAE") from None
 
 
 @dataclass
@@ -135,15 +214,37 @@ class TrainerConfig:
     device: str = field(default="cpu", metadata={"help": "cpu or cuda[:N]."})
     progress: bool = False
 
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Every field in its range, or one :class:`ConfigFieldError` naming it (the CLI adds
+        the flag). ``total_steps`` 0 passes here (a study reads it as one pass over the data);
+        :meth:`validate` asks for at least one step."""
+        c = _Checker(self)
+        c.integer("total_steps", 0)
+        c.number("lr", 0, low_open=True)
+        betas = self.adam_betas
+        if not (isinstance(betas, tuple | list) and len(betas) == 2
+                and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+            raise c.fail("adam_betas", "must be two numbers in [0, 1) (beta1,beta2)")
+        for name in ("lr_warmup_steps", "sparsity_warmup_steps", "log_every_steps",
+                     "checkpoint_every_steps", "seed"):
+            c.integer(name, 0)
+        c.number("lr_decay_fraction", 0, 1)
+        for name in ("dead_window_tokens", "scale_estimation_tokens", "init_sample_size"):
+            c.integer(name, 1)
+        c.integer("resample_every_steps", 1, optional=True)
+        if self.mixed_precision not in ("fp32", "bf16"):
+            raise c.fail("mixed_precision", "must be 'fp32' or 'bf16'")
+        if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
+            raise c.fail("device", "must be cpu, cuda, cuda:N, mps or xpu[:N]")
+
     def validate(self) -> None:
+        """:meth:`check`, and at least one step (what the trainer needs)."""
+        self.check()
         if self.total_steps <= 0:
             raise InterplabError(f"total_steps must be ≥ 1 (got {self.total_steps})")
-        if self.mixed_precision not in ("fp32", "bf16"):
-            raise InterplabError(
-                f"mixed_precision must be 'fp32' or 'bf16' (got {self.mixed_precision!r})"
-            )
-        if not 0 <= self.lr_decay_fraction <= 1:
-            raise InterplabError("lr_decay_fraction must lie in [0, 1]")
 
 
 _ALLOW_MISMATCH_HELP = ("Apply the SAE even where its recorded model or hook differs from the one "
@@ -257,3 +358,6 @@ class DashboardConfig:
 
     def exclusion_rule(self, recorded: dict | None) -> Any:
         return exclusion_rule_for(recorded, self.exclusion, self.norm_ratio)
+
+
+_DEVICE = re.compile(r"cpu|mps|meta|(cuda|xpu)(:\d+)?")

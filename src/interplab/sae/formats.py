@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -47,6 +48,7 @@ def save_sae(sae: SparseAutoencoder, path: str | os.PathLike) -> Path:
     d = Path(path)
     d.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in sae.state_dict().items()}
+    # Atomic writes: a full disk raises OSError naming the file and leaves no half-written one.
     atomic_write_safetensors(d / WEIGHTS_FILE, tensors, metadata={"format": FORMAT})
     cfg = {"format": FORMAT, "format_version": 1, "interplab_version": __version__,
            **sae.config.to_dict()}
@@ -290,9 +292,21 @@ def load_dictionary_learning(
         raise InterplabError(f"dictionary_learning dict_class {cls_name!r} in {d} is not supported; "
                              f"supported: {sorted(_DL_CLASSES)}")
     try:
-        sd = torch.load(d / "ae.pt", map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns before refusing a newer pickle protocol
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            sd = torch.load(d / "ae.pt", map_location="cpu", weights_only=True)
     except Exception as exc:  # pickled objects beyond tensors are refused here
-        raise InterplabError(f"{d / 'ae.pt'} is not a plain tensor state dict ({exc})") from exc
+        from interplab.models.loading import pickle_refusal
+
+        refused = pickle_refusal(d / "ae.pt", exc, "convert it where you trust it: re-save the "
+                                 "state dict of tensors alone with torch.save(ae.state_dict(), "
+                                 "'ae.pt')")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InterplabError(refused or f"{d / 'ae.pt'} is not a readable PyTorch state dict "
+                             f"({first}); restore the file") from None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise InterplabError(f"{d / 'ae.pt'} holds a {type(sd).__name__}, not a state dict of "
+                             "tensors; re-save it with torch.save(ae.state_dict(), 'ae.pt')")
     arch = _DL_CLASSES[cls_name]
     g = lambda key: sd[key].float()  # noqa: E731
     shift_from_bdec = False

@@ -44,7 +44,7 @@ import torch
 from safetensors.torch import load_file
 
 from interplab.activations.exclusion import ExclusionRule
-from interplab.errors import InterplabError
+from interplab.errors import InterplabError, ResumableError
 from interplab.fileio import atomic_write_bytes, atomic_write_safetensors
 from interplab.sae.base import SparseAutoencoder, Workspace, create_sae
 from interplab.sae.config import SAEConfig, TrainerConfig, without_retired
@@ -71,11 +71,19 @@ class NonFiniteTrainingError(InterplabError):
 class TrainingInterrupted(KeyboardInterrupt):
     """SIGINT/SIGTERM stopped training after a checkpoint was written (``checkpoint``, ``step``)."""
 
-    def __init__(self, signum: int, step: int, total_steps: int, checkpoint: Path | None):
+    def __init__(self, signum: int, step: int, total_steps: int, checkpoint: Path | None,
+                 checkpoint_step: int | None = None, repeated: bool = False):
         self.signum, self.step, self.total_steps, self.checkpoint = (
             signum, step, total_steps, checkpoint)
+        self.checkpoint_step = step if checkpoint and not repeated else checkpoint_step
         name = signal.Signals(signum).name
-        where = f"checkpoint written to {checkpoint}" if checkpoint else "no checkpoint directory"
+        if repeated:  # a second signal: stopped at once, without a new checkpoint
+            where = (f"a second {name} stopped it at once; the last checkpoint, {checkpoint}, "
+                     f"holds step {checkpoint_step}" if checkpoint else
+                     f"a second {name} stopped it at once, before any checkpoint was written")
+        else:
+            where = (f"checkpoint written to {checkpoint}" if checkpoint
+                     else "no checkpoint directory")
         super().__init__(f"{name} at step {step} of {total_steps}; {where}")
 
 
@@ -261,7 +269,7 @@ class SAETrainer:
         it = iter(batches)
         if not self.initialised and self.step == 0:
             it = self._initialise_from(it)
-        with _StopOnSignal(enabled=bool(c.checkpoint_dir)) as stop:
+        with _StopOnSignal(enabled=bool(c.checkpoint_dir), on_repeat=self._stopped_at_once) as stop:
             self._skip_consumed(it, stop)
             self._maybe_init_wandb()
             bar = None
@@ -356,14 +364,20 @@ class SAETrainer:
                 continue
             if line.endswith(b"\n") and step <= self.step:
                 kept.append(line)
-        atomic_write_bytes(path, b"".join(kept))
+        try:
+            atomic_write_bytes(path, b"".join(kept))
+        except OSError as exc:
+            raise self._write_failed(path, exc) from exc
 
     def _log(self, record: dict) -> None:
         self.log_history.append(record)
         if self.config.log_path:
-            Path(self.config.log_path).parent.mkdir(parents=True, exist_ok=True)
-            with open(self.config.log_path, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            try:  # a line torn by a full disk is dropped on resume (_truncate_log)
+                Path(self.config.log_path).parent.mkdir(parents=True, exist_ok=True)
+                with open(self.config.log_path, "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            except OSError as exc:
+                raise self._write_failed(Path(self.config.log_path), exc) from exc
         if self._wandb is not None:
             flat = {f"sae{i}/{k}": v for i, m in enumerate(record["saes"]) for k, v in m.items()
                     if isinstance(v, int | float)}
@@ -416,7 +430,6 @@ class SAETrainer:
     def save_checkpoint(self, directory: str | os.PathLike) -> Path:
         """Write the full training state atomically to ``directory/checkpoint.safetensors``."""
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
         meta = {
             "step": self.step, "tokens_seen": self.tokens_seen, "scale": self.scale,
             "scale_tokens": self.scale_tokens,
@@ -424,10 +437,34 @@ class SAETrainer:
             "sae_configs": [s.config.to_dict() for s in self.saes],
             "extended_from": self.extended_from,
         }
-        atomic_write_safetensors(d / CHECKPOINT_FILE, self._state_tensors(),
-                                 metadata={"state": json.dumps(meta)})
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            atomic_write_safetensors(d / CHECKPOINT_FILE, self._state_tensors(),
+                                     metadata={"state": json.dumps(meta)})
+        except OSError as exc:
+            raise self._write_failed(d / CHECKPOINT_FILE, exc) from exc
         self._checkpoint_step = self.step
         return d / CHECKPOINT_FILE
+
+    def _stopped_at_once(self, signum: int) -> TrainingInterrupted:
+        """What a second SIGINT/SIGTERM raises: no new checkpoint, the last one named."""
+        last = self._checkpoint_step
+        path = (Path(self.config.checkpoint_dir) / CHECKPOINT_FILE
+                if self.config.checkpoint_dir and last is not None else None)
+        return TrainingInterrupted(signum, self.step, self.config.total_steps, path,
+                                   checkpoint_step=last, repeated=True)
+
+    def _write_failed(self, path: Path, exc: OSError) -> ResumableError:
+        """The error for a failed write (a full disk): the file, the cause, what is kept."""
+        if self.config.checkpoint_dir and self._checkpoint_step is not None:
+            kept = (f"the last checkpoint, {Path(self.config.checkpoint_dir) / CHECKPOINT_FILE} "
+                    f"(step {self._checkpoint_step}), is kept as it was")
+        else:
+            kept = "no checkpoint had been written yet"
+        return ResumableError(
+            f"could not write {path} ({exc.strerror or exc}) at step {self.step} of "
+            f"{self.config.total_steps}; {kept}. Free disk space, then run the same command "
+            "again to resume.")
 
     @torch.no_grad()
     def load_checkpoint(self, directory: str | os.PathLike, extend_steps: bool = False) -> None:
@@ -550,14 +587,16 @@ class _StopOnSignal:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool,
+                 on_repeat: Callable[[int], BaseException] | None = None):
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
         self.signum: int | None = None
+        self.on_repeat = on_repeat  # the exception a second signal raises (what is kept)
         self._previous: dict = {}
 
     def _handle(self, signum, frame) -> None:
         if self.signum is not None:
-            raise KeyboardInterrupt
+            raise self.on_repeat(signum) if self.on_repeat else KeyboardInterrupt
         self.signum = signum
 
     def __enter__(self) -> _StopOnSignal:

@@ -18,13 +18,26 @@ console = Console()
 
 
 def execute(study: Study, config: Any, out: Path, progress: bool = True) -> tuple[Any, Path]:
-    """Run ``study`` with ``config`` into ``out`` and print its summary and files."""
-    result, json_path, html_path, lines = study.execute(config, out, progress=progress)
+    """Run ``study`` with ``config`` into ``out`` and print its summary and files. Interrupted,
+    it says what the run had kept in ``out`` (e.g. harvested activations a re-run reuses)."""
+    try:
+        result, json_path, html_path, lines = study.execute(config, out, progress=progress)
+    except KeyboardInterrupt as exc:
+        raise KeyboardInterrupt(_kept(Path(out))) from exc
     for line in lines:
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"results: [bold]{json_path}[/]")
     console.print(f"report:  [bold]{html_path}[/]")
     return result, json_path
+
+
+def _kept(out: Path) -> str:
+    files = [p for p in out.rglob("*") if p.is_file()] if out.is_dir() else []
+    if not files:
+        return f"nothing had been written to {out} yet"
+    size = sum(p.stat().st_size for p in files) / 2**20
+    return (f"{len(files)} file(s) ({size:.1f} MiB) are kept in {out}, e.g. harvested "
+            "activations a re-run reuses instead of running the model again")
 
 
 def study_command(study: Study) -> Any:

@@ -90,6 +90,7 @@ def test_one_pass_reads_every_row_once(tmp_path, capsys):
     capsys.readouterr()
     args = ["sae", "train", "--store", str(acts), "--k", "4", "--width", "64", "--steps", "0"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 2  # default batch 4096 > n rows
+    assert not (tmp_path / "a").exists()  # refused before any folder is made
     line = _one_line(capsys)
     assert f"batch size 4096 is larger than the store {acts}, which holds {n} rows" in line
     assert f"use a batch size of at most {n} (--batch-size)" in line
@@ -259,10 +260,14 @@ def test_double_ctrl_c_during_training_prints_no_traceback(store, tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "Exception ignored" not in err
     err = " ".join(err.split())
-    assert "interrupted: SIGINT at step" in err and "Resume with: interplab sae train" in err
-    # Either the first signal's checkpoint was written, or the second stopped it at once and
-    # the message says which checkpoint (if any) is kept.
-    assert "checkpoint written to" in err or "a second SIGINT stopped it at once" in err
+    # Where the signals land depends on timing (a busy machine may deliver both before the
+    # trainer installs its handler): either the trainer reports the step and its checkpoint, or
+    # the command line reports the interrupt; both say how to run it again, neither a traceback.
+    if "interrupted: SIGINT at step" in err:
+        assert "Resume with: interplab sae train" in err
+        assert "checkpoint written to" in err or "a second SIGINT stopped it at once" in err
+    else:
+        assert "interrupted (SIGINT)" in err and "interplab sae train" in err
 
 
 def test_usage_errors_are_click_messages_not_tracebacks(capsys):

@@ -41,7 +41,7 @@ def test_sweep_is_every_architecture_times_its_k_or_lambda():
         assert (c.aux_k_coefficient, c.jumprelu_bandwidth) == (d.aux_k_coefficient,
                                                                d.jumprelu_bandwidth)
     assert sweep_configs(replace(cfg, width=0, arch=["topk"], k=[4]), _data(), rule)[0].d_sae == 128
-    with pytest.raises(InterplabError, match="k=99 is larger than the width 64"):
+    with pytest.raises(InterplabError, match="k=99 is larger than the SAE width d_sae=64"):
         sweep_configs(replace(cfg, k=[99]), _data(), rule)
 
 

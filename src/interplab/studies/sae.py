@@ -274,8 +274,6 @@ def sweep_configs(cfg: SaeStudyConfig, data: DataSource, rule: Any) -> list[SAEC
     for arch in cfg.arch:
         if arch in TOPK_FAMILY:
             for k in cfg.k:
-                if k > width:
-                    raise InterplabError(f"k={k} is larger than the width {width}; lower --k")
                 configs.append(SAEConfig(arch, data.d_in, width, k=k, **common))
         else:
             configs.extend(SAEConfig(arch, data.d_in, width, sparsity_coefficient=lam, **common)
@@ -445,6 +443,11 @@ def run_sae_study(cfg: SaeStudyConfig, out_dir: str | Path, progress: bool = Tru
     data = resolve_data(cfg)
     rule = cfg.exclusion_rule()
     runs = sweep_configs(cfg, data, rule)
+    if data.n_rows and cfg.batch_size > data.n_rows:  # refused before any folder is made
+        where = f"the store {data.store.path}" if data.store is not None else "the corpus rows"
+        raise InterplabError(f"batch size {cfg.batch_size} is larger than {where}, which holds "
+                             f"{data.n_rows} rows: one batch would repeat rows; use a batch size "
+                             f"of at most {data.n_rows} (--batch-size)")
     out_dir.mkdir(parents=True, exist_ok=True)
     tcfg = trainer_config(cfg, data, out_dir, progress)
     warnings = run_size_warnings(data.n_rows, runs, tcfg)

@@ -186,7 +186,7 @@ def render_belief_report(result: Any, path: str | Path) -> Path:
 
 def summary_lines(result: Any) -> list[str]:
     """What ``interplab belief`` prints: training against the floor, regression against its
-    controls, and which targets were met."""
+    controls, and which targets were met; then the study's summary."""
     t, tr = result.targets, result.training
     return [
         f"{tr['steps_run']} steps ({tr['stop_reason']}); loss {result.final_loss:.4f} vs floor "
@@ -196,4 +196,4 @@ def summary_lines(result: Any) -> list[str]:
         f"{t['rmse_ratio']:.3f}; shuffled max R² {t['max_shuffled_r2']:.4f}; best single layer "
         f"R² {result.best_r2:.4f} at {result.best_layer}; targets met: loss {t['loss_met']}, "
         f"R² {t['r2_met']}, RMSE ratio {t['rmse_ratio_met']}, shuffled {t['shuffled_met']}; "
-        f"{result.timings['total']:.0f} s"]
+        f"{result.timings['total']:.0f} s", *(f"• {s}" for s in result.summary)]

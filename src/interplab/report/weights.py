@@ -54,6 +54,8 @@ NETWORK_STYLE = {"model": ("#1f4e9c", "o-", "model"),
 
 def figure_counts(networks: dict[str, list[dict[str, Any]]]) -> str:
     """Singular values above the null per block, per kind, for each network."""
+    from matplotlib.ticker import MaxNLocator
+
     kinds = _kinds(networks["model"])
     fig, axes = new_figure((2.9 * len(kinds) + 0.4, 2.7), 1, len(kinds), squeeze=False,
                            sharey=True)
@@ -67,6 +69,10 @@ def figure_counts(networks: dict[str, list[dict[str, Any]]]) -> str:
         ax.set_title(kind, fontsize=10, fontweight="bold")
         ax.set_xlabel("block")
         ax.grid(alpha=0.25)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    top = max(m["n_above"] for mats in networks.values() for m in mats)
+    axes[0][0].set_ylim(-0.05 * max(top, 1), 1.08 * max(top, 1))
     axes[0][0].set_ylabel("singular values above the null")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8,
@@ -83,6 +89,8 @@ def write_weights_report(result: Any, path: str | Path) -> Path:
 
 
 def summary_lines(result: Any) -> list[str]:
-    """What ``interplab weights`` prints: singular values above the null, per network."""
+    """What ``interplab weights`` prints: singular values above the null per network, then the
+    study's summary."""
     return [f"{name:12s} {sum(m['n_above'] for m in mats)} singular values above the null in "
-            f"{len(mats)} matrices" for name, mats in result.networks.items()]
+            f"{len(mats)} matrices" for name, mats in result.networks.items()] + [
+        f"• {s}" for s in getattr(result, "summary", [])]

@@ -160,12 +160,13 @@ def _default_shaped_result():
                 "random": entry(0.5 + 0 * base),
                 "reset": entry(base if key == "larger_than" else 0.5 + 0 * base)}
             pooled = base[:, tests.index(key.split("+")[0])]
-            heldout.setdefault(key, {})[probe] = {
-                v: {"value": (pooled if v == "probe" or (v == "reset" and key == "larger_than")
-                              else 0.5 + 0 * pooled).tolist(),
-                    "lo": (pooled - 0.06).tolist() if v == "probe" else [0.44] * len(layers),
-                    "hi": (pooled + 0.06).tolist() if v == "probe" else [0.56] * len(layers),
-                    "n": 200} for v in ("probe", "shuffled", "random", "reset")}
+            heldout.setdefault(key, {})[probe] = {}
+            for v in ("probe", "shuffled", "random", "reset"):
+                value = (pooled if v == "probe" or (v == "reset" and key == "larger_than")
+                         else 0.5 + 0 * pooled)
+                heldout[key][probe][v] = {"value": value.tolist(),
+                                          "lo": (value - 0.06).tolist(),
+                                          "hi": (value + 0.06).tolist(), "n": 200}
             validation.setdefault(key, {})[probe] = {"value": pooled.tolist(), "n": 200}
             best_layer.setdefault(key, {})[probe] = 6
     scored = {k: {t: {"rows": "all rows", "n": 200, "twins_left_out": 0} for t in tests}

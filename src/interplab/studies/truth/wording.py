@@ -170,6 +170,19 @@ def _listed(items: list[str]) -> str:
     return "; ".join(items[:LISTED]) + (f"; and {more} more (see the tables)" if more > 0 else "")
 
 
+def _grouped(rows: list[dict[str, Any]], key: Any, item: Any) -> str:
+    """Rows grouped by ``key(row)`` in order of first appearance, "key (item; item)" each, the
+    first ``LISTED`` groups named."""
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(item(r))
+    return _listed([f"{k} ({'; '.join(v)})" for k, v in groups.items()])
+
+
+def _transfer(v: dict[str, Any]) -> str:
+    return f"{v['train']} → {v['test']}"
+
+
 def _with_control(v: dict[str, Any], controls: list[str]) -> str:
     """"LDA 0.23 [0.14, 0.31] vs the reset network 0.26 [0.18, 0.35]"."""
     against = ", ".join(f"{CONTROL_NAMES.get(c, c)} {fmt(v[c])}" for c in controls if v.get(c))
@@ -224,10 +237,10 @@ def summary(model: str, verdicts: list[dict], checks: list[dict],
     elif reads:
         out.append(f"On {model}, no probe reads truth on its training sets' own test statements "
                    f"beyond its controls: each of the {len(reads)} read above chance is matched "
-                   f"by a control{_matched_by(reads)}{caveat}: " + _listed(
-                       [f"{r['train']} at layer {r['layer']}, "
-                        f"{_with_control(r, r['explained_by'])}"
-                        for r in sorted(reads, key=lambda r: -r["value"])]) + ".")
+                   f"by a control{_matched_by(reads)}{caveat}: " + _grouped(
+                       sorted(reads, key=lambda r: -r["value"]), lambda r: r["train"],
+                       lambda r: f"{_with_control(r, r['explained_by'])} at layer {r['layer']}")
+                   + ".")
     else:
         best = max(in_dist, key=lambda r: (r["value"], r["lo"]))
         out.append(f"On {model}, no probe reads truth above chance on its training sets' own test "
@@ -236,9 +249,9 @@ def summary(model: str, verdicts: list[dict], checks: list[dict],
     if clean and matched:
         out.append(f"{len(matched)} of {len(in_dist)} in-distribution results are matched by a "
                    f"control{_matched_by(matched)}, so they are no evidence of a truth "
-                   "representation: " + _listed(
-                       [f"{r['train']}, {_with_control(r, r['explained_by'])}"
-                        for r in sorted(matched, key=lambda r: -r["value"])]) + ".")
+                   "representation: " + _grouped(
+                       sorted(matched, key=lambda r: -r["value"]), lambda r: r["train"],
+                       lambda r: _with_control(r, r["explained_by"])) + ".")
     transfers = [v for v in verdicts if v["kind"] == "transfer"]
     if transfers:
         counts = {k: sum(v["verdict"] == k for v in transfers) for k in (
@@ -251,9 +264,8 @@ def summary(model: str, verdicts: list[dict], checks: list[dict],
                 f"{'s' if len(transfers) != 1 else ''}; Benjamini–Hochberg, FDR "
                 f"{FDR_LEVEL:.0%}): {parts}. ")
         if up_clean:
-            text += ("Above chance beyond every control: " + _listed(
-                [f"{v['train']} → {v['test']} ({label(v['probe'])} {fmt(v)})"
-                 for v in up_clean]) + ".")
+            text += ("Above chance beyond every control: " + _grouped(
+                up_clean, _transfer, lambda v: f"{label(v['probe'])} {fmt(v)}") + ".")
         else:
             text += "No transfer is above chance beyond every control."
         if len(up) > len(up_clean):
@@ -266,15 +278,13 @@ def summary(model: str, verdicts: list[dict], checks: list[dict],
             ctrl_flip = [v for v in down if v["explained_by"]]
             parts_down = []
             if own_flip:
-                parts_down.append("with no control flipping too: " + _listed(
-                    [f"{v['train']} → {v['test']} ({label(v['probe'])} {fmt(v)})"
-                     for v in own_flip]))
+                parts_down.append("with no control flipping too: " + _grouped(
+                    own_flip, _transfer, lambda v: f"{label(v['probe'])} {fmt(v)}"))
             if ctrl_flip:
                 parts_down.append("where a control flips too, so the flip needs no truth "
-                                  "direction: " + _listed(
-                                      [f"{v['train']} → {v['test']} "
-                                       f"({_with_control(v, v['explained_by'])})"
-                                       for v in ctrl_flip]))
+                                  "direction: " + _grouped(
+                                      ctrl_flip, _transfer,
+                                      lambda v: _with_control(v, v["explained_by"])))
             out.append(f"Below chance (the direction flips sign on the test set) in {len(down)} "
                        "transfer(s), " + "; ".join(parts_down) + ".")
     if checks:

@@ -108,6 +108,19 @@ def test_report_renders_the_study_verdicts_without_recomputing(report, tmp_path)
     assert "reset network (R)" in cell
 
 
+def test_a_result_written_before_control_grading_still_renders(report, tmp_path):
+    import copy
+
+    _, result = report
+    old = copy.deepcopy(result)
+    old.in_distribution = []
+    for v in old.verdicts:
+        del v["explained_by"], v["partly_explained_by"]
+    html = write_truth_report(old, tmp_path / "old.html").read_text(encoding="utf-8")
+    assert "predates the graded in-distribution rows" in html
+    assert sum(len(rows) for rows in _group_tables(html).values()) == len(old.verdicts)
+
+
 def test_explaining_controls_are_lettered(report):
     from interplab.report.truth import _marks
 

@@ -242,3 +242,41 @@ def test_report_keeps_the_users_matplotlib_backend(mess3_run, tmp_path):
         assert plt.get_fignums() == open_before
     finally:
         matplotlib.use(old, force=True)
+
+
+def test_summary_gives_each_number_with_its_spread_and_control(mess3_run):
+    r, _ = mess3_run
+    t = r.targets
+    assert len(t["r2_unseen_folds"]) == len(t["rmse_ratio_folds"]) == r.config["n_folds"]
+    # the pooled number lies within the spread of the folds it pools
+    assert min(t["r2_unseen_folds"]) <= t["r2_unseen"] <= max(t["r2_unseen_folds"])
+    assert min(t["rmse_ratio_folds"]) <= t["rmse_ratio"] * 1.02
+    assert t["rmse_ratio"] <= max(t["rmse_ratio_folds"]) * 1.02
+    assert 3 <= len(r.summary) <= 5
+    first = r.summary[0]
+    assert f"RMSE {t['rmse_ratio']:.3f} × the untrained network's (folds " in first
+    assert f"{min(t['rmse_ratio_folds']):.3f}–{max(t['rmse_ratio_folds']):.3f}" in first
+    assert any(s.startswith("Shuffled-belief control") for s in r.summary)
+
+
+def test_result_without_a_summary_still_loads_and_renders(mess3_run, tmp_path):
+    d = mess3_run[0].to_dict()
+    del d["summary"]  # a result file written before the summary existed
+    old = BeliefStudyResult.from_dict(d)
+    assert old.summary == []
+    html = render_belief_report(old, tmp_path / "old.html").read_text()
+    assert "Verdict" in html and "RMSE" in html
+
+
+def test_report_opens_with_its_answer_in_a_browser(mess3_run, tmp_path):
+    from tests.pages import check_tables_align, check_top_of_page
+
+    r, _ = mess3_run
+    path = render_belief_report(r, tmp_path / "report.html")
+    html = path.read_text()
+    body = html[html.index("<body>"):]
+    assert body.index('id="summary"') < body.index('id="headline"') < body.index("<table")
+    for s in r.summary:
+        assert s[:60].replace("'", "&#39;") in body[:body.index('id="headline"')]
+    assert check_tables_align(html) >= 5
+    check_top_of_page(path, tmp_path)

@@ -69,13 +69,48 @@ def test_weights_on_tiny_models(tiny_models, name):
 def test_weights_study_report(tmp_path):
     from interplab.report.weights import write_weights_report
     from interplab.studies.weights import WeightsConfig, WeightsResult, run_weights
+    from tests.pages import check_tables_align, check_top_of_page
 
     result = run_weights(WeightsConfig.make(model="tiny-qwen2", top_directions=1, top_tokens=3))
     assert set(result.networks) == {"model", "reset", "random-init"}
     assert result.reset_max_spectrum_difference < 1e-10
+    assert 3 <= len(result.summary) <= 5 and result.summary[0].startswith("tiny-qwen2: ")
     again = WeightsResult.from_json(result.to_json(tmp_path / "w.json"))
-    html = write_weights_report(again, tmp_path / "w.html").read_text()
+    assert again.summary == result.summary
+    path = write_weights_report(again, tmp_path / "w.html")
+    html = path.read_text()
     assert "Marchenko" in html and "data:image/png" in html
+    body = html[html.index("<body>"):]
+    assert body.index('id="summary"') < body.index('id="headline"') < body.index("<table")
+    assert body.count("<li>") >= len(result.summary)
+    assert check_tables_align(html) == 2
+    check_top_of_page(path, tmp_path)
+
+
+def _matrix(block, kind, n_above, top=9.0, plus=("yes",), minus=("no",)):
+    return {"block": block, "kind": kind, "shape": [4, 4], "sigma": 1.0, "mp_lower": 0.0,
+            "mp_upper": 4.0, "threshold": 4.5, "n_above": n_above, "n_above_both": n_above,
+            "n_singular": 4, "singular_values": [top, 3.0, 2.0, 1.0], "shuffled_top": 4.1,
+            "space": "unembedding",
+            "directions": [{"index": 0, "s": top, "above": True, "plus": list(plus),
+                            "minus": list(minus)}]}
+
+
+def test_summary_counts_the_model_against_its_controls():
+    from interplab.studies.weights import summary
+
+    model = [_matrix(0, "attn_out", 2), _matrix(0, "mlp_out", 0, top=3.5),
+             _matrix(1, "attn_out", 1, top=12.0, plus=("Paris",), minus=("<b>",)),
+             _matrix(1, "mlp_out", 0, top=3.0)]
+    init = [_matrix(b, k, 0, top=3.9) for b in (0, 1) for k in ("attn_out", "mlp_out")]
+    init[1]["n_above"] = 1  # one matrix of the control has a value above the null too
+    out = summary("m", {"model": model, "reset": model, "random-init": init}, 0.0)
+    assert out[0].startswith("m: 3 of 16 singular values in 4 matrices stand above")
+    assert "the randomly initialised network: 1; the reset network: 3" in out[0]
+    assert "attn_out 3 (random init 0), mlp_out 0 (random init 1)" in out[1]
+    assert "2 of 4 matrices have more values above the null than the same matrix" in out[1]
+    assert "block 1 attn_out, 3.00 × the edge" in out[2] and "'Paris'" in out[2]
+    assert "no null here" in out[3]
 
 
 def test_weights_page_escapes_tokens(tmp_path):

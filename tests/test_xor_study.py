@@ -138,14 +138,22 @@ def _check_body_positions(lm):
             assert text == ds.metadata["body"][i]
 
 
-def test_small_study_on_a_tiny_model_through_the_cli(tmp_path):
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
     from interplab.cli.main import main
-    from interplab.studies.xor import XorResult
 
-    out = tmp_path / "xor"
+    out = tmp_path_factory.mktemp("xor") / "xor"
     code = main(["xor", "--model", "tiny-llama", "--datasets", "speaker_cities,speaker_filler",
                  "--layers", "1,3", "--tokens", "last,mean", "--max-per-dataset", "80",
                  "--n-boot", "200", "--n-shuffles", "2", "--out", str(out)])
+    return code, out
+
+
+def test_small_study_on_a_tiny_model_through_the_cli(cli_run):
+    from interplab.cli.main import main
+    from interplab.studies.xor import XorResult
+
+    code, out = cli_run
     assert code == 0
     r = XorResult.from_json(out / "xor.json")
     assert r.layers == [1, 3] and set(r.control_models) == {"reset", "random_init"}
@@ -153,16 +161,60 @@ def test_small_study_on_a_tiny_model_through_the_cli(tmp_path):
     for x in r.readings:
         features[(x["tokens"], x["dataset"])].append(x["feature"])
         assert {"model", "shuffled", "reset", "random_init"} <= set(x)
+        assert set(x["explained_by"]) | set(x["partly_explained_by"]) <= {"shuffled", "reset",
+                                                                         "random_init"}
     assert len(features[("mean", "speaker_cities")]) == 7
     assert features[("last", "speaker_filler")] == ["has_alice", "has_not", "has_alice^has_not"]
     assert set(r.generalization["last"]["speaker_cities"]) == {"has_alice", "has_not"}
     # a randomly initialised tiny model knows no geography: truth, hence RAX, is not there
     assert any(s.startswith("RAX does not reproduce on tiny-llama") for s in r.summary)
+    assert len(r.summary) <= 6  # findings, not one sentence per dataset
     assert r.method["splits"]["speaker_cities"].startswith("by entity (city pair")
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "speaker_cities" in html and "Alice: The city of" in html
     again = main(["xor", "--model", "tiny-llama", "--datasets", "bogus", "--out", str(out)])
     assert again == 2
+
+
+def test_report_opens_with_its_answer_in_a_browser(cli_run, tmp_path):
+    from interplab.studies.xor import XorResult
+    from tests.pages import check_tables_align, check_top_of_page
+
+    _, out = cli_run
+    html = (out / "report.html").read_text(encoding="utf-8")
+    body = html[html.index("<body>"):]
+    assert body.index('id="summary"') < body.index('id="headline"') < body.index("<table")
+    r = XorResult.from_json(out / "xor.json")
+    summary = body[body.index('id="summary"'):body.index("</section>")]
+    assert summary.count("<li>") == len(r.summary)
+    readings = html[html.index("<h2>Readings</h2>"):]
+    readings = readings[:readings.index("</table>")]
+    assert readings.count("<tr>") == len(r.readings) + 1  # every reading, and the header
+    assert check_tables_align(html) >= 3
+    check_top_of_page(out / "report.html", tmp_path)
+
+
+def test_readings_name_the_control_that_reads_them_too():
+    from interplab.studies.xor import _readings
+
+    def curve(value, lo, hi, val=None):
+        return {"value": [value], "lo": [lo], "hi": [hi], "n": 200,
+                **({"val": [val]} if val is not None else {})}
+
+    curves = {"last": {"d": {
+        # the reset network reads this XOR as well as the model: explained by it
+        "a^b": {"model": curve(0.90, 0.85, 0.94, 0.9), "reset": curve(0.88, 0.83, 0.93, 0.9),
+                "random_init": curve(0.50, 0.43, 0.57, 0.5),
+                "shuffled": curve(0.50, 0.43, 0.57)},
+        # no control reads it
+        "a^label": {"model": curve(0.85, 0.80, 0.90, 0.9), "reset": curve(0.52, 0.45, 0.59, 0.5),
+                    "random_init": curve(0.49, 0.42, 0.56, 0.5),
+                    "shuffled": curve(0.51, 0.44, 0.58)},
+    }}}
+    rows = {r["feature"]: r for r in _readings(curves, [0], {})}
+    assert rows["a^b"]["explained_by"] == ["reset"] and not rows["a^b"]["beyond_controls"]
+    assert rows["a^b"]["artefact"] == "token-level artefact"
+    assert rows["a^label"]["explained_by"] == [] and rows["a^label"]["beyond_controls"]
 
 
 def test_summary_counts_only_arbitrary_xors_with_truth():

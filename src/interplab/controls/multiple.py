@@ -277,3 +277,35 @@ def correct_cells(cells: Sequence[tuple[str, dict[str, Any] | list[dict[str, Any
         for d in ds:
             d.update(test=label, q=t.q, q_bound=t.q_bound, verdict=t.verdict)
     return family
+
+
+# Verdicts that say the probe reads something, and on which side of chance.
+SIDE_OF_VERDICT = {"above chance": 1, "weakly above chance": 1, "weakly below chance": -1,
+                   "inverted": -1}
+
+
+def controls_explaining(cell: dict[str, float], verdict: str,
+                        controls: dict[str, dict[str, float] | None]) -> dict[str, list[str]]:
+    """Which controls account for a graded reading, and which only for part of it.
+
+    ``cell`` and each control are ``{"value", "lo", "hi"}`` (95 % intervals) on the same
+    statements. A reading with a side (above chance, weakly above, weakly below, inverted) is
+    ``explained_by`` a control whose value lies on the same side of chance and whose interval
+    overlaps the reading's, or which goes at least as far from chance: the control does what
+    the probe does. It is ``partly_explained_by`` a control whose whole interval lies on that
+    side of chance but short of the reading's (part of the reading needs no probe, learned
+    weights or labels). A chance, one-class or too-small reading has nothing to explain.
+    """
+    side = SIDE_OF_VERDICT.get(verdict)
+    out: dict[str, list[str]] = {"explained_by": [], "partly_explained_by": []}
+    if side is None:
+        return out
+    for name, c in controls.items():
+        if c is None or not side * (c["value"] - 0.5) > 0:
+            continue
+        overlaps = c["hi"] >= cell["lo"] and c["lo"] <= cell["hi"]
+        if overlaps or side * (c["value"] - cell["value"]) >= 0:
+            out["explained_by"].append(name)
+        elif (c["lo"] > 0.5) if side > 0 else (c["hi"] < 0.5):
+            out["partly_explained_by"].append(name)
+    return out

@@ -1,6 +1,9 @@
 """HTML report of a belief-state geometry study: one self-contained file, figures inline.
 
-Reads a :class:`~interplab.studies.belief.BeliefStudyResult` (or its JSON dict) and draws:
+The top tells the finding: the verdict against the untrained control and the study's summary
+(each number with its spread over folds and its control), then the headline figure: the
+beliefs in the simplex, true and as each network decodes them. Reads a :class:`~interplab.studies.belief.BeliefStudyResult` (or its JSON dict)
+and draws:
 
 * the training loss against the optimal floor (and per context position);
 * the true beliefs in the simplex beside the regression's predictions at the verdict's site (the
@@ -176,14 +179,14 @@ def _figure_r2(r: dict[str, Any]) -> str:
 def render_belief_report(result: Any, path: str | Path) -> Path:
     """Write the study's self-contained HTML report to ``path`` and return it (figures are drawn
     on ``Figure`` objects: matplotlib's backend is not changed)."""
-    r = _as_dict(result)
+    r = {"summary": [], **_as_dict(result)}  # results written before the summary existed
     figures = {"loss": _figure_loss(r), "simplex": _figure_simplex(r), "r2": _figure_r2(r)}
     return render("belief.html", path, r=r, figures=figures)
 
 
 def summary_lines(result: Any) -> list[str]:
     """What ``interplab belief`` prints: training against the floor, regression against its
-    controls, and which targets were met."""
+    controls, and which targets were met; then the study's summary."""
     t, tr = result.targets, result.training
     return [
         f"{tr['steps_run']} steps ({tr['stop_reason']}); loss {result.final_loss:.4f} vs floor "
@@ -193,4 +196,4 @@ def summary_lines(result: Any) -> list[str]:
         f"{t['rmse_ratio']:.3f}; shuffled max R² {t['max_shuffled_r2']:.4f}; best single layer "
         f"R² {result.best_r2:.4f} at {result.best_layer}; targets met: loss {t['loss_met']}, "
         f"R² {t['r2_met']}, RMSE ratio {t['rmse_ratio_met']}, shuffled {t['shuffled_met']}; "
-        f"{result.timings['total']:.0f} s"]
+        f"{result.timings['total']:.0f} s", *(f"• {s}" for s in result.summary)]

@@ -1,11 +1,13 @@
 """The truth study's report: one self-contained HTML file with its figures inline.
 
-The page answers its question first (the summary the study wrote), then shows the graded
-findings in one table, the controls that are off with a comment each, and the figures: test
-accuracy by layer per probe with every control, the validation curve and the chosen layer;
-generalization heatmaps at the chosen layer (cells below chance stand out in blue); PCA scatter
-of each dataset and of one dataset in another's basis; plus the likelihood table. It draws what
-the result holds and computes nothing new: verdicts and their thresholds come from the study.
+The top of the page tells the finding: the study's summary (a few findings, each with its
+interval and the control it was checked against), then the headline figure, the generalization
+matrix at the chosen layers with one panel per probe, where each cell a control explains is
+hatched and lettered with that control. Then the tables, each complete and saying what it holds:
+in-distribution accuracy, every cell of the matrix grouped by verdict (chance cells collapsed),
+the controls that are off; then accuracy by layer, truth versus likelihood, PCA views, data and
+run. It draws what the result holds and computes nothing new: verdicts, the controls that
+explain them and their thresholds come from the study.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from interplab.controls.multiple import VERDICT_WORDS
+from interplab.controls.multiple import SIDE_OF_VERDICT, VERDICT_WORDS
 from interplab.report.html import figure_png, new_figure, plain_text, render
 from interplab.studies.truth import PROBE_LABELS
 
+SIDED = set(SIDE_OF_VERDICT)  # verdicts that read something (above or below chance)
 VARIANT_STYLE = {
     "probe": {"color": "#1f4e9c", "ls": "-", "label": "probe"},
     "shuffled": {"color": "#888888", "ls": "--",
@@ -68,42 +71,77 @@ def _accuracy_by_layer(r: Any, train: str) -> str:
     return figure_png(fig)
 
 
-def _heatmap(r: Any, probe: str) -> str:
-    trains = [t for t in r.train_sets if probe in r.accuracy.get(t, {})]
+# How a control that explains a cell is marked in the headline figure and the tables
+CONTROL_LETTERS = {"shuffled": "S", "random": "D", "reset": "R"}
+CONTROL_WORDS = {"shuffled": "shuffled labels", "random": "random directions",
+                 "reset": "reset network"}
+# Verdict groups of the tables, in the order the page lists them
+VERDICT_ORDER = ["inverted", "weakly below chance", "above chance", "weakly above chance",
+                 "one class", "too few statements", "chance"]
+
+
+def _marks(v: dict[str, Any]) -> str:
+    """"R" for a control that explains the cell, "(d)" for one that explains part of it."""
+    full = "".join(CONTROL_LETTERS.get(c, "?") for c in v.get("explained_by", []))
+    part = "".join(CONTROL_LETTERS.get(c, "?").lower()
+                   for c in v.get("partly_explained_by", []))
+    return full + (f"({part})" if part else "")
+
+
+def _headline(r: Any) -> str:
+    """The generalization matrix at each row's chosen layer, one panel per probe: colour is
+    accuracy; a cell a control explains is hatched and lettered; a cell with a verdict no
+    control explains is framed."""
+    from matplotlib.patches import Rectangle
+
+    verdicts = _verdict_index(r)
+    probes = [p for p in r.probes if any(p in r.best_layer.get(t, {}) for t in r.train_sets)]
     tests = r.test_sets
-    vals = np.full((len(trains), len(tests)), np.nan)
-    ctrl = np.full_like(vals, np.nan)
-    reset = np.full_like(vals, np.nan)
-    for i, t in enumerate(trains):
-        layer = r.best_layer[t][probe]
-        for j, s in enumerate(tests):
-            vals[i, j] = r.acc(t, probe, "probe", layer, s)["value"]
-            if "shuffled" in r.accuracy[t][probe]:
-                ctrl[i, j] = r.acc(t, probe, "shuffled", layer, s)["value"]
-            if "reset" in r.accuracy[t][probe]:
-                reset[i, j] = r.acc(t, probe, "reset", layer, s)["value"]
-    fig, ax = new_figure((1.05 * len(tests) + 2.2, 0.75 * len(trains) + 1.6))
-    im = ax.imshow(vals, cmap="RdBu_r", vmin=0, vmax=1, aspect="auto")
-    for i in range(len(trains)):
-        for j in range(len(tests)):
-            text = f"{vals[i, j]:.2f}"
-            if not np.isnan(ctrl[i, j]):
-                text += f"\nsh {ctrl[i, j]:.2f}"
-            if not np.isnan(reset[i, j]):
-                text += f"\nrs {reset[i, j]:.2f}"
-            dark = abs(vals[i, j] - 0.5) > 0.3
-            ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                    color="white" if dark else "black")
-    ax.set_xticks(range(len(tests)), [plain_text(t) for t in tests], rotation=35, ha="right",
-                  fontsize=8)
-    ax.set_yticks(range(len(trains)),
-                  [plain_text(f"{t} (L{r.best_layer[t][probe]})") for t in trains], fontsize=8)
-    ax.set_xlabel("test set (own datasets: test split; others: all rows but twins of "
-                  "training rows)", fontsize=8)
-    ax.set_ylabel("trained on")
-    ax.set_title(plain_text(f"{PROBE_LABELS.get(probe, probe)}: accuracy at each row's chosen "
-                            "layer (sh = shuffled control, rs = reset network)"), fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
+    cols = 1 if len(probes) == 1 else 2
+    rows_n = (len(probes) + cols - 1) // cols
+    n_train = max(len(r.train_sets), 1)
+    fig, axes = new_figure(((0.56 * len(tests) + 2.0) * cols, (0.34 * n_train + 1.3) * rows_n),
+                           rows_n, cols, squeeze=False)
+    fig.set_layout_engine("constrained")
+    for ax in axes.flat[len(probes):]:
+        ax.axis("off")
+    im = None
+    for ax, probe in zip(axes.flat, probes, strict=False):
+        trains = [t for t in r.train_sets if probe in r.best_layer.get(t, {})]
+        vals = np.full((len(trains), len(tests)), np.nan)
+        for i, t in enumerate(trains):
+            for j, s in enumerate(tests):
+                v = verdicts.get((t, probe, s))
+                if v is None:
+                    continue
+                vals[i, j] = v["value"]
+                sided = v["verdict"] in SIDED
+                dark = abs(v["value"] - 0.5) > 0.3
+                box = None
+                if v.get("explained_by"):
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="////",
+                                           ec="white" if dark else "#444444", lw=0))
+                    box = {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                           "alpha": 0.85}
+                elif sided:
+                    ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False,
+                                           ec="black", lw=1.8))
+                mark = _marks(v)
+                ax.text(j, i, f"{v['value']:.2f}" + (f" {mark}" if mark else ""), ha="center",
+                        va="center", fontsize=7.5, fontweight="bold" if sided else "normal",
+                        bbox=box, color="black" if box else "white" if dark else
+                        "black" if sided else "#555555")
+        im = ax.imshow(vals, cmap="RdBu_r", vmin=0, vmax=1, aspect="auto", zorder=0)
+        ax.set_xticks(range(len(tests)), [plain_text(t) for t in tests], rotation=30, ha="right",
+                      fontsize=8)
+        ax.set_yticks(range(len(trains)),
+                      [plain_text(f"{t} (L{r.best_layer[t][probe]})") for t in trains],
+                      fontsize=8)
+        ax.set_title(plain_text(PROBE_LABELS.get(probe, probe)), fontsize=10, fontweight="bold")
+        ax.tick_params(length=0)
+    if im is not None:
+        fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.015, pad=0.01,
+                     label="test accuracy")
     return figure_png(fig)
 
 
@@ -147,46 +185,27 @@ def _pca_cross(r: Any, view: dict[str, Any]) -> str:
     return figure_png(fig)
 
 
-def _summary_rows(r: Any) -> list[dict[str, Any]]:
-    rows = []
-    for train in r.train_sets:
-        for probe in r.probes:
-            if probe not in r.heldout.get(train, {}):
-                continue
-            layer = r.best_layer[train][probe]
-            li = r.layers.index(layer)
-            row = {"train": train, "probe_name": PROBE_LABELS.get(probe, probe), "layer": layer,
-                   "validation": r.validation[train][probe]["value"][li]}
-            for variant in ("probe", "shuffled", "random", "reset"):
-                e = r.heldout[train][probe].get(variant)
-                row["acc" if variant == "probe" else variant] = None if e is None else {
-                    "value": e["value"][li], "lo": e["lo"][li], "hi": e["hi"][li], "n": e["n"]}
-            rows.append(row)
-    return rows
-
-
 def _verdict_index(r: Any) -> dict[tuple[str, str, str], dict[str, Any]]:
     return {(v["train"], v["probe"], v["test"]): v for v in r.verdicts}
 
 
-def _transfer_rows(r: Any) -> list[dict[str, Any]]:
-    """The headline transfers, each with its controls and the study's verdict."""
-    wanted = [("cities", "neg_cities"), ("cities", "sp_en_trans"), ("larger_than", "smaller_than"),
-              ("cities", "cities_conj"), ("cities", "cities_disj")]
-    verdicts = _verdict_index(r)
-    return [{**verdicts[(train, probe, test)], "probe_name": PROBE_LABELS.get(probe, probe)}
-            for train, test in wanted for probe in r.probes
-            if (train, probe, test) in verdicts]
+def _row(v: dict[str, Any]) -> dict[str, Any]:
+    return {**v, "probe_name": PROBE_LABELS.get(v["probe"], v["probe"]), "marks": _marks(v),
+            "explained_by": v.get("explained_by", []),
+            "partly_explained_by": v.get("partly_explained_by", [])}
 
 
-def _finding_rows(r: Any) -> list[dict[str, Any]]:
-    """Every transfer the study did not read as chance, plus own-split results the reset network
-    matches: one table instead of one box per finding, most striking first."""
-    order = ["inverted", "weakly below chance", "one class", "above chance", "weakly above chance",
-             "too few statements", "chance"]
-    rows = [{**v, "probe_name": PROBE_LABELS.get(v["probe"], v["probe"])} for v in r.verdicts
-            if (v["kind"] == "transfer" and v["verdict"] != "chance") or v["reset_matches"]]
-    return sorted(rows, key=lambda v: (order.index(v["verdict"]), v["value"]))
+def _verdict_groups(r: Any) -> list[dict[str, Any]]:
+    """Every cell of the generalization matrix, one group per verdict (in ``VERDICT_ORDER``),
+    each sorted by distance from chance, largest first."""
+    groups = []
+    for verdict in VERDICT_ORDER:
+        rows = sorted((_row(v) for v in r.verdicts if v["verdict"] == verdict),
+                      key=lambda v: -abs(v["value"] - 0.5))
+        if rows:
+            groups.append({"verdict": verdict, "rows": rows,
+                           "explained": sum(bool(v["explained_by"]) for v in rows)})
+    return groups
 
 
 def _erasure_nulls_figures(r: Any) -> dict[str, Any]:
@@ -206,8 +225,7 @@ def write_truth_report(result: Any, path: str | Path) -> Path:
     r = result
     figures = {
         "by_layer": [(t, _accuracy_by_layer(r, t)) for t in r.train_sets if t in r.heldout],
-        "heatmaps": [(PROBE_LABELS.get(p, p), _heatmap(r, p)) for p in r.probes
-                     if any(p in r.accuracy.get(t, {}) for t in r.train_sets)],
+        "headline": _headline(r),
         "pca": _pca_grid(r),
         "pca_cross": [(v["data"], v["basis"], _pca_cross(r, v)) for v in r.pca["cross"]],
     }
@@ -224,9 +242,10 @@ def write_truth_report(result: Any, path: str | Path) -> Path:
         })
     return render(
         "truth.html", path, r=r, figures=figures, **_erasure_nulls_figures(r),
-        summary=_summary_rows(r),
-        transfers=_transfer_rows(r), findings=_finding_rows(r), verdict_words=VERDICT_WORDS,
-        probe_labels=PROBE_LABELS, likelihood_rows=likelihood_rows,
+        in_distribution=[_row(v) for v in getattr(r, "in_distribution", None) or []],
+        groups=_verdict_groups(r), verdict_words=VERDICT_WORDS, probe_labels=PROBE_LABELS,
+        control_letters=CONTROL_LETTERS, control_words=CONTROL_WORDS,
+        likelihood_rows=likelihood_rows,
         first_train=r.train_sets[0] if r.train_sets else "",
     )
 

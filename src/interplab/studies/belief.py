@@ -177,14 +177,18 @@ class BeliefStudyResult(StudyResult):
     versions: dict[str, str]
     timings: dict[str, float]
     figure_data: dict[str, Any]
+    # the answer in a few findings (empty in results written before it was added)
+    summary: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BeliefStudyResult:
         d = dict(data)
         d.pop("study", None)
         names = {f.name for f in fields(cls)}
+        optional = {"summary"}
         layer_names = {f.name for f in fields(LayerScore)}
-        if set(d) != names or any(set(r) != layer_names for r in d.get("regression", [])):
+        if (not names - optional <= set(d) <= names
+                or any(set(r) != layer_names for r in d.get("regression", []))):
             raise InterplabError(
                 "this belief result was written by a different interplab version (its fields "
                 "differ); re-run the study with `interplab belief` to get a current result.json"
@@ -349,6 +353,70 @@ def _targets(loss_ratio: float, site: LayerScore, max_shuffled: float) -> dict[s
     return t
 
 
+def _fold_spread(reg: _Regression) -> dict[str, list[float]]:
+    """At the target site, R² and the RMSE ratio (trained / untrained) on the unseen prefixes of
+    each fold separately: how much the headline numbers move between folds of sequences.
+
+    An unseen prefix belongs to one fold (no training sequence of its fold contains it, so
+    every sequence through it is held out there); its weight is its probability."""
+    from interplab.compmech.regression import r2_rmse
+
+    trained = reg.fits[TARGET_SITE].unseen_predictions
+    untrained = reg.untrained[TARGET_SITE].unseen_predictions
+    unseen = np.isfinite(trained[:, 0]) & np.isfinite(untrained[:, 0])
+    fold_of_row = reg.folds[reg.data.seq_index]
+    r2, ratio = [], []
+    for k in np.unique(reg.folds):
+        rows = unseen & (fold_of_row == k)
+        if not rows.any():
+            continue
+        y, w = reg.data.beliefs[rows], reg.data.weights[rows]
+        r2_k, rmse_k = r2_rmse(y, trained[rows], w)
+        _, rmse_u = r2_rmse(y, untrained[rows], w)
+        r2.append(r2_k)
+        ratio.append(_ratio(rmse_k, rmse_u))
+    return {"r2_unseen_folds": r2, "rmse_ratio_folds": ratio}
+
+
+def _summary(r: BeliefStudyResult) -> list[str]:
+    """The findings behind the verdict, each with its spread over folds and its control: the
+    trained network against the untrained one, training against the floor, the shuffled-belief
+    control, single layers against the concatenation."""
+    t, lc = r.targets, r.layers_vs_concat
+
+    def spread(key: str) -> str:
+        v = t.get(key) or []
+        return f" (folds {min(v):.3f}–{max(v):.3f})" if v else ""
+
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "not met"
+
+    out = [f"Against the untrained network, at {t['site']}, on prefixes no training sequence "
+           f"contains: RMSE "
+           f"{t['rmse_ratio']:.3f} × the untrained network's{spread('rmse_ratio_folds')}, target "
+           f"≤ {t['rmse_ratio_max']:g} ({met(t['rmse_ratio_met'])}); R² {t['r2_unseen']:.3f}"
+           f"{spread('r2_unseen_folds')} against the untrained network's "
+           f"{t['untrained_r2_unseen']:.3f}, target ≥ {t['r2_unseen_min']:g} "
+           f"({met(t['r2_met'])})."]
+    if t["untrained_meets_r2_min"]:
+        out.append(f"The untrained network alone reaches R² {t['untrained_r2_unseen']:.3f}, above "
+                   "the R² target: random features of the input already decode much of the "
+                   "belief, so R² alone does not separate the two; the RMSE ratio does.")
+    out.append(f"Training: held-out loss {r.final_loss:.4f} ± {r.final_loss_stderr:.4f} nats per "
+               f"symbol, {r.loss_ratio:.4f} × the optimal floor {r.optimal_loss:.4f}, target "
+               f"≤ {t['loss_ratio_max']:g} ({met(t['loss_met'])}); the untrained network "
+               f"{r.untrained_loss:.4f}, the no-context predictor {r.unigram_loss:.4f}.")
+    out.append(f"Shuffled-belief control: largest R² on unseen prefixes over all sites "
+               f"{t['max_shuffled_r2']:.4f}, target ≤ {t['shuffled_r2_max']:g} "
+               f"({met(t['shuffled_met'])}).")
+    out.append(f"Best single layer {lc['best_single_layer']}: R² {lc['best_single_r2_unseen']:.3f} "
+               f"(untrained best {lc['untrained_best_single_r2_unseen']:.3f}); the concatenation "
+               f"adds {lc['concat_gain']:+.3f}, against {lc['untrained_concat_gain']:+.3f} for the "
+               "untrained network (what feature count alone adds).")
+    return out
+
+
 def _determinism(device: str) -> dict[str, Any]:
     """What a bit-identical re-run needs to match: thread counts change the order of floating-point
     reductions in torch and BLAS, and the CPU instruction set selects different kernels."""
@@ -436,6 +504,7 @@ class _Regression:
     layers: dict[str, Any]  # _layers_vs_concat
     max_shuffled: float
     n_pairs: int  # shuffled-control pairs per fold
+    folds: np.ndarray  # [n_sequences] fold of each sequence
 
 
 def _process_stage(cfg: BeliefStudyConfig, progress: bool) -> _Process:
@@ -520,7 +589,7 @@ def _regression_stage(cfg: BeliefStudyConfig, proc: _Process, trained: _Trained,
                        progress=progress)
     scores = [_layer_score(k, sites[k].shape[1], fits[k], unt[k], shuf[k]) for k in fits]
     return _Regression(data, fits, shuf, unt, scores, _layers_vs_concat(scores, names),
-                       max(_nan_low(s.shuffled_r2_unseen) for s in scores), n_pairs)
+                       max(_nan_low(s.shuffled_r2_unseen) for s in scores), n_pairs, folds)
 
 
 def _figure_data(cfg: BeliefStudyConfig, reg: _Regression) -> tuple[dict[str, Any], int]:
@@ -558,9 +627,9 @@ def _result(cfg: BeliefStudyConfig, proc: _Process, trained: _Trained, reg: _Reg
     final_loss = float(trained.final_pp.mean())
     ratio = final_loss / floor
     layers = reg.layers
-    targets = _targets(ratio, next(s for s in reg.scores if s.layer == TARGET_SITE),
-                       reg.max_shuffled)
-    return BeliefStudyResult(
+    targets = {**_targets(ratio, next(s for s in reg.scores if s.layer == TARGET_SITE),
+                          reg.max_shuffled), **_fold_spread(reg)}
+    result = BeliefStudyResult(
         config=asdict(cfg),
         process=proc.facts(),
         optimal_loss_per_position=proc.floor.tolist(),
@@ -599,6 +668,8 @@ def _result(cfg: BeliefStudyConfig, proc: _Process, trained: _Trained, reg: _Reg
         timings=timings,
         figure_data=figure_data,
     )
+    result.summary = _summary(result)
+    return result
 
 
 def run_belief_study(

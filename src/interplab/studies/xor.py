@@ -42,6 +42,8 @@ TOKEN_WORDS = {
     "mean": "the mean over the tokens of the statement (or filler) itself, without the speaker "
             "prefix or the distractor word (blocks.{layer}.hook_resid_post)",
 }
+CONTROL_WORDS = {"shuffled": "shuffled labels", "reset": "reset network",
+                 "random_init": "random-init network"}
 NETWORK_WORDS = {"model": "the trained model", "reset": "the reset (weight-permuted) network",
                  "random_init": "a randomly initialised network of the same architecture"}
 PROBE = "logistic"  # L2 logistic regression, C=1 on RMS-scaled inputs (interplab.probes)
@@ -346,8 +348,11 @@ def _at(curve: dict[str, Any], li: int, layers: list[int]) -> dict[str, Any]:
 def _readings(curves: dict, layers: list[int], aliases: dict[str, dict[str, str]]
               ) -> list[dict[str, Any]]:
     """One row per (tokens, dataset, feature): each network at the layer its own validation
-    accuracy chooses, graded against chance as one family per network (Benjamini–Hochberg).
-    ``same_as`` names the known feature a XOR equals, if any (then it is not an arbitrary XOR)."""
+    accuracy chooses, graded against chance as one family per network (Benjamini–Hochberg),
+    then the model's reading against every control: ``explained_by`` names the controls that
+    read it as well, ``partly_explained_by`` those that read part of it
+    (:func:`~interplab.controls.multiple.controls_explaining`). ``same_as`` names the known
+    feature a XOR equals, if any (then it is not an arbitrary XOR)."""
     from interplab.controls.multiple import grade_family
     from interplab.datasets.xor import feature_kind
 
@@ -372,8 +377,13 @@ def _readings(curves: dict, layers: list[int], aliases: dict[str, dict[str, str]
                                                      [c["n"] for c in cells],
                                                      [None] * len(cells)), strict=True):
             cell.update(verdict.to_dict())
+    from interplab.controls.multiple import controls_explaining
+
     for r in rows:
         r["artefact"], r["comment"] = _artefact(r)
+        r.update(controls_explaining(r["model"], r["model"]["verdict"],
+                                     {c: r.get(c) for c in CONTROLS}))
+        r["beyond_controls"] = _beats_controls(r) and not r["explained_by"]
     return rows
 
 
@@ -560,62 +570,101 @@ def _beats_controls(r: dict[str, Any]) -> bool:
     return all(r["model"]["lo"] > hi for hi in ctrl)
 
 
+def _closest(r: dict[str, Any]) -> str:
+    """The control reading closest to the model's, in words ("reset network 0.82 [0.70, 0.93]
+    at L3"), or "" when no control ran."""
+    present = [c for c in CONTROLS if c in r]
+    if not present:
+        return ""
+    c = max(present, key=lambda c: r[c]["value"])
+    at = f" at L{r[c]['layer']}" if "layer" in r[c] and c != "shuffled" else ""
+    return f"{CONTROL_WORDS[c]} {_fmt(r[c])}{at}"
+
+
+def _named(r: dict[str, Any], mode: bool = False) -> str:
+    where = f", {_MODE_SHORT[r['tokens']]}" if mode else ""
+    return f"{r['dataset']} {r['feature']}{where}: {_fmt(r['model'])}"
+
+
+def _listed(items: list[str], limit: int = 3) -> str:
+    more = len(items) - limit
+    return "; ".join(items[:limit]) + (f"; and {more} more (see the table)" if more > 0 else "")
+
+
 def _summary(model: str, readings: list[dict], general: dict, layers: list[int],
              aliases: dict[str, dict[str, str]]) -> list[str]:
+    """The answer in a few findings, each with its interval and the control it was checked
+    against: whether RAX reproduces (per token choice), what is read beyond every control, what
+    a control network reads as well (token-level), XORs that are known features, and what
+    holding a feature constant in training costs."""
     out = []
-    for mode in dict.fromkeys(r["tokens"] for r in readings):
+    modes = list(dict.fromkeys(r["tokens"] for r in readings))
+    for mode in modes:
         rows = [r for r in readings if r["tokens"] == mode]
-        for name in dict.fromkeys(r["dataset"] for r in rows):
-            own = [r for r in rows if r["dataset"] == name]
-            parts = [f"{r['feature']} {_fmt(r['model'])} (L{r['model']['layer']})" for r in own]
-            out.append(f"{name} ({_MODE_SHORT[mode]}), test accuracy at the layer chosen on "
-                       f"validation: {'; '.join(parts)}.")
         truth_xors = [r for r in rows if r["kind"] != "basic" and "label" in r["feature"]
                       and not r["same_as"]]
-        label_read = [r for r in rows if r["feature"] == "label" and _beats_controls(r)]
+        labels = [r for r in rows if r["feature"] == "label"]
+        label_read = [r for r in labels if _beats_controls(r)]
         real = [r for r in truth_xors if _beats_controls(r) and r["artefact"] is None]
         if real and label_read:
             out.append(f"RAX reproduces on {model} ({mode}): "
-                       + ", ".join(f"{r['dataset']} {r['feature']} {_fmt(r['model'])}"
+                       + "; ".join(f"{_named(r)} (closest control: {_closest(r)})"
                                    for r in real)
                        + " — XORs with truth, which no token carries, read significantly above "
                          "chance and above every control.")
         elif truth_xors:
             best = max(truth_xors, key=lambda r: r["model"]["value"])
-            why = ("truth itself is not read above the controls" if not label_read else
-                   f"no XOR with truth is read above chance and above every control (best: "
-                   f"{best['dataset']} {best['feature']} {_fmt(best['model'])})")
+            if not label_read:
+                top = max(labels, key=lambda r: r["model"]["value"]) if labels else None
+                why = "truth itself is not read above the controls" + (
+                    f" (best: {_named(top)}, closest control: {_closest(top)})" if top else "")
+            else:
+                why = (f"no XOR with truth is read above chance and above every control (best: "
+                       f"{_named(best)}, closest control: {_closest(best)})")
             out.append(f"RAX does not reproduce on {model} ({mode}): {why}.")
-        for r in (r for r in rows if r["same_as"] and _beats_controls(r)):
-            out.append(f"{r['dataset']} {r['feature']} ({_fmt(r['model'])}) is not an arbitrary "
-                       f"XOR: it equals {r['same_as']}.")
-        flagged = [r for r in rows if r["artefact"]]
-        if flagged:
-            out.append("Token-level XORs (a control network reads them too): " + "; ".join(
-                f"{r['dataset']} {r['feature']} ({r['artefact']})" for r in flagged) + ".")
-    for mode, per_ds in general.items():
-        for name, per_held in per_ds.items():
-            for held, g in per_held.items():
+    several = len(modes) > 1
+    beyond = sorted((r for r in readings if _beats_controls(r) and not r.get("explained_by")),
+                    key=lambda r: -r["model"]["value"])
+    if beyond:
+        out.append(f"Read beyond every control ({len(beyond)} of {len(readings)} readings): "
+                   + _listed([_named(r, several) for r in beyond]) + ".")
+    else:
+        out.append(f"None of the {len(readings)} readings is above chance beyond every control.")
+    networks = [r for r in readings
+                if {"reset", "random_init"} & set(r.get("explained_by", []))]
+    xors = [r for r in networks if r["kind"] != "basic"]
+    basic = len(networks) - len(xors)
+    if networks:
+        out.append(("XORs read as well by a control network, so token-level (fixed random "
+                    "nonlinearities of the tokens compute them; no learned weights needed): "
+                    + _listed([f"{_named(r, several)} vs "
+                               + ", ".join(f"{CONTROL_WORDS[c]} {_fmt(r[c])}"
+                                           for c in r["explained_by"] if c != "shuffled")
+                               for r in sorted(xors, key=lambda r: -r["model"]["value"])])
+                    + "." if xors else "No XOR is read as well by a control network.")
+                   + (f" {basic} basic feature reading(s) are matched by a control network, as "
+                      "expected of features the tokens carry." if basic else ""))
+    known = [r for r in readings if r["same_as"] and _beats_controls(r)]
+    if known:
+        out.append("; ".join(f"{r['dataset']} {r['feature']} ({_fmt(r['model'])}) is not an "
+                             f"arbitrary XOR: it equals {r['same_as']}" for r in known) + ".")
+    cases = [(mode, name, held, g) for mode, per_ds in general.items()
+             for name, per_held in per_ds.items() for held, g in per_held.items()]
+    if cases:
+        drops = []
+        for mode, name, held, g in cases:
+            li = g["layer_index"]
+            drop = {k: g["drop"][k][li] for k in ("value", "lo", "hi")}
+            if drop["lo"] > 0:
                 same = aliases.get(name, {}).get(f"{held}^label")
-                out.append(_generalization_sentence(name, mode, held, g, layers, same))
+                drops.append(f"{name} {held}{', ' + _MODE_SHORT[mode] if several else ''}: "
+                             f"drop {_fmt(drop)} at layer {layers[li]}, of which removing the "
+                             f"{held}^label direction{f' (= {same})' if same else ''} recovers "
+                             f"{_fmt(g['explained']['ablated'])}")
+        head = (f"A truth probe trained where a feature is held at 1 and tested where it is 0 "
+                f"({len(cases)} case{'s' if len(cases) != 1 else ''}, against a probe trained on "
+                "both values): ")
+        out.append(head + (f"a significant drop in {len(drops)}: " + _listed(drops) + "."
+                           if drops else "no significant drop, so there is nothing for a XOR "
+                           "to explain."))
     return out
-
-
-def _generalization_sentence(name: str, mode: str, held: str, g: dict, layers: list[int],
-                             same_as: str | None = None) -> str:
-    li = g["layer_index"]
-    at = {k: {"value": g[k]["value"][li], "lo": g[k]["lo"][li], "hi": g[k]["hi"][li]}
-          for k in ("in", "out", "both", "drop", "ablated", "recentred")}
-    head = (f"{name} ({mode}): a truth probe trained only where {held} = 1 scores "
-            f"{_fmt(at['in'])} there and {_fmt(at['out'])} where {held} = 0, against "
-            f"{_fmt(at['both'])} for a probe trained on both (layer {layers[li]}, drop "
-            f"{_fmt(at['drop'])})")
-    if at["drop"]["lo"] <= 0:
-        return head + "; no significant drop, so there is nothing for the XOR to explain."
-    ab, rc = g["explained"]["ablated"], g["explained"]["recentred"]
-    alias = f" (= {same_as})" if same_as else ""
-    return (head + f". Its cosine with the {held}^label probe direction{alias} is "
-            f"{g['cos_xor'][li]:+.2f} (the both-values probe: {g['cos_xor_both'][li]:+.2f}); "
-            f"removing that component recovers {_fmt(ab)} of the drop, moving the threshold to "
-            f"the test mean {_fmt(rc)}; the class separation where {held} = 0 is "
-            f"{g['separation_ratio'][li]:.2f} × that where {held} = 1.")

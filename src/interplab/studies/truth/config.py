@@ -124,7 +124,9 @@ class TruthResult(StudyResult):
     # scored[train][test] = {"rows": "test split" | "all rows", "n", "twins_left_out"}
     scored: dict[str, dict[str, dict[str, Any]]]
     method: dict[str, Any]  # split rule, centring, tokens, layer selection, multiple comparisons
-    verdicts: list[dict[str, Any]]  # one row per (train, probe, test) at the chosen layer
+    # one row per (train, probe, test) at the chosen layer: accuracy, every control, the verdict
+    # against chance, and the controls that explain it (explained_by, partly_explained_by)
+    verdicts: list[dict[str, Any]]
     control_checks: list[dict[str, Any]]  # controls that are off, each with a comment
     summary: list[str]  # the answer, in a few sentences
     likelihood: dict[str, Any]
@@ -134,6 +136,9 @@ class TruthResult(StudyResult):
     # with config.erasure_nulls: {"train_set", "layer", "erasure": {...}, "nulls": {...}}
     # (see interplab.studies.truth.erasure_nulls); None when off
     erasure_nulls: dict[str, Any] | None = None
+    # one row per (train, probe): the training datasets' own test splits pooled at the chosen
+    # layer, graded like a verdict row (empty in results written before it was added)
+    in_distribution: list[dict[str, Any]] = field(default_factory=list)
 
     # convenience accessors used by the report and tests
     def acc(self, train: str, probe: str, variant: str, layer: int, test: str) -> dict[str, float]:

@@ -147,6 +147,7 @@ class Analysis:
     likelihood: dict
     pca: dict
     verdicts: list[dict]
+    in_distribution: list[dict]
     control_checks: list[dict]
     method: dict
     summary: list[str]
@@ -166,12 +167,12 @@ def analysis_stage(config: TruthConfig, data: StatementData, harvest: Harvest, f
     lik = likelihood(config, data, model, test_names, train_keys, fits, best_layer, layers)
     pca = pca_views(config, data, model, best_layer, train_keys, layers)
     verdicts = wording.verdicts(accuracy, best_layer, train_keys, test_names, layers, scored)
+    in_dist = wording.in_distribution(heldout, validation, best_layer, layers)
     checks = wording.control_checks(heldout, best_layer, layers)
     method = wording.method(config, data)
-    summary = wording.summary(harvest.model_identity["name"], verdicts, checks, heldout,
-                              best_layer, layers)
+    summary = wording.summary(harvest.model_identity["name"], verdicts, checks, in_dist)
     return Analysis(test_names, train_keys, accuracy, heldout, validation, best_layer, scored,
-                    lik, pca, verdicts, checks, method, summary)
+                    lik, pca, verdicts, in_dist, checks, method, summary)
 
 
 def make_result(config: TruthConfig, data: StatementData, harvest: Harvest, a: Analysis,
@@ -183,5 +184,5 @@ def make_result(config: TruthConfig, data: StatementData, harvest: Harvest, a: A
         test_sets=a.test_names, accuracy=a.accuracy, heldout=a.heldout, validation=a.validation,
         best_layer=a.best_layer, scored=a.scored, method=a.method, verdicts=a.verdicts,
         control_checks=a.control_checks, summary=a.summary, likelihood=a.likelihood, pca=a.pca,
-        notes=data.notes, timings=timings,
+        notes=data.notes, timings=timings, in_distribution=a.in_distribution,
     )

@@ -222,9 +222,11 @@ def test_leace_on_cities_in_the_embedded_model(smollm):
     """On real activations: LEACE leaves the linear probe with one answer, a random direction
     leaves truth decodable, and a small MLP still reads some of it (what a linear check misses)."""
     from interplab.activations import harvest
-    from interplab.studies.erasure import load_split
+    from interplab.study.data import load_statements
+    from interplab.study.settings import SplitConfig
 
-    ds, split = load_split("cities", 300, 0.3, 0)
+    data = load_statements(["cities"], SplitConfig(max_per_dataset=300), 0)
+    ds, split = data.datasets["cities"], data.splits["cities"]
     hook = "blocks.15.hook_resid_post"
     x = harvest(smollm, ds.statements, [hook], "last", progress=False)[hook].double().numpy()
     xtr, ytr = x[split.train], ds.labels[split.train]

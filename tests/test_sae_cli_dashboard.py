@@ -81,7 +81,7 @@ def test_train_eval_dashboard_round_trip(tmp_path, store):
 
 @pytest.mark.parametrize("args, message", [
     (["--arch", "relux"], "unknown architecture"),
-    (["--arch", "topk", "--k", "999", "--width", "128"], "larger than the width"),
+    (["--arch", "topk", "--k", "999", "--width", "128"], "larger than the SAE width"),
     (["--hook", "blocks.0.hook_mlp_out"], "not in the store"),
 ])
 def test_train_errors_are_clear(tmp_path, store, capsys, args, message):

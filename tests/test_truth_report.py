@@ -268,9 +268,9 @@ def test_dollar_signs_in_a_dataset_name_reach_the_figures_as_text(tmp_path):
         writer.writerow(["statement", "label"])
         for i in range(60):
             writer.writerow([f"Item {i} costs ${i}.", i % 2])
-    config = TruthConfig(model="tiny-gpt2", datasets=["cities", str(path_csv)],
+    config = TruthConfig.make(model="tiny-gpt2", datasets=["cities", str(path_csv)],
                          train_sets=[["cost$_$"]], layers=[1], probes=["diffmean"],
-                         max_per_dataset=60, n_boot=20)
+                         max_per_dataset=60, n_boot=100)
     result = run_truth(config, progress=False)
     assert result.train_sets == ["cost$_$"]
     html = write_truth_report(result, tmp_path / "report.html").read_text(encoding="utf-8")

@@ -130,6 +130,14 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           # set by the study itself: the vocabulary from the process, the training seed from
           # --seed, the stopping loss from --stop-loss-ratio
           exclude=frozenset({"model.vocab_size", "train.seed", "train.stop_loss"})),
+    Study("reroute", "interplab.studies.reroute.config:RerouteConfig",
+          "interplab.studies.reroute.config:RerouteResult",
+          "interplab.studies.reroute.run:run_into",
+          "interplab.report.reroute:write_reroute_report",
+          "interplab.report.reroute:summary_lines", "reroute.json",
+          "Representation rerouting vs LoRA + probe at equal parameters vs a probe: detection, "
+          "attacks and retain cost, over several training seeds.",
+          exclude=frozenset({"data.pair_by", "data.group_column"})),
 )}
 
 run_weights_into = run_plain("interplab.studies.weights:run_weights")

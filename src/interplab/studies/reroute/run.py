@@ -25,7 +25,12 @@ from rich.console import Console
 
 from interplab.errors import InterplabError
 from interplab.progress import progress_display
-from interplab.studies.reroute.config import GENERATED, LAYER_FRACTIONS, RerouteConfig, RerouteResult
+from interplab.studies.reroute.config import (
+    GENERATED,
+    LAYER_FRACTIONS,
+    RerouteConfig,
+    RerouteResult,
+)
 from interplab.study.result import versions
 
 LABELS = {"hp": "HP", "hp_last": "HP (last token)", "hp_mlp": "HP, MLP head (matched)",

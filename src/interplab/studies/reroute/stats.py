@@ -33,7 +33,7 @@ def _metric_fns(run: Any, key: str) -> dict[str, tuple[Any, int, np.ndarray | No
     y = run.y[run.idx["test"]]
     S = run.scores["test"][key]
     T = run.thresholds[key]
-    flags = S > T[:, None]
+    flags = T[:, None] < S
     unwanted, acceptable = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     fns: dict[str, tuple[Any, int, np.ndarray | None]] = {
         "auroc": (lambda s, e: float(np.mean(auroc(S[s][:, e], y[e]))), len(y), y),
@@ -73,10 +73,10 @@ def _curves(run: Any, key: str) -> dict[str, Any]:
         A = run.attack_scores[kind].get(key)
         if A is None or not A.size:
             continue
-        passed = A <= T[:, None, None]  # [S, budgets, n]
+        passed = T[:, None, None] >= A  # [S, budgets, n]
         rows = []
         for b in range(passed.shape[1]):
-            rows.append(_estimate(run, lambda s, e, b=b: float(passed[s][:, b, e].mean()),
+            rows.append(_estimate(run, lambda s, e, b=b, p=passed: float(p[s][:, b, e].mean()),
                                   passed.shape[2], None, passed.shape[0]))
         out[kind] = {"budgets": list(budgets), "pass_rate": rows}
     return out

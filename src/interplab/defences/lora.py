@@ -30,11 +30,21 @@ def adapted_modules(lm, layers: Sequence[int]) -> list[str]:
             raise InterplabError(f"block {layer} does not exist: the model has blocks "
                                  f"0-{lm.n_layers - 1}")
         prefix = names[id(lm.blocks[layer])]
-        out += [f"{prefix}.{n}" for n, m in lm.blocks[layer].named_modules()
-                if isinstance(m, nn.Linear | Conv1D)]
+        for n, m in lm.blocks[layer].named_modules():
+            parts = n.split(".")
+            if any(p.startswith("lora_") or p == "base_layer" for p in parts):
+                continue  # inside a layer an earlier host wrapped: the wrapper is the target
+            if isinstance(m, nn.Linear | Conv1D) or _is_lora_layer(m):
+                out.append(f"{prefix}.{n}")
     if not out:
         raise InterplabError("the adapted blocks hold no linear layers to put LoRA adapters on")
     return out
+
+
+def _is_lora_layer(module: nn.Module) -> bool:
+    from peft.tuners.lora import LoraLayer
+
+    return isinstance(module, LoraLayer)
 
 
 class AdapterHost:
@@ -58,13 +68,18 @@ class AdapterHost:
         """Add adapter ``name`` initialised under ``seed`` (the same seed, the same weights)."""
         from peft import get_peft_model
 
-        if name in self.names:
-            raise InterplabError(f"adapter {name!r} exists already")
+        existing = getattr(getattr(self.lm, "_peft_model", None), "peft_config", {})
+        if name in self.names or name in existing:
+            raise InterplabError(f"adapter {name!r} exists already on this model")
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.manual_seed(int(seed))
             if self.model is None:
+                # One peft wrapper per model: a second host on the same model adds to it.
+                self.model = getattr(self.lm, "_peft_model", None)
+            if self.model is None:
                 self.model = get_peft_model(self.lm.hf, self._config(), adapter_name=name)
+                self.lm._peft_model = self.model
             else:
                 self.model.add_adapter(name, self._config())
         self.names.append(name)
@@ -93,10 +108,11 @@ class AdapterHost:
     @contextlib.contextmanager
     def disabled(self) -> Iterator[None]:
         """Run the unmodified model."""
-        if self.model is None:
+        model = self.model or getattr(self.lm, "_peft_model", None)
+        if model is None:
             yield
             return
-        with self.model.disable_adapter():
+        with model.disable_adapter():
             yield
 
     @contextlib.contextmanager

@@ -25,8 +25,7 @@ def _planted(lm, n_per_class: int = 40, seed: int = 0):
     twice between two runs of three random filler words (which carry most of the variance, so
     a probe fitted on shuffled labels finds no label direction by accident)."""
     rng = np.random.default_rng(seed)
-    words = ("please tell me about this today now quickly here more the of and house river "
-             "light stone green water small old city road").split()
+    words = ["please", "tell", "me", "about", "this", "today", "now", "quickly", "here", "more", "the", "of", "and", "house", "river", "light", "stone", "green", "water", "small", "old", "city", "road"]
     texts, labels = [], []
     for i in range(2 * n_per_class):
         label = i % 2

@@ -38,8 +38,8 @@ class AdapterSettings:
 class TrainSettings:
     """One training run of RR or LoRA + probe: both see the same texts in the same order."""
 
-    steps: int = field(default=40, metadata={"help": "Optimiser steps per training run."})
-    lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate (adapters and head)."})
+    steps: int = field(default=60, metadata={"help": "Optimiser steps per training run."})
+    lr: float = field(default=4e-3, metadata={"help": "AdamW learning rate (adapters and head)."})
     train_batch: int = field(default=8, metadata={
         "help": "Unwanted requests per step (and as many acceptable ones in the retain batch)."})
     neutral_batch: int = field(default=4, metadata={
@@ -66,7 +66,7 @@ class AttackSettings:
         "help": "Held-out unwanted requests each attack is run on (the same for every defence)."})
     embed_steps: int = field(default=12, metadata={
         "help": "Steps of the input-embedding attack (projected gradient descent)."})
-    embed_norm: float = field(default=0.25, metadata={
+    embed_norm: float = field(default=0.05, metadata={
         "help": "L2 bound of the input-embedding attack per token, as a fraction of the mean "
         "norm of the model's token embeddings."})
     token_positions: int = field(default=2, metadata={

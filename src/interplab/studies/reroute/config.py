@@ -14,7 +14,7 @@ from interplab.study.settings import FlatConfig, RunConfig, SplitConfig
 GENERATED = "generated"
 # Default target layers as fractions of the depth (RR's losses and the heads read these blocks;
 # the adapters sit on blocks 0..max): shallow enough that every pass stops early.
-LAYER_FRACTIONS = (0.15, 0.3)
+LAYER_FRACTIONS = (0.1, 0.2)
 MIN_SEEDS = 3
 CORPORA = ("kjv", "python-docs")
 
@@ -31,7 +31,7 @@ class RerouteConfig(FlatConfig):
     data: SplitConfig = field(default_factory=SplitConfig)
     layers: list[int] | None = field(default=None, metadata={
         "help": "Target blocks of RR's losses and the heads, comma-separated; adapters go on "
-        "blocks 0..max (default: 15 % and 30 % of the depth)."})
+        "blocks 0..max (default: 10 % and 20 % of the depth)."})
     adapters: AdapterSettings = field(default_factory=AdapterSettings)
     training: TrainSettings = field(default_factory=TrainSettings)
     training_seeds: int = field(default=MIN_SEEDS, metadata={

@@ -327,18 +327,18 @@ class _Run:
                 self.history[kind].append(o.history)
             n_adapter = host.n_parameters(f"rr-seed{seed}")
             self.detectors["rr"].append(RerouteDetector(
-                name="rr", adapter=f"rr-seed{seed}", layers=list(self.layers),
+                name=f"rr-seed{seed}", adapter=f"rr-seed{seed}", layers=list(self.layers),
                 n_adapter_parameters=n_adapter))
             lp = outcomes["lp"]
             self.detectors["lp"].append(LoraProbeDetector(
-                name="lp", adapter=f"lp-seed{seed}", layer=self.head_layer, scale=lp.head_scale,
+                name=f"lp-seed{seed}", adapter=f"lp-seed{seed}", layer=self.head_layer, scale=lp.head_scale,
                 w=lp.head_w.detach().clone(), b=lp.head_b.detach().clone(),
                 n_adapter_parameters=host.n_parameters(f"lp-seed{seed}")))
             width = matched_width(self.detectors["lp"][-1].n_parameters, lm.d_model)
             with self._phase("training hp_mlp"):
                 self.detectors["hp_mlp"].append(fit_mlp(
                     self.features[("mean", self.hp_layer)][tr], y[tr], hidden=width, seed=seed,
-                    name="hp_mlp", layer=self.hp_layer))
+                    name=f"hp_mlp-seed{seed}", layer=self.hp_layer))
         self.same_adapters = _same_adapters(host, self.seeds)
 
     def _evaluate(self) -> None:
@@ -350,22 +350,19 @@ class _Run:
         bs = cfg.run.batch_size
         sides = {s: [self.tokens[i] for i in idx[s]] for s in ("val", "test")}
         self.scores: dict[str, dict[str, np.ndarray]] = {"val": {}, "test": {}}
-        task = self.bar.add_task("score held-out requests", total=len(self.seeds))
+        task = self.bar.add_task("score held-out requests", total=len(sides))
+        # every detector of every seed in one call: one unmodified pass, one pass per adapter
+        dets = [self.hp["hp"], self.hp["hp_last"],
+                *(d for key in ("rr", "lp", "hp_mlp") for d in self.detectors[key])]
+        rr_adapters = [d.adapter for d in self.detectors["rr"]]
         for side, toks in sides.items():
-            hp = score_texts(host, [self.hp["hp"], self.hp["hp_last"]], toks, bs)
-            for key in ("hp", "hp_last"):
-                self.scores[side][key] = np.tile(hp[key], (len(self.seeds), 1))
-        for side in sides:
-            for key in ("rr", "lp", "hp_mlp", "rr_output"):
-                self.scores[side][key] = np.empty((len(self.seeds), len(idx[side])))
-        for k, _seed in enumerate(self.seeds):
-            dets = [self.detectors[key][k] for key in ("rr", "lp", "hp_mlp")]
-            for side, toks in sides.items():
-                got = score_texts(host, dets, toks, bs)
-                for key in ("rr", "lp", "hp_mlp"):
-                    self.scores[side][key][k] = got[key]
-                shift = output_shift(host, [dets[0].adapter], toks, bs)
-                self.scores[side]["rr_output"][k] = shift[dets[0].adapter]
+            got = score_texts(host, dets, toks, bs)
+            for key in ("hp", "hp_last"):  # one fit, the same in every seed
+                self.scores[side][key] = np.tile(got[key], (len(self.seeds), 1))
+            for key in ("rr", "lp", "hp_mlp"):
+                self.scores[side][key] = np.stack([got[d.name] for d in self.detectors[key]])
+            shift = output_shift(host, rr_adapters, toks, bs)
+            self.scores[side]["rr_output"] = np.stack([shift[a] for a in rr_adapters])
             self.bar.advance(task)
         # thresholds on validation: at most `fpr` of the acceptable requests flagged
         val_neg = y[idx["val"]] == 0

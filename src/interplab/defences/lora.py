@@ -68,6 +68,8 @@ class AdapterHost:
         """Add adapter ``name`` initialised under ``seed`` (the same seed, the same weights)."""
         from peft import get_peft_model
 
+        if not name or "." in name:
+            raise InterplabError(f"adapter name {name!r} must be non-empty and without '.'")
         existing = getattr(getattr(self.lm, "_peft_model", None), "peft_config", {})
         if name in self.names or name in existing:
             raise InterplabError(f"adapter {name!r} exists already on this model")

@@ -7,7 +7,9 @@ target layers (scored tokens: every real token but position 0):
 
 - **retain** (both): ``‖h − h₀‖₂ / n̄_l`` averaged over the acceptable and neutral tokens and the
   target layers, ``n̄_l`` the mean ``‖h₀‖`` of the training tokens at layer ``l`` (a constant, so
-  the loss means the same at every layer and in every model);
+  the loss means the same at every layer and in every model; Zou et al. use the raw norm, which
+  in a short run keeps RR from ever leaving its starting point, where the rerouting loss has
+  zero gradient);
 - **rerouting** (RR): ``ReLU(cos(h, h₀))`` averaged over the unwanted tokens and target layers;
 - **classification** (LoRA + probe): binary cross-entropy of a linear head on the adapted
   residual stream at the head layer, mean over the text's scored tokens and divided by the

@@ -398,7 +398,7 @@ def test_the_study_runs_end_to_end_and_reuses_its_checkpoints(tmp_path):
             "--max-per-dataset", "300", "--quiet", "--out", str(tmp_path / "a")]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert "RR vs LoRA + probe at equal parameters" in res.output
+    assert "RR vs LoRA + probe with the same" in res.output and "Controls" in res.output
     saved = json.loads((tmp_path / "a" / "reroute.json").read_text())
     assert saved["study"] == "reroute" and saved["training"]["same_adapters"][
         "same_names_and_shapes"]

@@ -220,7 +220,8 @@ def _fmt(e: dict[str, Any], pct: bool = False) -> str:
 _PCT = {"flag_rate", "embed_pass", "token_pass", "recall"}
 
 
-def comparison_sentence(r: dict[str, Any], labels: dict[str, str]) -> str:
+def _diff_words(r: dict[str, Any], labels: dict[str, str]) -> str:
+    """``difference [CI], p, q: verdict`` of one comparison row."""
     pct = r["metric"] in _PCT
     d = r["difference"]
     diff = (f"{100 * d['value']:+.0f} points [{100 * d['lo']:+.0f}, {100 * d['hi']:+.0f}]"
@@ -228,36 +229,46 @@ def comparison_sentence(r: dict[str, Any], labels: dict[str, str]) -> str:
     verdict = r["verdict"]
     if verdict != "not distinguishable from zero":
         verdict = f"{labels[verdict.split()[0]]} better"
-    return (f"{r['label']}: {labels[r['a']]} − {labels[r['b']]} = {diff}, p "
-            f"{fmt_p(r['p'], r['p_floor'])} (BH q {r['q']:.2g}): {verdict}")
+    return f"{diff}, p {fmt_p(r['p'], r['p_floor'])} (BH q {r['q']:.2g}): {verdict}"
+
+
+def comparison_sentence(r: dict[str, Any], labels: dict[str, str]) -> str:
+    return f"{r['label']}: {labels[r['a']]} − {labels[r['b']]} = {_diff_words(r, labels)}"
 
 
 def _summary(run: Any, defences: dict, rows: list[dict], controls: dict) -> list[str]:
     from interplab.studies.reroute.run import LABELS
 
     lp, rr, hp, mlp = (defences[k] for k in ("lp", "rr", "hp", "hp_mlp"))
+    head = {r["metric"]: r for r in rows if (r["a"], r["b"]) == ("rr", "lp")}
     n_ad = rr["parameters"]["adapter"]
-    head = run.report_head = run.lm.d_model + 1
-    out = [f"RR vs LoRA + probe at equal parameters ({n_ad:,} LoRA parameters each on blocks "
-           f"0-{max(run.layers)}, the probe adds a {head:,}-parameter head), "
-           f"{len(run.seeds)} training seeds, {len(run.idx['test'])} held-out requests: test "
-           f"AUROC RR {_fmt(rr['auroc'])}, LoRA + probe {_fmt(lp['auroc'])}."]
-    for r in rows:
-        if (r["a"], r["b"]) == ("rr", "lp"):
-            out.append(comparison_sentence(r, LABELS) + ".")
+    a = run.cfg.attacks
+
+    def vs(metric: str, pct: bool = False) -> str:
+        return (f"RR {_fmt(rr[metric], pct)} vs LoRA + probe {_fmt(lp[metric], pct)}, "
+                f"difference {_diff_words(head[metric], LABELS)}")
+
+    out = [f"RR vs LoRA + probe with the same {n_ad:,} LoRA parameters (blocks "
+           f"0-{max(run.layers)}; the probe adds a {run.lm.d_model + 1:,}-parameter head), "
+           f"{len(run.seeds)} training seeds, {len(run.idx['test'])} held-out requests. Test "
+           f"AUROC: {vs('auroc')}. TPR at 1 % FPR: {vs('tpr_1pct')}."]
+    if "embed_pass" in head:
+        out.append(f"Under attack ({len(run.attack_rows)} held-out unwanted requests, share not "
+                   f"flagged): input-embedding attack ({a.embed_steps} steps, radius "
+                   f"{a.embed_norm:g}): {vs('embed_pass', True)}; token attack "
+                   f"({a.token_positions} {a.attack_position} tokens): "
+                   f"{vs('token_pass', True)}.")
+    out.append(f"Acceptable requests flagged: {vs('flag_rate', True)}. Retain cost on held-out "
+               f"neutral text: ΔCE {vs('delta_ce')} nats; KL {vs('kl')} (HP changes nothing).")
+    extra = {(r["a"], r["b"]): r for r in rows if r["metric"] == "auroc"}
     out.append(f"HP (logistic, {hp['parameters']['trainable']:,} parameters, block "
                f"{run.hp_layer}): AUROC {_fmt(hp['auroc'])}; at matched parameters (MLP head, "
-               f"{mlp['parameters']['trainable']:,}): {_fmt(mlp['auroc'])}.")
-    for r in rows:
-        if (r["a"], r["b"]) in (("lp", "hp_mlp"), ("hp_mlp", "hp")) and r["metric"] == "auroc":
-            out.append(comparison_sentence(r, LABELS) + ".")
-    out.append(f"Retain cost on held-out neutral text: ΔCE RR {_fmt(rr['delta_ce'])}, LoRA + "
-               f"probe {_fmt(lp['delta_ce'])} nats; KL RR {_fmt(rr['kl'])}, LoRA + probe "
-               f"{_fmt(lp['kl'])} (HP changes nothing).")
-    c = controls
-    flags = [k for k, v in c.items() if not v["near_chance"]]
+               f"{mlp['parameters']['trainable']:,}): {_fmt(mlp['auroc'])}, difference "
+               f"{_diff_words(extra[('hp_mlp', 'hp')], LABELS)}; LoRA + probe − MLP head: "
+               f"{_diff_words(extra[('lp', 'hp_mlp')], LABELS)}.")
+    flags = [k for k, v in controls.items() if not v["near_chance"]]
     out.append("Controls (should be near chance): " + "; ".join(
-        f"{k.replace('_', ' ')} AUROC {_fmt(v['auroc'])}" for k, v in c.items())
+        f"{k.replace('_', ' ')} AUROC {_fmt(v['auroc'])}" for k, v in controls.items())
         + ("." if not flags else f" — NOT near chance: {', '.join(flags)}."))
     return out
 

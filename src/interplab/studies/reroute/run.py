@@ -430,6 +430,7 @@ class _Run:
 
         analysis = analyse(self)
         cfg = self.cfg
+        cost = self._cost_info()
         return RerouteResult(
             config=asdict(cfg), versions=versions(), model=self.identity,
             data=self._data_info(), layers=self._layer_info(),
@@ -437,7 +438,7 @@ class _Run:
             headline=analysis["headline"], controls=analysis["controls"],
             training={"history": self.history, "resumed": self.resumed,
                       "same_adapters": self.same_adapters, "seeds": self.seeds},
-            attacks=analysis["attacks"], cost=self._cost_info(),
+            attacks=analysis["attacks"], cost=cost,
             method=_method(cfg, self), summary=analysis["summary"],
             notes=self.notes + analysis["notes"],
             timings={**self.timings, "threads": threads_used[-1]})
@@ -466,9 +467,10 @@ class _Run:
         over one average request; a backward pass counts as two forwards."""
         unit = self.lm.n_layers * float(np.mean([len(t) for t in self.tokens]))
         phases = {}
-        for name, c in self.cost.items():
+        for name, c in self.cost.items():  # seconds go to the timings (not compared by rerun)
             fpe = (c["forward_block_tokens"] + 2 * c["backward_block_tokens"]) / unit
-            phases[name] = {**c, "fpe": fpe}
+            phases[name] = {k: v for k, v in c.items() if k != "seconds"} | {"fpe": fpe}
+            self.timings[f"{name}_s"] = c["seconds"]
         per_run = {k: phases[f"training {k}"]["fpe"] / len(self.seeds)
                    for k in ("rr", "lp") if f"training {k}" in phases}
         return {"unit": "one forward pass of the full model over one average request "

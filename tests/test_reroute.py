@@ -413,6 +413,12 @@ def test_the_study_runs_end_to_end_and_reuses_its_checkpoints(tmp_path):
     html = (tmp_path / "a" / "report.html").read_text()
     assert "LoRA + probe" in html and "data:image/png;base64" in html
     assert len(list((tmp_path / "a" / "checkpoints").glob("*.safetensors"))) == 6
+    # user text is escaped in the report
+    from interplab.report.reroute import write_reroute_report
+
+    saved["data"]["examples"]["unwanted"][0] = "<script>alert(1)</script> costs $5 and $6"
+    page = write_reroute_report(saved, tmp_path / "escaped.html").read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)" in page
     # again into the same folder: every adapter is loaded, not trained, with the same numbers
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output

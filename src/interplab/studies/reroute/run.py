@@ -502,7 +502,8 @@ def _method(cfg: RerouteConfig, run: _Run) -> dict[str, Any]:
         "tokens": "resid_post (before the final norm) at the target layers; a request is pooled "
                   "over every real token but position 0 (mean), or read at its last token",
         "hp": "interplab's logistic probe (L2, C = 1 on unit-RMS inputs, centred by the "
-              "training mean) per target layer and pooling; layer chosen by validation AUROC",
+              "training mean) per target layer and pooling; layer chosen by validation AUROC; "
+              "one deterministic fit, the same in every seed",
         "hp_mlp": "scikit-learn MLPClassifier, one ReLU hidden layer whose width matches the "
                   "parameter count of LoRA + probe (adapters + head), standardised inputs, "
                   "L2 alpha 0.01, trained per seed at HP's layer (mean pooling)",

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from interplab.report.html import figure_png, new_figure, render
+from interplab.report.html import figure_png, new_figure, plain_text, render
 
 ORDER = ("hp", "hp_last", "hp_mlp", "rr", "rr_output", "lp")
 COLOURS = {"hp": "#4c72b0", "hp_last": "#8da0cb", "hp_mlp": "#55a868", "rr": "#c44e52",
@@ -25,11 +25,6 @@ def _as_dict(result: Any) -> dict[str, Any]:
     return asdict(result) if is_dataclass(result) else result
 
 
-def _text(s: str) -> str:
-    """A label matplotlib must not read as mathtext."""
-    return str(s).replace("$", r"\$")
-
-
 def _bars(ax: Any, r: dict, metric: str, title: str) -> None:
     keys = [k for k in ORDER if metric in r["defences"][k]]
     vals = [r["defences"][k][metric] for k in keys]
@@ -40,7 +35,7 @@ def _bars(ax: Any, r: dict, metric: str, title: str) -> None:
     for i, k in enumerate(keys):
         seeds = r["defences"][k][metric].get("per_seed") or []
         ax.plot([i] * len(seeds), seeds, "k.", ms=3)
-    ax.set_xticks(x, [_text(r["defences"][k]["label"]) for k in keys], rotation=35, ha="right",
+    ax.set_xticks(x, [plain_text(r["defences"][k]["label"]) for k in keys], rotation=35, ha="right",
                   fontsize=7)
     ax.set_ylim(0, 1.05)
     if metric == "auroc":
@@ -64,7 +59,7 @@ def figure_headline(r: dict[str, Any]) -> str:
             v = [e["value"] for e in curve["pass_rate"]]
             lo = [e["lo"] for e in curve["pass_rate"]]
             hi = [e["hi"] for e in curve["pass_rate"]]
-            ax.plot(b, v, "o-", ms=3, color=COLOURS[k], label=_text(r["defences"][k]["label"]))
+            ax.plot(b, v, "o-", ms=3, color=COLOURS[k], label=plain_text(r["defences"][k]["label"]))
             ax.fill_between(b, lo, hi, color=COLOURS[k], alpha=0.15)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel(xlabel, fontsize=8)
@@ -80,7 +75,7 @@ def figure_training(r: dict[str, Any]) -> str:
     for kind, colour in (("rr", COLOURS["rr"]), ("lp", COLOURS["lp"])):
         for i, hist in enumerate(r["training"]["history"][kind]):
             steps = [h["step"] for h in hist]
-            label = _text(r["defences"][kind]["label"]) if i == 0 else None
+            label = plain_text(r["defences"][kind]["label"]) if i == 0 else None
             axes[0].plot(steps, [h["main"] for h in hist], color=colour, lw=0.8, label=label)
             axes[1].plot(steps, [h["retain"] for h in hist], color=colour, lw=0.8, label=label)
     axes[0].set_title("main loss (RR: ReLU cos; LoRA + probe: cross-entropy)", fontsize=9)
@@ -119,7 +114,7 @@ def _rows(r: dict[str, Any]) -> tuple[list[dict], list[dict]]:
                                         "hi": c["a_value"]}, c["metric"]).split(" [")[0],
                       "b_value": _cell({"value": c["b_value"], "lo": c["b_value"],
                                         "hi": c["b_value"]}, c["metric"]).split(" [")[0],
-                      "diff": diff, "p": fmt_p(c["p"], c["p_floor"]),
+                      "diff": diff, "p": fmt_p(c["p"], c["p_floor"]).removeprefix("p "),
                       "q": "n/a" if c["q"] != c["q"] else f"{c['q']:.2g}", "verdict": verdict,
                       "headline": (c["a"], c["b"]) == ("rr", "lp")})
     defs = []

@@ -202,13 +202,14 @@ def _controls(run: Any) -> dict[str, Any]:
     return out
 
 
-def fmt_p(p: float, floor: float) -> str:
-    """A p-value as printed: at its permutation floor, "≤ floor"."""
-    if not np.isfinite(p):
-        return "n/a"
-    if p <= floor * (1 + 1e-9):
-        return f"≤ {floor:.2g}"
-    return f"{p:.2g}"
+def fmt_p(p: float, floor: float, name: str = "p") -> str:
+    """A p-value as printed: at its permutation floor an upper bound, "p ≤ 0.001 (floor,
+    k = 999)" (:func:`interplab.controls.pvalues.format_p`)."""
+    from interplab.controls.pvalues import format_p
+
+    at_floor = bool(np.isfinite(p) and p <= floor * (1 + 1e-9))
+    return format_p(p, at_floor=at_floor, k=round(1 / floor) - 1 if at_floor else None,
+                    name=name)
 
 
 def _fmt(e: dict[str, Any], pct: bool = False) -> str:
@@ -229,7 +230,7 @@ def _diff_words(r: dict[str, Any], labels: dict[str, str]) -> str:
     verdict = r["verdict"]
     if verdict != "not distinguishable from zero":
         verdict = f"{labels[verdict.split()[0]]} better"
-    return f"{diff}, p {fmt_p(r['p'], r['p_floor'])} (BH q {r['q']:.2g}): {verdict}"
+    return f"{diff}, {fmt_p(r['p'], r['p_floor'])} (BH q {r['q']:.2g}): {verdict}"
 
 
 def comparison_sentence(r: dict[str, Any], labels: dict[str, str]) -> str:
@@ -259,7 +260,7 @@ def _summary(run: Any, defences: dict, rows: list[dict], controls: dict) -> list
                    f"({a.token_positions} {a.attack_position} tokens): "
                    f"{vs('token_pass', True)}.")
     out.append(f"Acceptable requests flagged: {vs('flag_rate', True)}. Retain cost on held-out "
-               f"neutral text: ΔCE {vs('delta_ce')} nats; KL {vs('kl')} (HP changes nothing).")
+               f"neutral text: ΔCE (nats) {vs('delta_ce')}; KL {vs('kl')} (HP changes nothing).")
     extra = {(r["a"], r["b"]): r for r in rows if r["metric"] == "auroc"}
     out.append(f"HP (logistic, {hp['parameters']['trainable']:,} parameters, block "
                f"{run.hp_layer}): AUROC {_fmt(hp['auroc'])}; at matched parameters (MLP head, "

@@ -1,0 +1,215 @@
+"""Attribution over SAE latents: splicing, closed forms on toy models, planted circuits."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from interplab.circuits.attribute import ERROR, attribute_latents
+from interplab.circuits.splice import sae_set, spliced
+from interplab.errors import InterplabError
+from interplab.interventions import LogitDiff
+from interplab.sae.base import SAEConfig, create_sae
+
+ARCHS = ("relu", "topk", "batchtopk", "jumprelu", "gated")
+TEXTS = ["The cat sat on the mat today", "A dog ran in the park now", "Bright stars shine"]
+
+
+def _sae(arch: str, d: int = 64, width: int = 96, seed: int = 0, bias: float = 0.05):
+    cfg = SAEConfig(arch, d, width, k=8 if arch in ("topk", "batchtopk") else None, seed=seed)
+    sae = create_sae(cfg)
+    with torch.no_grad():
+        sae.b_enc.fill_(bias)
+        if arch == "gated":
+            sae.b_gate.fill_(bias)
+        if arch == "batchtopk":
+            sae.threshold.fill_(0.2)
+        if arch == "jumprelu":
+            sae.log_threshold.fill_(float(np.log(0.2)))
+    return sae.eval()
+
+
+@pytest.fixture(scope="module")
+def llama():
+    from interplab.models import load
+
+    return load("tiny-llama", seed=0)
+
+
+@pytest.fixture(scope="module")
+def linear_llama(llama):
+    """tiny-llama with every block's output projections zeroed and the final norm removed: each
+    hook passes the embedding on unchanged and the logits are ``W_U x`` (linear)."""
+    lm = copy.deepcopy(llama)
+    with torch.no_grad():
+        for block in lm.blocks:
+            block.self_attn.o_proj.weight.zero_()
+            block.mlp.down_proj.weight.zero_()
+    lm.hf.model.norm = torch.nn.Identity()
+    return lm
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-gpt2"])
+def test_splicing_saes_with_error_nodes_leaves_the_logits_unchanged(model):
+    from interplab.models import load
+
+    lm = load(model, seed=0)
+    hooks = ["blocks.0.hook_attn_out", "blocks.1.hook_mlp_out", "blocks.1.hook_resid_post",
+             "blocks.2.hook_resid_pre", "blocks.3.hook_resid_post"]
+    saes = sae_set(lm, {h: _sae(ARCHS[j % len(ARCHS)], seed=j) for j, h in enumerate(hooks)})
+    enc = lm.tokenizer(TEXTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        plain = lm.hf(**enc).logits
+        with spliced(lm, saes):
+            both = lm.hf(**enc).logits
+        # the reconstruction alone (no error node) does change them: the check has teeth
+        recon = {h: (lambda act, h=h: saes.decode(h, saes.encode(h, act))) for h in saes.hooks}
+        from interplab.models import edit_hooks
+
+        with edit_hooks(lm, recon):
+            lossy = lm.hf(**enc).logits
+    assert torch.allclose(plain, both, atol=1e-4, rtol=1e-4)
+    assert float((plain - lossy).abs().max()) > 1e-2
+
+
+def test_sae_set_refuses_a_wrong_width(llama):
+    with pytest.raises(InterplabError, match="d_in=32"):
+        sae_set(llama, {"blocks.1.hook_resid_post": _sae("topk", d=32)})
+
+
+@pytest.mark.parametrize("arch", ["topk", "jumprelu"])
+def test_atp_and_ig_equal_exact_patching_when_the_model_is_linear_in_the_latents(
+        linear_llama, arch):
+    lm = linear_llama
+    saes = sae_set(lm, {"blocks.0.hook_resid_post": _sae(arch, seed=1),
+                        "blocks.2.hook_resid_post": _sae(arch, seed=2)})
+    clean = ["A dog sat in the park", "A dog ran in the park"]
+    corrupt = ["A dog sat in the yard", "A dog ran in the yard"]  # equal lengths, last token differs
+    r = attribute_latents(lm, saes, clean, corrupt, LogitDiff(5, 9), positions=[-2, -1],
+                          ig_steps=3, n_exact=12, n_boot=100)
+    assert r.exact.shape[1] >= 12 and np.abs(r.exact).max() > 1e-3
+    for m in ("atp", "ig"):
+        np.testing.assert_allclose(r.sampled_estimates(m), r.exact, atol=2e-4, rtol=1e-4)
+    # closed form: latent i at the last token moves the metric by Δf_i (W_U[5] − W_U[9]) · d_i
+    w = (lm.unembed[5] - lm.unembed[9]).detach()
+    for j, (h, i, p) in enumerate(r.exact_nodes):
+        if i == ERROR or r.offsets[p] != -1:
+            continue
+        est = r.estimates["atp"][h][:, p, i]
+        d_i = saes[h].W_dec[i].detach()
+        coef = (est / float(w @ d_i))  # = Δf_i per prompt
+        np.testing.assert_allclose(coef * float(w @ d_i), r.exact[:, j], atol=2e-4)
+
+
+def _toy_pair(lm, down_arch: str, seed: int = 3):
+    """A linear model with a ReLU SAE upstream (the nodes) and ``down_arch`` downstream, whose
+    error node is frozen: the metric reaches the nodes only through the downstream encoder."""
+    up = _sae("relu", seed=seed, bias=0.3)
+    down = _sae(down_arch, seed=seed + 1, bias=0.0)
+    if down_arch == "topk":  # k = width: TopK is ReLU here (a crossing of its zero threshold)
+        down.config.k = down.d_sae
+    return sae_set(lm, {"blocks.0.hook_resid_post": up, "blocks.1.hook_resid_post": down})
+
+
+def _analytic(lm, saes, prompt: str, a: int, b: int, steps: list[int]):
+    """Exact, AtP and node-IG(k) of zero-ablating each active upstream latent at the last token,
+    in closed form (the model between the hooks is the identity and the logits are linear)."""
+    h_up, h_down = saes.hooks
+    up, down = saes[h_up], saes[h_down]
+    ids = lm.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        x = lm.embed(ids)[0, -1].double()
+        f = up.encode(x.float()[None])[0].double()
+        w = (lm.unembed[a] - lm.unembed[b]).double().detach()
+        Wd, We = down.W_dec.double().detach(), down.W_enc.double().detach()
+        z_r = (x - down.b_dec.double()) @ We + down.b_enc.double()
+        theta = (down.threshold.double().detach() if down.config.architecture == "jumprelu"
+                 else torch.zeros_like(z_r))
+
+    def act(z):
+        return torch.where(z > theta, z, torch.zeros_like(z))
+
+    out = {}
+    for i in torch.nonzero(f > 0).flatten().tolist():
+        delta = -f[i]
+        u = up.W_dec[i].double().detach() @ We
+        exact = float(w @ (Wd.T @ (act(z_r + delta * u) - act(z_r))))
+        atp = float(delta * (w @ (Wd.T @ ((z_r > theta).double() * u))))
+        ig = {}
+        for k in steps:
+            al = (torch.arange(k, dtype=torch.float64) + 0.5) / k
+            on = ((z_r[None] + al[:, None] * delta * u[None]) > theta).double().mean(0)
+            ig[k] = float(delta * (w @ (Wd.T @ (on * u))))
+        # the limit of IG: the share of the path on which each downstream latent is on,
+        # times its slope (z_j moves linearly from z_r,j by c_j = Δ u_j)
+        c = delta * u
+        t = ((theta - z_r) / torch.where(c == 0, torch.ones_like(c), c)).clamp(0, 1)
+        share = torch.where(c > 0, 1 - t, torch.where(c < 0, t, (z_r > theta).double()))
+        out[i] = {"exact": exact, "atp": atp, "ig": ig,
+                  "ig_limit": float(w @ (Wd.T @ (share * c))),
+                  "crosses": bool(((act(z_r + c) > 0) != (act(z_r) > 0)).any())}
+    return out
+
+
+@pytest.mark.parametrize("down_arch", ["relu", "topk"])
+def test_ig_converges_to_exact_through_a_relu_and_atp_does_not_where_a_latent_crosses(
+        linear_llama, down_arch):
+    lm = linear_llama
+    saes = _toy_pair(lm, down_arch)
+    prompt = "The cat sat on the mat"
+    truth = _analytic(lm, saes, prompt, 5, 9, [1, 4, 64])
+    crossing = [i for i, v in truth.items() if v["crosses"]]
+    assert crossing, "the toy needs an upstream latent whose ablation flips a downstream one"
+    nodes = [("blocks.0.hook_resid_post", i, 0) for i in crossing[:4]]
+    got = {}
+    for k in (1, 4, 64):
+        r = attribute_latents(lm, saes, [prompt], None, LogitDiff(5, 9), ablation="zero",
+                              errors="frozen", positions=[-1], ig_steps=k, ig_scope="node",
+                              nodes=nodes, n_boot=100, batch_size=64)
+        got[k] = r
+        for j, (_, i, _) in enumerate(nodes):
+            assert r.exact[0, j] == pytest.approx(truth[i]["exact"], abs=1e-3)
+            assert r.sampled_estimates("atp")[0, j] == pytest.approx(truth[i]["atp"], abs=1e-3)
+            assert r.sampled_estimates("ig")[0, j] == pytest.approx(truth[i]["ig"][k], abs=1e-3)
+    exact = got[64].exact[0]
+    ig_err = {k: np.abs(got[k].sampled_estimates("ig")[0] - exact).max() for k in got}
+    atp_err = np.abs(got[64].sampled_estimates("atp")[0] - exact).max()
+    assert ig_err[64] < ig_err[1] and ig_err[64] < 0.05 * max(atp_err, 1e-9)
+    assert atp_err > 1e-2  # AtP reads the slope at the receiver and misses the crossing
+
+
+def test_ig_misses_the_jump_of_a_jumprelu_by_exactly_its_height(linear_llama):
+    """Gradient-based IG integrates the derivative, which has no mass at a jump: with many steps
+    it converges to the exact effect minus the jumps the path crosses, not to the exact effect."""
+    lm = linear_llama
+    saes = _toy_pair(lm, "jumprelu")
+    prompt = "The cat sat on the mat"
+    truth = _analytic(lm, saes, prompt, 5, 9, [256])
+    crossing = [i for i, v in truth.items() if v["crosses"]]
+    assert crossing
+    nodes = [("blocks.0.hook_resid_post", i, 0) for i in crossing[:3]]
+    r = attribute_latents(lm, saes, [prompt], None, LogitDiff(5, 9), ablation="zero",
+                          errors="frozen", positions=[-1], ig_steps=256, ig_scope="node",
+                          nodes=nodes, n_boot=100, batch_size=256)
+    for j, (_, i, _) in enumerate(nodes):
+        ig = r.sampled_estimates("ig")[0, j]
+        assert ig == pytest.approx(truth[i]["ig_limit"], abs=2e-2)
+        assert r.exact[0, j] == pytest.approx(truth[i]["exact"], abs=1e-3)
+    gap = np.abs(r.sampled_estimates("ig")[0] - r.exact[0]).max()
+    assert gap > 5e-2  # the jumps are left out
+
+
+def test_recompute_keeps_the_downstream_sae_off_the_path(linear_llama):
+    """With error nodes recomputed the spliced model is the model: the same toy is linear, so
+    AtP is exact even where the frozen convention crosses a threshold."""
+    lm = linear_llama
+    saes = _toy_pair(lm, "jumprelu")
+    truth = _analytic(lm, saes, "The cat sat on the mat", 5, 9, [1])
+    nodes = [("blocks.0.hook_resid_post", i, 0) for i, v in truth.items() if v["crosses"]][:3]
+    r = attribute_latents(lm, saes, ["The cat sat on the mat"], None, LogitDiff(5, 9),
+                          ablation="zero", errors="recompute", positions=[-1], ig_steps=1,
+                          nodes=nodes, n_boot=100)
+    np.testing.assert_allclose(r.sampled_estimates("atp"), r.exact, atol=1e-4)

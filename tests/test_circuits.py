@@ -213,3 +213,73 @@ def test_recompute_keeps_the_downstream_sae_off_the_path(linear_llama):
                           ablation="zero", errors="recompute", positions=[-1], ig_steps=1,
                           nodes=nodes, n_boot=100)
     np.testing.assert_allclose(r.sampled_estimates("atp"), r.exact, atol=1e-4)
+
+
+PROMPTS = ["The cat sat on the mat", "A dog ran in the park", "Bright stars shine at night",
+           "We walked along the river", "Rain fell on the old roof", "The bird sang a song",
+           "My friend reads many books", "Cold wind blew over hills", "She painted the door",
+           "He opened the heavy gate"]
+
+
+def _planted_sae(w: torch.Tensor, seed: int, width: int = 48):
+    """A ReLU SAE whose latents 0 and 1 carry ±ŵ (encoder = decoder), every other latent lives
+    in the orthogonal complement of ŵ: the metric w·x is read by latents 0 and 1 alone, and the
+    error node is orthogonal to ŵ."""
+    d = w.numel()
+    sae = _sae("relu", d=d, width=width, seed=seed, bias=0.05)
+    w_hat = (w / w.norm()).float()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        rows = torch.randn(width, d, generator=g)
+        rows -= (rows @ w_hat)[:, None] * w_hat[None]
+        rows /= rows.norm(dim=-1, keepdim=True)
+        rows[0], rows[1] = w_hat, -w_hat
+        sae.W_dec.copy_(rows)
+        sae.W_enc.copy_(rows.T)
+        sae.b_enc[:2] = 0.0
+        sae.b_dec.zero_()
+    return sae.eval()
+
+
+def test_a_planted_circuit_is_recovered_with_faithfulness_one_and_a_random_one_is_not(
+        linear_llama):
+    from interplab.circuits.attribute import node_values, reference_values
+    from interplab.circuits.circuit import (
+        alive_latents,
+        edges,
+        faithfulness_curve,
+        select,
+        thresholds_for_sizes,
+    )
+    from interplab.interventions.prompts import as_prompts
+
+    lm = linear_llama
+    a, b = 5, 9
+    w = (lm.unembed[a] - lm.unembed[b]).detach()
+    hooks = ["blocks.0.hook_resid_post", "blocks.2.hook_resid_post"]
+    saes = sae_set(lm, {h: _planted_sae(w, seed=j) for j, h in enumerate(hooks)})
+    metric = LogitDiff(a, b)
+    train, held_out = PROMPTS[:5], PROMPTS[5:]
+    r = attribute_latents(lm, saes, train, None, metric, ablation="mean", reference=PROMPTS,
+                          positions=[-1], methods=("atp",), n_exact=6, n_boot=100)
+    scores = r.node_scores("atp")
+    top4 = select(scores, thresholds_for_sizes(scores, [4])[0])
+    assert {h: sorted(v) for h, v in top4.nodes.items()} == {h: [0, 1] for h in hooks}
+    means = reference_values(lm, saes, PROMPTS, "mean")
+    alive = alive_latents(node_values(lm, saes, as_prompts(lm, train), 8), saes)
+    curve = faithfulness_curve(lm, saes, scores, held_out, metric, means, alive, sizes=[4],
+                               n_random=4, n_boot=200)
+    assert curve.sizes == [4]
+    assert curve.faithfulness["value"][0] == pytest.approx(1.0, abs=1e-3)
+    assert curve.completeness["value"][0] == pytest.approx(0.0, abs=1e-3)
+    assert abs(curve.random["mean"][0]) < 0.2 and max(map(abs, curve.random["draws"][0])) < 0.5
+    assert abs(curve.m_full - curve.m_empty) > 0.01  # a real gap to recover
+    e = edges(lm, saes, top4, train, None, metric, r.offsets, scores, ablation="mean",
+              reference=PROMPTS)
+    w01 = e.weights[tuple(hooks)]
+    # every path from the first hook to the metric runs through latents 0 and 1 of the second
+    # (the error node and the other latents are orthogonal to w): the edges out of a node add up
+    # to its attribution, and the second hook's edges to the metric are its attributions
+    np.testing.assert_allclose(w01.sum(axis=1), scores[hooks[0]][[0, 1]], rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(e.to_metric, scores[hooks[1]][[0, 1]])
+    assert np.abs(w01).max() > 1e-3

@@ -313,11 +313,13 @@ def _delta(donor: Any, h: str, rows: np.ndarray, pos: np.ndarray, f_r: torch.Ten
 # ----------------------------------------------------------------------------- IG
 def _ig(lm: LanguageModel, saes: SaeSet, receiver: Prompts, donor: Any, rec: NodeValues,
         pos: np.ndarray, metric: engine.Metric, read: Positions, errors: str, steps: int,
-        batch_size: int) -> dict[str, np.ndarray]:
+        batch_size: int, targets: list[str]) -> dict[str, np.ndarray]:
     n = len(receiver)
     alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
     est = {h: np.zeros((n, pos.shape[1], saes.width(h) + 1)) for h in saes.hooks}
     for hi, hook in enumerate(saes.hooks):
+        if hook not in targets:
+            continue
         hp = lm.parse_hook(hook)
         wide_from = hp.layer if hp.kind == "resid_pre" else hp.layer + 1
         for i in range(n):
@@ -611,8 +613,9 @@ def attribute_latents(lm: LanguageModel, saes: SaeSet, clean: Sequence[str] | Pr
                       positions: str | Sequence[int] = "all", read: str = "last",
                       methods: Sequence[str] = METHODS, ig_steps: int = 8,
                       ig_scope: str = "hook", n_exact: int = 24,
-                      nodes: Sequence[tuple[str, int, int]] | None = None, top_k: int = 5,
-                      n_boot: int = 200, batch_size: int = 32, seed: int = 0
+                      nodes: Sequence[tuple[str, int, int]] | None = None,
+                      attributed: Sequence[str] | None = None, with_exact: bool = True,
+                      top_k: int = 5, n_boot: int = 200, batch_size: int = 32, seed: int = 0
                       ) -> LatentAttribution:
     """Attribute ``metric`` to every latent × position and error node of ``saes`` with each of
     ``methods``, patch ``n_exact`` seeded nodes per hook exactly, and compare (module docstring).
@@ -622,7 +625,9 @@ def attribute_latents(lm: LanguageModel, saes: SaeSet, clean: Sequence[str] | Pr
 
     ``ig_scope="node"`` runs IG for the sampled nodes only, each moved alone (its limit is then
     exact patching wherever the metric is continuous in the node); ``nodes`` (``(hook, latent or
-    -1, offset index)``) replaces the seeded sample."""
+    -1, offset index)``) replaces the seeded sample. ``attributed`` limits IG and the sample to
+    those hooks (AtP covers every hook at no extra cost); ``with_exact=False`` skips exact
+    patching (and the agreement, which needs it)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise InterplabError(f"methods must be among {METHODS}, got {list(methods)}")
@@ -635,6 +640,10 @@ def attribute_latents(lm: LanguageModel, saes: SaeSet, clean: Sequence[str] | Pr
     if ig_steps < 1 or n_exact < 0 or batch_size < 1:
         raise InterplabError("ig_steps and batch_size must be at least 1, n_exact at least 0")
     rd = Positions.parse(read)
+    targets = saes.hooks if attributed is None else [lm.parse_hook(h).name for h in attributed]
+    if set(targets) - set(saes.hooks) or not targets:
+        raise InterplabError(f"attributed hooks {list(attributed or [])} must be spliced hooks "
+                             f"({saes.hooks})")
     if corrupted is not None:
         pairs = encode_pairs(lm, clean, corrupted, direction=direction)
         receiver, donor_prompts = pairs.receiver, pairs.donor
@@ -669,10 +678,10 @@ def attribute_latents(lm: LanguageModel, saes: SaeSet, clean: Sequence[str] | Pr
     if "ig" in methods and ig_scope == "hook":
         t = time.perf_counter()
         estimates["ig"] = _ig(lm, saes, receiver, donor, rec, pos, metric, rd, errors,
-                              ig_steps, batch_size)
+                              ig_steps, batch_size, targets)
         cost["ig"] = (time.perf_counter() - t + donor_s + receiver_s) / forward_s
     if nodes is None:
-        nodes = sample_nodes(estimates, saes.hooks, n_exact, seed)
+        nodes = sample_nodes(estimates, targets, n_exact, seed) if with_exact else []
     nodes = [(lm.parse_hook(h).name, int(i), int(p)) for h, i, p in nodes]
     node_ig = None
     if "ig" in methods and ig_scope == "node":
@@ -682,8 +691,8 @@ def attribute_latents(lm: LanguageModel, saes: SaeSet, clean: Sequence[str] | Pr
         cost["ig_per_node"] = ((time.perf_counter() - t + donor_s + receiver_s) / forward_s
                                / max(len(nodes), 1))
     t = time.perf_counter()
-    exact = _exact(lm, saes, receiver, donor, rec, nodes, pos, base, metric, rd, errors,
-                   batch_size)
+    exact = (_exact(lm, saes, receiver, donor, rec, nodes, pos, base, metric, rd, errors,
+                    batch_size) if with_exact else np.zeros((len(base), 0)))
     cost["exact_per_node"] = ((time.perf_counter() - t + donor_s + receiver_s) / forward_s
                               / max(len(nodes), 1))
     n_nodes = sum(pos.shape[1] * (saes.width(h) + 1) for h in saes.hooks)
@@ -691,8 +700,8 @@ def attribute_latents(lm: LanguageModel, saes: SaeSet, clean: Sequence[str] | Pr
     sampled = {m: _sampled(est, nodes, len(base)) for m, est in estimates.items()}
     if node_ig is not None:
         sampled["ig"] = node_ig
-    agree = {m: agreement_intervals(v, exact, top_k, n_boot=n_boot, seed=seed)
-             for m, v in sampled.items()}
+    agree = ({m: agreement_intervals(v, exact, top_k, n_boot=n_boot, seed=seed)
+              for m, v in sampled.items()} if with_exact else {})
     return LatentAttribution(
         hooks=saes.hooks, widths={h: saes.width(h) for h in saes.hooks}, offsets=offsets,
         metric=metric_name(metric), direction=direction if corrupted is not None else ablation,

@@ -18,7 +18,7 @@ def _circuit_config(cache, **over):
     return CircuitConfig.make(**{**TINY_SAE, "sae_cache_dir": str(cache), "n_pairs": 4,
                                  "n_heldout": 6, "ig_steps": 2, "n_exact": 4, "sizes": [2, 4],
                                  "circuit_size": 4, "n_random": 2, "n_cards": 2,
-                                 "compare": ["topk", "jumprelu"], "compare_pairs": 3,
+                                 "compare": ["jumprelu"], "compare_pairs": 3,
                                  "compare_steps": [1, 2], "max_per_dataset": 200, **over})
 
 
@@ -33,7 +33,7 @@ def test_circuit_study_runs_writes_its_files_and_a_second_run_trains_no_sae(tmp_
     assert sum(len(c["saes"]) for c in res.saes["cache"]) == 4  # topk at block 2 is shared
     data = json.loads(json_path.read_text())
     assert data["study"] == "circuit" and data["curve"]["sizes"]
-    assert {r["architecture"] for r in data["comparison"]["rows"]} == {"topk", "jumprelu"}
+    assert {r["architecture"] for r in data["comparison"]["rows"]} == {"jumprelu"}
     assert {r["setup"] for r in data["comparison"]["rows"]} == {
         "own latents, errors recomputed", "upstream latents, downstream errors frozen"}
     html = html_path.read_text()
@@ -41,7 +41,9 @@ def test_circuit_study_runs_writes_its_files_and_a_second_run_trains_no_sae(tmp_
     assert any("faithfulness" in line for line in lines)
     assert data["circuit"]["size"] >= 1 and data["cards"]
 
-    again, *_ = study.execute(_circuit_config(cache), tmp_path / "b", progress=False)
+    from interplab.studies.circuit import run_circuit
+
+    again = run_circuit(_circuit_config(cache), tmp_path / "b", progress=False)
     assert again.saes["trained"] == 0 and again.saes["train_seconds"] == 0
     assert [s["path"] for c in again.saes["cache"] for s in c["saes"]] == \
         [s["path"] for c in res.saes["cache"] for s in c["saes"]]
@@ -100,7 +102,7 @@ def test_shift_study_runs_and_reports(tmp_path):
     from interplab.studies.shift import ShiftConfig
 
     cfg = ShiftConfig.make(**{**TINY_SAE, "sae_cache_dir": str(tmp_path / "cache"),
-                              "n_candidates": 10, "n_random": 2, "n_seeds": 2,
+                              "n_candidates": 6, "n_random": 1, "n_seeds": 2,
                               "max_per_dataset": 400})
     res, json_path, html_path, lines = STUDIES["shift"].execute(cfg, tmp_path / "s",
                                                                 progress=False)

@@ -25,21 +25,21 @@ class StudySaeConfig:
     sae_architecture: str = field(default="topk", metadata={
         "help": "Architecture of the SAEs at the circuit's hooks (relu, topk, batchtopk, "
         "jumprelu, gated)."})
-    sae_width: int = field(default=1024, metadata={"help": "Latents per SAE."})
+    sae_width: int = field(default=768, metadata={"help": "Latents per SAE."})
     sae_k: int = field(default=32, metadata={"help": "Active latents (topk, batchtopk)."})
     relu_sparsity: float = field(default=1.0, metadata={
         "help": "L1 coefficient λ of ReLU SAEs (inputs scaled to E‖x‖² = d)."})
     gated_sparsity: float = field(default=1.0, metadata={"help": "L1 coefficient λ of gated SAEs."})
     jumprelu_sparsity: float = field(default=0.1, metadata={
         "help": "L0 coefficient λ of JumpReLU SAEs."})
-    sae_steps: int = field(default=1000, metadata={"help": "Training steps per SAE."})
+    sae_steps: int = field(default=600, metadata={"help": "Training steps per SAE."})
     sae_batch_size: int = field(default=256, metadata={"help": "Rows per training step."})
     sae_lr: float = field(default=3e-4, metadata={"help": "Adam's learning rate."})
     corpus: str = field(default="kjv", metadata={
         "help": "Packaged corpus the SAEs are trained on (kjv, python-docs; its last 5 % of "
         "documents are held out for the latent cards)."})
     sae_context: int = field(default=64, metadata={"help": "Tokens per training window."})
-    sae_sequences: int = field(default=512, metadata={"help": "Training windows."})
+    sae_sequences: int = field(default=384, metadata={"help": "Training windows."})
     sae_cache: bool = field(default=True, metadata={
         "help": "Keep trained SAEs in the cache folder and reuse them (--no-sae-cache: train "
         "into the run's own folder)."})

@@ -42,9 +42,9 @@ class CircuitConfig(FlatConfig):
     sae: StudySaeConfig = field(default_factory=StudySaeConfig)
     layers: list[int] = field(default_factory=lambda: [6, 12, 18], metadata={
         "help": "Blocks whose resid_post gets an SAE (the circuit's hooks)."})
-    n_pairs: int = field(default=24, metadata={
+    n_pairs: int = field(default=16, metadata={
         "help": "Clean/corrupted prompt pairs (training split) the circuit is found on."})
-    n_heldout: int = field(default=48, metadata={
+    n_heldout: int = field(default=32, metadata={
         "help": "Held-out prompts (test split) faithfulness is measured on."})
     direction: str = field(default="noise", metadata={
         "help": "noise: corrupted values patched into the clean run (sparse feature circuits); "
@@ -54,11 +54,11 @@ class CircuitConfig(FlatConfig):
     ig_steps: int = field(default=8, metadata={"help": "Integrated-gradients steps."})
     n_exact: int = field(default=16, metadata={
         "help": "Nodes per hook patched exactly (the agreement's ground truth)."})
-    sizes: list[int] = field(default_factory=lambda: [2, 4, 8, 16, 32, 64, 128, 256], metadata={
+    sizes: list[int] = field(default_factory=lambda: [4, 16, 64, 256], metadata={
         "help": "Circuit sizes (nodes) of the faithfulness curve."})
     circuit_size: int = field(default=32, metadata={
         "help": "Nodes of the circuit drawn and tabulated (its edges and cards)."})
-    n_random: int = field(default=5, metadata={
+    n_random: int = field(default=3, metadata={
         "help": "Random circuits of the same size per point (the control)."})
     edge_threshold: float = field(default=0.05, metadata={
         "help": "Edges drawn: |weight| at least this fraction of the largest."})
@@ -67,7 +67,7 @@ class CircuitConfig(FlatConfig):
         "help": "Architectures of the AtP-vs-IG measurement ('none' to skip)."})
     compare_layer: int | None = field(default=None, metadata={
         "help": "Block of the measurement (default: the middle of --layers)."})
-    compare_pairs: int = field(default=8, metadata={
+    compare_pairs: int = field(default=4, metadata={
         "help": "Prompt pairs of the measurement (training split)."})
     compare_steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32], metadata={
         "help": "IG step counts of the measurement."})

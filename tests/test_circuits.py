@@ -283,3 +283,51 @@ def test_a_planted_circuit_is_recovered_with_faithfulness_one_and_a_random_one_i
     np.testing.assert_allclose(w01.sum(axis=1), scores[hooks[0]][[0, 1]], rtol=1e-3, atol=1e-6)
     np.testing.assert_allclose(e.to_metric, scores[hooks[1]][[0, 1]])
     assert np.abs(w01).max() > 1e-3
+
+
+def test_mean_ablation_uses_means_over_ordinary_tokens_and_leaves_position_0(linear_llama):
+    from interplab.circuits.attribute import node_values, reference_values
+    from interplab.circuits.circuit import ablated_metrics
+    from interplab.interventions.prompts import as_prompts
+
+    lm = linear_llama
+    hook = "blocks.1.hook_resid_post"
+    saes = sae_set(lm, {hook: _sae("topk", seed=4)})
+    ref = PROMPTS[:6]
+    means = reference_values(lm, saes, ref, "mean")
+    vals = node_values(lm, saes, as_prompts(lm, ref), 8)
+    lengths = torch.as_tensor(as_prompts(lm, ref).lengths)
+    ordinary = (torch.arange(vals.f[hook].shape[1])[None] < lengths[:, None])
+    ordinary[:, 0] = False  # position 0 (BOS here) is left out of the means
+    torch.testing.assert_close(means.f[hook], vals.f[hook][ordinary].mean(0))
+    torch.testing.assert_close(means.err[hook], vals.err[hook][ordinary].mean(0))
+    # everything ablated: the last token carries dec(mean f) + mean ε, and the metric (linear,
+    # read at the last token) follows in closed form; a one-token prompt keeps its only token
+    w = (lm.unembed[5] - lm.unembed[9]).detach()
+    width = saes.width(hook)
+    empty = {hook: np.zeros(width + 1, dtype=bool)}
+    full = {hook: np.ones(width + 1, dtype=bool)}
+    prompts = as_prompts(lm, PROMPTS[6:])
+    m = ablated_metrics(lm, saes, prompts, LogitDiff(5, 9), [full, empty], means)
+    with torch.no_grad():
+        expected = float(w @ (saes.decode(hook, means.f[hook][None])[0] + means.err[hook]))
+    np.testing.assert_allclose(m[1], expected, atol=1e-4)
+    plain = torch.stack([lm.embed(torch.tensor(p[-1:])).detach()[0] for p in prompts.ids]) @ w
+    np.testing.assert_allclose(m[0], plain.numpy(), atol=1e-4)
+    # position 0 is never ablated: read the stream after the edited hook
+    from interplab.circuits.circuit import _AblationEdits
+    from interplab.interventions.prompts import hidden, make_batch
+    from interplab.models import edit_hooks
+
+    batch = make_batch(lm, prompts, np.arange(2))
+    seen = {}
+    edits = _AblationEdits(saes, [empty], np.zeros(2, dtype=int), means, prompts.lengths)(
+        batch, slice(0, 2))
+    edits["blocks.2.hook_resid_post"] = lambda act: seen.setdefault("x", act.clone())
+    with torch.no_grad(), edit_hooks(lm, edits):
+        hidden(lm, prompts, batch)
+    x0 = lm.embed(batch.ids[:, 0]).detach()
+    torch.testing.assert_close(seen["x"][:, 0], x0)
+    with torch.no_grad():
+        ablated = saes.decode(hook, means.f[hook][None])[0] + means.err[hook]
+    torch.testing.assert_close(seen["x"][:, 1], ablated.expand(2, -1), atol=1e-5, rtol=1e-5)

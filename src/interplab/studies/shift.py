@@ -266,9 +266,9 @@ def run_shift_study(config: ShiftConfig, out_dir: str | Path | None = None,
     data = {"dataset": cfg.dataset, "cue": cue, "cue_words": {"1": words[0], "0": words[1]},
             "rows": len(ds), "probe_hook": probe_hook, "hooks": hooks, "pooling": cfg.pooling,
             "example": {"ambiguous": [ds.statements[i] for i in
-                                      [int(j) for j in np.flatnonzero((y == c))[:2]]],
+                                      [int(j) for j in np.flatnonzero(y == c)[:2]]],
                         "conflicting": [ds.statements[i] for i in
-                                        [int(j) for j in np.flatnonzero((y != c))[:2]]]}}
+                                        [int(j) for j in np.flatnonzero(y != c)[:2]]]}}
     notes = ["The cue latents are marked automatically, by correlation with the cue on held-out "
              "balanced texts; this replaces the paper's human judgement. The cards below show "
              "every candidate so a person can check the marking.",

@@ -40,6 +40,15 @@ def test_circuit_study_runs_writes_its_files_and_a_second_run_trains_no_sae(tmp_
     assert "Sparse feature circuit" in html and "data:image/png;base64" in html
     assert any("faithfulness" in line for line in lines)
     assert data["circuit"]["size"] >= 1 and data["cards"]
+    # user text is escaped: corpus tokens and city names reach the page as text, never as markup
+    from interplab.report.circuit import write_circuit_report
+
+    data.pop("study")
+    data["cards"][0]["top_contexts"][0]["tokens"] = ["<script>alert(1)</script>", "$x$"]
+    data["task"]["example"]["clean"] = "The city of <b>$5</b> is"
+    page = write_circuit_report(data, tmp_path / "escaped.html").read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;b&gt;$5&lt;/b&gt;" in page
 
     from interplab.studies.circuit import run_circuit
 

@@ -67,7 +67,7 @@ class CircuitConfig(FlatConfig):
         "help": "Architectures of the AtP-vs-IG measurement ('none' to skip)."})
     compare_layer: int | None = field(default=None, metadata={
         "help": "Block of the measurement (default: the middle of --layers)."})
-    compare_pairs: int = field(default=4, metadata={
+    compare_pairs: int = field(default=8, metadata={
         "help": "Prompt pairs of the measurement (training split)."})
     compare_steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32], metadata={
         "help": "IG step counts of the measurement."})
@@ -183,8 +183,8 @@ def _cards(lm: Any, saes: Any, cfg: CircuitConfig, top: list[dict[str, Any]]
     return out
 
 
-def _comparison(lm: Any, cfg: CircuitConfig, saes_by: dict, hooks: list[str], pairs: Any
-                ) -> dict[str, Any]:
+def _comparison(lm: Any, cfg: CircuitConfig, saes_by: dict, hooks: list[str], pairs: Any,
+                say: Any = print) -> dict[str, Any]:
     """AtP and IG(k) against exact patching, per architecture: latents of the SAE at the
     measurement hook (error nodes recomputed: its encoder is off the path), and latents of the
     hook before it with the measured SAE downstream and its error node frozen (its encoder, and
@@ -236,6 +236,7 @@ def _comparison(lm: Any, cfg: CircuitConfig, saes_by: dict, hooks: list[str], pa
                          "cost": cost, "n_nodes": len(first.exact_nodes),
                          "exact_mean_abs": float(np.abs(first.exact.mean(0)).mean()),
                          "l0_on_prompts": l0, "seconds": time.perf_counter() - t0})
+            say(f"AtP vs IG, {arch}, {name}: {rows[-1]['seconds']:.0f} s")
     return {"hook": hook, "upstream": up[-1] if up else None, "steps": cfg.compare_steps,
             "n_pairs": len(sub), "rows": rows}
 
@@ -246,6 +247,16 @@ def _sample_x(lm: Any, hook: str, pairs: Any) -> Any:
     acts = harvest(lm, pairs.clean, [hook], "all", progress=False)
     keep = acts.position != 0
     return acts[hook][keep].float()
+
+
+def _printer(progress: bool) -> Any:
+    """Progress lines on stderr (nothing with ``progress=False``)."""
+    if not progress:
+        return lambda message: None
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return lambda message: console.print(message, highlight=False)
 
 
 # ---------------------------------------------------------------------------------- summary
@@ -318,6 +329,7 @@ def run_circuit(config: CircuitConfig, out_dir: str | Path | None = None,
     config.validate()
     out_dir = Path(out_dir) if out_dir is not None else Path("runs/circuit")
     cfg, run = config, config.run
+    say = _printer(progress)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     lm = load(run.model, device=run.device)
@@ -345,6 +357,7 @@ def run_circuit(config: CircuitConfig, out_dir: str | Path | None = None,
                 sae_record[key] += rec2[key]
             sae_record.setdefault("cache_dir", rec2.get("cache_dir"))
         timings["saes_s"] = time.perf_counter() - t
+        say(f"SAEs ready in {timings['saes_s']:.0f} s ({sae_record['trained']} trained now)")
         saes = sae_set(lm, {h: saes_by[(h, cfg.sae.sae_architecture)] for h in hooks})
         sub = _subset(pairs, cfg.n_pairs)
 
@@ -354,6 +367,8 @@ def run_circuit(config: CircuitConfig, out_dir: str | Path | None = None,
                                  ig_steps=cfg.ig_steps, n_exact=cfg.n_exact,
                                  n_boot=run.n_boot, batch_size=run.batch_size, seed=run.seed)
         timings["attribute_s"] = time.perf_counter() - t
+        say(f"attribution (AtP, IG({cfg.ig_steps}), exact on {len(attr.exact_nodes)} nodes) in "
+            f"{timings['attribute_s']:.0f} s")
         scores = attr.node_scores(cfg.node_method)
 
         t = time.perf_counter()
@@ -366,6 +381,7 @@ def run_circuit(config: CircuitConfig, out_dir: str | Path | None = None,
                                    sizes=sizes, n_random=cfg.n_random, n_boot=run.n_boot,
                                    seed=run.seed, batch_size=run.batch_size)
         timings["faithfulness_s"] = time.perf_counter() - t
+        say(f"faithfulness curve in {timings['faithfulness_s']:.0f} s")
 
         t = time.perf_counter()
         size = min(cfg.circuit_size, int(sum((np.abs(v) > 0).sum() for v in scores.values())))
@@ -383,7 +399,7 @@ def run_circuit(config: CircuitConfig, out_dir: str | Path | None = None,
         timings["cards_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        comparison = _comparison(lm, cfg, saes_by, hooks, pairs)
+        comparison = _comparison(lm, cfg, saes_by, hooks, pairs, say)
         timings["compare_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 

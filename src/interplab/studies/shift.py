@@ -256,6 +256,13 @@ def run_shift_study(config: ShiftConfig, out_dir: str | Path | None = None,
                                 min_r=cfg.min_r, n_random=cfg.n_random, n_boot=run.n_boot,
                                 seed=seed, batch_size=run.batch_size)
             seeds.append(outcome.to_dict())
+            if progress:
+                from rich.console import Console
+
+                Console(stderr=True).print(
+                    f"seed {seed}: worst-group {outcome.conditions['unablated']['worst']:.2f} → "
+                    f"{outcome.conditions['shift']['worst']:.2f} after ablating "
+                    f"{sum(len(v) for v in outcome.ablated.values())} latents", highlight=False)
         timings["shift_s"] = time.perf_counter() - t
         t = time.perf_counter()
         cards = _cards(lm, saes, cfg, seeds[0])

@@ -173,7 +173,8 @@ class LatentAttribution:
 
     def summary(self, top: int = 20) -> dict[str, Any]:
         """A JSON-serialisable digest: agreement, cost, the exactly patched nodes with every
-        method's mean estimate, and the ``top`` nodes of each hook by |AtP| (or the first method)."""
+        method's mean estimate (and, under ``per_prompt``, every prompt's ``[n][nodes]``), and
+        the ``top`` nodes of each hook by |AtP| (or the first method)."""
         tops: dict[str, list[dict[str, Any]]] = {}
         if self.estimates:
             method = "atp" if "atp" in self.estimates else next(iter(self.estimates))
@@ -192,6 +193,8 @@ class LatentAttribution:
                 "metric": self.metric, "direction": self.direction, "errors": self.errors,
                 "n_prompts": self.n, "agreement": self.agreement, "cost": self.cost,
                 "top_nodes": tops, "sampled": sampled, "info": self.info,
+                "per_prompt": {"exact": self.exact.tolist(),
+                               **{m: v.tolist() for m, v in self.sampled.items()}},
                 "receiver_metric": self.receiver_metric.tolist(),
                 "donor_metric": (self.donor_metric.tolist() if self.donor_metric is not None
                                  else None)}

@@ -15,7 +15,7 @@ maximum over the text's ordinary tokens) with the cue on held-out balanced texts
 min_r`` and ``|r_cue| > |r_label|``), which replaces the paper's human judgement; the cards of
 every candidate are kept so a person can check; (3) zero-ablate the marked latents at every
 ordinary token, re-harvest and retrain the probe on the ambiguous set; (4) score the balanced
-test set overall and per group.
+test set overall and per group (also with the original head kept, ``shift_no_retrain``).
 
 Controls: the unablated probe; the same number of random latents (per hook, drawn from the
 latents that fire on the training texts, the marked ones excluded) ablated the same way; LEACE
@@ -315,18 +315,21 @@ class ShiftOutcome:
 
 def _score(lm: LanguageModel, saes: SaeSet, texts: list[str], hook: str, pooling: str,
            split: SpuriousSplit, y: np.ndarray, c: np.ndarray, ablate: dict | None,
-           n_boot: int, seed: int, batch_size: int, X: np.ndarray | None = None
-           ) -> dict[str, Any]:
-    """Probe retrained on the ambiguous rows of (ablated) inputs, scored on the test rows."""
+           n_boot: int, seed: int, batch_size: int, X: np.ndarray | None = None,
+           head: Any = None) -> dict[str, Any]:
+    """Probe retrained on the ambiguous rows of (ablated) inputs — or the given ``head``, kept
+    as it was — scored on the test rows."""
     if X is None:
         rows = np.concatenate([split.train, split.test])
         Xr = probe_inputs(lm, saes, [texts[i] for i in rows], hook, pooling, ablate,
                           batch_size=batch_size)
         X = np.zeros((len(texts), lm.d_model))
         X[rows] = Xr
-    probe = _fit(X[split.train], y[split.train])
+    probe = head if head is not None else _fit(X[split.train], y[split.train])
     correct = (probe.predict(X[split.test]) == y[split.test]).astype(np.float64)
-    return group_accuracy(correct, y[split.test], c[split.test], n_boot=n_boot, seed=seed)
+    out = group_accuracy(correct, y[split.test], c[split.test], n_boot=n_boot, seed=seed)
+    out["inputs"] = X
+    return out
 
 
 def run_shift(lm: LanguageModel, saes: SaeSet, texts: Sequence[str], y: np.ndarray,
@@ -372,6 +375,9 @@ def run_shift(lm: LanguageModel, saes: SaeSet, texts: Sequence[str], y: np.ndarr
                                      seed, batch_size, X=X)
     conditions["shift"] = (_score(lm, saes, texts, hook, pooling, split, y, c, ablated, n_boot,
                                   seed, batch_size) if ablated else conditions["unablated"])
+    conditions["shift_no_retrain"] = _score(lm, saes, texts, hook, pooling, split, y, c, None,
+                                            n_boot, seed, batch_size,
+                                            X=conditions["shift"]["inputs"], head=base)
     alive = _alive(lm, saes, [texts[i] for i in split.train], batch_size)
     rng = np.random.default_rng((seed, 23))
     random_sets = []
@@ -391,6 +397,9 @@ def run_shift(lm: LanguageModel, saes: SaeSet, texts: Sequence[str], y: np.ndarr
     bal = SpuriousSplit(split.balanced_train, split.balanced_train, split.val, split.test)
     conditions["balanced_oracle"] = _score(lm, saes, texts, hook, pooling, bal, y, c, None,
                                            n_boot, seed, batch_size, X=X)
+    for cond in conditions.values():
+        for acc in (cond if isinstance(cond, list) else [cond]):
+            acc.pop("inputs", None)
     comparisons = []
     versus = [("unablated", conditions["unablated"])]
     versus += [(f"random {j + 1}", r) for j, r in enumerate(conditions["random"])]

@@ -30,10 +30,12 @@ from interplab.study.settings import FlatConfig, RunConfig, SplitConfig
 
 DATASETS = {"distractor_cities": "has_banana", "speaker_cities": "has_alice"}
 CUE_WORDS = {"has_banana": ("banana", "shed"), "has_alice": ("Alice", "Bob")}
-CONDITIONS = ("unablated", "shift", "random", "leace_oracle", "balanced_oracle")
+CONDITIONS = ("unablated", "shift", "shift_no_retrain", "random", "leace_oracle",
+              "balanced_oracle")
 CONDITION_WORDS = {
     "unablated": "probe trained on the ambiguous set",
     "shift": "SHIFT: cue latents ablated, head retrained",
+    "shift_no_retrain": "cue latents ablated, the original head kept",
     "random": "as many random latents ablated, head retrained",
     "leace_oracle": "LEACE erasure of the cue (oracle: uses cue labels)",
     "balanced_oracle": "probe trained on balanced data (oracle)",

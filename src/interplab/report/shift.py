@@ -45,8 +45,10 @@ def _figure(r: dict[str, Any]) -> str:
         ax.set_ylim(0, 1.02)
         ax.axhline(0.5, color="grey", lw=0.6, ls="--")
         ax.set_ylabel(title)
-        ax.set_title(f"{title} on the balanced test set (bar: mean over runs; dots: runs; "
-                     "bar with caps: first seed's 95% CI)", fontsize=8)
+        ax.set_title(f"{title}, balanced test set", fontsize=9)
+    fig.text(0.5, -0.02, "bars: mean over runs (seeds; random: seeds × draws); dots: runs; "
+             "error bar: the first seed's 95% interval over test examples", ha="center",
+             fontsize=8)
     fig.tight_layout()
     return figure_png(fig)
 

@@ -27,11 +27,16 @@ class StudySaeConfig:
         "jumprelu, gated)."})
     sae_width: int = field(default=768, metadata={"help": "Latents per SAE."})
     sae_k: int = field(default=32, metadata={"help": "Active latents (topk, batchtopk)."})
-    relu_sparsity: float = field(default=1.0, metadata={
+    # λ defaults give L0 ≈ 30–40 on SmolLM2's block 12 at the default width and steps, near the
+    # TopK SAEs' k = 32 (calibrated on the packaged corpus; docs/circuits.md)
+    relu_sparsity: float = field(default=3.0, metadata={
         "help": "L1 coefficient λ of ReLU SAEs (inputs scaled to E‖x‖² = d)."})
-    gated_sparsity: float = field(default=1.0, metadata={"help": "L1 coefficient λ of gated SAEs."})
-    jumprelu_sparsity: float = field(default=0.1, metadata={
+    gated_sparsity: float = field(default=5.0, metadata={"help": "L1 coefficient λ of gated SAEs."})
+    jumprelu_sparsity: float = field(default=1.0, metadata={
         "help": "L0 coefficient λ of JumpReLU SAEs."})
+    jumprelu_threshold: float = field(default=1.0, metadata={
+        "help": "Initial JumpReLU threshold θ (in units of the scaled input); short runs barely "
+        "move it, so it sets the L0."})
     sae_steps: int = field(default=600, metadata={"help": "Training steps per SAE."})
     sae_batch_size: int = field(default=256, metadata={"help": "Rows per training step."})
     sae_lr: float = field(default=3e-4, metadata={"help": "Adam's learning rate."})
@@ -58,6 +63,8 @@ class StudySaeConfig:
                                  "--sae-batch-size at least 1")
         if not 1 <= self.sae_k <= self.sae_width:
             raise InterplabError(f"--sae-k must lie in 1..{self.sae_width}, not {self.sae_k}")
+        if self.jumprelu_threshold <= 0:
+            raise InterplabError("--jumprelu-threshold must be positive")
         if self.sae_context < 2 or self.sae_sequences < 1:
             raise InterplabError("--sae-context must be at least 2 and --sae-sequences at least 1")
         for p in self.sae_paths:
@@ -77,7 +84,9 @@ class StudySaeConfig:
             return SAEConfig(architecture, 0, self.sae_width, k=self.sae_k)
         lam = {"relu": self.relu_sparsity, "gated": self.gated_sparsity,
                "jumprelu": self.jumprelu_sparsity}[architecture]
-        return SAEConfig(architecture, 0, self.sae_width, sparsity_coefficient=lam)
+        extra = {"jumprelu_init_threshold": self.jumprelu_threshold} if (
+            architecture == "jumprelu") else {}
+        return SAEConfig(architecture, 0, self.sae_width, sparsity_coefficient=lam, **extra)
 
     def trainer_config(self, seed: int) -> Any:
         """Training settings: warm-ups of 5 % (LR) and 10 % (λ) of the steps, a dead-latent

@@ -15,7 +15,9 @@ maximum over the text's ordinary tokens) with the cue on held-out balanced texts
 min_r`` and ``|r_cue| > |r_label|``), which replaces the paper's human judgement; the cards of
 every candidate are kept so a person can check; (3) zero-ablate the marked latents at every
 ordinary token, re-harvest and retrain the probe on the ambiguous set; (4) score the balanced
-test set overall and per group (also with the original head kept, ``shift_no_retrain``).
+test set overall and per group (also with the original head kept, ``shift_no_retrain``), and
+how readable the cue still is (``cue_accuracy``: a cue probe fitted on balanced training rows of
+the same inputs, scored on the test rows).
 
 Controls: the unablated probe; the same number of random latents (per hook, drawn from the
 latents that fire on the training texts, the marked ones excluded) ablated the same way; LEACE
@@ -320,7 +322,7 @@ def _score(lm: LanguageModel, saes: SaeSet, texts: list[str], hook: str, pooling
     """Probe retrained on the ambiguous rows of (ablated) inputs — or the given ``head``, kept
     as it was — scored on the test rows."""
     if X is None:
-        rows = np.concatenate([split.train, split.test])
+        rows = np.unique(np.concatenate([split.train, split.balanced_train, split.test]))
         Xr = probe_inputs(lm, saes, [texts[i] for i in rows], hook, pooling, ablate,
                           batch_size=batch_size)
         X = np.zeros((len(texts), lm.d_model))
@@ -328,6 +330,9 @@ def _score(lm: LanguageModel, saes: SaeSet, texts: list[str], hook: str, pooling
     probe = head if head is not None else _fit(X[split.train], y[split.train])
     correct = (probe.predict(X[split.test]) == y[split.test]).astype(np.float64)
     out = group_accuracy(correct, y[split.test], c[split.test], n_boot=n_boot, seed=seed)
+    # how readable the cue still is: a cue probe fitted on balanced rows, tested on the test rows
+    cue = _fit(X[split.balanced_train], c[split.balanced_train])
+    out["cue_accuracy"] = float((cue.predict(X[split.test]) == c[split.test]).mean())
     out["inputs"] = X
     return out
 

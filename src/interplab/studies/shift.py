@@ -128,10 +128,12 @@ def _table(seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
         first = first[0] if isinstance(first, list) else first
         overall = [a["overall"] for a in accs]
         worst = [a["worst"] for a in accs]
+        cue = [a["cue_accuracy"] for a in accs if "cue_accuracy" in a]
         rows.append({"condition": name, "words": CONDITION_WORDS[name], "n_runs": len(accs),
                      "overall_mean": float(np.mean(overall)), "overall_min": float(min(overall)),
                      "overall_max": float(max(overall)), "worst_mean": float(np.mean(worst)),
                      "worst_min": float(min(worst)), "worst_max": float(max(worst)),
+                     "cue_accuracy_mean": float(np.mean(cue)) if cue else None,
                      "first_seed_overall_ci": first["overall_ci"],
                      "first_seed_worst_ci": first["worst_ci"]})
     return rows
@@ -161,11 +163,14 @@ def _summary(table: list[dict[str, Any]], tests: list[dict[str, Any]], seeds: li
     out = []
     u, s = by["unablated"], by["shift"]
     n_abl = [sum(len(v) for v in x["ablated"].values()) for x in seeds]
+    readable = (f" The cue stays readable by a linear probe at {s['cue_accuracy_mean']:.2f} after "
+                f"the ablation ({u['cue_accuracy_mean']:.2f} before)."
+                if s.get("cue_accuracy_mean") is not None else "")
     out.append(f"SHIFT ablated {min(n_abl)}–{max(n_abl)} cue latents per seed; worst-group "
                f"accuracy on the balanced test set went from {u['worst_mean']:.2f} (range "
                f"{u['worst_min']:.2f}–{u['worst_max']:.2f} over {n_seeds} seeds) to "
                f"{s['worst_mean']:.2f} ({s['worst_min']:.2f}–{s['worst_max']:.2f}); overall "
-               f"{u['overall_mean']:.2f} → {s['overall_mean']:.2f}.")
+               f"{u['overall_mean']:.2f} → {s['overall_mean']:.2f}." + readable)
     if "random" in by:
         r = by["random"]
         out.append(f"Control: ablating as many random latents gives worst-group "

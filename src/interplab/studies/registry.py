@@ -138,6 +138,20 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           "Representation rerouting vs LoRA + probe at equal parameters vs a probe: detection, "
           "attacks and retain cost, over several training seeds.",
           exclude=frozenset({"data.pair_by", "data.group_column"})),
+    Study("circuit", "interplab.studies.circuit:CircuitConfig",
+          "interplab.studies.circuit:CircuitResult",
+          "interplab.studies.circuit:run_circuit_into",
+          "interplab.report.circuit:write_circuit_report",
+          "interplab.report.circuit:summary_lines", "circuit.json",
+          "Sparse feature circuit: SAE latents attributed (AtP, IG, exact), faithfulness and "
+          "completeness with a random control, edges, and AtP vs IG across SAE architectures.",
+          exclude=frozenset({"data.pair_by", "data.group_column"})),
+    Study("shift", "interplab.studies.shift:ShiftConfig", "interplab.studies.shift:ShiftResult",
+          "interplab.studies.shift:run_shift_into", "interplab.report.shift:write_shift_report",
+          "interplab.report.shift:summary_lines", "shift.json",
+          "SHIFT: ablate the SAE latents tied to a spurious cue, retrain the probe, and compare "
+          "worst-group accuracy with random-latent, LEACE and balanced-data controls.",
+          exclude=frozenset({"data.pair_by", "data.group_column"})),
 )}
 
 run_weights_into = run_plain("interplab.studies.weights:run_weights")

@@ -1,0 +1,304 @@
+"""The SHIFT study: does ablating the SAE latents tied to a spurious cue make a probe generalise?
+
+Data flow: an XOR dataset (``interplab.datasets.xor``: ``distractor_cities`` — "The city of Lima
+is in Peru. banana" — or ``speaker_cities`` — "Alice: The city of …"; every (label, cue)
+combination exactly balanced per entity group) → per seed an entity split (no city pair on two
+sides) → the ambiguous training set (true statements carry one cue word, false ones the other:
+no training label separates truth from the cue), balanced validation and test sets
+(:func:`interplab.circuits.shift.spurious_split`) → SAEs at a few residual hooks (loaded or
+trained and cached, as in the circuit study) → SHIFT and its controls
+(:func:`interplab.circuits.shift.run_shift`) → accuracies overall and per group with intervals
+over test examples and spread over seeds, one-sided bootstrap p-values of SHIFT's worst-group
+gain, Benjamini–Hochberg corrected together → :class:`ShiftResult`.
+
+This module imports no torch at module level (the command line reads the config cheaply).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interplab.circuits.config import StudySaeConfig
+from interplab.errors import InterplabError
+from interplab.study.result import StudyResult, versions
+from interplab.study.settings import FlatConfig, RunConfig, SplitConfig
+
+DATASETS = {"distractor_cities": "has_banana", "speaker_cities": "has_alice"}
+CUE_WORDS = {"has_banana": ("banana", "shed"), "has_alice": ("Alice", "Bob")}
+CONDITIONS = ("unablated", "shift", "shift_no_retrain", "random", "leace_oracle",
+              "balanced_oracle")
+CONDITION_WORDS = {
+    "unablated": "probe trained on the ambiguous set",
+    "shift": "SHIFT: cue latents ablated, head retrained",
+    "shift_no_retrain": "cue latents ablated, the original head kept",
+    "random": "as many random latents ablated, head retrained",
+    "leace_oracle": "LEACE erasure of the cue (oracle: uses cue labels)",
+    "balanced_oracle": "probe trained on balanced data (oracle)",
+}
+
+
+@dataclass
+class ShiftConfig(FlatConfig):
+    """Everything that defines a SHIFT-study run (saved with the result)."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    # whole entity groups of eight rows each: a larger default than the statement studies'
+    data: SplitConfig = field(default_factory=lambda: SplitConfig(max_per_dataset=1200))
+    sae: StudySaeConfig = field(default_factory=StudySaeConfig)
+    dataset: str = field(default="distractor_cities", metadata={
+        "help": "distractor_cities (cue: the word after the statement, banana/shed) or "
+        "speaker_cities (cue: the speaker, Alice/Bob)."})
+    layers: list[int] = field(default_factory=lambda: [6, 12, 18], metadata={
+        "help": "Blocks whose resid_post gets an SAE."})
+    probe_layer: int | None = field(default=None, metadata={
+        "help": "Block whose resid_post the probe reads (default: the last of --layers)."})
+    pooling: str = field(default="mean", metadata={
+        "help": "mean (over each text's ordinary tokens) or last (the last token)."})
+    n_candidates: int = field(default=30, metadata={
+        "help": "Most attributed latents checked for a tie to the cue."})
+    min_r: float = field(default=0.3, metadata={
+        "help": "A candidate is tied to the cue when |r(activation, cue)| is at least this and "
+        "above |r(activation, label)| (on held-out balanced texts)."})
+    n_random: int = field(default=3, metadata={
+        "help": "Random-latent ablations per seed (the control)."})
+    n_seeds: int = field(default=3, metadata={
+        "help": "Seeds (splits, ambiguous subsets, random draws): --seed, --seed+1, ..."})
+
+    def validate(self) -> None:
+        self.run.validate()
+        self.data.validate()
+        self.sae.validate()
+        if self.dataset not in DATASETS:
+            raise InterplabError(f"--dataset must be one of {list(DATASETS)}, not "
+                                 f"{self.dataset!r}")
+        if not self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 0:
+            raise InterplabError(f"--layers must be distinct block indices, got {self.layers}")
+        if self.probe_layer is not None and self.probe_layer < min(self.layers):
+            raise InterplabError(f"--probe-layer {self.probe_layer} lies below every SAE "
+                                 f"({self.layers}); SHIFT needs latents at or below the probe")
+        if self.pooling not in ("mean", "last"):
+            raise InterplabError(f"--pooling must be mean or last, not {self.pooling!r}")
+        if self.n_candidates < 1 or self.n_random < 1 or self.n_seeds < 1:
+            raise InterplabError("--n-candidates, --n-random and --n-seeds must be at least 1")
+        if not 0 < self.min_r < 1:
+            raise InterplabError(f"--min-r must lie in (0, 1), not {self.min_r}")
+        if self.data.max_per_dataset and self.data.max_per_dataset < 160:
+            raise InterplabError(f"--max-per-dataset {self.data.max_per_dataset} leaves too few "
+                                 "rows per (label, cue) group; use at least 160 (or none)")
+
+
+@dataclass
+class ShiftResult(StudyResult):
+    """A SHIFT-study result: per seed the candidates, ablations and accuracies; across seeds the
+    summary table; the p-values with their BH correction; cards of the candidate latents."""
+
+    study = "shift"
+
+    config: dict[str, Any]
+    versions: dict[str, str]
+    model: dict[str, Any]
+    data: dict[str, Any]
+    saes: dict[str, Any]
+    seeds: list[dict[str, Any]]
+    table: list[dict[str, Any]]
+    tests: list[dict[str, Any]]
+    cards: list[dict[str, Any]]
+    summary: list[str]
+    notes: list[str]
+    timings: dict[str, float]
+
+
+def _table(seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per condition: overall and worst-group accuracy, mean and range over seeds (random: over
+    seeds and draws), and the first seed's intervals over test examples."""
+    rows = []
+    for name in CONDITIONS:
+        accs = []
+        for s in seeds:
+            got = s["conditions"][name]
+            accs += got if isinstance(got, list) else [got]
+        if not accs:
+            continue
+        first = seeds[0]["conditions"][name]
+        first = first[0] if isinstance(first, list) else first
+        overall = [a["overall"] for a in accs]
+        worst = [a["worst"] for a in accs]
+        cue = [a["cue_accuracy"] for a in accs if "cue_accuracy" in a]
+        rows.append({"condition": name, "words": CONDITION_WORDS[name], "n_runs": len(accs),
+                     "overall_mean": float(np.mean(overall)), "overall_min": float(min(overall)),
+                     "overall_max": float(max(overall)), "worst_mean": float(np.mean(worst)),
+                     "worst_min": float(min(worst)), "worst_max": float(max(worst)),
+                     "cue_accuracy_mean": float(np.mean(cue)) if cue else None,
+                     "first_seed_overall_ci": first["overall_ci"],
+                     "first_seed_worst_ci": first["worst_ci"]})
+    return rows
+
+
+def _tests(seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from interplab.controls.multiple import benjamini_hochberg
+
+    rows = [{"seed": s["seed"], **c} for s in seeds for c in s["comparisons"]]
+    q = benjamini_hochberg([r["p"] for r in rows]) if rows else []
+    for r, qi in zip(rows, q, strict=True):
+        r["q"] = float(qi)
+        r["at_floor"] = bool(r["p"] <= r["p_floor"] * (1 + 1e-9))
+    return rows
+
+
+def format_p(p: float, floor: float) -> str:
+    """A p-value, or "≤ 1/(k+1)" when it sits at the resampling floor."""
+    if p <= floor * (1 + 1e-9):
+        return f"≤ 1/{round(1 / floor)}"
+    return f"{p:.3g}"
+
+
+def _summary(table: list[dict[str, Any]], tests: list[dict[str, Any]], seeds: list[dict],
+             n_seeds: int) -> list[str]:
+    by = {r["condition"]: r for r in table}
+    out = []
+    u, s = by["unablated"], by["shift"]
+    n_abl = [sum(len(v) for v in x["ablated"].values()) for x in seeds]
+    readable = (f" The cue stays readable by a linear probe at {s['cue_accuracy_mean']:.2f} after "
+                f"the ablation ({u['cue_accuracy_mean']:.2f} before)."
+                if s.get("cue_accuracy_mean") is not None else "")
+    out.append(f"SHIFT ablated {min(n_abl)}–{max(n_abl)} cue latents per seed; worst-group "
+               f"accuracy on the balanced test set went from {u['worst_mean']:.2f} (range "
+               f"{u['worst_min']:.2f}–{u['worst_max']:.2f} over {n_seeds} seeds) to "
+               f"{s['worst_mean']:.2f} ({s['worst_min']:.2f}–{s['worst_max']:.2f}); overall "
+               f"{u['overall_mean']:.2f} → {s['overall_mean']:.2f}." + readable)
+    if "random" in by:
+        r = by["random"]
+        out.append(f"Control: ablating as many random latents gives worst-group "
+                   f"{r['worst_mean']:.2f} ({r['worst_min']:.2f}–{r['worst_max']:.2f} over "
+                   f"{r['n_runs']} draws).")
+    lo, bo = by["leace_oracle"], by["balanced_oracle"]
+    out.append(f"Oracles: LEACE erasure of the cue {lo['worst_mean']:.2f}, balanced training "
+               f"data {bo['worst_mean']:.2f} (worst-group).")
+    vs_u = [t for t in tests if t["versus"] == "unablated"]
+    if vs_u:
+        sig = sum(t["q"] <= 0.05 for t in vs_u)
+        out.append(f"SHIFT's worst-group gain over the unablated probe is significant (BH q ≤ "
+                   f"0.05, one-sided bootstrap within groups) in {sig} of {len(vs_u)} seeds; "
+                   f"{len(tests)} p-values corrected together.")
+    return out
+
+
+def _cards(lm: Any, saes: Any, cfg: ShiftConfig, seed: dict[str, Any]) -> list[dict[str, Any]]:
+    from dataclasses import asdict as _asdict
+
+    from interplab.sae.dashboard import feature_dashboards
+
+    toks, bos = cfg.sae.corpus_data().tokens(lm, part="held_out")
+    toks = toks[:48]
+    by_hook: dict[str, list[int]] = {}
+    for c in seed["candidates"]:
+        by_hook.setdefault(c["hook"], []).append(int(c["latent"]))
+    out = []
+    for h, latents in by_hook.items():
+        dash = feature_dashboards(lm, saes[h], h, toks, features=latents, n_contexts=3,
+                                  window=5, n_logits=5, bos_token_id=bos,
+                                  batch_size=cfg.run.batch_size)
+        for f in dash.features:
+            card = _asdict(f)
+            card.pop("histogram_counts")
+            card.pop("histogram_edges")
+            row = next(c for c in seed["candidates"] if c["hook"] == h and c["latent"] == f.index)
+            out.append({"hook": h, **card, **{k: row[k] for k in ("attribution", "r_cue",
+                                                                   "r_label", "cue_tied")}})
+    out.sort(key=lambda c: -c["attribution"])
+    return out
+
+
+def run_shift_study(config: ShiftConfig, out_dir: str | Path | None = None,
+                    progress: bool = True) -> ShiftResult:
+    """Run the SHIFT study described by ``config``."""
+    from interplab.circuits.config import load_or_train
+    from interplab.circuits.shift import run_shift, spurious_split
+    from interplab.circuits.splice import sae_set
+    from interplab.datasets import entity_split
+    from interplab.datasets.xor import GENERATORS, subsample_groups
+    from interplab.models import load
+    from interplab.threads import limit_threads, resolve_threads
+
+    config.validate()
+    cfg, run = config, config.run
+    out_dir = Path(out_dir) if out_dir is not None else Path("runs/shift")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    cue = DATASETS[cfg.dataset]
+    ds = GENERATORS[cfg.dataset](seed=run.seed)
+    if cfg.data.max_per_dataset and cfg.data.max_per_dataset < len(ds):
+        ds = subsample_groups(ds, cfg.data.max_per_dataset, seed=run.seed)
+    y = np.asarray(ds.labels, dtype=np.int64)
+    c = np.asarray(ds.metadata[cue], dtype=np.int64)
+    lm = load(run.model, device=run.device)
+    bad = [layer for layer in cfg.layers if layer >= lm.n_layers]
+    probe_layer = cfg.probe_layer if cfg.probe_layer is not None else max(cfg.layers)
+    if bad or probe_layer >= lm.n_layers:
+        raise InterplabError(f"--layers {cfg.layers} / --probe-layer {probe_layer} reach beyond "
+                             f"{lm.name}'s {lm.n_layers} blocks")
+    hooks = [hp.name for hp in lm.resolve_hooks(
+        [f"blocks.{layer}.hook_resid_post" for layer in cfg.layers if layer <= probe_layer])]
+    probe_hook = f"blocks.{probe_layer}.hook_resid_post"
+    timings["load_s"] = time.perf_counter() - t0
+    seeds = []
+    with limit_threads(resolve_threads(run.threads)):
+        t = time.perf_counter()
+        saes_by, record = load_or_train(lm, hooks, cfg.sae, [cfg.sae.sae_architecture],
+                                        run.seed, out_dir, progress)
+        saes = sae_set(lm, {h: saes_by[(h, cfg.sae.sae_architecture)] for h in hooks})
+        timings["saes_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        for k in range(cfg.n_seeds):
+            seed = run.seed + k
+            parts = entity_split(ds, tuple(cfg.data.split), seed=seed)
+            split = spurious_split(y, c, parts, seed)
+            outcome = run_shift(lm, saes, ds.statements, y, c, split, probe_hook,
+                                pooling=cfg.pooling, n_candidates=cfg.n_candidates,
+                                min_r=cfg.min_r, n_random=cfg.n_random, n_boot=run.n_boot,
+                                seed=seed, batch_size=run.batch_size)
+            seeds.append(outcome.to_dict())
+            if progress:
+                from rich.console import Console
+
+                Console(stderr=True).print(
+                    f"seed {seed}: worst-group {outcome.conditions['unablated']['worst']:.2f} → "
+                    f"{outcome.conditions['shift']['worst']:.2f} after ablating "
+                    f"{sum(len(v) for v in outcome.ablated.values())} latents", highlight=False)
+        timings["shift_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        cards = _cards(lm, saes, cfg, seeds[0])
+        timings["cards_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    table, tests = _table(seeds), _tests(seeds)
+    words = CUE_WORDS[cue]
+    data = {"dataset": cfg.dataset, "cue": cue, "cue_words": {"1": words[0], "0": words[1]},
+            "rows": len(ds), "probe_hook": probe_hook, "hooks": hooks, "pooling": cfg.pooling,
+            "example": {"ambiguous": [ds.statements[i] for i in
+                                      [int(j) for j in np.flatnonzero(y == c)[:2]]],
+                        "conflicting": [ds.statements[i] for i in
+                                        [int(j) for j in np.flatnonzero(y != c)[:2]]]}}
+    notes = ["The cue latents are marked automatically, by correlation with the cue on held-out "
+             "balanced texts; this replaces the paper's human judgement. The cards below show "
+             "every candidate so a person can check the marking.",
+             "Random ablations draw, per hook, as many latents as SHIFT ablated there from the "
+             "latents that fire on the training texts (the marked ones excluded).",
+             "p-values: one-sided, paired bootstrap of the worst-group accuracy difference "
+             f"({run.n_boot} resamples within groups); the smallest possible is 1/"
+             f"{run.n_boot + 1}, printed as ≤ that."]
+    notes += record["warnings"]
+    result = ShiftResult(config=asdict(config), versions=versions(), model=lm.identity(),
+                         data=data, saes=record, seeds=seeds, table=table, tests=tests,
+                         cards=cards, summary=_summary(table, tests, seeds, cfg.n_seeds),
+                         notes=notes, timings=timings)
+    return result
+
+
+def run_shift_into(config: ShiftConfig, out: Path, progress: bool) -> ShiftResult:
+    """The registry's entry point: run into the output folder."""
+    return run_shift_study(config, out_dir=out, progress=progress)

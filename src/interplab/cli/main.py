@@ -29,9 +29,9 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
-    from interplab.cli import causal, erasure, harvest, sae, studies, truth
+    from interplab.cli import erasure, harvest, sae, studies, truth
 
-    for module in (studies, truth, harvest, sae, causal, erasure):
+    for module in (studies, truth, harvest, sae, erasure):
         module.register(app)
     _reflow_help(app)
 

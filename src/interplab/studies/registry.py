@@ -80,6 +80,12 @@ def run_belief_into(config: Any, out: Path, progress: bool) -> Any:
     return run_belief_study(config, out_dir=out, progress=progress)
 
 
+def run_causal_into(config: Any, out: Path, progress: bool) -> Any:
+    from interplab.studies.causal.run import run_causal
+
+    return run_causal(config, progress=progress, cache_dir=out / "activations")
+
+
 def run_plain(target: str) -> Callable[[Any, Path, bool], Any]:
     def run(config: Any, out: Path, progress: bool) -> Any:
         return _resolve(target)(config)
@@ -117,6 +123,16 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           # set by the study itself: the vocabulary from the process, the training seed from
           # --seed, the stopping loss from --stop-loss-ratio
           exclude=frozenset({"model.vocab_size", "train.seed", "train.stop_loss"})),
+    Study("causal", "interplab.studies.causal.config:CausalConfig",
+          "interplab.studies.causal.config:CausalResult",
+          "interplab.studies.registry:run_causal_into",
+          "interplab.report.causal:write_causal_report", "interplab.report.causal:summary_lines",
+          "causal.json",
+          "Is the truth direction causal? On a task the model solves (format chosen on "
+          "validation), steer with probe directions beside a random-direction null, prompts with "
+          "no statement and other datasets; patch true into false statements; compare "
+          "attribution methods.",
+          rename={"n_steer_layers": "n-layers", "steer_layers": "layers"}),
 )}
 
 run_weights_into = run_plain("interplab.studies.weights:run_weights")

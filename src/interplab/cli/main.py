@@ -46,9 +46,9 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
-    from interplab.cli import causal, harvest, sae, studies, truth
+    from interplab.cli import harvest, sae, studies, truth
 
-    for module in (studies, truth, harvest, sae, causal):
+    for module in (studies, truth, harvest, sae):
         module.register(app)
     _reflow_help(app)
 

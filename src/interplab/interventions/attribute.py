@@ -11,12 +11,17 @@ effect on the metric of patching the clean activation into the corrupted run:
   together; per pair and hook, the blocks below the hook run once and those above it ``k``
   times (forward + backward). With one position per hook the estimate converges to exact
   patching of that node as ``k`` grows;
-* exact patching, on a seeded random sample of nodes per hook kind (the ground truth).
+* exact patching, on a seeded random sample of nodes per hook kind (the ground truth), and on
+  the nodes attribution patching ranks highest per hook kind (``n_top``; as AtP* does: the
+  method's known failures are large nodes it misses or misjudges).
 
 Backward passes compute activation gradients only: no parameter requires grad during them.
 
-Agreement with exact patching (Spearman rank correlation and top-k overlap of the mean effects)
-is reported per hook kind, with a warning where attribution patching disagrees.
+Agreement with exact patching (Spearman rank correlation, with a bootstrap interval over pairs,
+and top-k overlap of the mean effects) is reported per hook kind on the random sample, with a
+warning where attribution patching disagrees; the top-ranked nodes are checked apart
+(``top_check``: their estimates beside their exact effects, and any sampled node outside them
+whose exact effect is among the largest found, a false negative).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from interplab.interventions.prompts import (
     read_logits,
 )
 from interplab.models import LanguageModel, edit_hooks
+from interplab.threads import pace
 
 METHODS = ("atp", "ig")
 
@@ -60,9 +66,12 @@ class AttributionResult:
     """Per-node estimates of every method, exact patching on a sample, and their agreement.
 
     ``estimates[method]`` is ``[n][nodes]`` per pair; ``exact`` ``[n][sampled]`` for the nodes
-    ``exact_nodes`` (indices into ``nodes``); ``agreement[kind][method]`` holds ``spearman``,
-    ``top_k_overlap``, ``k`` and ``n_nodes``; ``cost`` is in forward-pass equivalents (wall time
-    over the time of one plain forward pass of the corrupted prompts).
+    ``exact_nodes`` (indices into ``nodes``); ``agreement[kind][method]`` holds ``spearman``
+    (with ``spearman_lo``/``spearman_hi``, a percentile-bootstrap interval over pairs),
+    ``top_k_overlap``, ``k`` and ``n_nodes``, on the random sample of each hook kind;
+    ``top_check[kind]`` the nodes attribution patching ranks highest, exactly patched;
+    ``cost`` is in forward-pass equivalents (wall time over the time of one plain forward pass
+    of the corrupted prompts).
     """
 
     hooks: list[str]
@@ -76,6 +85,7 @@ class AttributionResult:
     cost: dict[str, float]
     info: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    top_check: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +129,7 @@ def _atp(lm: LanguageModel, pairs: PairSet, nodes: list[Node], donor: dict[str, 
     n = len(pairs.receiver)
     out = np.zeros((n, len(nodes)))
     for sl in chunks(n, batch_size):
+        pace()
         rows = np.arange(sl.start, sl.stop)
         acts, grads = _grad_pass(lm, pairs.receiver, rows, metric, read, {}, hooks)
         for h in hooks:
@@ -161,6 +172,7 @@ def _ig(lm: LanguageModel, pairs: PairSet, nodes: list[Node], donor: dict[str, t
             moved = sorted(set(pos))
             grad_sum: torch.Tensor | float = 0.0
             for sl in chunks(steps, batch_size):
+                pace()
                 g, delta = _ig_pass(lm, pairs.receiver, i, metric, read, hook, moved,
                                     donor[hook][i, moved], alphas[sl], wide_from)
                 grad_sum += g
@@ -223,16 +235,40 @@ def _exact(lm: LanguageModel, pairs: PairSet, nodes: list[Node], idx: list[int],
     return (out.metric - base[job_ex]).reshape(n, len(sub))
 
 
-def agreement(estimate: np.ndarray, exact: np.ndarray, top_k: int) -> dict[str, Any]:
-    """Spearman correlation and top-k overlap (by |mean effect|) of two ``[nodes]`` vectors."""
+def _spearman(estimate: np.ndarray, exact: np.ndarray) -> float | None:
     from scipy.stats import spearmanr
 
+    if len(exact) < 3 or np.ptp(exact) == 0 or np.ptp(estimate) == 0:
+        return None
+    return float(spearmanr(estimate, exact).statistic)
+
+
+def agreement(estimate: np.ndarray, exact: np.ndarray, top_k: int,
+              per_pair: tuple[np.ndarray, np.ndarray] | None = None, *, n_boot: int = 1000,
+              seed: int = 0) -> dict[str, Any]:
+    """Spearman correlation and top-k overlap (by |mean effect|) of two ``[nodes]`` vectors.
+
+    With ``per_pair`` (the ``[pairs, nodes]`` estimates and exact effects the two means come
+    from), the Spearman correlation gets a percentile-bootstrap interval over pairs
+    (``spearman_lo``, ``spearman_hi``; None when fewer than 3 pairs or no spread)."""
     k = min(top_k, len(exact))
-    rho = (float(spearmanr(estimate, exact).statistic)
-           if len(exact) >= 3 and np.ptp(exact) > 0 and np.ptp(estimate) > 0 else None)
+    rho = _spearman(estimate, exact)
     top_e = set(np.argsort(-np.abs(exact), kind="stable")[:k].tolist())
     top_a = set(np.argsort(-np.abs(estimate), kind="stable")[:k].tolist())
-    return {"spearman": rho, "top_k_overlap": len(top_e & top_a) / k if k else None, "k": k,
+    lo = hi = None
+    if per_pair is not None and rho is not None and len(per_pair[0]) >= 3:
+        from interplab.controls import bootstrap_statistic
+
+        est, ex = (np.asarray(a, dtype=np.float64) for a in per_pair)
+
+        def stat(rows: np.ndarray) -> float:
+            r = _spearman(est[rows].mean(axis=0), ex[rows].mean(axis=0))
+            return float("nan") if r is None else r
+
+        _, lo, hi = bootstrap_statistic(stat, np.arange(len(est)), n_boot=n_boot, seed=seed)
+        lo, hi = (None, None) if lo != lo else (lo, hi)
+    return {"spearman": rho, "spearman_lo": lo, "spearman_hi": hi,
+            "top_k_overlap": len(top_e & top_a) / k if k else None, "k": k,
             "n_nodes": int(len(exact)),
             "max_abs_error": float(np.max(np.abs(estimate - exact))) if len(exact) else None}
 
@@ -241,11 +277,14 @@ def attribute(lm: LanguageModel, clean: Sequence[str] | Prompts,
               corrupted: Sequence[str] | Prompts, hooks: Sequence[str], metric: engine.Metric, *,
               positions: str | Sequence[int] = "all", read: str = "last",
               prefix: str | None = None, methods: Sequence[str] = METHODS, ig_steps: int = 8,
-              n_exact: int = 24, top_k: int = 5, warn_below: float = 0.5, batch_size: int = 32,
-              per_head: bool = True, seed: int = 0) -> AttributionResult:
+              n_exact: int = 24, n_top: int = 0, top_k: int = 5, warn_below: float = 0.5,
+              batch_size: int = 32, per_head: bool = True, n_boot: int = 1000, seed: int = 0
+              ) -> AttributionResult:
     """Estimate the patching effect of every node (hook × position, and × head for a per-head
     hook such as ``blocks.3.attn.hook_z`` unless ``per_head=False``) with each of ``methods``,
-    compute exact patching on ``n_exact`` seeded random nodes per hook kind, and compare."""
+    compute exact patching on ``n_exact`` seeded random nodes per hook kind and on the ``n_top``
+    nodes per hook kind the first method (AtP unless left out) ranks highest by |mean estimate|,
+    and compare."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise InterplabError(f"methods must be among {METHODS}, got {list(methods)}")
@@ -270,31 +309,78 @@ def attribute(lm: LanguageModel, clean: Sequence[str] | Prompts,
                else _ig(lm, pairs, nodes, donor, metric, rd, ig_steps, batch_size))
         estimates[m] = est
         cost[m] = (time.perf_counter() - t + capture_s) / forward_s
+    if n_top < 0:
+        raise InterplabError(f"n_top must be >= 0, not {n_top}")
     sample = _sample_nodes(nodes, n_exact, seed, lm)
-    idx = sorted(j for v in sample.values() for j in v)
+    ranked_by = "atp" if "atp" in estimates else next(iter(estimates))
+    top = _top_nodes(nodes, estimates[ranked_by], n_top, lm)
+    idx = sorted({j for v in (*sample.values(), *top.values()) for j in v})
     t = time.perf_counter()
     exact = _exact(lm, pairs, nodes, idx, donor, base, metric, rd, batch_size)
     cost["exact_per_node"] = (time.perf_counter() - t + capture_s) / forward_s / max(len(idx), 1)
     cost["exact_all_nodes_estimate"] = cost["exact_per_node"] * len(nodes)
-    agree, notes = _agreement_table(lm, nodes, idx, sample, estimates, exact, top_k, warn_below)
+    agree, notes = _agreement_table(lm, nodes, idx, sample, estimates, exact, top_k, warn_below,
+                                    n_boot, seed)
+    checks = _top_check(top, sample, idx, estimates, exact, ranked_by)
     return AttributionResult(
         hooks=list(hooks), nodes=[nd.label for nd in nodes], metric=metric_name(metric),
         read=rd.spec, estimates={m: e.tolist() for m, e in estimates.items()}, exact_nodes=idx,
         exact=exact.tolist(), agreement=agree, cost=cost,
         info={"n_pairs": len(pairs.receiver), "ig_steps": ig_steps, "seed": seed,
-              "n_nodes": len(nodes), "receiver_metric": base.tolist()}, warnings=notes)
+              "n_nodes": len(nodes), "receiver_metric": base.tolist(), "n_top": n_top,
+              "top_ranked_by": ranked_by}, warnings=notes, top_check=checks)
+
+
+def _top_nodes(nodes: list[Node], estimate: np.ndarray, n_top: int, lm: LanguageModel
+               ) -> dict[str, list[int]]:
+    """Per hook kind the ``n_top`` nodes of largest |mean estimate| (most first)."""
+    if n_top == 0:
+        return {}
+    size = np.abs(estimate.mean(axis=0))
+    by_kind: dict[str, list[int]] = {}
+    for j, nd in enumerate(nodes):
+        by_kind.setdefault(lm.parse_hook(nd.hook).kind, []).append(j)
+    return {k: sorted(v, key=lambda j: (-size[j], j))[:n_top] for k, v in by_kind.items()}
+
+
+def _top_check(top: dict[str, list[int]], sample: dict[str, list[int]], idx: list[int],
+               estimates: dict[str, np.ndarray], exact: np.ndarray, ranked_by: str
+               ) -> dict[str, dict[str, Any]]:
+    """Per hook kind: the top-ranked nodes' estimates beside their exact effects, and the
+    false negatives found: exactly patched nodes outside the top whose |exact effect| is among
+    the ``n_top`` largest of every node of that kind patched exactly."""
+    exact_mean = exact.mean(axis=0)
+    est = estimates[ranked_by].mean(axis=0)
+    out = {}
+    for kind, js in top.items():
+        known = sorted(set(js) | set(sample.get(kind, [])))
+        size = {j: abs(float(exact_mean[idx.index(j)])) for j in known}
+        largest = sorted(known, key=lambda j: (-size[j], j))[:len(js)]
+        missed = [j for j in largest if j not in js]
+        rows = [{"node": j, "estimate": float(est[j]), "exact": float(exact_mean[idx.index(j)])}
+                for j in js]
+        signs = [np.sign(r["estimate"]) == np.sign(r["exact"]) for r in rows]
+        out[kind] = {"ranked_by": ranked_by, "nodes": rows,
+                     "sign_agreement": float(np.mean(signs)) if rows else None,
+                     "recall": (len(js) - len(missed)) / len(js) if js else None,
+                     "false_negatives": [{"node": j, "estimate": float(est[j]),
+                                          "exact": float(exact_mean[idx.index(j)])}
+                                         for j in missed]}
+    return out
 
 
 def _agreement_table(lm: LanguageModel, nodes: list[Node], idx: list[int],
                      sample: dict[str, list[int]], estimates: dict[str, np.ndarray],
-                     exact: np.ndarray, top_k: int, warn_below: float
+                     exact: np.ndarray, top_k: int, warn_below: float, n_boot: int, seed: int
                      ) -> tuple[dict[str, dict[str, dict[str, Any]]], list[str]]:
     table: dict[str, dict[str, dict[str, Any]]] = {}
     notes = []
     exact_mean = exact.mean(axis=0)
-    for kind, js in {**sample, "all": idx}.items():
+    everything = sorted(j for v in sample.values() for j in v)  # the random sample, unbiased
+    for kind, js in {**sample, "all": everything}.items():
         cols = [idx.index(j) for j in js]
-        table[kind] = {m: agreement(e.mean(axis=0)[js], exact_mean[cols], top_k)
+        table[kind] = {m: agreement(e.mean(axis=0)[js], exact_mean[cols], top_k,
+                                    (e[:, js], exact[:, cols]), n_boot=n_boot, seed=seed)
                        for m, e in estimates.items()}
         rho = table[kind].get("atp", {}).get("spearman")
         if kind != "all" and rho is not None and rho < warn_below:

@@ -28,6 +28,7 @@ from interplab.interventions.prompts import (
 )
 from interplab.models import LanguageModel, edit_hooks
 from interplab.models.hooks import ActFn
+from interplab.threads import pace
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 EditFactory = Callable[[Batch, slice], Mapping[str, ActFn]]
@@ -84,6 +85,7 @@ def run_jobs(lm: LanguageModel, prompts: Prompts, job_example: np.ndarray, edits
     """Metric (and KL against ``reference_logp[example]`` ``[n, vocab]``) of every job."""
     out_m, out_kl = [], []
     for sl in chunks(len(job_example), batch_size):
+        pace()  # under threads='auto': re-decide the thread count between batches
         batch = make_batch(lm, prompts, job_example[sl], padding_side)
         with torch.inference_mode(), edit_hooks(lm, edits(batch, sl)):
             logits = read_logits(lm, prompts, batch, read)
@@ -102,6 +104,7 @@ def clean_run(lm: LanguageModel, prompts: Prompts, metric: Metric, *, read: Posi
     """Unedited metric ``[n]`` and log-probabilities ``[n, vocab]`` at the read token."""
     ms, lps = [], []
     for sl in chunks(len(prompts), batch_size):
+        pace()  # under threads='auto': re-decide the thread count between batches
         batch = make_batch(lm, prompts, np.arange(sl.start, sl.stop), padding_side)
         with torch.inference_mode():
             logits = read_logits(lm, prompts, batch, read)
@@ -119,6 +122,7 @@ def capture(lm: LanguageModel, prompts: Prompts, hooks: Sequence[str], *, batch_
     n, width = len(prompts), int(prompts.lengths.max())
     out: dict[str, torch.Tensor] = {}
     for sl in chunks(n, batch_size):
+        pace()  # under threads='auto': re-decide the thread count between batches
         batch = make_batch(lm, prompts, np.arange(sl.start, sl.stop))
         store: dict[str, torch.Tensor] = {}
 
@@ -168,6 +172,7 @@ def run_ce(lm: LanguageModel, texts: Prompts, job_example: np.ndarray, edits: Ed
 
     ce, count = [], []
     for sl in chunks(len(job_example), batch_size):
+        pace()  # under threads='auto': re-decide the thread count between batches
         batch = make_batch(lm, texts, job_example[sl])
         with torch.inference_mode(), edit_hooks(lm, edits(batch, sl)):
             c, k = token_ce(lm, texts, batch)

@@ -39,6 +39,7 @@ from interplab.interventions.result import (
     summarise,
 )
 from interplab.models import LanguageModel, edit_hooks
+from interplab.threads import pace
 
 DIRECTIONS = ("denoise", "noise")
 MODES = ("per-position", "whole")
@@ -193,8 +194,8 @@ def patch(lm: LanguageModel, clean: Sequence[str] | Prompts, corrupted: Sequence
           hooks: Sequence[str], metric: engine.Metric, *, positions: str | Sequence[int] = "all",
           mode: str = "per-position", direction: str = "denoise", read: str = "last",
           prefix: str | None = None, per_head: bool = True, n_null: int = 20,
-          null_nodes: int = 3, batch_size: int = 32, n_boot: int = 1000, seed: int = 0
-          ) -> InterventionResult:
+          null_nodes: int = 3, null_select: Sequence[int] | None = None, batch_size: int = 32,
+          n_boot: int = 1000, seed: int = 0) -> InterventionResult:
     """Patch every node (hook × position, or hook × all positions) of every pair.
 
     ``direction="denoise"`` runs the corrupted prompt with clean activations patched in;
@@ -202,7 +203,10 @@ def patch(lm: LanguageModel, clean: Sequence[str] | Prompts, corrupted: Sequence
     metric(patched) − metric(receiver run); ``info["fraction_restored"]`` divides each node's mean
     effect by the mean (donor − receiver) metric gap. The null, for the ``null_nodes`` nodes of
     largest mean |effect|: ``n_null`` random directions, each scaled per token to the norm of
-    that node's patch. Side effects: KL(receiver ‖ patched) at the read token per node.
+    that node's patch. Chosen and tested on the same pairs, the largest effects are biased
+    upwards; ``null_select`` (pair indices) chooses the nodes on those pairs and tests each
+    chosen node's mean effect, and its null, on the other pairs only (``null["selected_on"]``,
+    ``null["tested_on"]``). Side effects: KL(receiver ‖ patched) at the read token per node.
     A per-head hook (``blocks.{i}.attn.hook_z``) gives one node per head (``per_head=False``:
     all heads together).
     """
@@ -226,8 +230,9 @@ def patch(lm: LanguageModel, clean: Sequence[str] | Prompts, corrupted: Sequence
     proof.check(f"patching ({direction})")
     effects = (out.metric - base[job_ex]).reshape(n, len(nodes))
     kl = out.kl.reshape(n, len(nodes))
+    select, test = _null_halves(n, null_select)
     null = _patch_null(lm, pairs, nodes, donor, effects, base, metric, rd, n_null, null_nodes,
-                       batch_size, seed) if n_null > 0 else None
+                       batch_size, seed, select, test) if n_null > 0 else None
     gap = float(np.mean(donor_m - base))
     info = {"direction": direction, "mode": mode, "nodes": [nd.label for nd in nodes],
             "n_pairs": n, "receiver_metric": base.tolist(), "donor_metric": donor_m.tolist(),
@@ -264,6 +269,7 @@ def _run_widened(lm: LanguageModel, pairs: PairSet, nodes: list[Node],
         one = make_batch(lm, pairs.receiver, np.array([i]))
         col = int(read_columns(pairs.receiver, one, rd)[0])
         for sl in chunks(len(rows), batch_size):
+            pace()
             idx = np.asarray(rows[sl])
             k = len(idx)
             wide = dataclasses.replace(one, example=np.full(k, i), start=np.zeros(k, np.int64),
@@ -286,19 +292,33 @@ def _run_widened(lm: LanguageModel, pairs: PairSet, nodes: list[Node],
     return engine.Outputs(metric_out, kl_out if reference_logp is not None else None)
 
 
+def _null_halves(n: int, select: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(pairs the null's nodes are chosen on, pairs they are tested on): all pairs for both, or
+    ``select`` and the rest."""
+    if select is None:
+        return np.arange(n), np.arange(n)
+    chosen = np.unique(np.asarray(select, dtype=np.int64))
+    if chosen.size == 0 or chosen.min() < 0 or chosen.max() >= n or chosen.size == n:
+        raise InterplabError(f"null_select must name some but not all of the {n} pairs "
+                             f"(indices 0–{n - 1}); got {list(select)}")
+    return chosen, np.setdiff1d(np.arange(n), chosen)
+
+
 def _patch_null(lm: LanguageModel, pairs: PairSet, nodes: list[Node],
                 donor: dict[str, torch.Tensor], effects: np.ndarray, base: np.ndarray,
                 metric: engine.Metric, rd: Positions, n_null: int, null_nodes: int,
-                batch_size: int, seed: int) -> dict[str, Any]:
-    """Null for the nodes of largest mean |effect|: random directions with each patch's norm."""
-    top = np.argsort(-np.abs(effects.mean(axis=0)), kind="stable")[:max(null_nodes, 1)]
+                batch_size: int, seed: int, select: np.ndarray, test: np.ndarray
+                ) -> dict[str, Any]:
+    """Null for the nodes of largest mean |effect| on the ``select`` pairs, run on the ``test``
+    pairs: random directions with each patch's norm."""
+    top = np.argsort(-np.abs(effects[select].mean(axis=0)), kind="stable")[:max(null_nodes, 1)]
     # Drawn at the widest hook; a narrower hook takes the first features, renormalised.
     width = max(donor[nodes[j].hook].shape[-1] for j in top)
     unit = np.ones(width) / np.sqrt(width)
     dirs = torch.tensor(np.stack([random_direction_like(unit, seed=(seed, k))
                                   for k in range(n_null)]), dtype=torch.float32)
-    n = len(pairs.receiver)
-    job_ex = np.repeat(np.arange(n), len(top) * n_null)
+    n = len(test)
+    job_ex = np.repeat(test, len(top) * n_null)
     job_node = np.tile(np.repeat(top, n_null), n)
     job_null = np.tile(np.arange(n_null), n * len(top))
     proof = engine.Proof(sorted({nodes[j].hook for j in top}))
@@ -306,5 +326,6 @@ def _patch_null(lm: LanguageModel, pairs: PairSet, nodes: list[Node],
                        rd, batch_size)
     moved = (out.metric - base[job_ex]).reshape(n, len(top), n_null).mean(axis=0)  # [top, K]
     return {"method": "norm-matched random direction in place of each patch's change",
+            "selected_on": select.tolist(), "tested_on": test.tolist(),
             "nodes": {str(int(j)): {**nodes[j].label, **null_comparison(
-                float(effects[:, j].mean()), moved[t], 1.0)} for t, j in enumerate(top)}}
+                float(effects[test, j].mean()), moved[t], 1.0)} for t, j in enumerate(top)}}

@@ -241,3 +241,101 @@ def check_prompts_fit(lm: LanguageModel, ds: StatementDataset, train_rows: np.nd
     raise InterplabError(f"the {n_shots}-shot prefix ({p} tokens) and the longest prompt ({t} "
                          f"tokens) need {p + t} tokens, more than the model's context of "
                          f"{lm.n_ctx}; {advice}")
+
+
+# -- prompt formats: how a statement is put to the model and where its answer is read ----------
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """One way of asking a model about a statement; every prompt starts with the statement.
+
+    ``kind="answer"``: a true/false answer word is read after the statement, either after a plain
+    ``tail`` (few-shot lines ``<statement><tail> <word>`` before it) or, for a chat format
+    (``chat_question`` set), after the model's chat template wraps ``chat_question`` (with
+    ``{statement}`` at its end) and the assistant's turn begins with ``chat_answer``.
+    ``kind="completion"``: the statement is followed by ``completion_sep`` and its own opening
+    words up to its last word (its object: "The city of X is in"), and the model's log-probability
+    of the object the statement stated is read there."""
+
+    name: str
+    kind: str
+    description: str
+    tail: str = TAIL
+    chat_question: str | None = None
+    chat_answer: str = ""
+    completion_sep: str = " "
+
+    @property
+    def is_chat(self) -> bool:
+        return self.chat_question is not None
+
+
+FORMATS: dict[str, PromptFormat] = {f.name: f for f in (
+    PromptFormat("completion", "completion",
+                 "the statement, then its opening words again up to its last word "
+                 "(\"The city of X is in Y. The city of X is in\"); read: log P(the stated object's "
+                 "first token), nats"),
+    PromptFormat("statement-is", "answer",
+                 f"few-shot lines \"<statement>{TAIL} <answer>\", then the statement and "
+                 f"\"{TAIL}\"; read: P(true word) − P(false word)"),
+    PromptFormat("chat", "answer",
+                 "the model's chat template: the user asks \"Is this statement true or false?\" "
+                 "before the statement, the assistant's turn begins \"The statement is\"; few-shot "
+                 "turns before it; read: P(true word) − P(false word)",
+                 tail="", chat_question="Is this statement true or false?\n{statement}",
+                 chat_answer="The statement is"),
+)}
+
+
+def prompt_format(name: str) -> PromptFormat:
+    if name not in FORMATS:
+        raise InterplabError(f"unknown prompt format {name!r}; choose from {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
+def has_chat_template(lm: LanguageModel) -> bool:
+    return bool(getattr(lm.tokenizer, "chat_template", None))
+
+
+_PLACEHOLDER = "\u2063STATEMENT\u2063"
+
+
+def answer_prompt(lm: LanguageModel, fmt: PromptFormat, shots: Sequence[tuple[str, str]]
+                  ) -> tuple[str, str]:
+    """``(prefix, tail)`` of an answer format: the shared prefix (``shots`` as (statement,
+    answer word with its leading space) examples) and the text after each statement."""
+    if fmt.kind != "answer":
+        raise InterplabError(f"the {fmt.name} format reads no answer word")
+    if not fmt.is_chat:
+        return "".join(f"{s}{fmt.tail}{word}\n" for s, word in shots), fmt.tail
+    if not has_chat_template(lm):
+        raise InterplabError(f"the {fmt.name} format needs a chat template, and {lm.name}'s "
+                             "tokenizer has none; use another prompt format")
+    question = fmt.chat_question or "{statement}"
+    if not question.endswith("{statement}"):
+        raise InterplabError("a chat question must end with {statement}: prompts start there")
+    messages = []
+    for s, word in shots:
+        messages += [{"role": "user", "content": question.format(statement=s)},
+                     {"role": "assistant", "content": f"{fmt.chat_answer}{word}."}]
+    messages.append({"role": "user", "content": question.format(statement=_PLACEHOLDER)})
+    text = lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text += fmt.chat_answer
+    head, _, tail = text.partition(_PLACEHOLDER)
+    return head, tail
+
+
+def object_split(statement: str) -> tuple[str, str]:
+    """A statement's opening words up to its last word, and that last word (its object) as it
+    follows them: "The city of Paris is in France." → ("The city of Paris is in", " France");
+    a quoted object keeps its opening quote in the opening words ("... means 'January'." →
+    ("... means '", "January"))."""
+    body = statement.strip().rstrip(".!?").rstrip()
+    cut = body.rfind(" ")
+    if cut <= 0:
+        raise InterplabError(f"the statement {statement!r} has no last word to complete; the "
+                             "completion format needs statements of several words")
+    head, last = body[:cut], body[cut + 1:]
+    if last[:1] in "'\"" and len(last) > 1:
+        return f"{head} {last[0]}", last[1:].rstrip("'\"")
+    return head, " " + last

@@ -1,9 +1,10 @@
 """HTML report of the causal truth study: one self-contained file, figures inline.
 
-Reads a :class:`~interplab.studies.causal.CausalResult` (or its JSON dict) and draws the
-dose–response of each probe direction beside its random-direction null, the side effects, the
-patching map (layers × final tokens) and the attribution agreement table. It computes nothing:
-every number comes from the result.
+Reads a :class:`~interplab.studies.causal.CausalResult` (or its JSON dict). At the top: the
+finding, its controls and its uncertainty in a few bullets, then the headline figure (each
+probe's dose–response beside its random-direction null and the no-statement control, and the
+unsteered true/false scores whose gap gates every claim about truth), then the complete tables.
+It computes nothing: every number comes from the result.
 """
 
 from __future__ import annotations
@@ -22,52 +23,125 @@ def _as_dict(result: Any) -> dict[str, Any]:
     return result if isinstance(result, dict) else asdict(result)
 
 
-def _figure_dose(r: dict[str, Any]) -> str:
-    steering = r["steering"]
-    fig, (ax, ax2) = new_figure((11, 3.8), 1, 2)
-    for name, s in steering.items():
-        label = next(c["label"] for c in r["comparison"] if c["probe"] == name)
+def _figure_headline(r: dict[str, Any]) -> str:
+    steering, task = r["steering"], r["task"]
+    fig, (ax, ax2) = new_figure((11.5, 4.0), 1, 2, gridspec_kw={"width_ratios": [1.6, 1]})
+    rows = {c["probe"]: c for c in r["comparison"] if c["dataset"] == "cities"}
+    for i, (name, s) in enumerate(steering.items()):
+        colour = f"C{i}"
         d, m = np.asarray(s["doses"]), s["summary"]
-        ax.plot(d, m["mean"], "o-", ms=3, label=plain_text(label))
-        ax.fill_between(d, m["lo"], m["hi"], alpha=0.2)
-        ax2.plot(d, s["side_effects"]["kl_mean"], "o-", ms=3, label=plain_text(label))
-    null = next(iter(steering.values()))["null"]
-    ax.errorbar([null["dose"]], [null["mean"]], yerr=[[null["mean"] - min(null["values"])],
-                                                      [max(null["values"]) - null["mean"]]],
-                fmt="kx", capsize=4,
-                label=f"{null.get('k', null.get('n_null'))} random directions (range)")
+        ax.plot(d, m["mean"], "o-", ms=3, color=colour, label=plain_text(rows[name]["label"]))
+        ax.fill_between(d, m["lo"], m["hi"], alpha=0.15, color=colour)
+        c = r["control"]["probes"].get(name)
+        if c is not None:
+            ax.errorbar([c["dose"] + 0.06 * (i + 1)], [c["effect"]],
+                        yerr=[[c["effect"] - c["lo"]], [c["hi"] - c["effect"]]], fmt="s",
+                        mfc="white", color=colour, ms=5, capsize=3,
+                        label=plain_text(f"{rows[name]['label']}: no statement"))
+        null = s["null"]
+        if null:
+            vals = np.asarray(null["values"])
+            ax.errorbar([null["dose"] - 0.06 * (i + 1)], [null["mean"]],
+                        yerr=[[null["mean"] - vals.min()], [vals.max() - null["mean"]]],
+                        fmt="x", color=colour, capsize=3, alpha=0.7)
     ax.axhline(0, color="grey", lw=0.6)
-    ax.set_xlabel("dose (class-mean gaps at each steered layer)")
-    ax.set_ylabel("change of P(true) − P(false), intended direction")
-    ax.set_title("Dose–response on held-out statements (95% CI)")
+    ax.set_xlabel("dose (class-mean gaps at each steered layer); × = random directions (range)")
+    ax.set_ylabel(plain_text(f"change of {task['metric']}, intended direction"))
+    ax.set_title("Steering held-out statements (95% CI)")
     ax.legend(fontsize=7)
-    ax2.set_xlabel("dose")
-    ax2.set_ylabel("KL(clean ‖ steered) at the answer (nats)")
-    ax2.set_title("Side effect at the answer token")
-    ax2.legend(fontsize=7)
+    base = np.asarray(next(iter(steering.values()))["baseline"])
+    y = np.asarray(r["data"]["steered_labels"])
+    b = task["baseline"]
+    for k, lab in enumerate((1, 0)):
+        vals = base[y == lab]
+        ax2.scatter(np.full(len(vals), k) + np.linspace(-0.15, 0.15, len(vals)), vals, s=8,
+                    alpha=0.6, color="C2" if lab else "C3")
+        ax2.hlines(vals.mean(), k - 0.25, k + 0.25, color="k")
+    ax2.set_xticks([0, 1], ["true", "false"])
+    ax2.set_ylabel(plain_text(task["metric"]))
+    verdict = "tells them apart" if b["solves"] else "does not tell them apart"
+    ax2.set_title(plain_text(f"Unsteered: gap {b['gap']:+.3f} [{b['gap_lo']:+.3f}, "
+                         f"{b['gap_hi']:+.3f}]\n({verdict})"), fontsize=9)
     fig.tight_layout()
     return figure_png(fig)
 
 
-def _figure_patch(p: dict[str, Any]) -> str:
-    grid = np.asarray(p["fraction_grid"] if p["fraction_grid"] is not None else p["grid"])
+def _figure_patch(p: dict[str, Any]) -> str | None:
+    if not p.get("ran"):
+        return None
+    frac = p["fraction_grid"]
+    grid = np.asarray(frac if frac is not None else p["grid"])
     fig, ax = new_figure((7, 5.5))
     lim = max(float(np.abs(grid).max()), 1e-9)
     im = ax.imshow(grid, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, origin="lower")
     ax.set_yticks(range(len(p["layers"])), [str(v) for v in p["layers"]])
-    ax.set_xticks(range(len(p["offsets"])), [plain_text(f"{t}\n{o}") for t, o in
+    ax.set_xticks(range(len(p["offsets"])), [plain_text(f"{t!r}\n{o}") for t, o in
                                              zip(p["tokens_of_first_pair"], p["offsets"],
                                                  strict=True)], fontsize=7)
     ax.set_ylabel("layer (resid_post)")
     ax.set_xlabel("token (first pair) and offset from the end")
-    ax.set_title("Fraction of the true − false gap restored by patching"
-                 if p["fraction_grid"] is not None else "Mean effect of patching")
+    ax.set_title("Share of the true − false gap restored by patching" if frac is not None else
+                 "Mean effect of patching (the gap is not distinguishable from 0:\nno share of "
+                 "it is shown and nothing is localised)", fontsize=9)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     return figure_png(fig)
 
 
+def summary_bullets(r: dict[str, Any]) -> list[str]:
+    """The top of the page: the finding, its controls, its uncertainty."""
+    b, v = r["task"]["baseline"], r["verdict"]
+    out = [f"Task: {r['task']['chosen']} ({r['task']['metric']}). Unsteered true − false gap "
+           f"{b['gap']:+.3f} [{b['gap_lo']:+.3f}, {b['gap_hi']:+.3f}] on {b['n']} held-out "
+           "statements: " + ("the model tells true from false." if b["solves"] else
+                             "the model does not tell true from false, so nothing is called "
+                             "causal for truth and no effect is normalised.")]
+    causal = [c["label"] for c in r["comparison"]
+              if c["dataset"] == "cities" and v["probes"][c["probe"]]["causal_for_truth"]]
+    moves = [c["label"] for c in r["comparison"] if c["dataset"] == "cities"
+             and v["probes"][c["probe"]]["moves_the_answer"]
+             and v["probes"][c["probe"]]["beyond_control"]]
+    out.append("Causal for truth: " + (", ".join(causal) if causal else "none") + ". Beyond "
+               "the random-direction null and the no-statement control (corrected): "
+               + (", ".join(moves) if moves else "none") + ".")
+    for c in r["comparison"]:
+        if c["dataset"] != "cities":
+            continue
+        ctrl = r["control"]["probes"][c["probe"]]
+        norm = c["normalised"]
+        out.append(f"{c['label']}: effect {c['effect']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] "
+                   f"vs random directions {c['null_mean']:+.3f} ± {c['null_sd']:.3f} "
+                   f"({c['verdict']}, z {_z(c)}); no statement {ctrl['effect']:+.3f}"
+                   + (f"; {norm['value']:+.2f} [{norm['lo']:+.2f}, {norm['hi']:+.2f}] of the gap"
+                      if norm is not None else "") + ".")
+    p = r["patching"]
+    if p.get("ran"):
+        g = p["gap"]
+        out.append(f"Patching gap {g['mean']:+.3f} [{g['lo']:+.3f}, {g['hi']:+.3f}]: "
+                   + (f"{len(v['localised_nodes'])} node(s) localised on held-out pairs."
+                      if p["localise"] else "not distinguishable from 0, nothing localised."))
+    return out
+
+
+def _z(cell: dict[str, Any]) -> str:
+    return "n/a" if cell.get("z") is None else f"{cell['z']:+.1f}"
+
+
 def write_causal_report(result: Any, path: str | Path) -> Path:
     r = _as_dict(result)
-    return render("causal.html", path, r=r, dose_png=_figure_dose(r),
-                  patch_png=_figure_patch(r["patching"]))
+    return render("causal.html", path, r=r, bullets=summary_bullets(r),
+                  headline_png=_figure_headline(r), patch_png=_figure_patch(r["patching"]))
+
+
+def summary_lines(result: Any) -> list[str]:
+    """What ``interplab causal`` prints: the findings, then the run's cost."""
+    r = _as_dict(result)
+    out = [f"• {line}" for line in r["findings"]]
+    t = r["timings"]
+    if "attribution_cost_atp" in t:
+        out.append(f"• Attribution cost in forward passes (this run's wall time): AtP "
+                   f"{t['attribution_cost_atp']:.1f}, IG {t.get('attribution_cost_ig', float('nan')):.1f}, "
+                   f"exact patching of every node ≈ {t['attribution_cost_exact_all_nodes_estimate']:.0f}.")
+    if "total_s" in t:
+        out.append(f"• Run time {t['total_s']:.0f} s.")
+    return out

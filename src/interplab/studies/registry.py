@@ -80,6 +80,12 @@ def run_belief_into(config: Any, out: Path, progress: bool) -> Any:
     return run_belief_study(config, out_dir=out, progress=progress)
 
 
+def run_causal_into(config: Any, out: Path, progress: bool) -> Any:
+    from interplab.studies.causal.run import run_causal
+
+    return run_causal(config, progress=progress, cache_dir=out / "activations")
+
+
 def run_plain(target: str) -> Callable[[Any, Path, bool], Any]:
     def run(config: Any, out: Path, progress: bool) -> Any:
         return _resolve(target)(config)
@@ -152,6 +158,16 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           "SHIFT: ablate the SAE latents tied to a spurious cue, retrain the probe, and compare "
           "worst-group accuracy with random-latent, LEACE and balanced-data controls.",
           exclude=frozenset({"data.pair_by", "data.group_column"})),
+    Study("causal", "interplab.studies.causal.config:CausalConfig",
+          "interplab.studies.causal.config:CausalResult",
+          "interplab.studies.registry:run_causal_into",
+          "interplab.report.causal:write_causal_report", "interplab.report.causal:summary_lines",
+          "causal.json",
+          "Is the truth direction causal? On a task the model solves (format chosen on "
+          "validation), steer with probe directions beside a random-direction null, prompts with "
+          "no statement and other datasets; patch true into false statements; compare "
+          "attribution methods.",
+          rename={"n_steer_layers": "n-layers", "steer_layers": "layers"}),
 )}
 
 run_weights_into = run_plain("interplab.studies.weights:run_weights")

@@ -171,7 +171,7 @@ def xor_rows(r: dict[str, Any]) -> list[str]:
 def xor_generalization_rows(r: dict[str, Any]) -> list[str]:
     """docs/xor.md, the generalization table."""
     rows = []
-    for mode, per_ds in r["generalization"].items():
+    for per_ds in r["generalization"].values():
         for name, per_held in per_ds.items():
             for held, g in per_held.items():
                 li = g["layer_index"]

@@ -195,6 +195,14 @@ QUOTED = {
                      {("run", "seed"): 0, ("run", "model"): "smollm2-135m",
                       ("neutral_sequences",): 16, ("layer",): None},
                      (erasure_rows, behaviour_rows)),
+    "erasure_12shots.json": ("erasure.md", "interplab erase --methods leace,orth,mean-diff "
+                             "--directions-max-rounds 0 --neutral-sequences 0 --n-shots 12 "
+                             "--out runs/erase12",
+                             {("run", "seed"): 0, ("run", "model"): "smollm2-135m",
+                              ("prompt", "n_shots"): 12, ("neutral_sequences",): 0,
+                              ("directions_max_rounds",): 0, ("layer",): None,
+                              ("methods",): ["leace", "orth", "mean-diff"]},
+                             (behaviour_rows,)),
     "nulls.json": ("erasure.md", "interplab nulls --out runs/nulls",
                    {("run", "seed"): 0, ("run", "model"): "smollm2-135m", ("layer",): None},
                    (nulls_probe_rows, nulls_random_rows, nulls_sae_rows)),

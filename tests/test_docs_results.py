@@ -148,6 +148,15 @@ def nulls_sae_rows(r: dict[str, Any]) -> list[str]:
     return rows
 
 
+def truth_nulls_probe_rows(r: dict[str, Any]) -> list[str]:
+    """docs/erasure.md, "Inside the truth study": the truth study's null section."""
+    return nulls_probe_rows(r["erasure_nulls"]["nulls"])
+
+
+def truth_nulls_random_rows(r: dict[str, Any]) -> list[str]:
+    return nulls_random_rows(r["erasure_nulls"]["nulls"])
+
+
 # ---------------------------------------------------------------------------------- xor.json
 NET_LABEL = {"reset": "reset", "random_init": "random init"}
 
@@ -206,6 +215,13 @@ QUOTED = {
     "nulls.json": ("erasure.md", "interplab nulls --out runs/nulls",
                    {("run", "seed"): 0, ("run", "model"): "smollm2-135m", ("layer",): None},
                    (nulls_probe_rows, nulls_random_rows, nulls_sae_rows)),
+    "truth_erasure_nulls.json": ("erasure.md", "interplab truth --datasets cities,neg_cities "
+                                 "--train cities --layers 9,12,15 --probes diffmean,logistic "
+                                 "--controls shuffled --erasure-nulls --out runs/truth-en",
+                                 {("run", "seed"): 0, ("run", "model"): "smollm2-135m",
+                                  ("erasure_nulls",): True, ("layers",): [9, 12, 15],
+                                  ("controls",): ["shuffled"]},
+                                 (truth_nulls_probe_rows, truth_nulls_random_rows)),
     "xor.json": ("xor.md", "interplab xor --out runs/xor",
                  {("run", "seed"): 0, ("run", "model"): "smollm2-135m", ("layers",): None,
                   ("tokens",): ["last"]},

@@ -50,14 +50,14 @@ class ShiftConfig(FlatConfig):
     # whole entity groups of eight rows each: a larger default than the statement studies'
     data: SplitConfig = field(default_factory=lambda: SplitConfig(max_per_dataset=1200))
     sae: StudySaeConfig = field(default_factory=StudySaeConfig)
-    dataset: str = field(default="distractor_cities", metadata={
+    dataset: str = field(default="speaker_cities", metadata={
         "help": "distractor_cities (cue: the word after the statement, banana/shed) or "
         "speaker_cities (cue: the speaker, Alice/Bob)."})
     layers: list[int] = field(default_factory=lambda: [6, 12, 18], metadata={
         "help": "Blocks whose resid_post gets an SAE."})
     probe_layer: int | None = field(default=None, metadata={
         "help": "Block whose resid_post the probe reads (default: the last of --layers)."})
-    pooling: str = field(default="mean", metadata={
+    pooling: str = field(default="last", metadata={
         "help": "mean (over each text's ordinary tokens) or last (the last token)."})
     n_candidates: int = field(default=30, metadata={
         "help": "Most attributed latents checked for a tie to the cue."})

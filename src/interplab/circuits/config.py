@@ -75,18 +75,18 @@ class StudySaeConfig:
     def paths(self) -> dict[str, str]:
         return dict(p.split("=", 1) for p in self.sae_paths)
 
-    def sae_config(self, architecture: str) -> Any:
-        """The :class:`~interplab.sae.SAEConfig` template of ``architecture`` (d_in and hook
-        are filled in where the SAE is made)."""
+    def sae_config(self, architecture: str, d_in: int) -> Any:
+        """The :class:`~interplab.sae.SAEConfig` template of ``architecture`` for inputs of width
+        ``d_in`` (the hook and model are filled in where the SAE is made)."""
         from interplab.sae.config import SAEConfig
 
         if architecture in TOPK_FAMILY:
-            return SAEConfig(architecture, 0, self.sae_width, k=self.sae_k)
+            return SAEConfig(architecture, d_in, self.sae_width, k=self.sae_k)
         lam = {"relu": self.relu_sparsity, "gated": self.gated_sparsity,
                "jumprelu": self.jumprelu_sparsity}[architecture]
         extra = {"jumprelu_init_threshold": self.jumprelu_threshold} if (
             architecture == "jumprelu") else {}
-        return SAEConfig(architecture, 0, self.sae_width, sparsity_coefficient=lam, **extra)
+        return SAEConfig(architecture, d_in, self.sae_width, sparsity_coefficient=lam, **extra)
 
     def trainer_config(self, seed: int) -> Any:
         """Training settings: warm-ups of 5 % (LR) and 10 % (λ) of the steps, a dead-latent
@@ -134,7 +134,7 @@ def load_or_train(lm: Any, hooks: list[str], cfg: StudySaeConfig, architectures:
         if hs:
             by_hooks.setdefault(tuple(hs), []).append(a)
     for hs, archs in by_hooks.items():
-        got, report = cached_saes(lm, list(hs), [cfg.sae_config(a) for a in archs],
+        got, report = cached_saes(lm, list(hs), [cfg.sae_config(a, lm.d_model) for a in archs],
                                   cfg.trainer_config(seed), cfg.corpus_data(),
                                   batch_size=cfg.sae_batch_size, cache_dir=cache_dir,
                                   progress=progress)

@@ -336,3 +336,29 @@ def test_config_refuses_a_dose_series_without_zero_or_negatives():
         CausalConfig(doses=[0.5, 1, 2, 3, 4]).validate()
     with pytest.raises(InterplabError, match="n-null"):
         CausalConfig(n_null=5).validate()
+
+
+def test_steering_runs_each_prompts_unedited_head_once_with_the_same_effects():
+    """Read at the last token, steering runs the tokens before each prompt's first edit once
+    and shares them across its rows; reading the same token as "index:-1" takes the plain path
+    (every row runs the whole prompt): the effects, null and KL agree to rounding."""
+    from interplab.activations import Positions
+    from interplab.interventions import TargetLogProb, steer_many
+    from interplab.interventions.prompts import encode
+    from interplab.models import load
+
+    lm = load("tiny-llama", seed=0)
+    p = encode(lm, ["The city of Paris is in France. The city of Paris is in",
+                    "The city of Rome is in Peru. The city of Rome is in",
+                    "Two is larger than three. Two is larger than"], "The city of Oslo is in Norway.\n")
+    pos = Positions.explicit([[5, 6], [4, 6], [3]])
+    rng = np.random.default_rng(0)
+    d = {"a": {f"blocks.{i}.hook_resid_post": rng.normal(size=lm.d_model) for i in (1, 2)}}
+    a, b = (steer_many(lm, p, d, [-1, 0, 1, 2], TargetLogProb((11, 12, 13)), positions=pos,
+                       read=read, n_null=5, signs=[1, -1, 1], n_boot=100)["a"]
+            for read in ("last", "index:-1"))
+    assert a.info["rows_run"] == b.info["rows_run"]
+    np.testing.assert_allclose(a.effects, b.effects, atol=1e-5)
+    np.testing.assert_allclose(a.null["values"], b.null["values"], atol=1e-5)
+    np.testing.assert_allclose(a.side_effects["kl_mean"], b.side_effects["kl_mean"], atol=1e-6)
+    assert np.abs(np.asarray(a.effects)).max() > 1e-3  # the steering did move the metric

@@ -64,6 +64,21 @@ def encode(lm: LanguageModel, prompts: Sequence[str], prefix: str | None = None)
     return Prompts(ids, prefix_ids, False, kv)
 
 
+def split_head(lm: LanguageModel, prompts: Prompts, i: int, cut: int) -> Prompts:
+    """Prompt ``i`` alone, its first ``cut`` tokens moved into the shared prefix (run once here,
+    keys and values kept): rows that edit only tokens from ``cut`` on then run just the rest.
+    Token positions in the result count from ``cut``."""
+    ids = list(prompts.ids[i])
+    if not 0 < cut < len(ids):
+        raise InterplabError(f"cannot split prompt {i} ({len(ids)} tokens) at token {cut}")
+    head = list(prompts.prefix_ids) + ids[:cut]
+    with torch.no_grad():
+        out = lm.base(input_ids=torch.tensor([head], device=lm.device), use_cache=True)
+    cache = out.get("cache") or out.past_key_values
+    kv = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+    return Prompts([ids[cut:]], head, False, kv)
+
+
 def as_prompts(lm: LanguageModel, prompts: Sequence[str] | Prompts,
                prefix: str | None = None) -> Prompts:
     if isinstance(prompts, Prompts):

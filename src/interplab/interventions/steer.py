@@ -18,7 +18,7 @@ from interplab.controls import random_direction_like
 from interplab.errors import InterplabError
 from interplab.interventions import engine
 from interplab.interventions.metrics import metric_name
-from interplab.interventions.prompts import Batch, Prompts, as_prompts, encode
+from interplab.interventions.prompts import Batch, Prompts, as_prompts, encode, split_head
 from interplab.interventions.result import (
     InterventionResult,
     null_comparison,
@@ -165,10 +165,15 @@ def steer_many(lm: LanguageModel, prompts: Sequence[str] | Prompts,
     job_ex = np.repeat(order, n_spec)
     job_spec = np.tile(np.arange(n_spec), n)
     vecs = table.tensors(lm)
-    out = engine.run_jobs(lm, p, job_ex, _steer_edits(table, vecs, job_spec, sign[job_ex], p, pos,
-                                                     proof),
-                          metric, read=rd, batch_size=batch_size, padding_side=padding_side,
-                          reference_logp=base_logp)
+    cuts = [min(p.select(pos, i)) for i in range(n)]
+    if rd.kind == "last" and min(cuts) > 0:  # the unedited tokens before the first edit run once
+        out = _run_per_prompt(lm, p, pos, rd, job_ex, job_spec, sign, cuts, table, vecs, proof,
+                              metric, batch_size, padding_side, base_logp)
+    else:
+        out = engine.run_jobs(lm, p, job_ex, _steer_edits(table, vecs, job_spec, sign[job_ex], p,
+                                                         pos, proof),
+                              metric, read=rd, batch_size=batch_size, padding_side=padding_side,
+                              reference_logp=base_logp)
     proof.check("steering")
     moved = np.zeros((n, n_spec))
     kl = np.zeros((n, n_spec))
@@ -183,6 +188,33 @@ def steer_many(lm: LanguageModel, prompts: Sequence[str] | Prompts,
                           doses, null_dose, hooks=list(dirs[name]), pos=pos, rd=rd, metric=metric,
                           proof=proof, base=base, info=info, n_boot=n_boot, seed=seed)
             for name in dirs}
+
+
+def _run_per_prompt(lm: LanguageModel, p: Prompts, pos: Positions, rd: Positions,
+                    job_ex: np.ndarray, job_spec: np.ndarray, sign: np.ndarray, cuts: list[int],
+                    table: _Table, vecs: dict[str, torch.Tensor], proof: engine.Proof,
+                    metric: engine.Metric, batch_size: int, padding_side: str,
+                    base_logp: torch.Tensor) -> engine.Outputs:
+    """The jobs prompt by prompt: each prompt's tokens before its first edited one run once
+    (:func:`~interplab.interventions.prompts.split_head`), and each job only the rest. Every
+    row of a prompt shares those tokens' keys and values, so this equals running whole prompts
+    up to floating-point rounding."""
+    metric_out, kl_out = np.zeros(len(job_ex)), np.zeros(len(job_ex))
+    for i in range(len(p)):
+        rows = np.flatnonzero(job_ex == i)
+        sub = split_head(lm, p, i, cuts[i])
+        sub_pos = Positions.explicit([[q - cuts[i] for q in p.select(pos, i)]])
+
+        def one(logits: torch.Tensor, example: torch.Tensor, i: int = i) -> torch.Tensor:
+            return metric(logits, torch.full_like(example, i))  # the prompt's own target
+
+        out = engine.run_jobs(lm, sub, np.zeros(len(rows), dtype=np.int64),
+                              _steer_edits(table, vecs, job_spec[rows], sign[job_ex[rows]], sub,
+                                           sub_pos, proof),
+                              one, read=rd, batch_size=batch_size, padding_side=padding_side,
+                              reference_logp=base_logp[i : i + 1])
+        metric_out[rows], kl_out[rows] = out.metric, out.kl
+    return engine.Outputs(metric_out, kl_out)
 
 
 def _columns(cols: list[int | None], values: np.ndarray) -> np.ndarray:

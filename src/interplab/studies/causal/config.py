@@ -54,13 +54,15 @@ class CausalConfig(FlatConfig):
         "help": "The statement's last tokens steered (final word piece and period)."})
     doses: list[float] = field(default_factory=lambda: [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0],
                                metadata={"help": "Doses in class-mean gaps per steered layer."})
-    n_null: int = field(default=200, metadata={
+    n_null: int = field(default=250, metadata={
         "help": "Norm-matched random directions in each null (steering per window and dataset, "
-                "patching's held-out nodes); a p-value's floor is 1/(k+1)."})
+                "patching's held-out nodes); a p-value's floor is 1/(k+1). With the default 12 "
+                "p-values corrected together, 250 lets a lone effect at its floor reach q = "
+                "0.048 (docs/benchmarks.md: the cost of more)."})
     transfer: list[str] = field(default_factory=lambda: ["sp_en_trans"], metadata={
         "help": "Other datasets whose held-out statements are steered with the same directions "
                 "(none: no transfer)."})
-    n_transfer: int = field(default=64, metadata={
+    n_transfer: int = field(default=32, metadata={
         "help": "Held-out statements steered per transfer dataset."})
     n_neutral: int = field(default=4, metadata={"help": "Neutral (KJV) texts for ΔCE."})
     neutral_tokens: int = field(default=48, metadata={"help": "Tokens per neutral text."})

@@ -129,7 +129,11 @@ def _null_nodes(patching: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------- words
-def _q(cell: dict[str, Any]) -> str:
+CONTROL_WORDS = {"above the null": "larger on statements", "below the null":
+                 "smaller on statements", "not significant": "not distinguishable"}
+
+
+def _q(cell: dict[str, Any], words: dict[str, str] | None = None) -> str:
     """A tested cell's corrected verdict, with q, the raw p (its draws, at the floor "≤") and
     the z-score against the null."""
     from interplab.controls import format_p
@@ -141,7 +145,8 @@ def _q(cell: dict[str, Any]) -> str:
         raw = format_p(cell["p"], at_floor=cell["at_floor"], k=None)
         raw += " (bootstrap)"
     z = f", z = {cell['z']:+.1f}" if cell.get("z") is not None else ""
-    return f"{cell['verdict']} after correction ({q}; {raw} uncorrected{z})"
+    verdict = (words or {}).get(cell["verdict"], cell["verdict"])
+    return f"{verdict} after correction ({q}; {raw} uncorrected{z})"
 
 
 def findings(task: Any, choice: dict[str, Any], baseline: dict[str, Any],
@@ -152,6 +157,10 @@ def findings(task: Any, choice: dict[str, Any], baseline: dict[str, Any],
     out += _steer_findings(task, baseline, comparison, control, verdict, windows)
     out += _transfer_findings(comparison, transfers)
     out += _patch_findings(patching)
+    if patching["ran"] and task.answers is None:
+        out.append("With the completion format the true and the false run differ in which "
+                   "object the statement named, so patching follows where that object reaches "
+                   "the repeat (copying), not where the statement's truth is computed.")
     out += _attr_findings(attribution)
     return out
 
@@ -198,7 +207,8 @@ def _steer_findings(task: Any, baseline: dict[str, Any], comparison: list[dict[s
             f"{row['k']} norm-matched random directions moved it by {_f(row['null_mean'])} ± "
             f"{_f(row['null_sd'], '.3f')}: {_q(row)}. On prompts with no statement the same "
             f"push moved it by {_ci(c['effect'], c['lo'], c['hi'])}; statement − no statement "
-            f"{_ci(c['difference'], c['difference_lo'], c['difference_hi'])}, {_q(c)}. "
+            f"{_ci(c['difference'], c['difference_lo'], c['difference_hi'])}, "
+            f"{_q(c, CONTROL_WORDS)}. "
             f"KL at the answer {_f(row['kl'], '.3f')} nats.")
     causal = [label(p) for p, v in verdict["probes"].items() if v["causal_for_truth"]]
     moves = [label(p) for p, v in verdict["probes"].items()

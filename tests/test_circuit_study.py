@@ -30,7 +30,7 @@ def test_circuit_study_runs_writes_its_files_and_a_second_run_trains_no_sae(tmp_
     res, json_path, html_path, lines = study.execute(_circuit_config(cache), tmp_path / "a",
                                                      progress=False)
     assert res.saes["trained"] == 3  # topk at blocks 1 and 2, jumprelu at block 2
-    assert sum(len(c["saes"]) for c in res.saes["cache"]) == 4  # topk at block 2 is shared
+    assert sum(len(c["saes"]) for c in res.saes["cache"]) == 3
     data = json.loads(json_path.read_text())
     assert data["study"] == "circuit" and data["curve"]["sizes"]
     assert {r["architecture"] for r in data["comparison"]["rows"]} == {"jumprelu"}

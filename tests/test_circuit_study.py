@@ -57,8 +57,10 @@ def test_circuit_study_runs_writes_its_files_and_a_second_run_trains_no_sae(tmp_
     assert again.saes["trained"] == 0 and again.saes["train_seconds"] == 0
     assert [s["path"] for c in again.saes["cache"] for s in c["saes"]] == \
         [s["path"] for c in res.saes["cache"] for s in c["saes"]]
-    # the same SAEs and the same data give the same attribution
+    # the same SAEs and the same data give the same attribution, and the same notes (a cached
+    # SAE keeps the size warnings of its training run)
     assert again.attribution["agreement"] == res.attribution["agreement"]
+    assert again.notes == res.notes and any("too few" in n for n in res.notes)
 
 
 def test_no_sae_cache_trains_into_the_run_folder(tmp_path):

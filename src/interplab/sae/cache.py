@@ -239,11 +239,15 @@ def cached_saes(lm: Any, hooks: list[str], configs: list[SAEConfig], trainer: Tr
                               "note": "last training batch"}
                 _save(sae, plan[k][2], metrics[k])
     out = {}
-    for k, (_, key, path) in plan.items():
+    for k, (cfg, key, path) in plan.items():
         out[k] = load_sae(path)
+        m = metrics.get(k) or _read_metrics(path)
         report.saes.append(CachedSae(k[0], k[1], str(path), key, k in timings,
-                                     _folder_bytes(path), timings.get(k, 0.0),
-                                     metrics.get(k, _read_metrics(path))))
+                                     _folder_bytes(path), timings.get(k, 0.0), m))
+        if k not in timings and isinstance(m.get("rows"), int):  # a cached SAE: same warnings
+            for w in run_size_warnings(m["rows"], [cfg], trainer):
+                if f"{k[0]}: {w}" not in report.warnings:
+                    report.warnings.append(f"{k[0]}: {w}")
     return out, report
 
 

@@ -362,3 +362,24 @@ def test_steering_runs_each_prompts_unedited_head_once_with_the_same_effects():
     np.testing.assert_allclose(a.null["values"], b.null["values"], atol=1e-5)
     np.testing.assert_allclose(a.side_effects["kl_mean"], b.side_effects["kl_mean"], atol=1e-6)
     assert np.abs(np.asarray(a.effects)).max() > 1e-3  # the steering did move the metric
+
+
+@pytest.mark.embedded
+def test_embedded_model_solves_the_completion_task_and_not_the_few_shot_one(smollm):
+    """The default format choice on SmolLM2-135M: on the 64 validation statements the completion
+    format's true − false gap lies above 0 and beats the few-shot format's, whose interval
+    includes 0 (the model does not answer "This statement is:" by the statement's truth)."""
+    from interplab.interventions.prompts import held_out_rows
+    from interplab.studies.causal.run import _choose_task
+    from interplab.studies.causal.tasks import make_task
+    from interplab.study.data import load_statements
+
+    cfg = CausalConfig.make(formats=["completion", "statement-is"], n_boot=200)
+    data = load_statements(["cities", "neg_cities"], cfg.data, 0)
+    ds, split = data.datasets["cities"], data.splits["cities"]
+    tasks = {n: make_task(smollm, n, cfg.prompt, 0) for n in cfg.formats}
+    choice = _choose_task(smollm, cfg, tasks, ds, split.train,
+                          held_out_rows(ds, split.val, cfg.n_prompts, 0))
+    v = choice["validation"]
+    assert choice["chosen"] == "completion" and v["completion"]["solves"]
+    assert v["statement-is"]["gap_lo"] <= 0 <= v["statement-is"]["gap_hi"]

@@ -101,7 +101,8 @@ def summary_bullets(r: dict[str, Any]) -> list[str]:
     moves = [c["label"] for c in r["comparison"] if c["dataset"] == "cities"
              and v["probes"][c["probe"]]["moves_the_answer"]
              and v["probes"][c["probe"]]["beyond_control"]]
-    out.append("Causal for truth: " + (", ".join(causal) if causal else "none") + ". Beyond "
+    out.append(f"Causal for truth on the {r['task']['chosen']} task: "
+               + (", ".join(causal) if causal else "none") + ". Beyond "
                "the random-direction null and the no-statement control (corrected): "
                + (", ".join(moves) if moves else "none") + ".")
     for c in r["comparison"]:

@@ -214,9 +214,9 @@ def _steer_findings(task: Any, baseline: dict[str, Any], comparison: list[dict[s
     moves = [label(p) for p, v in verdict["probes"].items()
              if v["moves_the_answer"] and v["beyond_control"]]
     if causal:
-        out.append("Causal for truth (a task the model solves; effect beyond the random null "
-                   "and the no-statement control after correction; normalised effect above 0): "
-                   + ", ".join(causal) + ".")
+        out.append(f"Causal for truth on the {task.name} task (the model solves it; effect "
+                   "beyond the random null and the no-statement control after correction; "
+                   "normalised effect above 0): " + ", ".join(causal) + ".")
     elif not baseline["solves"]:
         out.append("No direction is called causal for truth: the model does not tell true from "
                    "false on the task. "

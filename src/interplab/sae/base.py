@@ -13,7 +13,7 @@ Parameter layout (the SAELens convention, so exports are plain copies):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -39,14 +39,26 @@ __all__ = [
 
 @dataclass
 class TrainingLoss:
-    """What ``training_loss`` returns: the total to minimise and its parts (for the log)."""
+    """What ``training_loss`` returns: the total to minimise and its parts (for the log).
+
+    ``feats [batch, d_sae]`` may be left None by a loss that keeps only the active pairs
+    (``active``, an :class:`~interplab.sae.topk_loss.ActivePairs`); :meth:`features` builds the
+    dense matrix from them when it is needed (the log, every ``log_every_steps``).
+    """
 
     loss: torch.Tensor
     x_hat: torch.Tensor  # [batch, d_in]
-    feats: torch.Tensor  # [batch, d_sae]
+    feats: torch.Tensor | None  # [batch, d_sae]
     parts: dict[str, torch.Tensor]
     # [d_sae] bool, features that fired in this batch; None: the trainer reads ``feats != 0``.
     fired: torch.Tensor | None = None
+    active: Any = None  # ActivePairs of the kept (token, latent) pairs, when feats is None
+
+    def features(self) -> torch.Tensor:
+        """The ``[batch, d_sae]`` feature matrix (built from ``active`` if not kept)."""
+        if self.feats is None:
+            self.feats = self.active.dense()
+        return self.feats
 
 
 class Workspace:

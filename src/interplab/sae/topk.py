@@ -8,7 +8,12 @@
 Dead latents (no activation over the trainer's dead-feature window) get an auxiliary loss: the
 residual ``e = x − x̂`` is reconstructed from the top ``aux_k`` dead pre-activations,
 ``aux = α ‖e − ê‖²`` with α = ``aux_k_coefficient`` (1/32 in the paper). Decoder rows are kept at
-unit norm. ``decode_sparse`` uses only the k active rows (the fast path for small k).
+unit norm. ``decode_sparse`` uses only the k active rows.
+
+Training runs :func:`~interplab.sae.topk_loss.sparse_topk_loss` (one dense product, the rest
+sums over the kept pairs, a hand-written backward; the aux-k loss only when some latent is dead).
+``fused_loss = False`` selects autograd of the textbook expressions instead: the reference the
+tests hold the fast path to.
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ import torch.nn.functional as F
 
 from interplab.errors import InterplabError
 from interplab.sae.base import SparseAutoencoder, TrainingLoss, register
+from interplab.sae.topk_loss import ActivePairs, batch_topk_pairs, sparse_topk_loss, topk_pairs
 
 __all__ = ["TopKSAE", "BatchTopKSAE"]
 
 
 class _TopKFamily(SparseAutoencoder):
-    sparse_decode = False  # use the k-active-rows decoder path in training_loss
+    fused_loss = True  # False: autograd of the textbook expressions (the reference path)
+    sparse_decode = False  # reference path only: decode from the k active rows
 
     def __init__(self, config):
         super().__init__(config)
@@ -34,11 +41,26 @@ class _TopKFamily(SparseAutoencoder):
                 f"k={config.k} is larger than the SAE width d_sae={config.d_sae}; use k ≤ width"
             )
 
+    @property
+    def aux_k(self) -> int:
+        """Dead latents per token in the aux-k loss (``config.aux_k``, else d_in / 2)."""
+        return self.config.aux_k or max(1, self.config.d_in // 2)
+
+    def _select(self, pre: torch.Tensor) -> ActivePairs:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _fused_loss(self, x, dead_mask) -> TrainingLoss:
+        mse, aux, x_hat, pairs = sparse_topk_loss(
+            x, self.W_enc, self.b_enc, self.W_dec, self.b_dec, self._select, dead_mask=dead_mask,
+            aux_k=self.aux_k, aux_coefficient=self.config.aux_k_coefficient,
+            matmul_dtype=self.matmul_dtype, workspace=self.workspace)
+        return TrainingLoss(mse + aux, x_hat, None, {"mse": mse, "aux": aux},
+                            fired=pairs.fired(), active=pairs)
+
     def _aux_loss(self, x, x_hat, pre, dead_mask):
         if dead_mask is None or not bool(dead_mask.any()):
             return x.new_zeros(())
-        aux_k = self.config.aux_k or max(1, self.config.d_in // 2)
-        aux_k = min(aux_k, int(dead_mask.sum()))
+        aux_k = min(self.aux_k, int(dead_mask.sum()))
         dead_pre = torch.where(dead_mask, torch.relu(pre), torch.zeros_like(pre))
         vals, idx = dead_pre.topk(aux_k, dim=-1, sorted=False)
         e_hat = self._decode_topk(vals, idx, bias=False)
@@ -70,7 +92,12 @@ class TopKSAE(_TopKFamily):
         vals, idx = self._topk(pre)
         return torch.zeros_like(pre).scatter_(-1, idx, vals)
 
+    def _select(self, pre: torch.Tensor) -> ActivePairs:
+        return topk_pairs(pre, self.config.k)
+
     def training_loss(self, x, sparsity_scale, dead_mask):
+        if self.fused_loss:
+            return self._fused_loss(x, dead_mask)
         pre = self.pre_activations(x)
         vals, idx = self._topk(pre)
         feats = torch.zeros_like(pre).scatter(-1, idx, vals)
@@ -102,8 +129,10 @@ class BatchTopKSAE(_TopKFamily):
         return torch.where(pre > self.threshold, pre, torch.zeros_like(pre))
 
     @torch.no_grad()
-    def _update_threshold(self, feats: torch.Tensor) -> None:
-        positive = feats[feats > 0]
+    def _update_threshold(self, acts: torch.Tensor) -> None:
+        """θ ← the smallest positive kept activation in ``acts`` (the dense features or the
+        kept pairs' values) on the first batch, then its moving average."""
+        positive = acts[acts > 0]
         if positive.numel() == 0:
             return
         smallest = positive.min().to(self.threshold.dtype)
@@ -113,7 +142,14 @@ class BatchTopKSAE(_TopKFamily):
             m = self.config.batchtopk_threshold_momentum
             self.threshold.mul_(1 - m).add_(m * smallest)
 
+    def _select(self, pre: torch.Tensor) -> ActivePairs:
+        return batch_topk_pairs(pre, self.config.k)
+
     def training_loss(self, x, sparsity_scale, dead_mask):
+        if self.fused_loss:
+            out = self._fused_loss(x, dead_mask)
+            self._update_threshold(out.active.vals)
+            return out
         pre = self.pre_activations(x)
         feats = self._batch_topk(pre)
         self._update_threshold(feats)

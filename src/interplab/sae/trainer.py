@@ -218,7 +218,7 @@ class SAETrainer:
                 raise self._non_finite(
                     f"the optimizer step made parameters of SAE {i} ({_describe(sae)}) NaN/inf", lr)
             with torch.no_grad():
-                fired = out.fired if out.fired is not None else (out.feats != 0).any(0)
+                fired = out.fired if out.fired is not None else (out.features() != 0).any(0)
                 self.tokens_since_fired[i] += x.shape[0]
                 self.tokens_since_fired[i][fired] = 0
             n_resampled = 0
@@ -231,7 +231,7 @@ class SAETrainer:
             if log_now:
                 # Same metrics module as evaluation, in the raw (un-normalised) units.
                 acc = ReconstructionAccumulator(sae.d_in, sae.d_sae)
-                acc.update(x / self.scale, out.x_hat.detach() / self.scale, out.feats.detach())
+                acc.update(x / self.scale, out.x_hat.detach() / self.scale, out.features().detach())
                 m = acc.compute().to_dict()
                 m.pop("density_histogram")
                 m["loss"] = loss

@@ -11,7 +11,13 @@ All on identical activations and hyper-parameters, d_in 576, batch 4096, in one 
    final FVE on the same data.
 4. Training from an on-disk store larger than 4 GB: peak RSS of the training process.
 
+TopK/BatchTopK training against SAELens's TopK trainer (k = 32, lr 3e-4, Adam, batch 4096; not
+in the default set): ``--only topkspeed`` median step time per contender and ratio per repetition,
+``--only topkprofile`` torch.profiler operator table per path, ``--only topkfve`` held-out FVE
+after the same batches, fp32 vs bf16 and the fused loss vs autograd; ``--width`` sets the width.
+
     nice -n 10 python bench/bench_sae.py --out bench_sae.json [--skip-store]
+    python bench/bench_sae.py --only topkspeed --width 16384 --steps 12 --reps 3 --out x.json
 """
 
 from __future__ import annotations
@@ -138,6 +144,161 @@ def topk_decoder(reps: int = 3) -> dict:
             "step_speedup": steps["dense"] / steps["sparse"]}
 
 
+# -- 2b. TopK / BatchTopK training speed against SAELens's TopK trainer ---------------------------
+
+class _Stamped:
+    """Yields the batches and records when each is taken: one stamp per training step."""
+
+    def __init__(self, data):
+        self.data, self.stamps = data, []
+
+    def __iter__(self):
+        for x in self.data:
+            self.stamps.append(time.perf_counter())
+            yield x
+        self.stamps.append(time.perf_counter())
+
+
+def _median_step(stamps: list[float]) -> float:
+    diffs = sorted(b - a for a, b in pairwise(stamps[1:]))  # the first step also sets things up
+    return diffs[len(diffs) // 2]
+
+
+def _interplab_topk_trainer(arch: str, width: int, n_steps: int, mixed: str, fused: bool = True,
+                            lr: float = 3e-4, **extra) -> SAETrainer:
+    tr = SAETrainer([SAEConfig(arch, D, width, k=32)],
+                    TrainerConfig(total_steps=n_steps, lr=lr, log_every_steps=0,
+                                  normalise_activations=False, geometric_median_init=False,
+                                  mixed_precision=mixed, lr_decay_fraction=0.0, **extra))
+    tr.saes[0].fused_loss = fused
+    return tr
+
+
+def interplab_topk_step(data, arch: str, width: int, mixed: str, fused: bool = True) -> float:
+    """Median training-step time of interplab's trainer (same lr and Adam as SAELens's)."""
+    tr = _interplab_topk_trainer(arch, width, len(data), mixed, fused)
+    stamps = [time.perf_counter()]
+    tr.fit(data, callback=lambda _t: stamps.append(time.perf_counter()))
+    return _median_step(stamps)
+
+
+def _saelens_topk(width: int, n_samples: int, data):
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.training.sae_trainer import SAETrainer as LensTrainer
+
+    torch.manual_seed(0)
+    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=D, d_sae=width, k=32, dtype="float32",
+                                                device="cpu"))
+    cfg = SAETrainerConfig(total_training_samples=n_samples, train_batch_size_samples=BATCH,
+                           lr=3e-4, lr_end=3e-4, device="cpu", dead_feature_window=1000,
+                           feature_sampling_window=2000)
+    return LensTrainer(cfg, sae, iter(data))
+
+
+def saelens_topk_step(data, width: int) -> float | None:
+    """Median training-step time of SAELens's ``SAETrainer`` + ``TopKTrainingSAE`` (its defaults:
+    fp32, decoder-norm rescaling, gradient clipping; no latent is dead within the run, so neither
+    trainer computes its aux-k loss)."""
+    try:
+        import sae_lens  # noqa: F401
+    except ImportError:
+        return None
+    stamped = _Stamped(data)
+    _saelens_topk(width, len(data) * BATCH, iter(stamped)).fit()
+    return _median_step(stamped.stamps[:-1])
+
+
+TOPK_CONTENDERS = {  # name: (architecture, precision, fused loss)
+    "topk_fp32": ("topk", "fp32", True), "topk_bf16": ("topk", "bf16", True),
+    "batchtopk_fp32": ("batchtopk", "fp32", True), "batchtopk_bf16": ("batchtopk", "bf16", True),
+    "topk_fp32_autograd": ("topk", "fp32", False), "topk_bf16_autograd": ("topk", "bf16", False),
+}
+
+
+def topk_speed(width: int, n_steps: int, reps: int, contenders: list[str]) -> dict:
+    """Median step time of each contender, interleaved repetitions on the same batches; ratios
+    are SAELens's step time over ours (> 1: faster than SAELens), per repetition and median."""
+    data = _data(n_steps, seed=11)
+    times: dict[str, list[float]] = {"saelens_topk": []}
+    times.update({c: [] for c in contenders})
+    for _ in range(reps):
+        lens = saelens_topk_step(data, width)
+        if lens is not None:
+            times["saelens_topk"].append(lens)
+        for c in contenders:
+            arch, mixed, fused = TOPK_CONTENDERS[c]
+            times[c].append(interplab_topk_step(data, arch, width, mixed, fused))
+    out: dict = {"width": width, "k": 32, "steps": n_steps, "reps": reps, "step_s": times}
+    if times["saelens_topk"]:
+        ratios = {c: [lens / t for lens, t in zip(times["saelens_topk"], times[c], strict=True)]
+                  for c in contenders}
+        out["ratio_vs_saelens"] = ratios
+        out["median_ratio_vs_saelens"] = {c: sorted(r)[len(r) // 2] for c, r in ratios.items()}
+    return out
+
+
+def topk_profile(width: int, n_steps: int = 4) -> dict:
+    """Where a training step goes: torch.profiler self-CPU time per operator over ``n_steps``
+    steps (after one warm-up fit), for each path; the top 12 operators of each."""
+    from torch.profiler import ProfilerActivity, profile
+
+    data = _data(n_steps, seed=12)
+    runs = {
+        "topk_fp32": lambda: _interplab_topk_trainer("topk", width, n_steps, "fp32"),
+        "topk_bf16": lambda: _interplab_topk_trainer("topk", width, n_steps, "bf16"),
+        # every latent that has not fired in the previous batch counts as dead: the aux-k loss runs
+        "topk_fp32_aux": lambda: _interplab_topk_trainer("topk", width, n_steps, "fp32",
+                                                         dead_window_tokens=BATCH),
+        "batchtopk_fp32": lambda: _interplab_topk_trainer("batchtopk", width, n_steps, "fp32"),
+        "topk_fp32_autograd": lambda: _interplab_topk_trainer("topk", width, n_steps, "fp32",
+                                                              fused=False),
+    }
+    try:
+        import sae_lens  # noqa: F401
+        runs["saelens_topk"] = lambda: _saelens_topk(width, n_steps * BATCH, data)
+    except ImportError:
+        pass
+    out = {}
+    for name, make in runs.items():
+        make().fit(data) if name != "saelens_topk" else make().fit()  # warm-up
+        tr = make()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            tr.fit(data) if name != "saelens_topk" else tr.fit()
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+        out[name] = {"self_cpu_ms_per_step": total / 1e3 / n_steps,
+                     "top": [(e.key, round(e.self_cpu_time_total / 1e3 / n_steps, 2),
+                              round(e.self_cpu_time_total / total, 3)) for e in top]}
+        print(name, json.dumps(out[name]), flush=True)
+    return out
+
+
+def topk_fve(n_train: int = 40, width: int = WIDTH) -> dict:
+    """Held-out FVE after the same ``n_train`` batches: new path fp32 vs bf16 vs the autograd
+    path (lr 2e-3, 2 warm-up steps, as in section 3)."""
+    data = _data(n_train + 2, seed=13)
+    train, held = data[:n_train], data[n_train:]
+    out = {}
+    for arch in ("topk", "batchtopk"):
+        for mixed in ("fp32", "bf16"):
+            for fused in (True, False):
+                tr = _interplab_topk_trainer(arch, width, n_train, mixed, fused, lr=2e-3,
+                                             lr_warmup_steps=2)
+                tr.fit(train)
+                m = evaluate_reconstruction(tr.finalized_saes()[0], held)
+                out[f"{arch}_{mixed}_{'fused' if fused else 'autograd'}"] = {
+                    "fve": m.fraction_of_variance_explained, "l0": m.l0}
+        f = {k: v["fve"] for k, v in out.items() if k.startswith(arch + "_")}
+        out[f"{arch}_fve_differences"] = {
+            "bf16_vs_fp32": abs(f[f"{arch}_bf16_fused"] - f[f"{arch}_fp32_fused"]),
+            "fused_vs_autograd_fp32": abs(f[f"{arch}_fp32_fused"] - f[f"{arch}_fp32_autograd"]),
+            "fused_vs_autograd_bf16": abs(f[f"{arch}_bf16_fused"] - f[f"{arch}_bf16_autograd"])}
+        print(arch, json.dumps({k: v for k, v in out.items() if k.startswith(arch)}), flush=True)
+    return out
+
+
 # -- 3. bf16 ----------------------------------------------------------------------------------------
 
 def bf16_vs_fp32(n_train: int = 30) -> dict:
@@ -234,7 +395,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--skip-store", action="store_true")
-    ap.add_argument("--only", default="", help="comma list of sections: relu,topk,bf16,store")
+    ap.add_argument("--only", default="",
+                    help="comma list of sections: relu,topk,bf16,store (the default four), "
+                    "topkspeed, topkprofile, topkfve")
+    ap.add_argument("--width", type=int, default=WIDTH, help="SAE width of the topk* sections")
+    ap.add_argument("--contenders", default=",".join(TOPK_CONTENDERS),
+                    help="topkspeed: comma list of " + ",".join(TOPK_CONTENDERS))
     args = ap.parse_args()
     only = set(filter(None, args.only.split(","))) or {"relu", "topk", "bf16", "store"}
     res: dict = {"torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -267,6 +433,14 @@ def main() -> None:
     if "bf16" in only:
         res["bf16"] = bf16_vs_fp32()
         print(json.dumps(res["bf16"]), flush=True)
+    if "topkspeed" in only:
+        res["topkspeed"] = topk_speed(args.width, args.steps, args.reps,
+                                      args.contenders.split(","))
+        print(json.dumps(res["topkspeed"]), flush=True)
+    if "topkprofile" in only:
+        res["topkprofile"] = topk_profile(args.width)
+    if "topkfve" in only:
+        res["topkfve"] = topk_fve(width=args.width)
     if "store" in only and not args.skip_store:
         with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
             res["store"] = store_rss(Path(tmp))

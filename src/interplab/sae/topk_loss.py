@@ -36,13 +36,25 @@ from interplab.sae.base import Workspace
 __all__ = ["ActivePairs", "sparse_topk_loss", "topk_pairs", "batch_topk_pairs"]
 
 
+def _argsort_small(cols: torch.Tensor, bound: int) -> torch.Tensor:
+    """Stable argsort of indices in ``[0, bound)``, sorted as the narrowest integer type that
+    holds them (on CPU, sorting int16 keys is about ten times faster than int64)."""
+    if bound <= torch.iinfo(torch.int16).max:
+        cols = cols.to(torch.int16)
+    elif bound <= torch.iinfo(torch.int32).max:
+        cols = cols.to(torch.int32)
+    return torch.sort(cols, stable=True).indices
+
+
 @dataclass
 class ActivePairs:
     """The kept (token, latent) pairs of one batch, sorted by token.
 
     ``cols [n]`` latent index of each pair, ``rows [n]`` its token, ``offsets [batch]`` where
-    each token's pairs start in ``cols``, ``shape`` = (batch, d_sae), ``vals [n]`` the kept
-    activation (after ReLU; a pair whose pre-activation is ≤ 0 carries 0 and gets no gradient).
+    each token's pairs start in ``cols``, ``shape`` = (batch, d_sae), ``vals [n]`` the values:
+    pre-activations as a selection returns them, kept activations (after ReLU) as
+    :func:`sparse_topk_loss` returns them (a pair whose pre-activation is ≤ 0 carries 0 and gets
+    no gradient).
     """
 
     cols: torch.Tensor
@@ -67,10 +79,10 @@ def topk_pairs(pre: torch.Tensor, k: int) -> ActivePairs:
     ReLU is monotone, so the top ``k`` of ``ReLU(pre)`` are the top ``k`` of ``pre`` (a row with
     fewer than ``k`` positive entries keeps some non-positive ones, which carry 0)."""
     n = pre.shape[0]
-    _, idx = pre.topk(k, dim=-1, sorted=False)
+    vals, idx = pre.topk(k, dim=-1, sorted=False)
     rows = torch.arange(n, device=pre.device).repeat_interleave(k)
     offsets = torch.arange(0, n * k, k, device=pre.device)
-    return ActivePairs(idx.reshape(-1), rows, offsets, (n, pre.shape[1]))
+    return ActivePairs(idx.reshape(-1), rows, offsets, (n, pre.shape[1]), vals.reshape(-1))
 
 
 # BatchTopK first takes this many candidates per token (× k), then the batch's best among them.
@@ -97,11 +109,12 @@ def batch_topk_pairs(pre: torch.Tensor, k: int, candidates: int = BATCH_TOPK_CAN
         flat = pre.reshape(-1).topk(n_keep, sorted=False).indices
         flat = flat[pre.reshape(-1)[flat] > 0].sort().values
         rows, cols = flat // d_sae, flat % d_sae
+        vals = pre.reshape(-1)[flat]
     else:
         r, j = keep.nonzero(as_tuple=True)  # row-major: sorted by token
-        rows, cols = r, cand_idx[r, j]
+        rows, cols, vals = r, cand_idx[r, j], cand_vals[r, j]
     counts = torch.bincount(rows, minlength=n)
-    return ActivePairs(cols, rows, counts.cumsum(0) - counts, (n, d_sae))
+    return ActivePairs(cols, rows, counts.cumsum(0) - counts, (n, d_sae), vals)
 
 
 def _pair_dots(a: torch.Tensor, b: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor
@@ -160,8 +173,8 @@ class _SparseTopKLoss(torch.autograd.Function):
             rows = torch.cat([main.rows, aux.rows])
             offsets = torch.cat([main.offsets, aux.offsets + n_main])
             bags = torch.cat([main.rows, aux.rows + n])
-        if lo == master:
-            vals = pre[rows, cols].relu_()
+        if lo == master:  # the selection's own values
+            vals = (main.vals if aux is None else torch.cat([main.vals, aux.vals])).relu()
         else:  # recomputed in the master dtype: (x − b_dec)[row] · W_enc[:, col] + b_enc[col]
             W_enc_t = W_enc.t().contiguous()  # [d_sae, d]: the rows the pairs read
             vals = (_pair_dots(xc, W_enc_t, cols, rows) + b_enc[cols]).relu_()
@@ -196,7 +209,7 @@ class _SparseTopKLoss(torch.autograd.Function):
         # ∂L/∂v_j, then through the ReLU: ∂L/∂pre_j (0 where the kept value is 0).
         g_pre = _pair_dots(g_bags, W_dec, cols, bags) * (vals > 0)
         # Group the pairs by latent: one bag per latent, summing over its tokens.
-        order = torch.argsort(cols, stable=True)
+        order = _argsort_small(cols, d_sae)
         counts = torch.bincount(cols, minlength=d_sae)
         by_latent = counts.cumsum(0) - counts
         c_bags = bags[order]

@@ -5,8 +5,8 @@ All on identical activations and hyper-parameters, d_in 576, batch 4096, in one 
 1. ReLU SAE (width 4608) training tokens/s: interplab's trainer vs a minimal hand-written PyTorch
    step (encode, decode, loss, Adam) vs SAELens's trainer (optional ``bench`` extra).
 2. TopK, k = 32, width 16 × d_in: the sparse decoder path (only the k active rows, via
-   ``embedding_bag``) vs the dense one — decoder forward+backward and a whole training step, and
-   equality of outputs and gradients.
+   ``embedding_bag``) vs the dense one — decoder forward+backward and a whole autograd training
+   step, and equality of outputs and gradients.
 3. bf16 matrix products (fp32 master weights, optimizer state and metrics) vs fp32: step time and
    final FVE on the same data.
 4. Training from an on-disk store larger than 4 GB: peak RSS of the training process.
@@ -137,6 +137,7 @@ def topk_decoder(reps: int = 3) -> dict:
         tr = SAETrainer([SAEConfig("topk", D, width, k=k)],
                         TrainerConfig(total_steps=len(data), log_every_steps=0,
                                       sparse_topk_decoder=flag, geometric_median_init=False))
+        tr.saes[0].fused_loss = False  # the decoder choice applies to the autograd path
         steps["sparse" if flag else "dense"] = _timed(lambda tr=tr: tr.fit(data)) / len(data)
     return {"width": width, "k": k, "decoder_fwd_bwd_s": {"dense": t_dense, "sparse": t_sparse},
             "decoder_speedup": t_dense / t_sparse,

@@ -199,7 +199,8 @@ class TrainerConfig:
     mixed_precision: Literal["fp32", "bf16"] = field(default="fp32", metadata={
         "help": "fp32, or bf16 matrix products with fp32 weights and optimizer."})
     sparse_topk_decoder: bool = field(default=False, metadata={
-        "help": "TopK: decode with only the k active rows."})
+        "help": "TopK autograd reference path only: decode with the k active rows (the default "
+                "fused TopK loss always does)."})
     log_path: str | None = None
     log_every_steps: int = field(default=100, metadata={
         "help": "Training-log entry every N steps."})

@@ -50,12 +50,12 @@ class _TopKFamily(SparseAutoencoder):
         raise NotImplementedError
 
     def _fused_loss(self, x, dead_mask) -> TrainingLoss:
-        mse, aux, x_hat, pairs = sparse_topk_loss(
+        mse, aux, x_hat, pairs, fired = sparse_topk_loss(
             x, self.W_enc, self.b_enc, self.W_dec, self.b_dec, self._select, dead_mask=dead_mask,
             aux_k=self.aux_k, aux_coefficient=self.config.aux_k_coefficient,
             matmul_dtype=self.matmul_dtype, workspace=self.workspace)
         return TrainingLoss(mse + aux, x_hat, None, {"mse": mse, "aux": aux},
-                            fired=pairs.fired(), active=pairs)
+                            fired=fired, active=pairs)
 
     def _aux_loss(self, x, x_hat, pre, dead_mask):
         if dead_mask is None or not bool(dead_mask.any()):

@@ -25,7 +25,8 @@ the reconstruction, the losses and every gradient are computed in fp32.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,25 @@ import torch.nn.functional as F
 from interplab.sae.base import Workspace
 
 __all__ = ["ActivePairs", "sparse_topk_loss", "topk_pairs", "batch_topk_pairs"]
+
+
+# CPU threads for the sparse part of the step (None: torch's setting). Its operations are many
+# and small: with two threads each ends at a barrier where, on a shared machine, one thread
+# waits for the other to be scheduled again; one thread makes them cheaper there.
+SPARSE_THREADS: int | None = 1
+
+
+@contextmanager
+def _sparse_threads(device: torch.device) -> Iterator[None]:
+    n = torch.get_num_threads()
+    if device.type != "cpu" or SPARSE_THREADS is None or n <= SPARSE_THREADS:
+        yield
+        return
+    torch.set_num_threads(SPARSE_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _argsort_small(cols: torch.Tensor, bound: int) -> torch.Tensor:
@@ -67,10 +87,6 @@ class ActivePairs:
         """The ``[batch, d_sae]`` feature matrix these pairs describe."""
         out = torch.zeros(self.shape, dtype=self.vals.dtype, device=self.vals.device)
         return out.index_put_((self.rows, self.cols), self.vals, accumulate=True)
-
-    def fired(self) -> torch.Tensor:
-        """``[d_sae]`` bool: latents with a positive activation on at least one token."""
-        return torch.bincount(self.cols[self.vals > 0], minlength=self.shape[1]) > 0
 
 
 def topk_pairs(pre: torch.Tensor, k: int) -> ActivePairs:
@@ -149,7 +165,8 @@ class _SparseTopKLoss(torch.autograd.Function):
     selection ``select(pre) → ActivePairs``, the dead mask, ``aux_k``, the aux coefficient, the
     matrix-product dtype (None: the master dtype) and an optional :class:`Workspace`. Outputs
     ``mse = Σ_d (x̂ − x)² / B``, ``aux = α Σ_d (ê − e)² / B`` with ``e = x − x̂`` held constant
-    (0 without dead latents), and, not differentiable, ``x̂`` and the main pairs' values.
+    (0 without dead latents), and, not differentiable, ``x̂``, the main pairs (values, latents,
+    tokens, offsets) and the latents that fired.
     """
 
     @staticmethod
@@ -164,70 +181,78 @@ class _SparseTopKLoss(torch.autograd.Function):
         torch.addmm(b_enc.to(lo), xc.to(lo), W_enc.to(lo), out=pre)
         main = select(pre)
         aux = _aux_pairs(pre, dead_mask, aux_k)
-        n_main = main.cols.numel()
-        # All pairs, main then aux: one bag per token for x̂ − b_dec, then one per token for ê.
-        if aux is None:
-            cols, rows, offsets, bags = main.cols, main.rows, main.offsets, main.rows
-        else:
-            cols = torch.cat([main.cols, aux.cols])
-            rows = torch.cat([main.rows, aux.rows])
-            offsets = torch.cat([main.offsets, aux.offsets + n_main])
-            bags = torch.cat([main.rows, aux.rows + n])
-        if lo == master:  # the selection's own values
-            vals = (main.vals if aux is None else torch.cat([main.vals, aux.vals])).relu()
-        else:  # recomputed in the master dtype: (x − b_dec)[row] · W_enc[:, col] + b_enc[col]
-            W_enc_t = W_enc.t().contiguous()  # [d_sae, d]: the rows the pairs read
-            vals = (_pair_dots(xc, W_enc_t, cols, rows) + b_enc[cols]).relu_()
-        out = F.embedding_bag(cols, W_dec, offsets, per_sample_weights=vals, mode="sum")
-        x_hat = out[:n] + b_dec
-        err = x_hat - x
-        mse = err.pow(2).sum() / n
-        if aux is None:
-            aux_err = None
-            aux_loss = torch.zeros((), dtype=master, device=x.device)
-        else:
-            aux_err = out[n:] + err  # ê − e with e = x − x̂ (held constant)
-            aux_loss = aux_coef * aux_err.pow(2).sum() / n
+        with _sparse_threads(x.device):
+            n_main = main.cols.numel()
+            # All pairs, main then aux: one bag per token for x̂ − b_dec, then one per token for ê.
+            if aux is None:
+                cols, rows, offsets, bags = main.cols, main.rows, main.offsets, main.rows
+            else:
+                cols = torch.cat([main.cols, aux.cols])
+                rows = torch.cat([main.rows, aux.rows])
+                offsets = torch.cat([main.offsets, aux.offsets + n_main])
+                bags = torch.cat([main.rows, aux.rows + n])
+            if lo == master:  # the selection's own values
+                vals = (main.vals if aux is None else torch.cat([main.vals, aux.vals])).relu()
+            else:  # recomputed in the master dtype: (x − b_dec)[row] · W_enc[:, col] + b_enc[col]
+                W_enc_t = W_enc.t().contiguous()  # [d_sae, d]: the rows the pairs read
+                vals = (_pair_dots(xc, W_enc_t, cols, rows) + b_enc[cols]).relu_()
+            out = F.embedding_bag(cols, W_dec, offsets, per_sample_weights=vals, mode="sum")
+            x_hat = out[:n] + b_dec
+            err = x_hat - x
+            mse = err.pow(2).sum() / n
+            if aux is None:
+                aux_err = None
+                aux_loss = torch.zeros((), dtype=master, device=x.device)
+            else:
+                aux_err = out[n:] + err  # ê − e with e = x − x̂ (held constant)
+                aux_loss = aux_coef * aux_err.pow(2).sum() / n
+            main_vals = vals[:n_main]
+            fired = torch.bincount(main.cols[main_vals > 0], minlength=d_sae) > 0
         ctx.save_for_backward(xc, W_enc, W_dec, err, aux_err, cols, bags, offsets, vals)
         ctx.aux_coef, ctx.d_sae = aux_coef, d_sae
         ctx.set_materialize_grads(False)
-        main_vals = vals[:n_main]
-        ctx.mark_non_differentiable(x_hat, main_vals, main.cols, main.rows, main.offsets)
-        return mse, aux_loss, x_hat, main_vals, main.cols, main.rows, main.offsets
+        ctx.mark_non_differentiable(x_hat, main_vals, main.cols, main.rows, main.offsets, fired)
+        return mse, aux_loss, x_hat, main_vals, main.cols, main.rows, main.offsets, fired
 
     @staticmethod
     def backward(ctx, g_mse, g_aux, *_):
         xc, W_enc, W_dec, err, aux_err, cols, bags, offsets, vals = ctx.saved_tensors
-        n, d_sae = xc.shape[0], ctx.d_sae
-        zero = torch.zeros((), dtype=xc.dtype, device=xc.device)
-        g_mse = zero if g_mse is None else g_mse
-        g = [err * (2 * g_mse / n)]  # ∂L/∂x̂, [B, d]
-        if aux_err is not None:
-            g_aux = zero if g_aux is None else g_aux
-            g.append(aux_err * (2 * g_aux * ctx.aux_coef / n))  # ∂L/∂ê
-        g_bags = torch.cat(g) if len(g) > 1 else g[0]  # [bags, d]
-        # ∂L/∂v_j, then through the ReLU: ∂L/∂pre_j (0 where the kept value is 0).
-        g_pre = _pair_dots(g_bags, W_dec, cols, bags) * (vals > 0)
-        # Group the pairs by latent: one bag per latent, summing over its tokens.
-        order = _argsort_small(cols, d_sae)
-        counts = torch.bincount(cols, minlength=d_sae)
-        by_latent = counts.cumsum(0) - counts
-        c_bags = bags[order]
-        grad_W_dec = F.embedding_bag(c_bags, g_bags, by_latent, per_sample_weights=vals[order],
-                                     mode="sum")
-        tokens = c_bags % n
-        grad_W_enc = F.embedding_bag(tokens, xc, by_latent, per_sample_weights=g_pre[order],
-                                     mode="sum").t()
-        grad_b_enc = torch.zeros(d_sae, dtype=xc.dtype, device=xc.device).index_add_(
-            0, cols, g_pre)
-        grad_b_dec = g[0].sum(0) - W_enc @ grad_b_enc
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            gx = F.embedding_bag(cols, W_enc.t().contiguous(), offsets, per_sample_weights=g_pre,
+        with _sparse_threads(xc.device):
+            return _sparse_backward(ctx, g_mse, g_aux, xc, W_enc, W_dec, err, aux_err, cols, bags,
+                                    offsets, vals)
+
+
+def _sparse_backward(ctx, g_mse, g_aux, xc, W_enc, W_dec, err, aux_err, cols, bags, offsets,
+                     vals):
+    """The gradients of :class:`_SparseTopKLoss` (see the module doc for each term)."""
+    n, d_sae = xc.shape[0], ctx.d_sae
+    zero = torch.zeros((), dtype=xc.dtype, device=xc.device)
+    g_mse = zero if g_mse is None else g_mse
+    g = [err * (2 * g_mse / n)]  # ∂L/∂x̂, [B, d]
+    if aux_err is not None:
+        g_aux = zero if g_aux is None else g_aux
+        g.append(aux_err * (2 * g_aux * ctx.aux_coef / n))  # ∂L/∂ê
+    g_bags = torch.cat(g) if len(g) > 1 else g[0]  # [bags, d]
+    # ∂L/∂v_j, then through the ReLU: ∂L/∂pre_j (0 where the kept value is 0).
+    g_pre = _pair_dots(g_bags, W_dec, cols, bags) * (vals > 0)
+    # Group the pairs by latent: one bag per latent, summing over its tokens.
+    order = _argsort_small(cols, d_sae)
+    counts = torch.bincount(cols, minlength=d_sae)
+    by_latent = counts.cumsum(0) - counts
+    c_bags = bags[order]
+    grad_W_dec = F.embedding_bag(c_bags, g_bags, by_latent, per_sample_weights=vals[order],
                                  mode="sum")
-            grad_x = gx[:n] + (gx[n:] if gx.shape[0] > n else 0) - g[0]
-        return (grad_x, grad_W_enc, grad_b_enc, grad_W_dec, grad_b_dec,
-                None, None, None, None, None, None)
+    grad_W_enc = F.embedding_bag(c_bags % n, xc, by_latent, per_sample_weights=g_pre[order],
+                                 mode="sum").t().contiguous()  # the parameter's layout
+    grad_b_enc = torch.zeros(d_sae, dtype=xc.dtype, device=xc.device).index_add_(0, cols, g_pre)
+    grad_b_dec = g[0].sum(0) - W_enc @ grad_b_enc
+    grad_x = None
+    if ctx.needs_input_grad[0]:
+        gx = F.embedding_bag(cols, W_enc.t().contiguous(), offsets, per_sample_weights=g_pre,
+                             mode="sum")
+        grad_x = gx[:n] + (gx[n:] if gx.shape[0] > n else 0) - g[0]
+    return (grad_x, grad_W_enc, grad_b_enc, grad_W_dec, grad_b_dec,
+            None, None, None, None, None, None)
 
 
 def sparse_topk_loss(
@@ -236,14 +261,16 @@ def sparse_topk_loss(
     dead_mask: torch.Tensor | None, aux_k: int, aux_coefficient: float,
     matmul_dtype: torch.dtype | None = None, workspace: Workspace | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, ActivePairs]:
-    """``(mse, aux, x̂, pairs)`` of a TopK-family SAE on ``x [B, d_in]``.
+    """``(mse, aux, x̂, pairs, fired)`` of a TopK-family SAE on ``x [B, d_in]``.
 
     ``select(pre [B, d_sae]) → ActivePairs`` picks the kept pairs (:func:`topk_pairs`,
     :func:`batch_topk_pairs`); ``dead_mask [d_sae]`` flags the latents the aux-k loss uses
-    (``aux_k`` per token, weight ``aux_coefficient``); ``pairs.vals`` holds the kept activations.
+    (``aux_k`` per token, weight ``aux_coefficient``); ``pairs.vals`` holds the kept activations,
+    ``fired [d_sae]`` flags the latents active on at least one token.
     ``mse`` and ``aux`` are differentiable with respect to ``x`` and the four parameters.
     """
-    mse, aux, x_hat, vals, cols, rows, offsets = _SparseTopKLoss.apply(
+    mse, aux, x_hat, vals, cols, rows, offsets, fired = _SparseTopKLoss.apply(
         x, W_enc, b_enc, W_dec, b_dec, select, dead_mask, aux_k, aux_coefficient, matmul_dtype,
         workspace)
-    return mse, aux, x_hat, ActivePairs(cols, rows, offsets, (x.shape[0], W_enc.shape[1]), vals)
+    pairs = ActivePairs(cols, rows, offsets, (x.shape[0], W_enc.shape[1]), vals)
+    return mse, aux, x_hat, pairs, fired

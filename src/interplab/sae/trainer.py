@@ -580,11 +580,13 @@ def _describe(sae: SparseAutoencoder) -> str:
 
 
 def _all_finite(sae: SparseAutoencoder) -> bool:
-    # A sum is NaN/inf exactly when a term is (accumulated in float64, no finite float32 set of
-    # this size overflows): one read pass per tensor, where isfinite().all() takes several.
+    # A sum of finite terms is finite unless it overflows, so one read pass per tensor settles
+    # the usual case; isfinite() (several passes) decides only when a sum is not finite.
     with torch.no_grad():
-        return bool(torch.stack([p.sum(dtype=torch.float64) for p in sae.parameters()])
-                    .isfinite().all())
+        params = list(sae.parameters())
+        if bool(torch.stack([p.sum() for p in params]).isfinite().all()):
+            return True
+        return bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
 
 
 class _StopOnSignal:

@@ -36,7 +36,14 @@ from pathlib import Path
 
 import torch
 
-from interplab.sae import SAEConfig, SAETrainer, TrainerConfig, create_sae, evaluate_reconstruction
+from interplab.sae import (
+    SAEConfig,
+    SAETrainer,
+    TrainerConfig,
+    create_sae,
+    evaluate_reconstruction,
+    topk_loss,
+)
 from interplab.sae.synthetic import random_dictionary, sparse_dictionary_batches
 
 D, WIDTH, BATCH = 576, 4608, 4096
@@ -210,10 +217,15 @@ def saelens_topk_step(data, width: int) -> float | None:
     return _median_step(stamped.stamps[:-1])
 
 
-TOPK_CONTENDERS = {  # name: (architecture, precision, fused loss)
-    "topk_fp32": ("topk", "fp32", True), "topk_bf16": ("topk", "bf16", True),
-    "batchtopk_fp32": ("batchtopk", "fp32", True), "batchtopk_bf16": ("batchtopk", "bf16", True),
-    "topk_fp32_autograd": ("topk", "fp32", False), "topk_bf16_autograd": ("topk", "bf16", False),
+TOPK_CONTENDERS = {  # name: (architecture, precision, fused loss, threads of the sparse part)
+    "topk_fp32": ("topk", "fp32", True, 1), "topk_bf16": ("topk", "bf16", True, 1),
+    "batchtopk_fp32": ("batchtopk", "fp32", True, 1),
+    "batchtopk_bf16": ("batchtopk", "bf16", True, 1),
+    "topk_fp32_autograd": ("topk", "fp32", False, 1),
+    "topk_bf16_autograd": ("topk", "bf16", False, 1),
+    # the sparse part on torch's own thread count instead of one thread
+    "topk_fp32_sparse_all_threads": ("topk", "fp32", True, None),
+    "topk_bf16_sparse_all_threads": ("topk", "bf16", True, None),
 }
 
 
@@ -228,8 +240,12 @@ def topk_speed(width: int, n_steps: int, reps: int, contenders: list[str]) -> di
         if lens is not None:
             times["saelens_topk"].append(lens)
         for c in contenders:
-            arch, mixed, fused = TOPK_CONTENDERS[c]
-            times[c].append(interplab_topk_step(data, arch, width, mixed, fused))
+            arch, mixed, fused, threads = TOPK_CONTENDERS[c]
+            topk_loss.SPARSE_THREADS = threads
+            try:
+                times[c].append(interplab_topk_step(data, arch, width, mixed, fused))
+            finally:
+                topk_loss.SPARSE_THREADS = 1
     out: dict = {"width": width, "k": 32, "steps": n_steps, "reps": reps, "step_s": times}
     if times["saelens_topk"]:
         ratios = {c: [lens / t for lens, t in zip(times["saelens_topk"], times[c], strict=True)]

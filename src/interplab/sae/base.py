@@ -12,6 +12,7 @@ Parameter layout (the SAELens convention, so exports are plain copies):
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -196,6 +197,12 @@ class SparseAutoencoder(nn.Module):
     def reconstruction_error(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         """Σ_d (x − x̂)² averaged over the batch (the training MSE, same definition as metrics)."""
         return (x_hat - x).pow(2).sum(-1).mean()
+
+    def update_threads(self) -> AbstractContextManager:
+        """The CPU threads the trainer's update (decoder projection, Adam, bookkeeping) runs
+        with: torch's setting here; an architecture whose update is mostly small operations may
+        run it on one thread (see :mod:`interplab.sae.topk_loss`)."""
+        return nullcontext()
 
     @torch.no_grad()
     def before_optimizer_step(self) -> None:

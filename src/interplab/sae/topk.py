@@ -23,7 +23,13 @@ import torch.nn.functional as F
 
 from interplab.errors import InterplabError
 from interplab.sae.base import SparseAutoencoder, TrainingLoss, register
-from interplab.sae.topk_loss import ActivePairs, batch_topk_pairs, sparse_topk_loss, topk_pairs
+from interplab.sae.topk_loss import (
+    ActivePairs,
+    batch_topk_pairs,
+    sparse_threads,
+    sparse_topk_loss,
+    topk_pairs,
+)
 
 __all__ = ["TopKSAE", "BatchTopKSAE"]
 
@@ -45,6 +51,10 @@ class _TopKFamily(SparseAutoencoder):
     def aux_k(self) -> int:
         """Dead latents per token in the aux-k loss (``config.aux_k``, else d_in / 2)."""
         return self.config.aux_k or max(1, self.config.d_in // 2)
+
+    def update_threads(self):
+        """The update after a fused step is small operations too: on the sparse part's threads."""
+        return sparse_threads(self.W_enc.device)
 
     def _select(self, pre: torch.Tensor) -> ActivePairs:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from interplab.sae.base import Workspace
 
-__all__ = ["ActivePairs", "sparse_topk_loss", "topk_pairs", "batch_topk_pairs"]
+__all__ = ["ActivePairs", "sparse_topk_loss", "topk_pairs", "batch_topk_pairs", "sparse_threads"]
 
 
 # CPU threads for the sparse part of the step (None: torch's setting). Its operations are many
@@ -44,7 +44,8 @@ SPARSE_THREADS: int | None = 1
 
 
 @contextmanager
-def _sparse_threads(device: torch.device) -> Iterator[None]:
+def sparse_threads(device: torch.device) -> Iterator[None]:
+    """Run the block on :data:`SPARSE_THREADS` CPU threads (restored after; no-op off CPU)."""
     n = torch.get_num_threads()
     if device.type != "cpu" or SPARSE_THREADS is None or n <= SPARSE_THREADS:
         yield
@@ -181,7 +182,7 @@ class _SparseTopKLoss(torch.autograd.Function):
         torch.addmm(b_enc.to(lo), xc.to(lo), W_enc.to(lo), out=pre)
         main = select(pre)
         aux = _aux_pairs(pre, dead_mask, aux_k)
-        with _sparse_threads(x.device):
+        with sparse_threads(x.device):
             n_main = main.cols.numel()
             # All pairs, main then aux: one bag per token for x̂ − b_dec, then one per token for ê.
             if aux is None:
@@ -217,7 +218,7 @@ class _SparseTopKLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_mse, g_aux, *_):
         xc, W_enc, W_dec, err, aux_err, cols, bags, offsets, vals = ctx.saved_tensors
-        with _sparse_threads(xc.device):
+        with sparse_threads(xc.device):
             return _sparse_backward(ctx, g_mse, g_aux, xc, W_enc, W_dec, err, aux_err, cols, bags,
                                     offsets, vals)
 

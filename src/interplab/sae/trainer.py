@@ -209,18 +209,20 @@ class SAETrainer:
                 raise self._non_finite(f"the loss of SAE {i} ({_describe(sae)}) is {loss}", lr)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
-            sae.before_optimizer_step()
-            for g in opt.param_groups:
-                g["lr"] = lr
-            opt.step()
-            sae.after_optimizer_step()
-            if not _all_finite(sae):
+            with sae.update_threads():
+                sae.before_optimizer_step()
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                opt.step()
+                sae.after_optimizer_step()
+                finite = _all_finite(sae)
+                with torch.no_grad():
+                    fired = out.fired if out.fired is not None else (out.features() != 0).any(0)
+                    self.tokens_since_fired[i] += x.shape[0]
+                    self.tokens_since_fired[i][fired] = 0
+            if not finite:
                 raise self._non_finite(
                     f"the optimizer step made parameters of SAE {i} ({_describe(sae)}) NaN/inf", lr)
-            with torch.no_grad():
-                fired = out.fired if out.fired is not None else (out.features() != 0).any(0)
-                self.tokens_since_fired[i] += x.shape[0]
-                self.tokens_since_fired[i][fired] = 0
             n_resampled = 0
             every = self.config.resample_every_steps
             if every and getattr(sae, "resample_dead", False) and (self.step + 1) % every == 0:

@@ -112,24 +112,37 @@ def batch_topk_pairs(pre: torch.Tensor, k: int, candidates: int = BATCH_TOPK_CAN
 
     A flat top-k over ``batch · d_sae`` entries runs on one core; instead each row offers its
     ``candidates · k`` largest entries (in parallel over rows) and the batch's largest are chosen
-    among those. That is exact unless some row had every candidate chosen (it might hold more);
-    then the flat top-k over the whole matrix decides. Non-positive entries are dropped (their
+    among those. A row that had a candidate left out holds nothing larger outside its
+    candidates, so its part of the choice is exact. A row whose every candidate was chosen
+    (saturated) may hold more: the smallest chosen candidate θ is at most the batch's threshold
+    (the candidates are a subset of the batch), so its entries ≥ θ join the other rows' chosen
+    candidates and a top-k over that pool decides. Non-positive entries are dropped (their
     activation is 0 either way)."""
     n, d_sae = pre.shape
     n_keep = min(k * n, pre.numel())
     m = min(d_sae, candidates * k)
     cand_vals, cand_idx = pre.topk(m, dim=-1, sorted=False)  # [n, m]
+    best = cand_vals.reshape(-1).topk(n_keep, sorted=False)
     keep = torch.zeros(n * m, dtype=torch.bool, device=pre.device)
-    keep[cand_vals.reshape(-1).topk(n_keep, sorted=False).indices] = True
-    keep = keep.view(n, m) & (cand_vals > 0)
-    if m < d_sae and bool(keep.all(-1).any()):
-        flat = pre.reshape(-1).topk(n_keep, sorted=False).indices
-        flat = flat[pre.reshape(-1)[flat] > 0].sort().values
-        rows, cols = flat // d_sae, flat % d_sae
-        vals = pre.reshape(-1)[flat]
-    else:
+    keep[best.indices] = True
+    keep = keep.view(n, m)
+    saturated = keep.all(-1).nonzero().squeeze(-1) if m < d_sae else keep.new_zeros(0)
+    if saturated.numel() == 0:
+        keep &= cand_vals > 0
         r, j = keep.nonzero(as_tuple=True)  # row-major: sorted by token
         rows, cols, vals = r, cand_idx[r, j], cand_vals[r, j]
+    else:
+        keep[saturated] = False
+        r, j = keep.nonzero(as_tuple=True)
+        sub = pre.index_select(0, saturated)  # [n_saturated, d_sae]
+        sr, sc = (sub >= best.values.min()).nonzero(as_tuple=True)
+        rows = torch.cat([r, saturated[sr]])
+        cols = torch.cat([cand_idx[r, j], sc])
+        vals = torch.cat([cand_vals[r, j], sub[sr, sc]])
+        chosen = vals.topk(min(n_keep, vals.numel()), sorted=False).indices
+        chosen = chosen[vals[chosen] > 0]
+        chosen = chosen[_argsort_small(rows[chosen], n)]  # sorted by token
+        rows, cols, vals = rows[chosen], cols[chosen], vals[chosen]
     counts = torch.bincount(rows, minlength=n)
     return ActivePairs(cols, rows, counts.cumsum(0) - counts, (n, d_sae), vals)
 

@@ -10,6 +10,7 @@ def test_erasure_study_on_a_tiny_model(tmp_path):
     config = ErasureConfig.make(model="tiny-llama", max_per_dataset=200, layer=1,
                            methods=["leace", "inlp", "median-match"], inlp_rounds=2,
                            directions_max_rounds=3, neutral_sequences=3, context_length=16,
+                           in_model_random=5,
                            n_boot=100, batch_size=16, behaviour_prompts=12, n_shots=1,
                            answer_true=["TRUE", "the"], answer_false=["FALSE", "and"])
     result = run_erasure(config)
@@ -20,6 +21,11 @@ def test_erasure_study_on_a_tiny_model(tmp_path):
         assert c["accuracy"]["linear"]["random"]["n"] == result.n_test
     assert result.checks["leace"]["rank"] == 1
     assert result.in_model["leace"]["erased"]["n_tokens"] == 3 * 15
+    rnd = result.in_model["leace"]["random"]  # a distribution of random subspaces, not one draw
+    assert rnd["n_draws"] == 5 and len({d["delta_ce"] for d in rnd["draws"]}) == 5
+    assert rnd["delta_ce_min"] <= rnd["delta_ce"] <= rnd["delta_ce_max"]
+    assert result.in_model["inlp"]["random"]["n_draws"] == 5  # rank 2: its own draws
+    assert result.in_model["leace"]["erased"]["edit_size"] > 0
     d = result.directions
     assert len(d["labels"]["rounds"]) >= 1 and d["shuffled"]["rounds"][0]["erased"] == 0
     path = result.to_json(tmp_path / "erasure.json")
@@ -27,6 +33,7 @@ def test_erasure_study_on_a_tiny_model(tmp_path):
     assert again.checks == json.loads(path.read_text())["checks"]
     html = write_erasure_report(again, tmp_path / "erasure.html").read_text()
     assert "random subspace" in html and "Not tested" in html and "data:image/png" in html
+    assert "ΔCE random [min, max]" in html and "neutral" in html
     b = again.behaviour
     assert set(b["erasers"]) == {"leace", "inlp"} and set(b["random"]) == {"1", "2"}
     assert b["info"]["n_prompts"] == 12 and b["info"]["n_true"] == 6

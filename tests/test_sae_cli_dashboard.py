@@ -129,10 +129,23 @@ def test_packaged_corpora_are_real_english():
     kjv = load_corpus("kjv")
     assert len(kjv.documents) == 1189  # chapters of the King James Bible
     assert kjv.documents[0].startswith("In the beginning God created the heaven and the earth.")
-    assert "{" not in kjv.documents[0]  # editorial notes dropped
+    # the translators' supplied words ("{was}") are kept without their braces; the editorial
+    # notes ("{firmament: Heb. expansion}") are dropped
+    genesis = kjv.documents[0]
+    assert "and darkness was upon the face of the deep." in genesis
+    assert "that it was good" in genesis and "Heb." not in genesis and "expansion" not in genesis
+    assert not any("{" in d or "}" in d for d in kjv.documents)
     assert kjv.identity()["license"].startswith("text: public domain")
     docs = load_corpus("python-docs")
     assert docs.n_characters > 100_000
+
+
+def test_kjv_verses_keep_supplied_words_and_drop_notes():
+    from interplab.datasets.corpus import kjv_verse
+
+    assert kjv_verse("darkness {was} upon the deep.") == "darkness was upon the deep."
+    assert kjv_verse("the firmament. {firmament: Heb. expansion}") == "the firmament."
+    assert kjv_verse("{it was} good: and God divided {x...: Heb. y} it") == "it was good: and God divided it"
 
 
 def test_mixing_buffer_yields_every_non_bos_activation_once_shuffled(lm):

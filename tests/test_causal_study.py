@@ -314,7 +314,7 @@ def test_completion_format_reads_each_statements_own_object():
         object_split("Hello.")
 
 
-def test_cli_builds_the_config_from_its_options(monkeypatch):
+def test_cli_builds_the_config_from_its_options(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     from interplab.cli.main import app
@@ -324,7 +324,8 @@ def test_cli_builds_the_config_from_its_options(monkeypatch):
     monkeypatch.setattr(registry, "run_causal_into",
                         lambda cfg, out, progress: seen.append(cfg) or 1 / 0)
     CliRunner().invoke(app, ["causal", "--layers", "5,6", "--n-layers", "3", "--answer-true",
-                             "Yes,True", "--window", "shared", "--probes", "diffmean"])
+                             "Yes,True", "--window", "shared", "--probes", "diffmean",
+                             "--out", str(tmp_path / "causal")])  # not runs/ of the checkout
     cfg = seen[0]
     assert cfg.steer_layers == [5, 6] and cfg.n_steer_layers == 3
     assert cfg.prompt.answer_true == ["Yes", "True"] and cfg.window == "shared"

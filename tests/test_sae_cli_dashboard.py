@@ -112,6 +112,25 @@ def test_dashboard_escapes_corpus_text(tmp_path, lm):
     assert any("<" in t for c in f.top_contexts for t in c["tokens"]) or "&lt;" in html
 
 
+def test_dashboard_reports_its_model_pass_batch_by_batch(lm):
+    """After the model loads, the dashboard's work shows as it goes: the feature pass advances
+    once per batch of sequences, the contexts once per feature (``sae dashboard`` was silent for
+    half a minute there)."""
+    from interplab.sae import SAEConfig, create_sae
+    from interplab.sae.dashboard import feature_dashboards
+    from tests.test_progress import _Sink
+
+    toks = pack_tokens(load_corpus("python-docs").documents[:6], lm.tokenizer, 16, bos="each",
+                       bos_token_id=1, max_sequences=20)
+    sae = create_sae(SAEConfig("relu", lm.d_model, 32, seed=1)).eval()
+    sink = _Sink()
+    data = feature_dashboards(lm, sae, HOOK, toks, n_features=3, batch_size=6, progress=sink)
+    feats, contexts = sink.tasks.values()
+    assert feats["total"] == toks.shape[0] == sum(feats["steps"])
+    assert feats["steps"] == [6, 6, 6, toks.shape[0] - 18]  # one step per batch
+    assert contexts["total"] == len(data.features) == len(contexts["steps"]) == 3
+
+
 def test_pack_tokens_bos_handling(lm):
     docs = ["one two three four five six seven", "eight nine ten eleven twelve"]
     each = pack_tokens(docs, lm.tokenizer, 5, bos="each", bos_token_id=1)

@@ -172,3 +172,18 @@ def test_truth_behaviour_applies_the_edit_inside_the_forward_pass(tiny_models):
     moved = out["erasers"]["everything"]
     assert np.abs(moved["per_example_delta"]).max() > 1e-6 and moved["kl"]["value"] > 0
     assert out["plain"]["accuracy"]["n"] == 4 and set(out["random"]) == {"0", str(d)}
+
+
+def test_the_committed_smollm2_erasure_page_opens_with_its_answer(tmp_path):
+    """The full-size result in docs/results (eight methods on SmolLM2) still shows its findings
+    and headline figure on the first screen."""
+    from pathlib import Path
+
+    from interplab.report.erasure import findings
+    from tests.pages import check_tables_align, check_top_of_page
+
+    r = json.loads((Path(__file__).parents[1] / "docs/results/erasure.json").read_text())
+    assert 3 <= len(findings(r)) <= 5
+    path = write_erasure_report(r, tmp_path / "erasure.html")
+    assert check_tables_align(path.read_text()) == 2
+    check_top_of_page(path, tmp_path)

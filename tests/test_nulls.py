@@ -165,7 +165,7 @@ def test_nulls_findings_name_the_nulls_that_explain_a_reading():
              0.9, 0.9, 0.9, "above the null", 0.02)}}}
     (line,) = findings(r)
     assert "above the null (q = 0.020)" in line
-    assert "beyond the nulls (model − null, corrected): gaussian (+0.400" in line
+    assert "beyond gaussian (model − null +0.400, largest q = 0.010)" in line
     assert "Explained by reset" in line and "Explained by gaussian" not in line
     # a probe at chance on the model has nothing for a null to explain
     probes["model"]["p"].update(value=0.52, lo=0.42, hi=0.62)
@@ -261,3 +261,20 @@ def test_nulls_report_renders_a_result_written_before_the_sae_differences(tmp_pa
            "dataset": {"name": "d"}}
     html = write_nulls_report(old, tmp_path / "old.html").read_text()
     assert "FVE held-out" in html and "SAE: model − null" not in html
+
+
+def test_the_committed_smollm2_nulls_page_opens_with_its_answer(tmp_path):
+    """The full-size result in docs/results (seven nulls, two probes, SAEs on SmolLM2) still
+    shows its findings and headline figure on the first screen."""
+    import json
+    from pathlib import Path
+
+    from interplab.report.nulls import findings, write_nulls_report
+    from tests.pages import check_tables_align, check_top_of_page
+
+    r = json.loads((Path(__file__).parents[1] / "docs/results/nulls.json").read_text())
+    lines = findings(r)
+    assert 3 <= len(lines) <= 5 and "beyond every null source" in lines[0]
+    path = write_nulls_report(r, tmp_path / "nulls.html")
+    assert check_tables_align(path.read_text()) == 4
+    check_top_of_page(path, tmp_path)

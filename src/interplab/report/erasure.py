@@ -36,6 +36,11 @@ def _ci(c: dict[str, Any], nd: int = 2) -> str:
     return f"{c['value']:.{nd}f} [{c['lo']:.{nd}f}, {c['hi']:.{nd}f}]"
 
 
+def _span(cells: list[dict[str, Any]]) -> str:
+    lo, hi = min(c["value"] for c in cells), max(c["value"] for c in cells)
+    return f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}–{hi:.2f}"
+
+
 def _g(c: dict[str, Any]) -> str:
     return f"{c['value']:+.3g} [{c['lo']:+.3g}, {c['hi']:+.3g}]"
 
@@ -92,19 +97,20 @@ def findings(r: dict[str, Any]) -> list[str]:
     by = {g: [m for m in order if grades[m]["grade"] == g] for g in GRADES}
     parts = []
     if by["erased"]:
-        parts.append("Erased to chance beyond the same-rank random-subspace control: " + "; ".join(
-            f"{_label(m, r['checks'][m])} {_ci(r['checks'][m]['accuracy']['linear']['erased'])}"
-            f" (random subspace {_ci(r['checks'][m]['accuracy']['linear']['random'])})"
-            for m in by["erased"]) + ".")
+        lin = [r["checks"][m]["accuracy"]["linear"] for m in by["erased"]]
+        parts.append("Erased to chance beyond the same-rank random-subspace control: "
+                     + ", ".join(_label(m, r["checks"][m]) for m in by["erased"])
+                     + f" (linear accuracy after erasure {_span([c['erased'] for c in lin])}; "
+                     f"after the random subspace {_span([c['random'] for c in lin])}).")
     elif not by["nothing"]:
         parts.append("No method erases it beyond its random-subspace control.")
     if by["control"]:
         parts.append("Explained by the random-subspace control (it reaches chance too): "
                      + ", ".join(by["control"]) + ".")
     if by["kept"]:
-        parts.append("Still decodable after erasure: " + "; ".join(
-            f"{m} {_ci(r['checks'][m]['accuracy']['linear']['erased'])}" for m in by["kept"])
-            + ".")
+        parts.append("Still decodable after erasure: " + ", ".join(
+            f"{m} {r['checks'][m]['accuracy']['linear']['erased']['value']:.2f}"
+            for m in by["kept"]) + ".")
     if parts and not by["nothing"]:
         out.append(" ".join(parts))
     mlp = [m for m in order if grades[m]["grade"] == "erased"]
@@ -116,11 +122,12 @@ def findings(r: dict[str, Any]) -> list[str]:
         line = ("An MLP probe reads it again after " + ", ".join(back) + " (linear erasure only)."
                 if back else "No MLP probe reads it after the methods that erase it linearly."
                 if mlp else "")
-    cost = [f"{m} {e['erased']['delta_ce']:+.3g} (random subspace {e['random']['delta_ce']:+.3g})"
+    cost = [f"{m} {e['erased']['delta_ce']:+.3f} ({e['random']['delta_ce']:+.3f})"
             for m, e in r.get("in_model", {}).items()]
     if cost:
-        line += (" " if line else "") + ("In-model cost, ΔCE in nats per token of neutral text: "
-                                         + "; ".join(cost) + ".")
+        line += (" " if line else "") + ("In-model cost, ΔCE in nats per token of neutral text "
+                                         "(a random subspace of the same rank): "
+                                         + ", ".join(cost) + ".")
     if line:
         out.append(line)
     b = r.get("behaviour")
@@ -129,10 +136,17 @@ def findings(r: dict[str, Any]) -> list[str]:
         gate = sep["lo"] > 0
         tests = sorted(b["erasers"].items(), key=lambda kv: kv[1].get("vs_random", {}).get(
             "q", 1.0))
+        tested = [(m, e) for m, e in tests if "q" in e.get("vs_random", {})]
+        beyond = [(m, e) for m, e in tested if e["vs_random"]["verdict"] != "not significant"]
+        rest = [m for m, e in tested if e["vs_random"]["verdict"] == "not significant"]
         verdicts = "; ".join(
-            f"{m} Δ {_g(e['separation_change'])}, "
-            f"{BEHAVIOUR_WORDS.get(e['vs_random']['verdict'], e['vs_random']['verdict'])} "
-            f"({q_text(e['vs_random'])})" for m, e in tests if "q" in e.get("vs_random", {}))
+            f"{m} Δ separation {_g(e['separation_change'])}, "
+            f"{BEHAVIOUR_WORDS[e['vs_random']['verdict']]} ({q_text(e['vs_random'])})"
+            for m, e in beyond)
+        if rest:
+            least = min((e["vs_random"] for m, e in tested if m in rest), key=lambda t: t["q"])
+            verdicts += (("; " if verdicts else "") + "not beyond random: " + ", ".join(rest)
+                         + f" (smallest {q_text(least)})")
         out.append((f"The model's own few-shot answers separate true from false ({_g(sep)}); "
                     "against random subspaces of the same rank (BH-corrected): " if gate else
                     f"The model's own few-shot answers do not separate true from false "

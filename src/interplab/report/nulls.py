@@ -48,12 +48,19 @@ def sae_order(r: dict[str, Any]) -> list[str]:
     return ["model", *sorted(nulls, key=lambda s: (-r["saes"][s]["heldout"]["fve"], s))]
 
 
-def _beyond(tests: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[str]]:
-    """Nulls the model is above (corrected) and nulls that explain it (not below them)."""
-    above = [f"{s} ({_diff(t)}, {q_text(t)})" for s, t in tests
-             if t.get("verdict") == "above the null"]
+def _beyond(tests: list[tuple[str, dict[str, Any]]]) -> tuple[str, list[str]]:
+    """The nulls the model is above after correction, in words (names, the range of model −
+    null and the largest q; every difference with its interval is in the tables), and the
+    nulls that explain the reading (the model is not above them)."""
+    above = [(s, t) for s, t in tests if t.get("verdict") == "above the null"]
     explain = [s for s, t in tests if t.get("verdict") != "above the null"]
-    return above, explain
+    if not above:
+        return "", explain
+    worst = max((t for _, t in above), key=lambda t: t["q"])
+    lo, hi = min(t["value"] for _, t in above), max(t["value"] for _, t in above)
+    names = "every null source" if not explain else ", ".join(s for s, _ in above)
+    span = f"{lo:+.3f}" if lo == hi else f"{lo:+.3f} to {hi:+.3f}"
+    return f"{names} (model − null {span}, largest {q_text(worst)})", explain
 
 
 def findings(r: dict[str, Any]) -> list[str]:
@@ -78,8 +85,7 @@ def findings(r: dict[str, Any]) -> list[str]:
             out.append(line + "; its interval includes chance, so the probe reads nothing on "
                        "the model for a null to explain.")
             continue
-        line += ("; beyond the nulls (model − null, corrected): " + "; ".join(above)
-                 if above else "; beyond no null source")
+        line += f"; beyond {above}" if above else "; beyond no null source"
         if explain:
             line += (". Explained by " + ", ".join(explain) + ": the same probe reads that null "
                      "as well within error")
@@ -93,12 +99,11 @@ def findings(r: dict[str, Any]) -> list[str]:
         line = (f"The SAE explains {model['heldout']['fve']:.3f} of the variance of held-out model "
                 f"activations ({model['train']['fve']:.3f} on its training rows)")
         if tests:
-            line += ("; beyond the nulls (held-out FVE, model − null, corrected): "
-                     + ("; ".join(above) if above else "none"))
+            line += f"; held-out FVE beyond {above}" if above else "; beyond no null source"
             if explain:
-                best = max(explain, key=lambda s: saes[s]["heldout"]["fve"])
-                line += (". Explained by " + ", ".join(explain) + f": the same SAE reconstructs "
-                         f"them as well or better (e.g. {best} {saes[best]['heldout']['fve']:.3f})")
+                line += (". Explained by " + ", ".join(
+                    f"{s} (held-out FVE {saes[s]['heldout']['fve']:.3f})" for s in explain)
+                    + ": the same SAE reconstructs that data as well or better")
         else:
             line += "; " + ", ".join(f"{s} {saes[s]['heldout']['fve']:.3f}"
                                      for s in sae_order(r)[1:])

@@ -123,3 +123,37 @@ def test_statement_harvest_reports_every_batch_of_tokens(tmp_path):
     (task,) = sink.tasks.values()
     assert "2 of 2 datasets from the cache" in task["description"]
     assert sum(task["steps"]) == task["total"] == 1
+
+
+def test_intervention_batches_report_to_the_enclosing_stage_and_nowhere_else():
+    """Steering run inside `reporting(...)` advances that stage's task once per batch, by the
+    rows of the batch, after the batch ran; outside any stage it reports nothing."""
+    import numpy as np
+
+    from interplab.interventions import steer
+    from interplab.interventions.metrics import LogitDiff
+    from interplab.models import load
+    from interplab.progress import counted, reporting, tick
+
+    tick(5)  # no enclosing stage: nothing to report to, and no error
+    done: list[int] = []
+    sink = _Sink()
+    with reporting(sink, "a stage"):
+        for _sl in counted([slice(0, 3), slice(3, 5)]):
+            done.append(sum(sink.tasks[0]["steps"]))  # the body runs before its tick
+    assert done == [0, 3] and sink.tasks[0]["steps"] == [3, 2]
+
+    lm = load("tiny-llama")
+    prompts = [f"The number {i} is" for i in range(10)]
+    direction = np.random.default_rng(0).normal(size=lm.d_model)
+    sink = _Sink()
+    with reporting(sink, "steering", unit="rows"):
+        steer(lm, prompts, {"blocks.1.hook_resid_post": direction}, [0.0, 1.0],
+              LogitDiff(1, 2), batch_size=4, n_null=0)
+    (task,) = sink.tasks.values()
+    assert task["description"] == "steering" and max(task["steps"]) <= 4
+    assert sum(task["steps"]) >= 10  # every prompt's rows were counted
+    quiet = _Sink()
+    steer(lm, prompts, {"blocks.1.hook_resid_post": direction}, [1.0], LogitDiff(1, 2),
+          batch_size=4, n_null=0)
+    assert quiet.tasks == {}

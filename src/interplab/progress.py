@@ -11,7 +11,10 @@ granularity and never once per item.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from rich.console import Console
@@ -89,3 +92,34 @@ def progress_display(console: Console, *, enabled: bool = True) -> Progress | Li
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn()]
     return Progress(*columns, console=console, disable=not enabled, transient=False)
+
+
+_SINK: ContextVar[Callable[[float], None] | None] = ContextVar("interplab_progress", default=None)
+
+
+@contextlib.contextmanager
+def reporting(progress: Progress | LineProgress, description: str, *, total: float | None = None,
+              unit: str = "rows") -> Iterator[None]:
+    """Within the block, every :func:`tick` of lower-level code (the intervention engine's batch
+    loops) advances a task ``description`` of ``progress``: a study shows the progress of work
+    whose batches it does not run itself, without passing a callback through every call."""
+    task = progress.add_task(description, total=total, unit=unit)
+    token = _SINK.set(lambda n: progress.advance(task, n))
+    try:
+        yield
+    finally:
+        _SINK.reset(token)
+
+
+def tick(n: float = 1) -> None:
+    """Report ``n`` units of work done to the enclosing :func:`reporting` block (none: nothing)."""
+    sink = _SINK.get()
+    if sink is not None:
+        sink(n)
+
+
+def counted(slices: Iterator[slice] | list[slice]) -> Iterator[slice]:
+    """Yield ``slices`` and :func:`tick` each one's length once the loop body has run on it."""
+    for sl in slices:
+        yield sl
+        tick(sl.stop - sl.start)

@@ -66,20 +66,23 @@ def erasure_rows(r: dict[str, Any]) -> list[str]:
     checks = r["checks"]
     first = next(iter(checks.values()))["accuracy"]
     rows = [f"| (before erasure) | | {ci(first['linear']['before'])} | | "
-            f"{ci(first['mlp']['before'])} | | | | |"]
+            f"{ci(first['mlp']['before'])} | | | | | | |"]
     for method, c in checks.items():
         acc = c["accuracy"]
         rank = "–" if c["rank"] is None else str(c["rank"])
         if method in r["in_model"]:
             e, rnd = r["in_model"][method]["erased"], r["in_model"][method]["random"]
+            neutral = num(e["edit_size"], 3)
             cost = f"{sig(e['delta_ce'])} / {sig(e['kl'])}"
-            rcost = f"{sig(rnd['delta_ce'])} / {sig(rnd['kl'])}"
+            rcost = (f"{sig(rnd['delta_ce'])} [{sig(rnd['delta_ce_min'])}, "
+                     f"{sig(rnd['delta_ce_max'])}] / {sig(rnd['kl'])} | "
+                     f"{num(rnd['edit_size'], 3)} |")
         else:
-            cost, rcost = "(needs labels)", None
+            neutral, cost, rcost = "", "(needs labels)", " |"
         rows.append(f"| {method} | {rank} | {ci(acc['linear']['erased'])} | "
                     f"{num(acc['linear']['random']['value'])} | {ci(acc['mlp']['erased'])} | "
                     f"{num(acc['mlp']['random']['value'])} | {num(c['relative_change'], 3)} | "
-                    f"{cost} |" + (f" {rcost} |" if rcost else " |"))
+                    f"{neutral} | {cost} | {rcost}")
     return rows
 
 

@@ -66,20 +66,23 @@ def erasure_rows(r: dict[str, Any]) -> list[str]:
     checks = r["checks"]
     first = next(iter(checks.values()))["accuracy"]
     rows = [f"| (before erasure) | | {ci(first['linear']['before'])} | | "
-            f"{ci(first['mlp']['before'])} | | | | |"]
+            f"{ci(first['mlp']['before'])} | | | | | | |"]
     for method, c in checks.items():
         acc = c["accuracy"]
         rank = "–" if c["rank"] is None else str(c["rank"])
         if method in r["in_model"]:
             e, rnd = r["in_model"][method]["erased"], r["in_model"][method]["random"]
+            neutral = num(e["edit_size"], 3)
             cost = f"{sig(e['delta_ce'])} / {sig(e['kl'])}"
-            rcost = f"{sig(rnd['delta_ce'])} / {sig(rnd['kl'])}"
+            rcost = (f"{sig(rnd['delta_ce'])} [{sig(rnd['delta_ce_min'])}, "
+                     f"{sig(rnd['delta_ce_max'])}] / {sig(rnd['kl'])} | "
+                     f"{num(rnd['edit_size'], 3)} |")
         else:
-            cost, rcost = "(needs labels)", None
+            neutral, cost, rcost = "", "(needs labels)", " |"
         rows.append(f"| {method} | {rank} | {ci(acc['linear']['erased'])} | "
                     f"{num(acc['linear']['random']['value'])} | {ci(acc['mlp']['erased'])} | "
                     f"{num(acc['mlp']['random']['value'])} | {num(c['relative_change'], 3)} | "
-                    f"{cost} |" + (f" {rcost} |" if rcost else " |"))
+                    f"{neutral} | {cost} | {rcost}")
     return rows
 
 
@@ -197,6 +200,64 @@ def xor_generalization_rows(r: dict[str, Any]) -> list[str]:
     return rows
 
 
+# ------------------------------------------------------------------------------- causal.json
+def _ci_text(v: float, lo: float, hi: float, digits: int = 2, sign: bool = True) -> str:
+    return f"{num(v, digits, sign)} [{num(lo, digits, sign)}, {num(hi, digits, sign)}]"
+
+
+def causal_phrases(r: dict[str, Any]) -> list[str]:
+    """docs/interventions.md, "On SmolLM2-135M": the numbers of that paragraph (prose, so
+    checked as phrases of the text with its line breaks read as spaces)."""
+    val, base = r["task"]["validation"], r["task"]["baseline"]
+    comp = {(c["label"], c["dataset"]): c for c in r["comparison"]}
+    logistic, lda, mm = (comp[(p, "cities")] for p in ("logistic", "LDA", "mass-mean"))
+    ctrl = r["control"]["probes"]["logistic"]
+    gap, held = r["patching"]["gap"], r["patching"]["held_out_gap"]
+    agree = r["attribution"]["agreement"]
+    out = [
+        f"validation gaps {_ci_text(val['statement-is']['gap'], val['statement-is']['gap_lo'], val['statement-is']['gap_hi'], 3)}"
+        f" and {_ci_text(val['chat']['gap'], val['chat']['gap_lo'], val['chat']['gap_hi'], 3)}",
+        f"answer accuracy {num(val['statement-is']['accuracy'])} for both",
+        f"validation gap {_ci_text(val['completion']['gap'], val['completion']['gap_lo'], val['completion']['gap_hi'])} nats",
+        f"its gap is {_ci_text(base['gap'], base['gap_lo'], base['gap_hi'])} nats",
+        f"in {num(base['pairwise_accuracy'])} [{num(base['pairwise_lo'])}, {num(base['pairwise_hi'])}] of pairs",
+        f"by {_ci_text(logistic['effect'], logistic['lo'], logistic['hi'], 3)} nats, beyond "
+        f"{logistic['k']} random directions ({num(logistic['null_mean'], 3)} ± "
+        f"{num(logistic['null_sd'], 3)}, z = {num(logistic['z'], 1, True)}, {qv(logistic)})",
+        f"(−{num(-ctrl['effect'], 3)}; difference {_ci_text(ctrl['difference'], ctrl['difference_lo'], ctrl['difference_hi'], 3)}, {qv(ctrl)})",
+        f"{num(logistic['normalised']['value'])} [{num(logistic['normalised']['lo'])}, "
+        f"{num(logistic['normalised']['hi'])}] of the gap",
+        f"{_ci_text(lda['effect'], lda['lo'], lda['hi'], 3)} is not beyond the null ({qv(lda)})",
+        f"({_ci_text(mm['effect'], mm['lo'], mm['hi'], 3)}, {qv(mm)})",
+        f"gap {_ci_text(gap['mean'], gap['lo'], gap['hi'], 1)} nats",
+    ]
+    tb = r["transfer"]["sp_en_trans"]["baseline"]
+    out.append(f"(gap {_ci_text(tb['gap'], tb['gap_lo'], tb['gap_hi'])})")
+    for label in ("logistic", "mass-mean"):
+        c = comp[(label, "sp_en_trans")]
+        out.append(_ci_text(c["effect"], c["lo"], c["hi"], 3))
+    out.append(f"(q = {sig(comp[('logistic', 'sp_en_trans')]['q'])})")
+    share = [n["fraction"] for n in r["patching"]["result"]["null"]["nodes"].values()]
+    out.append(f"restore {min(share) * 100:.0f}–{max(share) * 100:.0f} % of the held-out")
+    for kind in ("resid_post", "attn_out", "mlp_out"):
+        a = agree[kind]["atp"]
+        out.append(f"{num(a['spearman'])} [{num(a['spearman_lo'])}, {num(a['spearman_hi'])}] {kind}")
+    assert held["n"] == gap["n"] // 2
+    return out
+
+
+PROSE = {"causal.json": ("interventions.md", causal_phrases)}
+
+
+@pytest.mark.parametrize("name", sorted(PROSE))
+def test_doc_prose_equals_the_committed_result(name):
+    doc_name, build = PROSE[name]
+    text = " ".join((DOCS / doc_name).read_text(encoding="utf-8").split())
+    missing = [phrase for phrase in build(_load(name)) if phrase not in text]
+    assert not missing, (f"docs/{doc_name} does not say these numbers of docs/results/{name}:\n"
+                         + "\n".join(missing))
+
+
 # -------------------------------------------------------------------------------------- tests
 # result file → (doc, the command the doc names, config values that command sets, row builders)
 QUOTED = {
@@ -222,6 +283,10 @@ QUOTED = {
                                   ("erasure_nulls",): True, ("layers",): [9, 12, 15],
                                   ("controls",): ["shuffled"]},
                                  (truth_nulls_probe_rows, truth_nulls_random_rows)),
+    "causal.json": ("interventions.md", "interplab causal --out runs/causal",
+                    {("run", "seed"): 0, ("run", "model"): "smollm2-135m", ("n_null",): 250,
+                     ("transfer",): ["sp_en_trans"]},
+                    ()),
     "xor.json": ("xor.md", "interplab xor --out runs/xor",
                  {("run", "seed"): 0, ("run", "model"): "smollm2-135m", ("layers",): None,
                   ("tokens",): ["last"]},
@@ -258,3 +323,22 @@ def test_result_file_is_the_command_the_doc_names(name):
         for key in path:
             value = value[key]
         assert value == expected, f"{name}: config {'.'.join(path)} is {value!r}, not {expected!r}"
+
+
+def test_readme_examples_write_only_under_runs():
+    """Every file the README's commands write (``--out``, ``--texts`` they make, shell
+    redirections) is under the ignored ``runs/`` folder, so following the README leaves the
+    checkout clean."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = [ln for block in re.findall(r"```bash\n(.*?)```", readme, re.S)
+                for ln in block.replace("\\\n", " ").splitlines()
+                if ln.strip().startswith(("interplab", "make"))]
+    commands += re.findall(r"`((?:mkdir|python|interplab)[^`]*)`", readme)
+    targets = [t for c in commands for t in re.findall(r"(?:--out|--texts|>)\s+(\S+)", c)]
+    assert len(targets) >= 15 and "runs/acts" in targets, targets
+    outside = [t for t in targets if not t.startswith(("runs/", "DIR"))]
+    assert not outside, f"README commands write outside runs/: {outside}"
+    ignored = (ROOT / ".gitignore").read_text(encoding="utf-8").split()
+    assert "runs/" in ignored

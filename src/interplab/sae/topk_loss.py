@@ -39,7 +39,9 @@ __all__ = ["ActivePairs", "sparse_topk_loss", "topk_pairs", "batch_topk_pairs", 
 
 # CPU threads for the sparse part of the step (None: torch's setting). Its operations are many
 # and small: with two threads each ends at a barrier where, on a shared machine, one thread
-# waits for the other to be scheduled again; one thread makes them cheaper there.
+# waits for the other to be scheduled again; one thread makes them cheaper there (measured in
+# docs/benchmarks.md, section 2b). torch's thread count is process-wide: it is lowered for the
+# block and restored after it.
 SPARSE_THREADS: int | None = 1
 
 

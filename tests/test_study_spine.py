@@ -110,6 +110,102 @@ def test_default_model_is_written_once():
     assert sorted(hits) == ["defaults.py", "models/loading.py"], hits
 
 
+# Settings of these names default to a constant of interplab.defaults wherever they are written.
+DEFAULTED = ("batch_size", "n_boot")
+# A literal default is allowed only where the same name means another quantity, with the reason.
+OTHER_QUANTITIES = {
+    ("erasure/fit.py", "fit_eraser_from_store", "batch_size"):
+        "activation rows per read of a store, not texts per forward pass",
+    ("compmech/config.py", "TrainConfig", "batch_size"):
+        "sequences per step of the toy GPT trained in the belief study",
+    ("compmech/regression.py", "residual_rows", "batch_size"):
+        "toy-GPT sequences per pass (a model of a few thousand parameters)",
+    ("compmech/transformer.py", "GPT.residuals", "batch_size"): "toy-GPT sequences per pass",
+    ("compmech/train.py", "evaluate", "batch_size"): "toy-GPT sequences per pass",
+    ("sae/synthetic.py", "false_positive_baseline", "batch_size"):
+        "synthetic rows per SAE training step",
+    ("studies/sae.py", "SaeStudyConfig", "batch_size"): "activation rows per SAE optimizer step",
+    ("sae/nulls.py", "SaeNullConfig", "sae_batch_size"):
+        "rows per training step of the small SAEs compared with a null",
+    ("circuits/config.py", "StudySaeConfig", "sae_batch_size"):
+        "rows per training step of the circuit study's SAEs",
+}
+
+
+def _literal_defaults(tree: ast.AST, names: tuple[str, ...]):
+    """``(owner, name, value)`` for every parameter or dataclass field called one of ``names``
+    (or ending in ``_<name>``) whose default is written as a number."""
+
+    def wanted(name: str) -> bool:
+        return any(name == n or name.endswith("_" + n) for n in names)
+
+    def literal(node: ast.expr | None):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "field":
+            node = next((k.value for k in node.keywords if k.arg == "default"), None)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not \
+                isinstance(node.value, bool):
+            return node.value
+        return None
+
+    def visit(node: ast.AST, owner: str):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = child.args
+                positional = a.posonlyargs + a.args
+                with_default = positional[len(positional) - len(a.defaults):]
+                pairs = list(zip(with_default, a.defaults, strict=True))
+                pairs += [(x, d) for x, d in zip(a.kwonlyargs, a.kw_defaults, strict=True)
+                          if d is not None]
+                name = f"{owner}.{child.name}" if owner else child.name
+                for arg, default in pairs:
+                    if wanted(arg.arg) and literal(default) is not None:
+                        yield name, arg.arg, literal(default)
+                yield from visit(child, name)
+            elif isinstance(child, ast.ClassDef):
+                name = f"{owner}.{child.name}" if owner else child.name
+                for stmt in child.body:
+                    if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                            and wanted(stmt.target.id) and literal(stmt.value) is not None):
+                        yield name, stmt.target.id, literal(stmt.value)
+                yield from visit(child, name)
+
+    yield from visit(tree, "")
+
+
+def test_each_shared_default_is_written_once():
+    """No signature or config field writes ``batch_size=32`` or ``n_boot=1000`` by hand: they read
+    ``interplab.defaults``, so a changed default changes everywhere at once."""
+    found = {}
+    for f in sorted(SRC.rglob("*.py")):
+        rel = f.relative_to(SRC).as_posix()
+        if rel == "defaults.py":
+            continue
+        for owner, name, value in _literal_defaults(ast.parse(f.read_text(encoding="utf-8")),
+                                                    DEFAULTED):
+            found[(rel, owner, name)] = value
+    written = sorted(k for k in found if k not in OTHER_QUANTITIES)
+    assert not written, (f"literal defaults {written}: use interplab.defaults (DEFAULT_BATCH_SIZE, "
+                         "DEFAULT_N_BOOT, ...) or allow-list a different quantity with its reason")
+    stale = sorted(set(OTHER_QUANTITIES) - set(found))
+    assert not stale, f"allow-listed literal defaults no longer exist: {stale}"
+
+
+def test_the_defaults_check_fails_on_a_literal():
+    code = ("def f(x, *, batch_size: int = 32, seed=0): pass\n"
+            "class C:\n    n_boot: int = field(default=1000)\n    sae_batch_size: int = 256\n"
+            "    def g(self, batch_size=DEFAULT_BATCH_SIZE): pass\n")
+    assert sorted(_literal_defaults(ast.parse(code), DEFAULTED)) == [
+        ("C", "n_boot", 1000), ("C", "sae_batch_size", 256), ("f", "batch_size", 32)]
+
+
+def test_run_config_reads_the_shared_defaults():
+    from interplab import defaults
+
+    assert RunConfig().n_boot == defaults.DEFAULT_N_BOOT
+    assert RunConfig().batch_size == defaults.DEFAULT_BATCH_SIZE
+    assert RunConfig().model == defaults.DEFAULT_MODEL
+
+
 def test_run_settings_are_checked():
     for bad, match in ((RunConfig(n_boot=5), "at least 100"), (RunConfig(batch_size=0), "batch"),
                        (RunConfig(threads=0), "threads"), (RunConfig(device="gpu"), "device"),

@@ -41,6 +41,7 @@ import torch
 
 from interplab.activations.positions import Positions
 from interplab.circuits.splice import ERRORS, SaeSet
+from interplab.defaults import DEFAULT_BATCH_SIZE, DEFAULT_N_BOOT
 from interplab.errors import InterplabError
 from interplab.interventions import engine
 from interplab.interventions.metrics import metric_name
@@ -100,7 +101,7 @@ class ReferenceValues:
 
 @torch.no_grad()
 def reference_values(lm: LanguageModel, saes: SaeSet, texts: Sequence[str] | None, kind: str,
-                     batch_size: int = 32) -> ReferenceValues:
+                     batch_size: int = DEFAULT_BATCH_SIZE) -> ReferenceValues:
     """Mean latents and mean error over the ordinary tokens of ``texts`` (the splice's exclusion
     rule leaves out position 0 and massive-norm tokens), or zeros (``kind="zero"``)."""
     if kind not in ABLATIONS:
@@ -618,7 +619,7 @@ def attribute_latents(lm: LanguageModel, saes: SaeSet, clean: Sequence[str] | Pr
                       ig_scope: str = "hook", n_exact: int = 24,
                       nodes: Sequence[tuple[str, int, int]] | None = None,
                       attributed: Sequence[str] | None = None, with_exact: bool = True,
-                      top_k: int = 5, n_boot: int = 200, batch_size: int = 32, seed: int = 0
+                      top_k: int = 5, n_boot: int = DEFAULT_N_BOOT, batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0
                       ) -> LatentAttribution:
     """Attribute ``metric`` to every latent × position and error node of ``saes`` with each of
     ``methods``, patch ``n_exact`` seeded nodes per hook exactly, and compare (module docstring).

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from interplab.activations.positions import Positions
+from interplab.defaults import DEFAULT_BATCH_SIZE, DEFAULT_N_BOOT
 from interplab.errors import InterplabError
 from interplab.interventions import engine
 from interplab.interventions.metrics import metric_name
@@ -244,7 +245,7 @@ def _spearman(estimate: np.ndarray, exact: np.ndarray) -> float | None:
 
 
 def agreement(estimate: np.ndarray, exact: np.ndarray, top_k: int,
-              per_pair: tuple[np.ndarray, np.ndarray] | None = None, *, n_boot: int = 1000,
+              per_pair: tuple[np.ndarray, np.ndarray] | None = None, *, n_boot: int = DEFAULT_N_BOOT,
               seed: int = 0) -> dict[str, Any]:
     """Spearman correlation and top-k overlap (by |mean effect|) of two ``[nodes]`` vectors.
 
@@ -278,7 +279,7 @@ def attribute(lm: LanguageModel, clean: Sequence[str] | Prompts,
               positions: str | Sequence[int] = "all", read: str = "last",
               prefix: str | None = None, methods: Sequence[str] = METHODS, ig_steps: int = 8,
               n_exact: int = 24, n_top: int = 0, top_k: int = 5, warn_below: float = 0.5,
-              batch_size: int = 32, per_head: bool = True, n_boot: int = 1000, seed: int = 0
+              batch_size: int = DEFAULT_BATCH_SIZE, per_head: bool = True, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
               ) -> AttributionResult:
     """Estimate the patching effect of every node (hook × position, and × head for a per-head
     hook such as ``blocks.3.attn.hook_z`` unless ``per_head=False``) with each of ``methods``,

@@ -20,6 +20,7 @@ import torch
 
 from interplab.activations.positions import Positions
 from interplab.controls import random_direction_like
+from interplab.defaults import DEFAULT_BATCH_SIZE, DEFAULT_N_BOOT
 from interplab.errors import InterplabError
 from interplab.interventions import engine
 from interplab.interventions.metrics import metric_name
@@ -194,8 +195,8 @@ def patch(lm: LanguageModel, clean: Sequence[str] | Prompts, corrupted: Sequence
           hooks: Sequence[str], metric: engine.Metric, *, positions: str | Sequence[int] = "all",
           mode: str = "per-position", direction: str = "denoise", read: str = "last",
           prefix: str | None = None, per_head: bool = True, n_null: int = 20,
-          null_nodes: int = 3, null_select: Sequence[int] | None = None, batch_size: int = 32,
-          n_boot: int = 1000, seed: int = 0) -> InterventionResult:
+          null_nodes: int = 3, null_select: Sequence[int] | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+          n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> InterventionResult:
     """Patch every node (hook × position, or hook × all positions) of every pair.
 
     ``direction="denoise"`` runs the corrupted prompt with clean activations patched in;

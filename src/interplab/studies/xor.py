@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from interplab.defaults import DEFAULT_N_BOOT
 from interplab.errors import InterplabError
 from interplab.progress import progress_display
 from interplab.study.result import StudyResult, versions
@@ -133,7 +134,7 @@ def _as_curve(est: dict[str, Any]) -> dict[str, Any]:
 
 
 def feature_curves(X: np.ndarray, y: np.ndarray, split: Any, *, shuffled: bool, seed: int = 0,
-                   n_boot: int = 1000, n_shuffles: int = 3) -> dict[str, dict[str, Any]]:
+                   n_boot: int = DEFAULT_N_BOOT, n_shuffles: int = 3) -> dict[str, dict[str, Any]]:
     """Held-out accuracy per layer of a logistic probe for one binary feature.
 
     ``X`` is ``[n_layers, n, d]``, ``y`` ``[n]`` (0/1), ``split`` has ``train``/``val``/``test``
@@ -161,7 +162,7 @@ def feature_curves(X: np.ndarray, y: np.ndarray, split: Any, *, shuffled: bool, 
 
 
 def generalization_curves(X: np.ndarray, held: np.ndarray, label: np.ndarray, split: Any, *,
-                          seed: int = 0, n_boot: int = 1000) -> dict[str, Any]:
+                          seed: int = 0, n_boot: int = DEFAULT_N_BOOT) -> dict[str, Any]:
     """A label probe trained where the feature ``held`` is 1, tested where it is 0.
 
     Per layer (``X`` ``[n_layers, n, d]``): ``in`` (trained on held = 1, tested on held = 1),

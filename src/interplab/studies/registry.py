@@ -69,7 +69,7 @@ def run_truth_into(config: Any, out: Path, progress: bool) -> Any:
 
 
 def run_xor_into(config: Any, out: Path, progress: bool) -> Any:
-    from interplab.studies.xor import run_xor
+    from interplab.studies.xor.run import run_xor
 
     return run_xor(config, cache_dir=out / "activations", progress=progress)
 
@@ -100,13 +100,13 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           "interplab.report.truth:summary_lines", "truth.json",
           "Run the truth study: probes across layers and datasets, with controls, and a report.",
           rename={"train_sets": "train"}),
-    Study("xor", "interplab.studies.xor:XorConfig", "interplab.studies.xor:XorResult",
+    Study("xor", "interplab.studies.xor.config:XorConfig", "interplab.studies.xor.config:XorResult",
           "interplab.studies.registry:run_xor_into", "interplab.report.xor:write_xor_report",
           "interplab.report.xor:summary_lines", "xor.json",
           "XOR study: probes for features, their XORs, controls and the generalization cost.",
           exclude=frozenset({"data.pair_by", "data.group_column"})),
-    Study("weights", "interplab.studies.weights:WeightsConfig",
-          "interplab.studies.weights:WeightsResult",
+    Study("weights", "interplab.studies.weights.config:WeightsConfig",
+          "interplab.studies.weights.config:WeightsResult",
           "interplab.studies.registry:run_weights_into",
           "interplab.report.weights:write_weights_report",
           "interplab.report.weights:summary_lines", "weights.json",
@@ -124,8 +124,8 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           "interplab.report.nulls:summary_lines", "nulls.json",
           "Run probes and SAEs on real activations and on every null source; report method − "
           "null."),
-    Study("belief", "interplab.studies.belief:BeliefStudyConfig",
-          "interplab.studies.belief:BeliefStudyResult",
+    Study("belief", "interplab.studies.belief.config:BeliefStudyConfig",
+          "interplab.studies.belief.config:BeliefStudyResult",
           "interplab.studies.registry:run_belief_into",
           "interplab.report.belief:render_belief_report",
           "interplab.report.belief:summary_lines", "result.json",
@@ -170,7 +170,7 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           rename={"n_steer_layers": "n-layers", "steer_layers": "layers"}),
 )}
 
-run_weights_into = run_plain("interplab.studies.weights:run_weights")
+run_weights_into = run_plain("interplab.studies.weights.run:run_weights")
 run_erasure_into = run_plain("interplab.studies.erasure.run:run_erasure")
 run_nulls_into = run_plain("interplab.studies.nulls.run:run_nulls")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,6 +60,76 @@ def test_lower_layers_never_import_studies_or_the_cli():
     # the statistics stay pure: nothing in controls runs a model
     assert not {m for m in _imports(SRC / "controls")
                 if m.startswith(("interplab.models", "interplab.activations"))}
+
+
+# A study imports what it uses at the top of its module. The exceptions, each with its reason:
+# a config module the CLI reads to build --help must not load torch or scikit-learn, so its
+# validation imports the registry it checks names against only when it runs.
+_LOADS_TORCH = "a torch-free config module (the CLI reads it for --help); this import loads torch"
+LATE_IMPORTS = {
+    ("causal/config.py", "CausalConfig.validate"): _LOADS_TORCH,
+    ("nulls/config.py", "NullsConfig.validate"): _LOADS_TORCH,
+    ("erasure/config.py", "ErasureConfig.validate"): _LOADS_TORCH,
+    ("truth/config.py", "is_pair_probe"): _LOADS_TORCH,
+    ("sae/config.py", "SaeStudyConfig.validate"): _LOADS_TORCH,
+}
+
+
+def _late_imports(tree: ast.AST) -> list[tuple[str, str]]:
+    """``(function, module)`` for every ``interplab`` import made inside a function, bar a
+    package's ``__getattr__`` (which loads a study's run code when it is first asked for, so
+    that the package's config stays light)."""
+    found = []
+
+    def visit(node: ast.AST, owner: str, function: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = f"{owner}.{child.name}" if owner else child.name
+                is_function = not isinstance(child, ast.ClassDef)
+                visit(child, name, name if is_function else function)
+                continue
+            if function is not None and function != "__getattr__":
+                modules = ([child.module or ""] if isinstance(child, ast.ImportFrom)
+                           else [a.name for a in child.names] if isinstance(child, ast.Import)
+                           else [])
+                found.extend((function, m) for m in modules if m.split(".")[0] == "interplab")
+            visit(child, owner, function)
+
+    visit(tree, "", None)
+    return found
+
+
+def test_studies_import_at_the_top_of_their_modules():
+    found = {}
+    for f in sorted(STUDIES.rglob("*.py")):
+        rel = f.relative_to(STUDIES).as_posix()
+        if rel == "registry.py":  # names each study's code by "module:attribute", read lazily
+            continue
+        for function, module in _late_imports(ast.parse(f.read_text(encoding="utf-8"))):
+            found.setdefault((rel, function), []).append(module)
+    late = {k: v for k, v in found.items() if k not in LATE_IMPORTS}
+    assert not late, f"imports inside functions (move them to the module top): {late}"
+    stale = sorted(set(LATE_IMPORTS) - set(found))
+    assert not stale, f"allow-listed late imports no longer exist: {stale}"
+
+
+def test_the_import_check_fails_on_a_late_import():
+    code = ("import interplab.x\n"
+            "def f():\n    from interplab.models import load\n    import numpy\n"
+            "class C:\n    def g(self):\n        import interplab.y\n"
+            "def __getattr__(name):\n    from interplab.z import run\n")
+    assert _late_imports(ast.parse(code)) == [("f", "interplab.models"), ("C.g", "interplab.y")]
+
+
+def test_config_modules_stay_light():
+    """What the CLI reads to build --help (every registered config) loads neither torch nor
+    scikit-learn."""
+    code = ("import sys\nfrom interplab.studies.registry import STUDIES\n"
+            "import interplab.studies.sae, interplab.studies.harvest\n"
+            "[s.config_class() for s in STUDIES.values()]\n"
+            "print(sorted({'torch', 'sklearn'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def _shared_fields() -> dict[str, type]:
@@ -124,7 +196,8 @@ OTHER_QUANTITIES = {
     ("compmech/train.py", "evaluate", "batch_size"): "toy-GPT sequences per pass",
     ("sae/synthetic.py", "false_positive_baseline", "batch_size"):
         "synthetic rows per SAE training step",
-    ("studies/sae.py", "SaeStudyConfig", "batch_size"): "activation rows per SAE optimizer step",
+    ("studies/sae/config.py", "SaeStudyConfig", "batch_size"):
+        "activation rows per SAE optimizer step",
     ("sae/nulls.py", "SaeNullConfig", "sae_batch_size"):
         "rows per training step of the small SAEs compared with a null",
     ("circuits/config.py", "StudySaeConfig", "sae_batch_size"):

@@ -144,16 +144,16 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           "Representation rerouting vs LoRA + probe at equal parameters vs a probe: detection, "
           "attacks and retain cost, over several training seeds.",
           exclude=frozenset({"data.pair_by", "data.group_column"})),
-    Study("circuit", "interplab.studies.circuit:CircuitConfig",
-          "interplab.studies.circuit:CircuitResult",
-          "interplab.studies.circuit:run_circuit_into",
+    Study("circuit", "interplab.studies.circuit.config:CircuitConfig",
+          "interplab.studies.circuit.config:CircuitResult",
+          "interplab.studies.circuit.run:run_circuit_into",
           "interplab.report.circuit:write_circuit_report",
           "interplab.report.circuit:summary_lines", "circuit.json",
           "Sparse feature circuit: SAE latents attributed (AtP, IG, exact), faithfulness and "
           "completeness with a random control, edges, and AtP vs IG across SAE architectures.",
           exclude=frozenset({"data.pair_by", "data.group_column"})),
-    Study("shift", "interplab.studies.shift:ShiftConfig", "interplab.studies.shift:ShiftResult",
-          "interplab.studies.shift:run_shift_into", "interplab.report.shift:write_shift_report",
+    Study("shift", "interplab.studies.shift.config:ShiftConfig", "interplab.studies.shift.config:ShiftResult",
+          "interplab.studies.shift.run:run_shift_into", "interplab.report.shift:write_shift_report",
           "interplab.report.shift:summary_lines", "shift.json",
           "SHIFT: ablate the SAE latents tied to a spurious cue, retrain the probe, and compare "
           "worst-group accuracy with random-latent, LEACE and balanced-data controls.",

@@ -80,7 +80,6 @@ from interplab.threads import limit_threads
 
 
 def _versions() -> dict[str, str]:
-
     return {
         "interplab": interplab.__version__,
         "torch": torch.__version__,

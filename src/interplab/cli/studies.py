@@ -27,7 +27,8 @@ def execute(study: Study, config: Any, out: Path, progress: bool = True) -> tupl
     for line in lines:
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"results: [bold]{json_path}[/]")
-    console.print(f"report:  [bold]{html_path}[/]")
+    if html_path is not None:
+        console.print(f"report:  [bold]{html_path}[/]")
     return result, json_path
 
 
@@ -95,5 +96,6 @@ def rerun(
 
 def register(app: typer.Typer) -> None:
     for study in STUDIES.values():
-        app.command(study.name)(study_command(study))
+        if not study.own_command:  # e.g. `sae train`, registered with its group
+            app.command(study.name)(study_command(study))
     app.command("rerun")(rerun)

@@ -27,7 +27,11 @@ def _resolve(target: str) -> Callable[..., Any]:
 class Study:
     """One study: ``run(config, out_dir, progress)`` returns its result (a
     :class:`~interplab.study.result.StudyResult`), ``report(result, path)`` writes its HTML
-    page, ``summary(result)`` gives the lines the command prints."""
+    page (``""``: the study has none), ``summary(result)`` gives the lines the command prints.
+
+    ``own_command`` names a study whose command is not generated from this table (``sae train``:
+    a sub-command that resumes from its checkpoint and takes executor options); its result
+    still re-runs with ``interplab rerun``."""
 
     name: str
     config: str  # "module:ConfigClass" (torch-free module)
@@ -39,6 +43,7 @@ class Study:
     help: str
     rename: dict[str, str] = field(default_factory=dict)
     exclude: frozenset[str] = frozenset()
+    own_command: str = ""
 
     def config_class(self) -> type:
         return _resolve(self.config)  # type: ignore[return-value]
@@ -47,14 +52,15 @@ class Study:
         return _resolve(self.result)  # type: ignore[return-value]
 
     def execute(self, config: Any, out: Path, progress: bool = True
-                ) -> tuple[Any, Path, Path, list[str]]:
-        """Run ``config`` into ``out``: the result, its JSON and HTML paths, the summary lines.
-        The result file is written before the report, so a failing figure loses nothing."""
+                ) -> tuple[Any, Path, Path | None, list[str]]:
+        """Run ``config`` into ``out``: the result, its JSON and HTML paths (None without a
+        report), the summary lines. The result file is written before the report, so a failing
+        figure loses nothing."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         result = _resolve(self.run)(config, out, progress)
         json_path = result.to_json(out / self.json_name)
-        html_path = _resolve(self.report)(result, out / "report.html")
+        html_path = _resolve(self.report)(result, out / "report.html") if self.report else None
         return result, json_path, html_path, list(_resolve(self.summary)(result))
 
 
@@ -168,6 +174,11 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           "no statement and other datasets; patch true into false statements; compare "
           "attribution methods.",
           rename={"n_steer_layers": "n-layers", "steer_layers": "layers"}),
+    Study("sae", "interplab.studies.sae.config:SaeStudyConfig",
+          "interplab.studies.sae.config:SaeStudyResult",
+          "interplab.studies.sae.run:run_sae_into", "", "interplab.studies.sae.run:summary_lines",
+          "sae.json", "Train one SAE or a sweep in one pass over a store or a model's activations.",
+          own_command="sae train"),
 )}
 
 run_weights_into = run_plain("interplab.studies.weights.run:run_weights")

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from interplab.controls.nulls import DATA_NULLS
 from interplab.errors import InterplabError
-from interplab.fileio import atomic_write_text
 from interplab.sae.config import TrainerConfig, exclusion_rule_for
 from interplab.sae.nulls import SaeNullConfig
+from interplab.study.result import StudyResult
 
 if TYPE_CHECKING:
     from interplab.activations.exclusion import ExclusionRule
@@ -106,7 +106,7 @@ class SaeRun:
     """One trained SAE of the sweep: its folder and its last logged metrics."""
 
     name: str
-    path: str
+    path: str  # the SAE's folder, relative to the folder the result is saved in (sae.json)
     architecture: str
     d_sae: int
     k: int | None
@@ -115,10 +115,15 @@ class SaeRun:
 
 
 @dataclass
-class SaeStudyResult:
-    """What was trained, on what, for how long, with which tokens left out."""
+class SaeStudyResult(StudyResult):
+    """What was trained, on what, for how long, with which tokens left out. Saved as ``sae.json``
+    in the output folder (``to_json``/``from_json``, as every study's result), so
+    ``interplab rerun out/sae.json --out DIR`` trains the same sweep again."""
+
+    study = "sae"
 
     config: dict[str, Any]
+    versions: dict[str, str]
     data: dict[str, Any]  # data identity: store fingerprint or model/corpus, hook, batch size
     runs: list[SaeRun]
     steps: int
@@ -133,9 +138,3 @@ class SaeStudyResult:
     warnings: list[str]
     # With --null-control (see :func:`null_comparison`); None otherwise and in older results.
     null_control: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def save(self, path: str | Path) -> Path:
-        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1, default=str))

@@ -53,6 +53,7 @@ from interplab.studies.sae.config import (
     SaeStudyConfig,
     SaeStudyResult,
 )
+from interplab.study.result import versions
 
 # -- data -----------------------------------------------------------------------------------------
 
@@ -326,7 +327,7 @@ def run_sae_study(cfg: SaeStudyConfig, out_dir: str | Path, progress: bool = Tru
         c.model_identity, c.data = data.model_identity, data.provenance
         save_sae(sae, out_dir / name)
         metrics = outcome.last_metrics[i] if i < len(outcome.last_metrics) else {}
-        results.append(SaeRun(name=name, path=str(out_dir / name), architecture=c.architecture,
+        results.append(SaeRun(name=name, path=name, architecture=c.architecture,
                               d_sae=c.d_sae, k=c.k, sparsity_coefficient=c.sparsity_coefficient,
                               metrics=metrics))
     null = None
@@ -335,8 +336,43 @@ def run_sae_study(cfg: SaeStudyConfig, out_dir: str | Path, progress: bool = Tru
         null = null_comparison(cfg, data, rule, sweep_configs(cfg, data, rule))
         atomic_write_json(out_dir / "null_control.json", null)
     return SaeStudyResult(
-        config=cfg.to_dict(), data=tcfg.data_identity or {}, runs=results, steps=outcome.steps,
+        config=cfg.to_dict(), versions=versions(), data=tcfg.data_identity or {}, runs=results, steps=outcome.steps,
         tokens_seen=outcome.tokens_seen, n_rows=data.n_rows, tokens_read=outcome.tokens_read,
         tokens_excluded=outcome.tokens_excluded, exclusion=rule.to_dict(),
         exclusion_description=rule.describe(), input_scale=outcome.input_scale,
         scale_tokens=outcome.scale_tokens, warnings=warnings, null_control=null)
+
+
+def run_sae_into(config: SaeStudyConfig, out: Path, progress: bool) -> SaeStudyResult:
+    """The registry's entry point (``interplab rerun``): the local executor into ``out``."""
+    return run_sae_study(config, out, progress=progress)
+
+
+def summary_lines(result: SaeStudyResult) -> list[str]:
+    """What was trained and on what, each SAE's last training-log entry and the null control."""
+    out = [f"trained {len(result.runs)} SAE(s) for {result.steps} steps ({result.tokens_seen} "
+           "tokens)",
+           f"excluded {result.tokens_excluded} of {result.tokens_read} tokens read "
+           f"({result.exclusion_description}); input scale {result.input_scale:.4g} from "
+           f"{result.scale_tokens} ordinary tokens"]
+    logged = [run for run in result.runs if run.metrics]
+    if logged:
+        n = logged[0].metrics.get("n_tokens", result.data.get("batch_size"))
+        out.append(f"last training-log entry, on one training batch of {n} rows (`sae eval "
+                   "--store` scores every row of a store):")
+    for run in logged:
+        m = run.metrics
+        out.append(f"  {run.name}: FVE {m['fraction_of_variance_explained']:.3f}, "
+                   f"L0 {m['l0']:.1f}, alive {m['fraction_alive']:.2f} (features firing "
+                   "on that batch)")
+    nc = result.null_control
+    if nc:
+        out.append(f"null control ({nc['null']}; retrained on {nc['n_rows']} sampled rows, "
+                   f"{nc['n_heldout']} held out) → null_control.json")
+        for name, c in nc["compared"].items():
+            d = c["model_minus_null"]["fve_heldout"]
+            out.append(f"  {name}: held-out FVE {c['model']['heldout']['fve']:.3f} vs null "
+                       f"{c['null']['heldout']['fve']:.3f}, model − null {d['value']:+.3f} "
+                       f"[{d['lo']:+.3f}, {d['hi']:+.3f}]")
+        out.extend(f"  {name}: not compared ({why})" for name, why in nc["not_compared"].items())
+    return out

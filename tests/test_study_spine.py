@@ -369,6 +369,41 @@ def test_rerun_reproduces_a_truth_result_exactly_at_one_thread(tmp_path):
     assert "accuracy.cities.diffmean.probe.value[0][0]" in res.output
 
 
+def test_a_refused_run_leaves_no_folder_behind(tmp_path, monkeypatch):
+    from interplab.cli.main import main
+    from interplab.studies import registry
+
+    out = tmp_path / "runs" / "truth"
+    # refused by the config: nothing is created, not even the parent folder
+    assert main(["truth", "--model", "tiny-llama", "--n-boot", "5", "--quiet",
+                 "--out", str(out)]) == 2
+    assert not (tmp_path / "runs").exists()
+
+    # refused once running, before anything was written: the folders it made are removed
+    def refuse(config, out, progress):
+        (out / "activations").mkdir()
+        raise InterplabError("no such statements")
+
+    monkeypatch.setattr(registry, "run_truth_into", refuse)
+    assert main(["truth", "--model", "tiny-llama", "--quiet", "--out", str(out)]) == 2
+    assert not (tmp_path / "runs").exists()
+
+    # what a run kept (a cache a re-run reuses) stays, and so does a folder that existed
+    def keep_then_fail(config, out, progress):
+        (out / "activations").mkdir()
+        (out / "activations" / "kept.npy").write_bytes(b"x")
+        raise InterplabError("failed after the harvest")
+
+    monkeypatch.setattr(registry, "run_truth_into", keep_then_fail)
+    assert main(["truth", "--model", "tiny-llama", "--quiet", "--out", str(out)]) == 2
+    assert (out / "activations" / "kept.npy").is_file()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    monkeypatch.setattr(registry, "run_truth_into", refuse)
+    assert main(["truth", "--model", "tiny-llama", "--quiet", "--out", str(mine)]) == 2
+    assert mine.is_dir() and not any(mine.iterdir())
+
+
 def test_rerun_refuses_a_file_that_is_not_a_result(tmp_path):
     from interplab.cli.main import main
 

@@ -10,6 +10,7 @@ config again. Entries name code by ``"module:attribute"`` so that reading this t
 from __future__ import annotations
 
 import importlib
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,11 +58,35 @@ class Study:
         report), the summary lines. The result file is written before the report, so a failing
         figure loses nothing."""
         out = Path(out)
+        validate = getattr(config, "validate", None)
+        if validate is not None:  # a refused config leaves no folder behind
+            validate()
+        made = [p for p in (out, *out.parents) if not p.exists()]
+        before = set(out.iterdir()) if out.is_dir() else set()
         out.mkdir(parents=True, exist_ok=True)
-        result = _resolve(self.run)(config, out, progress)
+        try:
+            result = _resolve(self.run)(config, out, progress)
+        except BaseException:
+            # refused once running (bad data, Ctrl-C before any write): what it kept stays
+            _remove_empty(out, before, made)
+            raise
         json_path = result.to_json(out / self.json_name)
         html_path = _resolve(self.report)(result, out / "report.html") if self.report else None
         return result, json_path, html_path, list(_resolve(self.summary)(result))
+
+
+def _remove_empty(out: Path, before: set[Path], made: list[Path]) -> None:
+    """Remove the folders a failed run created and wrote no file in: its new sub-folders of
+    ``out`` and, when ``out`` is left empty, the folders it made (``made``: ``out`` first, then
+    the parents it needed). A folder that holds a file is kept whole."""
+    for p in set(out.iterdir()) - before if out.is_dir() else ():
+        if p.is_dir() and not any(q.is_file() for q in p.rglob("*")):
+            shutil.rmtree(p, ignore_errors=True)
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): keep it and everything above it
+            return
 
 
 # -- how each study runs into a folder (its cache, checkpoints) --------------------------------

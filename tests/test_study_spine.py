@@ -150,6 +150,12 @@ def test_study_configs_nest_the_shared_settings_instead_of_redeclaring_them():
     for cls in configs:
         if cls.__name__ == "BeliefStudyConfig":  # a toy GPT trained in the study: no LM, no probes
             continue
+        if cls.__name__ == "SaeStudyConfig":
+            # an SAE sweep: `model` is an optional data source beside `--store`, `batch_size`
+            # counts activation rows per optimizer step; seed and device are TrainerConfig's
+            assert {f.name for f in dataclasses.fields(cls)} & set(shared) == {"model",
+                                                                             "batch_size"}
+            continue
         own = {f.name for f in dataclasses.fields(cls)}
         redeclared = own & set(shared)
         assert not redeclared, f"{cls.__name__} re-declares {sorted(redeclared)}"
@@ -337,6 +343,21 @@ def test_result_differences_name_what_changed():
     assert diff == ["a[1]: 2.0 → 2.5 (|Δ| 0.5)", "b.c: 'x' → 'y'"]
 
 
+def test_rerun_comparison_says_which_numbers_vary_with_threads():
+    from interplab.study.result import rerun_comparison
+
+    old = {"acc": [0.75, 0.5], "p": 0.01, "name": "x", "timings": {"t": 1.0}}
+    new = {"acc": [0.75 * (1 + 1e-12), 0.625], "p": 0.01, "name": "x", "timings": {"t": 2.0}}
+    c = rerun_comparison(old, new, threads=None)
+    assert not c["identical"] and c["n_differences"] == 2 and c["n_last_digits"] == 1
+    assert "only a run at --threads 1 repeats bit for bit" in c["note"]
+    assert "1 of the 2 difference(s) are that small" in c["note"]
+    assert [d.split(":")[0] for d in c["differences"]] == ["acc[0]", "acc[1]"]
+    at_one = rerun_comparison(old, old, threads=1)
+    assert at_one["identical"] and "bit for bit" in at_one["note"]
+    assert "4 threads" in rerun_comparison(old, new, threads=4)["note"]
+
+
 def test_rerun_reproduces_a_truth_result_exactly_at_one_thread(tmp_path):
     from typer.testing import CliRunner
 
@@ -356,6 +377,9 @@ def test_rerun_reproduces_a_truth_result_exactly_at_one_thread(tmp_path):
                                    str(tmp_path / "again")])
     assert res.exit_code == 0, res.output
     assert "identical" in res.output
+    assert "--threads 1: a re-run repeats it bit for bit" in " ".join(res.output.split())
+    record = json.loads((tmp_path / "again" / "rerun.json").read_text())
+    assert record["identical"] and record["threads"] == 1 and record["differences"] == []
     again = json.loads((tmp_path / "again" / "truth.json").read_text())
     for d in (saved, again):
         d.pop("timings")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,6 +57,7 @@ from interplab.interventions.prompts import (
     read_logits,
 )
 from interplab.models import LanguageModel, edit_hooks
+from interplab.models.hooks import ActFn
 from interplab.threads import pace
 
 METHODS = ("atp", "ig")
@@ -199,8 +200,21 @@ def _ig_pass(lm: LanguageModel, prompts: Prompts, i: int, metric: engine.Metric,
         seen["x"] = new.requires_grad_(True)
         return new
 
+    (grad,) = widened_gradients(lm, prompts, i, metric, read, {hook: widen}, hook, wide_from, k,
+                                lambda: [seen["x"]])
+    return grad[:, pos].sum(0).float().cpu(), seen["delta"].detach().float().cpu()
+
+
+def widened_gradients(lm: LanguageModel, prompts: Prompts, i: int, metric: engine.Metric,
+                      read: Positions, edits: dict[str, ActFn], hook: str, wide_from: int,
+                      k: int, targets: Callable[[], Sequence[torch.Tensor]]
+                      ) -> tuple[torch.Tensor, ...]:
+    """One pass of prompt ``i`` whose ``edits`` widen it to ``k`` rows at ``hook`` (every token
+    before ``wide_from`` runs once): the gradients of ``metric``, summed over the rows, with
+    respect to the tensors ``targets()`` names (made by the edits during the pass). Integrated
+    gradients run their steps as these rows."""
     batch = make_batch(lm, prompts, np.array([i]))
-    with torch.enable_grad(), engine.activation_grads_only(lm), edit_hooks(lm, {hook: widen}):
+    with torch.enable_grad(), engine.activation_grads_only(lm), edit_hooks(lm, edits):
         h = hidden(lm, prompts, batch, widen=(wide_from, k))
         if h.shape[0] != k:  # pragma: no cover - a layout that does not broadcast rows
             raise InterplabError(f"{type(lm.hf).__name__} did not carry the {k} rows of integrated "
@@ -208,8 +222,7 @@ def _ig_pass(lm: LanguageModel, prompts: Prompts, i: int, metric: engine.Metric,
         col = int(read_columns(prompts, batch, read)[0])
         logits = lm.hf.get_output_embeddings()(h[:, col]).float()
         value = metric(logits, torch.full((k,), i, device=logits.device)).sum()
-        (grad,) = torch.autograd.grad(value, [seen["x"]])
-    return grad[:, pos].sum(0).float().cpu(), seen["delta"].detach().float().cpu()
+        return torch.autograd.grad(value, list(targets()))
 
 
 def _sample_nodes(nodes: list[Node], n_exact: int, seed: int, lm: LanguageModel

@@ -99,6 +99,18 @@ def encode_pairs(lm: LanguageModel, clean: Sequence[str] | Prompts,
     return PairSet(x, c, c.lengths) if direction == "denoise" else PairSet(c, x, c.lengths)
 
 
+def all_positions_length(positions: str, lengths: np.ndarray) -> int:
+    """The one token length of prompts whose ``positions`` are ``"all"`` (``lengths``: each
+    prompt's), or a clear error for another word or for prompts of several lengths."""
+    if positions != "all":
+        raise InterplabError("positions must be 'all' or a list of token offsets such as "
+                             "[-3, -2, -1] (negative: from the end of each prompt)")
+    if len(set(lengths.tolist())) != 1:
+        raise InterplabError("positions='all' needs prompts of one token length; give "
+                             "offsets from the end instead, e.g. positions=[-4,-3,-2,-1]")
+    return int(lengths[0])
+
+
 def sweep_nodes(hooks: Sequence[str], positions: str | Sequence[int], mode: str,
                 lengths: np.ndarray, heads: dict[str, tuple[int, int]] | None = None
                 ) -> list[Node]:
@@ -107,13 +119,7 @@ def sweep_nodes(hooks: Sequence[str], positions: str | Sequence[int], mode: str,
     if mode not in MODES:
         raise InterplabError(f"mode must be one of {MODES}, not {mode!r}")
     if isinstance(positions, str):
-        if positions != "all":
-            raise InterplabError("positions must be 'all' or a list of token offsets such as "
-                                 "[-3, -2, -1] (negative: from the end of each prompt)")
-        if len(set(lengths.tolist())) != 1:
-            raise InterplabError("positions='all' needs prompts of one token length; give "
-                                 "offsets from the end instead, e.g. positions=[-4,-3,-2,-1]")
-        offsets: tuple[int, ...] = tuple(range(int(lengths[0])))
+        offsets: tuple[int, ...] = tuple(range(all_positions_length(positions, lengths)))
     else:
         offsets = tuple(int(o) for o in positions)
         short = [o for o in offsets if not -int(lengths.min()) <= o < int(lengths.min())]

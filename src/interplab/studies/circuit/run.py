@@ -33,6 +33,7 @@ from interplab.circuits.attribute import (
     node_values,
     reference_values,
 )
+from interplab.circuits.cards import latent_cards
 from interplab.circuits.circuit import (
     alive_latents,
     edges,
@@ -48,7 +49,6 @@ from interplab.datasets import entity_split, load_dataset
 from interplab.errors import InterplabError
 from interplab.interventions.prompts import as_prompts
 from interplab.models import LanguageModel, load
-from interplab.sae.dashboard import feature_dashboards
 from interplab.studies.circuit.config import METHODS, CircuitConfig, CircuitResult
 from interplab.study.result import versions
 from interplab.threads import limit_threads, resolve_threads
@@ -80,26 +80,14 @@ def _subset(pairs: RecallPairs, n: int) -> RecallPairs:
 def _cards(lm: LanguageModel, saes: SaeSet, cfg: CircuitConfig, top: list[dict[str, Any]]
            ) -> list[dict[str, Any]]:
     """Dashboard cards (max-activating held-out corpus contexts, promoted tokens) of ``top``."""
-
-    if not top:
-        return []
-    toks, bos = cfg.sae.corpus_data().tokens(lm, part="held_out")
-    toks = toks[:64]
-    out = []
     by_hook: dict[str, list[int]] = {}
     for row in top:
         by_hook.setdefault(row["hook"], []).append(int(row["latent"]))
-    for h, latents in by_hook.items():
-        dash = feature_dashboards(lm, saes[h], h, toks, features=latents, n_contexts=4,
-                                  window=6, n_logits=6, bos_token_id=bos,
-                                  batch_size=cfg.run.batch_size)
-        for f in dash.features:
-            card = asdict(f)
-            card.pop("histogram_counts")
-            card.pop("histogram_edges")
-            out.append({"hook": h, **card,
-                        "score": next(r["score"] for r in top
-                                      if r["hook"] == h and r["latent"] == f.index)})
+    out = latent_cards(lm, saes, cfg.sae.corpus_data(), by_hook, n_texts=64, n_contexts=4,
+                       window=6, n_logits=6, batch_size=cfg.run.batch_size)
+    for card in out:
+        card["score"] = next(r["score"] for r in top
+                             if r["hook"] == card["hook"] and r["latent"] == card["index"])
     out.sort(key=lambda c: -abs(c["score"]))
     return out
 

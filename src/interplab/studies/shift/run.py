@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from interplab.circuits.cards import latent_cards
 from interplab.circuits.config import load_or_train
 from interplab.circuits.shift import run_shift, spurious_split
 from interplab.circuits.splice import SaeSet, sae_set
@@ -32,7 +33,6 @@ from interplab.datasets import entity_split
 from interplab.datasets.xor import GENERATORS, subsample_groups
 from interplab.errors import InterplabError
 from interplab.models import LanguageModel, load
-from interplab.sae.dashboard import feature_dashboards
 from interplab.studies.shift.config import (
     CONDITION_WORDS,
     CONDITIONS,
@@ -113,23 +113,16 @@ def _summary(table: list[dict[str, Any]], tests: list[dict[str, Any]], seeds: li
 
 def _cards(lm: LanguageModel, saes: SaeSet, cfg: ShiftConfig, seed: dict[str, Any]
            ) -> list[dict[str, Any]]:
-    toks, bos = cfg.sae.corpus_data().tokens(lm, part="held_out")
-    toks = toks[:48]
+    """Cards of one seed's candidate latents, with their attribution and correlations."""
     by_hook: dict[str, list[int]] = {}
     for c in seed["candidates"]:
         by_hook.setdefault(c["hook"], []).append(int(c["latent"]))
-    out = []
-    for h, latents in by_hook.items():
-        dash = feature_dashboards(lm, saes[h], h, toks, features=latents, n_contexts=3,
-                                  window=5, n_logits=5, bos_token_id=bos,
-                                  batch_size=cfg.run.batch_size)
-        for f in dash.features:
-            card = asdict(f)
-            card.pop("histogram_counts")
-            card.pop("histogram_edges")
-            row = next(c for c in seed["candidates"] if c["hook"] == h and c["latent"] == f.index)
-            out.append({"hook": h, **card, **{k: row[k] for k in ("attribution", "r_cue",
-                                                                   "r_label", "cue_tied")}})
+    out = latent_cards(lm, saes, cfg.sae.corpus_data(), by_hook, n_texts=48, n_contexts=3,
+                       window=5, n_logits=5, batch_size=cfg.run.batch_size)
+    for card in out:
+        row = next(c for c in seed["candidates"]
+                   if c["hook"] == card["hook"] and c["latent"] == card["index"])
+        card.update({k: row[k] for k in ("attribution", "r_cue", "r_label", "cue_tied")})
     out.sort(key=lambda c: -c["attribution"])
     return out
 

@@ -262,6 +262,11 @@ def test_each_shared_default_is_written_once():
         for owner, name, value in _literal_defaults(ast.parse(f.read_text(encoding="utf-8")),
                                                     DEFAULTED):
             found[(rel, owner, name)] = value
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):  # a literal passed where the default belongs
+                found.update({(rel, f"call at line {node.lineno}", k.arg): k.value.value
+                              for k in node.keywords if k.arg in DEFAULTED
+                              and isinstance(k.value, ast.Constant)})
     written = sorted(k for k in found if k not in OTHER_QUANTITIES)
     assert not written, (f"literal defaults {written}: use interplab.defaults (DEFAULT_BATCH_SIZE, "
                          "DEFAULT_N_BOOT, ...) or allow-list a different quantity with its reason")

@@ -361,6 +361,8 @@ def test_rerun_comparison_says_which_numbers_vary_with_threads():
     at_one = rerun_comparison(old, old, threads=1)
     assert at_one["identical"] and "bit for bit" in at_one["note"]
     assert "4 threads" in rerun_comparison(old, new, threads=4)["note"]
+    no_setting = rerun_comparison(old, new, threads=None, thread_setting=False)["note"]
+    assert "torch's own thread count" in no_setting and "rerun --threads 1" not in no_setting
 
 
 def test_rerun_reproduces_a_truth_result_exactly_at_one_thread(tmp_path):

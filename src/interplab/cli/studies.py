@@ -91,7 +91,8 @@ def rerun(
     console.print(f"re-running the [bold]{study.name}[/] study of {result} → {out}")
     _, json_path = execute(study, config, out)
     new = json.loads(Path(json_path).read_text(encoding="utf-8"))
-    comparison = rerun_comparison(old, new, _threads_of(config))
+    comparison = rerun_comparison(old, new, _threads_of(config), thread_setting=hasattr(
+        config, "run") or hasattr(config, "num_threads"))
     atomic_write_json(Path(out) / "rerun.json", {"result": str(result), "rerun": str(json_path),
                                                    **comparison})
     if comparison["identical"]:

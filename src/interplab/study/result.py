@@ -183,11 +183,12 @@ LAST_DIGITS = 1e-6
 
 
 def rerun_comparison(old: dict[str, Any], new: dict[str, Any], threads: int | None,
-                     *, limit: int = 20) -> dict[str, Any]:
+                     *, thread_setting: bool = True, limit: int = 20) -> dict[str, Any]:
     """What ``interplab rerun`` reports: the differences between a result and its re-run, how
     many of them are last-digit changes of a number (relative |Δ| ≤ ``LAST_DIGITS``, what
     summing in another order gives), and a note saying which numbers vary with the thread count
-    and that only a run at one thread repeats bit for bit."""
+    and that only a run at one thread repeats bit for bit. ``thread_setting``: whether the
+    study has a thread count to set (the SAE sweep runs at torch's own)."""
     lines: list[str] = []
     _diff(old, new, "", lines)
     pairs: list[tuple[float, float]] = []
@@ -197,13 +198,16 @@ def rerun_comparison(old: dict[str, Any], new: dict[str, Any], threads: int | No
         note = ("The run used --threads 1: a re-run repeats it bit for bit, so any difference is "
                 "a change of code, library versions or data, not of summation order.")
     else:
-        used = "the automatic thread count" if threads is None else f"{threads} threads"
+        used = ("torch's own thread count" if not thread_setting else
+                "the automatic thread count" if threads is None else f"{threads} threads")
         note = (f"The run used {used}: only a run at --threads 1 repeats bit for bit. With more "
                 "threads the order of floating-point sums changes (the model's matrix products "
                 "in the harvest, the probe and SAE fits, the bootstrap's means), so "
                 "activations, accuracies, losses, intervals and p-values may move in their last "
                 f"digits; {small} of the {len(lines)} difference(s) are that small (relative "
-                f"|Δ| ≤ {LAST_DIGITS:g}). `interplab rerun --threads 1` runs it at one thread.")
+                f"|Δ| ≤ {LAST_DIGITS:g})."
+                + (" `interplab rerun --threads 1` runs it at one thread." if thread_setting
+                   else ""))
     return {"identical": not lines, "n_differences": len(lines), "n_last_digits": small,
             "threads": threads, "differences": _limited(lines, limit), "note": note}
 

@@ -236,6 +236,48 @@ def test_report_and_json_round_trip(tiny, tmp_path):
     assert "<script>x" not in html and "&lt;script&gt;x" in html
 
 
+def test_causal_page_opens_with_the_gate_the_controls_and_the_dose_response(tiny, tmp_path):
+    from interplab.report.causal import comparison_order, summary_bullets, write_causal_report
+    from tests.pages import check_tables_align, check_top_of_page
+
+    path = write_causal_report(tiny, tmp_path / "causal.html")
+    html = path.read_text()
+    body = html[html.index("<body>"):]
+    assert body.index('id="summary"') < body.index('id="headline"') < body.index("<table")
+    r = json.loads(tiny.to_json(tmp_path / "c.json").read_text())
+    bullets = summary_bullets(r)
+    assert 3 <= len(bullets) <= 5 and bullets[0].startswith("Task: ")
+    # the random model does not solve the task: the gate is closed and nothing is causal
+    assert not r["task"]["baseline"]["solves"] and "the gate above is closed" in bullets[1]
+    assert "Explained by the random-direction null" in bullets[1]
+    # verdicts carry their q-values; no raw p-value stands as a verdict at the top
+    assert all(f"q = {c['q']:.3f}" in bullets[2] for c in r["comparison"]
+               if c["dataset"] == "cities") and " p = " not in " ".join(bullets)
+    rows = comparison_order(r)
+    assert rows[0]["dataset"] == "cities" and [c["dataset"] == "cities" for c in rows] == sorted(
+        (c["dataset"] == "cities" for c in rows), reverse=True)
+    assert check_tables_align(html) >= 5
+    check_top_of_page(path, tmp_path)
+
+
+def test_causal_bullets_call_a_direction_causal_only_with_the_gate_open(tiny, tmp_path):
+    from interplab.report.causal import summary_bullets
+
+    r = json.loads(tiny.to_json(tmp_path / "c.json").read_text())
+    first = r["comparison"][0]["probe"]
+    r["task"]["baseline"]["solves"] = True
+    r["verdict"]["probes"][first].update(moves_the_answer=True, beyond_control=True,
+                                         causal_for_truth=True)
+    label = r["comparison"][0]["label"]
+    line = summary_bullets(r)[1]
+    assert line.startswith(f"Causal for truth on the {r['task']['chosen']} task: {label}.")
+    # moving the answer as much without a statement is explained by that control
+    r["verdict"]["probes"][first].update(beyond_control=False, causal_for_truth=False)
+    line = summary_bullets(r)[1]
+    assert "task: none." in line and "Explained by the no-statement control" in line
+    assert label in line.split("Explained by the no-statement control")[1]
+
+
 def test_rerun_reproduces_a_causal_result_exactly_at_one_thread(tmp_path):
     from typer.testing import CliRunner
 
@@ -314,7 +356,7 @@ def test_completion_format_reads_each_statements_own_object():
         object_split("Hello.")
 
 
-def test_cli_builds_the_config_from_its_options(monkeypatch):
+def test_cli_builds_the_config_from_its_options(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     from interplab.cli.main import app
@@ -324,7 +366,8 @@ def test_cli_builds_the_config_from_its_options(monkeypatch):
     monkeypatch.setattr(registry, "run_causal_into",
                         lambda cfg, out, progress: seen.append(cfg) or 1 / 0)
     CliRunner().invoke(app, ["causal", "--layers", "5,6", "--n-layers", "3", "--answer-true",
-                             "Yes,True", "--window", "shared", "--probes", "diffmean"])
+                             "Yes,True", "--window", "shared", "--probes", "diffmean",
+                             "--out", str(tmp_path / "causal")])  # not runs/ of the checkout
     cfg = seen[0]
     assert cfg.steer_layers == [5, 6] and cfg.n_steer_layers == 3
     assert cfg.prompt.answer_true == ["Yes", "True"] and cfg.window == "shared"

@@ -40,6 +40,14 @@ def test_circuit_study_runs_writes_its_files_and_a_second_run_trains_no_sae(tmp_
     html = html_path.read_text()
     assert "Sparse feature circuit" in html and "data:image/png;base64" in html
     assert any("faithfulness" in line for line in lines)
+    # 3–5 findings, each graded (the behaviour gate, the random-circuit control), then the
+    # faithfulness curve, on the first screen
+    from tests.pages import check_tables_align, check_top_of_page
+
+    assert 3 <= len(data["summary"]) <= 5 and data["summary"][0].startswith("The behaviour")
+    assert "random-circuit control" in data["summary"][1]
+    assert check_tables_align(html) == 5
+    check_top_of_page(html_path, tmp_path)
     assert data["circuit"]["size"] >= 1 and data["cards"]
     # user text is escaped: corpus tokens and city names reach the page as text, never as markup
     from interplab.report.circuit import write_circuit_report
@@ -127,6 +135,13 @@ def test_shift_study_runs_and_reports(tmp_path):
         assert sizes["balanced_train"] == sizes["train"] and sizes["test"] % 4 == 0
     assert all(0 <= t["q"] <= 1 for t in data["tests"])
     assert "SHIFT" in html_path.read_text() and lines
+    # graded against the random-latent control, then the headline figure on the first screen
+    from tests.pages import check_tables_align, check_top_of_page
+
+    assert 3 <= len(data["summary"]) <= 5
+    assert any("random latents in" in s for s in data["summary"])
+    assert check_tables_align(html_path.read_text()) == 4
+    check_top_of_page(html_path, tmp_path)
 
 
 def test_p_values_at_their_floor_are_printed_as_a_bound():

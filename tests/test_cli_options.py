@@ -250,7 +250,7 @@ def test_belief_help_shows_the_study_defaults():
     assert "--vocab-size" not in out  # set from the process
 
 
-def test_belief_options_build_the_nested_config(monkeypatch):
+def test_belief_options_build_the_nested_config(monkeypatch, tmp_path):
     from interplab.cli import studies as belief_cli
     from interplab.studies import belief as study
 
@@ -260,7 +260,8 @@ def test_belief_options_build_the_nested_config(monkeypatch):
     belief_cli.register(app)
     app.callback()(lambda: None)
     CliRunner().invoke(app, ["belief", "--steps", "7", "--layers", "2", "--context", "5",
-                             "--param", "x=0.1", "--seed", "3", "--threads", "2"])
+                             "--param", "x=0.1", "--seed", "3", "--threads", "2",
+                             "--out", str(tmp_path / "belief")])  # not runs/ of the checkout
     (cfg,) = seen
     assert cfg.train.n_steps == 7 and cfg.model.n_layers == 2 and cfg.model.context_length == 5
     assert cfg.process_params == {"x": 0.1} and cfg.num_threads == 2
@@ -304,6 +305,13 @@ def test_boolean_flags_show_no_type_label():
                                         env={"COLUMNS": "250"}).output)
         flags = [ln for ln in out.splitlines() if re.search(r"--no-[a-z]", ln)]
         assert flags and not [ln for ln in flags if "<bool>" in ln], name
+    # flags declared outside a config (--quiet) and typer's own --help, in every command
+    for name in ("", "causal", "truth", "demo", "rerun", "sae", "sae dashboard", "store",
+                 "store info"):
+        out = _plain(CliRunner().invoke(real, [*name.split(), "--help"],
+                                        env={"COLUMNS": "250"}).output)
+        assert "--help" in out and "<bool>" not in out, (name, out)
+        assert "<int>" in out or name in ("", "sae", "store", "store info", "rerun", "demo")
 
 
 def test_command_summaries_are_whole_first_paragraphs():

@@ -258,3 +258,22 @@ def test_result_file_is_the_command_the_doc_names(name):
         for key in path:
             value = value[key]
         assert value == expected, f"{name}: config {'.'.join(path)} is {value!r}, not {expected!r}"
+
+
+def test_readme_examples_write_only_under_runs():
+    """Every file the README's commands write (``--out``, ``--texts`` they make, shell
+    redirections) is under the ignored ``runs/`` folder, so following the README leaves the
+    checkout clean."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = [ln for block in re.findall(r"```bash\n(.*?)```", readme, re.S)
+                for ln in block.replace("\\\n", " ").splitlines()
+                if ln.strip().startswith(("interplab", "make"))]
+    commands += re.findall(r"`((?:mkdir|python|interplab)[^`]*)`", readme)
+    targets = [t for c in commands for t in re.findall(r"(?:--out|--texts|>)\s+(\S+)", c)]
+    assert len(targets) >= 15 and "runs/acts" in targets, targets
+    outside = [t for t in targets if not t.startswith(("runs/", "DIR"))]
+    assert not outside, f"README commands write outside runs/: {outside}"
+    ignored = (ROOT / ".gitignore").read_text(encoding="utf-8").split()
+    assert "runs/" in ignored

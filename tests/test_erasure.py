@@ -194,7 +194,7 @@ def test_bad_input_is_refused_with_one_clear_error():
 
 
 def test_erasure_inside_the_model_costs_ce_and_kl(tiny_models):
-    from interplab.activations import harvest
+    from interplab.activations import harvest, harvest_tokens
     from interplab.erasure import erasure_cost, erasure_costs, neutral_tokens
 
     lm = tiny_models["tiny-llama"]
@@ -213,6 +213,14 @@ def test_erasure_inside_the_model_costs_ce_and_kl(tiny_models):
     both = erasure_costs(lm, hook, {"leace": fit_eraser("leace", acts, y), "none": nothing},
                          tokens, batch_size=4)  # one shared plain pass, same numbers
     assert abs(both["leace"]["kl"] - cost["kl"]) < 1e-6 and abs(both["none"]["kl"]) < 1e-5
+    assert zero["edit_size"] < 1e-6 and both["none"]["edit_size"] < 1e-6
+    # edit_size is the mean ‖Δx‖/‖x‖ over every position but the first, recomputed here from
+    # the plain activations at the hook (the edit at one hook does not change its own input)
+    leace = fit_eraser("leace", acts, y).to(torch.float32, "cpu")
+    x = harvest_tokens(lm, tokens.tolist(), [hook], "all", progress=False)[hook]
+    x = x.reshape(len(tokens), tokens.shape[1], -1)[:, 1:].reshape(-1, x.shape[-1]).float()
+    by_hand = float(((leace(x) - x).norm(dim=-1) / x.norm(dim=-1)).mean())
+    assert abs(both["leace"]["edit_size"] - by_hand) < 1e-4 * max(by_hand, 1e-3)
     with pytest.raises(InterplabError, match="cannot run inside the model"):
         erasure_cost(lm, hook, fit_eraser("mean-match", acts, y), tokens)
 

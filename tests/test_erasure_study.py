@@ -1,18 +1,28 @@
-"""The erasure study end to end on a tiny model: result, JSON round trip, report."""
+"""The erasure study end to end on a tiny model: result, JSON round trip, report (its graded
+findings and headline figure on the first screen in Chromium)."""
 
+import copy
 import json
+
+import pytest
 
 from interplab.report.erasure import write_erasure_report
 from interplab.studies.erasure import ErasureConfig, ErasureResult, run_erasure
 
 
-def test_erasure_study_on_a_tiny_model(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_erasure():
     config = ErasureConfig.make(model="tiny-llama", max_per_dataset=200, layer=1,
                            methods=["leace", "inlp", "median-match"], inlp_rounds=2,
                            directions_max_rounds=3, neutral_sequences=3, context_length=16,
+                           in_model_random=5,
                            n_boot=100, batch_size=16, behaviour_prompts=12, n_shots=1,
                            answer_true=["TRUE", "the"], answer_false=["FALSE", "and"])
-    result = run_erasure(config)
+    return run_erasure(config)
+
+
+def test_erasure_study_on_a_tiny_model(tiny_erasure, tmp_path):
+    result = tiny_erasure
     assert set(result.checks) == {"leace", "inlp", "median-match"}
     assert set(result.in_model) == {"leace", "inlp"}  # median-match needs labels
     for c in result.checks.values():
@@ -20,6 +30,11 @@ def test_erasure_study_on_a_tiny_model(tmp_path):
         assert c["accuracy"]["linear"]["random"]["n"] == result.n_test
     assert result.checks["leace"]["rank"] == 1
     assert result.in_model["leace"]["erased"]["n_tokens"] == 3 * 15
+    rnd = result.in_model["leace"]["random"]  # a distribution of random subspaces, not one draw
+    assert rnd["n_draws"] == 5 and len({d["delta_ce"] for d in rnd["draws"]}) == 5
+    assert rnd["delta_ce_min"] <= rnd["delta_ce"] <= rnd["delta_ce_max"]
+    assert result.in_model["inlp"]["random"]["n_draws"] == 5  # rank 2: its own draws
+    assert result.in_model["leace"]["erased"]["edit_size"] > 0
     d = result.directions
     assert len(d["labels"]["rounds"]) >= 1 and d["shuffled"]["rounds"][0]["erased"] == 0
     path = result.to_json(tmp_path / "erasure.json")
@@ -27,6 +42,7 @@ def test_erasure_study_on_a_tiny_model(tmp_path):
     assert again.checks == json.loads(path.read_text())["checks"]
     html = write_erasure_report(again, tmp_path / "erasure.html").read_text()
     assert "random subspace" in html and "Not tested" in html and "data:image/png" in html
+    assert "ΔCE random [min, max]" in html and "neutral" in html
     b = again.behaviour
     assert set(b["erasers"]) == {"leace", "inlp"} and set(b["random"]) == {"1", "2"}
     assert b["info"]["n_prompts"] == 12 and b["info"]["n_true"] == 6
@@ -46,6 +62,62 @@ def test_erasure_study_on_a_tiny_model(tmp_path):
     assert "vs random subspaces (corrected)" in html and "q " in html
     # two tests with 20 random subspaces each: a lone eraser at its floor gets q = 2/21
     assert stats["floor_q_alone"] == 2 / 21 and stats["notes"]
+
+
+def test_erasure_page_opens_with_findings_graded_against_every_control(tiny_erasure, tmp_path):
+    from interplab.report.erasure import findings, grade_methods, method_order
+    from tests.pages import check_tables_align, check_top_of_page
+
+    path = write_erasure_report(tiny_erasure, tmp_path / "erasure.html")
+    html = path.read_text()
+    body = html[html.index("<body>"):]
+    assert body.index('id="summary"') < body.index('id="headline"') < body.index("<table")
+    r = json.loads(tiny_erasure.to_json(tmp_path / "e.json").read_text())
+    bullets = findings(r)
+    assert 3 <= len(bullets) <= 5 and body.count("<li>") >= len(bullets)
+    assert "random-subspace control" in bullets[1] and "BH-corrected" in " ".join(bullets)
+    # the checks table follows the stated order, the headline figure's
+    order = method_order(r)
+    values = [r["checks"][m]["accuracy"]["linear"]["erased"]["value"] for m in order]
+    assert values == sorted(values) and "sorted by the linear probe" in html
+    rows = [body.index(f'<td class="l">{m}') for m in order]
+    assert rows == sorted(rows)
+    assert all(grade_methods(r)[m]["words"] in html for m in order)
+    assert check_tables_align(html) == 2
+    check_top_of_page(path, tmp_path)
+
+
+def _checks(before, erased, random, mlp_before=(0.5, 0.4, 0.6), mlp_erased=(0.5, 0.4, 0.6)):
+    cell = lambda v: {"value": v[0], "lo": v[1], "hi": v[2], "n": 40}  # noqa: E731
+    return {"rank": 1, "majority": 0.5, "accuracy": {
+        "linear": {"before": cell(before), "erased": cell(erased), "random": cell(random)},
+        "mlp": {"before": cell(mlp_before), "erased": cell(mlp_erased), "random": cell(before)}}}
+
+
+def test_erasure_grades_name_the_control_that_explains_a_method():
+    from interplab.report.erasure import findings, grade_methods
+
+    read = (0.8, 0.7, 0.9)
+    r = {"hook": "blocks.1.hook_resid_post", "dataset": {"name": "cities"}, "n_test": 40,
+         "checks": {"good": _checks(read, (0.5, 0.4, 0.6), read, read, (0.75, 0.65, 0.85)),
+                    "lucky": _checks(read, (0.52, 0.42, 0.62), (0.55, 0.45, 0.65)),
+                    "weak": _checks(read, (0.7, 0.6, 0.8), read)}}
+    g = grade_methods(r)
+    assert [g[m]["grade"] for m in ("good", "lucky", "weak")] == ["erased", "control", "kept"]
+    assert g["lucky"]["explained_by"] == ["random subspace"] and not g["good"]["explained_by"]
+    assert g["good"]["mlp_recovers"] is True and g["weak"]["mlp_recovers"] is None
+    text = " ".join(findings(r))
+    assert "beyond the same-rank random-subspace control: good (rank 1)" in text
+    assert "Explained by the random-subspace control (it reaches chance too): lucky" in text
+    assert "Still decodable after erasure: weak" in text
+    assert "An MLP probe reads it again after good" in text
+    # a concept no probe reads before erasure: nothing to erase, no method credited
+    r2 = copy.deepcopy(r)
+    for c in r2["checks"].values():
+        c["accuracy"]["linear"]["before"] = {"value": 0.55, "lo": 0.45, "hi": 0.65, "n": 40}
+    assert {v["grade"] for v in grade_methods(r2).values()} == {"nothing"}
+    text = " ".join(findings(r2))
+    assert "nothing to erase" in text and "beyond the same-rank" not in text
 
 
 def test_behaviour_prompts_longer_than_the_context_are_refused_before_the_fits(monkeypatch):
@@ -107,3 +179,18 @@ def test_truth_behaviour_applies_the_edit_inside_the_forward_pass(tiny_models):
     moved = out["erasers"]["everything"]
     assert np.abs(moved["per_example_delta"]).max() > 1e-6 and moved["kl"]["value"] > 0
     assert out["plain"]["accuracy"]["n"] == 4 and set(out["random"]) == {"0", str(d)}
+
+
+def test_the_committed_smollm2_erasure_page_opens_with_its_answer(tmp_path):
+    """The full-size result in docs/results (eight methods on SmolLM2) still shows its findings
+    and headline figure on the first screen."""
+    from pathlib import Path
+
+    from interplab.report.erasure import findings
+    from tests.pages import check_tables_align, check_top_of_page
+
+    r = json.loads((Path(__file__).parents[1] / "docs/results/erasure.json").read_text())
+    assert 3 <= len(findings(r)) <= 5
+    path = write_erasure_report(r, tmp_path / "erasure.html")
+    assert check_tables_align(path.read_text()) == 2
+    check_top_of_page(path, tmp_path)

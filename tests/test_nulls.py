@@ -71,15 +71,25 @@ def test_model_nulls_on_a_tiny_model(tiny_models):
     assert [sorted(s) for s in shuffled] == [sorted(t) for t in ids]
 
 
-def test_null_battery_on_a_tiny_model(tmp_path):
-    from interplab.report.nulls import write_nulls_report
-    from interplab.studies.nulls import NullsConfig, NullsResult, run_nulls
+TINY_NULLS = dict(model="tiny-llama", layer=1, max_per_dataset=160,
+                  nulls=["gaussian", "hypercube", "shuffled-tokens", "layer0", "reset"],
+                  probes=["diffmean"], sae_sequences=12, context_length=16, sae_width=2,
+                  sae_k=4, sae_steps=20, sae_batch_size=32, n_boot=100)
 
-    config = NullsConfig.make(model="tiny-llama", layer=1, max_per_dataset=160,
-                         nulls=["gaussian", "hypercube", "shuffled-tokens", "layer0", "reset"],
-                         probes=["diffmean"], sae_sequences=12, context_length=16, sae_width=2,
-                         sae_k=4, sae_steps=20, sae_batch_size=32, n_boot=100)
-    r = run_nulls(config)
+
+@pytest.fixture(scope="module")
+def tiny_nulls():
+    from interplab.studies.nulls import NullsConfig, run_nulls
+
+    return run_nulls(NullsConfig.make(**TINY_NULLS))
+
+
+def test_null_battery_on_a_tiny_model(tiny_nulls, tmp_path):
+    from interplab.report.nulls import write_nulls_report
+    from interplab.studies.nulls import NullsConfig, NullsResult
+
+    config = NullsConfig.make(**TINY_NULLS)
+    r = tiny_nulls
     assert set(r.probes) == {"model", *config.nulls}
     assert r.probes["model"]["diffmean"]["model_minus_this"] is None
     d = r.probes["gaussian"]["diffmean"]["model_minus_this"]
@@ -108,6 +118,59 @@ def test_null_battery_on_a_tiny_model(tmp_path):
     for c in cells:
         assert c["q"] == stats["tests"][c["test"]]["q"] >= c["p"] and "verdict" in c
     assert "Verdicts read q-values" in html and "q " in html
+
+
+def test_nulls_page_opens_with_findings_graded_against_every_null(tiny_nulls, tmp_path):
+    import json
+
+    from interplab.report.nulls import findings, sae_order, source_order, write_nulls_report
+    from tests.pages import check_tables_align, check_top_of_page
+
+    path = write_nulls_report(tiny_nulls, tmp_path / "nulls.html")
+    html = path.read_text()
+    body = html[html.index("<body>"):]
+    assert body.index('id="summary"') < body.index('id="headline"') < body.index("<table")
+    r = json.loads(tiny_nulls.to_json(tmp_path / "n.json").read_text())
+    bullets = findings(r)
+    assert 3 <= len(bullets) <= 5 and body.count("<li>") >= len(bullets)
+    assert bullets[0].startswith("diffmean reads ") and "random directions" in bullets[0]
+    assert "p-values corrected together" in bullets[-1] and " p = " not in " ".join(bullets)
+    # 21 tests with 20 random directions: a lone effect at its floor cannot reach q ≤ 0.05, and
+    # the page says so instead of reading "not significant" as no effect
+    assert r["statistics"]["floor_q_alone"] > 0.05 and "too few draws" in bullets[-1]
+    order = source_order(r)
+    diffs = [r["probes"][s]["diffmean"]["model_minus_this"]["value"] for s in order[1:]]
+    assert order[0] == "model" and diffs == sorted(diffs) and "smallest first" in html
+    fves = [r["saes"][s]["heldout"]["fve"] for s in sae_order(r)[1:]]
+    assert fves == sorted(fves, reverse=True)
+    assert check_tables_align(html) == 4
+    check_top_of_page(path, tmp_path)
+
+
+def _cell(v, lo, hi, verdict="not significant", q=0.5):
+    return {"value": v, "lo": lo, "hi": hi, "p": q, "p_floor": 0.01, "at_floor": False, "q": q,
+            "q_bound": False, "verdict": verdict}
+
+
+def test_nulls_findings_name_the_nulls_that_explain_a_reading():
+    from interplab.report.nulls import findings
+
+    probes = {"model": {"p": {"value": 0.9, "lo": 0.85, "hi": 0.95, "model_minus_this": None}},
+              "gaussian": {"p": {"value": 0.5, "lo": 0.4, "hi": 0.6,
+                                 "model_minus_this": _cell(0.4, 0.3, 0.5, "above the null", 0.01)}},
+              "reset": {"p": {"value": 0.88, "lo": 0.8, "hi": 0.95,
+                              "model_minus_this": _cell(0.02, -0.05, 0.09)}}}
+    r = {"probes": probes, "saes": {}, "config": {"n_random_directions": 20, "run": {"n_boot": 100}},
+         "random_directions": {"p": {"n": 20, "p95": 0.6, "probe_test": _cell(
+             0.9, 0.9, 0.9, "above the null", 0.02)}}}
+    (line,) = findings(r)
+    assert "above the null (q = 0.020)" in line
+    assert "beyond gaussian (model − null +0.400, largest q = 0.010)" in line
+    assert "Explained by reset" in line and "Explained by gaussian" not in line
+    # a probe at chance on the model has nothing for a null to explain
+    probes["model"]["p"].update(value=0.52, lo=0.42, hi=0.62)
+    (line,) = findings(r)
+    assert "includes chance" in line and "Explained by" not in line
 
 
 def test_sae_minus_null_is_zero_for_a_null_with_the_signal_and_positive_for_gaussian():
@@ -198,3 +261,20 @@ def test_nulls_report_renders_a_result_written_before_the_sae_differences(tmp_pa
            "dataset": {"name": "d"}}
     html = write_nulls_report(old, tmp_path / "old.html").read_text()
     assert "FVE held-out" in html and "SAE: model − null" not in html
+
+
+def test_the_committed_smollm2_nulls_page_opens_with_its_answer(tmp_path):
+    """The full-size result in docs/results (seven nulls, two probes, SAEs on SmolLM2) still
+    shows its findings and headline figure on the first screen."""
+    import json
+    from pathlib import Path
+
+    from interplab.report.nulls import findings, write_nulls_report
+    from tests.pages import check_tables_align, check_top_of_page
+
+    r = json.loads((Path(__file__).parents[1] / "docs/results/nulls.json").read_text())
+    lines = findings(r)
+    assert 3 <= len(lines) <= 5 and "beyond every null source" in lines[0]
+    path = write_nulls_report(r, tmp_path / "nulls.html")
+    assert check_tables_align(path.read_text()) == 4
+    check_top_of_page(path, tmp_path)

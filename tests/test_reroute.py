@@ -412,6 +412,11 @@ def test_the_study_runs_end_to_end_and_reuses_its_checkpoints(tmp_path):
     assert len(q) > 10 and all(0 <= x <= 1 for x in q)
     html = (tmp_path / "a" / "report.html").read_text()
     assert "LoRA + probe" in html and "data:image/png;base64" in html
+    # the summary and the headline figure open the page; the summary's verdicts carry q alone
+    from tests.pages import check_tables_align, check_top_of_page
+
+    assert check_tables_align(html) >= 4 and not [s for s in saved["summary"] if " p = " in s]
+    check_top_of_page(tmp_path / "a" / "report.html", tmp_path)
     assert len(list((tmp_path / "a" / "checkpoints").glob("*.safetensors"))) == 6
     # user text is escaped in the report
     from interplab.report.reroute import write_reroute_report

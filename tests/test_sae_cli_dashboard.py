@@ -112,6 +112,25 @@ def test_dashboard_escapes_corpus_text(tmp_path, lm):
     assert any("<" in t for c in f.top_contexts for t in c["tokens"]) or "&lt;" in html
 
 
+def test_dashboard_reports_its_model_pass_batch_by_batch(lm):
+    """After the model loads, the dashboard's work shows as it goes: the feature pass advances
+    once per batch of sequences, the contexts once per feature (``sae dashboard`` was silent for
+    half a minute there)."""
+    from interplab.sae import SAEConfig, create_sae
+    from interplab.sae.dashboard import feature_dashboards
+    from tests.test_progress import _Sink
+
+    toks = pack_tokens(load_corpus("python-docs").documents[:6], lm.tokenizer, 16, bos="each",
+                       bos_token_id=1, max_sequences=20)
+    sae = create_sae(SAEConfig("relu", lm.d_model, 32, seed=1)).eval()
+    sink = _Sink()
+    data = feature_dashboards(lm, sae, HOOK, toks, n_features=3, batch_size=6, progress=sink)
+    feats, contexts = sink.tasks.values()
+    assert feats["total"] == toks.shape[0] == sum(feats["steps"])
+    assert feats["steps"] == [6, 6, 6, toks.shape[0] - 18]  # one step per batch
+    assert contexts["total"] == len(data.features) == len(contexts["steps"]) == 3
+
+
 def test_pack_tokens_bos_handling(lm):
     docs = ["one two three four five six seven", "eight nine ten eleven twelve"]
     each = pack_tokens(docs, lm.tokenizer, 5, bos="each", bos_token_id=1)
@@ -129,10 +148,23 @@ def test_packaged_corpora_are_real_english():
     kjv = load_corpus("kjv")
     assert len(kjv.documents) == 1189  # chapters of the King James Bible
     assert kjv.documents[0].startswith("In the beginning God created the heaven and the earth.")
-    assert "{" not in kjv.documents[0]  # editorial notes dropped
+    # the translators' supplied words ("{was}") are kept without their braces; the editorial
+    # notes ("{firmament: Heb. expansion}") are dropped
+    genesis = kjv.documents[0]
+    assert "and darkness was upon the face of the deep." in genesis
+    assert "that it was good" in genesis and "Heb." not in genesis and "expansion" not in genesis
+    assert not any("{" in d or "}" in d for d in kjv.documents)
     assert kjv.identity()["license"].startswith("text: public domain")
     docs = load_corpus("python-docs")
     assert docs.n_characters > 100_000
+
+
+def test_kjv_verses_keep_supplied_words_and_drop_notes():
+    from interplab.datasets.corpus import kjv_verse
+
+    assert kjv_verse("darkness {was} upon the deep.") == "darkness was upon the deep."
+    assert kjv_verse("the firmament. {firmament: Heb. expansion}") == "the firmament."
+    assert kjv_verse("{it was} good: and God divided {x...: Heb. y} it") == "it was good: and God divided it"
 
 
 def test_mixing_buffer_yields_every_non_bos_activation_once_shuffled(lm):

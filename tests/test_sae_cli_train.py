@@ -188,7 +188,7 @@ def test_damaged_sae_folder_gives_one_clear_line(saved_sae, store, capsys, damag
 
 
 def test_readme_sae_example_is_not_flagged_as_too_small():
-    """The README's `sae train` line, on the 56k-token texts.txt it describes, passes the checks."""
+    """The README's `sae train` line, on the 58k-token texts.txt it describes, passes the checks."""
     import re
 
     from interplab.sae import SAEConfig, TrainerConfig
@@ -198,7 +198,8 @@ def test_readme_sae_example_is_not_flagged_as_too_small():
     line = re.search(r"interplab sae train --store .*", readme).group(0)
     width = int(re.search(r"--width (\d+)", line).group(1))
     steps = int(re.search(r"--steps (\d+)", line).group(1))
-    rows = int(re.search(r"`texts.txt` of (\d+)k SmolLM2 tokens", readme).group(1)) * 1000
+    rows = int(re.search(r"`texts.txt` of ([\d,]+) SmolLM2 tokens", readme).group(1)
+               .replace(",", ""))
     tcfg = TrainerConfig(total_steps=steps, lr_warmup_steps=100)
     assert run_size_warnings(rows, [SAEConfig("topk", 576, width, k=32)], tcfg) == []
 

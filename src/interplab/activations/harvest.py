@@ -510,7 +510,7 @@ def harvest(
     truncation: str = "warn",
     compute_dtype: torch.dtype | None = None,
     with_logprobs: bool = False,
-    progress: bool = True,
+    progress: bool | Any = True,
     threads: int | str | None = None,
     share_prefixes: bool = True,
 ) -> Activations:
@@ -525,7 +525,9 @@ def harvest(
     in forward order (by layer, then resid_pre, attn_out, mlp_out, resid_post), duplicates once.
     With ``share_prefixes`` a token prefix that several texts share before their first harvested
     position runs once (:mod:`interplab.activations.prefixes`); the results are the same up to
-    floating-point rounding, and ``info`` says how many tokens that saved.
+    floating-point rounding, and ``info`` says how many tokens that saved. ``progress``: a tqdm
+    bar (True), none (False), or any object with ``update(n)``, which then gets each batch's
+    token count as the batch finishes (e.g. :class:`interplab.progress.TaskAdvance`).
     """
     texts = validate_texts(texts)
     if max_length is not None and max_length < 1:
@@ -564,7 +566,7 @@ def harvest_tokens(
     padding_side: str = "right",
     compute_dtype: torch.dtype | None = None,
     with_logprobs: bool = False,
-    progress: bool = True,
+    progress: bool | Any = True,
     threads: int | str | None = None,
     share_prefixes: bool = True,
 ) -> Activations:
@@ -580,8 +582,10 @@ def harvest_tokens(
     pos.validate_count(len(ids))
     total = sum(len(t) for t in ids)
     info: dict[str, Any] = {}
-    with (AdaptiveThreads(threads) as pool,
-          tqdm(total=total, unit="tok", desc="harvest", disable=not progress, leave=False) as bar):
+    bar_context = (tqdm(total=total, unit="tok", desc="harvest", disable=not progress,
+                        leave=False) if isinstance(progress, bool)
+                   else contextlib.nullcontext(progress))
+    with AdaptiveThreads(threads) as pool, bar_context as bar:
         batches = list(
             iter_harvest_ids(lm, ids, 0, points, pos, batch_size=batch_size, dtype=dtype,
                              padding_side=padding_side, compute_dtype=compute_dtype, progress=bar,

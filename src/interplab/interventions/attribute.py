@@ -58,6 +58,7 @@ from interplab.interventions.prompts import (
 )
 from interplab.models import LanguageModel, edit_hooks
 from interplab.models.hooks import ActFn
+from interplab.progress import counted
 from interplab.threads import pace
 
 METHODS = ("atp", "ig")
@@ -130,7 +131,7 @@ def _atp(lm: LanguageModel, pairs: PairSet, nodes: list[Node], donor: dict[str, 
     cols = {h: [j for j, nd in enumerate(nodes) if nd.hook == h] for h in hooks}
     n = len(pairs.receiver)
     out = np.zeros((n, len(nodes)))
-    for sl in chunks(n, batch_size):
+    for sl in counted(chunks(n, batch_size)):
         pace()
         rows = np.arange(sl.start, sl.stop)
         acts, grads = _grad_pass(lm, pairs.receiver, rows, metric, read, {}, hooks)
@@ -173,7 +174,7 @@ def _ig(lm: LanguageModel, pairs: PairSet, nodes: list[Node], donor: dict[str, t
             pos = [nodes[j].offsets[0] % int(pairs.length[i]) for j in cols]
             moved = sorted(set(pos))
             grad_sum: torch.Tensor | float = 0.0
-            for sl in chunks(steps, batch_size):
+            for sl in counted(chunks(steps, batch_size)):
                 pace()
                 g, delta = _ig_pass(lm, pairs.receiver, i, metric, read, hook, moved,
                                     donor[hook][i, moved], alphas[sl], wide_from)

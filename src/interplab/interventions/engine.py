@@ -28,6 +28,7 @@ from interplab.interventions.prompts import (
 )
 from interplab.models import LanguageModel, edit_hooks
 from interplab.models.hooks import ActFn
+from interplab.progress import counted
 from interplab.threads import pace
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -84,7 +85,7 @@ def run_jobs(lm: LanguageModel, prompts: Prompts, job_example: np.ndarray, edits
              reference_logp: torch.Tensor | None = None) -> Outputs:
     """Metric (and KL against ``reference_logp[example]`` ``[n, vocab]``) of every job."""
     out_m, out_kl = [], []
-    for sl in chunks(len(job_example), batch_size):
+    for sl in counted(chunks(len(job_example), batch_size)):
         pace()  # under threads='auto': re-decide the thread count between batches
         batch = make_batch(lm, prompts, job_example[sl], padding_side)
         with torch.inference_mode(), edit_hooks(lm, edits(batch, sl)):
@@ -103,7 +104,7 @@ def clean_run(lm: LanguageModel, prompts: Prompts, metric: Metric, *, read: Posi
               batch_size: int, padding_side: str = "right") -> tuple[np.ndarray, torch.Tensor]:
     """Unedited metric ``[n]`` and log-probabilities ``[n, vocab]`` at the read token."""
     ms, lps = [], []
-    for sl in chunks(len(prompts), batch_size):
+    for sl in counted(chunks(len(prompts), batch_size)):
         pace()  # under threads='auto': re-decide the thread count between batches
         batch = make_batch(lm, prompts, np.arange(sl.start, sl.stop), padding_side)
         with torch.inference_mode():
@@ -121,7 +122,7 @@ def capture(lm: LanguageModel, prompts: Prompts, hooks: Sequence[str], *, batch_
     """
     n, width = len(prompts), int(prompts.lengths.max())
     out: dict[str, torch.Tensor] = {}
-    for sl in chunks(n, batch_size):
+    for sl in counted(chunks(n, batch_size)):
         pace()  # under threads='auto': re-decide the thread count between batches
         batch = make_batch(lm, prompts, np.arange(sl.start, sl.stop))
         store: dict[str, torch.Tensor] = {}
@@ -171,7 +172,7 @@ def run_ce(lm: LanguageModel, texts: Prompts, job_example: np.ndarray, edits: Ed
     from interplab.interventions.prompts import token_ce
 
     ce, count = [], []
-    for sl in chunks(len(job_example), batch_size):
+    for sl in counted(chunks(len(job_example), batch_size)):
         pace()  # under threads='auto': re-decide the thread count between batches
         batch = make_batch(lm, texts, job_example[sl])
         with torch.inference_mode(), edit_hooks(lm, edits(batch, sl)):

@@ -40,6 +40,7 @@ from interplab.interventions.result import (
     summarise,
 )
 from interplab.models import LanguageModel, edit_hooks
+from interplab.progress import counted
 from interplab.threads import pace
 
 DIRECTIONS = ("denoise", "noise")
@@ -275,7 +276,7 @@ def _run_widened(lm: LanguageModel, pairs: PairSet, nodes: list[Node],
         wide_from = hp.layer if hp.kind == "resid_pre" else hp.layer + 1
         one = make_batch(lm, pairs.receiver, np.array([i]))
         col = int(read_columns(pairs.receiver, one, rd)[0])
-        for sl in chunks(len(rows), batch_size):
+        for sl in counted(chunks(len(rows), batch_size)):
             pace()
             idx = np.asarray(rows[sl])
             k = len(idx)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from interplab.report.html import figure_png, new_figure, plain_text, render
+from interplab.report.html import figure_png, new_figure, plain_text, q_text, render
 
 
 def _as_dict(result: Any) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def _as_dict(result: Any) -> dict[str, Any]:
 
 def _figure_headline(r: dict[str, Any]) -> str:
     steering, task = r["steering"], r["task"]
-    fig, (ax, ax2) = new_figure((11.5, 4.0), 1, 2, gridspec_kw={"width_ratios": [1.6, 1]})
+    fig, (ax2, ax) = new_figure((11.5, 3.6), 1, 2, gridspec_kw={"width_ratios": [1, 1.8]})
     rows = {c["probe"]: c for c in r["comparison"] if c["dataset"] == "cities"}
     for i, (name, s) in enumerate(steering.items()):
         colour = f"C{i}"
@@ -47,7 +47,8 @@ def _figure_headline(r: dict[str, Any]) -> str:
     ax.axhline(0, color="grey", lw=0.6)
     ax.set_xlabel("dose (class-mean gaps at each steered layer); × = random directions (range)")
     ax.set_ylabel(plain_text(f"change of {task['metric']}, intended direction"))
-    ax.set_title("Steering held-out statements (95% CI)")
+    ax.set_title("2. Steering held-out statements: each probe's dose–response (95% CI)",
+                 fontsize=9)
     ax.legend(fontsize=7)
     base = np.asarray(next(iter(steering.values()))["baseline"])
     y = np.asarray(r["data"]["steered_labels"])
@@ -60,7 +61,7 @@ def _figure_headline(r: dict[str, Any]) -> str:
     ax2.set_xticks([0, 1], ["true", "false"])
     ax2.set_ylabel(plain_text(task["metric"]))
     verdict = "tells them apart" if b["solves"] else "does not tell them apart"
-    ax2.set_title(plain_text(f"Unsteered: gap {b['gap']:+.3f} [{b['gap_lo']:+.3f}, "
+    ax2.set_title(plain_text(f"1. Unsteered (the gate): gap {b['gap']:+.3f} [{b['gap_lo']:+.3f}, "
                          f"{b['gap_hi']:+.3f}]\n({verdict})"), fontsize=9)
     fig.tight_layout()
     return figure_png(fig)
@@ -88,40 +89,79 @@ def _figure_patch(p: dict[str, Any]) -> str | None:
     return figure_png(fig)
 
 
+def _g(v: float) -> str:
+    return f"{v:+.3g}"
+
+
 def summary_bullets(r: dict[str, Any]) -> list[str]:
-    """The top of the page: the finding, its controls, its uncertainty."""
-    b, v = r["task"]["baseline"], r["verdict"]
-    out = [f"Task: {r['task']['chosen']} ({r['task']['metric']}). Unsteered true − false gap "
-           f"{b['gap']:+.3f} [{b['gap_lo']:+.3f}, {b['gap_hi']:+.3f}] on {b['n']} held-out "
-           "statements: " + ("the model tells true from false." if b["solves"] else
+    """The top of the page, 3–5 bullets: the behavioural gate (does the model tell true from
+    false on the chosen task, unsteered), which directions are causal for truth (only with the
+    gate open) or move the answer beyond both controls and which control explains the rest, each
+    probe's effect beside its random-direction null and the no-statement control with q-values
+    after Benjamini–Hochberg, and whether patching localises anything."""
+    b, v, task = r["task"]["baseline"], r["verdict"], r["task"]
+    steered = [c for c in r["comparison"] if c["dataset"] == "cities"]
+    out = [f"Task: {task['chosen']} ({task['metric']}). Unsteered true − false gap "
+           f"{_g(b['gap'])} [{_g(b['gap_lo'])}, {_g(b['gap_hi'])}] on {b['n']} held-out "
+           "statements: " + ("the model tells true from false, so a direction that moves this "
+                             "gap can be called causal for truth." if b["solves"] else
                              "the model does not tell true from false, so nothing is called "
                              "causal for truth and no effect is normalised.")]
-    causal = [c["label"] for c in r["comparison"]
-              if c["dataset"] == "cities" and v["probes"][c["probe"]]["causal_for_truth"]]
-    moves = [c["label"] for c in r["comparison"] if c["dataset"] == "cities"
-             and v["probes"][c["probe"]]["moves_the_answer"]
+    causal = [c["label"] for c in steered if v["probes"][c["probe"]]["causal_for_truth"]]
+    moves = [c["label"] for c in steered if v["probes"][c["probe"]]["moves_the_answer"]
              and v["probes"][c["probe"]]["beyond_control"]]
-    out.append(f"Causal for truth on the {r['task']['chosen']} task: "
-               + (", ".join(causal) if causal else "none") + ". Beyond "
-               "the random-direction null and the no-statement control (corrected): "
-               + (", ".join(moves) if moves else "none") + ".")
-    for c in r["comparison"]:
-        if c["dataset"] != "cities":
-            continue
+    control = [c["label"] for c in steered if v["probes"][c["probe"]]["moves_the_answer"]
+               and not v["probes"][c["probe"]]["beyond_control"]]
+    null = [c["label"] for c in steered if not v["probes"][c["probe"]]["moves_the_answer"]]
+    line = (f"Causal for truth on the {task['chosen']} task: "
+            + (", ".join(causal) if causal else "none" + ("" if b["solves"] else
+                                                         " (the gate above is closed)"))
+            + ". Moves the answer beyond the random-direction null and the no-statement "
+            "control (corrected): " + (", ".join(moves) if moves else "none") + ".")
+    if control:
+        line += (" Explained by the no-statement control (the same push moves prompts without a "
+                 "statement as much): " + ", ".join(control) + ".")
+    if null:
+        line += " Explained by the random-direction null: " + ", ".join(null) + "."
+    out.append(line)
+    cells = []
+    for c in steered:
         ctrl = r["control"]["probes"][c["probe"]]
         norm = c["normalised"]
-        out.append(f"{c['label']}: effect {c['effect']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}] "
-                   f"vs random directions {c['null_mean']:+.3f} ± {c['null_sd']:.3f} "
-                   f"({c['verdict']}, z {_z(c)}); no statement {ctrl['effect']:+.3f}"
-                   + (f"; {norm['value']:+.2f} [{norm['lo']:+.2f}, {norm['hi']:+.2f}] of the gap"
-                      if norm is not None else "") + ".")
+        cells.append(f"{c['label']} {_g(c['effect'])} [{_g(c['lo'])}, {_g(c['hi'])}] vs random "
+                     f"directions {_g(c['null_mean'])} ± {c['null_sd']:.2g} ({c['verdict']}, "
+                     f"{q_text(c)}), no statement {_g(ctrl['effect'])} (statement − no "
+                     f"statement {_cw(ctrl['verdict'])}, {q_text(ctrl)})"
+                     + (f", {norm['value']:+.2f} [{norm['lo']:+.2f}, {norm['hi']:+.2f}] of the "
+                        "gap" if norm is not None else ""))
+    if cells:
+        out.append(f"Steering held-out statements at dose {steered[0]['dose']:g} (change of "
+                   f"{task['metric']} in the intended direction, 95% CI): " + "; ".join(cells)
+                   + ".")
     p = r["patching"]
     if p.get("ran"):
         g = p["gap"]
-        out.append(f"Patching gap {g['mean']:+.3f} [{g['lo']:+.3f}, {g['hi']:+.3f}]: "
-                   + (f"{len(v['localised_nodes'])} node(s) localised on held-out pairs."
-                      if p["localise"] else "not distinguishable from 0, nothing localised."))
-    return out
+        out.append(f"Patching true into false statements: gap {_g(g['mean'])} [{_g(g['lo'])}, "
+                   f"{_g(g['hi'])}], "
+                   + (f"{len(v['localised_nodes'])} node(s) localised beyond the null on "
+                      "held-out pairs." if p["localise"] else
+                      "not distinguishable from 0, so nothing is localised."))
+    return out[:5]
+
+
+CONTROL_WORDS = {"above the null": "larger on statements", "below the null":
+                 "smaller on statements", "not significant": "not distinguishable"}
+
+
+def _cw(verdict: str) -> str:
+    return CONTROL_WORDS.get(verdict, verdict)
+
+
+def comparison_order(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Steering rows: the steered dataset (cities) first, then the transfer datasets by name;
+    within a dataset by q, smallest first."""
+    return sorted(r["comparison"], key=lambda c: (c["dataset"] != "cities", c["dataset"],
+                                                  c.get("q", 2.0), c["label"]))
 
 
 def _z(cell: dict[str, Any]) -> str:
@@ -130,8 +170,15 @@ def _z(cell: dict[str, Any]) -> str:
 
 def write_causal_report(result: Any, path: str | Path) -> Path:
     r = _as_dict(result)
+    r = {"versions": {}, "timings": {}, **r}
+    pnull = (r["patching"].get("result") or {}).get("null") or {}
     return render("causal.html", path, r=r, bullets=summary_bullets(r),
-                  headline_png=_figure_headline(r), patch_png=_figure_patch(r["patching"]))
+                  headline_png=_figure_headline(r), patch_png=_figure_patch(r["patching"]),
+                  comparison=comparison_order(r),
+                  control_rows=sorted(r["control"]["probes"].items(),
+                                      key=lambda kv: (kv[1].get("q", 2.0), kv[0])),
+                  patch_nodes=sorted((pnull.get("nodes") or {}).values(),
+                                     key=lambda n: (n.get("q", 2.0), n["hook"])))
 
 
 def summary_lines(result: Any) -> list[str]:

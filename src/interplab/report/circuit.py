@@ -124,9 +124,11 @@ def _compare_figure(cmp: dict[str, Any]) -> str | None:
 
 
 def write_circuit_report(result: Any, path: str | Path) -> Path:
-    r = _as_dict(result)
+    r = {"versions": {}, "timings": {}, **_as_dict(result)}
+    nodes = sorted(r["circuit"]["rows"], key=lambda n: (-abs(n["score"]), n["hook"]))
     return render("circuit.html", path, r=r, curve_png=_curve_figure(r["curve"]),
-                  graph_png=_graph_figure(r), compare_png=_compare_figure(r["comparison"]))
+                  graph_png=_graph_figure(r), compare_png=_compare_figure(r["comparison"]),
+                  nodes=nodes)
 
 
 def summary_lines(result: Any) -> list[str]:

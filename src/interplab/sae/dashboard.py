@@ -72,15 +72,19 @@ def sae_features_on_tokens(lm, sae: SparseAutoencoder, hook: HookLike, tokens: t
 
 @torch.no_grad()
 def _features_and_keep(lm, sae: SparseAutoencoder, hook: HookLike, tokens: torch.Tensor,
-                       rule: ExclusionRule, bos: int | None, batch_size: int
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+                       rule: ExclusionRule, bos: int | None, batch_size: int,
+                       progress: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(features [n, T, d_sae], keep [n, T])``: keep is False at BOS and wherever ``rule``
     leaves a token out (its norm test against the median of the batch's non-BOS tokens, as the
-    mixing buffer and CE evaluation apply it)."""
+    mixing buffer and CE evaluation apply it). ``progress`` (``add_task``/``advance``) advances
+    by each batch's sequences."""
     from interplab.activations import harvest_tokens
 
     feats, keeps = [], []
     device = next(sae.parameters()).device
+    task = (progress.add_task(f"SAE features at {lm.parse_hook(hook).name}",
+                              total=tokens.shape[0], unit="sequences")
+            if progress is not None else None)
     for i in range(0, tokens.shape[0], batch_size):
         chunk = tokens[i: i + batch_size]
         acts = harvest_tokens(lm, chunk.tolist(), hook, "all", batch_size=batch_size,
@@ -90,6 +94,8 @@ def _features_and_keep(lm, sae: SparseAutoencoder, hook: HookLike, tokens: torch
         position = torch.arange(chunk.shape[1]).expand_as(chunk)
         keeps.append(rule.keep_mask(x, position, candidates=candidates).cpu())
         feats.append(sae.encode(acts).reshape(*chunk.shape, -1).cpu())
+        if progress is not None:
+            progress.advance(task, chunk.shape[0])
     return torch.cat(feats), torch.cat(keeps)
 
 
@@ -103,20 +109,22 @@ def feature_dashboards(
     features: list[int] | None = None, n_features: int = 12, n_contexts: int = 8,
     window: int = 6, n_logits: int = 8, bos_token_id: int | None = None, batch_size: int = DEFAULT_LOGITS_BATCH_SIZE,
     n_bins: int = 30, exclusion: ExclusionRule | None = None, text: str = "the given tokens",
-    identity: dict | None = None,
+    identity: dict | None = None, progress: Any = None,
 ) -> DashboardData:
     """Dashboard data for ``features`` (default: ``n_features`` features that fired, spread
     evenly over the density range from the densest to the rarest) of ``sae`` at ``hook``,
     computed on ``tokens [n, T]`` (described by ``text``). BOS positions and the tokens
     ``exclusion`` leaves out (default: the rule the SAE was trained with) are not counted.
-    Contexts show ``window`` tokens either side of the maximum."""
+    Contexts show ``window`` tokens either side of the maximum. ``progress`` (a rich
+    ``Progress`` or :class:`~interplab.progress.LineProgress`) shows the model pass batch by
+    batch and the features' contexts one by one."""
     hook = lm.parse_hook(hook)
     if sae.d_in != lm.d_model:
         raise InterplabError(f"dimension mismatch: SAE d_in={sae.d_in}, model d={lm.d_model}")
     rule = exclusion if exclusion is not None else ExclusionRule.from_dict(sae.config.exclusion)
     sae.eval()
     bos = bos_token_id if bos_token_id is not None else lm.bos_token_id
-    feats, valid = _features_and_keep(lm, sae, hook, tokens, rule, bos, batch_size)
+    feats, valid = _features_and_keep(lm, sae, hook, tokens, rule, bos, batch_size, progress)
     feats = feats * valid[..., None]
     n_tok = int(valid.sum())
     n_candidates = int(tokens.numel() if bos is None else (tokens != bos).sum())
@@ -143,7 +151,12 @@ def feature_dashboards(
     logits = dirs @ W_U.t()  # [F, vocab]
     tok = lm.tokenizer
     out = []
+    task = (progress.add_task("feature contexts and logits", total=len(features),
+                              unit="features")
+            if progress is not None else None)
     for j, f in enumerate(features):
+        if progress is not None and j:
+            progress.advance(task)
         a = feats[..., f]  # [n, T]
         nz = a[a > 0]
         if nz.numel():
@@ -175,17 +188,21 @@ def feature_dashboards(
             suppressed=[(_token_str(tok, i), -float(v)) for v, i in zip(down.values, down.indices,
                                                                        strict=True)],
         ))
+    if progress is not None and features:
+        progress.advance(task)
     return DashboardData(model=lm.name, hook=hook.name, sae=sae.config.to_dict(), n_tokens=n_tok,
                          features=out, text=text, exclusion=rule.to_dict(),
                          exclusion_description=rule.describe(),
                          n_excluded=n_candidates - n_tok, selection=selection, identity=identity)
 
 
-def dashboard_from_config(cfg: Any) -> DashboardData:
+def dashboard_from_config(cfg: Any, progress: Any = None) -> DashboardData:
     """The ``sae dashboard`` job (:class:`~interplab.sae.config.DashboardConfig`): load the SAE
     and the model, check that the SAE belongs to that model and hook (a mismatch raises unless
     ``cfg.allow_mismatch``), pack ``cfg.n_sequences`` sequences from ``cfg.corpus_part`` of the
-    corpus (held out by default) and compute the dashboards under the SAE's exclusion rule."""
+    corpus (held out by default) and compute the dashboards under the SAE's exclusion rule.
+    ``progress`` (a rich ``Progress`` or :class:`~interplab.progress.LineProgress`) shows the
+    work after the model loads, batch by batch."""
     from interplab.datasets.corpus import corpus_split, corpus_tokens
     from interplab.models import load
     from interplab.sae.formats import load_sae
@@ -209,4 +226,4 @@ def dashboard_from_config(cfg: Any) -> DashboardData:
     return feature_dashboards(lm, sae, hook, toks, features=cfg.features or None,
                               n_features=cfg.n_features, bos_token_id=bos_id,
                               exclusion=cfg.exclusion_rule(sae.config.exclusion), text=text,
-                              identity=check.to_dict())
+                              identity=check.to_dict(), progress=progress)

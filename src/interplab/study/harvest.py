@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from interplab.datasets import Split, StatementDataset
 from interplab.fileio import atomic_write_bytes
 from interplab.models import HookPoint, LanguageModel, load
 from interplab.models.loading import weights_sha256
-from interplab.progress import LineProgress
+from interplab.progress import LineProgress, TaskAdvance
 from interplab.study.data import StatementData, load_statements
 from interplab.study.layers import LayerChoice, choose_layer_by_probe, fixed_layer
 from interplab.study.settings import LAST_TOKEN, RunConfig, SplitConfig
@@ -81,17 +81,19 @@ def _write_cache(path: Path, part: StatementActs) -> None:
 
 def harvest_group(lm: LanguageModel, group: list[StatementDataset], layers: list[int],
                   batch_size: int, with_logprobs: bool, threads: int | None,
-                  positions: str | Positions = "last") -> list[StatementActs]:
+                  positions: str | Positions = "last", progress: Any = None
+                  ) -> list[StatementActs]:
     """resid_post ``[L, n, d]`` (and log-probabilities) of each dataset in ``group``, harvested
     in one call over all their statements.
 
     One row per text: the last token by default; with ``positions`` selecting several tokens of
-    a text (e.g. ``Positions.explicit``, for a group of one dataset), their mean."""
+    a text (e.g. ``Positions.explicit``, for a group of one dataset), their mean. ``progress``
+    (an ``update(n)`` sink) gets each batch's token count."""
     hooks = [HookPoint.resid_post(layer) for layer in layers]
     n = sum(len(ds) for ds in group)
     acts = harvest(lm, [s for ds in group for s in ds.statements], hooks, positions,
-                   batch_size=batch_size, with_logprobs=with_logprobs, progress=False,
-                   threads=threads)
+                   batch_size=batch_size, with_logprobs=with_logprobs,
+                   progress=progress if progress is not None else False, threads=threads)
     X = torch.stack([acts[h] for h in hooks]).float().numpy()  # [L, rows, d]
     if X.shape[1] != n:  # several tokens per text: their mean
         text = acts.text_index.numpy()
@@ -128,28 +130,41 @@ def harvest_statements(
     ``positions_of(ds)`` (default: the last token) selects the tokens averaged per statement;
     such datasets are harvested one per call, since their positions are their own (``tokens``
     must then describe the rule: it is part of the cache key). ``progress`` is anything with
-    ``add_task``/``advance`` (a rich ``Progress`` or :class:`LineProgress`)."""
-    task = progress.add_task(f"harvest ({label})", total=len(datasets)) if progress else None
+    ``add_task``/``advance`` (a rich ``Progress`` or :class:`LineProgress`): one task counts the
+    tokens to harvest and advances after every batch, so a group of thousands of statements is
+    not minutes of silence."""
     identity = {**lm.identity(), "weights_sha256": weights_sha256(lm.hf)} if cache_dir else None
     paths = {name: cache_path(cache_dir, identity, ds, layers, with_logprobs, tokens)
              if cache_dir else None for name, ds in datasets.items()}
     out: dict[str, StatementActs] = {}
     reused = 0
-    for names in plan_groups(datasets, one_per_group=positions_of is not None):
+    groups = plan_groups(datasets, one_per_group=positions_of is not None)
+    todo = []
+    for names in groups:  # the groups are fixed before the cache is read
         hits = {n: _read_cache(paths[n], datasets[n], layers, with_logprobs) for n in names}
         if all(hit is not None for hit in hits.values()):
             out.update(hits)  # type: ignore[arg-type]
             reused += len(names)
         else:  # the whole group again: its numbers then equal an uninterrupted run's
-            positions = positions_of(datasets[names[0]]) if positions_of else "last"
-            parts = harvest_group(lm, [datasets[n] for n in names], layers, batch_size,
-                                  with_logprobs, threads, positions)
-            for name, part in zip(names, parts, strict=True):
-                out[name] = part
-                if paths[name] is not None:
-                    _write_cache(paths[name], part)
-        if progress is not None:
-            progress.advance(task, len(names))
+            todo.append(names)
+    sink = None
+    if progress is not None:
+        n_tokens = sum(len(t) for names in todo for t in lm.tokenize(
+            [s for n in names for s in datasets[n].statements]))
+        cached = f", {reused} of {len(datasets)} datasets from the cache" if reused else ""
+        task = progress.add_task(f"harvest ({label}{cached})", total=max(n_tokens, 1),
+                                 unit="tokens")
+        sink = TaskAdvance(progress, task)
+        if not todo:
+            sink.update(1)
+    for names in todo:
+        positions = positions_of(datasets[names[0]]) if positions_of else "last"
+        parts = harvest_group(lm, [datasets[n] for n in names], layers, batch_size,
+                              with_logprobs, threads, positions, progress=sink)
+        for name, part in zip(names, parts, strict=True):
+            out[name] = part
+            if paths[name] is not None:
+                _write_cache(paths[name], part)
     return {name: out[name] for name in datasets}, reused
 
 

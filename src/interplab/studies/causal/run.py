@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.progress import Progress
 
 from interplab.activations import Positions
 from interplab.controls import bootstrap_mean, bootstrap_statistic, bootstrap_test
@@ -23,6 +24,7 @@ from interplab.interventions import engine, steer_many
 from interplab.interventions.prompts import encode, has_chat_template, held_out_rows
 from interplab.models import load
 from interplab.probes import make_probe
+from interplab.progress import LineProgress, progress_display, reporting
 from interplab.studies.causal import findings as words
 from interplab.studies.causal.config import DATASETS, CausalConfig, CausalResult, label
 from interplab.studies.causal.patching import attribution_stage, patching_stage
@@ -58,8 +60,9 @@ def run_causal(config: CausalConfig, *, progress: bool = True, console: Console 
     timings["load_s"] = time.perf_counter() - t0
     # Every model pass, fit and bootstrap below runs on the threads the policy gives it: under
     # "auto" the CPUs other processes leave free, re-decided between batches as the load changes.
-    with AdaptiveThreads(config.run.threads) as pool:
-        result = _run(config, lm, data, transfer, console, cache_dir, timings)
+    with AdaptiveThreads(config.run.threads) as pool, \
+            progress_display(console, enabled=progress) as bar:
+        result = _run(config, lm, data, transfer, console, bar, cache_dir, timings)
     timings["threads_first"] = pool.used[0]
     timings["threads_last"] = pool.used[-1]
     timings["thread_changes"] = len(pool.used) - 1
@@ -68,7 +71,8 @@ def run_causal(config: CausalConfig, *, progress: bool = True, console: Console 
 
 
 def _run(config: CausalConfig, lm: Any, data: Any, transfer: Any, console: Console,
-         cache_dir: str | Path | None, timings: dict[str, Any]) -> CausalResult:
+         bar: Progress | LineProgress, cache_dir: str | Path | None,
+         timings: dict[str, Any]) -> CausalResult:
     seed = config.run.seed
     cities, split = data.datasets["cities"], data.splits["cities"]
     tasks, task_notes = _candidate_tasks(lm, config)
@@ -89,7 +93,8 @@ def _run(config: CausalConfig, lm: Any, data: Any, transfer: Any, console: Conso
                   + "; ".join(f"{label(p)} {w['layers']}" for p, w in windows.items()))
 
     t = time.perf_counter()
-    choice = _choose_task(lm, config, tasks, cities, split.train, val_rows)
+    with reporting(bar, "prompt formats on validation"):
+        choice = _choose_task(lm, config, tasks, cities, split.train, val_rows)
     task = tasks[choice["chosen"]]
     prefix, tail = task.prefix_and_tail(cities, split.train)
     timings["task_s"] = time.perf_counter() - t
@@ -97,8 +102,9 @@ def _run(config: CausalConfig, lm: Any, data: Any, transfer: Any, console: Conso
 
     t = time.perf_counter()
     neutral = _neutral_texts(lm, config)
-    steering, steered = _steer(lm, config, task, prefix, tail, statements, labels, directions,
-                               windows, neutral, timings, "steer_cities")
+    with reporting(bar, "steering cities (probe doses and random directions)"):
+        steering, steered = _steer(lm, config, task, prefix, tail, statements, labels,
+                                   directions, windows, neutral, timings, "steer_cities")
     base = np.asarray(next(iter(steering.values()))["baseline"])
     baseline = behaviour(base, labels, answer=task.answers is not None, n_boot=config.run.n_boot,
                          seed=seed)
@@ -107,18 +113,22 @@ def _run(config: CausalConfig, lm: Any, data: Any, transfer: Any, console: Conso
     console.print(f"steering done in {timings['steer_s']:.0f} s")
 
     t = time.perf_counter()
-    control = _control(lm, config, task, prefix, tail, cities, test_rows, steering, directions,
-                       windows, timings)
-    transfers = _transfer(lm, config, task, transfer, directions, windows, timings)
+    with reporting(bar, "no-statement control"):
+        control = _control(lm, config, task, prefix, tail, cities, test_rows, steering,
+                           directions, windows, timings)
+    with reporting(bar, "transfer datasets"):
+        transfers = _transfer(lm, config, task, transfer, directions, windows, timings)
     timings["controls_s"] = time.perf_counter() - t
     console.print(f"controls and transfer done in {timings['controls_s']:.0f} s")
 
     t = time.perf_counter()
-    pairs = patching_stage(lm, config, task, prefix, tail, cities, split.test, timings)
+    with reporting(bar, "patching"):
+        pairs = patching_stage(lm, config, task, prefix, tail, cities, split.test, timings)
     timings["patch_s"] = time.perf_counter() - t
     console.print(f"patching done in {timings['patch_s']:.0f} s")
     t = time.perf_counter()
-    attribution = attribution_stage(lm, config, task, prefix, pairs, timings)
+    with reporting(bar, "attribution"):
+        attribution = attribution_stage(lm, config, task, prefix, pairs, timings)
     timings["attribute_s"] = time.perf_counter() - t
 
     comparison = words.comparison(steering, "cities", baseline, labels, config)

@@ -170,17 +170,28 @@ def _fmt_ci(v: float, lo: float, hi: float, nd: int = 2) -> str:
 
 def _summary(curve: dict, j: int, attribution: dict, comparison: dict, saes: dict,
              circuit: dict) -> list[str]:
-    f, c, r = curve["faithfulness"], curve["completeness"], curve["random"]
-    out = [f"A circuit of {curve['sizes'][j]} nodes ({curve['n_latents'][j]} latents and "
-           f"{curve['sizes'][j] - curve['n_latents'][j]} error nodes) has faithfulness "
-           f"{_fmt_ci(f['value'][j], f['lo'][j], f['hi'][j])} on {curve['n_prompts']} held-out "
-           f"prompts; random circuits of the same latent count (same error nodes) reach "
-           f"{r['mean'][j]:.2f} [{r['lo'][j]:.2f}, {r['hi'][j]:.2f}].",
-           f"Completeness: ablating the circuit leaves {_fmt_ci(c['value'][j], c['lo'][j], c['hi'][j])}"
-           " of the behaviour (0 = the circuit carries all of it).",
-           f"The behaviour (mean clean − corrupted country logit gap kept by the full model over "
-           f"all-ablated) is {curve['gap']['mean']:+.2f} [{curve['gap']['lo']:+.2f}, "
-           f"{curve['gap']['hi']:+.2f}]."]
+    """3–5 findings graded against the study's controls: the behaviour the circuit should
+    explain (the gate: a gap whose interval includes 0 leaves nothing to explain), the circuit's
+    faithfulness and completeness against same-size random circuits (explained by them when the
+    intervals overlap), attribution against exact patching, and where the SAEs came from."""
+    f, c, r, gap = curve["faithfulness"], curve["completeness"], curve["random"], curve["gap"]
+    gate = gap["lo"] > 0 or gap["hi"] < 0
+    out = [f"The behaviour (mean clean − corrupted country logit gap kept by the full model over "
+           f"all-ablated) is {gap['mean']:+.2f} [{gap['lo']:+.2f}, {gap['hi']:+.2f}]"
+           + (": the model does the task, so a circuit can explain it." if gate else
+              ": its interval includes 0, so there is no behaviour for a circuit to explain and "
+              "the faithfulness below is not read as a finding.")]
+    beyond = f["lo"][j] > r["hi"][j]
+    out.append(f"A circuit of {curve['sizes'][j]} nodes ({curve['n_latents'][j]} latents and "
+               f"{curve['sizes'][j] - curve['n_latents'][j]} error nodes) has faithfulness "
+               f"{_fmt_ci(f['value'][j], f['lo'][j], f['hi'][j])} on {curve['n_prompts']} "
+               f"held-out prompts; random circuits of the same latent count (same error nodes) "
+               f"reach {r['mean'][j]:.2f} [{r['lo'][j]:.2f}, {r['hi'][j]:.2f}]: "
+               + ("beyond the random-circuit control" if beyond else
+                  "explained by the random-circuit control (the intervals overlap)")
+               + f". Completeness: ablating the circuit leaves "
+               f"{_fmt_ci(c['value'][j], c['lo'][j], c['hi'][j])} of the behaviour (0 = the "
+               "circuit carries all of it).")
     ag = attribution["agreement"]
     parts = []
     for m in ("atp", "ig"):
@@ -189,21 +200,20 @@ def _summary(curve: dict, j: int, attribution: dict, comparison: dict, saes: dic
             parts.append(f"{m.upper() if m == 'ig' else 'AtP'} Spearman {a['spearman']:.2f} "
                          f"[{a.get('spearman_lo') or float('nan'):.2f}, "
                          f"{a.get('spearman_hi') or float('nan'):.2f}]")
-    if parts:
-        out.append("Against exact patching of the sampled nodes: " + "; ".join(parts) + ".")
-    if comparison:
-        best = []
-        for row in comparison["rows"]:
-            if row["errors"] != "frozen":
-                continue
-            atp = row["atp"].get("spearman")
-            kmax = str(max(int(k) for k in row["ig"]))
-            ig = row["ig"][kmax].get("spearman")
-            if atp is not None and ig is not None:
-                best.append(f"{row['architecture']} AtP {atp:.2f} vs IG({kmax}) {ig:.2f}")
-        if best:
-            out.append("Through a downstream SAE with frozen errors (Spearman with exact): "
-                       + "; ".join(best) + ".")
+    best = []
+    for row in (comparison or {}).get("rows", []):
+        if row["errors"] != "frozen":
+            continue
+        atp = row["atp"].get("spearman")
+        kmax = str(max(int(k) for k in row["ig"]))
+        ig = row["ig"][kmax].get("spearman")
+        if atp is not None and ig is not None:
+            best.append(f"{row['architecture']} AtP {atp:.2f} vs IG({kmax}) {ig:.2f}")
+    if parts or best:
+        out.append((("Against exact patching of the sampled nodes: " + "; ".join(parts) + "."
+                    if parts else "")
+                   + (" Through a downstream SAE with frozen errors (Spearman with exact): "
+                      + "; ".join(best) + "." if best else "")).strip())
     out.append(f"SAEs: {saes['trained']} trained now, "
                f"{sum(len(c['saes']) for c in saes['cache']) - saes['trained']} reused from "
                f"{saes.get('cache_dir', 'the given folders')} ({saes['bytes'] / 2**20:.1f} MiB).")

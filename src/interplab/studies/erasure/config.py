@@ -34,6 +34,9 @@ class ErasureConfig(FlatConfig):
     neutral_sequences: int = field(default=32,
         metadata={"help": "Sequences of neutral text for the in-model ΔCE/KL (0 skips it)."})
     context_length: int = field(default=64, metadata={"help": "Tokens per neutral-text sequence."})
+    in_model_random: int = field(default=10, metadata={
+        "help": "Random subspaces of each rank whose in-model ΔCE/KL is measured beside the "
+        "erasers (at least 5)."})
     behaviour_prompts: int = field(default=64, metadata={
         "help": "Held-out statements (half true) whose few-shot true/false answer is scored "
         "with and without each label-free erasure (0 skips it)."})
@@ -61,6 +64,9 @@ class ErasureConfig(FlatConfig):
             raise InterplabError(f"behaviour_random must be at least 20 (one random subspace is "
                                  f"one draw, and the control is a distribution), not "
                                  f"{self.behaviour_random}")
+        if self.neutral_sequences and self.in_model_random < 5:
+            raise InterplabError(f"in_model_random must be at least 5 (the control is a "
+                                 f"distribution of random subspaces), not {self.in_model_random}")
         if self.context_length < 2:
             raise InterplabError(f"context_length must be ≥ 2, got {self.context_length}")
 
@@ -68,7 +74,9 @@ class ErasureConfig(FlatConfig):
 @dataclass
 class ErasureResult(StudyResult):
     """Per method: ``checks[method]`` (:class:`~interplab.erasure.ErasureCheck` as a dict) and,
-    for label-free methods, ``in_model[method] = {"erased": {...}, "random": {...}}`` (ΔCE, KL);
+    for label-free methods, ``in_model[method] = {"erased": {...}, "random": {...}}`` (ΔCE, KL
+    and the edit's ‖Δx‖/‖x‖ on neutral text; "random" summarises the random subspaces of the
+    method's rank: mean, min, max and each draw);
     ``directions`` holds the curves for real and shuffled labels; ``behaviour`` the change in
     the model's own true/false answers."""
 

@@ -29,19 +29,32 @@ from interplab.models import LanguageModel
 from interplab.studies.erasure.config import ErasureConfig, ErasureResult
 from interplab.study.harvest import statements_at_layer
 from interplab.study.result import versions
-from interplab.threads import limit_threads, resolve_threads
+from interplab.threads import AdaptiveThreads
 
 
 def _in_model(lm: LanguageModel, hook: str, erasers: dict[str, Any], tokens: torch.Tensor,
               config: ErasureConfig, bias: torch.Tensor) -> dict[str, Any]:
-    """ΔCE/KL of each label-free eraser and of a random subspace of the same rank."""
-    run = {}
-    for m, e in erasers.items():
-        run[m] = e
-        run[m + "/random"] = random_subspace_eraser(lm.d_model, e.rank, seed=config.run.seed,
-                                                    bias=bias)
+    """ΔCE/KL and edit size of each label-free eraser on neutral text, beside
+    ``config.in_model_random`` random subspaces of each rank used (shared by the erasers of
+    that rank; their mean, range and draws are kept)."""
+    run = dict(erasers)
+    ranks = sorted({e.rank for e in erasers.values()})
+    for rank in ranks:
+        for k in range(config.in_model_random):
+            run[f"random/{rank}/{k}"] = random_subspace_eraser(
+                lm.d_model, rank, seed=config.run.seed + 1 + k, bias=bias)
     costs = erasure_costs(lm, hook, run, tokens, batch_size=config.run.batch_size)
-    return {m: {"erased": costs[m], "random": costs[m + "/random"]} for m in erasers}
+    random = {}
+    for rank in ranks:
+        draws = [costs[f"random/{rank}/{k}"] for k in range(config.in_model_random)]
+        summary: dict[str, Any] = {"n_draws": len(draws), "n_tokens": draws[0]["n_tokens"]}
+        for key in ("delta_ce", "kl", "edit_size"):
+            v = np.array([d[key] for d in draws])
+            summary.update({key: float(v.mean()), key + "_min": float(v.min()),
+                            key + "_max": float(v.max())})
+        summary["draws"] = [{k: d[k] for k in ("delta_ce", "kl", "edit_size")} for d in draws]
+        random[rank] = summary
+    return {m: {"erased": costs[m], "random": random[e.rank]} for m, e in erasers.items()}
 
 
 def _fit_and_check(config: ErasureConfig, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray,
@@ -58,7 +71,7 @@ def _fit_and_check(config: ErasureConfig, xtr: np.ndarray, ytr: np.ndarray, xte:
 def run_erasure(config: ErasureConfig) -> ErasureResult:
     """Run the study described by ``config`` (see the package docstring)."""
     config.validate()
-    with limit_threads(resolve_threads(config.run.threads)):
+    with AdaptiveThreads(config.run.threads):
         return _run(config)
 
 
@@ -91,9 +104,11 @@ def _run(config: ErasureConfig) -> ErasureResult:
             notes.append(f"{', '.join(skipped)} need each row's label to apply, so they were not "
                          "run inside the model")
         notes.append(f"in-model ΔCE and KL over {config.neutral_sequences} neutral sequences of "
-                     f"{config.context_length} tokens ({config.corpus}); an eraser's guarantee "
-                     "holds on the distribution it was fitted on (these statements' last "
-                     "tokens), not on other text")
+                     f"{config.context_length} tokens ({config.corpus}), beside "
+                     f"{config.in_model_random} random subspaces of each rank; an eraser's "
+                     "guarantee holds on the distribution it was fitted on (these statements' "
+                     "last tokens), not on other text: compare its edit size on neutral tokens "
+                     "(‖Δx‖/‖x‖ in the in-model columns) with its size on the statements")
     behaviour = statistics = None
     if prompts is not None and label_free:
         t = time.perf_counter()

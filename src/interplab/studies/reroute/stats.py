@@ -219,8 +219,10 @@ def _fmt(e: dict[str, Any], pct: bool = False) -> str:
 _PCT = {"flag_rate", "embed_pass", "token_pass", "recall"}
 
 
-def _diff_words(r: dict[str, Any], labels: dict[str, str]) -> str:
-    """``difference [CI], p, q: verdict`` of one comparison row."""
+def _diff_words(r: dict[str, Any], labels: dict[str, str], compact: bool = False) -> str:
+    """``difference [CI], p, q: verdict`` of one comparison row; ``compact`` (the summary at the
+    top of the report): ``difference [CI], q: verdict``, the corrected q alone beside the
+    verdict it decides (an upper bound, "q ≤", when it rests on a p-value at its floor)."""
     pct = r["metric"] in _PCT
     d = r["difference"]
     diff = (f"{100 * d['value']:+.0f} points [{100 * d['lo']:+.0f}, {100 * d['hi']:+.0f}]"
@@ -228,6 +230,10 @@ def _diff_words(r: dict[str, Any], labels: dict[str, str]) -> str:
     verdict = r["verdict"]
     if verdict != "not distinguishable from zero":
         verdict = f"{labels[verdict.split()[0]]} better"
+    if compact:
+        at_floor = bool(np.isfinite(r["p"]) and r["p"] <= r["p_floor"] * (1 + 1e-9))
+        return (f"{diff}, q {'≤' if at_floor else '='} {r['q']:.2g}: "
+                f"{verdict.replace(' from zero', '')}")
     return f"{diff}, {fmt_p(r['p'], r['p_floor'])} (BH q {r['q']:.2g}): {verdict}"
 
 
@@ -242,8 +248,11 @@ def _summary(run: Any, defences: dict, rows: list[dict], controls: dict) -> list
     a = run.cfg.attacks
 
     def vs(metric: str, pct: bool = False) -> str:
-        return (f"RR {_fmt(rr[metric], pct)} vs LoRA + probe {_fmt(lp[metric], pct)}, "
-                f"difference {_diff_words(head[metric], LABELS)}")
+        # each side's own interval is in the headline figure and the table below it
+        def value(e: dict[str, Any]) -> str:
+            return f"{100 * e['value']:.0f}%" if pct else f"{e['value']:.3f}"
+        return (f"RR {value(rr[metric])} vs LoRA + probe {value(lp[metric])}, "
+                f"difference {_diff_words(head[metric], LABELS, True)}")
 
     out = [f"RR vs LoRA + probe with the same {n_ad:,} LoRA parameters (blocks "
            f"0-{max(run.layers)}; the probe adds a {run.lm.d_model + 1:,}-parameter head), "
@@ -261,8 +270,8 @@ def _summary(run: Any, defences: dict, rows: list[dict], controls: dict) -> list
     out.append(f"HP (logistic, {hp['parameters']['trainable']:,} parameters, block "
                f"{run.hp_layer}): AUROC {_fmt(hp['auroc'])}; at matched parameters (MLP head, "
                f"{mlp['parameters']['trainable']:,}): {_fmt(mlp['auroc'])}, difference "
-               f"{_diff_words(extra[('hp_mlp', 'hp')], LABELS)}; LoRA + probe − MLP head: "
-               f"{_diff_words(extra[('lp', 'hp_mlp')], LABELS)}.")
+               f"{_diff_words(extra[('hp_mlp', 'hp')], LABELS, True)}; LoRA + probe − MLP head: "
+               f"{_diff_words(extra[('lp', 'hp_mlp')], LABELS, True)}.")
     flags = [k for k, v in controls.items() if not v["near_chance"]]
     out.append("Controls (should be near chance): " + "; ".join(
         f"{k.replace('_', ' ')} AUROC {_fmt(v['auroc'])}" for k, v in controls.items())

@@ -94,6 +94,19 @@ def _summary(table: list[dict[str, Any]], tests: list[dict[str, Any]], seeds: li
                f"{u['worst_min']:.2f}–{u['worst_max']:.2f} over {n_seeds} seeds) to "
                f"{s['worst_mean']:.2f} ({s['worst_min']:.2f}–{s['worst_max']:.2f}); overall "
                f"{u['overall_mean']:.2f} → {s['overall_mean']:.2f}." + readable)
+    vs_u = [t for t in tests if t["versus"] == "unablated"]
+    vs_r = [t for t in tests if t["versus"].startswith("random")]
+    if vs_u:
+        sig = sum(t["q"] <= 0.05 for t in vs_u)
+        sig_r = sum(t["q"] <= 0.05 for t in vs_r)
+        line = (f"SHIFT's worst-group gain over the unablated probe is significant (BH q ≤ "
+                f"0.05, one-sided bootstrap within groups, {len(tests)} p-values corrected "
+                f"together) in {sig} of {len(vs_u)} seeds")
+        if vs_r:
+            line += (f"; over ablating as many random latents in {sig_r} of {len(vs_r)} "
+                     "comparisons" + ("" if sig_r else ", so a gain is explained by the "
+                                      "random-latent control"))
+        out.append(line + ".")
     if "random" in by:
         r = by["random"]
         out.append(f"Control: ablating as many random latents gives worst-group "
@@ -102,12 +115,6 @@ def _summary(table: list[dict[str, Any]], tests: list[dict[str, Any]], seeds: li
     lo, bo = by["leace_oracle"], by["balanced_oracle"]
     out.append(f"Oracles: LEACE erasure of the cue {lo['worst_mean']:.2f}, balanced training "
                f"data {bo['worst_mean']:.2f} (worst-group).")
-    vs_u = [t for t in tests if t["versus"] == "unablated"]
-    if vs_u:
-        sig = sum(t["q"] <= 0.05 for t in vs_u)
-        out.append(f"SHIFT's worst-group gain over the unablated probe is significant (BH q ≤ "
-                   f"0.05, one-sided bootstrap within groups) in {sig} of {len(vs_u)} seeds; "
-                   f"{len(tests)} p-values corrected together.")
     return out
 
 

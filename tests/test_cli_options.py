@@ -182,6 +182,20 @@ def test_every_command_is_derived_from_a_config():
     assert hand_written == NON_CONFIG_COMMANDS
 
 
+def test_every_registered_study_has_a_command_derived_from_its_config():
+    """Each registry entry is a command whose options come from the entry's config class: the
+    generated ones under the study's name, the rest (``sae train``) under their own command."""
+    from interplab.studies.registry import STUDIES
+
+    commands = dict(_all_commands())
+    for study in STUDIES.values():
+        name = study.own_command or study.name
+        assert name in commands, name
+        cls, _ = config_fields(commands[name].callback)
+        assert cls is study.config_class(), (name, cls)
+    assert STUDIES["sae"].own_command == "sae train" and "sae" not in commands
+
+
 def test_converted_commands_cannot_drift_from_their_dataclass():
     """Every option of every command built from a config: its click default, parsed as the
     command parses it, equals the dataclass default (a field without one is a required option);

@@ -202,3 +202,30 @@ def test_readme_sae_example_is_not_flagged_as_too_small():
                .replace(",", ""))
     tcfg = TrainerConfig(total_steps=steps, lr_warmup_steps=100)
     assert run_size_warnings(rows, [SAEConfig("topk", 576, width, k=32)], tcfg) == []
+
+
+def test_the_result_saves_one_way_and_reruns(tmp_path, store, capsys):
+    """`sae train` writes its result as every study does (study name, config, versions), and
+    `interplab rerun` trains the same sweep again from it and compares."""
+    from interplab.studies.sae import SaeStudyConfig, SaeStudyResult
+    from interplab.study.result import config_from_dict
+
+    out = tmp_path / "saes"
+    assert _train(store, out, "--k", "8") == 0
+    assert "rerun" in " ".join(capsys.readouterr().err.split())
+    saved = json.loads((out / "sae.json").read_text())
+    assert saved["study"] == "sae" and saved["versions"]["interplab"]
+    result = SaeStudyResult.from_json(out / "sae.json")
+    assert result.runs[0].name == "topk_w128_k8" and (out / result.runs[0].path).is_dir()
+    assert config_from_dict(SaeStudyConfig, saved["config"]).k == [8]
+    assert main(["rerun", str(out / "sae.json"), "--out", str(tmp_path / "again")]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "re-running the sae study" in printed
+    assert (tmp_path / "again" / "topk_w128_k8" / "weights.safetensors").is_file()
+    again = json.loads((tmp_path / "again" / "sae.json").read_text())
+    assert again["config"] == saved["config"] and again["runs"][0]["path"] == "topk_w128_k8"
+    # the comparison names what changed when something did
+    saved["steps"] += 1
+    (tmp_path / "edited.json").write_text(json.dumps(saved))
+    assert main(["rerun", str(tmp_path / "edited.json"), "--out", str(tmp_path / "third")]) == 0
+    assert "steps: " in " ".join(capsys.readouterr().out.split())

@@ -13,6 +13,7 @@ from interplab.sae.config import SAEConfig, TrainerConfig
 from interplab.studies.sae import (
     DataSource,
     SaeStudyConfig,
+    SaeStudyResult,
     run_sae_study,
     sae_name,
     sweep_configs,
@@ -91,8 +92,11 @@ def test_run_hands_the_per_run_configs_to_the_executor(tmp_path):
         saved = json.loads((tmp_path / "out" / r.name / "config.json").read_text())
         assert saved["d_sae"] == 32 and 0 <= r.metrics["fraction_alive"] <= 1
     assert result.tokens_read > 0 and result.tokens_excluded < result.tokens_read
-    again = json.loads(result.save(tmp_path / "result.json").read_text())
+    again = json.loads(result.to_json(tmp_path / "result.json").read_text())
     assert again["config"]["store"] == str(store) and again["runs"][1]["name"] == "relu_w32_l1"
+    loaded = SaeStudyResult.from_dict(again)
+    assert again["study"] == "sae" and loaded.runs[1].name == "relu_w32_l1"
+    assert loaded.config == result.config and loaded.steps == result.steps
 
 
 # -- --null-control ------------------------------------------------------------------------------

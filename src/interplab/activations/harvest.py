@@ -19,6 +19,7 @@ from transformers import DynamicCache
 
 from interplab.activations.positions import Positions
 from interplab.activations.prefixes import PrefixTree, plan_prefix_tree
+from interplab.defaults import DEFAULT_BATCH_SIZE
 from interplab.errors import InterplabError
 from interplab.models import HookPoint, LanguageModel, attach
 from interplab.models.hooks import HookLike
@@ -502,7 +503,7 @@ def harvest(
     hooks: Sequence[HookLike] | HookLike,
     positions: str | Positions = "last",
     *,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     dtype: torch.dtype = torch.float32,
     padding_side: str = "right",
     max_length: int | None = None,
@@ -560,7 +561,7 @@ def harvest_tokens(
     hooks: Sequence[HookLike] | HookLike,
     positions: str | Positions = "last",
     *,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     dtype: torch.dtype = torch.float32,
     padding_side: str = "right",
     compute_dtype: torch.dtype | None = None,

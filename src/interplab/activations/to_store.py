@@ -29,6 +29,7 @@ from interplab.activations.store import (
     dtype_name,
     write_shard_file,
 )
+from interplab.defaults import DEFAULT_BATCH_SIZE
 from interplab.errors import InterplabError
 from interplab.models import HookPoint, LanguageModel
 from interplab.models.hooks import HookLike
@@ -62,7 +63,7 @@ def harvest_to_store(
     out: str | os.PathLike,
     positions: str | Positions = "all",
     *,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     rows_per_shard: int = 65536,
     texts_per_chunk: int | None = None,
     dtype: torch.dtype = torch.float32,

@@ -41,20 +41,21 @@ import torch
 
 from interplab.activations.positions import Positions
 from interplab.circuits.splice import ERRORS, SaeSet
+from interplab.defaults import DEFAULT_BATCH_SIZE, DEFAULT_N_BOOT
 from interplab.errors import InterplabError
 from interplab.interventions import engine
+from interplab.interventions.attribute import widened_gradients
 from interplab.interventions.metrics import metric_name
-from interplab.interventions.patch import encode_pairs
+from interplab.interventions.patch import all_positions_length, encode_pairs
 from interplab.interventions.prompts import (
     Prompts,
     as_prompts,
     chunks,
-    hidden,
     make_batch,
-    read_columns,
     read_logits,
 )
 from interplab.models import LanguageModel, edit_hooks
+from interplab.models.hooks import ActFn
 
 METHODS = ("atp", "ig")
 DIRECTIONS = ("noise", "denoise")
@@ -100,7 +101,7 @@ class ReferenceValues:
 
 @torch.no_grad()
 def reference_values(lm: LanguageModel, saes: SaeSet, texts: Sequence[str] | None, kind: str,
-                     batch_size: int = 32) -> ReferenceValues:
+                     batch_size: int = DEFAULT_BATCH_SIZE) -> ReferenceValues:
     """Mean latents and mean error over the ordinary tokens of ``texts`` (the splice's exclusion
     rule leaves out position 0 and massive-norm tokens), or zeros (``kind="zero"``)."""
     if kind not in ABLATIONS:
@@ -224,13 +225,7 @@ def resolve_offsets(positions: str | Sequence[int], lengths: np.ndarray, saes: S
     """Offsets from the end: ``"all"`` (prompts of one length; every token but position 0 when
     the exclusion leaves it out) or an explicit list."""
     if isinstance(positions, str):
-        if positions != "all":
-            raise InterplabError("positions must be 'all' or a list of token offsets such as "
-                                 "[-3, -2, -1] (negative: from the end of each prompt)")
-        if len(set(lengths.tolist())) != 1:
-            raise InterplabError("positions='all' needs prompts of one token length; give "
-                                 "offsets from the end instead, e.g. positions=[-4,-3,-2,-1]")
-        L = int(lengths[0])
+        L = all_positions_length(positions, lengths)
         first = 1 if saes.exclusion.first_position else 0
         return list(range(-L + first, 0))
     offsets = [int(o) for o in positions]
@@ -363,19 +358,9 @@ def _ig_pass(lm: LanguageModel, saes: SaeSet, prompts: Prompts, i: int, metric: 
         new[:, pos] = saes.decode(hook, F) + E
         return new.to(act.dtype)
 
-    edits = {hook: widen}
-    if errors == "frozen":
-        edits.update({h: _frozen_edit(saes, rec, h, i, lm.device) for h in after})
-    batch = make_batch(lm, prompts, np.array([i]))
-    with torch.enable_grad(), engine.activation_grads_only(lm), edit_hooks(lm, edits):
-        h = hidden(lm, prompts, batch, widen=(wide_from, k))
-        if h.shape[0] != k:  # pragma: no cover - a layout that does not broadcast rows
-            raise InterplabError(f"{type(lm.hf).__name__} did not carry the {k} rows of integrated "
-                                 f"gradients from {hook} to its output; run with ig_steps=1")
-        col = int(read_columns(prompts, batch, read)[0])
-        logits = lm.hf.get_output_embeddings()(h[:, col]).float()
-        value = metric(logits, torch.full((k,), i, device=logits.device)).sum()
-        gf, ge = torch.autograd.grad(value, [seen["F"], seen["E"]])
+    gf, ge = widened_gradients(lm, prompts, i, metric, read,
+                               _with_frozen(widen, saes, rec, hook, i, errors, after, lm.device),
+                               hook, wide_from, k, lambda: [seen["F"], seen["E"]])
     return gf.sum(0).float().cpu(), ge.sum(0).float().cpu()
 
 
@@ -439,17 +424,20 @@ def _node_ig_pass(lm: LanguageModel, saes: SaeSet, prompts: Prompts, i: int,
         new[rows, cols] = new[rows, cols] + a[:, None] * deltas.to(new.device)
         return new.to(act.dtype)
 
+    (grad,) = widened_gradients(lm, prompts, i, metric, read,
+                                _with_frozen(widen, saes, rec, hook, i, errors, after, lm.device),
+                                hook, wide_from, k, lambda: [seen["a"]])
+    return grad.float().cpu()
+
+
+def _with_frozen(widen: ActFn, saes: SaeSet, rec: NodeValues, hook: str, i: int, errors: str,
+                 after: list[str], device: torch.device | str) -> dict[str, ActFn]:
+    """The edits of an integrated-gradients pass: ``widen`` at ``hook`` and, with
+    ``errors="frozen"``, each later hook's error node held at its recorded value."""
     edits = {hook: widen}
     if errors == "frozen":
-        edits.update({h: _frozen_edit(saes, rec, h, i, lm.device) for h in after})
-    batch = make_batch(lm, prompts, np.array([i]))
-    with torch.enable_grad(), engine.activation_grads_only(lm), edit_hooks(lm, edits):
-        h = hidden(lm, prompts, batch, widen=(wide_from, k))
-        col = int(read_columns(prompts, batch, read)[0])
-        logits = lm.hf.get_output_embeddings()(h[:, col]).float()
-        value = metric(logits, torch.full((k,), i, device=logits.device)).sum()
-        (grad,) = torch.autograd.grad(value, [seen["a"]])
-    return grad.float().cpu()
+        edits.update({h: _frozen_edit(saes, rec, h, i, device) for h in after})
+    return edits
 
 
 def _frozen_edit(saes: SaeSet, rec: NodeValues, h: str, i: int, device: torch.device):  # noqa: ANN202
@@ -618,7 +606,7 @@ def attribute_latents(lm: LanguageModel, saes: SaeSet, clean: Sequence[str] | Pr
                       ig_scope: str = "hook", n_exact: int = 24,
                       nodes: Sequence[tuple[str, int, int]] | None = None,
                       attributed: Sequence[str] | None = None, with_exact: bool = True,
-                      top_k: int = 5, n_boot: int = 200, batch_size: int = 32, seed: int = 0
+                      top_k: int = 5, n_boot: int = DEFAULT_N_BOOT, batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0
                       ) -> LatentAttribution:
     """Attribute ``metric`` to every latent × position and error node of ``saes`` with each of
     ``methods``, patch ``n_exact`` seeded nodes per hook exactly, and compare (module docstring).

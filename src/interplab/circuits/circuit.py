@@ -41,6 +41,7 @@ from interplab.circuits.attribute import (
     reference_values,
 )
 from interplab.circuits.splice import SaeSet
+from interplab.defaults import DEFAULT_BATCH_SIZE, DEFAULT_N_BOOT
 from interplab.errors import InterplabError
 from interplab.interventions import engine
 from interplab.interventions.patch import encode_pairs
@@ -131,7 +132,7 @@ class _AblationEdits:
 
 def ablated_metrics(lm: LanguageModel, saes: SaeSet, prompts: Prompts, metric: engine.Metric,
                     variants: list[dict[str, np.ndarray]], means: ReferenceValues, *,
-                    read: str = "last", batch_size: int = 32) -> np.ndarray:
+                    read: str = "last", batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
     """``[len(variants), n]``: the metric of every prompt with every node outside each variant's
     keep mask mean-ablated (see the module docstring)."""
     n = len(prompts)
@@ -198,8 +199,8 @@ def faithfulness_curve(lm: LanguageModel, saes: SaeSet, scores: dict[str, np.nda
                        prompts: Sequence[str] | Prompts, metric: engine.Metric,
                        means: ReferenceValues, alive: dict[str, np.ndarray], *,
                        sizes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256),
-                       n_random: int = 5, read: str = "last", n_boot: int = 1000, seed: int = 0,
-                       batch_size: int = 32) -> FaithfulnessCurve:
+                       n_random: int = 5, read: str = "last", n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
+                       batch_size: int = DEFAULT_BATCH_SIZE) -> FaithfulnessCurve:
     """Faithfulness and completeness of the circuits of the largest-|score| nodes, one per size
     in ``sizes`` (thresholds from :func:`thresholds_for_sizes`), on held-out ``prompts``, with
     ``n_random`` random circuits of the same size per point (:func:`random_circuit`)."""
@@ -285,7 +286,7 @@ def edges(lm: LanguageModel, saes: SaeSet, circuit: Circuit, clean: Sequence[str
           corrupted: Sequence[str] | Prompts | None, metric: engine.Metric,
           offsets: Sequence[int], scores: dict[str, np.ndarray], *, direction: str = "noise",
           ablation: str = "mean", reference: Sequence[str] | None = None, read: str = "last",
-          batch_size: int = 32) -> Edges:
+          batch_size: int = DEFAULT_BATCH_SIZE) -> Edges:
     """Edge ``u → d`` between nodes of consecutive hooks: ``Σ ∇_d m · ∂d/∂u · Δu`` over the
     attributed positions, averaged over prompts (sparse feature circuits' linear edge weight):
     the metric's gradient at the downstream node (the error nodes held fixed), times the

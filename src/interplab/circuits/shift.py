@@ -38,6 +38,7 @@ import torch
 
 from interplab.activations.harvest import _StopForward
 from interplab.circuits.splice import SaeSet
+from interplab.defaults import DEFAULT_BATCH_SIZE, DEFAULT_N_BOOT
 from interplab.errors import InterplabError
 from interplab.interventions import engine
 from interplab.interventions.prompts import Prompts, as_prompts, chunks, hidden, make_batch
@@ -115,7 +116,7 @@ def _ablation_edit(saes: SaeSet, h: str, latents: Sequence[int], lengths: torch.
 @torch.no_grad()
 def probe_inputs(lm: LanguageModel, saes: SaeSet, texts: Sequence[str] | Prompts, hook: str,
                  pooling: str = "mean", ablate: dict[str, Sequence[int]] | None = None, *,
-                 batch_size: int = 32) -> np.ndarray:
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
     """``[n, d]`` float64: the activation at ``hook`` pooled over each text's ordinary tokens
     (``mean``) or at its last token, with the ``ablate`` latents (hook → indices) zero-ablated at
     every ordinary token of their hooks (each hook re-encodes its already edited input)."""
@@ -162,7 +163,7 @@ def _pool(saes: SaeSet, x: torch.Tensor, lengths: torch.Tensor, start: torch.Ten
 
 
 def probe_attribution(lm: LanguageModel, saes: SaeSet, texts: Sequence[str] | Prompts, hook: str,
-                      w: np.ndarray, b: float, pooling: str = "mean", *, batch_size: int = 32
+                      w: np.ndarray, b: float, pooling: str = "mean", *, batch_size: int = DEFAULT_BATCH_SIZE
                       ) -> dict[str, np.ndarray]:
     """Per SAE hook at or below ``hook``, ``[d_sae]``: the mean over texts of |AtP effect| of
     zero-ablating each latent at every ordinary token on the probe score ``w · pooled + b``."""
@@ -227,7 +228,7 @@ def _attr_batch(lm: LanguageModel, saes: SaeSet, prompts: Prompts, rows: np.ndar
 
 @torch.no_grad()
 def latent_maxima(lm: LanguageModel, saes: SaeSet, texts: Sequence[str] | Prompts,
-                  latents: dict[str, Sequence[int]], *, batch_size: int = 32
+                  latents: dict[str, Sequence[int]], *, batch_size: int = DEFAULT_BATCH_SIZE
                   ) -> dict[str, np.ndarray]:
     """Per hook ``[n, len(latents[hook])]``: each latent's largest activation over each text's
     ordinary tokens (unedited model)."""
@@ -339,8 +340,8 @@ def _score(lm: LanguageModel, saes: SaeSet, texts: list[str], hook: str, pooling
 
 def run_shift(lm: LanguageModel, saes: SaeSet, texts: Sequence[str], y: np.ndarray,
               c: np.ndarray, split: SpuriousSplit, hook: str, *, pooling: str = "mean",
-              n_candidates: int = 30, min_r: float = 0.3, n_random: int = 3, n_boot: int = 1000,
-              seed: int = 0, batch_size: int = 32) -> ShiftOutcome:
+              n_candidates: int = 30, min_r: float = 0.3, n_random: int = 3, n_boot: int = DEFAULT_N_BOOT,
+              seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE) -> ShiftOutcome:
     """One SHIFT run (module docstring) on ``texts`` with labels ``y`` and cue ``c`` (0/1)."""
     from interplab.erasure import fit_eraser
 

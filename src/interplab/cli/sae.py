@@ -15,6 +15,7 @@ from rich.table import Table
 from interplab.cli.executor import executor_option, ray_address_option, workers_option
 from interplab.cli.options import command_line, from_config
 from interplab.sae.config import DashboardConfig, SaeEvalConfig
+from interplab.studies.registry import STUDIES
 from interplab.studies.sae import SaeStudyConfig
 
 console = Console(stderr=True)
@@ -49,7 +50,7 @@ def train(
     --executor ray each SAE is a task of its own (out/<name>/ holds its log and checkpoint)."""
     from interplab.distributed import make_executor, study_executor
     from interplab.sae.trainer import TrainingInterrupted
-    from interplab.studies.sae import run_sae_study, train_sweep
+    from interplab.studies.sae.run import run_sae_study, summary_lines, train_sweep
 
     runner = make_executor(executor, address=ray_address, workers=workers, progress=True)
     try:
@@ -62,35 +63,11 @@ def train(
                       f"{_resume_command(cfg, out, executor, ray_address, workers)}",
                       highlight=False)
         raise typer.Exit(128 + exc.signum) from None
-    console.print(f"trained {len(result.runs)} SAE(s) for {result.steps} steps "
-                  f"({result.tokens_seen} tokens) → {out}")
-    console.print(f"excluded {result.tokens_excluded} of {result.tokens_read} tokens read "
-                  f"({result.exclusion_description}); input scale {result.input_scale:.4g} from "
-                  f"{result.scale_tokens} ordinary tokens")
-    logged = [run for run in result.runs if run.metrics]
-    if logged:
-        n = logged[0].metrics.get("n_tokens", cfg.batch_size)
-        console.print(f"last training-log entry, on one training batch of {n} rows (`sae eval "
-                      "--store` scores every row of a store):", highlight=False)
-    for run in logged:
-        m = run.metrics
-        console.print(f"  {run.name}: FVE {m['fraction_of_variance_explained']:.3f}, "
-                      f"L0 {m['l0']:.1f}, alive {m['fraction_alive']:.2f} (features firing "
-                      f"on that batch)", highlight=False)
-    if result.null_control:
-        _print_null_control(result.null_control, out)
-
-
-def _print_null_control(nc: dict, out: Path) -> None:
-    console.print(f"null control ({nc['null']}; retrained on {nc['n_rows']} sampled rows, "
-                  f"{nc['n_heldout']} held out) → {out / 'null_control.json'}")
-    for name, c in nc["compared"].items():
-        d = c["model_minus_null"]["fve_heldout"]
-        console.print(f"  {name}: held-out FVE {c['model']['heldout']['fve']:.3f} vs null "
-                      f"{c['null']['heldout']['fve']:.3f}, model − null {d['value']:+.3f} "
-                      f"[{d['lo']:+.3f}, {d['hi']:+.3f}]", highlight=False)
-    for name, why in nc["not_compared"].items():
-        console.print(f"  {name}: not compared ({why})", highlight=False)
+    json_path = result.to_json(out / STUDIES["sae"].json_name)
+    for line in summary_lines(result):
+        console.print(line, highlight=False)
+    console.print(f"result: {json_path} (`interplab rerun {json_path} --out DIR` trains the same "
+                  "sweep again)", highlight=False)
 
 
 # Option names of the first release of `sae train`, kept working.

@@ -12,7 +12,10 @@ import typer
 from rich.console import Console
 
 from interplab.cli.options import from_config
-from interplab.studies.registry import STUDIES, Study
+from interplab.errors import InterplabError
+from interplab.fileio import atomic_write_json
+from interplab.studies.registry import STUDIES, Study, study_of
+from interplab.study.result import config_from_dict, read_result, rerun_comparison
 
 console = Console()
 
@@ -27,7 +30,8 @@ def execute(study: Study, config: Any, out: Path, progress: bool = True) -> tupl
     for line in lines:
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"results: [bold]{json_path}[/]")
-    console.print(f"report:  [bold]{html_path}[/]")
+    if html_path is not None:
+        console.print(f"report:  [bold]{html_path}[/]")
     return result, json_path
 
 
@@ -67,33 +71,51 @@ def rerun(
                                 "saved config's setting). A run at one thread repeats bit for "
                                 "bit; with more, sums may differ in their last digits."),
 ) -> None:
-    """Run the study a result file names again, with the config saved in it, and compare."""
-    from interplab.errors import InterplabError
-    from interplab.studies.registry import study_of
-    from interplab.study.result import config_from_dict, differences, read_result
+    """Run the study a result file names again, with the config saved in it, and compare.
 
+    Lists every number that changed (timings and versions aside) and says which vary with the
+    thread count: only a run at --threads 1 repeats bit for bit. The comparison is also saved as
+    rerun.json in --out."""
     old = read_result(result)
     study = study_of(old, result)
     config = config_from_dict(study.config_class(), old["config"])
     if threads:
-        if not hasattr(config, "run"):
+        if hasattr(config, "run"):
+            config.run.threads = threads
+        elif hasattr(config, "num_threads"):
+            config.num_threads = threads
+        else:
             raise InterplabError(f"the {study.name} study has no --threads setting to override")
-        config.run.threads = threads
     if Path(out).resolve() == Path(result).resolve().parent:
         raise InterplabError(f"--out {out} holds the result being re-run; choose another folder")
     console.print(f"re-running the [bold]{study.name}[/] study of {result} → {out}")
     _, json_path = execute(study, config, out)
     new = json.loads(Path(json_path).read_text(encoding="utf-8"))
-    diff = differences(old, new)
-    if not diff:
+    comparison = rerun_comparison(old, new, _threads_of(config), thread_setting=hasattr(
+        config, "run") or hasattr(config, "num_threads"))
+    atomic_write_json(Path(out) / "rerun.json", {"result": str(result), "rerun": str(json_path),
+                                                   **comparison})
+    if comparison["identical"]:
         console.print(f"[green]identical[/] to {result} (timings and versions aside)")
     else:
-        console.print(f"[yellow]{len(diff)} difference(s)[/] from {result}:")
-        for line in diff:
+        console.print(f"[yellow]{comparison['n_differences']} difference(s)[/] from {result}:")
+        for line in comparison["differences"]:
             console.print(f"  {line}", highlight=False)
+    console.print(comparison["note"], highlight=False, soft_wrap=True)
+    console.print(f"comparison: [bold]{Path(out) / 'rerun.json'}[/]")
+
+
+def _threads_of(config: Any) -> int | None:
+    """The thread count a config runs at (None: chosen automatically or the library's)."""
+    run = getattr(config, "run", None)
+    if run is not None:
+        return run.threads
+    threads = getattr(config, "num_threads", None)  # the belief study's toy model
+    return threads or None
 
 
 def register(app: typer.Typer) -> None:
     for study in STUDIES.values():
-        app.command(study.name)(study_command(study))
+        if not study.own_command:  # e.g. `sae train`, registered with its group
+            app.command(study.name)(study_command(study))
     app.command("rerun")(rerun)

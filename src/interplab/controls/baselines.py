@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from interplab.controls.bootstrap import percentile_interval, resample_counts, seeded_draws
+from interplab.defaults import DEFAULT_N_BOOT
 
 
 def shuffled_labels(y: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -22,7 +23,7 @@ def random_direction_like(direction: np.ndarray, seed: int | tuple[int, ...] = 0
     return r / np.linalg.norm(r) * np.linalg.norm(direction)
 
 
-def shuffled_accuracy_interval(hits: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
+def shuffled_accuracy_interval(hits: np.ndarray, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
                                level: float = 0.95) -> dict[str, list]:
     """Accuracy of a shuffled-label control with an interval that includes the spread between
     shuffles.

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from interplab.defaults import DEFAULT_N_BOOT
+
 # Seeded bootstrap draws kept for reuse (a study asks for the same seed and size once per probe
 # and control); drawing them is most of an interval's cost. Bounded in bytes, least recent out.
 SEEDED_DRAWS_CACHE_BYTES = 256 * 2**20
@@ -99,7 +101,7 @@ def bootstrap_p_floor(n_boot: int) -> float:
     return min(1.0, 2 / (n_boot + 1))
 
 
-def bootstrap_mean(values: np.ndarray, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+def bootstrap_mean(values: np.ndarray, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95,
                    null: float | None = None) -> dict[str, list]:
     """Mean and percentile-bootstrap interval for each row of ``values`` ``[k, n]`` of per-example
     values (0/1 correctness, KL, an effect, a paired difference).
@@ -139,7 +141,7 @@ def _statistic_draws(statistic: Callable[..., float], columns: tuple[np.ndarray,
     return float(statistic(*cols)), boots
 
 
-def bootstrap_statistic(statistic: Callable[..., float], *columns: np.ndarray, n_boot: int = 1000,
+def bootstrap_statistic(statistic: Callable[..., float], *columns: np.ndarray, n_boot: int = DEFAULT_N_BOOT,
                         seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
     """``statistic(*columns)`` and its percentile-bootstrap interval ``(value, lo, hi)``.
 
@@ -157,7 +159,7 @@ def bootstrap_statistic(statistic: Callable[..., float], *columns: np.ndarray, n
 
 
 def bootstrap_test(statistic: Callable[..., float], *columns: np.ndarray, null: float = 0.0,
-                   n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+                   n_boot: int = DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
     """:func:`bootstrap_statistic` with the bootstrap p-value of "the statistic equals ``null``"
     (:func:`bootstrap_p_value`, from the same draws): ``value``, ``lo``, ``hi``, ``p``,
     ``p_floor`` and ``at_floor``."""

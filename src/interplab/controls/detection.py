@@ -22,6 +22,8 @@ from collections.abc import Callable
 import numpy as np
 from scipy.stats import rankdata
 
+from interplab.defaults import DEFAULT_N_BOOT
+
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> np.ndarray | float:
     """Area under the ROC curve of ``scores`` (``[n]`` or ``[k, n]``) for binary ``labels``
@@ -66,7 +68,7 @@ def rank_normalise(scores: np.ndarray) -> np.ndarray:
 
 
 def seed_example_bootstrap(statistic: Callable[[np.ndarray, np.ndarray], float], n_seeds: int,
-                           n_examples: int, *, n_boot: int = 1000, seed: int = 0,
+                           n_examples: int, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
                            level: float = 0.95, strata: np.ndarray | None = None
                            ) -> tuple[float, float, float]:
     """``statistic(seed_idx, example_idx)`` on all seeds and examples, and its percentile

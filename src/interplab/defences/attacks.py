@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from interplab.defaults import DEFAULT_BATCH_SIZE
 from interplab.defences.detectors import Detector, score_inputs, score_texts
 from interplab.defences.inputs import chunks, pack
 from interplab.errors import InterplabError
@@ -34,7 +35,7 @@ def mean_embedding_norm(lm) -> float:
 
 def embedding_attack(host, det: Detector, token_lists: Sequence[Sequence[int]], *, steps: int,
                      norm: float, budgets: Sequence[int] | None = None,
-                     batch_size: int = 64) -> np.ndarray:
+                     batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
     """Best score so far ``[len(budgets), n]`` after each number of steps in ``budgets``
     (default ``0..steps``)."""
     lm = host.lm
@@ -97,7 +98,7 @@ def candidate_tokens(lm, words: Sequence[str], k: int) -> list[int]:
 
 def token_attack(host, det: Detector, token_lists: Sequence[Sequence[int]], *,
                  candidates: Sequence[int], n_tokens: int, where: str = "suffix",
-                 batch_size: int = 64) -> tuple[np.ndarray, list[list[int]]]:
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[np.ndarray, list[list[int]]]:
     """Best score so far ``[n_tokens + 1, n]`` (row 0: clean) and each request's attacked
     tokens."""
     if not candidates and n_tokens:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from interplab.defaults import DEFAULT_BATCH_SIZE
 from interplab.defences.inputs import Inputs, chunks, pack, pool, residuals
 
 __all__ = ["Detector", "LoraProbeDetector", "MLPDetector", "ProbeDetector", "RerouteDetector",
@@ -164,7 +165,7 @@ def score_inputs(host, det: Detector, inputs: Inputs, embeds: torch.Tensor | Non
 
 @torch.no_grad()
 def score_texts(host, detectors: Sequence[Detector], token_lists: Sequence[Sequence[int]],
-                batch_size: int = 64) -> dict[str, np.ndarray]:
+                batch_size: int = DEFAULT_BATCH_SIZE) -> dict[str, np.ndarray]:
     """Scores ``{detector name: [n]}``: one unmodified pass for all detectors that need one (at
     the union of their layers), one pass per adapter."""
     lm = host.lm

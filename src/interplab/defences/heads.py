@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from interplab.defaults import DEFAULT_BATCH_SIZE
 from interplab.defences.detectors import MLPDetector, ProbeDetector, affine_of
 from interplab.defences.inputs import chunks, pack, pool, residuals
 
@@ -24,7 +25,7 @@ POOLINGS = ("mean", "last")
 
 @torch.no_grad()
 def pooled_features(lm, token_lists: Sequence[Sequence[int]], layers: Sequence[int],
-                    batch_size: int = 64) -> dict[tuple[str, int], np.ndarray]:
+                    batch_size: int = DEFAULT_BATCH_SIZE) -> dict[tuple[str, int], np.ndarray]:
     """``{(pooling, layer): [n, d]}`` of ``lm`` as it runs now (float64); wrap the call in
     ``host.disabled()`` for the unmodified model."""
     parts: dict[tuple[str, int], list[np.ndarray]] = {(p, layer): [] for p in POOLINGS

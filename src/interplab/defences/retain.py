@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from interplab.defaults import DEFAULT_BATCH_SIZE, DEFAULT_LOGITS_BATCH_SIZE
 from interplab.defences.inputs import chunks, final_logits, pack
 
 
@@ -21,7 +22,7 @@ def _per_text(values: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def retain_effects(host, adapters: Sequence[str], token_lists: Sequence[Sequence[int]],
-                   batch_size: int = 16) -> dict[str, dict[str, np.ndarray]]:
+                   batch_size: int = DEFAULT_LOGITS_BATCH_SIZE) -> dict[str, dict[str, np.ndarray]]:
     """Per text: ``{"base": {"ce"}, adapter: {"ce", "delta_ce", "kl"}}``. CE is the mean
     next-token cross-entropy (nats) over the text's predicted tokens; KL is
     ``KL(unmodified ‖ adapted)`` averaged over the same positions."""
@@ -53,7 +54,7 @@ def retain_effects(host, adapters: Sequence[str], token_lists: Sequence[Sequence
 
 @torch.no_grad()
 def output_shift(host, adapters: Sequence[str], token_lists: Sequence[Sequence[int]],
-                 batch_size: int = 64) -> dict[str, np.ndarray]:
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> dict[str, np.ndarray]:
     """``KL(unmodified ‖ adapted)`` of the next-token distribution after each text's last
     token, per adapter."""
     lm = host.lm

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from interplab.defaults import DEFAULT_BATCH_SIZE
 from interplab.defences.inputs import pack, pool, residuals
 from interplab.defences.settings import TrainSettings
 from interplab.errors import InterplabError
@@ -64,7 +65,7 @@ class BaseCache:
     RMS at ``head_layer``."""
 
     def __init__(self, host, texts: TrainTexts, layers: Sequence[int], head_layer: int,
-                 batch_size: int = 64) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         self.layers = sorted(set(layers) | {head_layer})
         self.reps: dict[str, list[dict[int, torch.Tensor]]] = {}
         lm = host.lm

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from interplab.defaults import DEFAULT_BATCH_SIZE, DEFAULT_N_BOOT
 from interplab.erasure.erasers import LinearEraser
 from interplab.erasure.in_model import _check
 
@@ -71,7 +72,7 @@ def behaviour_summary(score: np.ndarray, base: np.ndarray, y: np.ndarray, *, n_b
 def truth_behaviour(lm: Any, hook: str, erasers: Mapping[str, LinearEraser],
                     statements: Sequence[str], labels: Sequence[int], prefix: str, metric: Any,
                     *, tail: str = " This statement is:", n_random: int = 20,
-                    bias: torch.Tensor | None = None, batch_size: int = 32, n_boot: int = 1000,
+                    bias: torch.Tensor | None = None, batch_size: int = DEFAULT_BATCH_SIZE, n_boot: int = DEFAULT_N_BOOT,
                     seed: int = 0) -> dict[str, Any]:
     """The model's true/false score on ``statements`` (each followed by ``tail``, after the
     few-shot ``prefix``) plainly and with each label-free eraser at ``hook``; see the module

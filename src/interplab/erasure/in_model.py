@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from interplab.defaults import DEFAULT_LOGITS_BATCH_SIZE
 from interplab.erasure.erasers import LinearEraser
 from interplab.errors import InterplabError
 from interplab.threads import pace
@@ -52,7 +53,7 @@ def _check(lm: Any, hook: str, eraser: LinearEraser) -> None:
 
 @torch.no_grad()
 def erasure_costs(lm: Any, hook: str, erasers: Mapping[str, LinearEraser], tokens: torch.Tensor,
-                  *, batch_size: int = 8, skip_first: bool = True) -> dict[str, dict[str, float]]:
+                  *, batch_size: int = DEFAULT_LOGITS_BATCH_SIZE, skip_first: bool = True) -> dict[str, dict[str, float]]:
     """:func:`erasure_cost` of several erasers at one hook, sharing the plain forward passes."""
     lm.parse_hook(hook)
     for e in erasers.values():
@@ -85,7 +86,7 @@ def erasure_costs(lm: Any, hook: str, erasers: Mapping[str, LinearEraser], token
 
 
 def erasure_cost(lm: Any, hook: str, eraser: LinearEraser, tokens: torch.Tensor, *,
-                 batch_size: int = 8, skip_first: bool = True) -> dict[str, float]:
+                 batch_size: int = DEFAULT_LOGITS_BATCH_SIZE, skip_first: bool = True) -> dict[str, float]:
     """Mean next-token CE of the plain and the erased model on ``tokens`` ``[n, L]``, their
     difference ``delta_ce`` (nats per token), the mean ``kl`` (plain ‖ erased, nats per token) and
     ``edit_size``, the mean ‖Δx‖/‖x‖ of the edit over the positions it was applied to.

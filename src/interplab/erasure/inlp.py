@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from interplab.controls import bootstrap_mean, shuffled_labels
+from interplab.defaults import DEFAULT_N_BOOT
 from interplab.erasure.classifiers import correct, linear_classifier, majority_rate, raw_directions
 from interplab.erasure.erasers import LinearEraser, as_labels, as_tensor64
 from interplab.errors import InterplabError
@@ -53,7 +54,7 @@ def _add_directions(q: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def inlp(X: Any, y: Any, *, n_rounds: int = 10, X_test: Any = None, y_test: Any = None,
          stop_at_chance: bool = False, C: float = 1.0, seed: int = 0,
-         n_boot: int = 1000) -> INLPResult:
+         n_boot: int = DEFAULT_N_BOOT) -> INLPResult:
     """Run ``n_rounds`` of INLP on ``X`` ``[n, d]`` and integer labels ``y``.
 
     With ``X_test``/``y_test``, each round's classifier is scored on the held-out rows (projected
@@ -97,7 +98,7 @@ def inlp(X: Any, y: Any, *, n_rounds: int = 10, X_test: Any = None, y_test: Any 
 
 
 def directions_curve(X_train: Any, y_train: Any, X_test: Any, y_test: Any, *, max_rounds: int = 50,
-                     C: float = 1.0, seed: int = 0, n_boot: int = 1000) -> dict[str, Any]:
+                     C: float = 1.0, seed: int = 0, n_boot: int = DEFAULT_N_BOOT) -> dict[str, Any]:
     """Erase the best linear direction and retrain until held-out accuracy reaches chance, for
     the real labels and for shuffled ones (train and test labels permuted independently).
 

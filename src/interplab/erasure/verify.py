@@ -28,6 +28,7 @@ import torch
 
 from interplab.controls import bootstrap_mean
 from interplab.controls.multiple import ONE_CLASS_RATE
+from interplab.defaults import DEFAULT_N_BOOT
 from interplab.erasure.classifiers import (
     linear_classifier,
     majority_rate,
@@ -102,7 +103,7 @@ def _scope(eraser: Eraser, mlp_hidden: int) -> tuple[list[str], list[str]]:
 
 
 def verify_erasure(eraser: Eraser, X_train: Any, y_train: Any, X_test: Any, y_test: Any, *,
-                   seed: int = 0, n_boot: int = 1000, C: float = 1.0,
+                   seed: int = 0, n_boot: int = DEFAULT_N_BOOT, C: float = 1.0,
                    mlp_hidden: int = 64) -> ErasureCheck:
     """Check ``eraser`` (fitted on ``X_train``/``y_train``, never on the test rows) on held-out
     ``X_test``/``y_test``; see the module docstring. Labelled erasers get each row's label."""

@@ -20,6 +20,7 @@ from interplab.activations import harvest
 from interplab.activations.exclusion import ExclusionRule
 from interplab.activations.positions import Positions
 from interplab.controls import random_direction_like
+from interplab.defaults import DEFAULT_BATCH_SIZE, DEFAULT_N_BOOT
 from interplab.errors import InterplabError
 from interplab.interventions import engine
 from interplab.interventions.metrics import metric_name
@@ -162,7 +163,7 @@ def ablate(lm: LanguageModel, prompts: Sequence[str] | Prompts, hooks: Sequence[
            reference_exclusion: ExclusionRule | None = None,
            direction: Mapping[str, Any] | None = None, prefix: str | None = None,
            n_null: int = 20, neutral_texts: Sequence[str] | None = None,
-           neutral_positions: str | Positions = "all", batch_size: int = 32, n_boot: int = 1000,
+           neutral_positions: str | Positions = "all", batch_size: int = DEFAULT_BATCH_SIZE, n_boot: int = DEFAULT_N_BOOT,
            seed: int = 0) -> InterventionResult:
     """Ablate ``hooks`` at ``positions`` of every prompt; effects are metric(ablated) − metric.
 

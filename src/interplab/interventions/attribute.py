@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from interplab.activations.positions import Positions
+from interplab.defaults import DEFAULT_BATCH_SIZE, DEFAULT_N_BOOT
 from interplab.errors import InterplabError
 from interplab.interventions import engine
 from interplab.interventions.metrics import metric_name
@@ -56,6 +57,7 @@ from interplab.interventions.prompts import (
     read_logits,
 )
 from interplab.models import LanguageModel, edit_hooks
+from interplab.models.hooks import ActFn
 from interplab.progress import counted
 from interplab.threads import pace
 
@@ -199,8 +201,21 @@ def _ig_pass(lm: LanguageModel, prompts: Prompts, i: int, metric: engine.Metric,
         seen["x"] = new.requires_grad_(True)
         return new
 
+    (grad,) = widened_gradients(lm, prompts, i, metric, read, {hook: widen}, hook, wide_from, k,
+                                lambda: [seen["x"]])
+    return grad[:, pos].sum(0).float().cpu(), seen["delta"].detach().float().cpu()
+
+
+def widened_gradients(lm: LanguageModel, prompts: Prompts, i: int, metric: engine.Metric,
+                      read: Positions, edits: dict[str, ActFn], hook: str, wide_from: int,
+                      k: int, targets: Callable[[], Sequence[torch.Tensor]]
+                      ) -> tuple[torch.Tensor, ...]:
+    """One pass of prompt ``i`` whose ``edits`` widen it to ``k`` rows at ``hook`` (every token
+    before ``wide_from`` runs once): the gradients of ``metric``, summed over the rows, with
+    respect to the tensors ``targets()`` names (made by the edits during the pass). Integrated
+    gradients run their steps as these rows."""
     batch = make_batch(lm, prompts, np.array([i]))
-    with torch.enable_grad(), engine.activation_grads_only(lm), edit_hooks(lm, {hook: widen}):
+    with torch.enable_grad(), engine.activation_grads_only(lm), edit_hooks(lm, edits):
         h = hidden(lm, prompts, batch, widen=(wide_from, k))
         if h.shape[0] != k:  # pragma: no cover - a layout that does not broadcast rows
             raise InterplabError(f"{type(lm.hf).__name__} did not carry the {k} rows of integrated "
@@ -208,8 +223,7 @@ def _ig_pass(lm: LanguageModel, prompts: Prompts, i: int, metric: engine.Metric,
         col = int(read_columns(prompts, batch, read)[0])
         logits = lm.hf.get_output_embeddings()(h[:, col]).float()
         value = metric(logits, torch.full((k,), i, device=logits.device)).sum()
-        (grad,) = torch.autograd.grad(value, [seen["x"]])
-    return grad[:, pos].sum(0).float().cpu(), seen["delta"].detach().float().cpu()
+        return torch.autograd.grad(value, list(targets()))
 
 
 def _sample_nodes(nodes: list[Node], n_exact: int, seed: int, lm: LanguageModel
@@ -245,7 +259,7 @@ def _spearman(estimate: np.ndarray, exact: np.ndarray) -> float | None:
 
 
 def agreement(estimate: np.ndarray, exact: np.ndarray, top_k: int,
-              per_pair: tuple[np.ndarray, np.ndarray] | None = None, *, n_boot: int = 1000,
+              per_pair: tuple[np.ndarray, np.ndarray] | None = None, *, n_boot: int = DEFAULT_N_BOOT,
               seed: int = 0) -> dict[str, Any]:
     """Spearman correlation and top-k overlap (by |mean effect|) of two ``[nodes]`` vectors.
 
@@ -279,7 +293,7 @@ def attribute(lm: LanguageModel, clean: Sequence[str] | Prompts,
               positions: str | Sequence[int] = "all", read: str = "last",
               prefix: str | None = None, methods: Sequence[str] = METHODS, ig_steps: int = 8,
               n_exact: int = 24, n_top: int = 0, top_k: int = 5, warn_below: float = 0.5,
-              batch_size: int = 32, per_head: bool = True, n_boot: int = 1000, seed: int = 0
+              batch_size: int = DEFAULT_BATCH_SIZE, per_head: bool = True, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
               ) -> AttributionResult:
     """Estimate the patching effect of every node (hook × position, and × head for a per-head
     hook such as ``blocks.3.attn.hook_z`` unless ``per_head=False``) with each of ``methods``,

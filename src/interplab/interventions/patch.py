@@ -20,6 +20,7 @@ import torch
 
 from interplab.activations.positions import Positions
 from interplab.controls import random_direction_like
+from interplab.defaults import DEFAULT_BATCH_SIZE, DEFAULT_N_BOOT
 from interplab.errors import InterplabError
 from interplab.interventions import engine
 from interplab.interventions.metrics import metric_name
@@ -99,6 +100,18 @@ def encode_pairs(lm: LanguageModel, clean: Sequence[str] | Prompts,
     return PairSet(x, c, c.lengths) if direction == "denoise" else PairSet(c, x, c.lengths)
 
 
+def all_positions_length(positions: str, lengths: np.ndarray) -> int:
+    """The one token length of prompts whose ``positions`` are ``"all"`` (``lengths``: each
+    prompt's), or a clear error for another word or for prompts of several lengths."""
+    if positions != "all":
+        raise InterplabError("positions must be 'all' or a list of token offsets such as "
+                             "[-3, -2, -1] (negative: from the end of each prompt)")
+    if len(set(lengths.tolist())) != 1:
+        raise InterplabError("positions='all' needs prompts of one token length; give "
+                             "offsets from the end instead, e.g. positions=[-4,-3,-2,-1]")
+    return int(lengths[0])
+
+
 def sweep_nodes(hooks: Sequence[str], positions: str | Sequence[int], mode: str,
                 lengths: np.ndarray, heads: dict[str, tuple[int, int]] | None = None
                 ) -> list[Node]:
@@ -107,13 +120,7 @@ def sweep_nodes(hooks: Sequence[str], positions: str | Sequence[int], mode: str,
     if mode not in MODES:
         raise InterplabError(f"mode must be one of {MODES}, not {mode!r}")
     if isinstance(positions, str):
-        if positions != "all":
-            raise InterplabError("positions must be 'all' or a list of token offsets such as "
-                                 "[-3, -2, -1] (negative: from the end of each prompt)")
-        if len(set(lengths.tolist())) != 1:
-            raise InterplabError("positions='all' needs prompts of one token length; give "
-                                 "offsets from the end instead, e.g. positions=[-4,-3,-2,-1]")
-        offsets: tuple[int, ...] = tuple(range(int(lengths[0])))
+        offsets: tuple[int, ...] = tuple(range(all_positions_length(positions, lengths)))
     else:
         offsets = tuple(int(o) for o in positions)
         short = [o for o in offsets if not -int(lengths.min()) <= o < int(lengths.min())]
@@ -195,8 +202,8 @@ def patch(lm: LanguageModel, clean: Sequence[str] | Prompts, corrupted: Sequence
           hooks: Sequence[str], metric: engine.Metric, *, positions: str | Sequence[int] = "all",
           mode: str = "per-position", direction: str = "denoise", read: str = "last",
           prefix: str | None = None, per_head: bool = True, n_null: int = 20,
-          null_nodes: int = 3, null_select: Sequence[int] | None = None, batch_size: int = 32,
-          n_boot: int = 1000, seed: int = 0) -> InterventionResult:
+          null_nodes: int = 3, null_select: Sequence[int] | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+          n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> InterventionResult:
     """Patch every node (hook × position, or hook × all positions) of every pair.
 
     ``direction="denoise"`` runs the corrupted prompt with clean activations patched in;

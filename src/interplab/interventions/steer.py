@@ -15,6 +15,7 @@ import torch
 
 from interplab.activations.positions import Positions
 from interplab.controls import random_direction_like
+from interplab.defaults import DEFAULT_BATCH_SIZE, DEFAULT_N_BOOT
 from interplab.errors import InterplabError
 from interplab.interventions import engine
 from interplab.interventions.metrics import metric_name
@@ -112,8 +113,8 @@ def steer_many(lm: LanguageModel, prompts: Sequence[str] | Prompts,
                *, positions: str | Positions = "last", read: str | Positions = "last",
                prefix: str | None = None, signs: Sequence[float] | None = None, n_null: int = 20,
                null_dose: float | None = None, neutral_texts: Sequence[str] | None = None,
-               neutral_positions: str | Positions = "all", batch_size: int = 32,
-               padding_side: str = "right", n_boot: int = 1000, seed: int = 0
+               neutral_positions: str | Positions = "all", batch_size: int = DEFAULT_BATCH_SIZE,
+               padding_side: str = "right", n_boot: int = DEFAULT_N_BOOT, seed: int = 0
                ) -> dict[str, InterventionResult]:
     """Steer ``prompts`` along each named direction over ``doses``; one result per direction.
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import torch
 
 from interplab.activations.exclusion import ExclusionCount, ExclusionRule
+from interplab.defaults import DEFAULT_CORPUS_BATCH_SIZE
 from interplab.errors import InterplabError
 from interplab.models.hooks import HookLike
 
@@ -31,7 +32,7 @@ class MixingBuffer:
     """
 
     def __init__(self, lm, hook: HookLike, tokens: torch.Tensor, batch_size: int,
-                 buffer_tokens: int = 65536, model_batch_size: int = 8, seed: int = 0,
+                 buffer_tokens: int = 65536, model_batch_size: int = DEFAULT_CORPUS_BATCH_SIZE, seed: int = 0,
                  bos_token_id: int | None = None, epochs: int = 1,
                  exclusion: ExclusionRule | None = None):
         hook = lm.parse_hook(hook)  # a HookPoint from here on

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from interplab.activations.exclusion import ExclusionCount, ExclusionRule
+from interplab.defaults import DEFAULT_CORPUS_BATCH_SIZE
 from interplab.errors import InterplabError
 from interplab.sae.config import SAEConfig, TrainerConfig
 
@@ -183,7 +184,7 @@ def _harvest_rows(lm: Any, hooks: list[str], data: CorpusData, batch_size: int,
 
 def cached_saes(lm: Any, hooks: list[str], configs: list[SAEConfig], trainer: TrainerConfig,
                 data: CorpusData, *, batch_size: int, cache_dir: str | Path | None = None,
-                model_batch_size: int = 16, progress: bool = False
+                model_batch_size: int = DEFAULT_CORPUS_BATCH_SIZE, progress: bool = False
                 ) -> tuple[dict[tuple[str, str], Any], SaeCacheReport]:
     """SAEs for every hook × config (``configs`` are templates: ``d_in``, ``hook`` and ``model``
     are filled in), from the cache or trained now. Returns ``{(hook, architecture): SAE}`` and a

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from interplab.activations.exclusion import ExclusionRule
+from interplab.defaults import DEFAULT_LOGITS_BATCH_SIZE
 from interplab.errors import InterplabError
 from interplab.models.hooks import HookLike
 from interplab.sae.base import SparseAutoencoder
@@ -124,7 +125,7 @@ def ce_loss_recovered(
     tokens: torch.Tensor | Sequence[Sequence[int]],
     attention_mask: torch.Tensor | None = None,
     context_lengths: Sequence[int] | None = None,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_LOGITS_BATCH_SIZE,
     progress: bool = False,
     bos_token_id: int | None = None,
     exclusion: ExclusionRule | None = None,

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from interplab.activations.exclusion import ExclusionRule
+from interplab.defaults import DEFAULT_LOGITS_BATCH_SIZE
 from interplab.errors import InterplabError
 from interplab.models.hooks import HookLike
 from interplab.sae.base import SparseAutoencoder
@@ -64,7 +65,7 @@ class DashboardData:
 
 @torch.no_grad()
 def sae_features_on_tokens(lm, sae: SparseAutoencoder, hook: HookLike, tokens: torch.Tensor,
-                           batch_size: int = 8) -> torch.Tensor:
+                           batch_size: int = DEFAULT_LOGITS_BATCH_SIZE) -> torch.Tensor:
     """SAE features at every position: ``tokens [n, T] → [n, T, d_sae]`` (float32, CPU)."""
     return _features_and_keep(lm, sae, hook, tokens, ExclusionRule.none(), None, batch_size)[0]
 
@@ -106,7 +107,7 @@ def _token_str(tokenizer, tid: int) -> str:
 def feature_dashboards(
     lm, sae: SparseAutoencoder, hook: HookLike, tokens: torch.Tensor,
     features: list[int] | None = None, n_features: int = 12, n_contexts: int = 8,
-    window: int = 6, n_logits: int = 8, bos_token_id: int | None = None, batch_size: int = 8,
+    window: int = 6, n_logits: int = 8, bos_token_id: int | None = None, batch_size: int = DEFAULT_LOGITS_BATCH_SIZE,
     n_bins: int = 30, exclusion: ExclusionRule | None = None, text: str = "the given tokens",
     identity: dict | None = None, progress: Any = None,
 ) -> DashboardData:

@@ -10,6 +10,7 @@ config again. Entries name code by ``"module:attribute"`` so that reading this t
 from __future__ import annotations
 
 import importlib
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,11 @@ def _resolve(target: str) -> Callable[..., Any]:
 class Study:
     """One study: ``run(config, out_dir, progress)`` returns its result (a
     :class:`~interplab.study.result.StudyResult`), ``report(result, path)`` writes its HTML
-    page, ``summary(result)`` gives the lines the command prints."""
+    page (``""``: the study has none), ``summary(result)`` gives the lines the command prints.
+
+    ``own_command`` names a study whose command is not generated from this table (``sae train``:
+    a sub-command that resumes from its checkpoint and takes executor options); its result
+    still re-runs with ``interplab rerun``."""
 
     name: str
     config: str  # "module:ConfigClass" (torch-free module)
@@ -39,6 +44,7 @@ class Study:
     help: str
     rename: dict[str, str] = field(default_factory=dict)
     exclude: frozenset[str] = frozenset()
+    own_command: str = ""
 
     def config_class(self) -> type:
         return _resolve(self.config)  # type: ignore[return-value]
@@ -47,15 +53,40 @@ class Study:
         return _resolve(self.result)  # type: ignore[return-value]
 
     def execute(self, config: Any, out: Path, progress: bool = True
-                ) -> tuple[Any, Path, Path, list[str]]:
-        """Run ``config`` into ``out``: the result, its JSON and HTML paths, the summary lines.
-        The result file is written before the report, so a failing figure loses nothing."""
+                ) -> tuple[Any, Path, Path | None, list[str]]:
+        """Run ``config`` into ``out``: the result, its JSON and HTML paths (None without a
+        report), the summary lines. The result file is written before the report, so a failing
+        figure loses nothing."""
         out = Path(out)
+        validate = getattr(config, "validate", None)
+        if validate is not None:  # a refused config leaves no folder behind
+            validate()
+        made = [p for p in (out, *out.parents) if not p.exists()]
+        before = set(out.iterdir()) if out.is_dir() else set()
         out.mkdir(parents=True, exist_ok=True)
-        result = _resolve(self.run)(config, out, progress)
+        try:
+            result = _resolve(self.run)(config, out, progress)
+        except BaseException:
+            # refused once running (bad data, Ctrl-C before any write): what it kept stays
+            _remove_empty(out, before, made)
+            raise
         json_path = result.to_json(out / self.json_name)
-        html_path = _resolve(self.report)(result, out / "report.html")
+        html_path = _resolve(self.report)(result, out / "report.html") if self.report else None
         return result, json_path, html_path, list(_resolve(self.summary)(result))
+
+
+def _remove_empty(out: Path, before: set[Path], made: list[Path]) -> None:
+    """Remove the folders a failed run created and wrote no file in: its new sub-folders of
+    ``out`` and, when ``out`` is left empty, the folders it made (``made``: ``out`` first, then
+    the parents it needed). A folder that holds a file is kept whole."""
+    for p in set(out.iterdir()) - before if out.is_dir() else ():
+        if p.is_dir() and not any(q.is_file() for q in p.rglob("*")):
+            shutil.rmtree(p, ignore_errors=True)
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): keep it and everything above it
+            return
 
 
 # -- how each study runs into a folder (its cache, checkpoints) --------------------------------
@@ -69,7 +100,7 @@ def run_truth_into(config: Any, out: Path, progress: bool) -> Any:
 
 
 def run_xor_into(config: Any, out: Path, progress: bool) -> Any:
-    from interplab.studies.xor import run_xor
+    from interplab.studies.xor.run import run_xor
 
     return run_xor(config, cache_dir=out / "activations", progress=progress)
 
@@ -100,13 +131,13 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           "interplab.report.truth:summary_lines", "truth.json",
           "Run the truth study: probes across layers and datasets, with controls, and a report.",
           rename={"train_sets": "train"}),
-    Study("xor", "interplab.studies.xor:XorConfig", "interplab.studies.xor:XorResult",
+    Study("xor", "interplab.studies.xor.config:XorConfig", "interplab.studies.xor.config:XorResult",
           "interplab.studies.registry:run_xor_into", "interplab.report.xor:write_xor_report",
           "interplab.report.xor:summary_lines", "xor.json",
           "XOR study: probes for features, their XORs, controls and the generalization cost.",
           exclude=frozenset({"data.pair_by", "data.group_column"})),
-    Study("weights", "interplab.studies.weights:WeightsConfig",
-          "interplab.studies.weights:WeightsResult",
+    Study("weights", "interplab.studies.weights.config:WeightsConfig",
+          "interplab.studies.weights.config:WeightsResult",
           "interplab.studies.registry:run_weights_into",
           "interplab.report.weights:write_weights_report",
           "interplab.report.weights:summary_lines", "weights.json",
@@ -124,8 +155,8 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           "interplab.report.nulls:summary_lines", "nulls.json",
           "Run probes and SAEs on real activations and on every null source; report method − "
           "null."),
-    Study("belief", "interplab.studies.belief:BeliefStudyConfig",
-          "interplab.studies.belief:BeliefStudyResult",
+    Study("belief", "interplab.studies.belief.config:BeliefStudyConfig",
+          "interplab.studies.belief.config:BeliefStudyResult",
           "interplab.studies.registry:run_belief_into",
           "interplab.report.belief:render_belief_report",
           "interplab.report.belief:summary_lines", "result.json",
@@ -144,16 +175,16 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           "Representation rerouting vs LoRA + probe at equal parameters vs a probe: detection, "
           "attacks and retain cost, over several training seeds.",
           exclude=frozenset({"data.pair_by", "data.group_column"})),
-    Study("circuit", "interplab.studies.circuit:CircuitConfig",
-          "interplab.studies.circuit:CircuitResult",
-          "interplab.studies.circuit:run_circuit_into",
+    Study("circuit", "interplab.studies.circuit.config:CircuitConfig",
+          "interplab.studies.circuit.config:CircuitResult",
+          "interplab.studies.circuit.run:run_circuit_into",
           "interplab.report.circuit:write_circuit_report",
           "interplab.report.circuit:summary_lines", "circuit.json",
           "Sparse feature circuit: SAE latents attributed (AtP, IG, exact), faithfulness and "
           "completeness with a random control, edges, and AtP vs IG across SAE architectures.",
           exclude=frozenset({"data.pair_by", "data.group_column"})),
-    Study("shift", "interplab.studies.shift:ShiftConfig", "interplab.studies.shift:ShiftResult",
-          "interplab.studies.shift:run_shift_into", "interplab.report.shift:write_shift_report",
+    Study("shift", "interplab.studies.shift.config:ShiftConfig", "interplab.studies.shift.config:ShiftResult",
+          "interplab.studies.shift.run:run_shift_into", "interplab.report.shift:write_shift_report",
           "interplab.report.shift:summary_lines", "shift.json",
           "SHIFT: ablate the SAE latents tied to a spurious cue, retrain the probe, and compare "
           "worst-group accuracy with random-latent, LEACE and balanced-data controls.",
@@ -168,9 +199,14 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           "no statement and other datasets; patch true into false statements; compare "
           "attribution methods.",
           rename={"n_steer_layers": "n-layers", "steer_layers": "layers"}),
+    Study("sae", "interplab.studies.sae.config:SaeStudyConfig",
+          "interplab.studies.sae.config:SaeStudyResult",
+          "interplab.studies.sae.run:run_sae_into", "", "interplab.studies.sae.run:summary_lines",
+          "sae.json", "Train one SAE or a sweep in one pass over a store or a model's activations.",
+          own_command="sae train"),
 )}
 
-run_weights_into = run_plain("interplab.studies.weights:run_weights")
+run_weights_into = run_plain("interplab.studies.weights.run:run_weights")
 run_erasure_into = run_plain("interplab.studies.erasure.run:run_erasure")
 run_nulls_into = run_plain("interplab.studies.nulls.run:run_nulls")
 

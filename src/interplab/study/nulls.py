@@ -29,6 +29,7 @@ from interplab.controls import (
 )
 from interplab.controls.multiple import correct_cells
 from interplab.controls.nulls import DATA_NULLS, MODEL_NULLS, data_null
+from interplab.defaults import DEFAULT_BATCH_SIZE
 from interplab.errors import InterplabError
 from interplab.models import LanguageModel, random_init_copy, reset_copy
 from interplab.probes import make_probe
@@ -56,7 +57,7 @@ def null_model(lm: LanguageModel, name: str, seed: int = 0) -> LanguageModel:
 
 def model_null(name: str, lm: LanguageModel, texts: Sequence[str] | None, hook: str,
                positions: str = "last", *, token_ids: Sequence[Sequence[int]] | None = None,
-               seed: int = 0, batch_size: int = 64) -> np.ndarray:
+               seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
     """Rows of the model null ``name`` at ``hook`` and ``positions`` for ``texts`` (or ready
     ``token_ids``), one set of rows per text as the real harvest gives."""
     if name not in MODEL_NULLS:

@@ -137,6 +137,10 @@ def differences(old: Any, new: Any, path: str = "", *, limit: int = 20) -> list[
     count of the rest."""
     found: list[str] = []
     _diff(old, new, path, found)
+    return _limited(found, limit)
+
+
+def _limited(found: list[str], limit: int) -> list[str]:
     if len(found) > limit:
         return [*found[:limit], f"... and {len(found) - limit} more"]
     return found
@@ -163,7 +167,59 @@ def _diff(a: Any, b: Any, path: str, found: list[str]) -> None:
     if isinstance(a, float) and isinstance(b, float) and a != a and b != b:  # both NaN
         return
     if a != b:
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        if _is_number(a) and _is_number(b):
             found.append(f"{path}: {a!r} → {b!r} (|Δ| {abs(a - b):.3g})")
         else:
             found.append(f"{path}: {str(a)[:60]!r} → {str(b)[:60]!r}")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+# Floating-point sums taken in another order (more threads split them differently) move a result
+# by a few units in its last digits: a relative change this small is that, nothing more.
+LAST_DIGITS = 1e-6
+
+
+def rerun_comparison(old: dict[str, Any], new: dict[str, Any], threads: int | None,
+                     *, thread_setting: bool = True, limit: int = 20) -> dict[str, Any]:
+    """What ``interplab rerun`` reports: the differences between a result and its re-run, how
+    many of them are last-digit changes of a number (relative |Δ| ≤ ``LAST_DIGITS``, what
+    summing in another order gives), and a note saying which numbers vary with the thread count
+    and that only a run at one thread repeats bit for bit. ``thread_setting``: whether the
+    study has a thread count to set (the SAE sweep runs at torch's own)."""
+    lines: list[str] = []
+    _diff(old, new, "", lines)
+    pairs: list[tuple[float, float]] = []
+    _numbers(old, new, "", pairs)
+    small = sum(abs(a - b) <= LAST_DIGITS * max(abs(a), abs(b)) for a, b in pairs)
+    if threads == 1:
+        note = ("The run used --threads 1: a re-run repeats it bit for bit, so any difference is "
+                "a change of code, library versions or data, not of summation order.")
+    else:
+        used = ("torch's own thread count" if not thread_setting else
+                "the automatic thread count" if threads is None else f"{threads} threads")
+        note = (f"The run used {used}: only a run at --threads 1 repeats bit for bit. With more "
+                "threads the order of floating-point sums changes (the model's matrix products "
+                "in the harvest, the probe and SAE fits, the bootstrap's means), so "
+                "activations, accuracies, losses, intervals and p-values may move in their last "
+                f"digits; {small} of the {len(lines)} difference(s) are that small (relative "
+                f"|Δ| ≤ {LAST_DIGITS:g})."
+                + (" `interplab rerun --threads 1` runs it at one thread." if thread_setting
+                   else ""))
+    return {"identical": not lines, "n_differences": len(lines), "n_last_digits": small,
+            "threads": threads, "differences": _limited(lines, limit), "note": note}
+
+
+def _numbers(a: Any, b: Any, path: str, out: list[tuple[float, float]]) -> None:
+    """The differing numeric leaves of two JSON objects, as (old, new) pairs."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in set(a) & set(b):
+            if not (not path and key in RUN_RECORD):
+                _numbers(a[key], b[key], f"{path}.{key}", out)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for x, y in zip(a, b, strict=True):
+            _numbers(x, y, path, out)
+    elif _is_number(a) and _is_number(b) and a != b and not (a != a and b != b):
+        out.append((float(a), float(b)))

@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from interplab.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+from interplab.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DEFAULT_N_BOOT
 from interplab.errors import InterplabError
 
 DEFAULT_SPLIT = (0.6, 0.2, 0.2)
@@ -78,7 +78,7 @@ class RunConfig:
         "help": "Registry name (smollm2-135m, tiny-llama, ...), HF folder or .gguf file."})
     seed: int = field(default=0, metadata={
         "help": "Seed of the splits, subsamples, probes, controls and bootstrap."})
-    n_boot: int = field(default=1000, metadata={
+    n_boot: int = field(default=DEFAULT_N_BOOT, metadata={
         "help": f"Bootstrap resamples of each interval (at least {MIN_BOOT})."})
     batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata={"help": "Texts per forward pass."})
     device: str | None = field(default=None, metadata={
@@ -93,7 +93,7 @@ class RunConfig:
         if self.n_boot < MIN_BOOT:
             raise InterplabError(
                 f"--n-boot {self.n_boot} is too few for a 95 % interval; use at least {MIN_BOOT} "
-                "(the default is 1000)")
+                f"(the default is {DEFAULT_N_BOOT})")
         if self.batch_size < 1:
             raise InterplabError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.threads is not None and self.threads < 1:

@@ -18,7 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from interplab.controls import format_p
+from interplab.controls.multiple import correct_cells
 from interplab.studies.causal.config import label
+from interplab.studies.causal.tasks import normalised_effect
 
 
 def _f(v: float | None, fmt: str = "+.3f") -> str:
@@ -40,8 +43,6 @@ def comparison(steering: dict[str, dict[str, Any]], dataset: str, baseline: dict
     ``k``, ``z``, ``at_floor``; ``q``, ``q_bound``, ``verdict`` after :func:`statistics`), side
     effects, and the effect normalised by the true − false gap (None when the model does not
     tell true from false there)."""
-    from interplab.studies.causal.tasks import normalised_effect
-
     rows = []
     for name, r in steering.items():
         s, null, side = r["summary"], r["null"], r["side_effects"]
@@ -68,8 +69,6 @@ def statistics(comparison: list[dict[str, Any]], control: dict[str, Any],
     steering effect on each dataset against its random directions, each probe's statement −
     control difference (bootstrap), and each held-out patched node against its random
     directions. ``q``, ``q_bound`` and ``verdict`` are written into each tested cell."""
-    from interplab.controls.multiple import correct_cells
-
     cells: list[tuple[str, Any, float | None]] = []
     for row in comparison:
         cells.append((f"steer {row['probe']} on {row['dataset']}", row, row["effect"]))
@@ -136,8 +135,6 @@ CONTROL_WORDS = {"above the null": "larger on statements", "below the null":
 def _q(cell: dict[str, Any], words: dict[str, str] | None = None) -> str:
     """A tested cell's corrected verdict, with q, the raw p (its draws, at the floor "≤") and
     the z-score against the null."""
-    from interplab.controls import format_p
-
     q = format_p(cell["q"], at_floor=cell["q_bound"], name="q")
     if "k" in cell:
         raw = format_p(cell["p"], at_floor=cell["at_floor"], k=cell["k"])
@@ -259,8 +256,6 @@ def _transfer_findings(comparison: list[dict[str, Any]], transfers: dict[str, An
 
 
 def _qshort(cell: dict[str, Any]) -> str:
-    from interplab.controls import format_p
-
     return format_p(cell["q"], at_floor=cell["q_bound"], name="q")
 
 

@@ -13,6 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from interplab.activations import Positions
+from interplab.controls import bootstrap_mean, bootstrap_statistic
+from interplab.datasets import load_dataset
+from interplab.interventions import attribute, engine, patch
+from interplab.interventions.prompts import encode
+
 
 def _pairs(lm: Any, task: Any, tail: str, sub: Any, test: np.ndarray, n: int, seed: int
            ) -> tuple[list[str], list[str], int]:
@@ -21,8 +27,6 @@ def _pairs(lm: Any, task: Any, tail: str, sub: Any, test: np.ndarray, n: int, se
 
     Both claims of a city come from the full dataset, restricted to the entity groups of the
     test split (a group is on one side only, so no statement here was trained on)."""
-    from interplab.datasets import load_dataset
-
     ds = load_dataset("cities", seed=seed)
     groups = set(np.asarray(sub.groups)[test].tolist())
     rows = np.flatnonzero(np.isin(np.asarray(ds.groups), list(groups)))
@@ -56,11 +60,6 @@ MIN_PAIRS = 4
 
 def patching_stage(lm: Any, config: Any, task: Any, prefix: str, tail: str, cities: Any,
                    test: np.ndarray, timings: dict[str, Any]) -> dict[str, Any]:
-    from interplab.activations import Positions
-    from interplab.controls import bootstrap_mean, bootstrap_statistic
-    from interplab.interventions import engine, patch
-    from interplab.interventions.prompts import encode
-
     seed, n_boot = config.run.seed, config.run.n_boot
     true_s, false_s, skipped = _pairs(lm, task, tail, cities, test, config.patch_pairs, seed)
     if len(true_s) < MIN_PAIRS:
@@ -130,8 +129,6 @@ def attribution_stage(lm: Any, config: Any, task: Any, prefix: str, patching: di
     """Attribution patching and integrated gradients against exact patching on the first
     ``attr_pairs`` patching pairs: a random sample of nodes per hook kind and the nodes
     attribution patching ranks highest."""
-    from interplab.interventions import attribute
-
     if not patching["ran"]:
         return {"ran": False, "why": patching["why"]}
     n = min(config.attr_pairs, len(patching["pairs"]))

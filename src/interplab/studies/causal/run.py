@@ -16,21 +16,36 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
+from interplab.activations import Positions
+from interplab.controls import bootstrap_mean, bootstrap_statistic, bootstrap_test
+from interplab.datasets.corpus import load_corpus
 from interplab.errors import InterplabError
+from interplab.interventions import engine, steer_many
+from interplab.interventions.prompts import encode, has_chat_template, held_out_rows
+from interplab.models import load
+from interplab.probes import make_probe
 from interplab.progress import LineProgress, progress_display, reporting
 from interplab.studies.causal import findings as words
 from interplab.studies.causal.config import DATASETS, CausalConfig, CausalResult, label
 from interplab.studies.causal.patching import attribution_stage, patching_stage
-from interplab.studies.causal.tasks import Task, behaviour, make_task, statement_positions
+from interplab.studies.causal.tasks import (
+    Task,
+    behaviour,
+    make_task,
+    statement_positions,
+    true_false_gap,
+)
+from interplab.study.data import load_statements
+from interplab.study.harvest import harvest_statements
+from interplab.study.layers import choose_layer
+from interplab.study.result import versions
+from interplab.threads import AdaptiveThreads
 
 
 def run_causal(config: CausalConfig, *, progress: bool = True, console: Console | None = None,
                cache_dir: str | Path | None = None) -> CausalResult:
     """Run the causal study described by ``config``; returns the result. With ``cache_dir`` the
     harvested activations are kept there and reused by a later run."""
-    from interplab.models import load
-    from interplab.study.data import load_statements
-    from interplab.threads import AdaptiveThreads
 
     config.validate()
     console = console or Console(stderr=True, quiet=not progress)
@@ -58,9 +73,6 @@ def run_causal(config: CausalConfig, *, progress: bool = True, console: Console 
 def _run(config: CausalConfig, lm: Any, data: Any, transfer: Any, console: Console,
          bar: Progress | LineProgress, cache_dir: str | Path | None,
          timings: dict[str, Any]) -> CausalResult:
-    from interplab.interventions.prompts import held_out_rows
-    from interplab.study.result import versions
-
     seed = config.run.seed
     cities, split = data.datasets["cities"], data.splits["cities"]
     tasks, task_notes = _candidate_tasks(lm, config)
@@ -157,8 +169,6 @@ def _run(config: CausalConfig, lm: Any, data: Any, transfer: Any, console: Conso
 def _candidate_tasks(lm: Any, config: CausalConfig) -> tuple[dict[str, Task], list[str]]:
     """The formats to choose from; chat is left out (with a note) for a model without a chat
     template when other formats remain."""
-    from interplab.interventions.prompts import has_chat_template
-
     notes = []
     names = list(config.formats)
     if "chat" in names and not has_chat_template(lm) and len(names) > 1:
@@ -192,9 +202,6 @@ def _check_fit(lm: Any, task: Task, ds: Any, train_rows: np.ndarray, prompts: li
 def _score(lm: Any, config: CausalConfig, task: Task, prefix: str, prompts: list[str],
            statements: list[str]) -> np.ndarray:
     """The unsteered metric of ``prompts``."""
-    from interplab.activations import Positions
-    from interplab.interventions import engine
-    from interplab.interventions.prompts import encode
 
     p = encode(lm, prompts, prefix or None)
     m, _ = engine.clean_run(lm, p, task.metric(statements), read=Positions.parse("last"),
@@ -228,8 +235,6 @@ def _choose_task(lm: Any, config: CausalConfig, tasks: dict[str, Task], ds: Any,
 # ---------------------------------------------------------------------------------- probes
 def _harvest(lm: Any, config: CausalConfig, data: Any, cache_dir: str | Path | None
              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray | None]]:
-    from interplab.study.harvest import harvest_statements
-
     acts, _ = harvest_statements(lm, data.datasets, list(range(lm.n_layers)),
                                  batch_size=config.run.batch_size,
                                  cache_dir=Path(cache_dir) if cache_dir is not None else None,
@@ -241,8 +246,6 @@ def _fit_probes(config: CausalConfig, data: Any, acts: dict[str, np.ndarray]
                 ) -> tuple[dict[str, np.ndarray], dict[str, list[float]], np.ndarray]:
     """Per probe the direction at every layer ``[L, d]`` (scaled to the class-mean gap of the
     layer), its validation accuracy per layer, and the gap norm per layer."""
-    from interplab.probes import make_probe
-
     def part(side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         names = list(data.datasets)
         X = np.concatenate([acts[n][:, data.rows(n, side)] for n in names], axis=1)
@@ -280,8 +283,6 @@ def steering_windows(config: CausalConfig, val: dict[str, list[float]], n_layers
     ``own`` centres each probe's window on that probe's own best validation layer; ``shared``
     centres one window for all on the layer of best mean validation accuracy over the probes;
     ``--layers`` fixes the layers for all."""
-    from interplab.study.layers import choose_layer
-
     layers = list(range(n_layers))
     if config.steer_layers is not None:
         fixed = sorted(set(config.steer_layers))
@@ -323,9 +324,6 @@ def _steer(lm: Any, config: CausalConfig, task: Task, prefix: str, tail: str,
     """Every probe's direction added at its window over the dose series (one batched call; a
     null of random directions per distinct window): false statements pushed towards TRUE, true
     ones towards FALSE, effects signed so positive = moved as intended."""
-    from interplab.activations import Positions
-    from interplab.interventions import steer_many
-    from interplab.interventions.prompts import encode
 
     prompts = task.prompts(statements, tail, subjects)
     p = encode(lm, prompts, prefix or None)
@@ -360,8 +358,6 @@ def _likelihood(logprob: dict[str, np.ndarray | None], ds: Any, rows: np.ndarray
                 config: CausalConfig) -> dict[str, Any] | None:
     """The statements' own log-probability on the steered rows: true − false, with an interval
     (the truth study's likelihood control, for comparison with the task's gap)."""
-    from interplab.controls import bootstrap_statistic
-    from interplab.studies.causal.tasks import true_false_gap
 
     lp = logprob.get("cities")
     if lp is None:
@@ -388,8 +384,6 @@ def _control(lm: Any, config: CausalConfig, task: Task, prefix: str, tail: str, 
     """The same directions, windows, dose and signs on prompts whose statement is replaced by a
     noun phrase naming its subject (no claim: nothing to be true or false), and per probe the
     paired difference statement − control with a bootstrap interval and p-value."""
-    from interplab.controls import bootstrap_mean, bootstrap_test
-
     statements = [ds.statements[i] for i in rows]
     subjects = _subjects(ds, rows)
     dose = _null_dose(config)
@@ -422,8 +416,6 @@ def _transfer(lm: Any, config: CausalConfig, task: Task, transfer: Any,
               timings: dict[str, Any]) -> dict[str, Any]:
     """The cities-trained directions, windows and doses on held-out statements of other datasets
     (their own few-shot prefix), each with its own null and its own behavioural baseline."""
-    from interplab.interventions.prompts import held_out_rows
-
     if transfer is None:
         return {}
     out = {}
@@ -449,8 +441,6 @@ def _transfer(lm: Any, config: CausalConfig, task: Task, transfer: Any,
 
 
 def _neutral_texts(lm: Any, config: CausalConfig) -> list[str] | None:
-    from interplab.datasets.corpus import load_corpus
-
     if config.n_neutral < 1:
         return None
     docs = load_corpus("kjv").documents

@@ -15,7 +15,16 @@ from typing import Any
 
 import numpy as np
 
+from interplab.controls import bootstrap_mean, bootstrap_statistic
 from interplab.errors import InterplabError
+from interplab.interventions import LogitDiff, ProbDiff, TargetLogProb
+from interplab.interventions.prompts import (
+    answer_prompt,
+    answer_tokens,
+    has_chat_template,
+    object_split,
+    prompt_format,
+)
 
 
 @dataclass
@@ -42,8 +51,6 @@ class Task:
     def prefix_and_tail(self, ds: Any, train_rows: np.ndarray) -> tuple[str, str]:
         """The shared prefix (few-shot examples from ``train_rows``) and the text after each
         statement of an answer format; ("", "") for the completion format."""
-        from interplab.interventions.prompts import answer_prompt
-
         if self.answers is None:
             return "", ""
         shots = _shots(ds, train_rows, self.answers, self.n_shots, self.seed)
@@ -53,8 +60,6 @@ class Task:
                 ) -> list[str]:
         """Prompts for ``statements``; with ``subjects`` the non-propositional control: each
         subject (a noun phrase, no claim) in its statement's place, the rest unchanged."""
-        from interplab.interventions.prompts import object_split
-
         lead = subjects if subjects is not None else statements
         if self.answers is not None:
             return [s + tail for s in lead]
@@ -63,16 +68,12 @@ class Task:
 
     def metric(self, statements: list[str]) -> Any:
         """The per-prompt metric for prompts made from ``statements`` (in order)."""
-        from interplab.interventions import ProbDiff, TargetLogProb
-
         if self.answers is not None:
             return ProbDiff(self.answers["true_id"], self.answers["false_id"])
         return TargetLogProb(tuple(self.object_ids(statements)))
 
     def object_ids(self, statements: list[str]) -> list[int]:
         """The first token of each statement's object, as it follows its opening words."""
-        from interplab.interventions.prompts import object_split
-
         out = []
         for s in statements:
             cue, obj = object_split(s)
@@ -87,8 +88,6 @@ class Task:
     def pair_metric(self, true_statements: list[str], false_statements: list[str]) -> Any:
         """The metric of a (true, false) pair, the same for both of its runs: P(true word) −
         P(false word), or log P(true object) − log P(false object) for the completion."""
-        from interplab.interventions import LogitDiff
-
         if self.answers is not None:
             return self.metric(true_statements)
         return LogitDiff(tuple(self.object_ids(true_statements)),
@@ -97,8 +96,6 @@ class Task:
 
 def make_task(lm: Any, name: str, prompt_cfg: Any, seed: int) -> Task:
     """The format ``name`` for ``lm``; answer words from the prompt settings."""
-    from interplab.interventions.prompts import answer_tokens, has_chat_template, prompt_format
-
     fmt = prompt_format(name)
     if fmt.is_chat and not has_chat_template(lm):
         raise InterplabError(f"the chat format needs a chat template, and {lm.name}'s tokenizer "
@@ -164,8 +161,6 @@ def behaviour(m: np.ndarray, y: np.ndarray, *, answer: bool, n_boot: int, seed: 
     bootstrap interval and standardised size, the pairwise accuracy and (answer formats) the
     accuracy of the answer word the model prefers, each with an interval; ``solves`` when the
     gap's interval lies above 0."""
-    from interplab.controls import bootstrap_mean, bootstrap_statistic
-
     m, y = np.asarray(m, dtype=np.float64), np.asarray(y, dtype=np.int64)
     gap, lo, hi = bootstrap_statistic(true_false_gap, m, y, n_boot=n_boot, seed=seed)
     sd = np.sqrt((m[y == 1].var(ddof=1) + m[y == 0].var(ddof=1)) / 2) if min(
@@ -190,8 +185,6 @@ def normalised_effect(effects: np.ndarray, base: np.ndarray, y: np.ndarray, *, n
                       seed: int) -> dict[str, float]:
     """Mean steering effect over the true − false gap of the unsteered metric, with a bootstrap
     interval (prompts resampled with their effect, baseline and label together)."""
-    from interplab.controls import bootstrap_statistic
-
     def ratio(e: np.ndarray, m: np.ndarray, lab: np.ndarray) -> float:
         g = true_false_gap(m, lab)
         return float(e.mean() / g) if g == g and g != 0 else float("nan")

@@ -7,13 +7,17 @@ because it trains more parameters? RR against the same LoRA adapters with a line
 See ``docs/reroute.md``.
 """
 
+from __future__ import annotations
+
+import importlib
+
 from interplab.studies.reroute.config import RerouteConfig, RerouteResult
 
 __all__ = ["RerouteConfig", "RerouteResult", "run_reroute"]
 
 
-def run_reroute(*args, **kwargs):
-    """See :func:`interplab.studies.reroute.run.run_reroute`."""
-    from interplab.studies.reroute.run import run_reroute as run
-
-    return run(*args, **kwargs)
+def __getattr__(name: str) -> object:
+    # the run code loads torch and the models: imported only when it is asked for
+    if name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module("interplab.studies.reroute.run"), name)

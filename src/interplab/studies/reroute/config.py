@@ -19,6 +19,23 @@ MIN_SEEDS = 3
 CORPORA = ("kjv", "python-docs")
 
 
+# The detectors' names and the comparisons the study makes (the report reads them too).
+LABELS = {"hp": "HP", "hp_last": "HP (last token)", "hp_mlp": "HP, MLP head (matched)",
+          "rr": "RR", "lp": "LoRA + probe", "rr_output": "RR (output shift)"}
+ATTACKED = ("hp", "hp_mlp", "rr", "lp")
+# (a, b) pairs compared; the first is the question of the study.
+PAIRS = (("rr", "lp"), ("rr", "hp"), ("lp", "hp"), ("hp_mlp", "hp"), ("lp", "hp_mlp"))
+# metric → (label, higher is better)
+METRICS = {"auroc": ("test AUROC", True), "tpr_1pct": ("TPR at 1 % FPR", True),
+           "recall": ("unwanted flagged (validation threshold)", True),
+           "flag_rate": ("acceptable flagged (validation threshold)", False),
+           "embed_pass": ("unwanted passing under the embedding attack", False),
+           "token_pass": ("unwanted passing under the token attack", False),
+           "delta_ce": ("ΔCE on neutral text (nats)", False), "kl": ("KL on neutral text", False)}
+COMPARED = ("auroc", "tpr_1pct", "flag_rate", "embed_pass", "token_pass")
+RETAIN = ("delta_ce", "kl")
+
+
 @dataclass
 class RerouteConfig(FlatConfig):
     """Everything that defines a rerouting-study run (saved with the result)."""

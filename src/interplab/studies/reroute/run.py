@@ -22,37 +22,39 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from scipy.sparse import csr_matrix
+from sklearn.linear_model import LogisticRegression
 
+from interplab.controls.detection import auroc, threshold_at_fpr
+from interplab.datasets import entity_split
+from interplab.datasets.corpus import load_corpus
+from interplab.datasets.requests import load_requests_csv, requests_dataset
+from interplab.defences.attacks import candidate_tokens, embedding_attack, token_attack
+from interplab.defences.detectors import LoraProbeDetector, RerouteDetector, score_texts
+from interplab.defences.heads import POOLINGS, fit_mlp, fit_probe, matched_width, pooled_features
+from interplab.defences.inputs import COST
+from interplab.defences.lora import AdapterHost
+from interplab.defences.retain import output_shift, retain_effects
+from interplab.defences.settings import CANDIDATE_WORDS
+from interplab.defences.train import BaseCache, TrainTexts, train_adapter
 from interplab.errors import InterplabError
+from interplab.models import load, reset_copy
 from interplab.progress import progress_display
 from interplab.studies.reroute.config import (
+    ATTACKED,
     GENERATED,
     LAYER_FRACTIONS,
     RerouteConfig,
     RerouteResult,
 )
+from interplab.studies.reroute.stats import analyse
+from interplab.study.layers import choose_layer
 from interplab.study.result import versions
-
-LABELS = {"hp": "HP", "hp_last": "HP (last token)", "hp_mlp": "HP, MLP head (matched)",
-          "rr": "RR", "lp": "LoRA + probe", "rr_output": "RR (output shift)"}
-ATTACKED = ("hp", "hp_mlp", "rr", "lp")
-# (a, b) pairs compared; the first is the question of the study.
-PAIRS = (("rr", "lp"), ("rr", "hp"), ("lp", "hp"), ("hp_mlp", "hp"), ("lp", "hp_mlp"))
-# metric → (label, higher is better)
-METRICS = {"auroc": ("test AUROC", True), "tpr_1pct": ("TPR at 1 % FPR", True),
-           "recall": ("unwanted flagged (validation threshold)", True),
-           "flag_rate": ("acceptable flagged (validation threshold)", False),
-           "embed_pass": ("unwanted passing under the embedding attack", False),
-           "token_pass": ("unwanted passing under the token attack", False),
-           "delta_ce": ("ΔCE on neutral text (nats)", False), "kl": ("KL on neutral text", False)}
-COMPARED = ("auroc", "tpr_1pct", "flag_rate", "embed_pass", "token_pass")
-RETAIN = ("delta_ce", "kl")
+from interplab.threads import AdaptiveThreads, pace
 
 
 # ------------------------------------------------------------------------------ data
 def load_requests(config: RerouteConfig) -> Any:
-    from interplab.datasets.requests import load_requests_csv, requests_dataset
-
     limit = config.data.max_per_dataset or None
     if config.requests == GENERATED:
         return requests_dataset(config.run.seed, max_size=limit)
@@ -65,8 +67,6 @@ def load_requests(config: RerouteConfig) -> Any:
 def neutral_chunks(lm: Any, config: RerouteConfig) -> tuple[list[list[int]], list[list[int]]]:
     """Chunks of ``neutral_tokens`` tokens: training chunks from the first documents, held-out
     chunks from later documents (none shared)."""
-    from interplab.datasets.corpus import load_corpus
-
     corpus = load_corpus(config.neutral_corpus)
     need = config.neutral_train + config.neutral_eval
     width = config.neutral_tokens
@@ -107,8 +107,6 @@ def target_layers(config: RerouteConfig, n_layers: int) -> list[int]:
 def bag_of_tokens_auroc(tokens: list[list[int]], y: np.ndarray, train: np.ndarray,
                         test: np.ndarray, vocab: int) -> np.ndarray:
     """Test scores of an L2 logistic regression on token counts (position 0 left out)."""
-    from scipy.sparse import csr_matrix
-    from sklearn.linear_model import LogisticRegression
 
     rows, cols = [], []
     for i, t in enumerate(tokens):
@@ -124,8 +122,6 @@ def run_reroute(config: RerouteConfig, out_dir: str | Path | None = None, *,
                 progress: bool = True, console: Console | None = None) -> RerouteResult:
     """Run the study described by ``config``; with ``out_dir`` training checkpoints go to
     ``<out_dir>/checkpoints`` (a re-run resumes or reuses them)."""
-    from interplab.datasets import entity_split
-    from interplab.threads import AdaptiveThreads
 
     config.validate()
     console = console or Console(stderr=True)
@@ -166,8 +162,6 @@ class _Run:
 
     # -- bookkeeping
     def _phase(self, name: str):
-        from interplab.defences.inputs import COST
-
         run = self
 
         class Phase:
@@ -188,8 +182,6 @@ class _Run:
         return Phase()
 
     def execute(self) -> None:
-        from interplab.models import load
-
         cfg = self.cfg
         t = time.perf_counter()
         self.lm = lm = load(cfg.run.model, device=cfg.run.device)
@@ -224,10 +216,6 @@ class _Run:
 
     # -- HP on the unmodified model, layer and pooling chosen on validation
     def _probes(self) -> None:
-        from interplab.controls.detection import auroc
-        from interplab.defences.heads import POOLINGS, fit_probe, pooled_features
-        from interplab.study.layers import choose_layer
-
         cfg, y, idx = self.cfg, self.y, self.idx
         self.features = pooled_features(self.lm, self.tokens, self.layers, cfg.run.batch_size)
         self.hp: dict[str, Any] = {}
@@ -248,9 +236,6 @@ class _Run:
 
     def _controls(self) -> None:
         """Bag of tokens, shuffled labels and the reset network: each should be near chance."""
-        from interplab.controls.detection import auroc
-        from interplab.defences.heads import fit_probe, pooled_features
-        from interplab.models import reset_copy
 
         y, idx, cfg = self.y, self.idx, self.cfg
         test_y = y[idx["test"]]
@@ -277,12 +262,6 @@ class _Run:
 
     # -- RR and LoRA + probe, per seed, and the matched MLP head
     def _train(self) -> None:
-        from interplab.defences.detectors import LoraProbeDetector, RerouteDetector
-        from interplab.defences.heads import fit_mlp, matched_width
-        from interplab.defences.lora import AdapterHost
-        from interplab.defences.train import BaseCache, TrainTexts, train_adapter
-        from interplab.threads import pace
-
         cfg, y, idx, lm = self.cfg, self.y, self.idx, self.lm
         tr = idx["train"]
         self.texts = TrainTexts(unwanted=[self.tokens[i] for i in tr if y[i] == 1],
@@ -342,10 +321,6 @@ class _Run:
         self.same_adapters = _same_adapters(host, self.seeds)
 
     def _evaluate(self) -> None:
-        from interplab.controls.detection import threshold_at_fpr
-        from interplab.defences.detectors import score_texts
-        from interplab.defences.retain import output_shift, retain_effects
-
         cfg, y, idx, host = self.cfg, self.y, self.idx, self.host
         bs = cfg.run.batch_size
         sides = {s: [self.tokens[i] for i in idx[s]] for s in ("val", "test")}
@@ -381,10 +356,6 @@ class _Run:
         self.retain["rr_output"] = self.retain["rr"]
 
     def _attack(self) -> None:
-        from interplab.defences.attacks import candidate_tokens, embedding_attack, token_attack
-        from interplab.defences.settings import CANDIDATE_WORDS
-        from interplab.threads import pace
-
         cfg, y, idx, host = self.cfg, self.y, self.idx, self.host
         a = cfg.attacks
         test_unwanted = idx["test"][y[idx["test"]] == 1]
@@ -426,8 +397,6 @@ class _Run:
 
     # -- numbers → result
     def result(self, threads_used: list[int]) -> RerouteResult:
-        from interplab.studies.reroute.stats import analyse
-
         analysis = analyse(self)
         cfg = self.cfg
         cost = self._cost_info()

@@ -15,6 +15,8 @@ from interplab.controls.detection import (
     tpr_at_fpr,
 )
 from interplab.controls.multiple import FDR_LEVEL, benjamini_hochberg
+from interplab.controls.pvalues import format_p
+from interplab.studies.reroute.config import LABELS, METRICS, PAIRS
 
 TPR_FPR = 0.01
 NEAR_CHANCE = 0.1  # |AUROC − 0.5| within this (or an interval reaching 0.5): near chance
@@ -114,8 +116,6 @@ def _swap_stat(run: Any, a: str, b: str, metric: str) -> tuple[Any, int] | None:
 
 
 def analyse(run: Any) -> dict[str, Any]:
-    from interplab.studies.reroute.run import LABELS, METRICS, PAIRS
-
     cfg = run.cfg
     n_seeds = len(run.seeds)
     defences: dict[str, dict[str, Any]] = {}
@@ -205,8 +205,6 @@ def _controls(run: Any) -> dict[str, Any]:
 def fmt_p(p: float, floor: float, name: str = "p") -> str:
     """A p-value as printed: at its permutation floor an upper bound, "p ≤ 0.001 (floor,
     k = 999)" (:func:`interplab.controls.pvalues.format_p`)."""
-    from interplab.controls.pvalues import format_p
-
     at_floor = bool(np.isfinite(p) and p <= floor * (1 + 1e-9))
     return format_p(p, at_floor=at_floor, k=round(1 / floor) - 1 if at_floor else None,
                     name=name)
@@ -244,8 +242,6 @@ def comparison_sentence(r: dict[str, Any], labels: dict[str, str]) -> str:
 
 
 def _summary(run: Any, defences: dict, rows: list[dict], controls: dict) -> list[str]:
-    from interplab.studies.reroute.run import LABELS
-
     lp, rr, hp, mlp = (defences[k] for k in ("lp", "rr", "hp", "hp_mlp"))
     head = {r["metric"]: r for r in rows if (r["a"], r["b"]) == ("rr", "lp")}
     n_ad = rr["parameters"]["adapter"]

@@ -14,159 +14,50 @@ Defaults: every optimisation default is :class:`~interplab.sae.TrainerConfig`'s 
 this study sets in ``SaeStudyConfig.trainer`` (warm-ups and checkpoint interval); SAE
 hyper-parameters not swept here are :class:`~interplab.sae.SAEConfig`'s; the token exclusion is
 :class:`~interplab.activations.exclusion.ExclusionRule`'s.
-
-This module imports torch only inside functions, so the command line can read the config cheaply.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from rich.console import Console
+
+from interplab.activations import ActivationStore
+from interplab.activations.exclusion import ExclusionCount, ExclusionRule, ordinary_batches
+from interplab.controls import format_p
+from interplab.controls.multiple import correct_cells
+from interplab.controls.nulls import data_null
+from interplab.datasets.corpus import corpus_split, corpus_tokens
+from interplab.defaults import DEFAULT_N_BOOT
 from interplab.errors import InterplabError
+from interplab.fileio import atomic_write_json
+from interplab.models import LanguageModel, load
+from interplab.models.loading import weights_sha256
+from interplab.sae import SAETrainer, save_sae
+from interplab.sae.buffer import MixingBuffer
 from interplab.sae.config import SAEConfig, TrainerConfig
-from interplab.sae.nulls import SaeNullConfig
+from interplab.sae.nulls import SaeNullConfig, sae_cells, sae_minus_null, train_and_score_sae
 from interplab.sae.sweep import SweepOutcome, sae_name
-
-NULL_SAMPLE_ROWS = 16_384  # --null-control: ordinary rows drawn for the retrained comparison
-NULL_HELDOUT_FRACTION = 0.25  # of those rows, scored but never trained on
-NULL_MIN_ROWS = 256  # fewer ordinary rows than this: no comparison
-TOPK_FAMILY = ("topk", "batchtopk")  # swept over k; every other architecture over λ
-
-
-@dataclass
-class SaeStudyConfig:
-    """Everything that determines an SAE training run or sweep (besides the output folder)."""
-
-    store: Path | None = field(default=None, metadata={
-        "help": "Activation store to train from."})
-    model: str | None = field(default=None, metadata={
-        "help": "Stream activations from this model instead (on --corpus)."})
-    hook: str | None = field(default=None, metadata={
-        "help": "Hook point, e.g. blocks.15.hook_resid_post (default: the store's only hook)."})
-    arch: list[str] = field(default_factory=lambda: ["topk"], metadata={
-        "help": "Architecture(s), comma-separated: relu, relu_decnorm, gated, topk, batchtopk, "
-        "jumprelu."})
-    width: int = field(default=0, metadata={"help": "Dictionary size (0: 8 × d_in)."})
-    k: list[int] = field(default_factory=lambda: [32], metadata={
-        "help": "Active features for topk/batchtopk (a list sweeps)."})
-    sparsity: list[float] = field(default_factory=lambda: [1.0], metadata={
-        "help": "λ for relu/gated/jumprelu (a list sweeps)."})
-    batch_size: int = field(default=4096, metadata={"help": "Rows per optimizer step."})
-    corpus: str = field(default="kjv", metadata={"help": "With --model: kjv | python-docs."})
-    context_length: int = field(default=128, metadata={"help": "With --model: tokens per "
-                                                       "sequence."})
-    max_sequences: int = field(default=0, metadata={"help": "With --model: limit (0: all)."})
-    # total_steps 0: one pass over the data. dead_window_tokens, resample_every_steps, log and
-    # checkpoint paths, data_identity and progress are set by the study.
-    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
-        total_steps=0, lr_warmup_steps=100, sparsity_warmup_steps=500,
-        checkpoint_every_steps=500), metadata={"help": {
-            "total_steps": "Optimizer steps, one batch each (0: one pass over the data, i.e. "
-                           "one epoch of the store or of the corpus's training part)."}})
-    extend_steps: bool = field(default=False, metadata={
-        "help": "Continue the run in the output folder up to a larger --steps (all other "
-        "settings unchanged)."})
-    allow_incomplete: bool = field(default=False, metadata={
-        "help": "Train on an unfinished harvest (recorded in each SAE's config)."})
-    exclusion: bool = field(default=True, metadata={
-        "help": "Leave out position 0 and massive-norm tokens (--no-exclusion: train on every "
-        "token)."})
-    norm_ratio: float | None = field(default=None, metadata={
-        "help": "Leave out tokens with a norm above this × the batch median (0: no norm test; "
-        "default: the standard exclusion rule's ratio, 10)."})
-    null_control: str | None = field(default=None, metadata={
-        "help": "After training, retrain each TopK/BatchTopK config on a sample of the rows and "
-        "on this data null fitted to them (gaussian | gaussian-mixture | hypercube), and report "
-        "model − null with intervals."})
-    null_steps: int = field(default=SaeNullConfig.sae_steps, metadata={
-        "help": "--null-control: training steps of each SAE retrained on the sample and on the "
-        "null."})
-    null_batch_size: int = field(default=SaeNullConfig.sae_batch_size, metadata={
-        "help": "--null-control: rows per training step of those SAEs."})
-
-    def validate(self) -> None:
-        """One clear error for a config that cannot run (before any data is read)."""
-        from interplab.sae import architectures
-
-        if (self.store is None) == (not self.model):
-            raise InterplabError("give exactly one data source: --store PATH or --model NAME")
-        unknown = [a for a in self.arch if a not in architectures()]
-        if unknown:
-            raise InterplabError(f"unknown architecture(s) {unknown}; choose from "
-                                 f"{architectures()}")
-        if self.trainer.total_steps < 0 or self.batch_size < 1:
-            raise InterplabError("steps must be >= 0 (0: one pass) and batch_size >= 1")
-        from interplab.controls.nulls import DATA_NULLS
-
-        if self.null_steps < 1 or self.null_batch_size < 1:
-            raise InterplabError("--null-steps and --null-batch-size must be at least 1")
-        if self.null_control is not None and self.null_control not in DATA_NULLS:
-            raise InterplabError(f"unknown --null-control {self.null_control!r}; choose one of "
-                                 f"{', '.join(DATA_NULLS)} (model nulls: `interplab nulls`)")
-
-    def exclusion_rule(self) -> Any:
-        """The :class:`~interplab.activations.exclusion.ExclusionRule` of this run."""
-        from interplab.activations.exclusion import ExclusionRule
-
-        if not self.exclusion:
-            return ExclusionRule.none()
-        if self.norm_ratio is None:
-            return ExclusionRule()
-        return ExclusionRule(norm_ratio=self.norm_ratio or None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self), default=str))
-
-
-@dataclass
-class SaeRun:
-    """One trained SAE of the sweep: its folder and its last logged metrics."""
-
-    name: str
-    path: str
-    architecture: str
-    d_sae: int
-    k: int | None
-    sparsity_coefficient: float
-    metrics: dict[str, float]  # the last training-log entry of this SAE (FVE, L0, alive, ...)
-
-
-@dataclass
-class SaeStudyResult:
-    """What was trained, on what, for how long, with which tokens left out."""
-
-    config: dict[str, Any]
-    data: dict[str, Any]  # data identity: store fingerprint or model/corpus, hook, batch size
-    runs: list[SaeRun]
-    steps: int
-    tokens_seen: int
-    n_rows: int
-    tokens_read: int
-    tokens_excluded: int
-    exclusion: dict[str, Any]
-    exclusion_description: str
-    input_scale: float
-    scale_tokens: int
-    warnings: list[str]
-    # With --null-control (see :func:`null_comparison`); None otherwise and in older results.
-    null_control: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def save(self, path: str | Path) -> Path:
-        from interplab.fileio import atomic_write_text
-
-        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1, default=str))
-
+from interplab.sae.trainer import CHECKPOINT_FILE, read_checkpoint_meta, run_size_warnings
+from interplab.studies.sae.config import (
+    NULL_HELDOUT_FRACTION,
+    NULL_MIN_ROWS,
+    NULL_SAMPLE_ROWS,
+    TOPK_FAMILY,
+    SaeRun,
+    SaeStudyConfig,
+    SaeStudyResult,
+)
+from interplab.study.result import versions
 
 # -- data -----------------------------------------------------------------------------------------
 
-def store_fingerprint(st: Any) -> str:
+def store_fingerprint(st: ActivationStore) -> str:
     """sha256 of what a store's rows are (:meth:`ActivationStore.fingerprint`)."""
     return st.fingerprint()
 
@@ -184,26 +75,23 @@ class DataSource:
     identity: dict[str, Any]
     model_name: str | None
     context_length: int | None  # with a model: the length of the streamed sequences
-    store: Any = None  # ActivationStore
-    lm: Any = None  # LanguageModel
-    tokens: Any = None  # [n, context_length] ids (with a model)
+    store: ActivationStore | None = None
+    lm: LanguageModel | None = None
+    tokens: torch.Tensor | None = None  # [n, context_length] ids (with a model)
     bos_id: int | None = None
     # Recorded in each saved SAE's config (SAEConfig.model_identity / .data) and checked by
     # `sae eval` and `sae dashboard` (interplab.sae.identity).
     model_identity: dict[str, Any] | None = None
     provenance: dict[str, Any] | None = None
 
-    def batches(self, batch_size: int, seed: int, epochs: int, rule: Any
-                ) -> tuple[Iterator[Any], Any]:
+    def batches(self, batch_size: int, seed: int, epochs: int, rule: ExclusionRule
+                ) -> tuple[Iterator[torch.Tensor], ExclusionCount]:
         """``([batch, d_in]`` rows the exclusion ``rule`` keeps, the running ``ExclusionCount``)."""
-        from interplab.activations.exclusion import ExclusionCount, ordinary_batches
-
         if self.lm is None:
             count = ExclusionCount()
             raw = self.store.iter_batches(batch_size, self.hook, seed=seed, epochs=epochs,
                                           drop_last=True, with_position=True)
             return ordinary_batches(raw, rule, count), count
-        from interplab.sae.buffer import MixingBuffer
 
         buffer = MixingBuffer(self.lm, self.hook, self.tokens, batch_size,
                               buffer_tokens=16 * batch_size, seed=seed, bos_token_id=self.bos_id,
@@ -216,9 +104,6 @@ def resolve_data(cfg: SaeStudyConfig) -> DataSource:
     hook, or raise one clear error naming the fix."""
     if cfg.store is not None:
         return _store_source(cfg)
-    from interplab.datasets.corpus import corpus_split, corpus_tokens
-    from interplab.models import load
-    from interplab.models.loading import weights_sha256
 
     lm = load(cfg.model, device=cfg.trainer.device)
     if not cfg.hook:
@@ -240,8 +125,6 @@ def resolve_data(cfg: SaeStudyConfig) -> DataSource:
 
 
 def _store_source(cfg: SaeStudyConfig) -> DataSource:
-    from interplab.activations import ActivationStore
-
     st = ActivationStore(cfg.store)
     st.require_complete(cfg.allow_incomplete)
     hook = cfg.hook or (st.hooks[0] if len(st.hooks) == 1 else "")
@@ -264,7 +147,7 @@ def _store_source(cfg: SaeStudyConfig) -> DataSource:
 
 # -- the sweep ------------------------------------------------------------------------------------
 
-def sweep_configs(cfg: SaeStudyConfig, data: DataSource, rule: Any) -> list[SAEConfig]:
+def sweep_configs(cfg: SaeStudyConfig, data: DataSource, rule: ExclusionRule) -> list[SAEConfig]:
     """One :class:`SAEConfig` per run: each top-k architecture × every k, every other one × every
     λ; hyper-parameters not swept keep :class:`SAEConfig`'s defaults."""
     width = cfg.width or 8 * data.d_in
@@ -301,8 +184,6 @@ def trainer_config(cfg: SaeStudyConfig, data: DataSource, out_dir: Path,
 
 def _resample_every(checkpoint_dir: Path, total: int, extend_steps: bool) -> int:
     """Dead-feature resampling interval: an eighth of the run, or the extended run's own."""
-    from interplab.sae.trainer import CHECKPOINT_FILE, read_checkpoint_meta
-
     if not extend_steps:
         return max(1, total // 8)
     if not (checkpoint_dir / CHECKPOINT_FILE).exists():
@@ -319,8 +200,6 @@ def train_sweep(runs: list[SAEConfig], tcfg: TrainerConfig, data: DataSource,
     """The local executor: every run of the sweep in one trainer, on one pass over the data, in
     this process. Another executor (e.g. spreading ``runs`` over workers) takes the same
     arguments; ``data.batches`` gives each worker the same stream."""
-    from interplab.sae import SAETrainer
-
     epochs = max(1, -(-tcfg.total_steps * cfg.batch_size // max(data.n_rows, 1)))
     batches, count = data.batches(cfg.batch_size, tcfg.seed, epochs, cfg.exclusion_rule())
     trainer = SAETrainer(runs, tcfg).fit(batches, extend_steps=cfg.extend_steps)
@@ -341,11 +220,10 @@ NOT_RETRAINED = ("λ-penalised: its sparsity follows the λ warm-up over the ful
                  "short retrain on a sample does not reproduce")
 
 
-def null_sample(data: DataSource, rule: Any, seed: int, n_rows: int = NULL_SAMPLE_ROWS) -> Any:
+def null_sample(data: DataSource, rule: ExclusionRule, seed: int,
+                n_rows: int = NULL_SAMPLE_ROWS) -> np.ndarray:
     """Up to ``n_rows`` rows that ``rule`` keeps, from the start of a seeded pass over the
     study's data (``data.batches``), as float32 numpy ``[n, d_in]``."""
-    import numpy as np
-    import torch
 
     batches, _ = data.batches(256, seed, 1, rule)
     parts, total = [], 0
@@ -362,7 +240,7 @@ def null_sample(data: DataSource, rule: Any, seed: int, n_rows: int = NULL_SAMPL
     return torch.cat(parts)[:n_rows].numpy()
 
 
-def null_comparison(cfg: SaeStudyConfig, data: DataSource, rule: Any,
+def null_comparison(cfg: SaeStudyConfig, data: DataSource, rule: ExclusionRule,
                     runs: list[SAEConfig]) -> dict[str, Any]:
     """Each TopK/BatchTopK config of ``runs`` retrained on a sample of the study's rows and on the
     data null ``cfg.null_control`` fitted to the sample's training rows (same number of rows),
@@ -373,14 +251,8 @@ def null_comparison(cfg: SaeStudyConfig, data: DataSource, rule: Any,
     (Benjamini–Hochberg): ``q``, ``q_bound`` and ``verdict`` in each tested cell, the family in
     ``statistics`` and one line per config in ``summary``. Configs not retrained are listed in
     ``not_compared`` with the reason."""
-    import numpy as np
 
-    from interplab.controls.multiple import correct_cells
-    from interplab.controls.nulls import data_null
-    from interplab.sae.nulls import sae_cells, sae_minus_null, train_and_score_sae
-    from interplab.study.settings import RunConfig
-
-    seed, n_boot = cfg.trainer.seed, RunConfig.n_boot
+    seed, n_boot = cfg.trainer.seed, DEFAULT_N_BOOT
     settings = SaeNullConfig(sae_steps=cfg.null_steps, sae_batch_size=cfg.null_batch_size)
     x = null_sample(data, rule, seed)
     heldout = np.zeros(len(x), dtype=bool)
@@ -418,8 +290,6 @@ def null_comparison(cfg: SaeStudyConfig, data: DataSource, rule: Any,
 def null_control_line(name: str, compared: dict[str, Any]) -> str:
     """One config's held-out FVE, model vs null, with the difference's interval and its corrected
     verdict (q-value; a p-value at its floor makes q an upper bound, printed "≤")."""
-    from interplab.controls import format_p
-
     d = compared["model_minus_null"]["fve_heldout"]
     q = format_p(d["q"], at_floor=d["q_bound"], name="q")
     return (f"{name}: held-out FVE {compared['model']['heldout']['fve']:.3f} vs null "
@@ -433,10 +303,6 @@ def run_sae_study(cfg: SaeStudyConfig, out_dir: str | Path, progress: bool = Tru
     and checkpoint). ``execute`` runs the per-run configs (default: :func:`train_sweep`).
     Interrupted training raises :class:`~interplab.sae.trainer.TrainingInterrupted` after a
     checkpoint is written."""
-    from rich.console import Console
-
-    from interplab.sae import save_sae
-    from interplab.sae.trainer import run_size_warnings
 
     out_dir = Path(out_dir)
     cfg.validate()
@@ -461,18 +327,52 @@ def run_sae_study(cfg: SaeStudyConfig, out_dir: str | Path, progress: bool = Tru
         c.model_identity, c.data = data.model_identity, data.provenance
         save_sae(sae, out_dir / name)
         metrics = outcome.last_metrics[i] if i < len(outcome.last_metrics) else {}
-        results.append(SaeRun(name=name, path=str(out_dir / name), architecture=c.architecture,
+        results.append(SaeRun(name=name, path=name, architecture=c.architecture,
                               d_sae=c.d_sae, k=c.k, sparsity_coefficient=c.sparsity_coefficient,
                               metrics=metrics))
     null = None
     if cfg.null_control:  # fresh configs: the trainer wrote its scale into the trained ones
-        from interplab.fileio import atomic_write_json
 
         null = null_comparison(cfg, data, rule, sweep_configs(cfg, data, rule))
         atomic_write_json(out_dir / "null_control.json", null)
     return SaeStudyResult(
-        config=cfg.to_dict(), data=tcfg.data_identity or {}, runs=results, steps=outcome.steps,
+        config=cfg.to_dict(), versions=versions(), data=tcfg.data_identity or {}, runs=results, steps=outcome.steps,
         tokens_seen=outcome.tokens_seen, n_rows=data.n_rows, tokens_read=outcome.tokens_read,
         tokens_excluded=outcome.tokens_excluded, exclusion=rule.to_dict(),
         exclusion_description=rule.describe(), input_scale=outcome.input_scale,
         scale_tokens=outcome.scale_tokens, warnings=warnings, null_control=null)
+
+
+def run_sae_into(config: SaeStudyConfig, out: Path, progress: bool) -> SaeStudyResult:
+    """The registry's entry point (``interplab rerun``): the local executor into ``out``."""
+    return run_sae_study(config, out, progress=progress)
+
+
+def summary_lines(result: SaeStudyResult) -> list[str]:
+    """What was trained and on what, each SAE's last training-log entry and the null control."""
+    out = [f"trained {len(result.runs)} SAE(s) for {result.steps} steps ({result.tokens_seen} "
+           "tokens)",
+           f"excluded {result.tokens_excluded} of {result.tokens_read} tokens read "
+           f"({result.exclusion_description}); input scale {result.input_scale:.4g} from "
+           f"{result.scale_tokens} ordinary tokens"]
+    logged = [run for run in result.runs if run.metrics]
+    if logged:
+        n = logged[0].metrics.get("n_tokens", result.data.get("batch_size"))
+        out.append(f"last training-log entry, on one training batch of {n} rows (`sae eval "
+                   "--store` scores every row of a store):")
+    for run in logged:
+        m = run.metrics
+        out.append(f"  {run.name}: FVE {m['fraction_of_variance_explained']:.3f}, "
+                   f"L0 {m['l0']:.1f}, alive {m['fraction_alive']:.2f} (features firing "
+                   "on that batch)")
+    nc = result.null_control
+    if nc:
+        out.append(f"null control ({nc['null']}; retrained on {nc['n_rows']} sampled rows, "
+                   f"{nc['n_heldout']} held out) → null_control.json")
+        for name, c in nc["compared"].items():
+            d = c["model_minus_null"]["fve_heldout"]
+            out.append(f"  {name}: held-out FVE {c['model']['heldout']['fve']:.3f} vs null "
+                       f"{c['null']['heldout']['fve']:.3f}, model − null {d['value']:+.3f} "
+                       f"[{d['lo']:+.3f}, {d['hi']:+.3f}]")
+        out.extend(f"  {name}: not compared ({why})" for name, why in nc["not_compared"].items())
+    return out

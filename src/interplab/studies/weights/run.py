@@ -5,64 +5,18 @@ network and, where available, a randomly initialised network of the same archite
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
-from interplab.errors import InterplabError
-from interplab.study.result import StudyResult, versions
-from interplab.study.settings import FlatConfig, RunConfig
-
-# The reset network permutes the last axis of every parameter: for a weight [out, in] that is
-# W·P with P a permutation (orthogonal), so its singular values equal the model's exactly.
-RESET_NOTE = ("the reset network permutes the columns of every matrix (W·P, P orthogonal), so its "
-              "singular values equal the model's exactly: it is no null for a spectrum (only its "
-              "token readings differ). The random-matrix edge, the entry-shuffled matrices and a "
-              "randomly initialised network are the nulls here.")
+from interplab import models
+from interplab.models import LanguageModel, load
+from interplab.studies.weights.config import RESET_NOTE, WeightsConfig, WeightsResult
+from interplab.study.result import versions
+from interplab.weights import analyse_weights, spectrum_difference
+from interplab.weights.spectrum import TW_MARGIN
 
 
-@dataclass
-class WeightsConfig(FlatConfig):
-    """Everything that defines a weight-SVD run (saved with the result)."""
-
-    run: RunConfig = field(default_factory=RunConfig)
-    top_directions: int = field(default=3,
-        metadata={"help": "Top singular directions per matrix read out as tokens."})
-    top_tokens: int = field(default=8,
-        metadata={"help": "Tokens listed at each end of a direction."})
-    controls: tuple[str, ...] = field(default=("reset", "random-init"),
-        metadata={"help": "Control networks whose spectra are computed too (reset, random-init)."})
-
-    def validate(self) -> None:
-        self.run.validate()
-        if self.top_directions < 0 or self.top_tokens < 1:
-            raise InterplabError("top_directions must be ≥ 0 and top_tokens ≥ 1")
-        bad = [c for c in self.controls if c not in ("reset", "random-init")]
-        if bad:
-            raise InterplabError(f"unknown control(s) {bad}; choose from reset, random-init")
-
-
-@dataclass
-class WeightsResult(StudyResult):
-    """``networks[name]`` is a list of per-matrix analyses (see
-    :func:`interplab.weights.analyse_matrix`) for ``model`` and each control that ran."""
-
-    study = "weights"
-
-    config: dict[str, Any]
-    versions: dict[str, str]
-    model: dict[str, Any]
-    networks: dict[str, list[dict[str, Any]]]
-    reset_max_spectrum_difference: float | None
-    notes: list[str]
-    timings: dict[str, float]
-    # the answer in a few findings, each against its null and control (empty in results written
-    # before it was added)
-    summary: list[str] = field(default_factory=list)
-
-
-def _control(lm: Any, name: str, seed: int) -> Any | None:
-    from interplab import models
-
+def _control(lm: LanguageModel, name: str, seed: int) -> LanguageModel | None:
     if name == "reset":
         return models.reset_copy(lm, seed=seed)
     make = getattr(models, "random_init_copy", None)
@@ -70,9 +24,6 @@ def _control(lm: Any, name: str, seed: int) -> Any | None:
 
 
 def run_weights(config: WeightsConfig) -> WeightsResult:
-    from interplab.models import load
-    from interplab.weights import analyse_weights, spectrum_difference
-
     config.validate()
     t0 = time.perf_counter()
     lm = load(config.run.model, device=config.run.device)
@@ -110,8 +61,6 @@ def summary(model: str, networks: dict[str, list[dict[str, Any]]],
     null in the model and in each control network, where (per matrix kind, and how many
     matrices exceed their randomly initialised counterpart), the strongest direction, and why
     the reset network is no null for a spectrum."""
-    from interplab.weights.spectrum import TW_MARGIN
-
     mats = networks["model"]
     total = sum(m["n_singular"] for m in mats)
     above, both = _count(mats), _count(mats, "n_above_both")

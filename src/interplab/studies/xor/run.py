@@ -20,110 +20,40 @@ JSON-serialisable :class:`XorResult`.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
 
+from interplab.activations import Positions
+from interplab.controls import bootstrap_mean, bootstrap_statistic, shuffled_accuracy_interval
+from interplab.controls.multiple import controls_explaining, grade_family
+from interplab.datasets import StatementDataset, entity_split, load_dataset
+from interplab.datasets.splits import Split
+from interplab.datasets.xor import BASIC_FEATURES, feature_aliases, feature_kind, feature_table
+from interplab.defaults import DEFAULT_N_BOOT
 from interplab.errors import InterplabError
+from interplab.models import LanguageModel, load, random_init_copy, reset_copy
+from interplab.probes import LinearProbe, make_probe
+from interplab.probes.generalization import LabelledActs, fit_and_test
 from interplab.progress import progress_display
-from interplab.study.result import StudyResult, versions
-from interplab.study.settings import LAST_TOKEN, FlatConfig, RunConfig, SplitConfig
+from interplab.studies.xor.config import (
+    CENTERING,
+    CONTROL_WORDS,
+    CONTROLS,
+    NETWORK_WORDS,
+    NETWORKS,
+    PROBE,
+    TOKEN_WORDS,
+    XorConfig,
+    XorResult,
+)
+from interplab.study.harvest import harvest_statements
+from interplab.study.result import versions
+from interplab.study.settings import LAST_TOKEN
 from interplab.threads import limit_threads
-
-DEFAULT_DATASETS = ["speaker_cities", "distractor_cities", "speaker_filler"]
-NETWORKS = ("model", "reset", "random_init")
-CONTROLS = ("shuffled", "reset", "random_init")
-TOKEN_MODES = ("last", "mean")
-TOKEN_WORDS = {
-    "last": "the last token of each text (blocks.{layer}.hook_resid_post, before the final norm)",
-    "mean": "the mean over the tokens of the statement (or filler) itself, without the speaker "
-            "prefix or the distractor word (blocks.{layer}.hook_resid_post)",
-}
-CONTROL_WORDS = {"shuffled": "shuffled labels", "reset": "reset network",
-                 "random_init": "random-init network"}
-NETWORK_WORDS = {"model": "the trained model", "reset": "the reset (weight-permuted) network",
-                 "random_init": "a randomly initialised network of the same architecture"}
-PROBE = "logistic"  # L2 logistic regression, C=1 on RMS-scaled inputs (interplab.probes)
-CENTERING = "train"  # nothing about a test set is used
-
-
-@dataclass
-class XorConfig(FlatConfig):
-    """Everything that defines an XOR-study run (saved with the result); the CLI options of
-    ``interplab xor`` are derived from these fields."""
-
-    run: RunConfig = field(default_factory=RunConfig)
-    datasets: list[str] = field(
-        default_factory=lambda: list(DEFAULT_DATASETS),
-        metadata={"help": "speaker_cities, distractor_cities, speaker_filler, distractor_filler."})
-    layers: list[int] | None = field(
-        default=None, metadata={"help": "Blocks to probe (default: every --layer-step-th block "
-                                        "from 0, and the last)."})
-    layer_step: int = field(default=3, metadata={"help": "Stride of the default layers."})
-    tokens: list[str] = field(
-        default_factory=lambda: ["last"],
-        metadata={"help": "last and/or mean (the mean over the statement's own tokens)."})
-    controls: list[str] = field(
-        default_factory=lambda: list(CONTROLS),
-        metadata={"help": "Any of shuffled, reset, random_init ('none' for none)."})
-    # XOR datasets are cut to size by their generator, as whole entity groups, so every feature
-    # combination stays exactly balanced: a larger default than the statement studies'.
-    data: SplitConfig = field(default_factory=lambda: SplitConfig(max_per_dataset=800))
-    generalization: bool = field(
-        default=True, metadata={"help": "Train a truth probe with a feature held constant and "
-                                        "test it with the feature flipped."})
-    n_shuffles: int = field(default=3, metadata={"help": "Shuffled-label fits per probe."})
-
-    def validate(self) -> None:
-        from interplab.datasets.xor import GENERATORS
-
-        self.run.validate()
-        self.data.validate()
-        if not self.datasets:
-            raise InterplabError("no datasets given; name at least one, e.g. speaker_cities")
-        unknown = [d for d in self.datasets if d not in GENERATORS]
-        if unknown:
-            raise InterplabError(f"unknown XOR dataset(s) {unknown}; choose from "
-                                 f"{', '.join(GENERATORS)}")
-        bad = [c for c in self.controls if c not in CONTROLS]
-        if bad:
-            raise InterplabError(f"unknown control(s) {bad}; choose from {', '.join(CONTROLS)}")
-        if not self.tokens or any(t not in TOKEN_MODES for t in self.tokens):
-            raise InterplabError(f"tokens must be one or both of {TOKEN_MODES}, got {self.tokens}")
-        if self.layers is not None and any(layer < 0 for layer in self.layers):
-            raise InterplabError(f"layers must be non-negative block indices, got {self.layers}")
-        if self.layer_step < 1 or self.n_shuffles < 1:
-            raise InterplabError("layer_step and n_shuffles must be at least 1")
-        if self.data.max_per_dataset and self.data.max_per_dataset < 40:
-            raise InterplabError(f"max_per_dataset {self.data.max_per_dataset} is too small for three "
-                                 "splits of a balanced design; use at least 40 (or none)")
-
-
-@dataclass
-class XorResult(StudyResult):
-    """An XOR-study result: config, curves with controls, readings, generalization, summary."""
-
-    study = "xor"
-
-    config: dict[str, Any]
-    versions: dict[str, str]
-    model: dict[str, Any]
-    control_models: dict[str, dict[str, Any]]
-    datasets: list[dict[str, Any]]
-    layers: list[int]
-    # curves[tokens][dataset][feature][network or "shuffled"] =
-    #   {"value": [L], "lo": [L], "hi": [L], "n": int, "val": [L] (not for "shuffled")}
-    curves: dict[str, dict[str, dict[str, dict[str, dict[str, Any]]]]]
-    readings: list[dict[str, Any]]  # one row per (tokens, dataset, feature), chosen layers
-    # generalization[tokens][dataset][feature held constant] = see `generalization_curves`
-    generalization: dict[str, dict[str, dict[str, dict[str, Any]]]]
-    method: dict[str, Any]
-    summary: list[str]
-    notes: list[str]
-    timings: dict[str, float]
 
 
 # ---------------------------------------------------------------------------------- probing
@@ -132,8 +62,8 @@ def _as_curve(est: dict[str, Any]) -> dict[str, Any]:
             "n": int(est["n"])}
 
 
-def feature_curves(X: np.ndarray, y: np.ndarray, split: Any, *, shuffled: bool, seed: int = 0,
-                   n_boot: int = 1000, n_shuffles: int = 3) -> dict[str, dict[str, Any]]:
+def feature_curves(X: np.ndarray, y: np.ndarray, split: Split, *, shuffled: bool, seed: int = 0,
+                   n_boot: int = DEFAULT_N_BOOT, n_shuffles: int = 3) -> dict[str, dict[str, Any]]:
     """Held-out accuracy per layer of a logistic probe for one binary feature.
 
     ``X`` is ``[n_layers, n, d]``, ``y`` ``[n]`` (0/1), ``split`` has ``train``/``val``/``test``
@@ -142,8 +72,6 @@ def feature_curves(X: np.ndarray, y: np.ndarray, split: Any, *, shuffled: bool, 
     and for the probe ``val`` (validation accuracy per layer, which chooses the layer). The
     shuffled-label interval is that of one shuffled probe (it covers the spread between shuffles).
     """
-    from interplab.controls import bootstrap_mean, shuffled_accuracy_interval
-    from interplab.probes.generalization import LabelledActs, fit_and_test
 
     def part(rows: np.ndarray) -> LabelledActs:
         return LabelledActs(X[:, rows], y[rows])
@@ -160,8 +88,8 @@ def feature_curves(X: np.ndarray, y: np.ndarray, split: Any, *, shuffled: bool, 
     return curves
 
 
-def generalization_curves(X: np.ndarray, held: np.ndarray, label: np.ndarray, split: Any, *,
-                          seed: int = 0, n_boot: int = 1000) -> dict[str, Any]:
+def generalization_curves(X: np.ndarray, held: np.ndarray, label: np.ndarray, split: Split, *,
+                          seed: int = 0, n_boot: int = DEFAULT_N_BOOT) -> dict[str, Any]:
     """A label probe trained where the feature ``held`` is 1, tested where it is 0.
 
     Per layer (``X`` ``[n_layers, n, d]``): ``in`` (trained on held = 1, tested on held = 1),
@@ -178,8 +106,6 @@ def generalization_curves(X: np.ndarray, held: np.ndarray, label: np.ndarray, sp
     the probe's validation accuracy on held = 1; ``explained`` (at that layer) is the share of
     the drop each reading recovers, with CIs.
     """
-    from interplab.controls import bootstrap_mean, bootstrap_statistic
-
     held, label = np.asarray(held), np.asarray(label)
     tr, va, te = split.train, split.val, split.test
     rows = {"const": tr[held[tr] == 1], "val_in": va[held[va] == 1], "val": va,
@@ -195,7 +121,7 @@ def generalization_curves(X: np.ndarray, held: np.ndarray, label: np.ndarray, sp
                                                   seed=seed))
     val_in = [p["val_in"] for p in per_layer]
     li = int(np.argmax(val_in))
-    explained = {k: _share(bootstrap_statistic, hits, k, li, n_boot, seed)
+    explained = {k: _share(hits, k, li, n_boot, seed)
                  for k in ("ablated", "recentred")}
     return {**curves, "val_in": val_in, "cos_xor": [p["cos"] for p in per_layer],
             "cos_xor_both": [p["cos_both"] for p in per_layer],
@@ -207,12 +133,10 @@ def generalization_curves(X: np.ndarray, held: np.ndarray, label: np.ndarray, sp
 def _generalization_layer(X: np.ndarray, held: np.ndarray, label: np.ndarray,
                           rows: dict[str, np.ndarray]) -> dict[str, Any]:
     """One layer (``X`` ``[n, d]``) of :func:`generalization_curves`: per-row hits and geometry."""
-    from interplab.probes import make_probe
-
-    def fit(idx: np.ndarray, y: np.ndarray) -> Any:
+    def fit(idx: np.ndarray, y: np.ndarray) -> LinearProbe:
         return make_probe(PROBE, centering=CENTERING).fit(X[idx], y[idx])
 
-    def hits(probe: Any, idx: np.ndarray) -> np.ndarray:
+    def hits(probe: LinearProbe, idx: np.ndarray) -> np.ndarray:
         return (probe.decision_function(X[idx]) > 0) == label[idx]
 
     const, both = fit(rows["const"], label), fit(rows["both"], label)
@@ -234,8 +158,7 @@ def _generalization_layer(X: np.ndarray, held: np.ndarray, label: np.ndarray,
     }
 
 
-def _share(bootstrap_statistic: Any, hits: dict, key: str, li: int, n_boot: int,
-           seed: int) -> dict[str, float]:
+def _share(hits: dict, key: str, li: int, n_boot: int, seed: int) -> dict[str, float]:
     """Share of the drop (``both`` − ``out``) that reading ``key`` recovers, with its CI."""
     def share(both: np.ndarray, out: np.ndarray, fixed: np.ndarray) -> float:
         drop = both.mean() - out.mean()
@@ -271,8 +194,6 @@ def _separation(dec: np.ndarray, y: np.ndarray) -> float:
 def _load(config: XorConfig) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict]]:
     """Datasets (whole groups), their entity splits and feature tables; checked before any
     model is loaded."""
-    from interplab.datasets import entity_split, load_dataset
-    from interplab.datasets.xor import feature_table
 
     datasets, splits, features = {}, {}, {}
     for name in config.datasets:
@@ -283,16 +204,12 @@ def _load(config: XorConfig) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
     return datasets, splits, features
 
 
-def _aliases(datasets: dict[str, Any]) -> dict[str, dict[str, str]]:
-    from interplab.datasets.xor import feature_aliases
-
+def _aliases(datasets: dict[str, StatementDataset]) -> dict[str, dict[str, str]]:
     return {name: feature_aliases(ds) for name, ds in datasets.items()}
 
 
-def _body_positions(lm: Any, ds: Any) -> Any:
+def _body_positions(lm: LanguageModel, ds: StatementDataset) -> Positions:
     """Per text, the indices of the tokens that overlap its statement's character span."""
-    from interplab.activations import Positions
-
     enc = lm.tokenizer(list(ds.statements), add_special_tokens=True, return_offsets_mapping=True)
     rows = []
     for i, offsets in enumerate(enc["offset_mapping"]):
@@ -305,15 +222,11 @@ def _body_positions(lm: Any, ds: Any) -> Any:
     return Positions.explicit(rows)
 
 
-def _networks(lm: Any, config: XorConfig) -> dict[str, Any]:
-    from interplab.models import reset_copy
-
+def _networks(lm: LanguageModel, config: XorConfig) -> dict[str, LanguageModel]:
     nets = {"model": lm}
     if "reset" in config.controls:
         nets["reset"] = reset_copy(lm, seed=config.run.seed)
     if "random_init" in config.controls:
-        from interplab.models import random_init_copy
-
         nets["random_init"] = random_init_copy(lm, seed=config.run.seed)
     return nets
 
@@ -321,8 +234,6 @@ def _networks(lm: Any, config: XorConfig) -> dict[str, Any]:
 def _harvest(config: XorConfig, datasets: dict, layers: list[int], nets: dict, bar: Any,
              cache: Path | None) -> tuple[dict, int]:
     """acts[tokens][network][dataset] = X ``[L, n, d]``, through the truth study's cache."""
-    from interplab.study.harvest import harvest_statements
-
     acts: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     reused = 0
     for mode in config.tokens:
@@ -353,8 +264,6 @@ def _readings(curves: dict, layers: list[int], aliases: dict[str, dict[str, str]
     read it as well, ``partly_explained_by`` those that read part of it
     (:func:`~interplab.controls.multiple.controls_explaining`). ``same_as`` names the known
     feature a XOR equals, if any (then it is not an arbitrary XOR)."""
-    from interplab.controls.multiple import grade_family
-    from interplab.datasets.xor import feature_kind
 
     rows = []
     for mode, per_ds in curves.items():
@@ -377,7 +286,6 @@ def _readings(curves: dict, layers: list[int], aliases: dict[str, dict[str, str]
                                                      [c["n"] for c in cells],
                                                      [None] * len(cells)), strict=True):
             cell.update(verdict.to_dict())
-    from interplab.controls.multiple import controls_explaining
 
     for r in rows:
         r["artefact"], r["comment"] = _artefact(r)
@@ -422,8 +330,6 @@ def run_xor(config: XorConfig, *, progress: bool = True, console: Console | None
     """Run the study described by ``config``. Datasets and splits are built and checked before
     the model is loaded; with ``cache_dir`` harvested activations are kept and reused (one file
     per network identity, dataset content hash, layer list and token choice)."""
-    from interplab.models import load
-
     config.validate()
     console = console or Console(stderr=True)
     cache = Path(cache_dir) if cache_dir is not None else None
@@ -498,8 +404,6 @@ def _all_curves(config: XorConfig, acts: dict, features: dict, splits: dict, bar
 
 def _all_generalization(config: XorConfig, acts: dict, features: dict, splits: dict) -> dict:
     """For every dataset with truth, every other basic feature held constant at 1."""
-    from interplab.datasets.xor import BASIC_FEATURES
-
     out: dict = {}
     for mode, per_net in acts.items():
         for name, feats in features.items():
@@ -512,7 +416,7 @@ def _all_generalization(config: XorConfig, acts: dict, features: dict, splits: d
     return out
 
 
-def _dataset_info(ds: Any, split: Any, feats: dict) -> dict[str, Any]:
+def _dataset_info(ds: StatementDataset, split: Split, feats: dict) -> dict[str, Any]:
     sides = split.sides()
     return {**ds.identity, "split_rule": split.rule, "group_by": ds.group_by,
             **{f"n_{s}": int(len(rows)) for s, rows in sides.items()},

@@ -12,125 +12,51 @@ scores (summed over positions) → circuits of growing size, their faithfulness 
 on the held-out prompts under mean ablation, beside random circuits of the same size → the
 reported circuit with its AtP edges and the cards of its top latents → the AtP-vs-IG(k)
 measurement per SAE architecture at one hook → :class:`CircuitResult`.
-
-This module imports no torch at module level (the command line reads the config cheaply).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from rich.console import Console
 
-from interplab.circuits.config import ARCHITECTURES, StudySaeConfig
+from interplab.activations import harvest
+from interplab.circuits.attribute import (
+    agreement_intervals,
+    attribute_latents,
+    node_values,
+    reference_values,
+)
+from interplab.circuits.cards import latent_cards
+from interplab.circuits.circuit import (
+    alive_latents,
+    edges,
+    faithfulness_curve,
+    select,
+    thresholds_for_sizes,
+    top_nodes,
+)
+from interplab.circuits.config import load_or_train
+from interplab.circuits.splice import SaeSet, sae_set
+from interplab.circuits.tasks import RecallPairs, city_facts_of, city_recall, common_length
+from interplab.datasets import entity_split, load_dataset
 from interplab.errors import InterplabError
-from interplab.study.result import StudyResult, versions
-from interplab.study.settings import FlatConfig, RunConfig, SplitConfig
-
-METHODS = ("atp", "ig")
-
-
-@dataclass
-class CircuitConfig(FlatConfig):
-    """Everything that defines a circuit-study run (saved with the result)."""
-
-    run: RunConfig = field(default_factory=RunConfig)
-    data: SplitConfig = field(default_factory=SplitConfig)
-    sae: StudySaeConfig = field(default_factory=StudySaeConfig)
-    layers: list[int] = field(default_factory=lambda: [6, 12, 18], metadata={
-        "help": "Blocks whose resid_post gets an SAE (the circuit's hooks)."})
-    n_pairs: int = field(default=16, metadata={
-        "help": "Clean/corrupted prompt pairs (training split) the circuit is found on."})
-    n_heldout: int = field(default=32, metadata={
-        "help": "Held-out prompts (test split) faithfulness is measured on."})
-    direction: str = field(default="noise", metadata={
-        "help": "noise: corrupted values patched into the clean run (sparse feature circuits); "
-        "denoise: clean into corrupted."})
-    node_method: str = field(default="ig", metadata={
-        "help": "Method whose node scores select the circuit (atp or ig)."})
-    ig_steps: int = field(default=8, metadata={"help": "Integrated-gradients steps."})
-    n_exact: int = field(default=16, metadata={
-        "help": "Nodes per hook patched exactly (the agreement's ground truth)."})
-    sizes: list[int] = field(default_factory=lambda: [4, 16, 64, 256], metadata={
-        "help": "Circuit sizes (nodes) of the faithfulness curve."})
-    circuit_size: int = field(default=32, metadata={
-        "help": "Nodes of the circuit drawn and tabulated (its edges and cards)."})
-    n_random: int = field(default=3, metadata={
-        "help": "Random circuits of the same size per point (the control)."})
-    edge_threshold: float = field(default=0.05, metadata={
-        "help": "Edges drawn: |weight| at least this fraction of the largest."})
-    n_cards: int = field(default=8, metadata={"help": "Top latents shown with their cards."})
-    compare: list[str] = field(default_factory=lambda: list(ARCHITECTURES), metadata={
-        "help": "Architectures of the AtP-vs-IG measurement ('none' to skip)."})
-    compare_layer: int | None = field(default=None, metadata={
-        "help": "Block of the measurement (default: the middle of --layers)."})
-    compare_pairs: int = field(default=8, metadata={
-        "help": "Prompt pairs of the measurement (training split)."})
-    compare_steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32], metadata={
-        "help": "IG step counts of the measurement."})
-
-    def validate(self) -> None:
-        self.run.validate()
-        self.data.validate()
-        self.sae.validate()
-        if self.compare == ["none"]:
-            self.compare = []
-        bad = [a for a in self.compare if a not in ARCHITECTURES]
-        if bad:
-            raise InterplabError(f"--compare {bad}: choose from {ARCHITECTURES} (or none)")
-        if not self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 0:
-            raise InterplabError(f"--layers must be distinct block indices, got {self.layers}")
-        if self.direction not in ("noise", "denoise"):
-            raise InterplabError(f"--direction must be noise or denoise, not {self.direction!r}")
-        if self.node_method not in METHODS:
-            raise InterplabError(f"--node-method must be atp or ig, not {self.node_method!r}")
-        for name in ("n_pairs", "n_heldout", "compare_pairs"):
-            if getattr(self, name) < 2:
-                raise InterplabError(f"--{name.replace('_', '-')} must be at least 2")
-        if self.ig_steps < 1 or self.n_exact < 3 or self.n_random < 1 or self.n_cards < 0:
-            raise InterplabError("--ig-steps and --n-random must be at least 1, --n-exact at "
-                                 "least 3, --n-cards at least 0")
-        if not self.sizes or min(self.sizes) < 1 or self.circuit_size < 1:
-            raise InterplabError("--sizes and --circuit-size must be positive node counts")
-        if not self.compare_steps or min(self.compare_steps) < 1:
-            raise InterplabError("--compare-steps must be positive step counts")
-        if not 0 <= self.edge_threshold <= 1:
-            raise InterplabError("--edge-threshold is a fraction of the largest edge, in [0, 1]")
-        if self.compare_layer is not None and self.compare_layer not in self.layers:
-            raise InterplabError(f"--compare-layer {self.compare_layer} must be one of --layers "
-                                 f"{self.layers}")
-
-
-@dataclass
-class CircuitResult(StudyResult):
-    """A circuit-study result (see the module docstring for what each part holds)."""
-
-    study = "circuit"
-
-    config: dict[str, Any]
-    versions: dict[str, str]
-    model: dict[str, Any]
-    task: dict[str, Any]
-    saes: dict[str, Any]
-    attribution: dict[str, Any]
-    curve: dict[str, Any]
-    circuit: dict[str, Any]
-    edges: dict[str, Any]
-    cards: list[dict[str, Any]]
-    comparison: dict[str, Any]
-    summary: list[str]
-    notes: list[str]
-    timings: dict[str, float]
+from interplab.interventions.prompts import as_prompts
+from interplab.models import LanguageModel, load
+from interplab.studies.circuit.config import METHODS, CircuitConfig, CircuitResult
+from interplab.study.result import versions
+from interplab.threads import limit_threads, resolve_threads
 
 
 # ---------------------------------------------------------------------------------- pieces
-def _task(lm: Any, cfg: CircuitConfig) -> tuple[Any, Any, dict[str, Any]]:
-    from interplab.circuits.tasks import city_facts_of, city_recall, common_length
-    from interplab.datasets import entity_split, load_dataset
-
+def _task(lm: LanguageModel, cfg: CircuitConfig
+          ) -> tuple[RecallPairs, RecallPairs, dict[str, Any]]:
     ds = load_dataset("cities", seed=cfg.run.seed)
     if cfg.data.max_per_dataset and cfg.data.max_per_dataset < len(ds):
         ds = ds.balanced_subsample(cfg.data.max_per_dataset, seed=cfg.run.seed)
@@ -146,51 +72,32 @@ def _task(lm: Any, cfg: CircuitConfig) -> tuple[Any, Any, dict[str, Any]]:
     return pairs, held, info
 
 
-def _subset(pairs: Any, n: int) -> Any:
-    from interplab.circuits.tasks import RecallPairs
-
+def _subset(pairs: RecallPairs, n: int) -> RecallPairs:
     return RecallPairs(pairs.clean[:n], pairs.corrupted[:n], pairs.answer[:n], pairs.wrong[:n],
                        pairs.facts[:n])
 
 
-def _cards(lm: Any, saes: Any, cfg: CircuitConfig, top: list[dict[str, Any]]
+def _cards(lm: LanguageModel, saes: SaeSet, cfg: CircuitConfig, top: list[dict[str, Any]]
            ) -> list[dict[str, Any]]:
     """Dashboard cards (max-activating held-out corpus contexts, promoted tokens) of ``top``."""
-    from dataclasses import asdict as _asdict
-
-    from interplab.sae.dashboard import feature_dashboards
-
-    if not top:
-        return []
-    toks, bos = cfg.sae.corpus_data().tokens(lm, part="held_out")
-    toks = toks[:64]
-    out = []
     by_hook: dict[str, list[int]] = {}
     for row in top:
         by_hook.setdefault(row["hook"], []).append(int(row["latent"]))
-    for h, latents in by_hook.items():
-        dash = feature_dashboards(lm, saes[h], h, toks, features=latents, n_contexts=4,
-                                  window=6, n_logits=6, bos_token_id=bos,
-                                  batch_size=cfg.run.batch_size)
-        for f in dash.features:
-            card = _asdict(f)
-            card.pop("histogram_counts")
-            card.pop("histogram_edges")
-            out.append({"hook": h, **card,
-                        "score": next(r["score"] for r in top
-                                      if r["hook"] == h and r["latent"] == f.index)})
+    out = latent_cards(lm, saes, cfg.sae.corpus_data(), by_hook, n_texts=64, n_contexts=4,
+                       window=6, n_logits=6, batch_size=cfg.run.batch_size)
+    for card in out:
+        card["score"] = next(r["score"] for r in top
+                             if r["hook"] == card["hook"] and r["latent"] == card["index"])
     out.sort(key=lambda c: -abs(c["score"]))
     return out
 
 
-def _comparison(lm: Any, cfg: CircuitConfig, saes_by: dict, hooks: list[str], pairs: Any,
-                say: Any = print) -> dict[str, Any]:
+def _comparison(lm: LanguageModel, cfg: CircuitConfig, saes_by: dict, hooks: list[str],
+                pairs: RecallPairs, say: Callable[[str], None] = print) -> dict[str, Any]:
     """AtP and IG(k) against exact patching, per architecture: latents of the SAE at the
     measurement hook (error nodes recomputed: its encoder is off the path), and latents of the
     hook before it with the measured SAE downstream and its error node frozen (its encoder, and
     its jumps, on the path)."""
-    from interplab.circuits.attribute import agreement_intervals, attribute_latents
-    from interplab.circuits.splice import sae_set
 
     if not cfg.compare:
         return {}
@@ -241,19 +148,16 @@ def _comparison(lm: Any, cfg: CircuitConfig, saes_by: dict, hooks: list[str], pa
             "n_pairs": len(sub), "rows": rows}
 
 
-def _sample_x(lm: Any, hook: str, pairs: Any) -> Any:
-    from interplab.activations import harvest
-
+def _sample_x(lm: LanguageModel, hook: str, pairs: RecallPairs) -> torch.Tensor:
     acts = harvest(lm, pairs.clean, [hook], "all", progress=False)
     keep = acts.position != 0
     return acts[hook][keep].float()
 
 
-def _printer(progress: bool) -> Any:
+def _printer(progress: bool) -> Callable[[str], None]:
     """Progress lines on stderr (nothing with ``progress=False``)."""
     if not progress:
         return lambda message: None
-    from rich.console import Console
 
     console = Console(stderr=True)
     return lambda message: console.print(message, highlight=False)
@@ -321,20 +225,6 @@ def run_circuit(config: CircuitConfig, out_dir: str | Path | None = None,
                 progress: bool = True) -> CircuitResult:
     """Run the circuit study described by ``config`` (SAEs trained for ``--no-sae-cache`` go to
     ``out_dir/saes``)."""
-    from interplab.circuits.attribute import attribute_latents, node_values, reference_values
-    from interplab.circuits.circuit import (
-        alive_latents,
-        edges,
-        faithfulness_curve,
-        select,
-        thresholds_for_sizes,
-        top_nodes,
-    )
-    from interplab.circuits.config import load_or_train
-    from interplab.circuits.splice import sae_set
-    from interplab.interventions.prompts import as_prompts
-    from interplab.models import load
-    from interplab.threads import limit_threads, resolve_threads
 
     config.validate()
     out_dir = Path(out_dir) if out_dir is not None else Path("runs/circuit")

@@ -17,100 +17,32 @@ This module imports no torch at module level (the command line reads the config 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
 
-from interplab.circuits.config import StudySaeConfig
+from interplab.circuits.cards import latent_cards
+from interplab.circuits.config import load_or_train
+from interplab.circuits.shift import run_shift, spurious_split
+from interplab.circuits.splice import SaeSet, sae_set
+from interplab.controls.multiple import benjamini_hochberg
+from interplab.datasets import entity_split
+from interplab.datasets.xor import GENERATORS, subsample_groups
 from interplab.errors import InterplabError
-from interplab.study.result import StudyResult, versions
-from interplab.study.settings import FlatConfig, RunConfig, SplitConfig
-
-DATASETS = {"distractor_cities": "has_banana", "speaker_cities": "has_alice"}
-CUE_WORDS = {"has_banana": ("banana", "shed"), "has_alice": ("Alice", "Bob")}
-CONDITIONS = ("unablated", "shift", "shift_no_retrain", "random", "leace_oracle",
-              "balanced_oracle")
-CONDITION_WORDS = {
-    "unablated": "probe trained on the ambiguous set",
-    "shift": "SHIFT: cue latents ablated, head retrained",
-    "shift_no_retrain": "cue latents ablated, the original head kept",
-    "random": "as many random latents ablated, head retrained",
-    "leace_oracle": "LEACE erasure of the cue (oracle: uses cue labels)",
-    "balanced_oracle": "probe trained on balanced data (oracle)",
-}
-
-
-@dataclass
-class ShiftConfig(FlatConfig):
-    """Everything that defines a SHIFT-study run (saved with the result)."""
-
-    run: RunConfig = field(default_factory=RunConfig)
-    # whole entity groups of eight rows each: a larger default than the statement studies'
-    data: SplitConfig = field(default_factory=lambda: SplitConfig(max_per_dataset=1200))
-    sae: StudySaeConfig = field(default_factory=StudySaeConfig)
-    dataset: str = field(default="speaker_cities", metadata={
-        "help": "distractor_cities (cue: the word after the statement, banana/shed) or "
-        "speaker_cities (cue: the speaker, Alice/Bob)."})
-    layers: list[int] = field(default_factory=lambda: [6, 12, 18], metadata={
-        "help": "Blocks whose resid_post gets an SAE."})
-    probe_layer: int | None = field(default=None, metadata={
-        "help": "Block whose resid_post the probe reads (default: the last of --layers)."})
-    pooling: str = field(default="last", metadata={
-        "help": "mean (over each text's ordinary tokens) or last (the last token)."})
-    n_candidates: int = field(default=30, metadata={
-        "help": "Most attributed latents checked for a tie to the cue."})
-    min_r: float = field(default=0.3, metadata={
-        "help": "A candidate is tied to the cue when |r(activation, cue)| is at least this and "
-        "above |r(activation, label)| (on held-out balanced texts)."})
-    n_random: int = field(default=3, metadata={
-        "help": "Random-latent ablations per seed (the control)."})
-    n_seeds: int = field(default=3, metadata={
-        "help": "Seeds (splits, ambiguous subsets, random draws): --seed, --seed+1, ..."})
-
-    def validate(self) -> None:
-        self.run.validate()
-        self.data.validate()
-        self.sae.validate()
-        if self.dataset not in DATASETS:
-            raise InterplabError(f"--dataset must be one of {list(DATASETS)}, not "
-                                 f"{self.dataset!r}")
-        if not self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 0:
-            raise InterplabError(f"--layers must be distinct block indices, got {self.layers}")
-        if self.probe_layer is not None and self.probe_layer < min(self.layers):
-            raise InterplabError(f"--probe-layer {self.probe_layer} lies below every SAE "
-                                 f"({self.layers}); SHIFT needs latents at or below the probe")
-        if self.pooling not in ("mean", "last"):
-            raise InterplabError(f"--pooling must be mean or last, not {self.pooling!r}")
-        if self.n_candidates < 1 or self.n_random < 1 or self.n_seeds < 1:
-            raise InterplabError("--n-candidates, --n-random and --n-seeds must be at least 1")
-        if not 0 < self.min_r < 1:
-            raise InterplabError(f"--min-r must lie in (0, 1), not {self.min_r}")
-        if self.data.max_per_dataset and self.data.max_per_dataset < 160:
-            raise InterplabError(f"--max-per-dataset {self.data.max_per_dataset} leaves too few "
-                                 "rows per (label, cue) group; use at least 160 (or none)")
-
-
-@dataclass
-class ShiftResult(StudyResult):
-    """A SHIFT-study result: per seed the candidates, ablations and accuracies; across seeds the
-    summary table; the p-values with their BH correction; cards of the candidate latents."""
-
-    study = "shift"
-
-    config: dict[str, Any]
-    versions: dict[str, str]
-    model: dict[str, Any]
-    data: dict[str, Any]
-    saes: dict[str, Any]
-    seeds: list[dict[str, Any]]
-    table: list[dict[str, Any]]
-    tests: list[dict[str, Any]]
-    cards: list[dict[str, Any]]
-    summary: list[str]
-    notes: list[str]
-    timings: dict[str, float]
+from interplab.models import LanguageModel, load
+from interplab.studies.shift.config import (
+    CONDITION_WORDS,
+    CONDITIONS,
+    CUE_WORDS,
+    DATASETS,
+    ShiftConfig,
+    ShiftResult,
+)
+from interplab.study.result import versions
+from interplab.threads import limit_threads, resolve_threads
 
 
 def _table(seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -140,21 +72,12 @@ def _table(seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _tests(seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from interplab.controls.multiple import benjamini_hochberg
-
     rows = [{"seed": s["seed"], **c} for s in seeds for c in s["comparisons"]]
     q = benjamini_hochberg([r["p"] for r in rows]) if rows else []
     for r, qi in zip(rows, q, strict=True):
         r["q"] = float(qi)
         r["at_floor"] = bool(r["p"] <= r["p_floor"] * (1 + 1e-9))
     return rows
-
-
-def format_p(p: float, floor: float) -> str:
-    """A p-value, or "≤ 1/(k+1)" when it sits at the resampling floor."""
-    if p <= floor * (1 + 1e-9):
-        return f"≤ 1/{round(1 / floor)}"
-    return f"{p:.3g}"
 
 
 def _summary(table: list[dict[str, Any]], tests: list[dict[str, Any]], seeds: list[dict],
@@ -195,28 +118,18 @@ def _summary(table: list[dict[str, Any]], tests: list[dict[str, Any]], seeds: li
     return out
 
 
-def _cards(lm: Any, saes: Any, cfg: ShiftConfig, seed: dict[str, Any]) -> list[dict[str, Any]]:
-    from dataclasses import asdict as _asdict
-
-    from interplab.sae.dashboard import feature_dashboards
-
-    toks, bos = cfg.sae.corpus_data().tokens(lm, part="held_out")
-    toks = toks[:48]
+def _cards(lm: LanguageModel, saes: SaeSet, cfg: ShiftConfig, seed: dict[str, Any]
+           ) -> list[dict[str, Any]]:
+    """Cards of one seed's candidate latents, with their attribution and correlations."""
     by_hook: dict[str, list[int]] = {}
     for c in seed["candidates"]:
         by_hook.setdefault(c["hook"], []).append(int(c["latent"]))
-    out = []
-    for h, latents in by_hook.items():
-        dash = feature_dashboards(lm, saes[h], h, toks, features=latents, n_contexts=3,
-                                  window=5, n_logits=5, bos_token_id=bos,
-                                  batch_size=cfg.run.batch_size)
-        for f in dash.features:
-            card = _asdict(f)
-            card.pop("histogram_counts")
-            card.pop("histogram_edges")
-            row = next(c for c in seed["candidates"] if c["hook"] == h and c["latent"] == f.index)
-            out.append({"hook": h, **card, **{k: row[k] for k in ("attribution", "r_cue",
-                                                                   "r_label", "cue_tied")}})
+    out = latent_cards(lm, saes, cfg.sae.corpus_data(), by_hook, n_texts=48, n_contexts=3,
+                       window=5, n_logits=5, batch_size=cfg.run.batch_size)
+    for card in out:
+        row = next(c for c in seed["candidates"]
+                   if c["hook"] == card["hook"] and c["latent"] == card["index"])
+        card.update({k: row[k] for k in ("attribution", "r_cue", "r_label", "cue_tied")})
     out.sort(key=lambda c: -c["attribution"])
     return out
 
@@ -224,13 +137,6 @@ def _cards(lm: Any, saes: Any, cfg: ShiftConfig, seed: dict[str, Any]) -> list[d
 def run_shift_study(config: ShiftConfig, out_dir: str | Path | None = None,
                     progress: bool = True) -> ShiftResult:
     """Run the SHIFT study described by ``config``."""
-    from interplab.circuits.config import load_or_train
-    from interplab.circuits.shift import run_shift, spurious_split
-    from interplab.circuits.splice import sae_set
-    from interplab.datasets import entity_split
-    from interplab.datasets.xor import GENERATORS, subsample_groups
-    from interplab.models import load
-    from interplab.threads import limit_threads, resolve_threads
 
     config.validate()
     cfg, run = config, config.run
@@ -271,8 +177,6 @@ def run_shift_study(config: ShiftConfig, out_dir: str | Path | None = None,
                                 seed=seed, batch_size=run.batch_size)
             seeds.append(outcome.to_dict())
             if progress:
-                from rich.console import Console
-
                 Console(stderr=True).print(
                     f"seed {seed}: worst-group {outcome.conditions['unablated']['worst']:.2f} → "
                     f"{outcome.conditions['shift']['worst']:.2f} after ablating "

@@ -33,181 +33,53 @@ import contextlib
 import copy
 import platform
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from rich.console import Console
+from tqdm.auto import tqdm
 
+import interplab
+from interplab.compmech.beliefs import entropy_rate, optimal_cross_entropy
 from interplab.compmech.config import GPTConfig, TrainConfig
-from interplab.errors import InterplabError
-from interplab.study.result import StudyResult, config_from_dict
+from interplab.compmech.presets import get_process
+from interplab.compmech.process import HiddenMarkovProcess
+from interplab.compmech.regression import (
+    BeliefDataset,
+    CrossValidatedFit,
+    belief_dataset,
+    cross_validated_fit,
+    r2_rmse,
+    residual_rows,
+)
+from interplab.compmech.train import (
+    TrainHistory,
+    evaluate,
+    heldout_seed,
+    heldout_tokens,
+    train_model,
+)
+from interplab.compmech.transformer import GPT, save_model
+from interplab.studies.belief.config import (
+    CONCAT,
+    PROJECTED,
+    TARGET_LOSS_RATIO,
+    TARGET_R2,
+    TARGET_RMSE_RATIO,
+    TARGET_SHUFFLED_R2,
+    TARGET_SITE,
+    BeliefStudyConfig,
+    BeliefStudyResult,
+    LayerScore,
+)
 from interplab.threads import limit_threads
-
-TARGET_LOSS_RATIO = 1.02  # final loss within 2 % of the optimal floor
-TARGET_R2 = 0.9  # R² on unseen prefixes at TARGET_SITE
-TARGET_RMSE_RATIO = 0.5  # RMSE trained / untrained on unseen prefixes at TARGET_SITE
-TARGET_SHUFFLED_R2 = 0.05  # the shuffled-belief control must stay at or below this everywhere
-CONCAT = "concat"
-PROJECTED = "concat_projected"  # the concatenation randomly projected to d_model features
-TARGET_SITE = CONCAT  # the verdict is read at the concatenation of all layers (fixed in advance)
-
-
-@dataclass
-class BeliefStudyConfig:
-    """Everything that determines a run.
-
-    Defaults (Mess3, x = 0.05, alpha = 0.85) are chosen to learn quickly on a shared 2-core CPU:
-    the architecture of the belief-geometry paper (4 layers, d_model 64, 1 head, d_mlp 256,
-    context 10) already reaches the loss floor within ~0.5 % after a few hundred steps of 256
-    sequences, so the step budget is spent on sharpening the fine (fractal) structure rather than
-    on a bigger model. ``num_threads = 1``: these matrices are tiny, and on a shared 2-core machine
-    one thread measured ~4x faster per step than two (thread synchronisation dominates).
-
-    ``stop_loss_ratio > 0`` turns ``n_steps`` into a cap: training stops at the first evaluation
-    whose held-out loss is within that ratio of the optimal floor (e.g. 1.02), and the result
-    records the steps run and whether the cap was hit. Runs are bit-identical for the same config,
-    thread count, library versions and CPU instruction set (see ``BeliefStudyResult.determinism``).
-    """
-
-    process: str = field(default="mess3", metadata={
-        "help": "Preset (mess3, rrxor, z1r, even, golden_mean) or a .json/.npy file."})
-    process_params: dict[str, float] = field(default_factory=dict, metadata={
-        "help": "Preset parameter NAME=VALUE (repeatable), e.g. x=0.05."})
-    # model.vocab_size is set from the process
-    model: GPTConfig = field(default_factory=GPTConfig)
-    # train.seed follows ``seed``; train.stop_loss comes from ``stop_loss_ratio``
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(n_steps=1500, eval_every=100))
-    stop_loss_ratio: float = field(default=0.0, metadata={
-        "help": "Stop at the first evaluation whose held-out loss is within this ratio of the "
-        "optimal floor, e.g. 1.02 (0 = run all steps)."})
-    max_regression_sequences: int = field(default=65536, metadata={
-        "help": "Enumerate all sequences (exact weights) up to this many, else sample."})
-    n_folds: int = field(default=5, metadata={"help": "Cross-validation folds of whole sequences."})
-    ridge: float = field(default=0.0, metadata={"help": "Ridge penalty of the belief regression."})
-    max_plot_points: int = field(default=8000, metadata={"help": "Points in the simplex figure."})
-    seed: int = field(default=0, metadata={
-        "help": "Seed for initialisation, data, split and controls."})
-    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda[:N]."})
-    num_threads: int = field(default=1, metadata={
-        "help": "Torch and BLAS CPU threads (0 = library defaults)."})
-
-    def __post_init__(self) -> None:
-        if self.n_folds < 2:
-            raise InterplabError("n_folds must be >= 2 (each sequence is held out once), e.g. 5")
-        if self.max_plot_points < 0 or self.num_threads < 0:
-            raise InterplabError("max_plot_points and num_threads must be >= 0")
-        if self.stop_loss_ratio and self.stop_loss_ratio <= 1:
-            raise InterplabError(
-                f"stop_loss_ratio must be > 1 (a loss above the floor, e.g. 1.02) or 0 to run all "
-                f"n_steps; got {self.stop_loss_ratio}"
-            )
-        if self.train.stop_loss is not None:
-            raise InterplabError("set stop_loss_ratio (relative to the process's loss floor), "
-                                 "not train.stop_loss")
-        if self.train.seed != self.seed:  # one seed for the study
-            self.train = replace(self.train, seed=self.seed)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BeliefStudyConfig:
-        return config_from_dict(cls, data)
-
-
-@dataclass
-class LayerScore:
-    """Out-of-fold regression scores for one site, with both controls beside them.
-
-    ``layer`` is a residual-stream hook name, ``"concat"`` (all of them concatenated) or
-    ``"concat_projected"`` (the concatenation times a seeded Gaussian matrix down to ``d_model``
-    features: the concatenation's information at a single layer's feature count). R² is pooled
-    over belief coordinates and weighted by prefix probability; RMSE is in probability units.
-    Pooled over folds of whole sequences: ``*_unseen`` (the headline) only over prefixes that no
-    training sequence of the fold contains; ``*_heldout_all`` over every held-out (sequence,
-    position) pair, most of whose weight is on prefixes training sequences also contain;
-    ``r2_train`` is the in-sample R² (mean over folds). ``rmse_ratio_unseen`` is
-    ``rmse_unseen / untrained_rmse_unseen``.
-    """
-
-    layer: str
-    n_features: int
-    r2_unseen: float
-    rmse_unseen: float
-    r2_heldout_all: float
-    rmse_heldout_all: float
-    r2_train: float
-    untrained_r2_unseen: float
-    untrained_rmse_unseen: float
-    untrained_r2_heldout_all: float
-    untrained_rmse_heldout_all: float
-    rmse_ratio_unseen: float
-    shuffled_r2_unseen: float
-    shuffled_rmse_unseen: float
-    shuffled_r2_heldout_all: float
-
-
-@dataclass
-class BeliefStudyResult(StudyResult):
-    """Config, process facts, training curve vs optimal floor, regression scores with controls,
-    counts, seeds, versions, timings, and the points the simplex figure draws."""
-
-    study = "belief"
-
-    config: dict[str, Any]
-    process: dict[str, Any]
-    optimal_loss_per_position: list[float]
-    optimal_loss: float
-    unigram_loss: float
-    training: dict[str, Any]
-    final_loss: float
-    final_loss_stderr: float
-    final_loss_per_position: list[float]
-    loss_ratio: float
-    untrained_loss: float
-    regression: list[LayerScore]
-    best_layer: str  # best single residual-stream site by unseen R² (not the concatenations)
-    best_r2: float  # its unseen R²
-    untrained_best_layer: str
-    untrained_best_r2: float
-    max_shuffled_r2: float  # largest shuffled-control unseen R² over all sites
-    layers_vs_concat: dict[str, Any]
-    targets: dict[str, Any]
-    determinism: dict[str, Any]
-    counts: dict[str, Any]
-    seeds: dict[str, int | list[int]]  # every seed by purpose, as passed (see _seeds)
-    versions: dict[str, str]
-    timings: dict[str, float]
-    figure_data: dict[str, Any]
-    # the answer in a few findings (empty in results written before it was added)
-    summary: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BeliefStudyResult:
-        d = dict(data)
-        d.pop("study", None)
-        names = {f.name for f in fields(cls)}
-        optional = {"summary"}
-        layer_names = {f.name for f in fields(LayerScore)}
-        if (not names - optional <= set(d) <= names
-                or any(set(r) != layer_names for r in d.get("regression", []))):
-            raise InterplabError(
-                "this belief result was written by a different interplab version (its fields "
-                "differ); re-run the study with `interplab belief` to get a current result.json"
-            )
-        d["regression"] = [LayerScore(**r) for r in d["regression"]]
-        return cls(**d)
-
-    def score(self, layer: str) -> LayerScore:
-        for r in self.regression:
-            if r.layer == layer:
-                return r
-        raise InterplabError(f"no regression for layer {layer!r}")
 
 
 def _versions() -> dict[str, str]:
-    import torch
-
-    import interplab
-
     return {
         "interplab": interplab.__version__,
         "torch": torch.__version__,
@@ -219,8 +91,6 @@ def _versions() -> dict[str, str]:
 
 def _say(progress: bool, msg: str) -> None:
     if progress:
-        from rich.console import Console
-
         Console(stderr=True).print(f"[bold cyan]belief[/] {msg}", highlight=False)
 
 
@@ -237,15 +107,12 @@ def _site_features(
 
 
 def _regress_all(
-    sites: dict[str, np.ndarray], data: Any, folds: np.ndarray, cfg: BeliefStudyConfig,
+    sites: dict[str, np.ndarray], data: BeliefDataset, folds: np.ndarray, cfg: BeliefStudyConfig,
     shuffled_pairs: int = 0, desc: str = "regression", progress: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, CrossValidatedFit]:
     """Cross-validated fits at every site: name -> fit.
 
     ``shuffled_pairs > 0`` turns this into the shuffled-belief control."""
-    from tqdm.auto import tqdm
-
-    from interplab.compmech.regression import cross_validated_fit
 
     return {
         name: cross_validated_fit(
@@ -256,13 +123,11 @@ def _regress_all(
     }
 
 
-def _seeds(cfg: BeliefStudyConfig, tcfg: Any = None) -> dict[str, int | list[int]]:
+def _seeds(cfg: BeliefStudyConfig, tcfg: TrainConfig | None = None) -> dict[str, int | list[int]]:
     """Every seed the study draws from, by purpose, exactly as passed to its generator (a list
     seeds ``np.random.default_rng(list)``): the code reads its seeds here and the result records
     this dict, so a recorded seed reproduces its draw. ``tcfg``: the training config, whose
     held-out batch the study scores the untrained model on."""
-    from interplab.compmech.train import heldout_seed
-
     seeds: dict[str, int | list[int]] = {
         "model_init": cfg.seed,  # torch.manual_seed, inside GPT(seed=)
         "training_data": cfg.seed,
@@ -281,7 +146,8 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else float("nan")
 
 
-def _layer_score(name: str, n_features: int, fit: Any, unt: Any, shuf: Any) -> LayerScore:
+def _layer_score(name: str, n_features: int, fit: CrossValidatedFit, unt: CrossValidatedFit,
+                 shuf: CrossValidatedFit) -> LayerScore:
     return LayerScore(
         layer=name,
         n_features=n_features,
@@ -359,8 +225,6 @@ def _fold_spread(reg: _Regression) -> dict[str, list[float]]:
 
     An unseen prefix belongs to one fold (no training sequence of its fold contains it, so
     every sequence through it is held out there); its weight is its probability."""
-    from interplab.compmech.regression import r2_rmse
-
     trained = reg.fits[TARGET_SITE].unseen_predictions
     untrained = reg.untrained[TARGET_SITE].unseen_predictions
     unseen = np.isfinite(trained[:, 0]) & np.isfinite(untrained[:, 0])
@@ -420,8 +284,6 @@ def _summary(r: BeliefStudyResult) -> list[str]:
 def _determinism(device: str) -> dict[str, Any]:
     """What a bit-identical re-run needs to match: thread counts change the order of floating-point
     reductions in torch and BLAS, and the CPU instruction set selects different kernels."""
-    import torch
-
     try:
         from threadpoolctl import threadpool_info
 
@@ -438,11 +300,9 @@ def _determinism(device: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _deterministic(num_threads: int) -> Any:
+def _deterministic(num_threads: int) -> Iterator[None]:
     """Deterministic torch kernels and ``num_threads`` torch/BLAS threads (the regression's
     float64 Grams were ~4x faster on one thread); both restored on exit, also on error."""
-    import torch
-
     old = (torch.are_deterministic_algorithms_enabled(),
            torch.is_deterministic_algorithms_warn_only_enabled())
     # warn_only: an op without a deterministic kernel (some CUDA ones) warns instead of failing
@@ -458,7 +318,7 @@ def _deterministic(num_threads: int) -> Any:
 class _Process:
     """The process and its exact loss floor (nats per predicted symbol)."""
 
-    process: Any  # HiddenMarkovProcess
+    process: HiddenMarkovProcess
     floor: np.ndarray  # [context_length] optimal cross-entropy at each position
     entropy_rate: float
     unigram: float  # loss of the no-context predictor
@@ -483,11 +343,11 @@ class _Trained:
     """The trained model, its untrained control (the weights training started from), and the
     settings and history of training."""
 
-    model: Any  # GPT
-    untrained: Any  # GPT
+    model: GPT
+    untrained: GPT
     gcfg: GPTConfig
     tcfg: TrainConfig
-    history: Any  # TrainHistory
+    history: TrainHistory
     final_pp: np.ndarray  # [context_length] final held-out loss per position
     untrained_loss: float
 
@@ -496,10 +356,10 @@ class _Trained:
 class _Regression:
     """Out-of-fold fits at every site for the trained model and both controls."""
 
-    data: Any  # BeliefDataset
-    fits: dict[str, Any]
-    shuffled: dict[str, Any]
-    untrained: dict[str, Any]
+    data: BeliefDataset
+    fits: dict[str, CrossValidatedFit]
+    shuffled: dict[str, CrossValidatedFit]
+    untrained: dict[str, CrossValidatedFit]
     scores: list[LayerScore]
     layers: dict[str, Any]  # _layers_vs_concat
     max_shuffled: float
@@ -509,8 +369,6 @@ class _Regression:
 
 def _process_stage(cfg: BeliefStudyConfig, progress: bool) -> _Process:
     """The process and its exact floor."""
-    from interplab.compmech.beliefs import entropy_rate, optimal_cross_entropy
-    from interplab.compmech.presets import get_process
 
     process = get_process(cfg.process, **cfg.process_params)
     floor = optimal_cross_entropy(process, cfg.model.context_length)
@@ -537,8 +395,6 @@ def _training_configs(cfg: BeliefStudyConfig, proc: _Process) -> tuple[GPTConfig
 def _train_stage(cfg: BeliefStudyConfig, proc: _Process, device: str, out_dir: Path | None,
                  progress: bool) -> _Trained:
     """Model and training; checkpoints in ``out_dir/checkpoints/{init,final}`` when given."""
-    from interplab.compmech.train import evaluate, heldout_tokens, train_model
-    from interplab.compmech.transformer import GPT, save_model
 
     gcfg, tcfg = _training_configs(cfg, proc)
     model = GPT(gcfg, seed=_seeds(cfg, tcfg)["model_init"]).to(device)
@@ -560,8 +416,6 @@ def _train_stage(cfg: BeliefStudyConfig, proc: _Process, device: str, out_dir: P
 def _regression_stage(cfg: BeliefStudyConfig, proc: _Process, trained: _Trained,
                       progress: bool) -> _Regression:
     """Regression onto beliefs at every site, with the shuffled and untrained controls."""
-    from interplab.compmech.regression import belief_dataset, residual_rows
-
     seeds = _seeds(cfg, trained.tcfg)
     gcfg = trained.gcfg
     data = belief_dataset(
@@ -601,7 +455,7 @@ def _figure_data(cfg: BeliefStudyConfig, reg: _Regression) -> tuple[dict[str, An
     if len(test_idx) > cfg.max_plot_points:
         test_idx = np.sort(plot_rng.choice(test_idx, cfg.max_plot_points, replace=False))
 
-    def preds(fit: Any) -> list[list[float]]:
+    def preds(fit: CrossValidatedFit) -> list[list[float]]:
         return np.round(fit.unseen_predictions[test_idx], 5).tolist()
 
     figure = {
@@ -679,8 +533,6 @@ def run_belief_study(
 ) -> BeliefStudyResult:
     """Run process -> training -> regression (with controls). Checkpoints go to
     ``out_dir/checkpoints/{init,final}`` when ``out_dir`` is given (safetensors + JSON)."""
-    import torch
-
     cfg = config or BeliefStudyConfig()
     t_start = time.perf_counter()
     timings: dict[str, float] = {}

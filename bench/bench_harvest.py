@@ -180,12 +180,17 @@ def ours(lm, layers: list[int], positions: str, logprobs: bool = False,
 
 
 # ------------------------------------------------------------------------------- the timer
+BY_LENGTH = ", sorted by length"
+
+
 def interleaved(contenders: dict[str, Callable], chunks: list[list[list[int]]],
                 batch_size: int) -> dict[str, dict[str, float]]:
-    """Run every contender on every chunk (rotating their order); tokens/s and CPU ÷ wall each.
+    """Run every contender on every chunk (rotating their order); tokens/s, CPU ÷ wall and
+    tokens per CPU-second each.
 
-    A chunk is cut into batches of ``batch_size`` in its own order for the baselines; interplab's
-    contender gets the whole chunk and batches it itself (by length).
+    A chunk is cut into batches of ``batch_size`` in its own order for the baselines, or, for a
+    baseline whose name ends in :data:`BY_LENGTH`, after sorting the chunk by length (the one
+    line any user can add); interplab's contenders get the whole chunk and batch it themselves.
     """
     names = list(contenders)
     wall = dict.fromkeys(names, 0.0)
@@ -200,17 +205,30 @@ def interleaved(contenders: dict[str, Callable], chunks: list[list[list[int]]],
             if name.startswith("interplab"):
                 fn(chunk)
             else:
-                for i in range(0, len(chunk), batch_size):
-                    fn(chunk[i : i + batch_size])
+                seq = sorted(chunk, key=len) if name.endswith(BY_LENGTH) else chunk
+                for i in range(0, len(seq), batch_size):
+                    fn(seq[i : i + batch_size])
             wall[name] += time.perf_counter() - t
             cpu[name] += time.process_time() - c
     n_tok = sum(len(t) for chunk in chunks for t in chunk)
-    return {n: {"tok_s": n_tok / wall[n], "cpu_over_wall": cpu[n] / wall[n], "wall_s": wall[n]}
-            for n in names}
+    return {n: {"tok_s": n_tok / wall[n], "cpu_over_wall": cpu[n] / wall[n],
+                "tok_per_cpu_s": n_tok / cpu[n], "wall_s": wall[n]} for n in names}
 
 
-def ratios(res: dict[str, dict[str, float]], subject: str, refs: list[str]) -> dict[str, float]:
-    return {f"{subject} / {r}": res[subject]["tok_s"] / res[r]["tok_s"] for r in refs if r in res}
+def ratios(res: dict[str, dict[str, float]], subject: str, refs: list[str],
+           key: str = "tok_s") -> dict[str, float]:
+    return {f"{subject} / {r}": res[subject][key] / res[r][key] for r in refs if r in res}
+
+
+def against_fastest(res: dict[str, dict[str, float]], subject: str,
+                    refs: list[str]) -> dict[str, float | str]:
+    """``subject`` against the fastest of ``refs`` (tokens/s) and the most frugal (tokens per
+    CPU-second)."""
+    fast = max(refs, key=lambda r: res[r]["tok_s"])
+    frugal = max(refs, key=lambda r: res[r]["tok_per_cpu_s"])
+    return {"fastest": fast, "tok_s_ratio": res[subject]["tok_s"] / res[fast]["tok_s"],
+            "most_frugal": frugal,
+            "tok_per_cpu_s_ratio": res[subject]["tok_per_cpu_s"] / res[frugal]["tok_per_cpu_s"]}
 
 
 def have_nnsight() -> bool:
@@ -287,19 +305,21 @@ def section_statements(lm, args) -> dict:
         layers = layer_sets[key]
         for lp in {"both": (False, True), "no": (False,), "yes": (True,)}[args.logprobs]:
             ours_bs = args.our_batch_size or args.batch_size
-            contenders = {"hook that stops" if not lp else "hooks + full logits":
-                          hook_stop(lm, layers, last_only=True, logprobs=lp),
-                          "interplab harvest_tokens": ours(lm, layers, "last", logprobs=lp,
-                                                           batch_size=ours_bs),
-                          "interplab, no prefix sharing": ours(lm, layers, "last", logprobs=lp,
-                                                               batch_size=ours_bs,
-                                                               share_prefixes=False)}
+            hook_name = "hook that stops" if not lp else "hooks + full logits"
+            nn_name = "nnsight .stop()" if not lp else "nnsight + lm_head output"
+            contenders = {hook_name: hook_stop(lm, layers, last_only=True, logprobs=lp)}
+            contenders[hook_name + BY_LENGTH] = contenders[hook_name]
+            contenders["interplab harvest_tokens"] = ours(lm, layers, "last", logprobs=lp,
+                                                          batch_size=ours_bs)
+            contenders["interplab, no prefix sharing"] = ours(lm, layers, "last", logprobs=lp,
+                                                              batch_size=ours_bs,
+                                                              share_prefixes=False)
             if have_nnsight():
-                contenders["nnsight .stop()" if not lp else "nnsight + lm_head output"] = (
-                    nnsight_stop(lm, layers, last_only=True, logprobs=lp))
+                contenders[nn_name] = nnsight_stop(lm, layers, last_only=True, logprobs=lp)
+                contenders[nn_name + BY_LENGTH] = contenders[nn_name]
             first = chunks[0][: args.batch_size]
             mine = contenders["interplab harvest_tokens"](first)
-            theirs = contenders["hook that stops" if not lp else "hooks + full logits"](first)
+            theirs = contenders[hook_name](first)
             rel = max(float(((mine[f"blocks.{la}.hook_resid_post"] - theirs[la]).norm(dim=-1)
                              / theirs[la].norm(dim=-1)).max()) for la in layers)
             lp_diff = (float((mine.text_logprob - theirs[-1].double()).abs().max()) if lp
@@ -312,10 +332,16 @@ def section_statements(lm, args) -> dict:
                 "max_relative_difference_vs_hook": rel,
                 "max_abs_logprob_difference_vs_hooks": lp_diff,
                 "ratios": ratios(res, "interplab harvest_tokens", baselines),
+                "tok_per_cpu_s_ratios": ratios(res, "interplab harvest_tokens", baselines,
+                                               "tok_per_cpu_s"),
+                "against_fastest_baseline": against_fastest(res, "interplab harvest_tokens",
+                                                            baselines),
                 "ratios_no_prefix_sharing": ratios(res, "interplab, no prefix sharing", baselines),
                 "prefix_sharing_gain": res["interplab harvest_tokens"]["tok_s"]
                 / res["interplab, no prefix sharing"]["tok_s"]}
-            print(name, json.dumps(out["runs"][name]["ratios"]), file=sys.stderr, flush=True)
+            print(name, json.dumps(out["runs"][name]["against_fastest_baseline"]),
+                  json.dumps({n: round(r["tok_s"]) for n, r in res.items()}),
+                  file=sys.stderr, flush=True)
     return out
 
 

@@ -2,8 +2,9 @@
 
 Every figure is a ratio between contenders run on the same batches in one process, interleaved
 chunk by chunk (the order of the contenders rotates every chunk), so a change in the machine's
-load hits all of them alike. Each contender's tokens/s and CPU time ÷ wall time are reported, with
-the load average before and after.
+load hits all of them alike. Each contender's tokens/s, CPU time ÷ wall time, tokens per
+CPU-second and thread counts are reported, with the load average before and after. By default
+(``--threads auto``) every contender runs at the thread count interplab's policy picks.
 
 Sections (``--section``):
   windows     fixed-length windows of the packaged sample text, positions ``all`` at one hook:
@@ -11,7 +12,8 @@ Sections (``--section``):
               with eager attention), a hand-written forward hook that raises after the block,
               nnsight ``.trace()`` with ``.stop()``, and ``interplab.activations.harvest_tokens``.
   statements  the truth study's statement datasets read back from CSV exports, last token, at 7 or
-              30 layers, with or without log-probabilities, same baselines (batched in file order).
+              30 layers, with or without log-probabilities, same baselines, each batched in file
+              order and sorted by length (the fastest honest alternative).
   load        the harvest idle and beside busy-loop neighbours, for the thread policies given
               (each in its own process); throughput ÷ CPU share against the idle run.
   store       harvest into an ActivationStore vs in memory, and peak RSS for 100k / 1M tokens.
@@ -183,18 +185,33 @@ def ours(lm, layers: list[int], positions: str, logprobs: bool = False,
 BY_LENGTH = ", sorted by length"
 
 
+# --threads: "auto" runs the baselines under interplab's thread policy too (the same count, so
+# the engines are compared alone); "defaults" leaves them at torch's count (what each gives out
+# of the box); a number N runs every contender at N threads.
+THREADS = "auto"
+
+
+def baseline_pool():
+    from interplab.threads import AdaptiveThreads
+
+    return AdaptiveThreads("auto") if THREADS == "auto" else contextlib.nullcontext()
+
+
 def interleaved(contenders: dict[str, Callable], chunks: list[list[list[int]]],
                 batch_size: int) -> dict[str, dict[str, float]]:
     """Run every contender on every chunk (rotating their order); tokens/s, CPU ÷ wall and
-    tokens per CPU-second each.
+    tokens per CPU-second each, and the thread counts each used.
 
     A chunk is cut into batches of ``batch_size`` in its own order for the baselines, or, for a
     baseline whose name ends in :data:`BY_LENGTH`, after sorting the chunk by length (the one
     line any user can add); interplab's contenders get the whole chunk and batch it themselves.
     """
+    from interplab.threads import pace
+
     names = list(contenders)
     wall = dict.fromkeys(names, 0.0)
     cpu = dict.fromkeys(names, 0.0)
+    used: dict[str, set[int]] = {n: set() for n in names}
     for name in names:  # warm-up on the first chunk's first batch
         contenders[name](chunks[0][:batch_size])
     for k, chunk in enumerate(chunks):
@@ -203,16 +220,23 @@ def interleaved(contenders: dict[str, Callable], chunks: list[list[list[int]]],
             fn = contenders[name]
             t, c = time.perf_counter(), time.process_time()
             if name.startswith("interplab"):
-                fn(chunk)
+                info = getattr(fn(chunk), "info", None) or {}
+                used[name].update(info.get("threads", [torch.get_num_threads()]))
             else:
                 seq = sorted(chunk, key=len) if name.endswith(BY_LENGTH) else chunk
-                for i in range(0, len(seq), batch_size):
-                    fn(seq[i : i + batch_size])
+                with baseline_pool() as pool:
+                    for i in range(0, len(seq), batch_size):
+                        pace()  # under --threads auto: re-decided as in interplab's loop
+                        used[name].add(torch.get_num_threads())
+                        fn(seq[i : i + batch_size])
+                if pool is not None:
+                    used[name].update(pool.used)
             wall[name] += time.perf_counter() - t
             cpu[name] += time.process_time() - c
     n_tok = sum(len(t) for chunk in chunks for t in chunk)
     return {n: {"tok_s": n_tok / wall[n], "cpu_over_wall": cpu[n] / wall[n],
-                "tok_per_cpu_s": n_tok / cpu[n], "wall_s": wall[n]} for n in names}
+                "tok_per_cpu_s": n_tok / cpu[n], "wall_s": wall[n],
+                "threads_used": sorted(used[n])} for n in names}
 
 
 def ratios(res: dict[str, dict[str, float]], subject: str, refs: list[str],
@@ -461,6 +485,10 @@ def main() -> None:
     ap.add_argument("--logprobs", default="both", choices=["both", "no", "yes"])
     ap.add_argument("--our-batch-size", type=int, default=0,
                     help="statements: interplab's batch size (default: --batch-size)")
+    ap.add_argument("--threads", default="auto",
+                    help="windows/statements/store: 'auto' (every contender under interplab's "
+                         "thread policy), 'defaults' (interplab 'auto', the baselines at torch's "
+                         "count) or a number for every contender")
     ap.add_argument("--policies", default="",
                     help="load: comma list of thread policies (e.g. 'fixed:2,auto'), each run "
                          "idle and under load in a child process")
@@ -482,9 +510,14 @@ def main() -> None:
     else:
         from interplab.models import load
 
-        # Same thread count for every contender: interplab's "auto" policy is measured in "load".
-        os.environ.setdefault("INTERPLAB_THREADS", str(torch.get_num_threads()))
-        res = {"machine_before": machine()}
+        global THREADS
+        THREADS = args.threads
+        if args.threads.isdigit():  # every contender at that count
+            torch.set_num_threads(int(args.threads))
+            os.environ["INTERPLAB_THREADS"] = args.threads
+        else:  # interplab's own policy ("auto"), re-decided as the load changes
+            os.environ["INTERPLAB_THREADS"] = "auto"
+        res = {"machine_before": machine(), "threads": args.threads}
         lm = load(args.model)
         global LAYER
         LAYER = min(LAYER, lm.n_layers - 1)

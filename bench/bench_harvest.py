@@ -17,6 +17,8 @@ Sections (``--section``):
   load        the harvest idle and beside busy-loop neighbours, for the thread policies given
               (each in its own process); throughput ÷ CPU share against the idle run.
   store       harvest into an ActivationStore vs in memory, and peak RSS for 100k / 1M tokens.
+  passes      the cost of one pass of the shapes the statements section runs, at 1 and 2 threads
+              (run it beside busy neighbours to see what a thread too many costs per pass).
 
 Usage: python bench/bench_harvest.py --section windows [--out x.json]
 """
@@ -369,6 +371,44 @@ def section_statements(lm, args) -> dict:
     return out
 
 
+# Pass shapes (rows x tokens) of the statements section's first chunk: the prefix tree's small
+# passes, then text passes.
+PASS_SHAPES = [(1, 1), (2, 3), (33, 2), (24, 6), (64, 4), (64, 12)]
+
+
+def section_passes(lm, args) -> dict:
+    """What one pass of each shape costs at 1 and at 2 threads (wall and CPU ms, median of
+    ``--reps``; thread counts and shapes interleaved), through block 27 as in the statements
+    section's 7-layer case. A cost that does not scale with the tokens is paid per pass."""
+    last = min(27, lm.n_layers - 1)
+    handle = lm.blocks[last].register_forward_hook(lambda *_: (_ for _ in ()).throw(_Stop()))
+    rng = np.random.default_rng(0)
+    inputs = {shape: torch.as_tensor(rng.integers(100, 10_000, shape)) for shape in PASS_SHAPES}
+    times: dict[str, list[tuple[float, float]]] = {}
+    old = torch.get_num_threads()
+    try:
+        for rep in range(args.reps + 1):  # the first round warms up
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                for shape, ids in inputs.items():
+                    t, c = time.perf_counter(), time.process_time()
+                    with torch.inference_mode(), contextlib.suppress(_Stop):
+                        lm.base(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                use_cache=False)
+                    if rep:
+                        times.setdefault(f"{threads} threads, {shape[0]} x {shape[1]}", []).append(
+                            ((time.perf_counter() - t) * 1e3, (time.process_time() - c) * 1e3))
+    finally:
+        torch.set_num_threads(old)
+        handle.remove()
+    out = {k: {"wall_ms": float(np.median([w for w, _ in v])),
+               "cpu_ms": float(np.median([c for _, c in v]))} for k, v in times.items()}
+    for b, n in PASS_SHAPES:
+        one, two = out[f"1 threads, {b} x {n}"], out[f"2 threads, {b} x {n}"]
+        out[f"{b} x {n}: wall 2 threads / 1 thread"] = two["wall_ms"] / one["wall_ms"]
+    return {"passes": out, "reps": args.reps, "through_block": last}
+
+
 def keep_freed_memory() -> None:
     """glibc: serve blocks up to 32 MiB from the heap and never give freed memory back, so the
     same activation buffers are reused batch after batch instead of faulted in again."""
@@ -475,7 +515,8 @@ def machine() -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--section", default="windows",
-                    choices=["windows", "statements", "load", "store"])
+                    choices=["windows", "statements", "load", "store", "passes"])
+    ap.add_argument("--reps", type=int, default=5, help="passes: repetitions per shape")
     ap.add_argument("--n-seq", type=int, default=256)
     ap.add_argument("--seq-len", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -522,7 +563,7 @@ def main() -> None:
         global LAYER
         LAYER = min(LAYER, lm.n_layers - 1)
         res[args.section] = {"windows": section_windows, "statements": section_statements,
-                             "store": section_store}[args.section](lm, args)
+                             "store": section_store, "passes": section_passes}[args.section](lm, args)
     res["loadavg_after"] = os.getloadavg()
     text = json.dumps(res, indent=1)
     print(text)

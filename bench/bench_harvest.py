@@ -2,8 +2,9 @@
 
 Every figure is a ratio between contenders run on the same batches in one process, interleaved
 chunk by chunk (the order of the contenders rotates every chunk), so a change in the machine's
-load hits all of them alike. Each contender's tokens/s and CPU time ÷ wall time are reported, with
-the load average before and after.
+load hits all of them alike. Each contender's tokens/s, CPU time ÷ wall time, tokens per
+CPU-second and thread counts are reported, with the load average before and after. By default
+(``--threads auto``) every contender runs at the thread count interplab's policy picks.
 
 Sections (``--section``):
   windows     fixed-length windows of the packaged sample text, positions ``all`` at one hook:
@@ -11,10 +12,13 @@ Sections (``--section``):
               with eager attention), a hand-written forward hook that raises after the block,
               nnsight ``.trace()`` with ``.stop()``, and ``interplab.activations.harvest_tokens``.
   statements  the truth study's statement datasets read back from CSV exports, last token, at 7 or
-              30 layers, with or without log-probabilities, same baselines (batched in file order).
+              30 layers, with or without log-probabilities, same baselines, each batched in file
+              order and sorted by length (the fastest honest alternative).
   load        the harvest idle and beside busy-loop neighbours, for the thread policies given
               (each in its own process); throughput ÷ CPU share against the idle run.
   store       harvest into an ActivationStore vs in memory, and peak RSS for 100k / 1M tokens.
+  passes      the cost of one pass of the shapes the statements section runs, at 1 and 2 threads
+              (run it beside busy neighbours to see what a thread too many costs per pass).
 
 Usage: python bench/bench_harvest.py --section windows [--out x.json]
 """
@@ -180,16 +184,36 @@ def ours(lm, layers: list[int], positions: str, logprobs: bool = False,
 
 
 # ------------------------------------------------------------------------------- the timer
+BY_LENGTH = ", sorted by length"
+
+
+# --threads: "auto" runs the baselines under interplab's thread policy too (the same count, so
+# the engines are compared alone); "defaults" leaves them at torch's count (what each gives out
+# of the box); a number N runs every contender at N threads.
+THREADS = "auto"
+
+
+def baseline_pool():
+    from interplab.threads import AdaptiveThreads
+
+    return AdaptiveThreads("auto") if THREADS == "auto" else contextlib.nullcontext()
+
+
 def interleaved(contenders: dict[str, Callable], chunks: list[list[list[int]]],
                 batch_size: int) -> dict[str, dict[str, float]]:
-    """Run every contender on every chunk (rotating their order); tokens/s and CPU ÷ wall each.
+    """Run every contender on every chunk (rotating their order); tokens/s, CPU ÷ wall and
+    tokens per CPU-second each, and the thread counts each used.
 
-    A chunk is cut into batches of ``batch_size`` in its own order for the baselines; interplab's
-    contender gets the whole chunk and batches it itself (by length).
+    A chunk is cut into batches of ``batch_size`` in its own order for the baselines, or, for a
+    baseline whose name ends in :data:`BY_LENGTH`, after sorting the chunk by length (the one
+    line any user can add); interplab's contenders get the whole chunk and batch it themselves.
     """
+    from interplab.threads import pace
+
     names = list(contenders)
     wall = dict.fromkeys(names, 0.0)
     cpu = dict.fromkeys(names, 0.0)
+    used: dict[str, set[int]] = {n: set() for n in names}
     for name in names:  # warm-up on the first chunk's first batch
         contenders[name](chunks[0][:batch_size])
     for k, chunk in enumerate(chunks):
@@ -198,19 +222,39 @@ def interleaved(contenders: dict[str, Callable], chunks: list[list[list[int]]],
             fn = contenders[name]
             t, c = time.perf_counter(), time.process_time()
             if name.startswith("interplab"):
-                fn(chunk)
+                info = getattr(fn(chunk), "info", None) or {}
+                used[name].update(info.get("threads", [torch.get_num_threads()]))
             else:
-                for i in range(0, len(chunk), batch_size):
-                    fn(chunk[i : i + batch_size])
+                seq = sorted(chunk, key=len) if name.endswith(BY_LENGTH) else chunk
+                with baseline_pool() as pool:
+                    for i in range(0, len(seq), batch_size):
+                        pace()  # under --threads auto: re-decided as in interplab's loop
+                        used[name].add(torch.get_num_threads())
+                        fn(seq[i : i + batch_size])
+                if pool is not None:
+                    used[name].update(pool.used)
             wall[name] += time.perf_counter() - t
             cpu[name] += time.process_time() - c
     n_tok = sum(len(t) for chunk in chunks for t in chunk)
-    return {n: {"tok_s": n_tok / wall[n], "cpu_over_wall": cpu[n] / wall[n], "wall_s": wall[n]}
-            for n in names}
+    return {n: {"tok_s": n_tok / wall[n], "cpu_over_wall": cpu[n] / wall[n],
+                "tok_per_cpu_s": n_tok / cpu[n], "wall_s": wall[n],
+                "threads_used": sorted(used[n])} for n in names}
 
 
-def ratios(res: dict[str, dict[str, float]], subject: str, refs: list[str]) -> dict[str, float]:
-    return {f"{subject} / {r}": res[subject]["tok_s"] / res[r]["tok_s"] for r in refs if r in res}
+def ratios(res: dict[str, dict[str, float]], subject: str, refs: list[str],
+           key: str = "tok_s") -> dict[str, float]:
+    return {f"{subject} / {r}": res[subject][key] / res[r][key] for r in refs if r in res}
+
+
+def against_fastest(res: dict[str, dict[str, float]], subject: str,
+                    refs: list[str]) -> dict[str, float | str]:
+    """``subject`` against the fastest of ``refs`` (tokens/s) and the most frugal (tokens per
+    CPU-second)."""
+    fast = max(refs, key=lambda r: res[r]["tok_s"])
+    frugal = max(refs, key=lambda r: res[r]["tok_per_cpu_s"])
+    return {"fastest": fast, "tok_s_ratio": res[subject]["tok_s"] / res[fast]["tok_s"],
+            "most_frugal": frugal,
+            "tok_per_cpu_s_ratio": res[subject]["tok_per_cpu_s"] / res[frugal]["tok_per_cpu_s"]}
 
 
 def have_nnsight() -> bool:
@@ -287,19 +331,21 @@ def section_statements(lm, args) -> dict:
         layers = layer_sets[key]
         for lp in {"both": (False, True), "no": (False,), "yes": (True,)}[args.logprobs]:
             ours_bs = args.our_batch_size or args.batch_size
-            contenders = {"hook that stops" if not lp else "hooks + full logits":
-                          hook_stop(lm, layers, last_only=True, logprobs=lp),
-                          "interplab harvest_tokens": ours(lm, layers, "last", logprobs=lp,
-                                                           batch_size=ours_bs),
-                          "interplab, no prefix sharing": ours(lm, layers, "last", logprobs=lp,
-                                                               batch_size=ours_bs,
-                                                               share_prefixes=False)}
+            hook_name = "hook that stops" if not lp else "hooks + full logits"
+            nn_name = "nnsight .stop()" if not lp else "nnsight + lm_head output"
+            contenders = {hook_name: hook_stop(lm, layers, last_only=True, logprobs=lp)}
+            contenders[hook_name + BY_LENGTH] = contenders[hook_name]
+            contenders["interplab harvest_tokens"] = ours(lm, layers, "last", logprobs=lp,
+                                                          batch_size=ours_bs)
+            contenders["interplab, no prefix sharing"] = ours(lm, layers, "last", logprobs=lp,
+                                                              batch_size=ours_bs,
+                                                              share_prefixes=False)
             if have_nnsight():
-                contenders["nnsight .stop()" if not lp else "nnsight + lm_head output"] = (
-                    nnsight_stop(lm, layers, last_only=True, logprobs=lp))
+                contenders[nn_name] = nnsight_stop(lm, layers, last_only=True, logprobs=lp)
+                contenders[nn_name + BY_LENGTH] = contenders[nn_name]
             first = chunks[0][: args.batch_size]
             mine = contenders["interplab harvest_tokens"](first)
-            theirs = contenders["hook that stops" if not lp else "hooks + full logits"](first)
+            theirs = contenders[hook_name](first)
             rel = max(float(((mine[f"blocks.{la}.hook_resid_post"] - theirs[la]).norm(dim=-1)
                              / theirs[la].norm(dim=-1)).max()) for la in layers)
             lp_diff = (float((mine.text_logprob - theirs[-1].double()).abs().max()) if lp
@@ -312,11 +358,55 @@ def section_statements(lm, args) -> dict:
                 "max_relative_difference_vs_hook": rel,
                 "max_abs_logprob_difference_vs_hooks": lp_diff,
                 "ratios": ratios(res, "interplab harvest_tokens", baselines),
+                "tok_per_cpu_s_ratios": ratios(res, "interplab harvest_tokens", baselines,
+                                               "tok_per_cpu_s"),
+                "against_fastest_baseline": against_fastest(res, "interplab harvest_tokens",
+                                                            baselines),
                 "ratios_no_prefix_sharing": ratios(res, "interplab, no prefix sharing", baselines),
                 "prefix_sharing_gain": res["interplab harvest_tokens"]["tok_s"]
                 / res["interplab, no prefix sharing"]["tok_s"]}
-            print(name, json.dumps(out["runs"][name]["ratios"]), file=sys.stderr, flush=True)
+            print(name, json.dumps(out["runs"][name]["against_fastest_baseline"]),
+                  json.dumps({n: round(r["tok_s"]) for n, r in res.items()}),
+                  file=sys.stderr, flush=True)
     return out
+
+
+# Pass shapes (rows x tokens) of the statements section's first chunk: the prefix tree's small
+# passes, then text passes.
+PASS_SHAPES = [(1, 1), (2, 3), (33, 2), (24, 6), (64, 4), (64, 12)]
+
+
+def section_passes(lm, args) -> dict:
+    """What one pass of each shape costs at 1 and at 2 threads (wall and CPU ms, median of
+    ``--reps``; thread counts and shapes interleaved), through block 27 as in the statements
+    section's 7-layer case. A cost that does not scale with the tokens is paid per pass."""
+    last = min(27, lm.n_layers - 1)
+    handle = lm.blocks[last].register_forward_hook(lambda *_: (_ for _ in ()).throw(_Stop()))
+    rng = np.random.default_rng(0)
+    inputs = {shape: torch.as_tensor(rng.integers(100, 10_000, shape)) for shape in PASS_SHAPES}
+    times: dict[str, list[tuple[float, float]]] = {}
+    old = torch.get_num_threads()
+    try:
+        for rep in range(args.reps + 1):  # the first round warms up
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                for shape, ids in inputs.items():
+                    t, c = time.perf_counter(), time.process_time()
+                    with torch.inference_mode(), contextlib.suppress(_Stop):
+                        lm.base(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                use_cache=False)
+                    if rep:
+                        times.setdefault(f"{threads} threads, {shape[0]} x {shape[1]}", []).append(
+                            ((time.perf_counter() - t) * 1e3, (time.process_time() - c) * 1e3))
+    finally:
+        torch.set_num_threads(old)
+        handle.remove()
+    out = {k: {"wall_ms": float(np.median([w for w, _ in v])),
+               "cpu_ms": float(np.median([c for _, c in v]))} for k, v in times.items()}
+    for b, n in PASS_SHAPES:
+        one, two = out[f"1 threads, {b} x {n}"], out[f"2 threads, {b} x {n}"]
+        out[f"{b} x {n}: wall 2 threads / 1 thread"] = two["wall_ms"] / one["wall_ms"]
+    return {"passes": out, "reps": args.reps, "through_block": last}
 
 
 def keep_freed_memory() -> None:
@@ -425,7 +515,8 @@ def machine() -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--section", default="windows",
-                    choices=["windows", "statements", "load", "store"])
+                    choices=["windows", "statements", "load", "store", "passes"])
+    ap.add_argument("--reps", type=int, default=5, help="passes: repetitions per shape")
     ap.add_argument("--n-seq", type=int, default=256)
     ap.add_argument("--seq-len", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -435,6 +526,10 @@ def main() -> None:
     ap.add_argument("--logprobs", default="both", choices=["both", "no", "yes"])
     ap.add_argument("--our-batch-size", type=int, default=0,
                     help="statements: interplab's batch size (default: --batch-size)")
+    ap.add_argument("--threads", default="auto",
+                    help="windows/statements/store: 'auto' (every contender under interplab's "
+                         "thread policy), 'defaults' (interplab 'auto', the baselines at torch's "
+                         "count) or a number for every contender")
     ap.add_argument("--policies", default="",
                     help="load: comma list of thread policies (e.g. 'fixed:2,auto'), each run "
                          "idle and under load in a child process")
@@ -456,14 +551,19 @@ def main() -> None:
     else:
         from interplab.models import load
 
-        # Same thread count for every contender: interplab's "auto" policy is measured in "load".
-        os.environ.setdefault("INTERPLAB_THREADS", str(torch.get_num_threads()))
-        res = {"machine_before": machine()}
+        global THREADS
+        THREADS = args.threads
+        if args.threads.isdigit():  # every contender at that count
+            torch.set_num_threads(int(args.threads))
+            os.environ["INTERPLAB_THREADS"] = args.threads
+        else:  # interplab's own policy ("auto"), re-decided as the load changes
+            os.environ["INTERPLAB_THREADS"] = "auto"
+        res = {"machine_before": machine(), "threads": args.threads}
         lm = load(args.model)
         global LAYER
         LAYER = min(LAYER, lm.n_layers - 1)
         res[args.section] = {"windows": section_windows, "statements": section_statements,
-                             "store": section_store}[args.section](lm, args)
+                             "store": section_store, "passes": section_passes}[args.section](lm, args)
     res["loadavg_after"] = os.getloadavg()
     text = json.dumps(res, indent=1)
     print(text)

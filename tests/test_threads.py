@@ -65,6 +65,7 @@ class _ScriptedLoad:
         monkeypatch.setattr(th, "cpus_busy_elsewhere", lambda *a: 0.0)
         monkeypatch.setattr(th.time, "monotonic", lambda: self.t)
         monkeypatch.setattr(th, "_busy_jiffies", lambda: (self.busy, self.own))
+        monkeypatch.setattr(th, "_LAST", None)  # no decision made before the script
 
     def elsewhere(self, n: float) -> None:
         self.t += 10.0
@@ -89,6 +90,30 @@ def test_auto_threads_follow_the_load_as_it_changes(monkeypatch):
         assert torch.get_num_threads() == 2
     assert pool.used == [2, 1, 2]
     assert torch.get_num_threads() == before
+
+
+def test_a_pool_soon_after_another_decides_from_the_load_since_without_pausing(monkeypatch):
+    load = _ScriptedLoad(monkeypatch)
+    monkeypatch.setenv("INTERPLAB_THREADS", "auto")
+    measured: list[float] = []
+    monkeypatch.setattr(th, "cpus_busy_elsewhere", lambda *a: measured.append(0.0) or 0.0)
+    with AdaptiveThreads() as first:
+        assert first.threads == 2
+    assert len(measured) == 1  # no decision to go on: measured (a pause of MEASURE_S)
+    load.t += 0.05  # too soon to measure anything: the count decided then
+    with AdaptiveThreads() as soon:
+        assert soon.threads == 2
+    load.elsewhere(2.0)  # two busy neighbours over the 10 s since
+    with AdaptiveThreads() as later:
+        assert later.threads == 1 and torch.get_num_threads() == 1
+    assert len(measured) == 1  # neither call paused
+    load.t += th.RECENT_S + 1  # that decision is too old to go on: measure again
+    with AdaptiveThreads() as fresh:
+        assert fresh.threads == 2
+    assert len(measured) == 2
+    with AdaptiveThreads(1) as fixed:  # a fixed count neither reads nor records a decision
+        assert fixed.threads == 1
+    assert th._LAST is not None and th._LAST[1] == 2
 
 
 def test_a_fixed_thread_count_is_never_changed_and_defers_to_an_auto_pool_around_it(monkeypatch):

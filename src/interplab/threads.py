@@ -63,7 +63,11 @@ def _busy_jiffies() -> tuple[int, int]:
     return busy, int(own[11]) + int(own[12])  # utime, stime
 
 
-def cpus_busy_elsewhere(window_s: float = 0.2) -> float:
+MEASURE_S = 0.2  # how long "auto" watches the load when it has no recent decision to go on
+RECENT_S = 60.0  # a pool starting this soon after another's decision measures the load since it
+
+
+def cpus_busy_elsewhere(window_s: float = MEASURE_S) -> float:
     """How many CPUs other processes keep busy, measured over ``window_s`` (0.0 if unknown)."""
     try:
         b0, o0 = _busy_jiffies()
@@ -122,16 +126,34 @@ class AdaptiveThreads:
     time and sets torch's thread count to :func:`threads_for` that load, at most every
     ``every_s`` seconds and without sleeping. An explicit count (``threads=2``,
     ``$INTERPLAB_THREADS=2``) is fixed, as before. ``used`` lists the counts in the order used;
-    both are restored on exit.
+    both are restored on exit. A pool that starts within :data:`RECENT_S` of another pool's last
+    decision in this process decides from the load since then instead of pausing
+    :data:`MEASURE_S` to measure it.
     """
 
     def __init__(self, threads: int | str | None = None, every_s: float = 5.0) -> None:
         self.adaptive = _is_auto(threads)
-        self.threads = resolve_threads(threads)
         self.every_s = every_s
+        recent = self._recent_decision() if self.adaptive else None
+        self.threads = recent if recent is not None else resolve_threads(threads)
         self.used = [self.threads]
         self._limit = limit_threads(self.threads)
         self._mark: tuple[float, int, int] | None = None
+
+    def _recent_decision(self) -> int | None:
+        """The count for the load since the last decision of an "auto" pool in this process, if
+        that was at most :data:`RECENT_S` ago, so that a program calling the harvest chunk by
+        chunk does not pause :data:`MEASURE_S` at every call (at 3 s per call, a 7 % loss); None
+        if there was none (then the load is measured over :data:`MEASURE_S`)."""
+        if _LAST is None:
+            return None
+        (t0, b0, o0), count = _LAST
+        mark = self._sample()
+        if mark is None or not 0 <= mark[0] - t0 <= RECENT_S:
+            return None
+        if mark[0] - t0 < MEASURE_S:  # too short to measure: the count decided then
+            return count
+        return threads_for(cpus_available(), _elsewhere(mark[1] - b0, mark[2] - o0, mark[0] - t0))
 
     def __enter__(self) -> AdaptiveThreads:
         global _ACTIVE
@@ -140,11 +162,17 @@ class AdaptiveThreads:
         if self.adaptive:  # a fixed count inside leaves the decision to the pool around it
             _ACTIVE = self
         self._mark = self._sample()
+        if self.adaptive and self._mark is not None:
+            _remember(self._mark, self.threads)
         return self
 
     def __exit__(self, *exc: object) -> None:
         global _ACTIVE
         _ACTIVE = self._outer
+        if self.adaptive:  # the count held until now: the next pool measures from here
+            mark = self._sample()
+            if mark is not None:
+                _remember(mark, self.threads)
         self._limit.__exit__(*exc)
 
     @staticmethod
@@ -167,6 +195,7 @@ class AdaptiveThreads:
         t1, b1, o1 = mark
         self._mark = mark
         new = threads_for(cpus_available(), _elsewhere(b1 - b0, o1 - o0, t1 - t0))
+        _remember(mark, new)
         if new != self.threads:
             import torch
 
@@ -177,6 +206,14 @@ class AdaptiveThreads:
 
 
 _ACTIVE: AdaptiveThreads | None = None
+# The last decision of an "auto" pool in this process: ((monotonic s, busy jiffies, own
+# jiffies) when it was made or confirmed, the count).
+_LAST: tuple[tuple[float, int, int], int] | None = None
+
+
+def _remember(mark: tuple[float, int, int], count: int) -> None:
+    global _LAST
+    _LAST = (mark, count)
 
 
 def pace() -> None:

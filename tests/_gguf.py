@@ -8,6 +8,7 @@ tokenizer is the tiny byte-level BPE of :mod:`interplab.models.tiny`, stored as 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,6 @@ def write_tiny_gguf(path: str | Path, seed: int = 0, *, tied: bool = False) -> P
     backend = tok.backend_tokenizer
     vocab = backend.get_vocab()
     tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
-    import json
-
     merges = [" ".join(m) if isinstance(m, list) else m
               for m in json.loads(backend.to_str())["model"]["merges"]]
     rng = np.random.default_rng(seed)
@@ -55,8 +54,9 @@ def write_tiny_gguf(path: str | Path, seed: int = 0, *, tied: bool = False) -> P
     w.add_pad_token_id(vocab["<pad>"])
     w.add_add_bos_token(True)
 
-    def tensor(name: str, shape: tuple[int, ...], kind: Q = Q.F32, scale: float = 0.1) -> None:
-        x = (rng.standard_normal(shape) * scale).astype(np.float32)
+    def tensor(name: str, shape: tuple[int, ...], kind: Q = Q.F32, scale: float = 0.1,
+               offset: float = 0.0) -> None:
+        x = (offset + rng.standard_normal(shape) * scale).astype(np.float32)
         if kind == Q.F32:
             w.add_tensor(name, x)
         elif kind == Q.F16:
@@ -67,16 +67,16 @@ def write_tiny_gguf(path: str | Path, seed: int = 0, *, tied: bool = False) -> P
     head = D // HEADS
     tensor("token_embd.weight", (len(tokens), D), Q.Q8_0, scale=1.0)
     for i in range(LAYERS):
-        tensor(f"blk.{i}.attn_norm.weight", (D,), scale=0.0 + 1.0)
+        tensor(f"blk.{i}.attn_norm.weight", (D,), offset=1.0)
         tensor(f"blk.{i}.attn_q.weight", (HEADS * head, D), Q.Q4_1)
         tensor(f"blk.{i}.attn_k.weight", (KV_HEADS * head, D), Q.Q4_1)
         tensor(f"blk.{i}.attn_v.weight", (KV_HEADS * head, D), Q.Q8_0)
         tensor(f"blk.{i}.attn_output.weight", (D, HEADS * head), Q.F16)
-        tensor(f"blk.{i}.ffn_norm.weight", (D,), scale=1.0)
+        tensor(f"blk.{i}.ffn_norm.weight", (D,), offset=1.0)
         tensor(f"blk.{i}.ffn_gate.weight", (MLP, D), Q.Q4_1)
         tensor(f"blk.{i}.ffn_up.weight", (MLP, D), Q.Q8_0)
         tensor(f"blk.{i}.ffn_down.weight", (D, MLP), Q.Q4_1)
-    tensor("output_norm.weight", (D,), scale=1.0)
+    tensor("output_norm.weight", (D,), offset=1.0)
     if not tied:
         tensor("output.weight", (len(tokens), D), Q.Q8_0)
     w.write_header_to_file()

@@ -158,6 +158,7 @@ class ModelCache:
                 and isinstance(known.get("sha256"), str):
             return known["sha256"]
         digest = file_sha256(gguf)
+        table = {p: v for p, v in table.items() if Path(p).is_file()}  # forget deleted files
         table[str(gguf)] = {"stat": stamp, "sha256": digest}
         with contextlib.suppress(OSError):  # a read-only cache still works, hashing each time
             atomic_write_json(self.root / HASHES_FILE, table)

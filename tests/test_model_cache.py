@@ -241,3 +241,20 @@ def test_embedded_model_from_the_cache_is_its_gguf_conversion_bit_for_bit(smollm
     assert _logits(fresh).abs().mean() > 1.0
     if cache_enabled():
         assert str(Path(smollm.source).resolve()) in {e.source for e in ModelCache().entries()}
+
+
+def test_an_entry_another_process_finished_first_is_kept(tmp_path, cache_root):
+    """Two workers converting the same file at once: the second keeps the first one's entry."""
+    from interplab.models.cache import cache_key
+
+    gguf = write_tiny_gguf(tmp_path / "m.gguf", seed=1)
+    load(gguf)
+    cache = ModelCache(cache_root)
+    (entry,) = cache.entries()
+    before = {p.name: p.stat().st_mtime_ns for p in entry.path.iterdir()}
+    key = cache_key(cache.gguf_sha256(gguf), "float32")
+    late = cache.store(gguf, key, lambda d: (d / "model.safetensors").write_bytes(b"late"),
+                       expected_bytes=10)
+    assert late == entry.path and cache.problems(cache.entries()[0]) == []
+    assert {p.name: p.stat().st_mtime_ns for p in entry.path.iterdir()} == before
+    assert [p.name for p in cache_root.iterdir() if p.is_dir()] == [entry.path.name]

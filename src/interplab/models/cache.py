@@ -262,7 +262,10 @@ class ModelCache:
             atomic_write_json(tmp / ENTRY_FILE, {
                 "format": FORMAT, "key": key, "source": str(Path(gguf).resolve()),
                 "files": files, "created": time.time(), "convert_seconds": convert_seconds})
-            if final.exists():  # a corrupt or foreign leftover under the same name
+            done = self._entry(final) if final.exists() else None
+            if done is not None and done.key == key:
+                return final  # another process (a parallel worker) wrote the same entry first
+            if final.exists():  # a leftover without a readable record
                 self.remove(final)
             try:
                 os.rename(tmp, final)

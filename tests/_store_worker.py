@@ -1,4 +1,5 @@
-"""Run a store harvest in a subprocess (used by the crash/resume test).
+"""A store harvest, run in a subprocess by the crash/resume test (and in its own process, by
+:func:`harvest` with one thread, for the reference and the resume).
 
 Usage: python _store_worker.py OUT_DIR SLOW_SECONDS
 With SLOW_SECONDS > 0 every shard write is followed by a pause, so the parent can kill the process
@@ -26,9 +27,19 @@ def main() -> None:
             time.sleep(slow)
 
         store.StoreWriter.add_shard = slow_write
+    harvest(out)
+
+
+def harvest(out: str) -> None:
+    """The harvest, on one thread (as the test processes run), so every process writes the same
+    bytes."""
+    from interplab.threads import limit_threads
+
     lm = load("tiny-gpt2", seed=0)
-    harvest_to_store(lm, TEXTS, ["blocks.2.hook_resid_post", "blocks.1.hook_mlp_out"], out, "all",
-                     batch_size=8, rows_per_shard=300, texts_per_chunk=16, progress=False)
+    with limit_threads(1):
+        harvest_to_store(lm, TEXTS, ["blocks.2.hook_resid_post", "blocks.1.hook_mlp_out"], out,
+                         "all", batch_size=8, rows_per_shard=300, texts_per_chunk=16,
+                         progress=False)
 
 
 if __name__ == "__main__":

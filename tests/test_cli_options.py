@@ -146,9 +146,11 @@ def _plain(text: str) -> str:
 
 
 # Commands with no config to derive options from: each takes only a store folder argument.
-# Commands with no settings of their own to derive: the store commands take only a folder, and
-# `rerun` takes a result file whose saved config is the run's config.
-NON_CONFIG_COMMANDS = {"store info", "store verify", "rerun"}
+# Commands with no settings of their own to derive: the store commands take only a folder,
+# `rerun` takes a result file whose saved config is the run's config, and the model-cache
+# commands take nothing (the cache folder and limit come from the environment).
+NON_CONFIG_COMMANDS = {"store info", "store verify", "rerun", "cache info", "cache verify",
+                       "cache clear"}
 
 
 def _all_commands() -> list:

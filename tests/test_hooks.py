@@ -173,6 +173,9 @@ def test_naming_hook_points_does_not_import_transformers():
             "assert names == ['blocks.0.hook_resid_pre', 'blocks.0.hook_resid_post', "
             "'blocks.1.hook_resid_post'], names; "
             "assert 'transformers' not in sys.modules; "
+            # SAE training (and its subprocess tests) starts without transformers' import time
+            "from interplab.sae import SAETrainer; import interplab.activations; "
+            "assert 'transformers' not in sys.modules; "
             "from interplab.models import load; assert 'transformers' in sys.modules")
     src = str(Path(__file__).resolve().parents[1] / "src")
     subprocess.run([sys.executable, "-c", code], check=True,

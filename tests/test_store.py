@@ -53,9 +53,13 @@ def test_store_rows_equal_in_memory_harvest(tiny_models, tmp_path):
 
 
 def test_kill_9_mid_harvest_then_resume_is_identical(tmp_path):
+    """The crash is a real SIGKILL of another process; the reference and the resume run here
+    (the same code on one thread, so the same bytes), which saves two interpreter start-ups."""
+    from tests._store_worker import harvest as worker_harvest
+
     env = _env()
     ref = tmp_path / "ref"
-    subprocess.run([sys.executable, str(WORKER), str(ref), "0"], env=env, check=True, timeout=300)
+    worker_harvest(str(ref))
     out = tmp_path / "crash"
     proc = subprocess.Popen([sys.executable, str(WORKER), str(out), "0.4"], env=env,
                             stdout=subprocess.PIPE, text=True)
@@ -68,7 +72,7 @@ def test_kill_9_mid_harvest_then_resume_is_identical(tmp_path):
     partial = ActivationStore(out)
     assert not partial.complete and 2 <= len(partial.shards) < len(ActivationStore(ref).shards)
     assert (out / ".lock").exists()  # the dead writer's lock file remains; flock is released
-    subprocess.run([sys.executable, str(WORKER), str(out), "0"], env=env, check=True, timeout=300)
+    worker_harvest(str(out))
     a, b = ActivationStore(ref), ActivationStore(out)
     assert b.complete and b.verify().ok
     assert [s["sha256"] for s in a.shards] == [s["sha256"] for s in b.shards]

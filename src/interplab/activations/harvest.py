@@ -10,20 +10,22 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import DynamicCache
 
 from interplab.activations.positions import Positions
 from interplab.activations.prefixes import PrefixTree, plan_prefix_tree
 from interplab.defaults import DEFAULT_BATCH_SIZE
 from interplab.errors import InterplabError
-from interplab.models import HookPoint, LanguageModel, attach
+from interplab.models import HookPoint, attach
 from interplab.models.hooks import HookLike
 from interplab.threads import AdaptiveThreads, pace
+
+if TYPE_CHECKING:  # transformers loads only when a model is run, not to import this module
+    from interplab.models import LanguageModel
 
 # Keys and values of shared prefixes kept at once (see interplab.activations.prefixes).
 PREFIX_KV_BUDGET_BYTES = 512 * 2**20
@@ -201,6 +203,8 @@ def _batch_inputs(lm: LanguageModel, seqs: Sequence[Sequence[int]], local: np.nd
         return ids, mask, mask, position_ids, None, 0
     assert store is not None
     slots = torch.arange(prefix_width)[None, :] >= (prefix_width - d)[:, None]
+    from transformers import DynamicCache
+
     cache = DynamicCache(store.rows(node[local], prefix_width), config=lm.hf.config)
     return ids, mask, torch.cat([slots.long(), mask], dim=1), position_ids, cache, prefix_width
 
@@ -242,7 +246,10 @@ def _run_prefix_tree(lm: LanguageModel, tree: PrefixTree, token_ids: Sequence[Se
             ids, _, full_mask, position_ids, cache, width = _batch_inputs(
                 lm, tree.tokens, batch, parent_depth, tree.parent, store, pad_id)
             with torch.inference_mode():
-                cache = cache if cache is not None else DynamicCache(config=lm.hf.config)
+                if cache is None:
+                    from transformers import DynamicCache
+
+                    cache = DynamicCache(config=lm.hf.config)
                 hidden = run(ids.to(lm.device), full_mask.to(lm.device), position_ids, cache)
                 done = [(layer.keys, layer.values) for layer in cache.layers
                         if getattr(layer, "keys", None) is not None and layer.keys.numel()]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,10 +32,18 @@ from interplab.activations.store import (
 )
 from interplab.defaults import DEFAULT_BATCH_SIZE
 from interplab.errors import InterplabError
-from interplab.models import HookPoint, LanguageModel
+from interplab.models import HookPoint
 from interplab.models.hooks import HookLike
-from interplab.models.loading import weights_sha256
 from interplab.threads import AdaptiveThreads
+
+if TYPE_CHECKING:  # transformers loads only when a model is run, not to import this module
+    from interplab.models import LanguageModel
+
+
+def _weights_sha256(model: torch.nn.Module) -> str:
+    from interplab.models.loading import weights_sha256
+
+    return weights_sha256(model)
 
 
 def dataset_identity(texts: Sequence[str], name: str | None = None) -> dict:
@@ -143,7 +152,7 @@ def harvest_to_store(
     chunk = texts_per_chunk or 8 * batch_size
     header = {
         "interplab_version": interplab.__version__,
-        "model": {**lm.identity(), "weights_sha256": weights_sha256(lm.hf)},
+        "model": {**lm.identity(), "weights_sha256": _weights_sha256(lm.hf)},
         "hooks": [hp.name for hp in points],
         "positions": pos.spec,
         "dataset": identity,
@@ -293,7 +302,7 @@ def harvest_shard_in_worker(task: ShardTask, model) -> dict:
     if model not in _WORKER_MODELS:
         lm = model.load()
         _WORKER_MODELS.clear()  # one model per worker process
-        _WORKER_MODELS[model] = (lm, weights_sha256(lm.hf))
+        _WORKER_MODELS[model] = (lm, _weights_sha256(lm.hf))
     lm, sha = _WORKER_MODELS[model]
     if sha != task.weights_sha256:
         raise InterplabError(

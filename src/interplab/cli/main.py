@@ -48,9 +48,9 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
-    from interplab.cli import harvest, sae, studies, truth
+    from interplab.cli import cache, harvest, sae, studies, truth
 
-    for module in (studies, truth, harvest, sae):
+    for module in (studies, truth, harvest, sae, cache):
         module.register(app)
     _reflow_help(app)
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
+import json
 import os
 import pickle
 import re
 import struct
+import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -94,12 +98,117 @@ def _not_loadable(what: Path, exc: BaseException) -> InterplabError:
     return InterplabError(refused or f"{what} is not loadable: {_first_line(exc)}")
 
 
-def _load_gguf(path: Path, dtype: torch.dtype) -> tuple:
+def _load_gguf(path: Path, dtype: torch.dtype, cache: bool | None = None) -> tuple:
+    """Model and tokenizer of a GGUF file: from the converted-model cache when it holds this
+    file (verified), else converted by transformers and, with the cache on, kept there and read
+    back from it, so a first and a later load give the same objects (see
+    :mod:`interplab.models.cache`)."""
+    from interplab.models import cache as model_cache
+
+    if not model_cache.cache_enabled(cache):
+        return _convert_gguf(path, dtype)
+    store = model_cache.ModelCache()
+    key = model_cache.cache_key(store.gguf_sha256(path), str(dtype).removeprefix("torch."))
+    folder = store.lookup(path, key)
+    if folder is not None:
+        try:
+            return _load_converted(folder, dtype)
+        except _UNREADABLE as exc:
+            warnings.warn(f"the model cache entry {folder} could not be loaded "
+                          f"({_first_line(exc)}); deleting it and converting the GGUF again",
+                          stacklevel=3)
+            store.remove(folder)
+    start = time.perf_counter()
+    model, tok = _convert_gguf(path, dtype, cache_root=store.root)
+    seconds = time.perf_counter() - start
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    try:
+        folder = store.store(path, key, functools.partial(_save_converted, model, tok),
+                             expected_bytes=size, convert_seconds=seconds)
+    except OSError as exc:
+        warnings.warn(f"could not write the model cache in {store.root} ({exc}); the model is "
+                      "loaded but will be converted again next time: free disk space, point "
+                      "INTERPLAB_CACHE elsewhere, or set INTERPLAB_MODEL_CACHE=0", stacklevel=3)
+        return model, tok
+    if folder is None:
+        return model, tok
+    _stderr().print(f"{path.name}: converted in {seconds:.0f} s and cached in {folder}",
+                    highlight=False, soft_wrap=True)
+    del model
+    return _load_converted(folder, dtype)
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+# One conversion at a time in a process: the progress hook below swaps a module attribute.
+_CONVERTING = threading.Lock()
+
+
+@contextlib.contextmanager
+def _gguf_progress(label: str):
+    """transformers' GGUF loader draws a tqdm bar per tensor; where stderr is not a terminal
+    (a log file, CI) that is a wall of carriage returns, so there its tensor loop reports through
+    :class:`~interplab.progress.LineProgress` (a line at start, at tenths at most every 10 s,
+    and at the end) and transformers' other bars are off. On a terminal nothing changes."""
+    console = _stderr()
+    if console.is_terminal:
+        yield
+        return
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    from interplab.progress import LineProgress
+
+    lines = LineProgress(console, min_interval=10.0)
+
+    def line_tqdm(iterable, *args, **kwargs):
+        items = list(iterable)
+        task = lines.add_task(label, total=len(items))
+        for item in items:
+            yield item
+            lines.advance(task)
+
+    with _quiet_hf_bars(), _CONVERTING:
+        real = getattr(gguf_utils, "tqdm", None)
+        if real is not None:
+            gguf_utils.tqdm = line_tqdm
+        try:
+            yield
+        finally:
+            if real is not None:
+                gguf_utils.tqdm = real
+
+
+@contextlib.contextmanager
+def _quiet_hf_bars():
+    """transformers' own progress bars off for the block when stderr is not a terminal."""
+    from transformers.utils import logging as hf_logging
+
+    if _stderr().is_terminal or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+
+
+def _convert_gguf(path: Path, dtype: torch.dtype, cache_root: Path | None = None) -> tuple:
+    """Model and tokenizer parsed and de-quantised from the GGUF file by transformers."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    where = f" into the model cache at {cache_root} (once per file)" if cache_root else ""
+    _stderr().print(f"{path.name}: converting tokenizer, config and weights{where}",
+                    highlight=False, soft_wrap=True)
     try:
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+        with _gguf_progress(f"{path.name}: de-quantising tensors"):
+            tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                         dtype=dtype)
     except ImportError as exc:
         raise InterplabError(f"loading GGUF files needs the 'gguf' package ({exc}); "
                              "pip install gguf") from exc
@@ -107,6 +216,31 @@ def _load_gguf(path: Path, dtype: torch.dtype) -> tuple:
         raise
     except _UNREADABLE as exc:
         raise _not_loadable(path, exc) from None
+    return model, tok
+
+
+def _save_converted(model, tok, folder: Path) -> None:
+    """A converted GGUF model as a Hugging Face folder: config (without the GGUF quantisation
+    record: the weights are de-quantised), generation config, safetensors weights (tied tensors
+    once) and the tokenizer's files. No pickle anywhere."""
+    from safetensors.torch import save_model
+
+    config = json.loads(model.config.to_json_string(use_diff=False))
+    config.pop("quantization_config", None)
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True), "utf-8")
+    model.generation_config.save_pretrained(folder)
+    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    tok.save_pretrained(folder)
+
+
+def _load_converted(folder: Path, dtype: torch.dtype) -> tuple:
+    """Model and tokenizer of a cache entry written by :func:`_save_converted`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with _quiet_hf_bars():
+        tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype,
+                                                     use_safetensors=True)
     return model, tok
 
 
@@ -158,6 +292,7 @@ def load(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
     allow_download: bool = False,
+    cache: bool | None = None,
 ) -> LanguageModel:
     """Load a causal LM as a :class:`LanguageModel`.
 
@@ -165,6 +300,11 @@ def load(
     ``tiny-qwen2``, ``tiny-gpt2``, ``tiny-neox`` random test models built from ``seed``), a local
     Hugging Face model folder, or a ``.gguf`` file. Hub ids are fetched only with
     ``allow_download=True``. ``dtype`` is the dtype the model computes in.
+
+    A GGUF file (the embedded model is one) is converted once and kept in the converted-model
+    cache (``$INTERPLAB_CACHE/models`` or ``~/.cache/interplab/models``, see
+    :mod:`interplab.models.cache`); ``cache=False``, or ``INTERPLAB_MODEL_CACHE=0`` when
+    ``cache`` is None, converts it every time without reading or writing the cache.
     """
     target = _resolve_device(device)
     spec_str = str(spec)
@@ -176,14 +316,14 @@ def load(
         extra = {"seed": seed}
     elif spec_str in EMBEDDED:
         path = embedded_path(spec_str)
-        model, tok = _load_gguf(path, dtype)
+        model, tok = _load_gguf(path, dtype, cache)
         name, source = spec_str, str(path)
     else:
         path = Path(spec_str).expanduser()
         if path.suffix == ".gguf":
             if not path.is_file():
                 raise InterplabError(f"GGUF file {path} does not exist")
-            model, tok = _load_gguf(path, dtype)
+            model, tok = _load_gguf(path, dtype, cache)
             name, source = path.name, str(path)
         elif path.is_dir():
             if not (path / "config.json").is_file():

@@ -142,7 +142,7 @@ def _config_of(argv: list[str]):
     from typer.testing import CliRunner
 
     from interplab.cli import sae as sae_cli
-    from interplab.studies import sae as study
+    from interplab.studies.sae import run as study  # where `sae train` looks the function up
 
     seen = []
     original = study.run_sae_study
@@ -154,7 +154,7 @@ def _config_of(argv: list[str]):
         CliRunner().invoke(app, argv)
     finally:
         study.run_sae_study = original
-    (found,) = seen
+    (found,) = seen  # nothing trained: the command reached the study with its config
     return found
 
 

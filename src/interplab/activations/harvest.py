@@ -211,13 +211,16 @@ def _batch_inputs(lm: LanguageModel, seqs: Sequence[Sequence[int]], local: np.nd
 
 def _run_prefix_tree(lm: LanguageModel, tree: PrefixTree, token_ids: Sequence[Sequence[int]],
                      batch_size: int, run: Callable[..., torch.Tensor | None],
-                     with_logprobs: bool) -> _PrefixStore:
+                     with_logprobs: bool, progress: Any = None) -> _PrefixStore:
     """Run every prefix node once, wave by wave (a node's own tokens on its parent's keys and
     values), and keep the keys and values of its own tokens.
 
     With log-probabilities, a node's own positions are projected onto the vocabulary once: the
     tokens they predict inside the prefix are shared by everything below the node, and its last
     position scores the first own token of each child node and of each text on it.
+
+    ``progress`` (the harvest's sink) gets ``update(0)`` after each pass: no text is finished
+    yet, but a line-based display can print its heartbeat during a long first group of passes.
     """
     own = tree.own
     offset = np.concatenate([[0], np.cumsum(own)])
@@ -272,6 +275,8 @@ def _run_prefix_tree(lm: LanguageModel, tree: PrefixTree, token_ids: Sequence[Se
                 if with_logprobs:
                     _node_logprobs(lm, tree, token_ids, batch, hidden[at_r, at_p], own, above,
                                    children, on_node, store)
+            if progress is not None:
+                progress.update(0)
     return store
 
 
@@ -397,7 +402,8 @@ def iter_harvest_ids(
             info["shared_prefix_tokens_saved"] = tree.saved_tokens if tree is not None else 0
         store = None
         if tree is not None:
-            store = _run_prefix_tree(lm, tree, token_ids, batch_size, run, with_logprobs)
+            store = _run_prefix_tree(lm, tree, token_ids, batch_size, run, with_logprobs,
+                                     progress)
         own = np.asarray(lengths, dtype=np.int64) - depth  # tokens each text runs itself
         order = np.lexsort((depth, own))  # by own length, then prefix length
         for local in batches_by_length(own, batch_size, order):

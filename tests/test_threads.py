@@ -21,8 +21,8 @@ from interplab.threads import (
 
 def test_threads_for_leaves_the_busy_cpus_alone():
     assert threads_for(2, 0.0) == 2
-    assert threads_for(2, 0.3) == 2  # a neighbour using 30 % of a core: two threads still pay
-    assert threads_for(2, 0.45) == 1  # at 45 % the second thread costs more than it brings
+    assert threads_for(2, 0.45) == 2  # beside a neighbour using 45 % of a core two threads pay
+    assert threads_for(2, 0.75) == 1  # at 75 % the second thread costs more than it brings
     assert threads_for(2, 1.0) == 1
     assert threads_for(2, 6.0) == 1  # never fewer than one
     assert threads_for(8, 2.6) == 5

@@ -83,21 +83,21 @@ def _elsewhere(busy: int, own: int, seconds: float) -> float:
 
 
 # A CPU counts as taken once other processes keep more than this fraction of it busy.
-SHARED_CPU_FRACTION = 0.35
+SHARED_CPU_FRACTION = 0.5
 
 
 def threads_for(cpus: int, busy_elsewhere: float) -> int:
-    """Threads for a compute pool: the CPUs other processes leave (nearly) free, at least 1.
+    """Threads for a compute pool: the CPUs other processes leave free, at least 1.
 
     A thread more than there are free CPUs does not add CPU time; it makes every parallel region
     wait for whichever thread the scheduler last put aside, so throughput falls much faster than
     the CPU share (measured in docs/benchmarks.md, "Speed under load"). A CPU that others keep
     busy more than :data:`SHARED_CPU_FRACTION` of the time counts as taken: beside a neighbour
-    using 45 % of a core, a second thread made small passes 1.5 x slower and the largest only
-    1.2 x faster; beside one using 30 % it still paid (docs/benchmarks.md, "Why the prefix
-    tree's lead vanished under load").
+    using 30 % or 45 % of a core a second thread still paid on all but the smallest passes; beside
+    neighbours using 75 % of one in total it made small passes 1.5 x slower (docs/benchmarks.md,
+    "Why the prefix tree's lead vanished under load").
     """
-    return max(1, min(cpus, int(cpus - busy_elsewhere + SHARED_CPU_FRACTION)))
+    return max(1, min(cpus, int(cpus - busy_elsewhere + 1.0 - SHARED_CPU_FRACTION)))
 
 
 def _is_auto(threads: int | str | None) -> bool:
